@@ -1,0 +1,213 @@
+//! `cowroute run`: load, program the maps, attach, then keep the maps in step
+//! with the kernel until SIGINT or SIGTERM.
+
+use crate::{
+    config::{self, Config},
+    dataplane::{DataPlane, LoadOptions, ModeChoice},
+    map_writer::MapWriter,
+    netlink_mirror::{self, Mirror},
+    rib::{Rib, RouteInput},
+    stats,
+};
+use anyhow::{anyhow, bail, Result};
+use aya::maps::{MapData, PerCpuArray};
+use common::{maps, Counter};
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+pub struct RunOptions {
+    pub ifaces: Vec<String>,
+    pub config: PathBuf,
+    pub mode: ModeChoice,
+    pub pin_dir: PathBuf,
+    pub load: LoadOptions,
+    pub grace: Duration,
+    /// How long to wait for configured neighbours before declaring ready.
+    pub resolve_wait: Duration,
+}
+
+/// Neighbours the agent has the kernel resolve: configured ones without a
+/// MAC, and the gateways of routes.
+fn pending_neighbours(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)]) -> Vec<(u32, IpAddr)> {
+    let mut v: Vec<(u32, IpAddr)> =
+        configured.iter().copied().filter(|(i, a)| !rib.neighbour_resolved(*i, *a)).collect();
+    v.extend(rib.unresolved_gateways());
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn solicit_all(pending: &[(u32, IpAddr)], names: &std::collections::HashMap<u32, String>) {
+    for (ifindex, addr) in pending {
+        if let Some(dev) = names.get(ifindex) {
+            if let Err(e) = netlink_mirror::solicit(*addr, dev, *ifindex) {
+                tracing::debug!(%addr, dev, error = %e, "solicit failed");
+            }
+        }
+    }
+}
+
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let config: Config = config::load(&opts.config).map_err(|e| anyhow!("config error: {e}"))?;
+    let mut ifaces = config.interfaces.clone();
+    for i in &opts.ifaces {
+        if !ifaces.contains(i) {
+            ifaces.push(i.clone());
+        }
+    }
+    if ifaces.is_empty() {
+        bail!("no interface to attach to: give --iface IF or `interfaces = [...]` in {}", opts.config.display());
+    }
+
+    let (mut mirror, dump) = Mirror::start().await?;
+
+    // Everything the config names must exist before anything is loaded.
+    let links: std::collections::HashMap<String, u32> = dump
+        .iter()
+        .filter_map(|e| match e {
+            netlink_mirror::Event::Link(l) => Some((l.name.clone(), l.index)),
+            _ => None,
+        })
+        .collect();
+    let cfg_err = |line: config::Line, field: &str, msg: String| {
+        anyhow!("config error: {}:{}: {field}: {msg}", opts.config.display(), line.0)
+    };
+    let mut names = std::collections::HashMap::new();
+    let mut lookup = |name: &str| -> Option<u32> {
+        let index = *links.get(name)?;
+        names.insert(index, name.to_string());
+        Some(index)
+    };
+    for iface in &ifaces {
+        lookup(iface).ok_or_else(|| anyhow!("unknown interface {iface:?}"))?;
+    }
+    let mut routes = Vec::new();
+    for r in &config.routes {
+        let dev = match &r.dev {
+            Some(name) => Some(lookup(name).ok_or_else(|| cfg_err(r.line, "dev", format!("unknown interface {name:?}")))?),
+            None => None,
+        };
+        routes.push(RouteInput { prefix: r.prefix, kind: r.kind, dev, via: r.via, metrics: r.metrics });
+    }
+    let mut neighbours = Vec::new();
+    for n in &config.neighbours {
+        let index = lookup(&n.dev).ok_or_else(|| cfg_err(n.line, "dev", format!("unknown interface {:?}", n.dev)))?;
+        neighbours.push((index, n.address, n.lladdr));
+    }
+
+    let mut dp = DataPlane::load(&opts.load)?;
+    let logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {
+        // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
+        Ok(l) => Some(unsafe { AsyncFd::register(l) }.map_err(|e| anyhow!("polling aya-log: {e}"))?),
+        Err(e) => {
+            tracing::info!(error = %e, "no eBPF log channel");
+            None
+        }
+    };
+    dp.pin_maps(&opts.pin_dir)?;
+    let counters: PerCpuArray<MapData, Counter> = crate::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
+    let writer = dp.map_writer()?;
+    let now = Instant::now();
+    let mut rib = Rib::new(writer, common::capacity::METRICS_RO, common::capacity::NEXTHOPS, opts.grace);
+    for ev in dump {
+        rib.apply(ev, now)?;
+    }
+    let mut to_resolve = Vec::new();
+    for (index, address, lladdr) in neighbours {
+        match lladdr {
+            Some(mac) => rib.set_static_neighbour(index, address, mac, now)?,
+            None => to_resolve.push((index, address)),
+        }
+    }
+    for r in routes {
+        rib.set_route(r, now)?;
+    }
+
+    // Program first, attach second: no window where the fast path has no routes.
+    for iface in &ifaces {
+        let mode = dp.attach(iface, opts.mode)?;
+        tracing::info!(iface, ?mode, "XDP attached");
+    }
+
+    // Have the kernel resolve what we need, then declare ready.
+    let deadline = Instant::now() + opts.resolve_wait;
+    loop {
+        let pending = pending_neighbours(&rib, &to_resolve);
+        if pending.is_empty() || Instant::now() >= deadline {
+            if !pending.is_empty() {
+                tracing::warn!(?pending, "neighbours still unresolved; their traffic goes to the kernel until they are");
+            }
+            break;
+        }
+        solicit_all(&pending, &names);
+        let wait = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                batch = mirror.next() => {
+                    for ev in batch.ok_or_else(|| anyhow!("netlink subscription closed"))? {
+                        rib.apply(ev, Instant::now())?;
+                    }
+                }
+            }
+        }
+    }
+    let s = rib.summary();
+    tracing::info!(
+        routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
+        nexthops = s.nexthops, resolved = s.nexthops_resolved, metrics_ro = s.metrics_ro_in_use,
+        pin_dir = %opts.pin_dir.display(), "ready"
+    );
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut logger = logger;
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break }
+            batch = mirror.next() => {
+                let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
+                for ev in batch {
+                    if let Err(e) = rib.apply(ev.clone(), Instant::now()) {
+                        tracing::error!(?ev, error = %e, "applying netlink event");
+                    }
+                }
+            }
+            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                rib.reap(Instant::now());
+                let pending = pending_neighbours(&rib, &to_resolve);
+                if !pending.is_empty() && ticks % 5 == 0 {
+                    solicit_all(&pending, &names);
+                }
+                if ticks % 30 == 0 {
+                    if let Ok(c) = stats::read_counters(&counters) {
+                        let fwd = c.iter().find(|r| r.reason == "forwarded").map_or(0, |r| r.packets);
+                        tracing::info!(forwarded = fwd, summary = ?rib.summary(), "status");
+                    }
+                }
+            }
+        }
+    }
+    drop(rib);
+    dp.unpin_maps();
+    drop(dp);
+    tracing::info!("detached; pins removed");
+    Ok(())
+}

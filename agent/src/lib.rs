@@ -1,0 +1,28 @@
+//! cowroute: an XDP routing data plane with copy-on-write route metrics.
+//!
+//! The modules follow the architecture of shared/DESIGN.md:
+//! - [`dataplane`]: loads the XDP program, pins its maps, attaches it;
+//! - [`map_writer`]: the one owner of every write to the maps;
+//! - [`metrics_store`]: interned, refcounted, read-only metric sets;
+//! - [`rib`]: the agent's route table and how it maps onto entries and next hops;
+//! - [`netlink_mirror`]: links, addresses and neighbours from the kernel;
+//! - [`config`]: the TOML route list (`--source config`);
+//! - [`stats`] and [`show`]: reading the pinned maps for operators.
+
+pub mod bpffs;
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod map_writer;
+pub mod metrics_store;
+pub mod netlink_mirror;
+pub mod netns;
+pub mod rib;
+pub mod show;
+pub mod stats;
+
+/// The XDP program, built by build.rs with BTF.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cowroute"));
+
+/// Where the agent pins its maps unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cowroute";

@@ -1,0 +1,130 @@
+//! The `cowroute` command: the agent (`run`) and its operator commands.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use cowroute::{
+    daemon::{self, RunOptions},
+    dataplane::{DataPlane, LoadOptions, ModeChoice},
+    show, DEFAULT_PIN_DIR,
+};
+use std::{path::PathBuf, time::Duration};
+
+#[derive(Parser)]
+#[command(name = "cowroute", version, about = "XDP routing data plane with copy-on-write route metrics")]
+struct Cli {
+    /// Run in this network namespace (/run/netns/NAME), entered before anything else.
+    #[arg(long, global = true)]
+    netns: Option<String>,
+    /// Where the maps are pinned.
+    #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the XDP program, program the routes, attach, and keep the maps in step.
+    Run {
+        /// Interface to attach to (repeatable; adds to the config's `interfaces`).
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// The route list (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Where routes come from. Only `config` for now.
+        #[arg(long, value_enum, default_value_t = Source::Config)]
+        source: Source,
+        /// XDP mode: auto tries native and falls back to generic.
+        #[arg(long, value_enum, default_value_t = ModeChoice::Auto)]
+        xdp_mode: ModeChoice,
+        /// Slots in the private metrics pool (METRICS_RW).
+        #[arg(long, default_value_t = common::capacity::METRICS_RW, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        metrics_rw_slots: u32,
+        /// Grace period before a freed slot is reused, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        grace_ms: u64,
+        /// Seconds to wait for configured neighbours before declaring ready.
+        #[arg(long, default_value_t = 3)]
+        resolve_wait: u64,
+        /// Keep the XDP program's debug log lines.
+        #[arg(long)]
+        bpf_debug_log: bool,
+    },
+    /// Read the pinned maps (works while the agent is stopped).
+    Show {
+        #[command(subcommand)]
+        what: ShowWhat,
+        /// JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Attach a pass-only XDP program to IFACE in native mode and pin its link
+    /// at PIN: the far end of a veth needs one to receive redirected frames.
+    AttachPass {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        pin: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Source {
+    Config,
+}
+
+#[derive(Subcommand)]
+enum ShowWhat {
+    /// Packets and bytes per verdict reason.
+    Stats,
+    /// The route entries in ROUTES_V4 and ROUTES_V6.
+    Routes,
+    /// The next hops in use.
+    Nexthops,
+    /// The shared (RO) and private (RW) metric slots in use.
+    Metrics,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("cowroute: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    // Before any thread exists, so every thread lives in the namespace.
+    if let Some(ns) = &cli.netns {
+        cowroute::netns::enter(ns)?;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run { ifaces, config, source: _, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(daemon::run(RunOptions {
+                ifaces,
+                config,
+                mode: xdp_mode,
+                pin_dir: cli.pin_dir,
+                load: LoadOptions { metrics_rw_slots, bpf_debug_log },
+                grace: Duration::from_millis(grace_ms),
+                resolve_wait: Duration::from_secs(resolve_wait),
+            }))
+        }
+        Command::Show { what, json } => match what {
+            ShowWhat::Stats => show::print_stats(&cli.pin_dir, json),
+            ShowWhat::Routes => show::print_routes(&cli.pin_dir, json),
+            ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, json),
+            ShowWhat::Metrics => show::print_metrics(&cli.pin_dir, json),
+        },
+        Command::AttachPass { iface, pin } => {
+            let mut dp = DataPlane::load(&LoadOptions { metrics_rw_slots: 1, bpf_debug_log: false })?;
+            dp.attach_pass_pinned(&iface, &pin)
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The one owner of every write to the fast path's maps.
+//!
+//! Every value is written whole with one `bpf_map_update_elem`, so a reader
+//! sees the old element or the new one, never a mix.
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    maps::{lpm_trie::Key, Array, DevMapHash, LpmTrie, Map, MapData},
+    Ebpf,
+};
+use common::{
+    maps,
+    route::{V4KeyData, V6KeyData},
+    NextHop, RouteEntry, RouteMetrics,
+};
+use ipnet::IpNet;
+use std::path::Path;
+
+pub struct MapWriter {
+    routes_v4: LpmTrie<MapData, V4KeyData, RouteEntry>,
+    routes_v6: LpmTrie<MapData, V6KeyData, RouteEntry>,
+    nexthops: Array<MapData, NextHop>,
+    metrics_ro: Array<MapData, RouteMetrics>,
+    metrics_rw: Array<MapData, RouteMetrics>,
+    egress_ports: DevMapHash<MapData>,
+}
+
+fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Opens a pinned map as its typed view.
+pub fn open_pinned<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &str) -> Result<T> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {} (is the agent running, or was it ever started with this --pin-dir?)", path.display()))?;
+    let map = Map::from_map_data(data).with_context(|| format!("pinned map {}", path.display()))?;
+    T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type", path.display()))
+}
+
+fn v4_key(prefix: &ipnet::Ipv4Net) -> Key<V4KeyData> {
+    Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
+}
+
+fn v6_key(prefix: &ipnet::Ipv6Net) -> Key<V6KeyData> {
+    Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
+}
+
+impl MapWriter {
+    /// Takes the writable maps out of a freshly loaded object.
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<MapWriter> {
+        Ok(MapWriter {
+            routes_v4: take(ebpf, maps::ROUTES_V4)?,
+            routes_v6: take(ebpf, maps::ROUTES_V6)?,
+            nexthops: take(ebpf, maps::NEXTHOPS)?,
+            metrics_ro: take(ebpf, maps::METRICS_RO)?,
+            metrics_rw: take(ebpf, maps::METRICS_RW)?,
+            egress_ports: take(ebpf, maps::EGRESS_PORTS)?,
+        })
+    }
+
+    /// Publishes `entry` as the route for `prefix` (insert or atomic replace).
+    pub fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
+        match prefix {
+            IpNet::V4(p) => self.routes_v4.insert(&v4_key(p), entry, 0),
+            IpNet::V6(p) => self.routes_v6.insert(&v6_key(p), entry, 0),
+        }
+        .with_context(|| format!("writing route {prefix}"))
+    }
+
+    pub fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
+        match prefix {
+            IpNet::V4(p) => self.routes_v4.remove(&v4_key(p)),
+            IpNet::V6(p) => self.routes_v6.remove(&v6_key(p)),
+        }
+        .with_context(|| format!("deleting route {prefix}"))
+    }
+
+    pub fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
+        self.nexthops.set(id, nh, 0).with_context(|| format!("writing next hop {id}"))
+    }
+
+    /// Fills a shared slot. Only for a slot no route refers to yet (or to the
+    /// same contents): the program never sees it half-written.
+    pub fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
+        self.metrics_ro.set(slot, m, 0).with_context(|| format!("writing METRICS_RO slot {slot}"))
+    }
+
+    pub fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
+        self.metrics_rw.set(slot, m, 0).with_context(|| format!("writing METRICS_RW slot {slot}"))
+    }
+
+    pub fn metrics_rw_capacity(&self) -> u32 {
+        self.metrics_rw.len()
+    }
+
+    pub fn metrics_ro_capacity(&self) -> u32 {
+        self.metrics_ro.len()
+    }
+
+    pub fn add_port(&mut self, ifindex: u32) -> Result<()> {
+        self.egress_ports
+            .insert(ifindex, ifindex, None, 0)
+            .with_context(|| format!("adding ifindex {ifindex} to EGRESS_PORTS (does the driver support XDP redirect?)"))
+    }
+
+    pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+        self.egress_ports.remove(ifindex).with_context(|| format!("removing ifindex {ifindex} from EGRESS_PORTS"))
+    }
+}

@@ -1,0 +1,122 @@
+//! Verdict reasons and the per-CPU counters the fast path keeps for each.
+
+/// Why a packet left the fast path the way it did. One counter per reason.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Redirected to the next hop.
+    Forwarded = 0,
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...): the stack's.
+    NotIp = 1,
+    /// Truncated or inconsistent headers, bad IPv4 header checksum.
+    Malformed = 2,
+    /// More than one VLAN tag, or an 802.1ad outer tag.
+    VlanStacked = 3,
+    /// Multicast or broadcast destination.
+    Multicast = 4,
+    /// IPv6 link-local source or destination: never forwarded.
+    LinkLocal = 5,
+    /// No route matches the destination.
+    NoRoute = 6,
+    /// The route is local (or broadcast): for this router.
+    Local = 7,
+    /// TTL or hop limit would reach zero.
+    TtlExceeded = 8,
+    /// Larger than the route MTU (or the egress device MTU).
+    TooBig = 9,
+    /// IPv4 options or an IPv6 hop-by-hop header.
+    IpOptions = 10,
+    /// The next hop has no resolved neighbour, or its link is down.
+    NoNeighbour = 11,
+    /// A blackhole route: dropped.
+    Blackhole = 12,
+    /// An unreachable route.
+    Unreachable = 13,
+    /// A prohibit route.
+    Prohibit = 14,
+    /// The egress port is not in `EGRESS_PORTS`.
+    RedirectFailed = 15,
+    /// A route names a metrics or next-hop slot that does not exist.
+    BadReference = 16,
+    /// Not enough headroom to push a VLAN tag.
+    NoHeadroom = 17,
+}
+
+/// Number of reasons: the size of the `COUNTERS` array.
+pub const NUM_REASONS: u32 = 18;
+
+impl Reason {
+    pub const ALL: [Reason; NUM_REASONS as usize] = [
+        Reason::Forwarded,
+        Reason::NotIp,
+        Reason::Malformed,
+        Reason::VlanStacked,
+        Reason::Multicast,
+        Reason::LinkLocal,
+        Reason::NoRoute,
+        Reason::Local,
+        Reason::TtlExceeded,
+        Reason::TooBig,
+        Reason::IpOptions,
+        Reason::NoNeighbour,
+        Reason::Blackhole,
+        Reason::Unreachable,
+        Reason::Prohibit,
+        Reason::RedirectFailed,
+        Reason::BadReference,
+        Reason::NoHeadroom,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Forwarded => "forwarded",
+            Reason::NotIp => "not_ip",
+            Reason::Malformed => "malformed",
+            Reason::VlanStacked => "vlan_stacked",
+            Reason::Multicast => "multicast",
+            Reason::LinkLocal => "link_local",
+            Reason::NoRoute => "no_route",
+            Reason::Local => "local",
+            Reason::TtlExceeded => "ttl_exceeded",
+            Reason::TooBig => "too_big",
+            Reason::IpOptions => "ip_options",
+            Reason::NoNeighbour => "no_neighbour",
+            Reason::Blackhole => "blackhole",
+            Reason::Unreachable => "unreachable",
+            Reason::Prohibit => "prohibit",
+            Reason::RedirectFailed => "redirect_failed",
+            Reason::BadReference => "bad_reference",
+            Reason::NoHeadroom => "no_headroom",
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<Reason> {
+        Reason::ALL.get(v as usize).copied()
+    }
+}
+
+/// Packets and bytes for one reason, on one CPU (`COUNTERS` is per-CPU, so
+/// the fast path never writes a line another CPU reads).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_dense_and_named_uniquely() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32);
+            assert_eq!(Reason::from_u32(i as u32), Some(*r));
+            for other in &Reason::ALL[i + 1..] {
+                assert_ne!(r.name(), other.name());
+            }
+        }
+        assert_eq!(Reason::from_u32(NUM_REASONS), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! Types shared by the XDP program and the agent.
+//!
+//! Everything here is `#[repr(C)]`, plain old data, and `no_std`: the same
+//! definitions describe the BPF maps' keys and values on both sides, and their
+//! BTF is what `bpftool map dump` prints by field name.
+#![no_std]
+
+pub mod checksum;
+pub mod counters;
+pub mod metrics;
+pub mod nexthop;
+pub mod route;
+
+pub use counters::{Counter, Reason};
+pub use metrics::{MetricsRef, RouteMetrics, Rtax, RTAX_MAX};
+pub use nexthop::NextHop;
+pub use route::{RouteEntry, RouteKind};
+
+/// Names of the maps, one place, so the agent, the tests and `bpftool` agree.
+pub mod maps {
+    pub const ROUTES_V4: &str = "ROUTES_V4";
+    pub const ROUTES_V6: &str = "ROUTES_V6";
+    pub const NEXTHOPS: &str = "NEXTHOPS";
+    pub const METRICS_RO: &str = "METRICS_RO";
+    pub const METRICS_RW: &str = "METRICS_RW";
+    pub const EGRESS_PORTS: &str = "EGRESS_PORTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Every map the agent pins, in the order `show` lists them.
+    pub const ALL: [&str; 7] = [
+        ROUTES_V4,
+        ROUTES_V6,
+        NEXTHOPS,
+        METRICS_RO,
+        METRICS_RW,
+        EGRESS_PORTS,
+        COUNTERS,
+    ];
+}
+
+/// Default capacities; the agent may resize the arrays at load time.
+pub mod capacity {
+    pub const ROUTES_V4: u32 = 2_000_000;
+    pub const ROUTES_V6: u32 = 1_000_000;
+    pub const NEXTHOPS: u32 = 65_536;
+    pub const METRICS_RO: u32 = 16_384;
+    pub const METRICS_RW: u32 = 65_536;
+    pub const EGRESS_PORTS: u32 = 1_024;
+}
+
+/// Unit tests need `std`; the library itself never does.
+#[cfg(test)]
+extern crate std;
+
+// SAFETY: every type is repr(C), has no implicit padding (asserted by the
+// size checks beside each definition) and is valid for any bit pattern.
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for crate::RouteMetrics {}
+    unsafe impl aya::Pod for crate::MetricsRef {}
+    unsafe impl aya::Pod for crate::RouteEntry {}
+    unsafe impl aya::Pod for crate::NextHop {}
+    unsafe impl aya::Pod for crate::Counter {}
+}

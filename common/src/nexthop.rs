@@ -1,0 +1,48 @@
+//! Next hops: the values of the `NEXTHOPS` array.
+
+/// Where a route's packets go: egress device, MACs, optional 802.1Q tag.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NextHop {
+    /// Egress device (the parent device when `vlan` is set); `EGRESS_PORTS` key.
+    pub ifindex: u32,
+    /// The egress device's MTU: the limit when the route has no `RTAX_MTU`.
+    pub mtu: u32,
+    /// The neighbour's MAC (valid when `flags & NextHop::RESOLVED`).
+    pub dmac: [u8; 6],
+    /// The egress device's MAC.
+    pub smac: [u8; 6],
+    /// 802.1Q VLAN id to push on egress, 0 for untagged.
+    pub vlan: u16,
+    pub flags: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<NextHop>() == 24);
+
+impl NextHop {
+    /// The neighbour is known: `dmac` may be used.
+    pub const RESOLVED: u16 = 0x1;
+    /// The egress link is up.
+    pub const LINK_UP: u16 = 0x2;
+    /// What the fast path needs before it forwards through this next hop.
+    pub const USABLE: u16 = Self::RESOLVED | Self::LINK_UP;
+
+    pub const fn is_usable(&self) -> bool {
+        self.flags & Self::USABLE == Self::USABLE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usable_needs_neighbour_and_link() {
+        let mut nh = NextHop::default();
+        assert!(!nh.is_usable());
+        nh.flags = NextHop::RESOLVED;
+        assert!(!nh.is_usable());
+        nh.flags = NextHop::RESOLVED | NextHop::LINK_UP;
+        assert!(nh.is_usable());
+    }
+}

@@ -1,0 +1,94 @@
+//! The forwarding state the agent writes and the fast path reads, with tiny
+//! accessors in the spirit of `include/net/dst.h`.
+//!
+//! Read-mostly maps (routes, next hops, RO metrics) are apart from written
+//! ones (per-CPU counters, private metrics): a write never dirties a cache
+//! line that every packet reads.
+
+use aya_ebpf::{
+    bindings::BPF_F_RDONLY_PROG,
+    btf_maps::{lpm_trie::Key, Array, DevMapHash, LpmTrie, PerCpuArray},
+    macros::btf_map,
+};
+use common::{
+    capacity, counters::NUM_REASONS, route::V4KeyData, route::V6KeyData, Counter, MetricsRef,
+    NextHop, Reason, RouteEntry, RouteMetrics,
+};
+
+#[btf_map]
+pub static ROUTES_V4: LpmTrie<V4KeyData, RouteEntry, { capacity::ROUTES_V4 as usize }> =
+    LpmTrie::new();
+
+#[btf_map]
+pub static ROUTES_V6: LpmTrie<V6KeyData, RouteEntry, { capacity::ROUTES_V6 as usize }> =
+    LpmTrie::new();
+
+#[btf_map]
+pub static NEXTHOPS: Array<NextHop, { capacity::NEXTHOPS as usize }> = Array::new();
+
+/// Interned, shared metric sets. The verifier rejects any write from a program.
+#[btf_map]
+pub static METRICS_RO: Array<
+    RouteMetrics,
+    { capacity::METRICS_RO as usize },
+    { BPF_F_RDONLY_PROG as usize },
+> = Array::new();
+
+/// Private per-destination copies, written only by the agent's COW engine.
+#[btf_map]
+pub static METRICS_RW: Array<RouteMetrics, { capacity::METRICS_RW as usize }> = Array::new();
+
+/// Egress devices, keyed by ifindex.
+#[btf_map]
+pub static EGRESS_PORTS: DevMapHash<{ capacity::EGRESS_PORTS as usize }> = DevMapHash::new();
+
+/// Packets and bytes per verdict reason, per CPU.
+#[btf_map]
+pub static COUNTERS: PerCpuArray<Counter, { NUM_REASONS as usize }> = PerCpuArray::new();
+
+/// Longest-prefix match of an IPv4 destination.
+#[inline(always)]
+pub fn route_lookup_v4(dst: V4KeyData) -> Option<&'static RouteEntry> {
+    ROUTES_V4.get(&Key::new(32, dst))
+}
+
+/// Longest-prefix match of an IPv6 destination.
+#[inline(always)]
+pub fn route_lookup_v6(dst: V6KeyData) -> Option<&'static RouteEntry> {
+    ROUTES_V6.get(&Key::new(128, dst))
+}
+
+/// The kernel's `dst_metrics_ptr`: follow a tagged reference to its metrics,
+/// shared (tag set) or private (tag clear).
+#[inline(always)]
+pub fn dst_metrics_ptr(metrics: MetricsRef) -> Option<&'static RouteMetrics> {
+    if metrics.is_read_only() {
+        METRICS_RO.get(metrics.slot())
+    } else {
+        METRICS_RW.get(metrics.slot())
+    }
+}
+
+#[inline(always)]
+pub fn nexthop(id: u32) -> Option<&'static NextHop> {
+    NEXTHOPS.get(id)
+}
+
+/// Arms the redirect to `ifindex`; the frame leaves when the program returns
+/// the action. Fails, and changes nothing, if the port is not in `EGRESS_PORTS`.
+#[inline(always)]
+pub fn redirect_to(ifindex: u32) -> Result<u32, u32> {
+    EGRESS_PORTS.redirect(ifindex, 0)
+}
+
+/// Counts one frame of `bytes` under `reason` on this CPU.
+#[inline(always)]
+pub fn count(reason: Reason, bytes: usize) {
+    if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
+        // SAFETY: a per-CPU slot, written only by this CPU with preemption off.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! cowroute's fast path: an XDP program that forwards IPv4 and IPv6 from the
+//! route tables in BPF maps, reading each route's metrics through a tagged
+//! reference (shared read-only, or a destination's private copy).
+//!
+//! Every frame ends in exactly one [`Verdict`], made in one place per reason
+//! and counted per CPU.
+#![no_std]
+#![no_main]
+
+mod fib;
+mod packet;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
+use common::{checksum, NextHop, Reason, RouteEntry, RouteKind};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+use packet::{adjust_head, frame_len, ptr_at, ptr_at_mut};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_HLEN: usize = 4;
+const IPV6_NEXTHDR_HOP: u8 = 0;
+
+/// What becomes of a frame, and why.
+struct Verdict {
+    action: u32,
+    reason: Reason,
+}
+
+impl Verdict {
+    /// Leave the frame to the kernel stack.
+    const fn pass(reason: Reason) -> Verdict {
+        Verdict { action: xdp_action::XDP_PASS, reason }
+    }
+    const fn drop(reason: Reason) -> Verdict {
+        Verdict { action: xdp_action::XDP_DROP, reason }
+    }
+    const fn forwarded(action: u32) -> Verdict {
+        Verdict { action, reason: Reason::Forwarded }
+    }
+}
+
+/// Early exits carry their verdict in `Err`, so `?` reads as "or leave with".
+type Step<T> = Result<T, Verdict>;
+
+#[xdp]
+pub fn cowroute(ctx: XdpContext) -> u32 {
+    let verdict = match route_frame(&ctx) {
+        Ok(v) | Err(v) => v,
+    };
+    fib::count(verdict.reason, frame_len(&ctx));
+    verdict.action
+}
+
+/// Does nothing but XDP_PASS: attached to the far end of a veth so that frames
+/// redirected into it in native mode are received.
+#[xdp]
+pub fn cowroute_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// The layer-2 facts the rest of the path needs.
+struct L2 {
+    /// Offset of the IP header: 14, or 18 behind one 802.1Q tag.
+    l3_off: usize,
+    /// The frame arrived with an 802.1Q tag.
+    tagged: bool,
+}
+
+fn route_frame(ctx: &XdpContext) -> Step<Verdict> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(Verdict::pass(Reason::Malformed))?;
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut l2 = L2 { l3_off: EthHdr::LEN, tagged: false };
+    if ether_type == ETH_P_8021Q {
+        // The tag names the ingress sub-interface; routing is on the inner packet.
+        let inner: *const [u8; 2] =
+            ptr_at(ctx, EthHdr::LEN + 2).ok_or(Verdict::pass(Reason::Malformed))?;
+        ether_type = u16::from_be_bytes(unsafe { *inner });
+        l2 = L2 { l3_off: EthHdr::LEN + VLAN_HLEN, tagged: true };
+        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+            return Err(Verdict::pass(Reason::VlanStacked));
+        }
+    } else if ether_type == ETH_P_8021AD {
+        return Err(Verdict::pass(Reason::VlanStacked));
+    }
+    if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 {
+        return Err(Verdict::pass(Reason::NotIp));
+    }
+    if unsafe { (*eth).dst_addr[0] } & 1 != 0 {
+        return Err(Verdict::pass(Reason::Multicast));
+    }
+    if ether_type == ETH_P_IP {
+        route_v4(ctx, &l2)
+    } else {
+        route_v6(ctx, &l2)
+    }
+}
+
+fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l2.l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
+    let (vihl, tot_len, ttl, dst) = unsafe {
+        ((*ip).vihl, u16::from_be_bytes((*ip).tot_len) as usize, (*ip).ttl, (*ip).dst_addr)
+    };
+    let ihl = (vihl & 0x0f) as usize * 4;
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || l2.l3_off + tot_len > frame_len(ctx)
+    {
+        return Err(Verdict::pass(Reason::Malformed));
+    }
+    if ihl != Ipv4Hdr::LEN {
+        return Err(Verdict::pass(Reason::IpOptions));
+    }
+    if !ipv4_checksum_ok(ip) {
+        return Err(Verdict::pass(Reason::Malformed));
+    }
+    if dst[0] & 0xf0 == 0xe0 || dst == [255; 4] {
+        return Err(Verdict::pass(Reason::Multicast));
+    }
+    let route = fib::route_lookup_v4(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
+    let hop = next_hop_of(route)?;
+    if ttl <= 1 {
+        return Err(Verdict::pass(Reason::TtlExceeded));
+    }
+    if tot_len as u32 > hop.mtu {
+        return Err(Verdict::pass(Reason::TooBig));
+    }
+    let action = arm_redirect(ctx, hop.nh)?;
+    let l3_off = rewrite_l2(ctx, l2, hop.nh)?;
+    ip_decrease_ttl(ctx, l3_off)?;
+    Ok(Verdict::forwarded(action))
+}
+
+fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, l2.l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
+    let (version, payload_len, next_hdr, hop_limit, src, dst) = unsafe {
+        (
+            (*ip).vcf[0] >> 4,
+            u16::from_be_bytes((*ip).payload_len) as usize,
+            *(ip as *const u8).add(6),
+            (*ip).hop_limit,
+            (*ip).src_addr,
+            (*ip).dst_addr,
+        )
+    };
+    let len = Ipv6Hdr::LEN + payload_len;
+    if version != 6 || l2.l3_off + len > frame_len(ctx) {
+        return Err(Verdict::pass(Reason::Malformed));
+    }
+    if dst[0] == 0xff {
+        return Err(Verdict::pass(Reason::Multicast));
+    }
+    if is_link_local_v6(&dst) || is_link_local_v6(&src) {
+        return Err(Verdict::pass(Reason::LinkLocal));
+    }
+    if next_hdr == IPV6_NEXTHDR_HOP {
+        return Err(Verdict::pass(Reason::IpOptions));
+    }
+    let route = fib::route_lookup_v6(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
+    let hop = next_hop_of(route)?;
+    if hop_limit <= 1 {
+        return Err(Verdict::pass(Reason::TtlExceeded));
+    }
+    if len as u32 > hop.mtu {
+        return Err(Verdict::pass(Reason::TooBig));
+    }
+    let action = arm_redirect(ctx, hop.nh)?;
+    let l3_off = rewrite_l2(ctx, l2, hop.nh)?;
+    ipv6_decrease_hop_limit(ctx, l3_off)?;
+    Ok(Verdict::forwarded(action))
+}
+
+/// Where a unicast route sends its packets, and the MTU that applies.
+struct Hop {
+    nh: &'static NextHop,
+    mtu: u32,
+}
+
+/// Turns a route into a next hop and an MTU, or the verdict its type calls for.
+fn next_hop_of(route: &RouteEntry) -> Step<Hop> {
+    match route.kind() {
+        Some(RouteKind::Unicast) => {}
+        Some(RouteKind::Local) => return Err(Verdict::pass(Reason::Local)),
+        Some(RouteKind::Blackhole) => return Err(Verdict::drop(Reason::Blackhole)),
+        Some(RouteKind::Unreachable) => return Err(Verdict::pass(Reason::Unreachable)),
+        Some(RouteKind::Prohibit) => return Err(Verdict::pass(Reason::Prohibit)),
+        None => return Err(Verdict::pass(Reason::BadReference)),
+    }
+    let nh = fib::nexthop(route.nexthop).ok_or(Verdict::pass(Reason::BadReference))?;
+    if !nh.is_usable() {
+        return Err(Verdict::pass(Reason::NoNeighbour));
+    }
+    let metrics = fib::dst_metrics_ptr(route.metrics).ok_or(Verdict::pass(Reason::BadReference))?;
+    // RTAX_MTU when the route (or the destination's private copy) sets it,
+    // else the egress device's MTU.
+    let mtu = if metrics.mtu != 0 { metrics.mtu } else { nh.mtu };
+    Ok(Hop { nh, mtu })
+}
+
+/// Arms the redirect before the frame is touched: a missing egress port
+/// leaves the frame unchanged for the stack.
+fn arm_redirect(ctx: &XdpContext, nh: &NextHop) -> Step<u32> {
+    fib::redirect_to(nh.ifindex).map_err(|_| {
+        debug!(ctx, "egress port {} missing from EGRESS_PORTS", nh.ifindex);
+        Verdict::pass(Reason::RedirectFailed)
+    })
+}
+
+/// Writes the next hop's MACs, pushing, rewriting or removing the 802.1Q tag
+/// as the egress side needs. Returns the new offset of the IP header.
+fn rewrite_l2(ctx: &XdpContext, l2: &L2, nh: &NextHop) -> Step<usize> {
+    let egress_tagged = nh.vlan != 0;
+    let delta: i32 = match (l2.tagged, egress_tagged) {
+        (false, true) => -(VLAN_HLEN as i32),
+        (true, false) => VLAN_HLEN as i32,
+        _ => 0,
+    };
+    // The inner EtherType stays where it is; only what precedes it moves.
+    if delta != 0 && !adjust_head(ctx, delta) {
+        return Err(Verdict::pass(Reason::NoHeadroom));
+    }
+    let macs: *mut [u8; 12] = ptr_at_mut(ctx, 0).ok_or(Verdict::pass(Reason::Malformed))?;
+    let (d, s) = (nh.dmac, nh.smac);
+    unsafe {
+        *macs = [
+            d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
+        ]
+    };
+    if !egress_tagged {
+        return Ok(EthHdr::LEN);
+    }
+    let tag: *mut [u8; 4] = ptr_at_mut(ctx, 12).ok_or(Verdict::pass(Reason::Malformed))?;
+    let tpid = ETH_P_8021Q.to_be_bytes();
+    let tci = (nh.vlan & 0x0fff).to_be_bytes();
+    unsafe { *tag = [tpid[0], tpid[1], tci[0], tci[1]] };
+    Ok(EthHdr::LEN + VLAN_HLEN)
+}
+
+/// `ip_decrease_ttl`: TTL minus one, checksum updated as RFC 1624 says.
+fn ip_decrease_ttl(ctx: &XdpContext, l3_off: usize) -> Step<()> {
+    let ip: *mut Ipv4Hdr = ptr_at_mut(ctx, l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
+    unsafe {
+        // TTL and protocol form the header's fifth 16-bit word.
+        let old = u16::from_be_bytes([(*ip).ttl, *(ip as *const u8).add(9)]);
+        (*ip).ttl -= 1;
+        let new = old - 0x0100;
+        let check = u16::from_be_bytes((*ip).check);
+        (*ip).check = checksum::replace_u16(check, old, new).to_be_bytes();
+    }
+    Ok(())
+}
+
+fn ipv6_decrease_hop_limit(ctx: &XdpContext, l3_off: usize) -> Step<()> {
+    let ip: *mut Ipv6Hdr = ptr_at_mut(ctx, l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
+    unsafe { (*ip).hop_limit -= 1 };
+    Ok(())
+}
+
+/// RFC 1812 5.2.2: a router verifies the header checksum before forwarding.
+fn ipv4_checksum_ok(ip: *const Ipv4Hdr) -> bool {
+    let words = ip as *const [u8; Ipv4Hdr::LEN];
+    let mut sum = 0u32;
+    for i in 0..Ipv4Hdr::LEN / 2 {
+        sum += u16::from_be_bytes(unsafe { [(*words)[2 * i], (*words)[2 * i + 1]] }) as u32;
+    }
+    checksum::fold(sum) == 0xffff
+}
+
+/// fe80::/10.
+fn is_link_local_v6(addr: &[u8; 16]) -> bool {
+    addr[0] == 0xfe && addr[1] & 0xc0 == 0x80
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

@@ -1,0 +1,213 @@
+//! Test support: frame builders and a BPF_PROG_TEST_RUN harness around the
+//! real XDP program, with the verdict reason read from its counters.
+
+use aya::{
+    maps::{MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use common::{checksum, maps, Counter, Reason};
+use cowroute::{
+    dataplane::{DataPlane, LoadOptions, PROG_FORWARD},
+    map_writer::MapWriter,
+};
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// Fails loudly when not root: these tests need the kernel.
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test loads BPF programs and builds namespaces: run it as root (cargo xtask test)"
+    );
+}
+
+/// An Ethernet frame around `l3`, with an optional 802.1Q tag.
+pub fn eth(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, ether_type: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(18 + l3.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    if let Some(vid) = vlan {
+        f.extend_from_slice(&0x8100u16.to_be_bytes());
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f.extend_from_slice(l3);
+    f
+}
+
+/// An IPv4/UDP packet of `total_len` bytes with a valid header checksum.
+pub fn ipv4_udp(src: [u8; 4], dst: [u8; 4], ttl: u8, total_len: usize) -> Vec<u8> {
+    assert!(total_len >= 28);
+    let mut p = vec![0u8; total_len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total_len as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = ttl;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    let c = checksum::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..22].copy_from_slice(&4000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&7000u16.to_be_bytes());
+    p[24..26].copy_from_slice(&((total_len - 20) as u16).to_be_bytes());
+    for (i, b) in p[28..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    p
+}
+
+/// Recomputes the IPv4 header checksum of `p` (after editing the header).
+pub fn fix_ipv4_checksum(p: &mut [u8]) {
+    let ihl = (p[0] & 0xf) as usize * 4;
+    p[10] = 0;
+    p[11] = 0;
+    let c = checksum::checksum(&p[..ihl.min(p.len())]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// An IPv6/UDP packet with `payload_len` bytes after the IPv6 header.
+pub fn ipv6_udp(src: [u8; 16], dst: [u8; 16], hop_limit: u8, payload_len: usize) -> Vec<u8> {
+    assert!(payload_len >= 8);
+    let mut p = vec![0u8; 40 + payload_len];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = hop_limit;
+    p[8..24].copy_from_slice(&src);
+    p[24..40].copy_from_slice(&dst);
+    p[40..42].copy_from_slice(&4000u16.to_be_bytes());
+    p[42..44].copy_from_slice(&7000u16.to_be_bytes());
+    p[44..46].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    p
+}
+
+/// What the program did with one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: u32,
+    pub reason: Reason,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+/// The real XDP program, loaded (not attached), with its maps.
+pub struct FastPath {
+    pub dp: DataPlane,
+    pub maps: MapWriter,
+    counters: PerCpuArray<MapData, Counter>,
+}
+
+impl FastPath {
+    pub fn load() -> FastPath {
+        require_root();
+        let mut dp = DataPlane::load(&LoadOptions::default()).expect("load the XDP program");
+        let maps = dp.map_writer().expect("maps");
+        let counters = PerCpuArray::try_from(dp.ebpf.take_map(maps::COUNTERS).expect("COUNTERS")).expect("typed");
+        FastPath { dp, maps, counters }
+    }
+
+    fn counts(&self) -> Vec<u64> {
+        Reason::ALL
+            .iter()
+            .map(|r| self.counters.get(&(*r as u32), 0).expect("counter").iter().map(|c| c.packets).sum())
+            .collect()
+    }
+
+    /// Runs the program once on `frame` (BPF_PROG_TEST_RUN); the reason is
+    /// the one counter that moved.
+    pub fn run(&mut self, frame: &[u8]) -> Result<Outcome, aya::programs::ProgramError> {
+        let before = self.counts();
+        let prog: &mut Xdp = self.dp.ebpf.program_mut(PROG_FORWARD).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let res = prog.test_run(opts)?;
+        out.truncate(res.data_size_out as usize);
+        let after = self.counts();
+        let moved: Vec<Reason> =
+            Reason::ALL.iter().zip(before.iter().zip(&after)).filter(|(_, (b, a))| a != b).map(|(r, _)| *r).collect();
+        assert_eq!(moved.len(), 1, "exactly one reason counter must move per frame, moved: {moved:?}");
+        let r = moved[0];
+        assert_eq!(after[r as usize] - before[r as usize], 1);
+        Ok(Outcome { action: res.return_value, reason: r, frame: out })
+    }
+
+    /// Runs `frame` and asserts the frame was not redirected.
+    pub fn run_not_forwarded(&mut self, frame: &[u8]) -> Outcome {
+        let o = self.run(frame).expect("test_run");
+        assert_ne!(o.action, XDP_REDIRECT, "frame must not be forwarded: {o:?}");
+        assert_ne!(o.reason, Reason::Forwarded);
+        o
+    }
+}
+
+/// A lab with the agent running on rtr, torn down on drop (agent first).
+pub struct LabRun {
+    pub agent: xtask::agent_proc::AgentProc,
+    pub lab: xtask::lab::Lab,
+    pub pin_dir: std::path::PathBuf,
+    _config_dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("cowroute-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A lab tag unique to this test process and `letter` (at most 8 characters).
+pub fn lab_tag(letter: char) -> String {
+    format!("{letter}{}", std::process::id() % 1_000_000)
+}
+
+impl LabRun {
+    /// Builds lab `tag`, starts the agent on rtr in `mode` (native also
+    /// gets the veth peers their pass programs), waits for "ready".
+    pub fn start(tag: &str, mode: &str, extra_args: &[&str]) -> LabRun {
+        require_root();
+        let lab = xtask::lab::Lab::up(tag).expect("lab up");
+        let bin = xtask::agent_proc::cowroute_bin().expect("cowroute binary");
+        if mode == "native" {
+            lab.attach_peer_pass_programs(&bin).expect("pass programs on the veth peers");
+        }
+        let dir = TempDir::new(tag);
+        let cfg = dir.0.join("rtr.toml");
+        std::fs::write(&cfg, lab.router_config()).unwrap();
+        let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/cowroute-test-{tag}"));
+        let mut args: Vec<String> = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.into()];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let agent = xtask::agent_proc::AgentProc::start(&lab.rtr, &pin_dir, &args, false).expect("agent ready");
+        LabRun { agent, lab, pin_dir, _config_dir: dir }
+    }
+
+    /// `cowroute --pin-dir PIN ARGS...`, stdout.
+    pub fn cowroute(&self, args: &[&str]) -> String {
+        let bin = xtask::agent_proc::cowroute_bin().unwrap();
+        xtask::sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(&self.pin_dir).args(args)).expect("cowroute command")
+    }
+
+    /// Packets counted under `reason`, from `cowroute show stats --json`.
+    pub fn counter(&self, reason: &str) -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&self.cowroute(&["show", "stats", "--json"])).unwrap();
+        v.as_array().unwrap().iter().find(|r| r["reason"] == reason).unwrap()["packets"].as_u64().unwrap()
+    }
+}

@@ -1,0 +1,73 @@
+//! `cargo xtask run` without an interface: the lab demo.
+
+use anyhow::{bail, Context as _, Result};
+use std::{net::SocketAddr, path::Path, time::Duration};
+use xtask::{
+    agent_proc::AgentProc,
+    lab::{self, Lab},
+    sh,
+    traffic::{self, UdpSink},
+};
+
+const UDP_COUNT: usize = 200;
+
+pub fn run(bin: &Path, mode: &str) -> Result<()> {
+    std::env::set_var("COWROUTE_BIN", bin);
+    println!("== building the lab: gen -- rtr -- sink (kernel forwarding off in rtr)");
+    let lab = Lab::up("demo")?;
+    let result = run_in(&lab, bin, mode);
+    println!("== tearing the lab down");
+    lab.down()?;
+    result
+}
+
+fn run_in(lab: &Lab, bin: &Path, mode: &str) -> Result<()> {
+    if mode != "generic" {
+        lab.attach_peer_pass_programs(bin)?;
+    }
+    let dir = tempfile_dir()?;
+    let cfg = dir.join("rtr.toml");
+    std::fs::write(&cfg, lab.router_config())?;
+    println!("== starting cowroute in {} on {} and {}", lab.rtr, lab.rtr_gen_if, lab.rtr_sink_if);
+    let pin_dir = Path::new("/sys/fs/bpf/cowroute-demo");
+    let args = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.to_string()];
+    let mut agent = AgentProc::start(&lab.rtr, pin_dir, &args, true)?;
+
+    println!("== traffic from gen to sink");
+    let mut ok = true;
+    for (family, dst) in [("IPv4", lab::SINK_V4), ("IPv6", lab::SINK_V6)] {
+        let (tx, rx, ttls) = traffic::ping(&lab.gen, dst, 20, "0.05")?;
+        println!("ping {family} {dst}: {tx} sent, {rx} answered, reply TTL {:?} (sink sent 64; rtr took one)", ttls.first());
+        ok &= tx == rx && ttls.iter().all(|t| *t == 63);
+    }
+    for (family, dst) in [("IPv4", format!("{}:7000", lab::SINK_V4)), ("IPv6", format!("[{}]:7000", lab::SINK_V6))] {
+        let addr: SocketAddr = dst.parse()?;
+        let sink = UdpSink::bind(&lab.sink, addr)?;
+        traffic::udp_send(&lab.gen, addr, UDP_COUNT, 64, 64, Duration::ZERO)?;
+        let got = sink.receive(UDP_COUNT, Duration::from_secs(3))?;
+        let ttl_ok = got.iter().all(|r| r.ttl == 63);
+        println!("UDP {family} to {dst}: {UDP_COUNT} sent, {} received, every TTL/hop limit 63: {ttl_ok}", got.len());
+        ok &= got.len() == UDP_COUNT && ttl_ok;
+    }
+    println!("== counters (cowroute show stats)");
+    let stats = sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "stats"]))?;
+    for line in stats.lines().filter(|l| l.starts_with("reason") || !l.contains(" 0 ")) {
+        println!("{line}");
+    }
+    println!("== shared metrics (bpftool map dump pinned {}/METRICS_RO, first slots)", pin_dir.display());
+    let show = sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "metrics"]))?;
+    print!("{show}");
+    agent.stop().context("stopping the agent")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !ok {
+        bail!("some traffic was not forwarded by XDP (see above)");
+    }
+    println!("== all traffic was forwarded by XDP alone");
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("cowroute-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

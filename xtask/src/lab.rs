@@ -1,0 +1,235 @@
+//! The veth lab: three namespaces, gen -- rtr -- sink.
+//!
+//! ```text
+//!  gen                    rtr                       sink
+//!  {t}g0 10.1.0.2/24 ---- {t}r0 10.1.0.1/24
+//!        fd00:1::2/64           fd00:1::1/64
+//!                         {t}r1 10.2.0.1/24 ------ {t}s0 10.2.0.2/24
+//!                               fd00:2::1/64             fd00:2::2/64
+//! ```
+//!
+//! Kernel forwarding is off in rtr, so only cowroute's XDP program can carry
+//! traffic from gen to sink. Everything is created inside the lab's own
+//! namespaces (the veth pairs are born there), and removed on drop.
+
+use crate::sh::{self, in_ns};
+use anyhow::{bail, Context as _, Result};
+use std::{path::PathBuf, process::Command};
+
+pub const GEN_V4: &str = "10.1.0.2";
+pub const RTR_GEN_V4: &str = "10.1.0.1";
+pub const RTR_SINK_V4: &str = "10.2.0.1";
+pub const SINK_V4: &str = "10.2.0.2";
+pub const GEN_V6: &str = "fd00:1::2";
+pub const RTR_GEN_V6: &str = "fd00:1::1";
+pub const RTR_SINK_V6: &str = "fd00:2::1";
+pub const SINK_V6: &str = "fd00:2::2";
+
+pub struct Lab {
+    pub tag: String,
+    pub gen: String,
+    pub rtr: String,
+    pub sink: String,
+    /// gen's end of the gen-rtr pair.
+    pub gen_if: String,
+    /// rtr's end towards gen.
+    pub rtr_gen_if: String,
+    /// rtr's end towards sink.
+    pub rtr_sink_if: String,
+    /// sink's end of the rtr-sink pair.
+    pub sink_if: String,
+    /// Where the veth peers' pass programs are pinned (native mode).
+    pub pass_pin_dir: PathBuf,
+    torn_down: bool,
+}
+
+fn netns_exists(name: &str) -> bool {
+    std::path::Path::new("/run/netns").join(name).exists()
+}
+
+impl Lab {
+    /// Names for lab `tag` (at most 8 characters: interface names are short).
+    pub fn named(tag: &str) -> Result<Lab> {
+        if tag.is_empty() || tag.len() > 8 || !tag.chars().all(|c| c.is_ascii_alphanumeric()) {
+            bail!("lab tag {tag:?} must be 1 to 8 letters or digits");
+        }
+        Ok(Lab {
+            tag: tag.into(),
+            gen: format!("cr-{tag}-gen"),
+            rtr: format!("cr-{tag}-rtr"),
+            sink: format!("cr-{tag}-sink"),
+            gen_if: format!("{tag}g0"),
+            rtr_gen_if: format!("{tag}r0"),
+            rtr_sink_if: format!("{tag}r1"),
+            sink_if: format!("{tag}s0"),
+            pass_pin_dir: PathBuf::from(format!("/sys/fs/bpf/cowroute-lab-{tag}")),
+            torn_down: false,
+        })
+    }
+
+    /// Builds the lab; on failure removes whatever part of it was built.
+    pub fn up(tag: &str) -> Result<Lab> {
+        let lab = Lab::named(tag)?;
+        lab.teardown_quietly();
+        match lab.build() {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                lab.teardown_quietly();
+                Err(e.context(format!("building lab {tag}")))
+            }
+        }
+    }
+
+    fn build(&self) -> Result<()> {
+        for ns in [&self.gen, &self.rtr, &self.sink] {
+            sh::ip(&["netns", "add", ns])?;
+            sh::ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        // The pairs are created directly inside the namespaces.
+        sh::ip(&["link", "add", "name", &self.gen_if, "netns", &self.gen, "type", "veth", "peer", "name", &self.rtr_gen_if, "netns", &self.rtr])?;
+        sh::ip(&["link", "add", "name", &self.sink_if, "netns", &self.sink, "type", "veth", "peer", "name", &self.rtr_sink_if, "netns", &self.rtr])?;
+        let addrs = [
+            (&self.gen, &self.gen_if, GEN_V4, GEN_V6),
+            (&self.rtr, &self.rtr_gen_if, RTR_GEN_V4, RTR_GEN_V6),
+            (&self.rtr, &self.rtr_sink_if, RTR_SINK_V4, RTR_SINK_V6),
+            (&self.sink, &self.sink_if, SINK_V4, SINK_V6),
+        ];
+        for (ns, dev, v4, v6) in addrs {
+            sh::ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            sh::ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+            sh::ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        sh::ip(&["-n", &self.gen, "route", "add", "default", "via", RTR_GEN_V4])?;
+        sh::ip(&["-n", &self.gen, "-6", "route", "add", "default", "via", RTR_GEN_V6])?;
+        sh::ip(&["-n", &self.sink, "route", "add", "default", "via", RTR_SINK_V4])?;
+        sh::ip(&["-n", &self.sink, "-6", "route", "add", "default", "via", RTR_SINK_V6])?;
+        // Only XDP may forward in rtr.
+        sh::run(&mut in_ns(&self.rtr, "sysctl", &["-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"]))?;
+        // Hosts send whole checksums, as frames on a wire carry: a veth
+        // otherwise leaves the UDP/TCP checksum to an offload that an XDP
+        // redirect skips.
+        for (ns, dev) in [(&self.gen, &self.gen_if), (&self.sink, &self.sink_if)] {
+            sh::run(&mut in_ns(ns, "ethtool", &["-K", dev, "tx", "off"]))?;
+        }
+        self.wait_for_carrier()
+    }
+
+    /// A veth's carrier comes up asynchronously after `ip link set up`: wait
+    /// for every end to be operationally up, so that the lab is ready when
+    /// `up` returns.
+    fn wait_for_carrier(&self) -> Result<()> {
+        let ends = [
+            (&self.gen, &self.gen_if),
+            (&self.rtr, &self.rtr_gen_if),
+            (&self.rtr, &self.rtr_sink_if),
+            (&self.sink, &self.sink_if),
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for (ns, dev) in ends {
+            loop {
+                let state = sh::ip(&["-n", ns, "-br", "link", "show", "dev", dev])?;
+                if state.split_whitespace().nth(1) == Some("UP") {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("{dev} in {ns} is not up after 10 s: {state}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the pass-only program to the veth peers of rtr (gen's and
+    /// sink's ends), which native-mode redirects into a veth need.
+    pub fn attach_peer_pass_programs(&self, cowroute_bin: &std::path::Path) -> Result<()> {
+        for (ns, dev) in [(&self.gen, &self.gen_if), (&self.sink, &self.sink_if)] {
+            let pin = self.pass_pin_dir.join(format!("pass-{dev}"));
+            sh::run(Command::new(cowroute_bin).args(["--netns", ns, "attach-pass", "--iface", dev, "--pin"]).arg(&pin))
+                .with_context(|| format!("attaching the pass program to {dev}"))?;
+        }
+        Ok(())
+    }
+
+    /// The rtr config: connected routes both ways, v4 and v6, with the sink's
+    /// prefixes sharing one metric set, and the hosts as neighbours to resolve.
+    pub fn router_config(&self) -> String {
+        format!(
+            r#"# cowroute lab {tag}: rtr forwards between gen and sink.
+interfaces = ["{r0}", "{r1}"]
+
+[[route]]
+prefix = "10.1.0.0/24"
+dev = "{r0}"
+
+[[route]]
+prefix = "fd00:1::/64"
+dev = "{r0}"
+
+[[route]]
+prefix = "10.2.0.0/24"
+dev = "{r1}"
+mtu = 1500
+advmss = 1460
+
+[[route]]
+prefix = "fd00:2::/64"
+dev = "{r1}"
+mtu = 1500
+advmss = 1460
+
+[[neighbour]]
+address = "{gen4}"
+dev = "{r0}"
+
+[[neighbour]]
+address = "{gen6}"
+dev = "{r0}"
+
+[[neighbour]]
+address = "{sink4}"
+dev = "{r1}"
+
+[[neighbour]]
+address = "{sink6}"
+dev = "{r1}"
+"#,
+            tag = self.tag,
+            r0 = self.rtr_gen_if,
+            r1 = self.rtr_sink_if,
+            gen4 = GEN_V4,
+            gen6 = GEN_V6,
+            sink4 = SINK_V4,
+            sink6 = SINK_V6,
+        )
+    }
+
+    fn teardown_quietly(&self) {
+        for ns in [&self.gen, &self.rtr, &self.sink] {
+            if netns_exists(ns) {
+                let _ = sh::ip(&["netns", "del", ns]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.pass_pin_dir);
+    }
+
+    /// Removes the namespaces (and with them the veths) and the pins.
+    pub fn down(mut self) -> Result<()> {
+        self.torn_down = true;
+        self.teardown_quietly();
+        for ns in [&self.gen, &self.rtr, &self.sink] {
+            if netns_exists(ns) {
+                bail!("namespace {ns} is still present after teardown");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            self.teardown_quietly();
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Helpers shared by `cargo xtask` and the integration tests: commands, the
+//! veth lab, and traffic sent and received inside its namespaces.
+//!
+//! xtask must build before the eBPF toolchain is installed, so nothing here
+//! depends on the agent crate.
+
+pub mod agent_proc;
+pub mod lab;
+pub mod sh;
+pub mod traffic;
