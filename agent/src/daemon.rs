@@ -6,7 +6,7 @@ use crate::{
     dataplane::{DataPlane, LoadOptions, ModeChoice},
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
-    rib::{Rib, RouteInput},
+    rib::{Capacities, Rib, RouteInput},
     stats,
 };
 use anyhow::{anyhow, bail, Result};
@@ -115,7 +115,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let counters: PerCpuArray<MapData, Counter> = crate::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
     let writer = dp.map_writer()?;
     let now = Instant::now();
-    let mut rib = Rib::new(writer, common::capacity::METRICS_RO, common::capacity::NEXTHOPS, opts.grace);
+    let capacities = Capacities { metrics_rw: opts.load.metrics_rw_slots, ..Capacities::default() };
+    let mut rib = Rib::new(writer, capacities, opts.grace);
     for ev in dump {
         rib.apply(ev, now)?;
     }

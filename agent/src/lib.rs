@@ -11,6 +11,9 @@
 
 pub mod bpffs;
 pub mod config;
+pub mod cow;
+#[cfg(test)]
+mod cow_model_tests;
 pub mod daemon;
 pub mod dataplane;
 pub mod map_writer;
@@ -19,6 +22,7 @@ pub mod netlink_mirror;
 pub mod netns;
 pub mod rib;
 pub mod show;
+pub mod slots;
 pub mod stats;
 
 /// The XDP program, built by build.rs with BTF.

@@ -6,9 +6,10 @@
 //! it. Slot 0 is the all-zero default, shared by every route without metrics,
 //! and is never freed.
 
+use crate::slots::SlotAllocator;
 use common::{MetricsRef, RouteMetrics};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     time::{Duration, Instant},
 };
 
@@ -34,30 +35,19 @@ pub struct Interned {
 
 #[derive(Debug)]
 pub struct MetricsStore {
-    capacity: u32,
-    grace: Duration,
-    slots: HashMap<u32, Slot>,
+    slots: SlotAllocator,
+    /// Contents and refcount of every slot that holds a set, referenced or
+    /// not: an unreferenced one keeps its contents until it is reused, so
+    /// re-interning the same set revives it.
+    sets: HashMap<u32, Slot>,
     by_metrics: HashMap<RouteMetrics, u32>,
-    /// Never used, or past their grace period.
-    free: Vec<u32>,
-    /// Unreferenced slots and when they were released; still findable by
-    /// contents, so re-interning the same set revives them.
-    quarantine: VecDeque<(Instant, u32)>,
-    next_unused: u32,
 }
 
 impl MetricsStore {
     pub fn new(capacity: u32, grace: Duration) -> MetricsStore {
-        let mut store = MetricsStore {
-            capacity,
-            grace,
-            slots: HashMap::new(),
-            by_metrics: HashMap::new(),
-            free: Vec::new(),
-            quarantine: VecDeque::new(),
-            next_unused: 1,
-        };
-        store.slots.insert(0, Slot { metrics: RouteMetrics::DEFAULT, refs: 0 });
+        let mut store =
+            MetricsStore { slots: SlotAllocator::new(1, capacity, grace), sets: HashMap::new(), by_metrics: HashMap::new() };
+        store.sets.insert(0, Slot { metrics: RouteMetrics::DEFAULT, refs: 0 });
         store.by_metrics.insert(RouteMetrics::DEFAULT, 0);
         store
     }
@@ -67,22 +57,17 @@ impl MetricsStore {
     pub fn intern(&mut self, metrics: &RouteMetrics, now: Instant) -> Result<Interned, MetricsStoreError> {
         self.reap(now);
         if let Some(&slot) = self.by_metrics.get(metrics) {
-            let s = self.slots.get_mut(&slot).expect("indexed slot exists");
+            let s = self.sets.get_mut(&slot).expect("indexed slot exists");
             if s.refs == 0 && slot != 0 {
-                self.quarantine.retain(|&(_, q)| q != slot);
+                self.slots.revive(slot);
             }
             s.refs += 1;
             return Ok(Interned { reference: MetricsRef::read_only(slot), fill: None });
         }
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None if self.next_unused < self.capacity => {
-                self.next_unused += 1;
-                self.next_unused - 1
-            }
-            None => return Err(MetricsStoreError::Full(self.capacity)),
-        };
-        self.slots.insert(slot, Slot { metrics: *metrics, refs: 1 });
+        let slot = self.slots.alloc().ok_or(MetricsStoreError::Full(self.slots.capacity()))?;
+        if let Some(old) = self.sets.insert(slot, Slot { metrics: *metrics, refs: 1 }) {
+            self.by_metrics.remove(&old.metrics);
+        }
         self.by_metrics.insert(*metrics, slot);
         Ok(Interned { reference: MetricsRef::read_only(slot), fill: Some(*metrics) })
     }
@@ -91,7 +76,7 @@ impl MetricsStore {
     pub fn release(&mut self, reference: MetricsRef, now: Instant) {
         debug_assert!(reference.is_read_only());
         let slot = reference.slot();
-        let Some(s) = self.slots.get_mut(&slot) else {
+        let Some(s) = self.sets.get_mut(&slot) else {
             tracing::error!(slot, "release of an unknown METRICS_RO slot");
             return;
         };
@@ -101,43 +86,38 @@ impl MetricsStore {
         }
         s.refs -= 1;
         if s.refs == 0 && slot != 0 {
-            self.quarantine.push_back((now, slot));
+            self.slots.release(slot, now);
         }
     }
 
-    /// Frees the quarantined slots whose grace period has passed.
+    /// Makes the quarantined slots whose grace period has passed reusable.
     pub fn reap(&mut self, now: Instant) {
-        while let Some(&(since, slot)) = self.quarantine.front() {
-            if now.duration_since(since) < self.grace {
-                break;
-            }
-            self.quarantine.pop_front();
-            if let Some(s) = self.slots.remove(&slot) {
-                self.by_metrics.remove(&s.metrics);
-            }
-            self.free.push(slot);
-        }
+        self.slots.reap(now);
     }
 
     pub fn refcount(&self, reference: MetricsRef) -> u32 {
-        self.slots.get(&reference.slot()).map_or(0, |s| s.refs)
+        self.sets.get(&reference.slot()).map_or(0, |s| s.refs)
     }
 
     pub fn metrics(&self, reference: MetricsRef) -> Option<&RouteMetrics> {
-        self.slots.get(&reference.slot()).map(|s| &s.metrics)
+        self.sets.get(&reference.slot()).map(|s| &s.metrics)
     }
 
     /// Slots holding a set that is referenced (the default included).
     pub fn slots_in_use(&self) -> usize {
-        self.slots.values().filter(|s| s.refs > 0).count()
+        self.sets.values().filter(|s| s.refs > 0).count()
     }
 
     pub fn quarantined(&self) -> usize {
-        self.quarantine.len()
+        self.slots.quarantined()
+    }
+
+    pub fn is_quarantined(&self, slot: u32) -> bool {
+        self.slots.is_quarantined(slot)
     }
 
     pub fn capacity(&self) -> u32 {
-        self.capacity
+        self.slots.capacity()
     }
 }
 

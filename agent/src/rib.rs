@@ -8,18 +8,26 @@
 //!    connected route, with the neighbour's own next hop and the covering
 //!    route's metrics (like the kernel's cached clones).
 //!
+//! On top of that, a destination with a private metrics copy (the COW engine,
+//! [`crate::cow`]) has its host entry published with a tag-clear reference to
+//! its `METRICS_RW` slot, cloned from its covering route when it has no host
+//! entry of its own.
+//!
 //! Resources are acquired before an entry that uses them is published and
-//! released only after the entry that used them is replaced or deleted.
+//! released (into quarantine) only after the entry that used them is
+//! replaced or deleted.
 
 use crate::{
+    cow::{self, CowError, CowStats, Override, PrivateCopy, Source},
     metrics_store::{MetricsStore, MetricsStoreError},
     netlink_mirror::{Event, Link},
+    slots::SlotAllocator,
 };
 use anyhow::{bail, Result};
-use common::{MetricsRef, NextHop, RouteEntry, RouteKind, RouteMetrics};
+use common::{MetricsRef, NextHop, RouteEntry, RouteKind, RouteMetrics, Rtax};
 use ipnet::IpNet;
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -30,6 +38,7 @@ pub trait MapSink {
     fn delete_route(&mut self, prefix: &IpNet) -> Result<()>;
     fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()>;
     fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
+    fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
     fn add_port(&mut self, ifindex: u32) -> Result<()>;
 }
 
@@ -45,6 +54,9 @@ impl MapSink for crate::map_writer::MapWriter {
     }
     fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
         crate::map_writer::MapWriter::put_ro_metrics(self, slot, m)
+    }
+    fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
+        crate::map_writer::MapWriter::put_rw_metrics(self, slot, m)
     }
     fn add_port(&mut self, ifindex: u32) -> Result<()> {
         crate::map_writer::MapWriter::add_port(self, ifindex)
@@ -89,53 +101,29 @@ pub struct NextHopKey {
 
 #[derive(Debug)]
 struct NextHopTable {
-    capacity: u32,
-    grace: Duration,
+    /// Id 0 is never handed out: routes without a next hop point there, and
+    /// it stays all-zero (not usable).
+    ids: SlotAllocator,
     by_key: HashMap<NextHopKey, u32>,
-    slots: HashMap<u32, (NextHopKey, u32, NextHop)>,
-    free: Vec<u32>,
-    quarantine: VecDeque<(Instant, u32)>,
-    next_unused: u32,
+    /// key, refcount, what was last written.
+    entries: HashMap<u32, (NextHopKey, u32, NextHop)>,
 }
 
 impl NextHopTable {
-    /// Id 0 is never handed out: routes without a next hop point there, and
-    /// it stays all-zero (not usable).
     fn new(capacity: u32, grace: Duration) -> Self {
-        NextHopTable {
-            capacity,
-            grace,
-            by_key: HashMap::new(),
-            slots: HashMap::new(),
-            free: Vec::new(),
-            quarantine: VecDeque::new(),
-            next_unused: 1,
-        }
+        NextHopTable { ids: SlotAllocator::new(1, capacity, grace), by_key: HashMap::new(), entries: HashMap::new() }
     }
 
     /// The id for `key`, with one more reference; `true` when newly allocated.
     fn acquire(&mut self, key: NextHopKey, now: Instant) -> Result<(u32, bool)> {
         if let Some(&id) = self.by_key.get(&key) {
-            self.slots.get_mut(&id).expect("indexed").1 += 1;
+            self.entries.get_mut(&id).expect("indexed").1 += 1;
             return Ok((id, false));
         }
-        while let Some(&(since, id)) = self.quarantine.front() {
-            if now.duration_since(since) < self.grace {
-                break;
-            }
-            self.quarantine.pop_front();
-            self.free.push(id);
-        }
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None if self.next_unused < self.capacity => {
-                self.next_unused += 1;
-                self.next_unused - 1
-            }
-            None => bail!("NEXTHOPS is full ({} next hops)", self.capacity),
-        };
+        self.ids.reap(now);
+        let Some(id) = self.ids.alloc() else { bail!("NEXTHOPS is full ({} next hops)", self.ids.capacity()) };
         self.by_key.insert(key, id);
-        self.slots.insert(id, (key, 1, NextHop::default()));
+        self.entries.insert(id, (key, 1, NextHop::default()));
         Ok((id, true))
     }
 
@@ -143,12 +131,12 @@ impl NextHopTable {
         if id == 0 {
             return;
         }
-        let Some(slot) = self.slots.get_mut(&id) else { return };
-        slot.1 -= 1;
-        if slot.1 == 0 {
-            let (key, _, _) = self.slots.remove(&id).expect("present");
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            let (key, _, _) = self.entries.remove(&id).expect("present");
             self.by_key.remove(&key);
-            self.quarantine.push_back((now, id));
+            self.ids.release(id, now);
         }
     }
 }
@@ -163,6 +151,47 @@ pub struct RibSummary {
     pub nexthops_resolved: usize,
     pub metrics_ro_in_use: usize,
     pub metrics_ro_quarantined: usize,
+    pub metrics_rw_in_use: usize,
+    pub metrics_rw_quarantined: usize,
+    pub metrics_rw_capacity: u32,
+    pub cow: CowStats,
+}
+
+/// What a destination's host entry is derived from.
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    kind: RouteKind,
+    nexthop: u32,
+    /// The shared reference the entry carries without a private copy.
+    metrics_ref: MetricsRef,
+    /// The shared metrics a private copy is derived from.
+    shared: RouteMetrics,
+    /// The route this entry comes from.
+    covering: IpNet,
+    id: u32,
+    flags: u8,
+}
+
+/// How `metrics show` describes one destination.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DestinationMetrics {
+    pub destination: IpAddr,
+    /// `ro:N` or `rw:N`.
+    pub reference: String,
+    pub values: BTreeMap<&'static str, u32>,
+    pub covering: Option<String>,
+    /// `1 << RTAX_x` of the overridden metrics.
+    pub override_mask: u32,
+    pub overrides: Vec<OverrideInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OverrideInfo {
+    pub metric: &'static str,
+    pub value: u32,
+    pub source: Source,
+    /// Seconds left; `None`: until reset.
+    pub expires_in: Option<u64>,
 }
 
 pub struct Rib<S: MapSink> {
@@ -178,6 +207,11 @@ pub struct Rib<S: MapSink> {
     /// Neighbours set by configuration: kernel events do not override them.
     static_neighbours: BTreeSet<(u32, IpAddr)>,
     neighbour_hosts: BTreeMap<IpAddr, NeighbourHost>,
+    /// The `METRICS_RW` pool.
+    rw: SlotAllocator,
+    /// Destinations with private metrics.
+    private: BTreeMap<IpAddr, PrivateCopy>,
+    cow_stats: CowStats,
     ports: BTreeSet<u32>,
     next_route_id: u32,
 }
@@ -186,18 +220,47 @@ fn host_prefix(addr: IpAddr) -> IpNet {
     IpNet::from(addr)
 }
 
+fn is_host(prefix: &IpNet) -> bool {
+    prefix.prefix_len() == prefix.max_prefix_len()
+}
+
+fn named_values(m: &RouteMetrics) -> BTreeMap<&'static str, u32> {
+    Rtax::ALL.iter().filter(|x| m.get(**x) != 0).map(|x| (x.name(), m.get(*x))).collect()
+}
+
+/// Sizes of the agent's tables.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacities {
+    pub metrics_ro: u32,
+    pub metrics_rw: u32,
+    pub nexthops: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            metrics_ro: common::capacity::METRICS_RO,
+            metrics_rw: common::capacity::METRICS_RW,
+            nexthops: common::capacity::NEXTHOPS,
+        }
+    }
+}
+
 impl<S: MapSink> Rib<S> {
-    pub fn new(sink: S, metrics_ro_slots: u32, nexthop_slots: u32, grace: Duration) -> Self {
+    pub fn new(sink: S, capacities: Capacities, grace: Duration) -> Self {
         Rib {
             sink,
-            metrics: MetricsStore::new(metrics_ro_slots, grace),
-            nexthops: NextHopTable::new(nexthop_slots, grace),
+            metrics: MetricsStore::new(capacities.metrics_ro, grace),
+            nexthops: NextHopTable::new(capacities.nexthops, grace),
             links: HashMap::new(),
             routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),
             neighbours: BTreeMap::new(),
             static_neighbours: BTreeSet::new(),
             neighbour_hosts: BTreeMap::new(),
+            rw: SlotAllocator::new(0, capacities.metrics_rw, grace),
+            private: BTreeMap::new(),
+            cow_stats: CowStats::default(),
             ports: BTreeSet::new(),
             next_route_id: 1,
         }
@@ -207,17 +270,25 @@ impl<S: MapSink> Rib<S> {
         &self.sink
     }
 
-    pub fn link_by_name(&self, name: &str) -> Option<&Link> {
-        self.links.values().find(|l| l.name == name)
-    }
-
     pub fn metrics_store(&self) -> &MetricsStore {
         &self.metrics
     }
 
-    /// The metrics reference a route is published with.
+    pub fn rw_pool(&self) -> &SlotAllocator {
+        &self.rw
+    }
+
+    /// The metrics reference a route holds (its shared set).
     pub fn route_metrics_ref(&self, prefix: &IpNet) -> Option<MetricsRef> {
         self.routes.get(prefix).map(|r| r.metrics_ref)
+    }
+
+    pub fn private_copy(&self, addr: &IpAddr) -> Option<&PrivateCopy> {
+        self.private.get(addr)
+    }
+
+    pub fn private_copies(&self) -> impl Iterator<Item = (&IpAddr, &PrivateCopy)> {
+        self.private.iter()
     }
 
     pub fn summary(&self) -> RibSummary {
@@ -225,17 +296,21 @@ impl<S: MapSink> Rib<S> {
             routes: self.routes.len(),
             local_addresses: self.local_addrs.len(),
             neighbour_hosts: self.neighbour_hosts.len(),
-            nexthops: self.nexthops.slots.len(),
-            nexthops_resolved: self.nexthops.slots.values().filter(|(_, _, nh)| nh.is_usable()).count(),
+            nexthops: self.nexthops.entries.len(),
+            nexthops_resolved: self.nexthops.entries.values().filter(|(_, _, nh)| nh.is_usable()).count(),
             metrics_ro_in_use: self.metrics.slots_in_use(),
             metrics_ro_quarantined: self.metrics.quarantined(),
+            metrics_rw_in_use: self.rw.in_use(),
+            metrics_rw_quarantined: self.rw.quarantined(),
+            metrics_rw_capacity: self.rw.capacity(),
+            cow: self.cow_stats,
         }
     }
 
     /// Gateways of next hops that have no usable neighbour yet, with their device.
     pub fn unresolved_gateways(&self) -> Vec<(u32, IpAddr)> {
         self.nexthops
-            .slots
+            .entries
             .values()
             .filter(|(_, _, nh)| nh.flags & NextHop::RESOLVED == 0)
             .filter_map(|(k, _, _)| Some((k.ifindex, k.gateway?)))
@@ -257,7 +332,7 @@ impl<S: MapSink> Rib<S> {
                 self.links.remove(&index);
                 Ok(())
             }
-            Event::Address { index: _, addr, present } => self.address_changed(addr, present),
+            Event::Address { index: _, addr, present } => self.address_changed(addr, present, now),
             Event::Neighbour { index, addr, mac } => {
                 if self.static_neighbours.contains(&(index, addr)) {
                     return Ok(());
@@ -281,7 +356,10 @@ impl<S: MapSink> Rib<S> {
 
     /// Adds or replaces a route. On error nothing has changed.
     pub fn set_route(&mut self, input: RouteInput, now: Instant) -> Result<()> {
-        let interned = self.metrics.intern(&input.metrics, now).map_err(|e: MetricsStoreError| anyhow::anyhow!("route {}: {e}", input.prefix))?;
+        let interned = self
+            .metrics
+            .intern(&input.metrics, now)
+            .map_err(|e: MetricsStoreError| anyhow::anyhow!("route {}: {e}", input.prefix))?;
         if let Some(m) = interned.fill {
             if let Err(e) = self.sink.put_ro_metrics(interned.reference.slot(), &m) {
                 self.metrics.release(interned.reference, now);
@@ -298,31 +376,36 @@ impl<S: MapSink> Rib<S> {
                     }
                 }
             }
-            (RouteKind::Unicast, None) => bail!("unicast route {} has no device", input.prefix),
+            (RouteKind::Unicast, None) => {
+                self.metrics.release(interned.reference, now);
+                bail!("unicast route {} has no device", input.prefix)
+            }
             _ => 0,
         };
         let prefix = input.prefix;
         let id = self.next_route_id;
         self.next_route_id += 1;
         let old = self.routes.insert(prefix, Route { input, metrics_ref: interned.reference, nexthop, id });
-        self.publish(&prefix)?;
+        self.republish(&prefix, now)?;
+        self.refresh_dependents(&prefix, now)?;
         if let Some(old) = old {
             self.release_route(&old, now);
         }
-        self.refresh_neighbour_hosts_under(&prefix, now)
+        Ok(())
     }
 
     pub fn delete_route(&mut self, prefix: &IpNet, now: Instant) -> Result<bool> {
         let Some(old) = self.routes.remove(prefix) else { return Ok(false) };
-        self.publish(prefix)?;
+        self.republish(prefix, now)?;
+        self.refresh_dependents(prefix, now)?;
         self.release_route(&old, now);
-        self.refresh_neighbour_hosts_under(prefix, now)?;
         Ok(true)
     }
 
     /// Frees quarantined slots whose grace period has passed.
     pub fn reap(&mut self, now: Instant) {
         self.metrics.reap(now);
+        self.rw.reap(now);
     }
 
     fn release_route(&mut self, route: &Route, now: Instant) {
@@ -330,31 +413,299 @@ impl<S: MapSink> Rib<S> {
         self.nexthops.release(route.nexthop, now);
     }
 
+    /// The route with the longest prefix covering `addr`.
+    fn longest_match(&self, addr: IpAddr) -> Option<&Route> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| self.routes.get(&IpNet::new(addr, len).ok()?.trunc()))
+    }
+
+    /// What `addr`'s host entry would be without a private copy. `clone`:
+    /// also when it has no host entry of its own (then it is cloned from the
+    /// covering route).
+    fn base(&self, addr: IpAddr, clone: bool) -> Option<Base> {
+        let host = host_prefix(addr);
+        if self.local_addrs.contains_key(&addr) {
+            return Some(Base {
+                kind: RouteKind::Local,
+                nexthop: 0,
+                metrics_ref: MetricsRef::DEFAULT,
+                shared: RouteMetrics::DEFAULT,
+                covering: host,
+                id: 0,
+                flags: RouteEntry::HOST,
+            });
+        }
+        let from_route = |r: &Route, flags: u8| Base {
+            kind: r.input.kind,
+            nexthop: r.nexthop,
+            metrics_ref: r.metrics_ref,
+            shared: r.input.metrics,
+            covering: r.input.prefix,
+            id: r.id,
+            flags,
+        };
+        if let Some(r) = self.routes.get(&host) {
+            return Some(from_route(r, RouteEntry::HOST));
+        }
+        if let Some(h) = self.neighbour_hosts.get(&addr) {
+            let covering = &self.routes[&h.covering];
+            return Some(Base {
+                kind: RouteKind::Unicast,
+                nexthop: h.nexthop,
+                metrics_ref: h.metrics_ref,
+                shared: covering.input.metrics,
+                covering: h.covering,
+                id: 0,
+                flags: RouteEntry::HOST | RouteEntry::CLONE,
+            });
+        }
+        if clone {
+            return self.longest_match(addr).map(|r| from_route(r, RouteEntry::HOST | RouteEntry::CLONE));
+        }
+        None
+    }
+
     /// The one place that decides what an exact prefix maps to.
     fn publish(&mut self, prefix: &IpNet) -> Result<()> {
-        let host_addr = (prefix.prefix_len() == prefix.max_prefix_len()).then(|| prefix.addr());
-        let entry = if host_addr.is_some_and(|a| self.local_addrs.contains_key(&a)) {
-            let mut e = RouteEntry::new(RouteKind::Local, 0, MetricsRef::DEFAULT, 0);
-            e.flags = RouteEntry::HOST;
-            Some(e)
-        } else if let Some(r) = self.routes.get(prefix) {
-            let mut e = RouteEntry::new(r.input.kind, r.nexthop, r.metrics_ref, r.id);
-            if host_addr.is_some() {
-                e.flags = RouteEntry::HOST;
-            }
-            Some(e)
-        } else if let Some(h) = host_addr.and_then(|a| self.neighbour_hosts.get(&a)) {
-            let mut e = RouteEntry::new(RouteKind::Unicast, h.nexthop, h.metrics_ref, 0);
-            e.flags = RouteEntry::HOST | RouteEntry::CLONE;
-            Some(e)
+        let entry = if is_host(prefix) {
+            let addr = prefix.addr();
+            let private = self.private.get(&addr).map(|p| p.slot);
+            self.base(addr, private.is_some()).map(|b| {
+                let mut e = RouteEntry::new(b.kind, b.nexthop, b.metrics_ref, b.id);
+                e.flags = b.flags;
+                if let (RouteKind::Unicast, Some(slot)) = (b.kind, private) {
+                    e.metrics = MetricsRef::private(slot);
+                }
+                e
+            })
         } else {
-            None
+            self.routes.get(prefix).map(|r| RouteEntry::new(r.input.kind, r.nexthop, r.metrics_ref, r.id))
         };
         match entry {
             Some(e) => self.sink.put_route(prefix, &e),
             None => self.sink.delete_route(prefix).or(Ok(())),
         }
     }
+
+    /// Publishes `prefix`, first bringing a private copy at that destination
+    /// in line with its (possibly new) base.
+    fn republish(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
+        if is_host(prefix) && self.private.contains_key(&prefix.addr()) {
+            return self.rederive(prefix.addr(), now);
+        }
+        self.publish(prefix)
+    }
+
+    /// Routes at `prefix` changed: everything derived from routes inside it
+    /// (neighbour host entries, private copies) follows.
+    fn refresh_dependents(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
+        self.refresh_neighbour_hosts_under(prefix, now)?;
+        let addrs: Vec<IpAddr> = self
+            .private
+            .iter()
+            .filter(|(a, p)| prefix.contains(*a) || p.covering == *prefix)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in addrs {
+            self.rederive(addr, now)?;
+        }
+        Ok(())
+    }
+
+    // ---- copy-on-write -------------------------------------------------
+
+    /// `cow_metrics`: sets metric `metric` of destination `dest` to `value`
+    /// in its private copy, creating the copy (and its host entry) first.
+    /// On error nothing has changed and `dest` keeps its shared metrics.
+    pub fn cow_metrics(
+        &mut self,
+        dest: IpAddr,
+        metric: Rtax,
+        value: u32,
+        source: Source,
+        expires: Option<Instant>,
+        now: Instant,
+    ) -> Result<(), CowError> {
+        let base = self.base(dest, true).ok_or(CowError::NoRoute(dest))?;
+        match base.kind {
+            RouteKind::Unicast => {}
+            RouteKind::Local => return Err(CowError::Local(dest)),
+            other => return Err(CowError::NotUnicast { dest, kind: other.name() }),
+        }
+        if source == Source::Learned && base.shared.is_locked(metric) {
+            return Err(CowError::Locked { dest, metric: metric.name() });
+        }
+        let map_err = |e: anyhow::Error| CowError::Map(format!("{e:#}"));
+        let ov = Override { value, source, expires };
+        if let Some(p) = self.private.get(&dest) {
+            let mut overrides = p.overrides.clone();
+            overrides.insert(metric, ov);
+            let values = cow::derive(&base.shared, &overrides);
+            let (slot, old_values) = (p.slot, p.values);
+            if cow::words_changed(&old_values, &values) <= 1 {
+                // One word: readers see the old value or the new one.
+                self.sink.put_rw_metrics(slot, &values).map_err(map_err)?;
+                let p = self.private.get_mut(&dest).expect("present");
+                p.overrides = overrides;
+                p.values = values;
+                self.cow_stats.writes_in_place += 1;
+                return Ok(());
+            }
+            return self.replace_copy(dest, overrides, values, base.covering, now);
+        }
+        self.rw.reap(now);
+        let Some(slot) = self.rw.alloc() else {
+            self.cow_stats.failures += 1;
+            return Err(CowError::PoolExhausted { dest, capacity: self.rw.capacity() });
+        };
+        let overrides = BTreeMap::from([(metric, ov)]);
+        let values = cow::derive(&base.shared, &overrides);
+        // Fill the slot completely before anything refers to it ...
+        if let Err(e) = self.sink.put_rw_metrics(slot, &values) {
+            self.rw.release(slot, now);
+            return Err(map_err(e));
+        }
+        self.private.insert(dest, PrivateCopy { slot, overrides, values, covering: base.covering });
+        // ... then publish it with one entry update.
+        if let Err(e) = self.publish(&host_prefix(dest)) {
+            self.private.remove(&dest);
+            self.rw.release(slot, now);
+            return Err(map_err(e));
+        }
+        self.cow_stats.cows += 1;
+        Ok(())
+    }
+
+    /// Moves `dest`'s copy to a fresh slot holding `values`: fill, publish,
+    /// then quarantine the old slot. Without a free slot, the copy is
+    /// destroyed instead (the destination falls back to shared metrics).
+    fn replace_copy(
+        &mut self,
+        dest: IpAddr,
+        overrides: BTreeMap<Rtax, Override>,
+        values: RouteMetrics,
+        covering: IpNet,
+        now: Instant,
+    ) -> Result<(), CowError> {
+        let map_err = |e: anyhow::Error| CowError::Map(format!("{e:#}"));
+        self.rw.reap(now);
+        let Some(slot) = self.rw.alloc() else {
+            self.cow_stats.failures += 1;
+            return Err(CowError::PoolExhausted { dest, capacity: self.rw.capacity() });
+        };
+        if let Err(e) = self.sink.put_rw_metrics(slot, &values) {
+            self.rw.release(slot, now);
+            return Err(map_err(e));
+        }
+        let old = self.private.insert(dest, PrivateCopy { slot, overrides, values, covering }).expect("had a copy");
+        self.publish(&host_prefix(dest)).map_err(map_err)?;
+        self.rw.release(old.slot, now);
+        self.cow_stats.copies_replaced += 1;
+        Ok(())
+    }
+
+    /// Destroys `dest`'s private copy: unpublish first (restore the shared
+    /// reference, or delete the clone), then quarantine the slot.
+    pub fn reset_metrics(&mut self, dest: IpAddr, now: Instant) -> Result<bool> {
+        let Some(p) = self.private.remove(&dest) else { return Ok(false) };
+        self.publish(&host_prefix(dest))?;
+        self.rw.release(p.slot, now);
+        self.cow_stats.destroys += 1;
+        Ok(true)
+    }
+
+    /// Brings `dest`'s private copy in line with its base after a route
+    /// change: destroyed when its covering route is gone or no longer
+    /// unicast, else derived again from the (new) shared metrics.
+    fn rederive(&mut self, dest: IpAddr, now: Instant) -> Result<()> {
+        let Some(p) = self.private.get(&dest).cloned() else { return self.publish(&host_prefix(dest)) };
+        let base = self.base(dest, true).filter(|b| b.kind == RouteKind::Unicast);
+        let base = match base {
+            Some(b) if self.routes.contains_key(&p.covering) || b.covering == p.covering => b,
+            _ => return self.reset_metrics(dest, now).map(|_| ()),
+        };
+        let values = cow::derive(&base.shared, &p.overrides);
+        if values == p.values {
+            if base.covering != p.covering {
+                self.private.get_mut(&dest).expect("present").covering = base.covering;
+            }
+            return self.publish(&host_prefix(dest));
+        }
+        if cow::words_changed(&p.values, &values) <= 1 {
+            self.sink.put_rw_metrics(p.slot, &values)?;
+            let c = self.private.get_mut(&dest).expect("present");
+            c.values = values;
+            c.covering = base.covering;
+            return self.publish(&host_prefix(dest));
+        }
+        match self.replace_copy(dest, p.overrides, values, base.covering, now) {
+            Ok(()) => Ok(()),
+            Err(CowError::PoolExhausted { .. }) => {
+                tracing::warn!(%dest, "no METRICS_RW slot to derive the private copy again; dropping it");
+                self.reset_metrics(dest, now).map(|_| ())
+            }
+            Err(e) => Err(anyhow::anyhow!(e)),
+        }
+    }
+
+    /// Removes overrides whose time has come; a copy without overrides is destroyed.
+    pub fn expire(&mut self, now: Instant) -> Result<usize> {
+        let due: Vec<IpAddr> = self
+            .private
+            .iter()
+            .filter(|(_, p)| p.overrides.values().any(|o| o.expires.is_some_and(|t| t <= now)))
+            .map(|(a, _)| *a)
+            .collect();
+        let mut expired = 0;
+        for dest in due {
+            let p = self.private.get_mut(&dest).expect("present");
+            let before = p.overrides.len();
+            p.overrides.retain(|_, o| !o.expires.is_some_and(|t| t <= now));
+            expired += before - p.overrides.len();
+            self.cow_stats.expirations += (before - p.overrides.len()) as u64;
+            if p.overrides.is_empty() {
+                self.reset_metrics(dest, now)?;
+            } else {
+                self.rederive(dest, now)?;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// What `dest` forwards with: its reference, values, covering route and overrides.
+    pub fn destination_metrics(&self, dest: IpAddr, now: Instant) -> Option<DestinationMetrics> {
+        if let Some(p) = self.private.get(&dest) {
+            let overrides = p
+                .overrides
+                .iter()
+                .map(|(m, o)| OverrideInfo {
+                    metric: m.name(),
+                    value: o.value,
+                    source: o.source,
+                    expires_in: o.expires.map(|t| t.saturating_duration_since(now).as_secs()),
+                })
+                .collect();
+            return Some(DestinationMetrics {
+                destination: dest,
+                reference: crate::show::format_ref(MetricsRef::private(p.slot)),
+                values: named_values(&p.values),
+                covering: Some(p.covering.to_string()),
+                override_mask: cow::override_mask(&p.overrides),
+                overrides,
+            });
+        }
+        let base = self.base(dest, true)?;
+        Some(DestinationMetrics {
+            destination: dest,
+            reference: crate::show::format_ref(base.metrics_ref),
+            values: named_values(&base.shared),
+            covering: Some(base.covering.to_string()),
+            override_mask: 0,
+            overrides: Vec::new(),
+        })
+    }
+
+    // ---- next hops, links, addresses, neighbours ------------------------
 
     fn acquire_nexthop(&mut self, key: NextHopKey, now: Instant) -> Result<u32> {
         let (id, new) = self.nexthops.acquire(key, now)?;
@@ -369,7 +720,7 @@ impl<S: MapSink> Rib<S> {
 
     /// Recomputes next hop `id` from its link and neighbour and writes it when changed.
     fn write_nexthop(&mut self, id: u32) -> Result<()> {
-        let Some(&(key, _, old)) = self.nexthops.slots.get(&id) else { return Ok(()) };
+        let Some(&(key, _, old)) = self.nexthops.entries.get(&id) else { return Ok(()) };
         let mut nh = NextHop::default();
         if let Some(link) = self.links.get(&key.ifindex) {
             nh.mtu = link.mtu;
@@ -397,13 +748,14 @@ impl<S: MapSink> Rib<S> {
         }
         if nh != old || old == NextHop::default() {
             self.sink.put_nexthop(id, &nh)?;
-            self.nexthops.slots.get_mut(&id).expect("present").2 = nh;
+            self.nexthops.entries.get_mut(&id).expect("present").2 = nh;
         }
         Ok(())
     }
 
     fn refresh_nexthops(&mut self, wanted: impl Fn(&NextHopKey) -> bool) -> Result<()> {
-        let ids: Vec<u32> = self.nexthops.slots.iter().filter(|(_, (k, _, _))| wanted(k)).map(|(id, _)| *id).collect();
+        let ids: Vec<u32> =
+            self.nexthops.entries.iter().filter(|(_, (k, _, _))| wanted(k)).map(|(id, _)| *id).collect();
         for id in ids {
             self.write_nexthop(id)?;
         }
@@ -423,7 +775,7 @@ impl<S: MapSink> Rib<S> {
         self.refresh_nexthops(|k| k.ifindex == index || vlan_children.contains(&k.ifindex))
     }
 
-    fn address_changed(&mut self, addr: IpAddr, present: bool) -> Result<()> {
+    fn address_changed(&mut self, addr: IpAddr, present: bool, now: Instant) -> Result<()> {
         let count = self.local_addrs.entry(addr).or_insert(0);
         if present {
             *count += 1;
@@ -432,6 +784,10 @@ impl<S: MapSink> Rib<S> {
             if *count == 0 {
                 self.local_addrs.remove(&addr);
             }
+        }
+        if present && self.private.contains_key(&addr) {
+            // A local address has no private metrics.
+            return self.reset_metrics(addr, now).map(|_| ());
         }
         self.publish(&host_prefix(addr))
     }
@@ -466,18 +822,14 @@ impl<S: MapSink> Rib<S> {
     /// Makes the host entry of neighbour `addr` match the neighbour table and
     /// the covering connected route.
     fn refresh_neighbour_host(&mut self, addr: IpAddr, now: Instant) -> Result<()> {
-        let wanted = self
-            .neighbours
-            .keys()
-            .filter(|(_, a)| *a == addr)
-            .find_map(|&(ifindex, _)| {
-                self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, r.input.metrics))
-            });
+        let wanted = self.neighbours.keys().filter(|(_, a)| *a == addr).find_map(|&(ifindex, _)| {
+            self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, r.input.metrics))
+        });
         let current = self.neighbour_hosts.get(&addr).cloned();
         let Some((ifindex, covering, metrics)) = wanted else {
             if let Some(old) = current {
                 self.neighbour_hosts.remove(&addr);
-                self.publish(&host_prefix(addr))?;
+                self.republish(&host_prefix(addr), now)?;
                 self.metrics.release(old.metrics_ref, now);
                 self.nexthops.release(old.nexthop, now);
             }
@@ -499,7 +851,7 @@ impl<S: MapSink> Rib<S> {
             }
         };
         self.neighbour_hosts.insert(addr, NeighbourHost { ifindex, covering, metrics_ref: interned.reference, nexthop });
-        self.publish(&host_prefix(addr))?;
+        self.republish(&host_prefix(addr), now)?;
         if let Some(old) = current {
             self.metrics.release(old.metrics_ref, now);
             self.nexthops.release(old.nexthop, now);
@@ -532,6 +884,7 @@ pub mod memory {
         pub routes: BTreeMap<IpNet, RouteEntry>,
         pub nexthops: BTreeMap<u32, NextHop>,
         pub metrics_ro: BTreeMap<u32, RouteMetrics>,
+        pub metrics_rw: BTreeMap<u32, RouteMetrics>,
         pub ports: BTreeSet<u32>,
     }
 
@@ -551,6 +904,10 @@ pub mod memory {
             self.metrics_ro.insert(slot, *m);
             Ok(())
         }
+        fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
+            self.metrics_rw.insert(slot, *m);
+            Ok(())
+        }
         fn add_port(&mut self, ifindex: u32) -> Result<()> {
             self.ports.insert(ifindex);
             Ok(())
@@ -568,7 +925,7 @@ mod tests {
 
     fn rib() -> (Rib<MemoryMaps>, Instant) {
         let now = Instant::now();
-        let mut rib = Rib::new(MemoryMaps::default(), 64, 64, Duration::from_secs(1));
+        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 64, metrics_rw: 8, nexthops: 64 }, Duration::from_secs(1));
         for (index, mac) in [(2, MAC_A), (3, MAC_B)] {
             let link = Link { index, name: format!("if{index}"), mac, mtu: 1500, up: true, vlan: None };
             rib.apply(Event::Link(link), now).unwrap();
@@ -677,12 +1034,119 @@ mod tests {
     #[test]
     fn full_ro_store_fails_cleanly() {
         let now = Instant::now();
-        let mut rib = Rib::new(MemoryMaps::default(), 2, 64, Duration::from_secs(1));
+        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 2, metrics_rw: 8, nexthops: 64 }, Duration::from_secs(1));
         rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: MAC_A, mtu: 1500, up: true, vlan: None }), now).unwrap();
         rib.set_route(route("10.1.0.0/24", 2, None, 1400), now).unwrap();
         let err = rib.set_route(route("10.3.0.0/24", 2, None, 1300), now).unwrap_err();
         assert!(err.to_string().contains("METRICS_RO is full"), "{err}");
         assert!(!rib.sink().routes.contains_key(&net("10.3.0.0/24")));
         assert_eq!(rib.summary().routes, 1);
+    }
+
+    fn cow_rib(rw_slots: u32) -> (Rib<MemoryMaps>, Instant) {
+        let (mut rib, now) = rib();
+        rib.rw = SlotAllocator::new(0, rw_slots, Duration::from_secs(1));
+        rib.set_route(route("10.2.0.0/24", 3, Some("10.2.0.254"), 1400), now).unwrap();
+        (rib, now)
+    }
+
+    fn addr(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cow_clones_a_covered_destination_and_leaves_its_neighbours_shared() {
+        let (mut rib, now) = cow_rib(4);
+        let shared = rib.sink().routes[&net("10.2.0.0/24")];
+        rib.cow_metrics(addr("10.2.0.9"), Rtax::Mtu, 1300, Source::Operator, None, now).unwrap();
+        let host = rib.sink().routes[&net("10.2.0.9/32")];
+        assert!(!host.metrics.is_read_only(), "tag clear: private");
+        assert_eq!(host.flags, RouteEntry::HOST | RouteEntry::CLONE);
+        assert_eq!(host.nexthop, shared.nexthop, "the clone copies the covering next hop");
+        let m = rib.sink().metrics_rw[&host.metrics.slot()];
+        assert_eq!((m.mtu, m.advmss), (1300, 0));
+        assert_eq!(rib.sink().routes[&net("10.2.0.0/24")], shared, "the prefix keeps its shared reference");
+        // A second write of one metric goes into the same slot, in place.
+        rib.cow_metrics(addr("10.2.0.9"), Rtax::Mtu, 1280, Source::Operator, None, now).unwrap();
+        assert_eq!(rib.sink().routes[&net("10.2.0.9/32")], host);
+        assert_eq!(rib.sink().metrics_rw[&host.metrics.slot()].mtu, 1280);
+        let s = rib.summary().cow;
+        assert_eq!((s.cows, s.writes_in_place, s.failures), (1, 1, 0));
+    }
+
+    #[test]
+    fn exhausted_pool_fails_cleanly_and_is_counted() {
+        let (mut rib, now) = cow_rib(1);
+        rib.cow_metrics(addr("10.2.0.1"), Rtax::Mtu, 1300, Source::Operator, None, now).unwrap();
+        let before = rib.sink().routes.clone();
+        let err = rib.cow_metrics(addr("10.2.0.2"), Rtax::Mtu, 1300, Source::Operator, None, now).unwrap_err();
+        assert!(matches!(err, CowError::PoolExhausted { capacity: 1, .. }), "{err}");
+        assert!(err.to_string().contains("10.2.0.2 keeps its shared metrics"), "{err}");
+        assert_eq!(rib.sink().routes, before, "nothing published");
+        assert_eq!(rib.summary().cow.failures, 1);
+        // Reset frees the slot, but only after the grace period.
+        assert!(rib.reset_metrics(addr("10.2.0.1"), now).unwrap());
+        assert!(!rib.sink().routes.contains_key(&net("10.2.0.1/32")), "clone unpublished");
+        assert!(rib.cow_metrics(addr("10.2.0.2"), Rtax::Mtu, 1300, Source::Operator, None, now).is_err());
+        let later = now + Duration::from_secs(1);
+        rib.cow_metrics(addr("10.2.0.2"), Rtax::Mtu, 1300, Source::Operator, None, later).unwrap();
+        assert_eq!(rib.summary().cow.destroys, 1);
+    }
+
+    #[test]
+    fn covering_route_changes_rederive_and_its_removal_destroys() {
+        let (mut rib, now) = cow_rib(4);
+        rib.cow_metrics(addr("10.2.0.9"), Rtax::Advmss, 1000, Source::Operator, None, now).unwrap();
+        // New shared metrics: mtu 1450 with a lock; the override stays.
+        let mut m = RouteMetrics::DEFAULT;
+        m.set(Rtax::Mtu, 1450);
+        m.set(Rtax::Hoplimit, 32);
+        m.lock = Rtax::Mtu.lock_bit();
+        let replaced = RouteInput { metrics: m, ..route("10.2.0.0/24", 3, Some("10.2.0.254"), 0) };
+        rib.set_route(replaced, now).unwrap();
+        let host = rib.sink().routes[&net("10.2.0.9/32")];
+        let v = rib.sink().metrics_rw[&host.metrics.slot()];
+        assert_eq!((v.mtu, v.hoplimit, v.advmss, v.lock), (1450, 32, 1000, Rtax::Mtu.lock_bit()));
+        // Learning may not touch a locked metric; the operator may.
+        let err = rib.cow_metrics(addr("10.2.0.9"), Rtax::Mtu, 1300, Source::Learned, None, now).unwrap_err();
+        assert!(matches!(err, CowError::Locked { .. }));
+        rib.cow_metrics(addr("10.2.0.9"), Rtax::Mtu, 1300, Source::Operator, None, now).unwrap();
+        rib.delete_route(&net("10.2.0.0/24"), now).unwrap();
+        assert!(rib.sink().routes.is_empty(), "the clone went with its route");
+        assert_eq!(rib.summary().metrics_rw_in_use, 0);
+    }
+
+    #[test]
+    fn overrides_expire_one_by_one() {
+        let (mut rib, now) = cow_rib(4);
+        let d = addr("10.2.0.9");
+        rib.cow_metrics(d, Rtax::Mtu, 1300, Source::Learned, Some(now + Duration::from_secs(600)), now).unwrap();
+        rib.cow_metrics(d, Rtax::Advmss, 1200, Source::Operator, Some(now + Duration::from_secs(10)), now).unwrap();
+        assert_eq!(rib.expire(now + Duration::from_secs(10)).unwrap(), 1);
+        let v = rib.private_copy(&d).unwrap().values;
+        assert_eq!((v.mtu, v.advmss), (1300, 0));
+        assert_eq!(rib.expire(now + Duration::from_secs(600)).unwrap(), 1);
+        assert!(rib.private_copy(&d).is_none());
+        assert!(!rib.sink().routes.contains_key(&net("10.2.0.9/32")));
+        assert_eq!(rib.summary().cow.expirations, 2);
+    }
+
+    #[test]
+    fn own_host_entries_keep_their_next_hop_and_local_or_unrouted_are_refused() {
+        let (mut rib, now) = cow_rib(4);
+        rib.set_route(route("10.2.0.0/24", 3, None, 1400), now).unwrap();
+        rib.apply(Event::Neighbour { index: 3, addr: addr("10.2.0.7"), mac: Some(MAC_A) }, now).unwrap();
+        let neigh = rib.sink().routes[&net("10.2.0.7/32")];
+        rib.cow_metrics(addr("10.2.0.7"), Rtax::Mtu, 1300, Source::Operator, None, now).unwrap();
+        let e = rib.sink().routes[&net("10.2.0.7/32")];
+        assert_eq!(e.nexthop, neigh.nexthop, "the neighbour's own next hop");
+        assert!(!e.metrics.is_read_only());
+        rib.reset_metrics(addr("10.2.0.7"), now).unwrap();
+        assert_eq!(rib.sink().routes[&net("10.2.0.7/32")], neigh, "shared reference restored");
+        rib.apply(Event::Address { index: 3, addr: addr("10.2.0.1"), present: true }, now).unwrap();
+        assert!(matches!(rib.cow_metrics(addr("10.2.0.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::Local(_))));
+        assert!(matches!(rib.cow_metrics(addr("172.16.0.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::NoRoute(_))));
+        rib.set_route(RouteInput { prefix: net("192.0.2.0/24"), kind: RouteKind::Blackhole, dev: None, via: None, metrics: RouteMetrics::DEFAULT }, now).unwrap();
+        assert!(matches!(rib.cow_metrics(addr("192.0.2.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::NotUnicast { .. })));
     }
 }

@@ -112,54 +112,45 @@ pub fn metrics(pin_dir: &Path) -> Result<Vec<MetricsRow>> {
     Ok(rows)
 }
 
-pub fn print_stats(pin_dir: &Path, json: bool) -> Result<()> {
-    let counts = stats::read_pinned_counters(pin_dir)?;
+/// Prints `rows` as pretty JSON, or as a table: a header line, then one
+/// line per row.
+fn print_rows<T: serde::Serialize>(rows: &[T], json: bool, header: &str, line: impl Fn(&T) -> String) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&counts)?);
+        println!("{}", serde_json::to_string_pretty(rows)?);
     } else {
-        println!("{:<16} {:>14} {:>16}", "reason", "packets", "bytes");
-        for c in counts {
-            println!("{:<16} {:>14} {:>16}", c.reason, c.packets, c.bytes);
+        println!("{header}");
+        for r in rows {
+            println!("{}", line(r));
         }
     }
     Ok(())
+}
+
+pub fn print_stats(pin_dir: &Path, json: bool) -> Result<()> {
+    let header = format!("{:<16} {:>14} {:>16}", "reason", "packets", "bytes");
+    print_rows(&stats::read_pinned_counters(pin_dir)?, json, &header, |c| {
+        format!("{:<16} {:>14} {:>16}", c.reason, c.packets, c.bytes)
+    })
 }
 
 pub fn print_routes(pin_dir: &Path, json: bool) -> Result<()> {
-    let rows = routes(pin_dir)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!("{:<44} {:<12} {:>8} {:<10} flags", "prefix", "type", "nexthop", "metrics");
-        for r in rows {
-            println!("{:<44} {:<12} {:>8} {:<10} {}", r.prefix, r.kind, r.nexthop, r.metrics, r.flags);
-        }
-    }
-    Ok(())
+    let header = format!("{:<44} {:<12} {:>8} {:<10} flags", "prefix", "type", "nexthop", "metrics");
+    print_rows(&routes(pin_dir)?, json, &header, |r| {
+        format!("{:<44} {:<12} {:>8} {:<10} {}", r.prefix, r.kind, r.nexthop, r.metrics, r.flags)
+    })
 }
 
 pub fn print_nexthops(pin_dir: &Path, json: bool) -> Result<()> {
-    let rows = nexthops(pin_dir)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        println!("{:>6} {:>8} {:<18} {:<18} {:>6} {:>5} usable", "id", "ifindex", "dmac", "smac", "mtu", "vlan");
-        for r in rows {
-            println!("{:>6} {:>8} {:<18} {:<18} {:>6} {:>5} {}", r.id, r.ifindex, r.dmac, r.smac, r.mtu, r.vlan, r.usable);
-        }
-    }
-    Ok(())
+    let header = format!("{:>6} {:>8} {:<18} {:<18} {:>6} {:>5} usable", "id", "ifindex", "dmac", "smac", "mtu", "vlan");
+    print_rows(&nexthops(pin_dir)?, json, &header, |r| {
+        format!("{:>6} {:>8} {:<18} {:<18} {:>6} {:>5} {}", r.id, r.ifindex, r.dmac, r.smac, r.mtu, r.vlan, r.usable)
+    })
 }
 
 pub fn print_metrics(pin_dir: &Path, json: bool) -> Result<()> {
-    let rows = metrics(pin_dir)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        for r in rows {
-            let vals: Vec<String> = r.values.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            println!("{:<10} {}", r.reference, if vals.is_empty() { "(default: all zero)".into() } else { vals.join(" ") });
-        }
-    }
-    Ok(())
+    let header = format!("{:<10} values", "slot");
+    print_rows(&metrics(pin_dir)?, json, &header, |r| {
+        let vals: Vec<String> = r.values.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        format!("{:<10} {}", r.reference, if vals.is_empty() { "(default: all zero)".into() } else { vals.join(" ") })
+    })
 }

@@ -121,17 +121,7 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::pass(Reason::Multicast));
     }
     let route = fib::route_lookup_v4(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
-    let hop = next_hop_of(route)?;
-    if ttl <= 1 {
-        return Err(Verdict::pass(Reason::TtlExceeded));
-    }
-    if tot_len as u32 > hop.mtu {
-        return Err(Verdict::pass(Reason::TooBig));
-    }
-    let action = arm_redirect(ctx, hop.nh)?;
-    let l3_off = rewrite_l2(ctx, l2, hop.nh)?;
-    ip_decrease_ttl(ctx, l3_off)?;
-    Ok(Verdict::forwarded(action))
+    forward(ctx, l2, route, Packet { ttl, len: tot_len }, ip_decrease_ttl)
 }
 
 fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
@@ -160,16 +150,38 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::pass(Reason::IpOptions));
     }
     let route = fib::route_lookup_v6(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
+    forward(ctx, l2, route, Packet { ttl: hop_limit, len }, ipv6_decrease_hop_limit)
+}
+
+/// What forwarding needs to know of an IP packet, whatever its family.
+struct Packet {
+    /// TTL or hop limit.
+    ttl: u8,
+    /// Length from the IP header on: what the MTU limits.
+    len: usize,
+}
+
+/// The family-independent rest of the path, in the kernel's order: route
+/// type and next hop, TTL, MTU; then redirect, rewrite, decrement. Generic
+/// over the decrement (BPF has no indirect calls: each family gets a copy).
+#[inline(always)]
+fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
+    ctx: &XdpContext,
+    l2: &L2,
+    route: &RouteEntry,
+    packet: Packet,
+    decrease_ttl: D,
+) -> Step<Verdict> {
     let hop = next_hop_of(route)?;
-    if hop_limit <= 1 {
+    if packet.ttl <= 1 {
         return Err(Verdict::pass(Reason::TtlExceeded));
     }
-    if len as u32 > hop.mtu {
+    if packet.len as u32 > hop.mtu {
         return Err(Verdict::pass(Reason::TooBig));
     }
     let action = arm_redirect(ctx, hop.nh)?;
     let l3_off = rewrite_l2(ctx, l2, hop.nh)?;
-    ipv6_decrease_hop_limit(ctx, l3_off)?;
+    decrease_ttl(ctx, l3_off)?;
     Ok(Verdict::forwarded(action))
 }
 

@@ -1,0 +1,125 @@
+//! Slot allocation with a grace period: the free list behind `METRICS_RO`,
+//! `METRICS_RW` and `NEXTHOPS`.
+//!
+//! A released slot is quarantined first: a program that looked it up just
+//! before the entry referring to it was replaced may still be reading it, so
+//! it may hold new contents only after the grace period (the BPF analogue of
+//! an RCU grace period; programs run for microseconds).
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+#[derive(Debug)]
+pub struct SlotAllocator {
+    capacity: u32,
+    grace: Duration,
+    next_unused: u32,
+    free: Vec<u32>,
+    quarantine: VecDeque<(Instant, u32)>,
+    in_use: usize,
+}
+
+impl SlotAllocator {
+    /// Slots `first..capacity` are handed out; those below `first` are reserved.
+    pub fn new(first: u32, capacity: u32, grace: Duration) -> SlotAllocator {
+        SlotAllocator { capacity, grace, next_unused: first, free: Vec::new(), quarantine: VecDeque::new(), in_use: 0 }
+    }
+
+    /// Moves slots whose grace period has passed to the free list; returns them.
+    pub fn reap(&mut self, now: Instant) -> Vec<u32> {
+        let mut reaped = Vec::new();
+        while let Some(&(since, slot)) = self.quarantine.front() {
+            if now.saturating_duration_since(since) < self.grace {
+                break;
+            }
+            self.quarantine.pop_front();
+            self.free.push(slot);
+            reaped.push(slot);
+        }
+        reaped
+    }
+
+    /// A slot no one refers to, or `None` when all are in use or quarantined.
+    pub fn alloc(&mut self) -> Option<u32> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None if self.next_unused < self.capacity => {
+                self.next_unused += 1;
+                self.next_unused - 1
+            }
+            None => return None,
+        };
+        self.in_use += 1;
+        Some(slot)
+    }
+
+    /// Gives `slot` back; it is reusable after the grace period.
+    pub fn release(&mut self, slot: u32, now: Instant) {
+        self.in_use -= 1;
+        self.quarantine.push_back((now, slot));
+    }
+
+    /// Takes `slot` back into use if it is quarantined or free (its contents
+    /// never changed), for a store that finds by contents.
+    pub fn revive(&mut self, slot: u32) -> bool {
+        if let Some(i) = self.quarantine.iter().position(|&(_, s)| s == slot) {
+            self.quarantine.remove(i);
+        } else if let Some(i) = self.free.iter().position(|&s| s == slot) {
+            self.free.swap_remove(i);
+        } else {
+            return false;
+        }
+        self.in_use += 1;
+        true
+    }
+
+    pub fn is_quarantined(&self, slot: u32) -> bool {
+        self.quarantine.iter().any(|&(_, s)| s == slot)
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    pub fn quarantined(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_come_back_only_after_the_grace_period() {
+        let t = Instant::now();
+        let mut a = SlotAllocator::new(1, 3, Duration::from_secs(1));
+        assert_eq!((a.alloc(), a.alloc(), a.alloc()), (Some(1), Some(2), None));
+        a.release(1, t);
+        assert_eq!(a.alloc(), None, "quarantined");
+        assert!(a.reap(t + Duration::from_millis(999)).is_empty());
+        assert_eq!(a.reap(t + Duration::from_secs(1)), vec![1]);
+        assert_eq!(a.alloc(), Some(1));
+        assert_eq!(a.in_use(), 2);
+    }
+
+    #[test]
+    fn revive_takes_a_slot_back_from_quarantine_or_free_list() {
+        let t = Instant::now();
+        let mut a = SlotAllocator::new(0, 4, Duration::from_secs(1));
+        let s = a.alloc().unwrap();
+        a.release(s, t);
+        assert!(a.revive(s));
+        assert_eq!((a.in_use(), a.quarantined()), (1, 0));
+        a.release(s, t);
+        a.reap(t + Duration::from_secs(2));
+        assert!(a.revive(s));
+        assert!(!a.revive(s), "already in use");
+    }
+}
