@@ -3,6 +3,8 @@
 
 use crate::{
     config::{self, Config},
+    control::{self, Request, Response},
+    cow::Source,
     dataplane::{DataPlane, LoadOptions, ModeChoice},
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
@@ -31,6 +33,46 @@ pub struct RunOptions {
     pub grace: Duration,
     /// How long to wait for configured neighbours before declaring ready.
     pub resolve_wait: Duration,
+    pub control_socket: PathBuf,
+    /// Lifetime of an override set without `--expires` (the kernel's PMTU expiry).
+    pub default_expires: Duration,
+}
+
+/// Answers one control request. Runs on the daemon's loop: the one writer.
+fn handle(rib: &mut Rib<MapWriter>, req: Request, default_expires: Duration) -> Response {
+    let now = Instant::now();
+    let result = (|| -> Result<serde_json::Value> {
+        Ok(match req {
+            Request::MetricsSet { dest, metric, value, expires } => {
+                let dest = control::parse_dest(&dest)?;
+                let (metric, value) = control::parse_metric_value(&metric, value)?;
+                let expires = match expires.map(Duration::from_secs).unwrap_or(default_expires) {
+                    d if d.is_zero() => None,
+                    d => Some(now + d),
+                };
+                rib.cow_metrics(dest, metric, value, Source::Operator, expires, now)?;
+                serde_json::to_value(rib.destination_metrics(dest, now))?
+            }
+            Request::MetricsReset { dest } => {
+                let dest = control::parse_dest(&dest)?;
+                serde_json::json!({ "reset": rib.reset_metrics(dest, now)? })
+            }
+            Request::MetricsShow { dest: Some(dest) } => {
+                let dest = control::parse_dest(&dest)?;
+                let m = rib.destination_metrics(dest, now).ok_or_else(|| anyhow!("no route to {dest}"))?;
+                serde_json::to_value(vec![m])?
+            }
+            Request::MetricsShow { dest: None } => {
+                let all: Vec<_> = rib.private_copies().filter_map(|(d, _)| rib.destination_metrics(*d, now)).collect();
+                serde_json::to_value(all)?
+            }
+            Request::Stats => serde_json::to_value(rib.summary())?,
+        })
+    })();
+    match result {
+        Ok(v) => Response::ok(v),
+        Err(e) => Response::error(format!("{e:#}")),
+    }
 }
 
 /// Neighbours the agent has the kernel resolve: configured ones without a
@@ -101,6 +143,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         let index = lookup(&n.dev).ok_or_else(|| cfg_err(n.line, "dev", format!("unknown interface {:?}", n.dev)))?;
         neighbours.push((index, n.address, n.lladdr));
     }
+
+    let listener = control::bind(&opts.control_socket)?;
+    let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
+    let server = tokio::spawn(control::serve(listener, calls_tx));
 
     let mut dp = DataPlane::load(&opts.load)?;
     let logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {
@@ -185,6 +231,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     }
                 }
             }
+            call = calls.recv() => {
+                let Some((req, reply)) = call else { bail!("control socket server stopped") };
+                let _ = reply.send(handle(&mut rib, req, opts.default_expires));
+            }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 let mut guard = guard?;
                 guard.get_inner_mut().flush();
@@ -192,7 +242,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             _ = tick.tick() => {
                 ticks += 1;
-                rib.reap(Instant::now());
+                let now = Instant::now();
+                if let Err(e) = rib.expire(now) {
+                    tracing::error!(error = %e, "expiring overrides");
+                }
+                rib.reap(now);
                 let pending = pending_neighbours(&rib, &to_resolve);
                 if !pending.is_empty() && ticks % 5 == 0 {
                     solicit_all(&pending, &names);
@@ -206,6 +260,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
         }
     }
+    server.abort();
+    let _ = std::fs::remove_file(&opts.control_socket);
     drop(rib);
     dp.unpin_maps();
     drop(dp);

@@ -6,11 +6,14 @@
 //! - [`metrics_store`]: interned, refcounted, read-only metric sets;
 //! - [`rib`]: the agent's route table and how it maps onto entries and next hops;
 //! - [`netlink_mirror`]: links, addresses and neighbours from the kernel;
+//! - [`cow`]: copy-on-write of per-destination metrics (in [`rib`]);
+//! - [`control`]: the control socket the CLI talks to;
 //! - [`config`]: the TOML route list (`--source config`);
 //! - [`stats`] and [`show`]: reading the pinned maps for operators.
 
 pub mod bpffs;
 pub mod config;
+pub mod control;
 pub mod cow;
 #[cfg(test)]
 mod cow_model_tests;

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use cowroute::{
+    control::{self, Client, Request},
     daemon::{self, RunOptions},
     dataplane::{DataPlane, LoadOptions, ModeChoice},
     show, DEFAULT_PIN_DIR,
@@ -18,6 +19,9 @@ struct Cli {
     /// Where the maps are pinned.
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// The agent's control socket.
+    #[arg(long, global = true, default_value = control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +54,15 @@ enum Command {
         /// Keep the XDP program's debug log lines.
         #[arg(long)]
         bpf_debug_log: bool,
+        /// Lifetime of a metric override set without --expires, in seconds
+        /// (0: until reset). The kernel's PMTU expiry is 600.
+        #[arg(long, default_value_t = 600)]
+        default_expires: u64,
+    },
+    /// Per-destination metrics: copy-on-write into a private slot.
+    Metrics {
+        #[command(subcommand)]
+        action: MetricsAction,
     },
     /// Read the pinned maps (works while the agent is stopped).
     Show {
@@ -66,6 +79,29 @@ enum Command {
         iface: String,
         #[arg(long)]
         pin: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum MetricsAction {
+    /// Set METRIC of DEST to VALUE in DEST's private copy (created on first write).
+    Set {
+        dest: String,
+        /// An RTAX metric by its `ip route` name: mtu, advmss, hoplimit, window, ...
+        metric: String,
+        value: u64,
+        /// Seconds until the override expires (0: until reset).
+        #[arg(long)]
+        expires: Option<u64>,
+    },
+    /// Drop DEST's private copy: it reads its shared metrics again.
+    Reset { dest: String },
+    /// What DEST forwards with (reference, values, covering route, overrides);
+    /// without DEST, every destination with private metrics.
+    Show {
+        dest: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -104,7 +140,7 @@ fn real_main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { ifaces, config, source: _, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log } => {
+        Command::Run { ifaces, config, source: _, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(RunOptions {
                 ifaces,
@@ -114,8 +150,11 @@ fn real_main() -> Result<()> {
                 load: LoadOptions { metrics_rw_slots, bpf_debug_log },
                 grace: Duration::from_millis(grace_ms),
                 resolve_wait: Duration::from_secs(resolve_wait),
+                control_socket: cli.control_socket,
+                default_expires: Duration::from_secs(default_expires),
             }))
         }
+        Command::Metrics { action } => metrics_command(&cli.control_socket, action),
         Command::Show { what, json } => match what {
             ShowWhat::Stats => show::print_stats(&cli.pin_dir, json),
             ShowWhat::Routes => show::print_routes(&cli.pin_dir, json),
@@ -126,5 +165,71 @@ fn real_main() -> Result<()> {
             let mut dp = DataPlane::load(&LoadOptions { metrics_rw_slots: 1, bpf_debug_log: false })?;
             dp.attach_pass_pinned(&iface, &pin)
         }
+    }
+}
+
+/// `cowroute metrics ...`: checks the input, then asks the agent.
+fn metrics_command(socket: &std::path::Path, action: MetricsAction) -> Result<()> {
+    let (req, json) = match action {
+        MetricsAction::Set { dest, metric, value, expires } => {
+            control::parse_dest(&dest)?;
+            control::parse_metric_value(&metric, value)?;
+            (Request::MetricsSet { dest, metric, value, expires }, false)
+        }
+        MetricsAction::Reset { dest } => {
+            control::parse_dest(&dest)?;
+            (Request::MetricsReset { dest }, false)
+        }
+        MetricsAction::Show { dest, json } => {
+            if let Some(d) = &dest {
+                control::parse_dest(d)?;
+            }
+            (Request::MetricsShow { dest }, json)
+        }
+    };
+    let answer = Client::connect(socket)?.call(&req)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    match req {
+        Request::MetricsReset { dest } => {
+            if answer["reset"] == true {
+                println!("{dest}: private metrics dropped; shared metrics again");
+            } else {
+                println!("{dest}: had no private metrics");
+            }
+        }
+        _ => print_destinations(&answer),
+    }
+    Ok(())
+}
+
+fn print_destinations(answer: &serde_json::Value) {
+    let rows: Vec<&serde_json::Value> = match answer {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    println!("{:<40} {:<10} {:<20} {:<10} values / overrides", "destination", "metrics", "covering", "mask");
+    for r in rows {
+        let values: Vec<String> = r["values"].as_object().into_iter().flatten().map(|(k, v)| format!("{k} {v}")).collect();
+        let overrides: Vec<String> = r["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| {
+                let exp = o["expires_in"].as_u64().map_or("no expiry".to_string(), |s| format!("expires in {s}s"));
+                format!("{}={} ({}, {exp})", o["metric"].as_str().unwrap_or("?"), o["value"], o["source"].as_str().unwrap_or("?"))
+            })
+            .collect();
+        println!(
+            "{:<40} {:<10} {:<20} {:<#10x} {}{}",
+            r["destination"].as_str().unwrap_or("?"),
+            r["reference"].as_str().unwrap_or("?"),
+            r["covering"].as_str().unwrap_or("-"),
+            r["override_mask"].as_u64().unwrap_or(0),
+            if values.is_empty() { "(all zero)".to_string() } else { values.join(" ") },
+            if overrides.is_empty() { String::new() } else { format!(" / {}", overrides.join(", ")) },
+        );
     }
 }

@@ -183,6 +183,11 @@ impl LabRun {
     /// Builds lab `tag`, starts the agent on rtr in `mode` (native also
     /// gets the veth peers their pass programs), waits for "ready".
     pub fn start(tag: &str, mode: &str, extra_args: &[&str]) -> LabRun {
+        LabRun::start_with(tag, mode, extra_args, "")
+    }
+
+    /// As [`LabRun::start`], with `extra_config` appended to rtr's config.
+    pub fn start_with(tag: &str, mode: &str, extra_args: &[&str], extra_config: &str) -> LabRun {
         require_root();
         let lab = xtask::lab::Lab::up(tag).expect("lab up");
         let bin = xtask::agent_proc::cowroute_bin().expect("cowroute binary");
@@ -191,7 +196,7 @@ impl LabRun {
         }
         let dir = TempDir::new(tag);
         let cfg = dir.0.join("rtr.toml");
-        std::fs::write(&cfg, lab.router_config()).unwrap();
+        std::fs::write(&cfg, lab.router_config() + extra_config).unwrap();
         let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/cowroute-test-{tag}"));
         let mut args: Vec<String> = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.into()];
         args.extend(extra_args.iter().map(|s| s.to_string()));
@@ -199,10 +204,24 @@ impl LabRun {
         LabRun { agent, lab, pin_dir, _config_dir: dir }
     }
 
-    /// `cowroute --pin-dir PIN ARGS...`, stdout.
+    /// `cowroute --pin-dir PIN --control-socket SOCK ARGS...`, stdout.
     pub fn cowroute(&self, args: &[&str]) -> String {
+        let out = self.cowroute_output(args);
+        assert!(out.status.success(), "cowroute {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// As [`LabRun::cowroute`], whatever the exit status.
+    pub fn cowroute_output(&self, args: &[&str]) -> std::process::Output {
         let bin = xtask::agent_proc::cowroute_bin().unwrap();
-        xtask::sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(&self.pin_dir).args(args)).expect("cowroute command")
+        let mut c = std::process::Command::new(bin);
+        c.arg("--pin-dir").arg(&self.pin_dir).arg("--control-socket").arg(&self.agent.control_socket).args(args);
+        xtask::sh::output(&mut c).expect("cowroute runs")
+    }
+
+    /// A control-socket client to the running agent.
+    pub fn control(&self) -> cowroute::control::Client {
+        cowroute::control::Client::connect(&self.agent.control_socket).expect("control socket")
     }
 
     /// Packets counted under `reason`, from `cowroute show stats --json`.

@@ -15,6 +15,8 @@ pub struct AgentProc {
     log: Arc<Mutex<String>>,
     lines: mpsc::Receiver<String>,
     pub pin_dir: PathBuf,
+    /// The agent's control socket: `/run/cowroute/<pin dir name>.sock`.
+    pub control_socket: PathBuf,
 }
 
 /// The agent binary: `$COWROUTE_BIN`, else `target/{debug,release}/cowroute`.
@@ -36,8 +38,11 @@ impl AgentProc {
     /// Starts `cowroute --netns NS --pin-dir PIN run ARGS...` and waits for "ready".
     pub fn start(netns: &str, pin_dir: &Path, run_args: &[String], echo: bool) -> Result<AgentProc> {
         let bin = cowroute_bin()?;
+        let name = pin_dir.file_name().map_or("cowroute".into(), |n| n.to_string_lossy().into_owned());
+        let control_socket = PathBuf::from(format!("/run/cowroute/{name}.sock"));
         let mut cmd = Command::new(&bin);
-        cmd.args(["--netns", netns, "--pin-dir"]).arg(pin_dir).arg("run").args(run_args);
+        cmd.args(["--netns", netns, "--pin-dir"]).arg(pin_dir).arg("--control-socket").arg(&control_socket);
+        cmd.arg("run").args(run_args);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         cmd.env("NO_COLOR", "1");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -56,7 +61,7 @@ impl AgentProc {
                 let _ = tx.send(line);
             }
         });
-        let mut agent = AgentProc { child: Some(child), log, lines, pin_dir: pin_dir.to_owned() };
+        let mut agent = AgentProc { child: Some(child), log, lines, pin_dir: pin_dir.to_owned(), control_socket };
         agent.wait_for_line("ready", Duration::from_secs(30))?;
         Ok(agent)
     }

@@ -4,8 +4,8 @@
 //!  gen                    rtr                       sink
 //!  {t}g0 10.1.0.2/24 ---- {t}r0 10.1.0.1/24
 //!        fd00:1::2/64           fd00:1::1/64
-//!                         {t}r1 10.2.0.1/24 ------ {t}s0 10.2.0.2/24
-//!                               fd00:2::1/64             fd00:2::2/64
+//!                         {t}r1 10.2.0.1/24 ------ {t}s0 10.2.0.2/24, 10.2.0.3/24
+//!                               fd00:2::1/64             fd00:2::2/64, fd00:2::3/64
 //! ```
 //!
 //! Kernel forwarding is off in rtr, so only cowroute's XDP program can carry
@@ -24,6 +24,9 @@ pub const GEN_V6: &str = "fd00:1::2";
 pub const RTR_GEN_V6: &str = "fd00:1::1";
 pub const RTR_SINK_V6: &str = "fd00:2::1";
 pub const SINK_V6: &str = "fd00:2::2";
+/// A second address of sink: another destination under the same prefixes.
+pub const SINK2_V4: &str = "10.2.0.3";
+pub const SINK2_V6: &str = "fd00:2::3";
 
 pub struct Lab {
     pub tag: String,
@@ -99,6 +102,8 @@ impl Lab {
             sh::ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
             sh::ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
+        sh::ip(&["-n", &self.sink, "addr", "add", &format!("{SINK2_V4}/24"), "dev", &self.sink_if])?;
+        sh::ip(&["-n", &self.sink, "addr", "add", &format!("{SINK2_V6}/64"), "dev", &self.sink_if, "nodad"])?;
         sh::ip(&["-n", &self.gen, "route", "add", "default", "via", RTR_GEN_V4])?;
         sh::ip(&["-n", &self.gen, "-6", "route", "add", "default", "via", RTR_GEN_V6])?;
         sh::ip(&["-n", &self.sink, "route", "add", "default", "via", RTR_SINK_V4])?;
@@ -193,6 +198,14 @@ dev = "{r1}"
 [[neighbour]]
 address = "{sink6}"
 dev = "{r1}"
+
+[[neighbour]]
+address = "{sink2_4}"
+dev = "{r1}"
+
+[[neighbour]]
+address = "{sink2_6}"
+dev = "{r1}"
 "#,
             tag = self.tag,
             r0 = self.rtr_gen_if,
@@ -201,6 +214,8 @@ dev = "{r1}"
             gen6 = GEN_V6,
             sink4 = SINK_V4,
             sink6 = SINK_V6,
+            sink2_4 = SINK2_V4,
+            sink2_6 = SINK2_V6,
         )
     }
 

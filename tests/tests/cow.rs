@@ -1,0 +1,226 @@
+//! Copy-on-write of per-destination metrics in the lab: the fast path honours
+//! private metrics for one destination only; bad input is refused with a
+//! clear message; an exhausted pool is a counted, reported condition; a
+//! storm of COW operations under traffic loses nothing to a bad reference.
+
+use cowroute::control::Request;
+use cowroute_tests::*;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+use xtask::{lab, sh, traffic};
+
+/// Sends `count` UDP datagrams of `total` bytes (IP header included) from
+/// gen to `dst` and returns how many the sink received.
+fn delivered(run: &LabRun, dst: &str, total: usize, count: usize) -> usize {
+    let ip: IpAddr = dst.parse().unwrap();
+    let header = if ip.is_ipv4() { 28 } else { 48 };
+    let addr = SocketAddr::new(ip, 7200);
+    let sink = traffic::UdpSink::bind(&run.lab.sink, addr).unwrap();
+    traffic::udp_send(&run.lab.gen, addr, count, total - header, 64, Duration::from_millis(1)).unwrap();
+    sink.receive(count, Duration::from_millis(1500)).unwrap().len()
+}
+
+fn show(run: &LabRun, dest: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&run.cowroute(&["metrics", "show", dest, "--json"])).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn private_mtu_applies_to_one_destination_only_v4_and_v6() {
+    let run = LabRun::start(&lab_tag('m'), "native", &[]);
+    for (dest, other, mtu) in [(lab::SINK_V4, lab::SINK2_V4, "1300"), (lab::SINK_V6, lab::SINK2_V6, "1280")] {
+        assert_eq!(delivered(&run, dest, 1400, 10), 10, "{dest}: 1400 bytes fit the shared MTU 1500");
+        let before = show(&run, dest);
+        assert!(before["reference"].as_str().unwrap().starts_with("ro:"), "{before}");
+
+        let out = run.cowroute(&["metrics", "set", dest, "mtu", mtu]);
+        assert!(out.contains(dest) && out.contains("rw:"), "{out}");
+        let after = show(&run, dest);
+        assert!(after["reference"].as_str().unwrap().starts_with("rw:"), "tag clear: {after}");
+        assert_eq!(after["values"]["mtu"].to_string(), mtu);
+        assert_eq!(after["values"]["advmss"], 1460, "the rest copied from the shared set");
+        assert_eq!(after["override_mask"], 1 << 2, "1 << RTAX_MTU");
+        assert_eq!(after["covering"], if dest.contains(':') { "fd00:2::/64" } else { "10.2.0.0/24" });
+        let left = after["overrides"][0]["expires_in"].as_u64().unwrap();
+        assert!((590..=600).contains(&left), "default expiry 600 s, {left} left");
+
+        let too_big = run.counter("too_big");
+        assert_eq!(delivered(&run, dest, 1400, 10), 0, "{dest}: 1400 bytes exceed the private MTU");
+        assert_eq!(run.counter("too_big") - too_big, 10, "each one counted as too big");
+        assert_eq!(delivered(&run, other, 1400, 10), 10, "{other} under the same prefix keeps MTU 1500");
+        assert_eq!(delivered(&run, dest, mtu.parse().unwrap(), 10), 10, "{dest}: packets of the private MTU pass");
+
+        let out = run.cowroute(&["metrics", "reset", dest]);
+        assert!(out.contains("shared metrics again"), "{out}");
+        assert!(show(&run, dest)["reference"].as_str().unwrap().starts_with("ro:"));
+        assert_eq!(delivered(&run, dest, 1400, 10), 10, "{dest}: shared MTU again after reset");
+    }
+    // bpftool shows the private slot by field name, and the tag-clear reference.
+    run.cowroute(&["metrics", "set", lab::SINK_V4, "mtu", "1300", "--expires", "0"]);
+    let rw: serde_json::Value = serde_json::from_str(
+        &sh::run(sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(run.pin_dir.join("METRICS_RW"))).unwrap(),
+    )
+    .unwrap();
+    assert!(rw.as_array().unwrap().iter().any(|e| e["formatted"]["value"]["mtu"] == 1300), "METRICS_RW holds mtu 1300");
+    let routes: serde_json::Value = serde_json::from_str(
+        &sh::run(sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(run.pin_dir.join("ROUTES_V4"))).unwrap(),
+    )
+    .unwrap();
+    let host = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["formatted"])
+        .find(|e| e["key"]["prefix_len"] == 32 && e["key"]["data"] == serde_json::json!([10, 2, 0, 2]))
+        .expect("host entry of 10.2.0.2");
+    assert_eq!(host["value"]["metrics"]["tagged"].as_u64().unwrap() & 1, 0, "READ_ONLY tag clear: {host}");
+    assert_eq!(show(&run, lab::SINK_V4)["overrides"][0]["expires_in"], serde_json::Value::Null, "no expiry");
+}
+
+#[test]
+fn metrics_cli_rejects_bad_input_and_reports_a_missing_agent() {
+    let run = LabRun::start(&lab_tag('e'), "generic", &[]);
+    let cases: [(&[&str], &str); 7] = [
+        (&["metrics", "set", "10.2.0.300", "mtu", "1300"], "\"10.2.0.300\" is not an IPv4 or IPv6 address"),
+        (&["metrics", "set", "sink", "mtu", "1300"], "\"sink\" is not an IPv4 or IPv6 address"),
+        (&["metrics", "set", "10.2.0.2", "mtux", "1300"], "unknown metric \"mtux\""),
+        (&["metrics", "set", "10.2.0.2", "mtu", "65521"], "65521 is out of range for mtu (at most 65520)"),
+        (&["metrics", "set", "10.2.0.2", "advmss", "65496"], "at most 65495"),
+        (&["metrics", "set", "10.2.0.2", "hoplimit", "256"], "at most 255"),
+        (&["metrics", "set", "172.16.9.9", "mtu", "1300"], "no route to 172.16.9.9"),
+    ];
+    for (args, expected) in cases {
+        let out = run.cowroute_output(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: expected {expected:?} in {err}");
+    }
+    let out = run.cowroute_output(&["metrics", "set", lab::RTR_SINK_V4, "mtu", "1300"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a local address"), "{out:?}");
+    let bin = xtask::agent_proc::cowroute_bin().unwrap();
+    let out = sh::output(std::process::Command::new(bin).args(["--control-socket", "/run/cowroute/none.sock", "metrics", "show"])).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("no agent running") && err.contains("/run/cowroute/none.sock"), "{err}");
+    // Nothing of the above changed anything.
+    assert_eq!(run.control().call(&Request::MetricsShow { dest: None }).unwrap(), serde_json::json!([]));
+}
+
+#[test]
+fn exhausted_pool_is_reported_and_forwarding_goes_on_with_shared_metrics() {
+    let run = LabRun::start(&lab_tag('x'), "generic", &["--metrics-rw-slots", "1"]);
+    run.cowroute(&["metrics", "set", lab::SINK_V4, "mtu", "1300"]);
+    let out = run.cowroute_output(&["metrics", "set", lab::SINK2_V4, "mtu", "1300"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("private metrics pool is exhausted") && err.contains("10.2.0.3 keeps its shared metrics"), "{err}");
+    let stats = run.control().call(&Request::Stats).unwrap();
+    assert_eq!(stats["cow"]["failures"], 1, "{stats}");
+    assert_eq!(stats["metrics_rw_in_use"], 1);
+    assert!(show(&run, lab::SINK2_V4)["reference"].as_str().unwrap().starts_with("ro:"), "nothing half-published");
+    assert_eq!(delivered(&run, lab::SINK2_V4, 1400, 10), 10, "forwarded on its shared metrics");
+    // Expiry frees the slot (after the grace period) for the next writer.
+    run.cowroute(&["metrics", "reset", lab::SINK_V4]);
+    std::thread::sleep(Duration::from_millis(1100));
+    run.cowroute(&["metrics", "set", lab::SINK2_V4, "mtu", "1300", "--expires", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while show(&run, lab::SINK2_V4)["reference"].as_str().unwrap().starts_with("rw:") {
+        assert!(Instant::now() < deadline, "override did not expire");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stats = run.control().call(&Request::Stats).unwrap();
+    assert_eq!((stats["cow"]["expirations"].as_u64(), stats["cow"]["destroys"].as_u64()), (Some(1), Some(2)), "{stats}");
+}
+
+const DESTINATIONS: usize = 1000;
+const COW_OPERATIONS: usize = 100_000;
+
+#[test]
+fn cow_storm_under_traffic_loses_nothing_to_a_bad_reference() {
+    let extra = r#"
+[[route]]
+prefix = "10.50.0.0/16"
+via = "10.2.0.2"
+dev = "ROUTER_SINK_IF"
+mtu = 1500
+"#;
+    let tag = lab_tag('s');
+    let lab_probe = xtask::lab::Lab::named(&tag).unwrap();
+    let run = LabRun::start_with(&tag, "native", &[], &extra.replace("ROUTER_SINK_IF", &lab_probe.rtr_sink_if));
+    std::mem::forget(lab_probe);
+    // The sink accepts the whole /16 as its own (AnyIP).
+    sh::ip(&["-n", &run.lab.sink, "route", "add", "local", "10.50.0.0/16", "dev", "lo"]).unwrap();
+    let dests: Vec<IpAddr> = (0..DESTINATIONS).map(|i| IpAddr::from([10, 50, (i / 250) as u8, (i % 250 + 1) as u8])).collect();
+
+    let sink = traffic::UdpSink::bind(&run.lab.sink, "0.0.0.0:7300".parse().unwrap()).unwrap();
+    let fwd0 = run.counter("forwarded");
+    let big0 = run.counter("too_big");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    // 1425 bytes: too big under MTU 1400, forwarded under 1450 or 1500.
+    let sender = {
+        let (stop, sent, dests, gen) = (stop.clone(), sent.clone(), dests.clone(), run.lab.gen.clone());
+        std::thread::spawn(move || {
+            traffic::in_netns(&gen, move || {
+                let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                let payload = vec![7u8; 1425 - 28];
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    sock.send_to(&payload, SocketAddr::new(dests[i % DESTINATIONS], 7300))?;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    if i % 32 == 0 {
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                }
+                Ok(())
+            })
+        })
+    };
+    let receiver = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut got = 0usize;
+            loop {
+                let n = sink.receive(usize::MAX, Duration::from_millis(300)).unwrap().len();
+                got += n;
+                if n == 0 && stop.load(Ordering::Relaxed) {
+                    return got;
+                }
+            }
+        })
+    };
+    let mut control = run.control();
+    let started = Instant::now();
+    for i in 0..COW_OPERATIONS {
+        let dest = dests[(i * 7) % DESTINATIONS].to_string();
+        let req = if i % 10 == 9 {
+            // Destroy the copy the previous operation wrote.
+            Request::MetricsReset { dest: dests[((i - 1) * 7) % DESTINATIONS].to_string() }
+        } else {
+            Request::MetricsSet { dest, metric: "mtu".into(), value: if i % 2 == 0 { 1400 } else { 1450 }, expires: None }
+        };
+        control.call(&req).unwrap_or_else(|e| panic!("operation {i} failed: {e}"));
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap().unwrap();
+    let received = receiver.join().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    let forwarded = run.counter("forwarded") - fwd0;
+    let too_big = run.counter("too_big") - big0;
+    eprintln!("{COW_OPERATIONS} COW operations in {took:?} under traffic: sent {sent}, forwarded {forwarded}, too big {too_big}, received {received}");
+    assert_eq!(run.counter("bad_reference"), 0, "no packet met a bad reference");
+    assert_eq!(forwarded + too_big, sent, "every packet was forwarded or judged too big: none lost");
+    assert_eq!(received as u64, forwarded, "every forwarded packet arrived");
+    assert!(forwarded > 0 && too_big > 0, "both MTUs were in force during the storm");
+    let stats = run.control().call(&Request::Stats).unwrap();
+    assert_eq!(stats["cow"]["failures"], 0, "{stats}");
+    assert_eq!(stats["cow"]["destroys"], (COW_OPERATIONS / 10) as u64, "{stats}");
+}
