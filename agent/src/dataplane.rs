@@ -9,9 +9,10 @@ use aya::{
 use common::maps;
 use std::path::{Path, PathBuf};
 
-/// The forwarding program and the pass-only program for veth peers.
+/// The forwarding program, and the programs for the far ends of lab veths.
 pub const PROG_FORWARD: &str = "cowroute";
 pub const PROG_PASS: &str = "cowroute_pass";
+pub const PROG_DROP: &str = "cowroute_drop";
 
 /// How to attach: the operator's choice, or native falling back to generic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +61,7 @@ impl DataPlane {
             .override_global("AYA_LOG_LEVEL", &level, false)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps could not be created)")?;
-        for name in [PROG_FORWARD, PROG_PASS] {
+        for name in [PROG_FORWARD, PROG_PASS, PROG_DROP] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -105,10 +106,10 @@ impl DataPlane {
         attach_program(self.xdp(PROG_FORWARD)?, iface, mode).map(|(_, m)| m)
     }
 
-    /// Attaches the pass-only program to `iface` in native mode and pins the
-    /// link at `pin`, so that it stays after this process exits.
-    pub fn attach_pass_pinned(&mut self, iface: &str, pin: &Path) -> Result<()> {
-        let prog = self.xdp(PROG_PASS)?;
+    /// Attaches `program` (PROG_PASS or PROG_DROP) to `iface` in native mode
+    /// and pins the link at `pin`, so that it stays after this process exits.
+    pub fn attach_peer_pinned(&mut self, program: &str, iface: &str, pin: &Path) -> Result<()> {
+        let prog = self.xdp(program)?;
         let (id, _) = attach_program(prog, iface, ModeChoice::Native)?;
         let link = prog.take_link(id)?;
         let fd_link: FdLink = link.try_into().context("XDP link is not a bpf_link")?;

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use cowroute::{
     control::{self, Client, Request},
     daemon::{self, RunOptions},
-    dataplane::{DataPlane, LoadOptions, ModeChoice},
+    dataplane::{self, DataPlane, LoadOptions, ModeChoice},
     show, DEFAULT_PIN_DIR,
 };
 use std::{path::PathBuf, time::Duration};
@@ -73,12 +73,15 @@ enum Command {
         json: bool,
     },
     /// Attach a pass-only XDP program to IFACE in native mode and pin its link
-    /// at PIN: the far end of a veth needs one to receive redirected frames.
-    AttachPass {
+    /// at PIN: the far end of a lab veth needs one to receive redirected frames.
+    AttachPeer {
         #[arg(long)]
         iface: String,
         #[arg(long)]
         pin: PathBuf,
+        /// Drop every frame instead (a benchmark's sink).
+        #[arg(long)]
+        drop: bool,
     },
 }
 
@@ -161,9 +164,10 @@ fn real_main() -> Result<()> {
             ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, json),
             ShowWhat::Metrics => show::print_metrics(&cli.pin_dir, json),
         },
-        Command::AttachPass { iface, pin } => {
+        Command::AttachPeer { iface, pin, drop } => {
             let mut dp = DataPlane::load(&LoadOptions { metrics_rw_slots: 1, bpf_debug_log: false })?;
-            dp.attach_pass_pinned(&iface, &pin)
+            let program = if drop { dataplane::PROG_DROP } else { dataplane::PROG_PASS };
+            dp.attach_peer_pinned(program, &iface, &pin)
         }
     }
 }

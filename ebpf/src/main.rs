@@ -64,6 +64,13 @@ pub fn cowroute_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Drops everything: the sink of a benchmark lab, whose veth still counts
+/// each frame it receives, without a network stack's work per frame.
+#[xdp]
+pub fn cowroute_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 /// The layer-2 facts the rest of the path needs.
 struct L2 {
     /// Offset of the IP header: 14, or 18 behind one 802.1Q tag.

@@ -230,3 +230,17 @@ impl LabRun {
         v.as_array().unwrap().iter().find(|r| r["reason"] == reason).unwrap()["packets"].as_u64().unwrap()
     }
 }
+
+/// `bpftool -j map dump pinned PATH`: the typed ("formatted") entries.
+pub fn bpftool_dump(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = xtask::sh::run(xtask::sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(path)).expect("bpftool map dump");
+    let all: serde_json::Value = serde_json::from_str(&out).expect("bpftool JSON");
+    all.as_array().expect("an array").iter().map(|e| e["formatted"].clone()).collect()
+}
+
+/// The IPv4 route entry for `addr/prefix_len` in a `ROUTES_V4` dump.
+pub fn find_v4_route(dump: &[serde_json::Value], addr: [u8; 4], prefix_len: u32) -> Option<serde_json::Value> {
+    dump.iter()
+        .find(|e| e["key"]["prefix_len"] == prefix_len && e["key"]["data"] == serde_json::json!(addr))
+        .map(|e| e["value"].clone())
+}

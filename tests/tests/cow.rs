@@ -63,23 +63,10 @@ fn private_mtu_applies_to_one_destination_only_v4_and_v6() {
     }
     // bpftool shows the private slot by field name, and the tag-clear reference.
     run.cowroute(&["metrics", "set", lab::SINK_V4, "mtu", "1300", "--expires", "0"]);
-    let rw: serde_json::Value = serde_json::from_str(
-        &sh::run(sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(run.pin_dir.join("METRICS_RW"))).unwrap(),
-    )
-    .unwrap();
-    assert!(rw.as_array().unwrap().iter().any(|e| e["formatted"]["value"]["mtu"] == 1300), "METRICS_RW holds mtu 1300");
-    let routes: serde_json::Value = serde_json::from_str(
-        &sh::run(sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(run.pin_dir.join("ROUTES_V4"))).unwrap(),
-    )
-    .unwrap();
-    let host = routes
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["formatted"])
-        .find(|e| e["key"]["prefix_len"] == 32 && e["key"]["data"] == serde_json::json!([10, 2, 0, 2]))
-        .expect("host entry of 10.2.0.2");
-    assert_eq!(host["value"]["metrics"]["tagged"].as_u64().unwrap() & 1, 0, "READ_ONLY tag clear: {host}");
+    let rw = bpftool_dump(&run.pin_dir.join("METRICS_RW"));
+    assert!(rw.iter().any(|e| e["value"]["mtu"] == 1300), "METRICS_RW holds mtu 1300");
+    let host = find_v4_route(&bpftool_dump(&run.pin_dir.join("ROUTES_V4")), [10, 2, 0, 2], 32).expect("host entry of 10.2.0.2");
+    assert_eq!(host["metrics"]["tagged"].as_u64().unwrap() & 1, 0, "READ_ONLY tag clear: {host}");
     assert_eq!(show(&run, lab::SINK_V4)["overrides"][0]["expires_in"], serde_json::Value::Null, "no expiry");
 }
 

@@ -46,31 +46,17 @@ fn forwards_v4_and_v6(letter: char, mode: &str) {
     let ro = run.pin_dir.join("METRICS_RO");
     let show = sh::run(sh::cmd("bpftool", &["map", "show", "pinned"]).arg(&ro)).unwrap();
     assert!(show.contains("name METRICS_RO") && show.contains("flags 0x80"), "BPF_F_RDONLY_PROG: {show}");
-    let dump: serde_json::Value =
-        serde_json::from_str(&sh::run(sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(&ro)).unwrap()).unwrap();
-    let slot = |k: u64| {
-        dump.as_array().unwrap().iter().find(|e| e["formatted"]["key"] == k).unwrap()["formatted"]["value"].clone()
-    };
+    let dump = bpftool_dump(&ro);
+    let slot = |k: u64| dump.iter().find(|e| e["key"] == k).unwrap()["value"].clone();
     assert_eq!(slot(0)["mtu"], 0, "slot 0 is the all-zero default");
     assert_eq!(slot(1)["mtu"], 1500, "the sink routes' shared set, printed by field name");
     assert_eq!(slot(1)["advmss"], 1460);
     assert_eq!(slot(1)["lock"], 0);
     let text = sh::run(sh::cmd("bpftool", &["map", "dump", "pinned"]).arg(&ro)).unwrap();
     assert!(text.contains("\"mtu\": 1500") && text.contains("\"fastopen_no_cookie\": 0"), "{text}");
-    let routes: serde_json::Value = serde_json::from_str(
-        &sh::run(sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(run.pin_dir.join("ROUTES_V4"))).unwrap(),
-    )
-    .unwrap();
-    let r24 = routes
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["formatted"])
-        .find(|e| e["key"]["prefix_len"] == 24 && e["key"]["data"] == serde_json::json!([10, 2, 0, 0]))
-        .expect("10.2.0.0/24 in ROUTES_V4");
-    let v = &r24["value"];
-    assert!(v["nexthop"].is_number() && v["kind"] == 0, "{r24}");
-    assert_eq!(v["metrics"]["tagged"], 3, "RO slot 1, tag bit set: {r24}");
+    let v = find_v4_route(&bpftool_dump(&run.pin_dir.join("ROUTES_V4")), [10, 2, 0, 0], 24).expect("10.2.0.0/24 in ROUTES_V4");
+    assert!(v["nexthop"].is_number() && v["kind"] == 0, "{v}");
+    assert_eq!(v["metrics"]["tagged"], 3, "RO slot 1, tag bit set: {v}");
 
     let pin_dir = run.pin_dir.clone();
     let LabRun { mut agent, lab, .. } = run;

@@ -148,10 +148,20 @@ impl Lab {
     /// Attaches the pass-only program to the veth peers of rtr (gen's and
     /// sink's ends), which native-mode redirects into a veth need.
     pub fn attach_peer_pass_programs(&self, cowroute_bin: &std::path::Path) -> Result<()> {
-        for (ns, dev) in [(&self.gen, &self.gen_if), (&self.sink, &self.sink_if)] {
-            let pin = self.pass_pin_dir.join(format!("pass-{dev}"));
-            sh::run(Command::new(cowroute_bin).args(["--netns", ns, "attach-pass", "--iface", dev, "--pin"]).arg(&pin))
-                .with_context(|| format!("attaching the pass program to {dev}"))?;
+        self.attach_peer_programs(cowroute_bin, false)
+    }
+
+    /// As [`Lab::attach_peer_pass_programs`]; with `sink_drops`, the sink's
+    /// end drops every frame (it still counts them): a benchmark's sink.
+    pub fn attach_peer_programs(&self, cowroute_bin: &std::path::Path, sink_drops: bool) -> Result<()> {
+        for (ns, dev, drop) in [(&self.gen, &self.gen_if, false), (&self.sink, &self.sink_if, sink_drops)] {
+            let pin = self.pass_pin_dir.join(format!("peer-{dev}"));
+            let mut c = Command::new(cowroute_bin);
+            c.args(["--netns", ns, "attach-peer", "--iface", dev, "--pin"]).arg(&pin);
+            if drop {
+                c.arg("--drop");
+            }
+            sh::run(&mut c).with_context(|| format!("attaching the peer program to {dev}"))?;
         }
         Ok(())
     }

@@ -43,6 +43,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Measure: program cost, lab throughput against kernel forwarding, COW
+    /// latency, metrics memory. Writes target/bench/{report.md,bench.json,*.svg}.
+    Bench {
+        /// Smaller tables, fewer and shorter runs (under 2 minutes).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Bring the lab up or down by hand.
     Lab {
         #[command(subcommand)]
@@ -124,6 +131,19 @@ fn real_main() -> Result<()> {
             let bin = build(false)?;
             let mut c = cargo(&["test"]);
             c.args(&args).env("COWROUTE_BIN", &bin);
+            sh::run_visible(&mut c)
+        }
+        Cmd::Bench { quick } => {
+            require_root("cargo xtask bench")?;
+            setup::setup()?;
+            let bin = build(true)?;
+            sh::run_visible(&mut cargo(&["build", "--release", "-p", "cowroute-tests", "--bin", "cowroute-bench"]))?;
+            let bench = setup::workspace_root().join("target/release/cowroute-bench");
+            let mut c = Command::new(bench);
+            c.args(["--out", &setup::workspace_root().join("target/bench").display().to_string()]).env("COWROUTE_BIN", &bin);
+            if quick {
+                c.arg("--quick");
+            }
             sh::run_visible(&mut c)
         }
         Cmd::Lab { action } => {
