@@ -75,9 +75,19 @@ pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::Sender<Call>
     }
 }
 
+/// The socket's file: removed when this is dropped, whatever way the agent
+/// exits.
+pub struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Binds the control socket (mode 0600), replacing a stale one; refuses when
 /// another agent is listening there.
-pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -88,8 +98,9 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
     let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let file = SocketFile(path.to_owned());
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    Ok((listener, file))
 }
 
 async fn connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> Result<()> {

@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Result};
 use aya::maps::{MapData, PerCpuArray};
 use common::{maps, Counter};
 use std::{
+    collections::HashMap,
     net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
@@ -86,7 +87,7 @@ fn pending_neighbours(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)]) -> Vec
     v
 }
 
-fn solicit_all(pending: &[(u32, IpAddr)], names: &std::collections::HashMap<u32, String>) {
+fn solicit_all(pending: &[(u32, IpAddr)], names: &HashMap<u32, String>) {
     for (ifindex, addr) in pending {
         if let Some(dev) = names.get(ifindex) {
             if let Err(e) = netlink_mirror::solicit(*addr, dev, *ifindex) {
@@ -96,8 +97,19 @@ fn solicit_all(pending: &[(u32, IpAddr)], names: &std::collections::HashMap<u32,
     }
 }
 
-pub async fn run(opts: RunOptions) -> Result<()> {
-    let config: Config = config::load(&opts.config).map_err(|e| anyhow!("config error: {e}"))?;
+/// What the config names, resolved against the kernel's links.
+struct Resolved {
+    ifaces: Vec<String>,
+    routes: Vec<RouteInput>,
+    /// (ifindex, address, static MAC)
+    neighbours: Vec<(u32, IpAddr, Option<[u8; 6]>)>,
+    /// Device names by ifindex, for soliciting neighbours.
+    names: HashMap<u32, String>,
+}
+
+/// Checks that every interface the config and the command line name exists;
+/// errors name the file, line and field.
+fn resolve(opts: &RunOptions, config: &Config, dump: &[netlink_mirror::Event]) -> Result<Resolved> {
     let mut ifaces = config.interfaces.clone();
     for i in &opts.ifaces {
         if !ifaces.contains(i) {
@@ -107,21 +119,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if ifaces.is_empty() {
         bail!("no interface to attach to: give --iface IF or `interfaces = [...]` in {}", opts.config.display());
     }
-
-    let (mut mirror, dump) = Mirror::start().await?;
-
-    // Everything the config names must exist before anything is loaded.
-    let links: std::collections::HashMap<String, u32> = dump
+    let links: HashMap<&str, u32> = dump
         .iter()
         .filter_map(|e| match e {
-            netlink_mirror::Event::Link(l) => Some((l.name.clone(), l.index)),
+            netlink_mirror::Event::Link(l) => Some((l.name.as_str(), l.index)),
             _ => None,
         })
         .collect();
     let cfg_err = |line: config::Line, field: &str, msg: String| {
         anyhow!("config error: {}:{}: {field}: {msg}", opts.config.display(), line.0)
     };
-    let mut names = std::collections::HashMap::new();
+    let mut names = HashMap::new();
     let mut lookup = |name: &str| -> Option<u32> {
         let index = *links.get(name)?;
         names.insert(index, name.to_string());
@@ -143,8 +151,45 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         let index = lookup(&n.dev).ok_or_else(|| cfg_err(n.line, "dev", format!("unknown interface {:?}", n.dev)))?;
         neighbours.push((index, n.address, n.lladdr));
     }
+    Ok(Resolved { ifaces, routes, neighbours, names })
+}
 
-    let listener = control::bind(&opts.control_socket)?;
+/// Has the kernel resolve the neighbours we need, applying netlink events
+/// meanwhile, until all are resolved or `wait` has passed.
+async fn resolve_neighbours(rib: &mut Rib<MapWriter>, mirror: &mut Mirror, to_resolve: &[(u32, IpAddr)], names: &HashMap<u32, String>, wait: Duration) -> Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let pending = pending_neighbours(rib, to_resolve);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(?pending, "neighbours still unresolved; their traffic goes to the kernel until they are");
+            return Ok(());
+        }
+        solicit_all(&pending, names);
+        let pause = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                batch = mirror.next() => {
+                    for ev in batch.ok_or_else(|| anyhow!("netlink subscription closed"))? {
+                        rib.apply(ev, Instant::now())?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let config: Config = config::load(&opts.config).map_err(|e| anyhow!("config error: {e}"))?;
+    // Subscribe, then dump: no change between the two is lost.
+    let (mut mirror, dump) = Mirror::start().await?;
+    // Everything the config names must exist before anything is loaded.
+    let Resolved { ifaces, routes, neighbours, names } = resolve(&opts, &config, &dump)?;
+    let (listener, _socket_file) = control::bind(&opts.control_socket)?;
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
     let server = tokio::spawn(control::serve(listener, calls_tx));
 
@@ -159,10 +204,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     dp.pin_maps(&opts.pin_dir)?;
     let counters: PerCpuArray<MapData, Counter> = crate::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
-    let writer = dp.map_writer()?;
     let now = Instant::now();
     let capacities = Capacities { metrics_rw: opts.load.metrics_rw_slots, ..Capacities::default() };
-    let mut rib = Rib::new(writer, capacities, opts.grace);
+    let mut rib = Rib::new(dp.map_writer()?, capacities, opts.grace);
     for ev in dump {
         rib.apply(ev, now)?;
     }
@@ -182,36 +226,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         let mode = dp.attach(iface, opts.mode)?;
         tracing::info!(iface, ?mode, "XDP attached");
     }
-
-    // Have the kernel resolve what we need, then declare ready.
-    let deadline = Instant::now() + opts.resolve_wait;
-    loop {
-        let pending = pending_neighbours(&rib, &to_resolve);
-        if pending.is_empty() || Instant::now() >= deadline {
-            if !pending.is_empty() {
-                tracing::warn!(?pending, "neighbours still unresolved; their traffic goes to the kernel until they are");
-            }
-            break;
-        }
-        solicit_all(&pending, &names);
-        let wait = tokio::time::sleep(Duration::from_millis(200));
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                batch = mirror.next() => {
-                    for ev in batch.ok_or_else(|| anyhow!("netlink subscription closed"))? {
-                        rib.apply(ev, Instant::now())?;
-                    }
-                }
-            }
-        }
-    }
+    resolve_neighbours(&mut rib, &mut mirror, &to_resolve, &names, opts.resolve_wait).await?;
     let s = rib.summary();
     tracing::info!(
         routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
         nexthops = s.nexthops, resolved = s.nexthops_resolved, metrics_ro = s.metrics_ro_in_use,
-        pin_dir = %opts.pin_dir.display(), "ready"
+        metrics_rw_capacity = s.metrics_rw_capacity, pin_dir = %opts.pin_dir.display(), "ready"
     );
 
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -261,9 +281,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     server.abort();
-    let _ = std::fs::remove_file(&opts.control_socket);
     drop(rib);
-    dp.unpin_maps();
+    // Dropping the data plane detaches the program and removes the pins.
     drop(dp);
     tracing::info!("detached; pins removed");
     Ok(())
