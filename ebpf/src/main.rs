@@ -8,6 +8,7 @@
 #![no_main]
 
 mod fib;
+mod mss;
 mod packet;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -25,6 +26,7 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HLEN: usize = 4;
 const IPV6_NEXTHDR_HOP: u8 = 0;
+const IPPROTO_TCP: u8 = 6;
 
 /// What becomes of a frame, and why.
 struct Verdict {
@@ -128,7 +130,10 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::pass(Reason::Multicast));
     }
     let route = fib::route_lookup_v4(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
-    forward(ctx, l2, route, Packet { ttl, len: tot_len }, ip_decrease_ttl)
+    // The TCP header, when this is TCP and the first (or only) fragment.
+    let (proto, frag_off) = unsafe { (*(ip as *const u8).add(9), u16::from_be_bytes((*ip).frags) & 0x1fff) };
+    let tcp = (proto == IPPROTO_TCP && frag_off == 0).then_some(Ipv4Hdr::LEN);
+    forward(ctx, l2, route, Packet { ttl, len: tot_len, tcp }, ip_decrease_ttl)
 }
 
 fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
@@ -157,7 +162,8 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::pass(Reason::IpOptions));
     }
     let route = fib::route_lookup_v6(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
-    forward(ctx, l2, route, Packet { ttl: hop_limit, len }, ipv6_decrease_hop_limit)
+    let tcp = (next_hdr == IPPROTO_TCP).then_some(Ipv6Hdr::LEN);
+    forward(ctx, l2, route, Packet { ttl: hop_limit, len, tcp }, ipv6_decrease_hop_limit)
 }
 
 /// What forwarding needs to know of an IP packet, whatever its family.
@@ -166,6 +172,8 @@ struct Packet {
     ttl: u8,
     /// Length from the IP header on: what the MTU limits.
     len: usize,
+    /// Offset of the TCP header from the IP header, when there is one.
+    tcp: Option<usize>,
 }
 
 /// The family-independent rest of the path, in the kernel's order: route
@@ -189,13 +197,18 @@ fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
     let action = arm_redirect(ctx, hop.nh)?;
     let l3_off = rewrite_l2(ctx, l2, hop.nh)?;
     decrease_ttl(ctx, l3_off)?;
+    if let (Some(tcp), true) = (packet.tcp, hop.advmss != 0) {
+        mss::clamp_mss(ctx, l3_off + tcp, hop.advmss);
+    }
     Ok(Verdict::forwarded(action))
 }
 
-/// Where a unicast route sends its packets, and the MTU that applies.
+/// Where a unicast route sends its packets, the MTU that applies, and the
+/// MSS its SYNs are clamped to (0: none).
 struct Hop {
     nh: &'static NextHop,
     mtu: u32,
+    advmss: u32,
 }
 
 /// Turns a route into a next hop and an MTU, or the verdict its type calls for.
@@ -216,7 +229,7 @@ fn next_hop_of(route: &RouteEntry) -> Step<Hop> {
     // RTAX_MTU when the route (or the destination's private copy) sets it,
     // else the egress device's MTU.
     let mtu = if metrics.mtu != 0 { metrics.mtu } else { nh.mtu };
-    Ok(Hop { nh, mtu })
+    Ok(Hop { nh, mtu, advmss: metrics.advmss })
 }
 
 /// Arms the redirect before the frame is touched: a missing egress port

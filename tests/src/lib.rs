@@ -244,3 +244,76 @@ pub fn find_v4_route(dump: &[serde_json::Value], addr: [u8; 4], prefix_len: u32)
         .find(|e| e["key"]["prefix_len"] == prefix_len && e["key"]["data"] == serde_json::json!(addr))
         .map(|e| e["value"].clone())
 }
+
+/// The TCP/UDP checksum of `l4` (checksum field included) over the pseudo
+/// header of `src` and `dst` verifies.
+pub fn l4_checksum_ok(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> bool {
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(src);
+    pseudo.extend_from_slice(dst);
+    if src.len() == 4 {
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    } else {
+        pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    }
+    checksum::fold(checksum::sum_be_words(l4, checksum::sum_be_words(&pseudo, 0))) == 0xffff
+}
+
+/// A TCP header with `flags` and `options` (padded to 4 bytes), with a
+/// valid checksum over the pseudo header of `src` and `dst`.
+pub fn tcp(src: &[u8], dst: &[u8], flags: u8, options: &[u8]) -> Vec<u8> {
+    let mut opts = options.to_vec();
+    while opts.len() % 4 != 0 {
+        opts.push(0);
+    }
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&80u16.to_be_bytes());
+    t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+    t[12] = ((20 + opts.len()) / 4) as u8 * 16;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t.extend_from_slice(&opts);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(src);
+    pseudo.extend_from_slice(dst);
+    if src.len() == 4 {
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    } else {
+        pseudo.extend_from_slice(&(t.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+    }
+    let c = !checksum::fold(checksum::sum_be_words(&t, checksum::sum_be_words(&pseudo, 0)));
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+/// An IPv4 packet carrying `l4` (protocol `proto`), with a valid header checksum.
+pub fn ipv4_with(src: [u8; 4], dst: [u8; 4], ttl: u8, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut p = ipv4_udp(src, dst, ttl, 28);
+    p.truncate(20);
+    p[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    p[9] = proto;
+    p.extend_from_slice(l4);
+    fix_ipv4_checksum(&mut p);
+    p
+}
+
+/// An IPv6 packet carrying `l4` (next header `proto`).
+pub fn ipv6_with(src: [u8; 16], dst: [u8; 16], hop_limit: u8, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut p = ipv6_udp(src, dst, hop_limit, 8);
+    p.truncate(40);
+    p[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+    p[6] = proto;
+    p.extend_from_slice(l4);
+    p
+}
+
+/// The MSS option with `mss`.
+pub fn mss_option(mss: u16) -> [u8; 4] {
+    let [hi, lo] = mss.to_be_bytes();
+    [2, 4, hi, lo]
+}

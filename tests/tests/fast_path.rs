@@ -321,3 +321,60 @@ proptest! {
     }
 }
 
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// A TCP segment from SRC4 to `dst` as a frame, and as rtr should forward it
+/// when the MSS option (if any) becomes `mss_out`.
+fn syn4(dst: [u8; 4], flags: u8, opts: &[u8], opts_out: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let input = eth(RTR_IN_MAC, HOST_MAC, None, ETH_P_IP, &ipv4_with(SRC4, dst, 64, 6, &tcp(&SRC4, &dst, flags, opts)));
+    let output = eth(GW_MAC, RTR_OUT_MAC, None, ETH_P_IP, &ipv4_with(SRC4, dst, 63, 6, &tcp(&SRC4, &dst, flags, opts_out)));
+    (input, output)
+}
+
+#[test]
+fn syn_mss_is_clamped_to_the_route_advmss_with_a_valid_checksum() {
+    let mut fp = fixture();
+    // 10.3.0.0/24 reads ADVMSS 1360 from its shared metrics.
+    let sack_ts = [4u8, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+    let cases: Vec<(&str, u8, Vec<u8>, Vec<u8>)> = vec![
+        ("SYN, MSS first", SYN, [&mss_option(1460)[..], &sack_ts].concat(), [&mss_option(1360)[..], &sack_ts].concat()),
+        ("SYN+ACK", SYN | ACK, mss_option(1460).to_vec(), mss_option(1360).to_vec()),
+        ("SYN, MSS after NOPs", SYN, [&[1u8, 1][..], &mss_option(8960)].concat(), [&[1u8, 1][..], &mss_option(1360)].concat()),
+        ("SYN, MSS already smaller", SYN, mss_option(1200).to_vec(), mss_option(1200).to_vec()),
+        ("SYN without MSS", SYN, vec![1, 1, 1, 0], vec![1, 1, 1, 0]),
+        ("not a SYN", ACK, mss_option(1460).to_vec(), mss_option(1460).to_vec()),
+    ];
+    for (name, flags, opts, opts_out) in cases {
+        let (input, expected) = syn4([10, 3, 0, 8], flags, &opts, &opts_out);
+        let o = fp.run(&input).unwrap();
+        assert_eq!((o.action, o.reason), (XDP_REDIRECT, Reason::Forwarded), "{name}");
+        assert_eq!(o.frame, expected, "{name}: exact bytes");
+        assert!(l4_checksum_ok(&SRC4, &[10, 3, 0, 8], 6, &o.frame[34..]), "{name}: TCP checksum");
+    }
+    // A route without ADVMSS leaves SYNs alone.
+    let (input, expected) = syn4([10, 2, 0, 8], SYN, &mss_option(1460), &mss_option(1460));
+    assert_eq!(fp.run(&input).unwrap().frame, expected);
+    // A malformed option list is left alone, not walked past the header.
+    let (input, expected) = syn4([10, 3, 0, 8], SYN, &[8, 0, 0, 0, 2, 4, 5, 180], &[8, 0, 0, 0, 2, 4, 5, 180]);
+    assert_eq!(fp.run(&input).unwrap().frame, expected);
+}
+
+#[test]
+fn ipv6_syn_mss_is_clamped_and_private_advmss_applies() {
+    let mut fp = fixture();
+    let (src, dst) = (SRC6, v6(8, 3));
+    let input = eth(RTR_IN_MAC, HOST_MAC, None, ETH_P_IPV6, &ipv6_with(src, dst, 64, 6, &tcp(&src, &dst, SYN, &mss_option(1440))));
+    let expected = eth(GW_MAC, RTR_OUT_MAC, None, ETH_P_IPV6, &ipv6_with(src, dst, 63, 6, &tcp(&src, &dst, SYN, &mss_option(1360))));
+    let o = fp.run(&input).unwrap();
+    assert_eq!(o.frame, expected);
+    assert!(l4_checksum_ok(&src, &dst, 6, &o.frame[54..]));
+    // A destination's private copy with its own ADVMSS: 10.3.0.9 reads RW slot 5.
+    let mut private = RouteMetrics::DEFAULT;
+    private.set(Rtax::Mtu, 1300);
+    private.set(Rtax::Advmss, 1260);
+    fp.maps.put_rw_metrics(5, &private).unwrap();
+    let (input, expected) = syn4([10, 3, 0, 9], SYN, &mss_option(1460), &mss_option(1260));
+    assert_eq!(fp.run(&input).unwrap().frame, expected);
+}
