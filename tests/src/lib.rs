@@ -245,9 +245,9 @@ pub fn find_v4_route(dump: &[serde_json::Value], addr: [u8; 4], prefix_len: u32)
         .map(|e| e["value"].clone())
 }
 
-/// The TCP/UDP checksum of `l4` (checksum field included) over the pseudo
-/// header of `src` and `dst` verifies.
-pub fn l4_checksum_ok(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> bool {
+/// The one's-complement sum of `l4` and the IPv4 or IPv6 pseudo header of
+/// `src`, `dst` and `proto`.
+fn l4_sum(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u32 {
     let mut pseudo = Vec::with_capacity(40);
     pseudo.extend_from_slice(src);
     pseudo.extend_from_slice(dst);
@@ -258,7 +258,12 @@ pub fn l4_checksum_ok(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> bool {
         pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
         pseudo.extend_from_slice(&[0, 0, 0, proto]);
     }
-    checksum::fold(checksum::sum_be_words(l4, checksum::sum_be_words(&pseudo, 0))) == 0xffff
+    checksum::sum_be_words(l4, checksum::sum_be_words(&pseudo, 0))
+}
+
+/// The TCP/UDP checksum of `l4` (checksum field included) verifies.
+pub fn l4_checksum_ok(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> bool {
+    checksum::fold(l4_sum(src, dst, proto, l4)) == 0xffff
 }
 
 /// A TCP header with `flags` and `options` (padded to 4 bytes), with a
@@ -276,17 +281,7 @@ pub fn tcp(src: &[u8], dst: &[u8], flags: u8, options: &[u8]) -> Vec<u8> {
     t[13] = flags;
     t[14..16].copy_from_slice(&64240u16.to_be_bytes());
     t.extend_from_slice(&opts);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(src);
-    pseudo.extend_from_slice(dst);
-    if src.len() == 4 {
-        pseudo.extend_from_slice(&[0, 6]);
-        pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
-    } else {
-        pseudo.extend_from_slice(&(t.len() as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, 6]);
-    }
-    let c = !checksum::fold(checksum::sum_be_words(&t, checksum::sum_be_words(&pseudo, 0)));
+    let c = !checksum::fold(l4_sum(src, dst, 6, &t));
     t[16..18].copy_from_slice(&c.to_be_bytes());
     t
 }
