@@ -48,10 +48,10 @@ struct LabRow {
     flows: u32,
     delivered_pps: Summary,
     router_ns_per_packet: Summary,
-    /// median delivered pps / kernel forwarding's, same case
-    pps_vs_kernel: f64,
-    /// kernel forwarding's router ns per packet / this mode's
-    capacity_vs_kernel: f64,
+    /// delivered pps / kernel forwarding's in the same round
+    pps_vs_kernel: Summary,
+    /// kernel forwarding's router ns per packet / this mode's, same round
+    capacity_vs_kernel: Summary,
 }
 
 #[derive(serde::Serialize)]
@@ -82,33 +82,41 @@ fn main() -> Result<()> {
     say(&format!("ipv6 table of {} prefixes", cfg.v6_table + 1));
     cost.push(program_cost::measure("ipv6", &program_cost::v6_table(cfg.v6_table, 43), cfg.repeat, cfg.runs, &say)?);
 
-    say("lab throughput: kernel forwarding, native, generic; trafgen on CPU 0");
+    say("lab throughput: kernel forwarding, native, generic; trafgen on CPU 0; modes interleaved round by round");
     let cases: &[(usize, u32)] = if cfg.quick { &[(64, 1), (64, 256)] } else { &[(64, 1), (64, 256), (1500, 1), (1500, 256)] };
-    let mut raw: Vec<(Mode, usize, u32, Summary, Summary)> = Vec::new();
-    for mode in Mode::ALL {
-        say(&format!("{}: building the lab", mode.name()));
-        let bench = Bench::up(mode)?;
-        for &(size, flows) in cases {
-            let (mut pps, mut ns) = (Vec::new(), Vec::new());
-            for run in 0..3 {
+    let mut bench = Bench::up()?;
+    let mut samples: std::collections::BTreeMap<(usize, usize, u32), (Vec<f64>, Vec<f64>)> = Default::default();
+    let rounds = if cfg.quick { 3 } else { 5 };
+    for round in 0..rounds {
+        for (mi, mode) in Mode::ALL.into_iter().enumerate() {
+            bench.set_mode(mode)?;
+            for &(size, flows) in cases {
                 let r = bench.run(size, flows, Duration::from_secs_f64(cfg.lab_seconds))?;
-                say(&format!("  {size} B, {flows} flows, run {}: {:.0} pps delivered, {:.0} ns/pkt", run + 1, r.delivered_pps, r.router_ns_per_packet));
-                pps.push(r.delivered_pps);
-                ns.push(r.router_ns_per_packet);
+                say(&format!("  round {}: {}, {size} B, {flows} flows: {:.0} pps delivered, {:.0} ns/pkt", round + 1, mode.name(), r.delivered_pps, r.router_ns_per_packet));
+                let e = samples.entry((mi, size, flows)).or_default();
+                e.0.push(r.delivered_pps);
+                e.1.push(r.router_ns_per_packet);
             }
-            raw.push((mode, size, flows, summarize(pps), summarize(ns)));
         }
     }
+    drop(bench);
+    let raw: Vec<(Mode, usize, u32, Summary, Summary)> = samples
+        .into_iter()
+        .map(|((mi, size, flows), (pps, ns))| (Mode::ALL[mi], size, flows, summarize(pps), summarize(ns)))
+        .collect();
+    // Ratios are paired: each round's mode against the same round's kernel
+    // forwarding, measured seconds apart; the report gives their median.
     let lab: Vec<LabRow> = raw
         .iter()
         .map(|(mode, size, flows, pps, ns)| {
             let k = raw.iter().find(|r| r.0 == Mode::Kernel && r.1 == *size && r.2 == *flows).unwrap();
+            let paired = |a: &[f64], b: &[f64], f: &dyn Fn(f64, f64) -> f64| summarize(a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect());
             LabRow {
                 mode: *mode,
                 size: *size,
                 flows: *flows,
-                pps_vs_kernel: pps.median / k.3.median,
-                capacity_vs_kernel: k.4.median / ns.median,
+                pps_vs_kernel: paired(&pps.samples, &k.3.samples, &|m, k| m / k),
+                capacity_vs_kernel: paired(&ns.samples, &k.4.samples, &|m, k| k / m),
                 delivered_pps: pps.clone(),
                 router_ns_per_packet: ns.clone(),
             }
@@ -153,18 +161,18 @@ fn first_line(path: &str, key: &str) -> String {
 fn markdown(r: &Report) -> String {
     let mut s = String::new();
     s += &format!("# cowroute bench{}\n\nMachine: {}; kernel {}. Figures: median (min–max).\n\n", if r.quick { " (--quick)" } else { "" }, r.machine, r.kernel);
-    s += &format!("## Program cost (BPF_PROG_TEST_RUN, 64-byte frames)\n\nLookup path: {} repetitions per sample (parse, LPM lookup, next hop, metrics through the reference; the kernel reuses one buffer, so after 254 forwarded copies the probe's TTL has run out and each repetition stops at the TTL check). Forward: the whole path, {} forwarded packets per sample.\n\n| family | prefixes | lookup, RO ns/pkt | lookup, RW ns/pkt | RW / RO | forward, RO ns/pkt | forward, RW ns/pkt |\n|---|---:|---:|---:|---:|---:|---:|\n", r.repeat, 250 * 20);
+    s += &format!("## Program cost (BPF_PROG_TEST_RUN, 64-byte frames)\n\nLookup path: {} repetitions per sample (parse, LPM lookup, next hop, metrics through the reference; the kernel reuses one buffer, so after 254 forwarded copies the probe's TTL has run out and each repetition stops at the TTL check). Forward: the whole path, {} forwarded packets per sample.\n\n| family | prefixes | lookup, RO ns/pkt | lookup, RW ns/pkt | RW / RO | forward, RO ns/pkt | forward, RW ns/pkt | RW / RO |\n|---|---:|---:|---:|---:|---:|---:|---:|\n", r.repeat, 250 * 20);
     for c in &r.program_cost {
-        s += &format!("| {} | {} | {} | {} | {:.3} | {} | {} |\n", c.family, c.prefixes, fmt(&c.lookup_ro_ns, 1), fmt(&c.lookup_rw_ns, 1), c.rw_over_ro, fmt(&c.forward_ro_ns, 1), fmt(&c.forward_rw_ns, 1));
+        s += &format!("| {} | {} | {} | {} | {:.3} | {} | {} | {:.3} |\n", c.family, c.prefixes, fmt(&c.lookup_ro_ns, 1), fmt(&c.lookup_rw_ns, 1), c.rw_over_ro, fmt(&c.forward_ro_ns, 1), fmt(&c.forward_rw_ns, 1), c.forward_rw_over_ro);
     }
     if let (Some(one), Some(big)) = (r.program_cost.first(), r.program_cost.iter().filter(|c| c.family == "ipv4").last()) {
         s += &format!("\nLargest IPv4 table ({} prefixes) against one route, lookup path: {:.2}x (goal: at most 1.5x). RW against RO: {:.3} (goal: at most 1.1).\n", big.prefixes, big.lookup_ro_ns.median / one.lookup_ro_ns.median, big.rw_over_ro);
     }
     s += "\n## Lab throughput (gen -- rtr -- sink, trafgen on CPU 0, router work as softirq)\n\n| mode | frame | flows | delivered pps | router ns/pkt | pps vs kernel | capacity vs kernel |\n|---|---:|---:|---:|---:|---:|---:|\n";
     for l in &r.lab {
-        s += &format!("| {} | {} B | {} | {} | {} | {:.2} | {:.2} |\n", l.mode.name(), l.size, l.flows, fmt(&l.delivered_pps, 0), fmt(&l.router_ns_per_packet, 0), l.pps_vs_kernel, l.capacity_vs_kernel);
+        s += &format!("| {} | {} B | {} | {} | {} | {} | {} |\n", l.mode.name(), l.size, l.flows, fmt(&l.delivered_pps, 0), fmt(&l.router_ns_per_packet, 0), fmt(&l.pps_vs_kernel, 2), fmt(&l.capacity_vs_kernel, 2));
     }
-    s += "\n\"capacity vs kernel\" is kernel forwarding's router ns/pkt over this mode's: how many more packets one CPU forwards. Delivered pps includes the generator's own cost on the same CPU.\n";
+    s += "\nModes are interleaved round by round; the ratios are per round (each mode against kernel forwarding measured seconds before it), then median (min–max) over the rounds. \"capacity vs kernel\" is kernel forwarding's router ns/pkt over this mode's: how many more packets one CPU forwards. Delivered pps includes the generator's own cost on the same CPU.\n";
     let l = |x: &control_plane::Latency| format!("{} ops, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs, {:.0}/s", x.operations, x.p50_us, x.p99_us, x.max_us, x.per_second);
     s += &format!("\n## Copy-on-write (agent write path into the real maps)\n\n- COW (allocate, fill, publish): {}\n- write into a private copy: {}\n- destroy (unpublish, quarantine): {}\n", l(&r.cow.cow), l(&r.cow.write), l(&r.cow.destroy));
     let m = &r.memory;

@@ -27,6 +27,8 @@ pub struct CostRow {
     pub rw_over_ro: f64,
     pub forward_ro_ns: Summary,
     pub forward_rw_ns: Summary,
+    /// median RW / median RO, whole forwarding path
+    pub forward_rw_over_ro: f64,
 }
 
 /// A small deterministic PRNG (xorshift64*), so every run builds the same table.
@@ -164,13 +166,15 @@ pub fn measure(family: &'static str, table: &[IpNet], repeat: u32, runs: usize, 
         frw.push(forward_ns(&mut fp, &frame)?);
     }
     let (lookup_ro_ns, lookup_rw_ns) = (summarize(lro), summarize(lrw));
+    let (forward_ro_ns, forward_rw_ns) = (summarize(fro), summarize(frw));
     Ok(CostRow {
         family,
         prefixes: table.len() + 1,
         rw_over_ro: lookup_rw_ns.median / lookup_ro_ns.median,
         lookup_ro_ns,
         lookup_rw_ns,
-        forward_ro_ns: summarize(fro),
-        forward_rw_ns: summarize(frw),
+        forward_rw_over_ro: forward_rw_ns.median / forward_ro_ns.median,
+        forward_ro_ns,
+        forward_rw_ns,
     })
 }

@@ -80,15 +80,19 @@ fn softirq_ns() -> Result<u64> {
     Ok(ticks * 1_000_000_000 / hz)
 }
 
-/// The lab set up for one mode, torn down on drop.
+/// One lab for every mode, torn down on drop; `set_mode` switches between
+/// them, so that rounds can interleave the modes.
 pub struct Bench {
     pub lab: Lab,
     agent: Option<AgentProc>,
+    mode: Option<Mode>,
+    config: PathBuf,
+    pin_dir: PathBuf,
     dir: cowroute_tests::TempDir,
 }
 
 impl Bench {
-    pub fn up(mode: Mode) -> Result<Bench> {
+    pub fn up() -> Result<Bench> {
         let tag = format!("b{}", std::process::id() % 100_000);
         let lab = Lab::up(&tag)?;
         let rtr = lab.rtr.clone();
@@ -97,24 +101,34 @@ impl Bench {
         sh::ip(&["-n", &lab.sink, "route", "add", "local", "10.50.0.0/16", "dev", "lo"])?;
         let sink_mac = mac_of(&lab.sink, &lab.sink_if)?;
         sh::ip(&["-n", &rtr, "neigh", "replace", lab::SINK_V4, "lladdr", &sink_mac, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
+        sh::ip(&["-n", &rtr, "route", "add", "10.50.0.0/16", "via", lab::SINK_V4])?;
         lab.attach_peer_programs(&cowroute_bin()?, true)?;
         let dir = cowroute_tests::TempDir::new(&tag);
-        let agent = match mode {
-            Mode::Kernel => {
-                sh::run(&mut sh::in_ns(&rtr, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]))?;
-                sh::ip(&["-n", &rtr, "route", "add", "10.50.0.0/16", "via", lab::SINK_V4])?;
-                None
-            }
-            Mode::Native | Mode::Generic => {
-                let cfg = dir.0.join("rtr.toml");
-                let extra = format!("\n[[route]]\nprefix = \"10.50.0.0/16\"\nvia = \"{}\"\ndev = \"{}\"\n", lab::SINK_V4, lab.rtr_sink_if);
-                std::fs::write(&cfg, lab.router_config() + &extra)?;
-                let m = if mode == Mode::Native { "native" } else { "generic" };
-                let args = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), m.into()];
-                Some(AgentProc::start(&rtr, &PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}")), &args, false)?)
-            }
-        };
-        Ok(Bench { lab, agent, dir })
+        let config = dir.0.join("rtr.toml");
+        let extra = format!("\n[[route]]\nprefix = \"10.50.0.0/16\"\nvia = \"{}\"\ndev = \"{}\"\n", lab::SINK_V4, lab.rtr_sink_if);
+        std::fs::write(&config, lab.router_config() + &extra)?;
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}"));
+        Ok(Bench { lab, agent: None, mode: None, config, pin_dir, dir })
+    }
+
+    /// Kernel forwarding on, no agent; or the agent in native or generic
+    /// mode with kernel forwarding off.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
+        if self.mode == Some(mode) {
+            return Ok(());
+        }
+        if let Some(mut a) = self.agent.take() {
+            a.stop()?;
+        }
+        let forward = if mode == Mode::Kernel { "net.ipv4.ip_forward=1" } else { "net.ipv4.ip_forward=0" };
+        sh::run(&mut sh::in_ns(&self.lab.rtr, "sysctl", &["-qw", forward]))?;
+        if mode != Mode::Kernel {
+            let m = if mode == Mode::Native { "native" } else { "generic" };
+            let args = vec!["--config".into(), self.config.display().to_string(), "--xdp-mode".into(), m.into()];
+            self.agent = Some(AgentProc::start(&self.lab.rtr, &self.pin_dir, &args, false)?);
+        }
+        self.mode = Some(mode);
+        Ok(())
     }
 
     /// trafgen sends `size`-byte frames over `flows` flows (source ports)
