@@ -54,9 +54,12 @@ fn run_in(lab: &Lab, bin: &Path, mode: &str) -> Result<()> {
     for line in stats.lines().filter(|l| l.starts_with("reason") || !l.contains(" 0 ")) {
         println!("{line}");
     }
-    println!("== shared metrics (bpftool map dump pinned {}/METRICS_RO, first slots)", pin_dir.display());
+    println!("== shared metrics (cowroute show metrics)");
     let show = sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "metrics"]))?;
     print!("{show}");
+    let ro = pin_dir.join("METRICS_RO");
+    println!("== bpftool map show pinned {}", ro.display());
+    print!("{}", sh::run(sh::cmd("bpftool", &["map", "show", "pinned"]).arg(&ro))?);
     agent.stop().context("stopping the agent")?;
     let _ = std::fs::remove_dir_all(&dir);
     if !ok {
