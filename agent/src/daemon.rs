@@ -6,6 +6,7 @@ use crate::{
     control::{self, Request, Response},
     cow::Source,
     dataplane::{DataPlane, LoadOptions, ModeChoice},
+    fib_mirror::{Change, KernelFib},
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
     rib::{Capacities, Rib, RouteInput},
@@ -25,9 +26,22 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
+/// Where the routes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RouteSource {
+    /// The kernel's FIB over netlink (the tables given with --table).
+    Kernel,
+    /// The `[[route]]` list of the config file.
+    Config,
+}
+
 pub struct RunOptions {
     pub ifaces: Vec<String>,
-    pub config: PathBuf,
+    /// The config file; optional with `--source kernel`.
+    pub config: Option<PathBuf>,
+    pub source: RouteSource,
+    /// Kernel tables mirrored with `--source kernel`.
+    pub tables: Vec<u32>,
     pub mode: ModeChoice,
     pub pin_dir: PathBuf,
     pub load: LoadOptions,
@@ -117,7 +131,13 @@ fn resolve(opts: &RunOptions, config: &Config, dump: &[netlink_mirror::Event]) -
         }
     }
     if ifaces.is_empty() {
-        bail!("no interface to attach to: give --iface IF or `interfaces = [...]` in {}", opts.config.display());
+        bail!("no interface to attach to: give --iface IF or `interfaces = [...]` in the config");
+    }
+    let file = opts.config.as_deref().unwrap_or(std::path::Path::new("(no config)"));
+    if opts.source == RouteSource::Kernel {
+        if let Some(r) = config.routes.first() {
+            bail!("config error: {}:{}: route: routes come from the kernel with --source kernel; remove [[route]] or use --source config", file.display(), r.line.0);
+        }
     }
     let links: HashMap<&str, u32> = dump
         .iter()
@@ -127,7 +147,7 @@ fn resolve(opts: &RunOptions, config: &Config, dump: &[netlink_mirror::Event]) -
         })
         .collect();
     let cfg_err = |line: config::Line, field: &str, msg: String| {
-        anyhow!("config error: {}:{}: {field}: {msg}", opts.config.display(), line.0)
+        anyhow!("config error: {}:{}: {field}: {msg}", file.display(), line.0)
     };
     let mut names = HashMap::new();
     let mut lookup = |name: &str| -> Option<u32> {
@@ -156,7 +176,7 @@ fn resolve(opts: &RunOptions, config: &Config, dump: &[netlink_mirror::Event]) -
 
 /// Has the kernel resolve the neighbours we need, applying netlink events
 /// meanwhile, until all are resolved or `wait` has passed.
-async fn resolve_neighbours(rib: &mut Rib<MapWriter>, mirror: &mut Mirror, to_resolve: &[(u32, IpAddr)], names: &HashMap<u32, String>, wait: Duration) -> Result<()> {
+async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &mut Mirror, to_resolve: &[(u32, IpAddr)], names: &HashMap<u32, String>, wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
     loop {
         let pending = pending_neighbours(rib, to_resolve);
@@ -175,7 +195,7 @@ async fn resolve_neighbours(rib: &mut Rib<MapWriter>, mirror: &mut Mirror, to_re
                 _ = &mut pause => break,
                 batch = mirror.next() => {
                     for ev in batch.ok_or_else(|| anyhow!("netlink subscription closed"))? {
-                        rib.apply(ev, Instant::now())?;
+                        apply(rib, fib, ev, Instant::now())?;
                     }
                 }
             }
@@ -183,10 +203,29 @@ async fn resolve_neighbours(rib: &mut Rib<MapWriter>, mirror: &mut Mirror, to_re
     }
 }
 
+/// Applies one netlink event: routes through the FIB mirror's choice, the
+/// rest straight to the RIB.
+fn apply(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, ev: netlink_mirror::Event, now: Instant) -> Result<()> {
+    match ev {
+        netlink_mirror::Event::Route { route, present } => match fib.apply(route, present) {
+            Some(Change::Set(input)) => rib.set_route(input, now),
+            Some(Change::Delete(prefix)) => rib.delete_route(&prefix, now).map(|_| ()),
+            None => Ok(()),
+        },
+        other => rib.apply(other, now),
+    }
+}
+
 pub async fn run(opts: RunOptions) -> Result<()> {
-    let config: Config = config::load(&opts.config).map_err(|e| anyhow!("config error: {e}"))?;
+    let config: Config = match &opts.config {
+        Some(path) => config::load(path).map_err(|e| anyhow!("config error: {e}"))?,
+        None if opts.source == RouteSource::Kernel => Config { interfaces: Vec::new(), routes: Vec::new(), neighbours: Vec::new() },
+        None => bail!("--source config needs --config FILE (the route list)"),
+    };
+    let kernel = opts.source == RouteSource::Kernel;
+    let mut fib = KernelFib::new(opts.tables.iter().copied());
     // Subscribe, then dump: no change between the two is lost.
-    let (mut mirror, dump) = Mirror::start().await?;
+    let (mut mirror, dump) = Mirror::start(kernel).await?;
     // Everything the config names must exist before anything is loaded.
     let Resolved { ifaces, routes, neighbours, names } = resolve(&opts, &config, &dump)?;
     let (listener, _socket_file) = control::bind(&opts.control_socket)?;
@@ -207,8 +246,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let now = Instant::now();
     let capacities = Capacities { metrics_rw: opts.load.metrics_rw_slots, ..Capacities::default() };
     let mut rib = Rib::new(dp.map_writer()?, capacities, opts.grace);
+    let mut route_events = Vec::new();
     for ev in dump {
-        rib.apply(ev, now)?;
+        // Links, addresses and neighbours first: routes need their devices.
+        match ev {
+            netlink_mirror::Event::Route { .. } => route_events.push(ev),
+            other => rib.apply(other, now)?,
+        }
+    }
+    for ev in route_events {
+        if let Err(e) = apply(&mut rib, &mut fib, ev.clone(), now) {
+            tracing::warn!(?ev, error = %e, "kernel route not carried");
+        }
     }
     let mut to_resolve = Vec::new();
     for (index, address, lladdr) in neighbours {
@@ -226,10 +275,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         let mode = dp.attach(iface, opts.mode)?;
         tracing::info!(iface, ?mode, "XDP attached");
     }
-    resolve_neighbours(&mut rib, &mut mirror, &to_resolve, &names, opts.resolve_wait).await?;
+    resolve_neighbours(&mut rib, &mut fib, &mut mirror, &to_resolve, &names, opts.resolve_wait).await?;
     let s = rib.summary();
     tracing::info!(
-        routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
+        source = ?opts.source, routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
         nexthops = s.nexthops, resolved = s.nexthops_resolved, metrics_ro = s.metrics_ro_in_use,
         metrics_rw_capacity = s.metrics_rw_capacity, pin_dir = %opts.pin_dir.display(), "ready"
     );
@@ -246,7 +295,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             batch = mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
                 for ev in batch {
-                    if let Err(e) = rib.apply(ev.clone(), Instant::now()) {
+                    if let Err(e) = apply(&mut rib, &mut fib, ev.clone(), Instant::now()) {
                         tracing::error!(?ev, error = %e, "applying netlink event");
                     }
                 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use cowroute::{
     control::{self, Client, Request},
-    daemon::{self, RunOptions},
+    daemon::{self, RouteSource, RunOptions},
     dataplane::{self, DataPlane, LoadOptions, ModeChoice},
     show, DEFAULT_PIN_DIR,
 };
@@ -33,12 +33,15 @@ enum Command {
         /// Interface to attach to (repeatable; adds to the config's `interfaces`).
         #[arg(long = "iface")]
         ifaces: Vec<String>,
-        /// The route list (TOML).
+        /// The config (TOML): interfaces, neighbours, and with --source config the routes.
         #[arg(long)]
-        config: PathBuf,
-        /// Where routes come from. Only `config` for now.
-        #[arg(long, value_enum, default_value_t = Source::Config)]
-        source: Source,
+        config: Option<PathBuf>,
+        /// Where routes come from.
+        #[arg(long, value_enum, default_value_t = RouteSource::Config)]
+        source: RouteSource,
+        /// Kernel routing table to mirror with --source kernel (repeatable; default: main).
+        #[arg(long = "table", default_values_t = [254u32])]
+        tables: Vec<u32>,
         /// XDP mode: auto tries native and falls back to generic.
         #[arg(long, value_enum, default_value_t = ModeChoice::Auto)]
         xdp_mode: ModeChoice,
@@ -108,10 +111,6 @@ enum MetricsAction {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Source {
-    Config,
-}
 
 #[derive(Subcommand)]
 enum ShowWhat {
@@ -143,11 +142,13 @@ fn real_main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { ifaces, config, source: _, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires } => {
+        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(RunOptions {
                 ifaces,
                 config,
+                source,
+                tables,
                 mode: xdp_mode,
                 pin_dir: cli.pin_dir,
                 load: LoadOptions { metrics_rw_slots, bpf_debug_log },

@@ -6,10 +6,13 @@
 
 use anyhow::{Context as _, Result};
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
+use common::{RouteKind, RouteMetrics, Rtax};
+use ipnet::IpNet;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{InfoData, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType},
     RouteNetlinkMessage,
 };
 use rtnetlink::{
@@ -39,6 +42,21 @@ pub enum Event {
     /// A neighbour entry; `mac` is set when it may be used to forward.
     Neighbour { index: u32, addr: IpAddr, mac: Option<[u8; 6]> },
     NeighbourGone { index: u32, addr: IpAddr },
+    /// A route of the kernel's FIB (`--source kernel`).
+    Route { route: KernelRoute, present: bool },
+}
+
+/// A kernel route, as far as the fast path can carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub table: u32,
+    pub prefix: IpNet,
+    /// The kernel prefers the lowest.
+    pub priority: u32,
+    pub kind: RouteKind,
+    pub dev: Option<u32>,
+    pub via: Option<IpAddr>,
+    pub metrics: RouteMetrics,
 }
 
 pub struct Mirror {
@@ -47,14 +65,18 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Subscribes, then dumps. Returns the mirror and the dump as events.
-    pub async fn start() -> Result<(Mirror, Vec<Event>)> {
-        let groups = [
+    /// Subscribes, then dumps (routes too with `routes`). Returns the mirror
+    /// and the dump as events.
+    pub async fn start(routes: bool) -> Result<(Mirror, Vec<Event>)> {
+        let mut groups = vec![
             MulticastGroup::Link,
             MulticastGroup::Neigh,
             MulticastGroup::Ipv4Ifaddr,
             MulticastGroup::Ipv6Ifaddr,
         ];
+        if routes {
+            groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
+        }
         let (conn, _mc_handle, events) =
             rtnetlink::new_multicast_connection(&groups).context("netlink subscription")?;
         tokio::spawn(conn);
@@ -73,6 +95,17 @@ impl Mirror {
         while let Some(msg) = neighs.try_next().await.context("dumping neighbours")? {
             dump.extend(neighbour_event(&msg, true));
         }
+        if routes {
+            for req in [
+                rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+                rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+            ] {
+                let mut routes = handle.route().get(req).execute();
+                while let Some(msg) = routes.try_next().await.context("dumping routes")? {
+                    dump.extend(route_event(&msg, true));
+                }
+            }
+        }
         Ok((Mirror { handle, events }, dump))
     }
 
@@ -88,6 +121,8 @@ impl Mirror {
             RouteNetlinkMessage::DelAddress(m) => address_event(&m, false).into_iter().collect(),
             RouteNetlinkMessage::NewNeighbour(m) => neighbour_event(&m, true).into_iter().collect(),
             RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
+            RouteNetlinkMessage::NewRoute(m) => route_event(&m, true).into_iter().collect(),
+            RouteNetlinkMessage::DelRoute(m) => route_event(&m, false).into_iter().collect(),
             _ => Vec::new(),
         })
     }
@@ -143,6 +178,85 @@ pub fn address_event(msg: &AddressMessage, present: bool) -> Option<Event> {
         })
     })?;
     Some(Event::Address { index: msg.header.index, addr, present })
+}
+
+fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// RTA_METRICS into a metric set (every RTAX value; CC_ALGO is a name in
+/// netlink and is not carried).
+pub fn route_metrics(list: &[RouteMetric]) -> RouteMetrics {
+    let mut m = RouteMetrics::DEFAULT;
+    for metric in list {
+        let (rtax, v) = match metric {
+            RouteMetric::Lock(v) => (Rtax::Lock, *v),
+            RouteMetric::Mtu(v) => (Rtax::Mtu, *v),
+            RouteMetric::Window(v) => (Rtax::Window, *v),
+            RouteMetric::Rtt(v) => (Rtax::Rtt, *v),
+            RouteMetric::RttVar(v) => (Rtax::Rttvar, *v),
+            RouteMetric::SsThresh(v) => (Rtax::Ssthresh, *v),
+            RouteMetric::Cwnd(v) => (Rtax::Cwnd, *v),
+            RouteMetric::Advmss(v) => (Rtax::Advmss, *v),
+            RouteMetric::Reordering(v) => (Rtax::Reordering, *v),
+            RouteMetric::Hoplimit(v) => (Rtax::Hoplimit, *v),
+            RouteMetric::InitCwnd(v) => (Rtax::Initcwnd, *v),
+            RouteMetric::Features(v) => (Rtax::Features, *v),
+            RouteMetric::RtoMin(v) => (Rtax::RtoMin, *v),
+            RouteMetric::InitRwnd(v) => (Rtax::Initrwnd, *v),
+            RouteMetric::QuickAck(v) => (Rtax::Quickack, *v),
+            RouteMetric::FastopenNoCookie(v) => (Rtax::FastopenNoCookie, *v),
+            _ => continue,
+        };
+        m.set(rtax, v);
+    }
+    m
+}
+
+/// A route message as a [`KernelRoute`]; `None` for what the fast path does
+/// not carry (multicast, source-specific, multipath for now).
+pub fn route_event(msg: &RouteMessage, present: bool) -> Option<Event> {
+    let h = &msg.header;
+    let kind = match h.kind {
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::Local | RouteType::Broadcast | RouteType::Anycast => RouteKind::Local,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        RouteType::Unreachable => RouteKind::Unreachable,
+        RouteType::Prohibit => RouteKind::Prohibit,
+        _ => return None,
+    };
+    if h.source_prefix_length != 0 {
+        return None;
+    }
+    let (mut dst, mut table, mut dev, mut via, mut priority, mut metrics) = (None, h.table as u32, None, None, 0, RouteMetrics::DEFAULT);
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => dst = route_addr(a),
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Oif(i) => dev = Some(*i),
+            RouteAttribute::Gateway(a) => via = route_addr(a),
+            RouteAttribute::Priority(p) => priority = *p,
+            RouteAttribute::Metrics(list) => metrics = route_metrics(list),
+            RouteAttribute::MultiPath(_) => {
+                tracing::warn!(?h, "multipath route not carried yet");
+                return None;
+            }
+            _ => {}
+        }
+    }
+    let dst = dst.unwrap_or(match h.address_family {
+        netlink_packet_route::AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    });
+    let prefix = IpNet::new(dst, h.destination_prefix_length).ok()?.trunc();
+    if kind == RouteKind::Unicast && dev.is_none() {
+        return None;
+    }
+    Some(Event::Route { route: KernelRoute { table, prefix, priority, kind, dev, via, metrics }, present })
 }
 
 /// Neighbour states whose link-layer address may be used to forward

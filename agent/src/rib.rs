@@ -345,6 +345,8 @@ impl<S: MapSink> Rib<S> {
                 }
                 self.neighbour_changed(index, addr, None, now)
             }
+            // Routes go through the FIB mirror's choice first (daemon).
+            Event::Route { .. } => Ok(()),
         }
     }
 

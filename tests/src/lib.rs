@@ -188,6 +188,11 @@ impl LabRun {
 
     /// As [`LabRun::start`], with `extra_config` appended to rtr's config.
     pub fn start_with(tag: &str, mode: &str, extra_args: &[&str], extra_config: &str) -> LabRun {
+        LabRun::start_custom(tag, mode, extra_args, &|lab| lab.router_config() + extra_config)
+    }
+
+    /// As [`LabRun::start`], with rtr's config made by `config` from the lab.
+    pub fn start_custom(tag: &str, mode: &str, extra_args: &[&str], config: &dyn Fn(&xtask::lab::Lab) -> String) -> LabRun {
         require_root();
         let lab = xtask::lab::Lab::up(tag).expect("lab up");
         let bin = xtask::agent_proc::cowroute_bin().expect("cowroute binary");
@@ -196,7 +201,7 @@ impl LabRun {
         }
         let dir = TempDir::new(tag);
         let cfg = dir.0.join("rtr.toml");
-        std::fs::write(&cfg, lab.router_config() + extra_config).unwrap();
+        std::fs::write(&cfg, config(&lab)).unwrap();
         let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/cowroute-test-{tag}"));
         let mut args: Vec<String> = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.into()];
         args.extend(extra_args.iter().map(|s| s.to_string()));

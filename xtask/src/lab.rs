@@ -169,10 +169,13 @@ impl Lab {
     /// The rtr config: connected routes both ways, v4 and v6, with the sink's
     /// prefixes sharing one metric set, and the hosts as neighbours to resolve.
     pub fn router_config(&self) -> String {
-        format!(
-            r#"# cowroute lab {tag}: rtr forwards between gen and sink.
-interfaces = ["{r0}", "{r1}"]
+        self.hosts_config() + &self.routes_config()
+    }
 
+    /// The routes of [`Lab::router_config`] (`--source config`).
+    pub fn routes_config(&self) -> String {
+        format!(
+            r#"
 [[route]]
 prefix = "10.1.0.0/24"
 dev = "{r0}"
@@ -192,6 +195,18 @@ prefix = "fd00:2::/64"
 dev = "{r1}"
 mtu = 1500
 advmss = 1460
+"#,
+            r0 = self.rtr_gen_if,
+            r1 = self.rtr_sink_if,
+        )
+    }
+
+    /// rtr's interfaces and the hosts as neighbours to resolve; the routes
+    /// come from elsewhere (`--source kernel`).
+    pub fn hosts_config(&self) -> String {
+        format!(
+            r#"# cowroute lab {tag}: rtr forwards between gen and sink.
+interfaces = ["{r0}", "{r1}"]
 
 [[neighbour]]
 address = "{gen4}"
