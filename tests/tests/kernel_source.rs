@@ -104,3 +104,45 @@ fn kernel_source_refuses_a_config_with_routes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains(":1: route: routes come from the kernel with --source kernel"), "{err}");
 }
+
+/// Sends `n` UDP datagrams gen -> sink (10.2.0.2) and returns how many arrived.
+fn udp_through(run: &LabRun, port: u16, n: usize) -> usize {
+    let to: SocketAddr = format!("{}:{port}", lab::SINK_V4).parse().unwrap();
+    let sink = traffic::UdpSink::bind(&run.lab.sink, to).unwrap();
+    traffic::udp_send(&run.lab.gen, to, n, 100, 64, Duration::from_millis(1)).unwrap();
+    sink.receive(n, Duration::from_millis(800)).unwrap().len()
+}
+
+#[test]
+fn link_down_and_neighbour_flush_leave_the_fast_path_until_they_recover() {
+    let run = LabRun::start_custom(&lab_tag('l'), "native", &["--source", "kernel"], &|lab| lab.hosts_config());
+    let (rtr, r1) = (run.lab.rtr.clone(), run.lab.rtr_sink_if.clone());
+    assert_eq!(udp_through(&run, 7500, 10), 10);
+
+    // Link down: the next hop is unusable, nothing is forwarded, and the
+    // frames go to the stack as "no neighbour" (kernel forwarding is off).
+    sh::ip(&["-n", &rtr, "link", "set", &r1, "down"]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (fwd, nn) = (run.counter("forwarded"), run.counter("no_neighbour") + run.counter("no_route"));
+    assert_eq!(udp_through(&run, 7501, 10), 0);
+    assert_eq!(run.counter("forwarded"), fwd, "nothing forwarded through a down link");
+    assert_eq!(run.counter("no_neighbour") + run.counter("no_route") - nn, 10);
+    // Up again (the kernel brings the connected route back): forwarded again.
+    sh::ip(&["-n", &rtr, "link", "set", &r1, "up"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while udp_through(&run, 7502, 5) < 5 {
+        assert!(Instant::now() < deadline, "forwarding did not resume after link up");
+    }
+
+    // Neighbour flush: the host entry goes, packets leave as "no neighbour";
+    // the agent has the kernel resolve the configured neighbour again.
+    sh::ip(&["-n", &rtr, "neigh", "flush", "dev", &r1]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let nn = run.counter("no_neighbour");
+    let got = udp_through(&run, 7503, 5);
+    assert!(got < 5 && run.counter("no_neighbour") > nn, "a flushed neighbour is not forwarded to ({got} arrived)");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while udp_through(&run, 7504, 5) < 5 {
+        assert!(Instant::now() < deadline, "the neighbour was not resolved again");
+    }
+}
