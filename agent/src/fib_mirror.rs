@@ -58,9 +58,6 @@ impl KernelFib {
         self.routes.get(prefix)?.values().next()
     }
 
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
 
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()

@@ -91,21 +91,9 @@ impl MapWriter {
         self.metrics_rw.set(slot, m, 0).with_context(|| format!("writing METRICS_RW slot {slot}"))
     }
 
-    pub fn metrics_rw_capacity(&self) -> u32 {
-        self.metrics_rw.len()
-    }
-
-    pub fn metrics_ro_capacity(&self) -> u32 {
-        self.metrics_ro.len()
-    }
-
     pub fn add_port(&mut self, ifindex: u32) -> Result<()> {
         self.egress_ports
             .insert(ifindex, ifindex, None, 0)
             .with_context(|| format!("adding ifindex {ifindex} to EGRESS_PORTS (does the driver support XDP redirect?)"))
-    }
-
-    pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
-        self.egress_ports.remove(ifindex).with_context(|| format!("removing ifindex {ifindex} from EGRESS_PORTS"))
     }
 }

@@ -99,9 +99,6 @@ impl MetricsStore {
         self.sets.get(&reference.slot()).map_or(0, |s| s.refs)
     }
 
-    pub fn metrics(&self, reference: MetricsRef) -> Option<&RouteMetrics> {
-        self.sets.get(&reference.slot()).map(|s| &s.metrics)
-    }
 
     /// Slots holding a set that is referenced (the default included).
     pub fn slots_in_use(&self) -> usize {
@@ -116,9 +113,6 @@ impl MetricsStore {
         self.slots.is_quarantined(slot)
     }
 
-    pub fn capacity(&self) -> u32 {
-        self.slots.capacity()
-    }
 }
 
 #[cfg(test)]

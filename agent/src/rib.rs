@@ -689,7 +689,7 @@ impl<S: MapSink> Rib<S> {
                 .collect();
             return Some(DestinationMetrics {
                 destination: dest,
-                reference: crate::show::format_ref(MetricsRef::private(p.slot)),
+                reference: MetricsRef::private(p.slot).to_string(),
                 values: named_values(&p.values),
                 covering: Some(p.covering.to_string()),
                 override_mask: cow::override_mask(&p.overrides),
@@ -699,7 +699,7 @@ impl<S: MapSink> Rib<S> {
         let base = self.base(dest, true)?;
         Some(DestinationMetrics {
             destination: dest,
-            reference: crate::show::format_ref(base.metrics_ref),
+            reference: base.metrics_ref.to_string(),
             values: named_values(&base.shared),
             covering: Some(base.covering.to_string()),
             override_mask: 0,

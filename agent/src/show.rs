@@ -35,13 +35,9 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
         prefix,
         kind: e.kind().map_or("invalid", |k| k.name()),
         nexthop: e.nexthop,
-        metrics: format_ref(e.metrics),
+        metrics: e.metrics.to_string(),
         flags: flags.join(","),
     }
-}
-
-pub fn format_ref(r: common::MetricsRef) -> String {
-    format!("{}:{}", if r.is_read_only() { "ro" } else { "rw" }, r.slot())
 }
 
 pub fn routes(pin_dir: &Path) -> Result<Vec<RouteRow>> {
@@ -106,7 +102,7 @@ pub fn metrics(pin_dir: &Path) -> Result<Vec<MetricsRow>> {
             }
             let r = if ro { common::MetricsRef::read_only(slot as u32) } else { common::MetricsRef::private(slot as u32) };
             let values = Rtax::ALL.iter().filter(|x| m.get(**x) != 0).map(|x| (x.name(), m.get(*x))).collect();
-            rows.push(MetricsRow { reference: format_ref(r), values });
+            rows.push(MetricsRow { reference: r.to_string(), values });
         }
     }
     Ok(rows)

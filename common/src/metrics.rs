@@ -204,6 +204,14 @@ impl MetricsRef {
     }
 }
 
+/// `ro:N` for a shared slot, `rw:N` for a private one.
+impl core::fmt::Display for MetricsRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let pool = if self.is_read_only() { "ro" } else { "rw" };
+        write!(f, "{pool}:{}", self.slot())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +274,7 @@ mod tests {
         assert_eq!(rw.tagged, 14);
         assert!(!rw.is_read_only());
         assert_eq!(rw.slot(), 7);
+        assert_eq!(std::format!("{ro} {rw} {}", MetricsRef::DEFAULT), "ro:7 rw:7 ro:0");
         let top = MetricsRef::private(MetricsRef::MAX_SLOT);
         assert_eq!(top.slot(), MetricsRef::MAX_SLOT);
         assert!(!top.is_read_only());
