@@ -119,7 +119,7 @@ proptest! {
     fn cow_engine_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
         let mut now = Instant::now();
         let grace = Duration::from_millis(500);
-        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 64, metrics_rw: 128, nexthops: 16 }, grace);
+        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 64, metrics_rw: 128, nexthops: 16, nexthop_groups: 16 }, grace);
         rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: [2; 6], mtu: 1500, up: true, vlan: None }), now).unwrap();
         let mut model = Model::default();
         for op in ops {
@@ -129,7 +129,7 @@ proptest! {
                     let mut m = RouteMetrics::DEFAULT;
                     m.mtu = mtu;
                     if lock_mtu { m.lock = Rtax::Mtu.lock_bit(); }
-                    let input = RouteInput { prefix: p, kind: RouteKind::Unicast, dev: Some(2), via: Some("10.9.9.9".parse().unwrap()), metrics: m };
+                    let input = RouteInput::new(p, RouteKind::Unicast, Some(2), Some("10.9.9.9".parse().unwrap()), m);
                     rib.set_route(input, now).unwrap();
                     model.routes.insert(p, m);
                     model.route_changed(p);

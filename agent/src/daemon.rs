@@ -9,7 +9,7 @@ use crate::{
     fib_mirror::{Change, KernelFib},
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
-    rib::{Capacities, Rib, RouteInput},
+    rib::{Capacities, ResyncReport, Rib, RouteInput},
     stats,
 };
 use anyhow::{anyhow, bail, Result};
@@ -51,10 +51,26 @@ pub struct RunOptions {
     pub control_socket: PathBuf,
     /// Lifetime of an override set without `--expires` (the kernel's PMTU expiry).
     pub default_expires: Duration,
+    /// SO_RCVBUF of the netlink subscription.
+    pub netlink_rcvbuf: u32,
+}
+
+/// How the netlink mirror is doing.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct NetlinkStats {
+    /// Events applied.
+    pub events: u64,
+    /// Events the maps could not carry (logged).
+    pub errors: u64,
+    /// Socket overruns (ENOBUFS), each followed by a resync.
+    pub overruns: u64,
+    pub resyncs: u64,
+    /// What the last resync changed.
+    pub last_resync: Option<ResyncReport>,
 }
 
 /// Answers one control request. Runs on the daemon's loop: the one writer.
-fn handle(rib: &mut Rib<MapWriter>, req: Request, default_expires: Duration) -> Response {
+fn handle(rib: &mut Rib<MapWriter>, netlink: &NetlinkStats, req: Request, default_expires: Duration) -> Response {
     let now = Instant::now();
     let result = (|| -> Result<serde_json::Value> {
         Ok(match req {
@@ -81,7 +97,11 @@ fn handle(rib: &mut Rib<MapWriter>, req: Request, default_expires: Duration) -> 
                 let all: Vec<_> = rib.private_copies().filter_map(|(d, _)| rib.destination_metrics(*d, now)).collect();
                 serde_json::to_value(all)?
             }
-            Request::Stats => serde_json::to_value(rib.summary())?,
+            Request::Stats => {
+                let mut v = serde_json::to_value(rib.summary())?;
+                v["netlink"] = serde_json::to_value(netlink)?;
+                v
+            }
         })
     })();
     match result {
@@ -101,10 +121,19 @@ fn pending_neighbours(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)]) -> Vec
     v
 }
 
-fn solicit_all(pending: &[(u32, IpAddr)], names: &HashMap<u32, String>) {
+/// Has the kernel resolve every pending neighbour not asked for in the last
+/// `again` (a new gateway at once, a silent one every `again`).
+fn solicit_pending(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)], asked: &mut HashMap<(u32, IpAddr), Instant>, again: Duration) {
+    let now = Instant::now();
+    let pending = pending_neighbours(rib, configured);
+    asked.retain(|k, _| pending.contains(k));
     for (ifindex, addr) in pending {
-        if let Some(dev) = names.get(ifindex) {
-            if let Err(e) = netlink_mirror::solicit(*addr, dev, *ifindex) {
+        if asked.get(&(ifindex, addr)).is_some_and(|t| now.duration_since(*t) < again) {
+            continue;
+        }
+        asked.insert((ifindex, addr), now);
+        if let Some(dev) = rib.link_name(ifindex) {
+            if let Err(e) = netlink_mirror::solicit(addr, dev, ifindex) {
                 tracing::debug!(%addr, dev, error = %e, "solicit failed");
             }
         }
@@ -117,8 +146,6 @@ struct Resolved {
     routes: Vec<RouteInput>,
     /// (ifindex, address, static MAC)
     neighbours: Vec<(u32, IpAddr, Option<[u8; 6]>)>,
-    /// Device names by ifindex, for soliciting neighbours.
-    names: HashMap<u32, String>,
 }
 
 /// Checks that every interface the config and the command line name exists;
@@ -149,12 +176,7 @@ fn resolve(opts: &RunOptions, config: &Config, dump: &[netlink_mirror::Event]) -
     let cfg_err = |line: config::Line, field: &str, msg: String| {
         anyhow!("config error: {}:{}: {field}: {msg}", file.display(), line.0)
     };
-    let mut names = HashMap::new();
-    let mut lookup = |name: &str| -> Option<u32> {
-        let index = *links.get(name)?;
-        names.insert(index, name.to_string());
-        Some(index)
-    };
+    let lookup = |name: &str| -> Option<u32> { links.get(name).copied() };
     for iface in &ifaces {
         lookup(iface).ok_or_else(|| anyhow!("unknown interface {iface:?}"))?;
     }
@@ -164,20 +186,21 @@ fn resolve(opts: &RunOptions, config: &Config, dump: &[netlink_mirror::Event]) -
             Some(name) => Some(lookup(name).ok_or_else(|| cfg_err(r.line, "dev", format!("unknown interface {name:?}")))?),
             None => None,
         };
-        routes.push(RouteInput { prefix: r.prefix, kind: r.kind, dev, via: r.via, metrics: r.metrics });
+        routes.push(RouteInput::new(r.prefix, r.kind, dev, r.via, r.metrics));
     }
     let mut neighbours = Vec::new();
     for n in &config.neighbours {
         let index = lookup(&n.dev).ok_or_else(|| cfg_err(n.line, "dev", format!("unknown interface {:?}", n.dev)))?;
         neighbours.push((index, n.address, n.lladdr));
     }
-    Ok(Resolved { ifaces, routes, neighbours, names })
+    Ok(Resolved { ifaces, routes, neighbours })
 }
 
 /// Has the kernel resolve the neighbours we need, applying netlink events
 /// meanwhile, until all are resolved or `wait` has passed.
-async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &mut Mirror, to_resolve: &[(u32, IpAddr)], names: &HashMap<u32, String>, wait: Duration) -> Result<()> {
+async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &mut Mirror, stats: &mut NetlinkStats, to_resolve: &[(u32, IpAddr)], wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
+    let mut asked = HashMap::new();
     loop {
         let pending = pending_neighbours(rib, to_resolve);
         if pending.is_empty() {
@@ -187,16 +210,15 @@ async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirro
             tracing::warn!(?pending, "neighbours still unresolved; their traffic goes to the kernel until they are");
             return Ok(());
         }
-        solicit_all(&pending, names);
+        solicit_pending(rib, to_resolve, &mut asked, Duration::ZERO);
         let pause = tokio::time::sleep(Duration::from_millis(200));
         tokio::pin!(pause);
         loop {
             tokio::select! {
                 _ = &mut pause => break,
                 batch = mirror.next() => {
-                    for ev in batch.ok_or_else(|| anyhow!("netlink subscription closed"))? {
-                        apply(rib, fib, ev, Instant::now())?;
-                    }
+                    let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
+                    apply_batch(rib, fib, mirror, stats, batch).await?;
                 }
             }
         }
@@ -208,12 +230,76 @@ async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirro
 fn apply(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, ev: netlink_mirror::Event, now: Instant) -> Result<()> {
     match ev {
         netlink_mirror::Event::Route { route, present } => match fib.apply(route, present) {
-            Some(Change::Set(input)) => rib.set_route(input, now),
-            Some(Change::Delete(prefix)) => rib.delete_route(&prefix, now).map(|_| ()),
+            Some(change) => apply_change(rib, change, now),
             None => Ok(()),
         },
         other => rib.apply(other, now),
     }
+}
+
+fn apply_change(rib: &mut Rib<MapWriter>, change: Change, now: Instant) -> Result<()> {
+    match change {
+        Change::Set(input) => rib.set_route(input, now),
+        Change::Delete(prefix) => rib.delete_route(&prefix, now).map(|_| ()),
+    }
+}
+
+/// Applies a batch of events in order; an overrun among them ends in a
+/// resync. An event the maps cannot carry is logged and counted, and the
+/// rest go on.
+async fn apply_batch(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, stats: &mut NetlinkStats, batch: Vec<netlink_mirror::Event>) -> Result<()> {
+    let mut overrun = false;
+    for ev in batch {
+        if ev == netlink_mirror::Event::Overrun {
+            overrun = true;
+            continue;
+        }
+        stats.events += 1;
+        if let Err(e) = apply(rib, fib, ev.clone(), Instant::now()) {
+            stats.errors += 1;
+            tracing::error!(?ev, error = %e, "applying netlink event");
+        }
+    }
+    if overrun {
+        stats.overruns += 1;
+        resync(rib, fib, mirror, stats).await?;
+    }
+    Ok(())
+}
+
+/// After an overrun: dump everything again and apply exactly the
+/// differences, so that no stale entry survives the lost events. Events
+/// queued behind the overrun are applied afterwards, in order; each sets its
+/// object to its state at that time, so the maps converge on the kernel's.
+async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, stats: &mut NetlinkStats) -> Result<()> {
+    let started = Instant::now();
+    let dump = mirror.dump().await?;
+    let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, netlink_mirror::Event::Route { .. }));
+    let now = Instant::now();
+    let mut report = rib.resync(rest, now)?;
+    let routes = routes.into_iter().filter_map(|e| match e {
+        netlink_mirror::Event::Route { route, .. } => Some(route),
+        _ => None,
+    });
+    for change in fib.resync(routes) {
+        match &change {
+            Change::Delete(_) => report.routes_removed += 1,
+            Change::Set(r) if rib.route_metrics_ref(&r.prefix).is_some() => report.routes_changed += 1,
+            Change::Set(_) => report.routes_added += 1,
+        }
+        if let Err(e) = apply_change(rib, change, now) {
+            stats.errors += 1;
+            tracing::error!(error = %e, "resync: route not carried");
+        }
+    }
+    stats.resyncs += 1;
+    stats.last_resync = Some(report);
+    tracing::warn!(
+        took_ms = started.elapsed().as_millis() as u64, links = report.links, addresses = report.addresses,
+        neighbours = report.neighbours, routes_added = report.routes_added, routes_changed = report.routes_changed,
+        routes_removed = report.routes_removed, "netlink overrun: resynced with a full dump"
+    );
+    Ok(())
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -225,9 +311,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let kernel = opts.source == RouteSource::Kernel;
     let mut fib = KernelFib::new(opts.tables.iter().copied());
     // Subscribe, then dump: no change between the two is lost.
-    let (mut mirror, dump) = Mirror::start(kernel).await?;
+    let (mut mirror, dump) = Mirror::start(kernel, opts.netlink_rcvbuf).await?;
+    let mut netlink_stats = NetlinkStats::default();
     // Everything the config names must exist before anything is loaded.
-    let Resolved { ifaces, routes, neighbours, names } = resolve(&opts, &config, &dump)?;
+    let Resolved { ifaces, routes, neighbours } = resolve(&opts, &config, &dump)?;
     let (listener, _socket_file) = control::bind(&opts.control_socket)?;
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
     let server = tokio::spawn(control::serve(listener, calls_tx));
@@ -275,7 +362,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         let mode = dp.attach(iface, opts.mode)?;
         tracing::info!(iface, ?mode, "XDP attached");
     }
-    resolve_neighbours(&mut rib, &mut fib, &mut mirror, &to_resolve, &names, opts.resolve_wait).await?;
+    resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &to_resolve, opts.resolve_wait).await?;
     let s = rib.summary();
     tracing::info!(
         source = ?opts.source, routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
@@ -288,21 +375,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut logger = logger;
     let mut ticks = 0u64;
+    let mut asked = HashMap::new();
     loop {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break }
             batch = mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
-                for ev in batch {
-                    if let Err(e) = apply(&mut rib, &mut fib, ev.clone(), Instant::now()) {
-                        tracing::error!(?ev, error = %e, "applying netlink event");
-                    }
-                }
+                apply_batch(&mut rib, &mut fib, &mirror, &mut netlink_stats, batch).await?;
             }
             call = calls.recv() => {
                 let Some((req, reply)) = call else { bail!("control socket server stopped") };
-                let _ = reply.send(handle(&mut rib, req, opts.default_expires));
+                let _ = reply.send(handle(&mut rib, &netlink_stats, req, opts.default_expires));
             }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 let mut guard = guard?;
@@ -316,10 +400,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     tracing::error!(error = %e, "expiring overrides");
                 }
                 rib.reap(now);
-                let pending = pending_neighbours(&rib, &to_resolve);
-                if !pending.is_empty() && ticks % 5 == 0 {
-                    solicit_all(&pending, &names);
-                }
+                solicit_pending(&rib, &to_resolve, &mut asked, Duration::from_secs(3));
                 if ticks % 30 == 0 {
                     if let Ok(c) = stats::read_counters(&counters) {
                         let fwd = c.iter().find(|r| r.reason == "forwarded").map_or(0, |r| r.packets);

@@ -17,11 +17,7 @@ pub struct KernelFib {
     tables: BTreeSet<u32>,
     /// prefix -> (priority, device) -> route. IPv6 keeps one route per
     /// device for a prefix (`fe80::/64` on every link).
-    routes: HashMap<IpNet, BTreeMap<(u32, Option<u32>), KernelRoute>>,
-}
-
-fn input(r: &KernelRoute) -> RouteInput {
-    RouteInput { prefix: r.prefix, kind: r.kind, dev: r.dev, via: r.via, metrics: r.metrics }
+    routes: HashMap<IpNet, BTreeMap<(u32, Option<u32>), RouteInput>>,
 }
 
 impl KernelFib {
@@ -34,18 +30,19 @@ impl KernelFib {
         if !self.tables.contains(&route.table) {
             return None;
         }
-        let prefix = route.prefix;
-        let before = self.winner(&prefix).map(input);
+        let prefix = route.route.prefix;
+        let key = (route.priority, route.route.dev);
+        let before = self.winner(&prefix).cloned();
         let slot = self.routes.entry(prefix).or_default();
         if present {
-            slot.insert((route.priority, route.dev), route);
+            slot.insert(key, route.route);
         } else {
-            slot.remove(&(route.priority, route.dev));
+            slot.remove(&key);
             if slot.is_empty() {
                 self.routes.remove(&prefix);
             }
         }
-        let after = self.winner(&prefix).map(input);
+        let after = self.winner(&prefix).cloned();
         match (before, after) {
             (b, a) if b == a => None,
             (_, Some(a)) => Some(Change::Set(a)),
@@ -54,7 +51,31 @@ impl KernelFib {
         }
     }
 
-    fn winner(&self, prefix: &IpNet) -> Option<&KernelRoute> {
+    /// Replaces the whole table with `dump` (a fresh dump after an
+    /// overrun); returns the changes that make the maps equal to it.
+    pub fn resync(&mut self, dump: impl IntoIterator<Item = KernelRoute>) -> Vec<Change> {
+        let old = std::mem::take(&mut self.routes);
+        for route in dump {
+            if self.tables.contains(&route.table) {
+                let key = (route.priority, route.route.dev);
+                self.routes.entry(route.route.prefix).or_default().insert(key, route.route);
+            }
+        }
+        let mut changes = Vec::new();
+        for (prefix, routes) in &old {
+            if !self.routes.contains_key(prefix) {
+                changes.push(Change::Delete(*prefix));
+            } else if routes.values().next() != self.winner(prefix) {
+                changes.push(Change::Set(self.winner(prefix).expect("present").clone()));
+            }
+        }
+        for prefix in self.routes.keys().filter(|p| !old.contains_key(p)) {
+            changes.push(Change::Set(self.winner(prefix).expect("present").clone()));
+        }
+        changes
+    }
+
+    fn winner(&self, prefix: &IpNet) -> Option<&RouteInput> {
         self.routes.get(prefix)?.values().next()
     }
 
@@ -72,7 +93,7 @@ mod tests {
     fn r(prefix: &str, table: u32, priority: u32, mtu: u32) -> KernelRoute {
         let mut metrics = RouteMetrics::DEFAULT;
         metrics.mtu = mtu;
-        KernelRoute { table, prefix: prefix.parse().unwrap(), priority, kind: RouteKind::Unicast, dev: Some(2), via: None, metrics }
+        KernelRoute { table, priority, route: RouteInput::new(prefix.parse().unwrap(), RouteKind::Unicast, Some(2), None, metrics) }
     }
 
     #[test]
@@ -84,5 +105,20 @@ mod tests {
         assert_eq!(fib.apply(r("10.0.0.0/8", 254, 100, 1400), false), None, "the loser went: no change");
         assert!(matches!(fib.apply(r("10.0.0.0/8", 254, 10, 1300), false), Some(Change::Delete(_))));
         assert!(fib.is_empty());
+    }
+
+    #[test]
+    fn resync_yields_exactly_the_differences() {
+        let mut fib = KernelFib::new([254]);
+        for (p, mtu) in [("10.1.0.0/16", 0), ("10.2.0.0/16", 0), ("10.3.0.0/16", 0)] {
+            fib.apply(r(p, 254, 0, mtu), true);
+        }
+        let dump = [r("10.1.0.0/16", 254, 0, 0), r("10.2.0.0/16", 254, 0, 1400), r("10.4.0.0/16", 254, 0, 0), r("10.5.0.0/16", 100, 0, 0)];
+        let mut changes = fib.resync(dump);
+        changes.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        assert!(changes.contains(&Change::Delete("10.3.0.0/16".parse().unwrap())));
+        assert!(changes.iter().any(|c| matches!(c, Change::Set(i) if i.prefix.to_string() == "10.2.0.0/16" && i.metrics.mtu == 1400)));
+        assert!(changes.iter().any(|c| matches!(c, Change::Set(i) if i.prefix.to_string() == "10.4.0.0/16")));
     }
 }

@@ -36,8 +36,9 @@ enum Command {
         /// The config (TOML): interfaces, neighbours, and with --source config the routes.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Where routes come from.
-        #[arg(long, value_enum, default_value_t = RouteSource::Config)]
+        /// Where routes come from: the kernel's FIB over netlink, or the
+        /// config file's [[route]] list.
+        #[arg(long, value_enum, default_value_t = RouteSource::Kernel)]
         source: RouteSource,
         /// Kernel routing table to mirror with --source kernel (repeatable; default: main).
         #[arg(long = "table", default_values_t = [254u32])]
@@ -61,6 +62,10 @@ enum Command {
         /// (0: until reset). The kernel's PMTU expiry is 600.
         #[arg(long, default_value_t = 600)]
         default_expires: u64,
+        /// Receive buffer of the netlink subscription, in bytes: the burst of
+        /// kernel changes absorbed before an overrun (which costs a resync).
+        #[arg(long, default_value_t = 32 << 20, value_parser = clap::value_parser!(u32).range(4096..))]
+        netlink_rcvbuf: u32,
     },
     /// Per-destination metrics: copy-on-write into a private slot.
     Metrics {
@@ -138,11 +143,11 @@ fn real_main() -> Result<()> {
         cowroute::netns::enter(ns)?;
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_proto=error".into()))
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires } => {
+        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires, netlink_rcvbuf } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(RunOptions {
                 ifaces,
@@ -156,6 +161,7 @@ fn real_main() -> Result<()> {
                 resolve_wait: Duration::from_secs(resolve_wait),
                 control_socket: cli.control_socket,
                 default_expires: Duration::from_secs(default_expires),
+                netlink_rcvbuf,
             }))
         }
         Command::Metrics { action } => metrics_command(&cli.control_socket, action),

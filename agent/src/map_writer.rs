@@ -11,7 +11,7 @@ use aya::{
 use common::{
     maps,
     route::{V4KeyData, V6KeyData},
-    NextHop, RouteEntry, RouteMetrics,
+    NextHop, NextHopGroup, RouteEntry, RouteMetrics,
 };
 use ipnet::IpNet;
 use std::path::Path;
@@ -20,6 +20,7 @@ pub struct MapWriter {
     routes_v4: LpmTrie<MapData, V4KeyData, RouteEntry>,
     routes_v6: LpmTrie<MapData, V6KeyData, RouteEntry>,
     nexthops: Array<MapData, NextHop>,
+    nh_groups: Array<MapData, NextHopGroup>,
     metrics_ro: Array<MapData, RouteMetrics>,
     metrics_rw: Array<MapData, RouteMetrics>,
     egress_ports: DevMapHash<MapData>,
@@ -54,6 +55,7 @@ impl MapWriter {
             routes_v4: take(ebpf, maps::ROUTES_V4)?,
             routes_v6: take(ebpf, maps::ROUTES_V6)?,
             nexthops: take(ebpf, maps::NEXTHOPS)?,
+            nh_groups: take(ebpf, maps::NH_GROUPS)?,
             metrics_ro: take(ebpf, maps::METRICS_RO)?,
             metrics_rw: take(ebpf, maps::METRICS_RW)?,
             egress_ports: take(ebpf, maps::EGRESS_PORTS)?,
@@ -79,6 +81,12 @@ impl MapWriter {
 
     pub fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
         self.nexthops.set(id, nh, 0).with_context(|| format!("writing next hop {id}"))
+    }
+
+    /// One `bpf_map_update_elem` per group: a flow sees the old buckets or
+    /// the new ones.
+    pub fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
+        self.nh_groups.set(id, group, 0).with_context(|| format!("writing ECMP group {id}"))
     }
 
     /// Fills a shared slot. Only for a slot no route refers to yet (or to the

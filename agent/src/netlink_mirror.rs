@@ -12,7 +12,7 @@ use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{InfoData, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
-    route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteNextHop, RouteNextHopFlags, RouteType, RouteVia},
     RouteNetlinkMessage,
 };
 use rtnetlink::{
@@ -20,6 +20,7 @@ use rtnetlink::{
     sys::SocketAddr,
     Handle, MulticastGroup,
 };
+use crate::{ecmp::Leg, rib::RouteInput};
 use std::net::{IpAddr, SocketAddr as InetSocketAddr, UdpSocket};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,30 +45,41 @@ pub enum Event {
     NeighbourGone { index: u32, addr: IpAddr },
     /// A route of the kernel's FIB (`--source kernel`).
     Route { route: KernelRoute, present: bool },
+    /// The subscription's socket overflowed (ENOBUFS): events were lost, and
+    /// only a full dump can say what the kernel holds now.
+    Overrun,
 }
 
 /// A kernel route, as far as the fast path can carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelRoute {
     pub table: u32,
-    pub prefix: IpNet,
     /// The kernel prefers the lowest.
     pub priority: u32,
-    pub kind: RouteKind,
-    pub dev: Option<u32>,
-    pub via: Option<IpAddr>,
-    pub metrics: RouteMetrics,
+    pub route: RouteInput,
 }
 
 pub struct Mirror {
     pub handle: Handle,
     events: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+    routes: bool,
+}
+
+/// Sets the subscription socket's receive buffer (SO_RCVBUFFORCE: above
+/// rmem_max, as root): how big a burst of changes it absorbs before an overrun.
+fn set_rcvbuf(fd: std::os::fd::RawFd, bytes: u32) -> Result<()> {
+    let v = bytes as libc::c_int;
+    let p = &v as *const libc::c_int as *const libc::c_void;
+    if unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, p, 4) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("SO_RCVBUFFORCE on the netlink subscription");
+    }
+    Ok(())
 }
 
 impl Mirror {
-    /// Subscribes, then dumps (routes too with `routes`). Returns the mirror
-    /// and the dump as events.
-    pub async fn start(routes: bool) -> Result<(Mirror, Vec<Event>)> {
+    /// Subscribes (with a receive buffer of `rcvbuf` bytes), then dumps
+    /// (routes too with `routes`). Returns the mirror and the dump as events.
+    pub async fn start(routes: bool, rcvbuf: u32) -> Result<(Mirror, Vec<Event>)> {
         let mut groups = vec![
             MulticastGroup::Link,
             MulticastGroup::Neigh,
@@ -77,11 +89,25 @@ impl Mirror {
         if routes {
             groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
         }
-        let (conn, _mc_handle, events) =
+        let (mut conn, _mc_handle, events) =
             rtnetlink::new_multicast_connection(&groups).context("netlink subscription")?;
+        {
+            use rtnetlink::sys::AsyncSocket;
+            use std::os::fd::AsRawFd;
+            set_rcvbuf(conn.socket_mut().socket_ref().as_raw_fd(), rcvbuf)?;
+        }
         tokio::spawn(conn);
         let (conn, handle, _) = rtnetlink::new_connection().context("netlink connection")?;
         tokio::spawn(conn);
+        let mirror = Mirror { handle, events, routes };
+        let dump = mirror.dump().await?;
+        Ok((mirror, dump))
+    }
+
+    /// Everything the kernel holds now, as events: links, addresses,
+    /// neighbours, and routes when mirrored.
+    pub async fn dump(&self) -> Result<Vec<Event>> {
+        let handle = &self.handle;
         let mut dump = Vec::new();
         let mut links = handle.link().get().execute();
         while let Some(msg) = links.try_next().await.context("dumping links")? {
@@ -95,7 +121,7 @@ impl Mirror {
         while let Some(msg) = neighs.try_next().await.context("dumping neighbours")? {
             dump.extend(neighbour_event(&msg, true));
         }
-        if routes {
+        if self.routes {
             for req in [
                 rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
                 rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
@@ -106,14 +132,18 @@ impl Mirror {
                 }
             }
         }
-        Ok((Mirror { handle, events }, dump))
+        Ok(dump)
     }
 
     /// The next batch of events (one netlink message); `None` when the
     /// subscription closed.
     pub async fn next(&mut self) -> Option<Vec<Event>> {
         let (msg, _) = self.events.next().await?;
-        let NetlinkPayload::InnerMessage(inner) = msg.payload else { return Some(Vec::new()) };
+        let inner = match msg.payload {
+            NetlinkPayload::InnerMessage(inner) => inner,
+            NetlinkPayload::Overrun(_) => return Some(vec![Event::Overrun]),
+            _ => return Some(Vec::new()),
+        };
         Some(match inner {
             RouteNetlinkMessage::NewLink(m) => link_event(&m).into_iter().collect(),
             RouteNetlinkMessage::DelLink(m) => vec![Event::LinkGone(m.header.index)],
@@ -217,8 +247,26 @@ pub fn route_metrics(list: &[RouteMetric]) -> RouteMetrics {
     m
 }
 
+/// RTA_GATEWAY, or RTA_VIA (an IPv6 gateway of an IPv4 route, RFC 5549).
+fn gateway(attrs: &[RouteAttribute]) -> Option<IpAddr> {
+    attrs.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(a) => route_addr(a),
+        RouteAttribute::Via(RouteVia::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Via(RouteVia::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    })
+}
+
+/// RTA_MULTIPATH's legs; dead legs (RTNH_F_DEAD) are left out.
+fn legs(hops: &[RouteNextHop]) -> Vec<Leg> {
+    hops.iter()
+        .filter(|h| !h.flags.contains(RouteNextHopFlags::Dead))
+        .map(|h| Leg { dev: h.interface_index, via: gateway(&h.attributes), weight: u32::from(h.hops) + 1 })
+        .collect()
+}
+
 /// A route message as a [`KernelRoute`]; `None` for what the fast path does
-/// not carry (multicast, source-specific, multipath for now).
+/// not carry (multicast, source-specific).
 pub fn route_event(msg: &RouteMessage, present: bool) -> Option<Event> {
     let h = &msg.header;
     let kind = match h.kind {
@@ -232,31 +280,31 @@ pub fn route_event(msg: &RouteMessage, present: bool) -> Option<Event> {
     if h.source_prefix_length != 0 {
         return None;
     }
-    let (mut dst, mut table, mut dev, mut via, mut priority, mut metrics) = (None, h.table as u32, None, None, 0, RouteMetrics::DEFAULT);
+    let (mut dst, mut table, mut dev, mut priority, mut metrics) = (None, h.table as u32, None, 0, RouteMetrics::DEFAULT);
+    let mut multipath = Vec::new();
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Destination(a) => dst = route_addr(a),
+            // RTA_TABLE carries tables above 255; the header's byte cannot.
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Oif(i) => dev = Some(*i),
-            RouteAttribute::Gateway(a) => via = route_addr(a),
             RouteAttribute::Priority(p) => priority = *p,
             RouteAttribute::Metrics(list) => metrics = route_metrics(list),
-            RouteAttribute::MultiPath(_) => {
-                tracing::warn!(?h, "multipath route not carried yet");
-                return None;
-            }
+            RouteAttribute::MultiPath(hops) => multipath = legs(hops),
             _ => {}
         }
     }
+    let via = gateway(&msg.attributes);
     let dst = dst.unwrap_or(match h.address_family {
         netlink_packet_route::AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
         _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     });
     let prefix = IpNet::new(dst, h.destination_prefix_length).ok()?.trunc();
-    if kind == RouteKind::Unicast && dev.is_none() {
+    if kind == RouteKind::Unicast && dev.is_none() && multipath.is_empty() {
         return None;
     }
-    Some(Event::Route { route: KernelRoute { table, prefix, priority, kind, dev, via, metrics }, present })
+    let route = RouteInput { prefix, kind, dev, via, multipath, metrics };
+    Some(Event::Route { route: KernelRoute { table, priority, route }, present })
 }
 
 /// Neighbour states whose link-layer address may be used to forward

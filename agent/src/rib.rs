@@ -19,12 +19,13 @@
 
 use crate::{
     cow::{self, CowError, CowStats, Override, PrivateCopy, Source},
+    ecmp::{GroupTable, Leg},
     metrics_store::{MetricsStore, MetricsStoreError},
     netlink_mirror::{Event, Link},
     slots::SlotAllocator,
 };
 use anyhow::{bail, Result};
-use common::{MetricsRef, NextHop, RouteEntry, RouteKind, RouteMetrics, Rtax};
+use common::{MetricsRef, NextHop, NextHopGroup, RouteEntry, RouteKind, RouteMetrics, Rtax};
 use ipnet::IpNet;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -37,6 +38,7 @@ pub trait MapSink {
     fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()>;
     fn delete_route(&mut self, prefix: &IpNet) -> Result<()>;
     fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()>;
+    fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()>;
     fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
     fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
     fn add_port(&mut self, ifindex: u32) -> Result<()>;
@@ -51,6 +53,9 @@ impl MapSink for crate::map_writer::MapWriter {
     }
     fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
         crate::map_writer::MapWriter::put_nexthop(self, id, nh)
+    }
+    fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
+        crate::map_writer::MapWriter::put_group(self, id, group)
     }
     fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
         crate::map_writer::MapWriter::put_ro_metrics(self, slot, m)
@@ -72,15 +77,32 @@ pub struct RouteInput {
     pub dev: Option<u32>,
     /// Gateway; `None` on a unicast route means a connected route.
     pub via: Option<IpAddr>,
+    /// The legs of a multipath route (then `dev` and `via` are unused).
+    pub multipath: Vec<Leg>,
     pub metrics: RouteMetrics,
+}
+
+impl RouteInput {
+    /// A route with one next hop (or none, for the types that drop).
+    pub fn new(prefix: IpNet, kind: RouteKind, dev: Option<u32>, via: Option<IpAddr>, metrics: RouteMetrics) -> RouteInput {
+        RouteInput { prefix, kind, dev, via, multipath: Vec::new(), metrics }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Route {
     input: RouteInput,
     metrics_ref: MetricsRef,
+    /// A `NEXTHOPS` id, or an `NH_GROUPS` id for a multipath route.
     nexthop: u32,
     id: u32,
+}
+
+impl Route {
+    /// The flags its entries carry whatever the prefix.
+    fn entry_flags(&self) -> u8 {
+        if self.input.multipath.is_empty() { 0 } else { RouteEntry::MULTIPATH }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,12 +171,26 @@ pub struct RibSummary {
     pub neighbour_hosts: usize,
     pub nexthops: usize,
     pub nexthops_resolved: usize,
+    /// Next hops with a gateway whose neighbour is not known yet.
+    pub gateways_unresolved: usize,
+    pub nexthop_groups: usize,
     pub metrics_ro_in_use: usize,
     pub metrics_ro_quarantined: usize,
     pub metrics_rw_in_use: usize,
     pub metrics_rw_quarantined: usize,
     pub metrics_rw_capacity: u32,
     pub cow: CowStats,
+}
+
+/// What a resync after a netlink overrun changed, in counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ResyncReport {
+    pub links: usize,
+    pub addresses: usize,
+    pub neighbours: usize,
+    pub routes_added: usize,
+    pub routes_changed: usize,
+    pub routes_removed: usize,
 }
 
 /// What a destination's host entry is derived from.
@@ -198,6 +234,7 @@ pub struct Rib<S: MapSink> {
     sink: S,
     metrics: MetricsStore,
     nexthops: NextHopTable,
+    groups: GroupTable,
     links: HashMap<u32, Link>,
     routes: BTreeMap<IpNet, Route>,
     /// Own addresses, with how many interfaces carry each.
@@ -234,6 +271,7 @@ pub struct Capacities {
     pub metrics_ro: u32,
     pub metrics_rw: u32,
     pub nexthops: u32,
+    pub nexthop_groups: u32,
 }
 
 impl Default for Capacities {
@@ -242,6 +280,7 @@ impl Default for Capacities {
             metrics_ro: common::capacity::METRICS_RO,
             metrics_rw: common::capacity::METRICS_RW,
             nexthops: common::capacity::NEXTHOPS,
+            nexthop_groups: common::capacity::NH_GROUPS,
         }
     }
 }
@@ -252,6 +291,7 @@ impl<S: MapSink> Rib<S> {
             sink,
             metrics: MetricsStore::new(capacities.metrics_ro, grace),
             nexthops: NextHopTable::new(capacities.nexthops, grace),
+            groups: GroupTable::new(capacities.nexthop_groups, grace),
             links: HashMap::new(),
             routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),
@@ -298,6 +338,8 @@ impl<S: MapSink> Rib<S> {
             neighbour_hosts: self.neighbour_hosts.len(),
             nexthops: self.nexthops.entries.len(),
             nexthops_resolved: self.nexthops.entries.values().filter(|(_, _, nh)| nh.is_usable()).count(),
+            gateways_unresolved: self.unresolved_gateways().len(),
+            nexthop_groups: self.groups.len(),
             metrics_ro_in_use: self.metrics.slots_in_use(),
             metrics_ro_quarantined: self.metrics.quarantined(),
             metrics_rw_in_use: self.rw.in_use(),
@@ -315,6 +357,10 @@ impl<S: MapSink> Rib<S> {
             .filter(|(_, _, nh)| nh.flags & NextHop::RESOLVED == 0)
             .filter_map(|(k, _, _)| Some((k.ifindex, k.gateway?)))
             .collect()
+    }
+
+    pub fn link_name(&self, ifindex: u32) -> Option<&str> {
+        self.links.get(&ifindex).map(|l| l.name.as_str())
     }
 
     pub fn neighbour_resolved(&self, ifindex: u32, addr: IpAddr) -> bool {
@@ -345,9 +391,66 @@ impl<S: MapSink> Rib<S> {
                 }
                 self.neighbour_changed(index, addr, None, now)
             }
-            // Routes go through the FIB mirror's choice first (daemon).
-            Event::Route { .. } => Ok(()),
+            // Routes go through the FIB mirror's choice first, and an
+            // overrun is the daemon's to resync (see `resync`).
+            Event::Route { .. } | Event::Overrun => Ok(()),
         }
+    }
+
+    /// Makes links, addresses and neighbours equal to `dump` (a fresh dump
+    /// after an overrun): what changed is applied, what is gone is removed.
+    /// Routes are the FIB mirror's (see `fib_mirror::KernelFib::resync`).
+    pub fn resync(&mut self, dump: Vec<Event>, now: Instant) -> Result<ResyncReport> {
+        let mut report = ResyncReport::default();
+        let (mut links, mut addrs, mut neighbours) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for ev in dump {
+            match ev {
+                Event::Link(l) => {
+                    links.insert(l.index, l);
+                }
+                Event::Address { addr, present: true, .. } => *addrs.entry(addr).or_insert(0u32) += 1,
+                Event::Neighbour { index, addr, mac } => {
+                    neighbours.insert((index, addr), mac);
+                }
+                _ => {}
+            }
+        }
+        let gone: Vec<u32> = self.links.keys().filter(|i| !links.contains_key(i)).copied().collect();
+        for index in gone {
+            self.apply(Event::LinkGone(index), now)?;
+            report.links += 1;
+        }
+        for (index, link) in links {
+            if self.links.get(&index) != Some(&link) {
+                self.link_changed(link)?;
+                report.links += 1;
+            }
+        }
+        let all: BTreeSet<IpAddr> = self.local_addrs.keys().chain(addrs.keys()).copied().collect();
+        for addr in all {
+            let count = addrs.get(&addr).copied().unwrap_or(0);
+            if self.local_addrs.get(&addr).copied().unwrap_or(0) != count {
+                self.set_local_address(addr, count, now)?;
+                report.addresses += 1;
+            }
+        }
+        let known: Vec<(u32, IpAddr)> = self.neighbours.keys().copied().collect();
+        for key in known {
+            if !neighbours.contains_key(&key) && !self.static_neighbours.contains(&key) {
+                self.neighbour_changed(key.0, key.1, None, now)?;
+                report.neighbours += 1;
+            }
+        }
+        for ((index, addr), mac) in neighbours {
+            if self.static_neighbours.contains(&(index, addr)) {
+                continue;
+            }
+            if self.neighbours.get(&(index, addr)) != Some(&mac) {
+                self.neighbour_changed(index, addr, Some(mac), now)?;
+                report.neighbours += 1;
+            }
+        }
+        Ok(report)
     }
 
     /// A neighbour the operator configured with its MAC.
@@ -369,6 +472,13 @@ impl<S: MapSink> Rib<S> {
             }
         }
         let nexthop = match (input.kind, input.dev) {
+            (RouteKind::Unicast, _) if !input.multipath.is_empty() => match self.acquire_group(&input.multipath, now) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.metrics.release(interned.reference, now);
+                    return Err(e.context(format!("route {}", input.prefix)));
+                }
+            },
             (RouteKind::Unicast, Some(dev)) => {
                 match self.acquire_nexthop(NextHopKey { ifindex: dev, gateway: input.via }, now) {
                     Ok(id) => id,
@@ -412,7 +522,11 @@ impl<S: MapSink> Rib<S> {
 
     fn release_route(&mut self, route: &Route, now: Instant) {
         self.metrics.release(route.metrics_ref, now);
-        self.nexthops.release(route.nexthop, now);
+        if route.input.multipath.is_empty() {
+            self.nexthops.release(route.nexthop, now);
+        } else {
+            self.release_group(route.nexthop, now);
+        }
     }
 
     /// The route with the longest prefix covering `addr`.
@@ -444,7 +558,7 @@ impl<S: MapSink> Rib<S> {
             shared: r.input.metrics,
             covering: r.input.prefix,
             id: r.id,
-            flags,
+            flags: flags | r.entry_flags(),
         };
         if let Some(r) = self.routes.get(&host) {
             return Some(from_route(r, RouteEntry::HOST));
@@ -481,7 +595,11 @@ impl<S: MapSink> Rib<S> {
                 e
             })
         } else {
-            self.routes.get(prefix).map(|r| RouteEntry::new(r.input.kind, r.nexthop, r.metrics_ref, r.id))
+            self.routes.get(prefix).map(|r| {
+                let mut e = RouteEntry::new(r.input.kind, r.nexthop, r.metrics_ref, r.id);
+                e.flags = r.entry_flags();
+                e
+            })
         };
         match entry {
             Some(e) => self.sink.put_route(prefix, &e),
@@ -751,7 +869,58 @@ impl<S: MapSink> Rib<S> {
         if nh != old || old == NextHop::default() {
             self.sink.put_nexthop(id, &nh)?;
             self.nexthops.entries.get_mut(&id).expect("present").2 = nh;
+            if nh.is_usable() != old.is_usable() {
+                // ECMP groups with this leg rebalance over their usable legs.
+                for group in self.groups.containing(id) {
+                    self.write_group(group)?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// An ECMP group for `legs`: a next hop per leg, then the group (shared
+    /// with routes of the same legs). On error nothing is held.
+    fn acquire_group(&mut self, legs: &[Leg], now: Instant) -> Result<u32> {
+        let mut ids: Vec<(u32, u32)> = Vec::with_capacity(legs.len());
+        for leg in legs {
+            match self.acquire_nexthop(NextHopKey { ifindex: leg.dev, gateway: leg.via }, now) {
+                Ok(id) => ids.push((id, leg.weight)),
+                Err(e) => {
+                    ids.iter().for_each(|(id, _)| self.nexthops.release(*id, now));
+                    return Err(e);
+                }
+            }
+        }
+        let (group, new) = match self.groups.acquire(ids.clone(), now) {
+            Ok(g) => g,
+            Err(e) => {
+                ids.iter().for_each(|(id, _)| self.nexthops.release(*id, now));
+                return Err(e);
+            }
+        };
+        if !new {
+            // The existing group holds its legs already.
+            ids.iter().for_each(|(id, _)| self.nexthops.release(*id, now));
+        } else if let Err(e) = self.write_group(group) {
+            self.release_group(group, now);
+            return Err(e);
+        }
+        Ok(group)
+    }
+
+    fn release_group(&mut self, group: u32, now: Instant) {
+        for (id, _) in self.groups.release(group, now).unwrap_or_default() {
+            self.nexthops.release(id, now);
+        }
+    }
+
+    /// Writes group `id`'s buckets when its legs' usability moved them.
+    fn write_group(&mut self, id: u32) -> Result<()> {
+        let usable = |nh: u32| self.nexthops.entries.get(&nh).is_some_and(|(_, _, n)| n.is_usable());
+        let Some(table) = self.groups.recompute(id, usable) else { return Ok(()) };
+        self.sink.put_group(id, &table)?;
+        self.groups.written(id, table);
         Ok(())
     }
 
@@ -778,16 +947,19 @@ impl<S: MapSink> Rib<S> {
     }
 
     fn address_changed(&mut self, addr: IpAddr, present: bool, now: Instant) -> Result<()> {
-        let count = self.local_addrs.entry(addr).or_insert(0);
-        if present {
-            *count += 1;
+        let count = self.local_addrs.get(&addr).copied().unwrap_or(0);
+        let count = if present { count + 1 } else { count.saturating_sub(1) };
+        self.set_local_address(addr, count, now)
+    }
+
+    /// `addr` is an address of `count` interfaces (0: not ours).
+    fn set_local_address(&mut self, addr: IpAddr, count: u32, now: Instant) -> Result<()> {
+        if count == 0 {
+            self.local_addrs.remove(&addr);
         } else {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.local_addrs.remove(&addr);
-            }
+            self.local_addrs.insert(addr, count);
         }
-        if present && self.private.contains_key(&addr) {
+        if count > 0 && self.private.contains_key(&addr) {
             // A local address has no private metrics.
             return self.reset_metrics(addr, now).map(|_| ());
         }
@@ -885,6 +1057,7 @@ pub mod memory {
     pub struct MemoryMaps {
         pub routes: BTreeMap<IpNet, RouteEntry>,
         pub nexthops: BTreeMap<u32, NextHop>,
+        pub groups: BTreeMap<u32, NextHopGroup>,
         pub metrics_ro: BTreeMap<u32, RouteMetrics>,
         pub metrics_rw: BTreeMap<u32, RouteMetrics>,
         pub ports: BTreeSet<u32>,
@@ -900,6 +1073,10 @@ pub mod memory {
         }
         fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
             self.nexthops.insert(id, *nh);
+            Ok(())
+        }
+        fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
+            self.groups.insert(id, *group);
             Ok(())
         }
         fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
@@ -927,7 +1104,7 @@ mod tests {
 
     fn rib() -> (Rib<MemoryMaps>, Instant) {
         let now = Instant::now();
-        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 64, metrics_rw: 8, nexthops: 64 }, Duration::from_secs(1));
+        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 64, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
         for (index, mac) in [(2, MAC_A), (3, MAC_B)] {
             let link = Link { index, name: format!("if{index}"), mac, mtu: 1500, up: true, vlan: None };
             rib.apply(Event::Link(link), now).unwrap();
@@ -938,11 +1115,50 @@ mod tests {
     fn route(prefix: &str, dev: u32, via: Option<&str>, mtu: u32) -> RouteInput {
         let mut metrics = RouteMetrics::DEFAULT;
         metrics.set(Rtax::Mtu, mtu);
-        RouteInput { prefix: prefix.parse().unwrap(), kind: RouteKind::Unicast, dev: Some(dev), via: via.map(|v| v.parse().unwrap()), metrics }
+        RouteInput::new(prefix.parse().unwrap(), RouteKind::Unicast, Some(dev), via.map(|v| v.parse().unwrap()), metrics)
     }
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn multipath_routes_share_a_group_that_rebalances_over_usable_legs() {
+        let (mut rib, now) = rib();
+        let legs = vec![
+            Leg { dev: 2, via: Some("10.1.0.9".parse().unwrap()), weight: 1 },
+            Leg { dev: 3, via: Some("10.2.0.9".parse().unwrap()), weight: 1 },
+        ];
+        let ecmp = |p: &str| RouteInput { multipath: legs.clone(), ..RouteInput::new(net(p), RouteKind::Unicast, None, None, RouteMetrics::DEFAULT) };
+        rib.set_route(ecmp("10.8.0.0/16"), now).unwrap();
+        rib.set_route(ecmp("10.7.0.0/16"), now).unwrap();
+        let e = rib.sink().routes[&net("10.8.0.0/16")];
+        assert!(e.is_multipath());
+        assert_eq!(rib.sink().routes[&net("10.7.0.0/16")].nexthop, e.nexthop, "same legs, one group");
+        assert_eq!((rib.summary().nexthop_groups, rib.summary().nexthops), (1, 2));
+        let buckets = |rib: &Rib<MemoryMaps>| {
+            let mut legs: Vec<u32> = rib.sink().groups[&e.nexthop].buckets.to_vec();
+            legs.sort();
+            legs.dedup();
+            legs
+        };
+        assert_eq!(buckets(&rib).len(), 2, "no leg usable: both take part");
+        // Only the second leg resolves: every bucket goes to it.
+        rib.apply(Event::Neighbour { index: 3, addr: "10.2.0.9".parse().unwrap(), mac: Some([9; 6]) }, now).unwrap();
+        let only = buckets(&rib);
+        assert_eq!(only.len(), 1);
+        assert_eq!(rib.sink().nexthops[&only[0]].ifindex, 3);
+        rib.apply(Event::Neighbour { index: 2, addr: "10.1.0.9".parse().unwrap(), mac: Some([8; 6]) }, now).unwrap();
+        assert_eq!(buckets(&rib).len(), 2);
+        // Link 2 down: its leg leaves the buckets.
+        let link = Link { index: 2, name: "if2".into(), mac: MAC_A, mtu: 1500, up: false, vlan: None };
+        rib.apply(Event::Link(link), now).unwrap();
+        assert_eq!(buckets(&rib), only);
+        // Both routes gone: the group and its legs are released.
+        rib.delete_route(&net("10.8.0.0/16"), now).unwrap();
+        assert_eq!(rib.summary().nexthop_groups, 1);
+        rib.delete_route(&net("10.7.0.0/16"), now).unwrap();
+        assert_eq!((rib.summary().nexthop_groups, rib.summary().nexthops), (0, 0));
     }
 
     #[test]
@@ -1036,7 +1252,7 @@ mod tests {
     #[test]
     fn full_ro_store_fails_cleanly() {
         let now = Instant::now();
-        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 2, metrics_rw: 8, nexthops: 64 }, Duration::from_secs(1));
+        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 2, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
         rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: MAC_A, mtu: 1500, up: true, vlan: None }), now).unwrap();
         rib.set_route(route("10.1.0.0/24", 2, None, 1400), now).unwrap();
         let err = rib.set_route(route("10.3.0.0/24", 2, None, 1300), now).unwrap_err();
@@ -1148,7 +1364,7 @@ mod tests {
         rib.apply(Event::Address { index: 3, addr: addr("10.2.0.1"), present: true }, now).unwrap();
         assert!(matches!(rib.cow_metrics(addr("10.2.0.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::Local(_))));
         assert!(matches!(rib.cow_metrics(addr("172.16.0.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::NoRoute(_))));
-        rib.set_route(RouteInput { prefix: net("192.0.2.0/24"), kind: RouteKind::Blackhole, dev: None, via: None, metrics: RouteMetrics::DEFAULT }, now).unwrap();
+        rib.set_route(RouteInput::new(net("192.0.2.0/24"), RouteKind::Blackhole, None, None, RouteMetrics::DEFAULT), now).unwrap();
         assert!(matches!(rib.cow_metrics(addr("192.0.2.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::NotUnicast { .. })));
     }
 }

@@ -31,6 +31,9 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
     if e.flags & RouteEntry::CLONE != 0 {
         flags.push("clone");
     }
+    if e.is_multipath() {
+        flags.push("multipath");
+    }
     RouteRow {
         prefix,
         kind: e.kind().map_or("invalid", |k| k.name()),

@@ -7,13 +7,14 @@
 
 pub mod checksum;
 pub mod counters;
+pub mod flow_hash;
 pub mod metrics;
 pub mod nexthop;
 pub mod route;
 
 pub use counters::{Counter, Reason};
 pub use metrics::{MetricsRef, RouteMetrics, Rtax, RTAX_MAX};
-pub use nexthop::NextHop;
+pub use nexthop::{NextHop, NextHopGroup};
 pub use route::{RouteEntry, RouteKind};
 
 /// Names of the maps, one place, so the agent, the tests and `bpftool` agree.
@@ -21,15 +22,17 @@ pub mod maps {
     pub const ROUTES_V4: &str = "ROUTES_V4";
     pub const ROUTES_V6: &str = "ROUTES_V6";
     pub const NEXTHOPS: &str = "NEXTHOPS";
+    pub const NH_GROUPS: &str = "NH_GROUPS";
     pub const METRICS_RO: &str = "METRICS_RO";
     pub const METRICS_RW: &str = "METRICS_RW";
     pub const EGRESS_PORTS: &str = "EGRESS_PORTS";
     pub const COUNTERS: &str = "COUNTERS";
     /// Every map the agent pins, in the order `show` lists them.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         ROUTES_V4,
         ROUTES_V6,
         NEXTHOPS,
+        NH_GROUPS,
         METRICS_RO,
         METRICS_RW,
         EGRESS_PORTS,
@@ -42,6 +45,7 @@ pub mod capacity {
     pub const ROUTES_V4: u32 = 2_000_000;
     pub const ROUTES_V6: u32 = 1_000_000;
     pub const NEXTHOPS: u32 = 65_536;
+    pub const NH_GROUPS: u32 = 4_096;
     pub const METRICS_RO: u32 = 16_384;
     pub const METRICS_RW: u32 = 65_536;
     pub const EGRESS_PORTS: u32 = 1_024;
@@ -59,5 +63,6 @@ mod pod {
     unsafe impl aya::Pod for crate::MetricsRef {}
     unsafe impl aya::Pod for crate::RouteEntry {}
     unsafe impl aya::Pod for crate::NextHop {}
+    unsafe impl aya::Pod for crate::NextHopGroup {}
     unsafe impl aya::Pod for crate::Counter {}
 }

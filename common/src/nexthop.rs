@@ -46,3 +46,34 @@ mod tests {
         assert!(nh.is_usable());
     }
 }
+
+/// An ECMP group (`RTA_MULTIPATH`): the values of `NH_GROUPS`. A flow's hash
+/// picks one of [`NextHopGroup::BUCKETS`] buckets, and each bucket names a
+/// leg (a `NEXTHOPS` id); a leg's weight is the number of buckets it holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NextHopGroup {
+    pub buckets: [u32; NextHopGroup::BUCKETS],
+}
+
+const _: () = assert!(NextHopGroup::BUCKETS.is_power_of_two());
+
+impl NextHopGroup {
+    /// Enough for the kernel's weights (1..=256) in proportion to a few
+    /// percent, small enough for one cache line pair per lookup's bucket.
+    pub const BUCKETS: usize = 64;
+
+    pub const EMPTY: NextHopGroup = NextHopGroup { buckets: [0; Self::BUCKETS] };
+
+    /// The leg a flow with `hash` takes.
+    #[inline(always)]
+    pub fn leg(&self, hash: u32) -> u32 {
+        self.buckets[hash as usize & (Self::BUCKETS - 1)]
+    }
+}
+
+impl Default for NextHopGroup {
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}

@@ -46,13 +46,13 @@ impl RouteKind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RouteEntry {
-    /// Index into `NEXTHOPS`.
+    /// Index into `NEXTHOPS`, or into `NH_GROUPS` with `MULTIPATH`.
     pub nexthop: u32,
     /// Where this route's metrics are: RO (shared) or RW (private).
     pub metrics: MetricsRef,
     /// A [`RouteKind`].
     pub kind: u8,
-    /// `RouteEntry::HOST`, `RouteEntry::CLONE`.
+    /// `RouteEntry::HOST`, `RouteEntry::CLONE`, `RouteEntry::MULTIPATH`.
     pub flags: u8,
     pub _pad: u16,
     /// The agent's id of the route, for `show` and bookkeeping.
@@ -66,6 +66,8 @@ impl RouteEntry {
     pub const HOST: u8 = 0x1;
     /// A host entry the agent cloned from a covering prefix.
     pub const CLONE: u8 = 0x2;
+    /// `nexthop` names an ECMP group in `NH_GROUPS`.
+    pub const MULTIPATH: u8 = 0x4;
 
     pub const fn new(kind: RouteKind, nexthop: u32, metrics: MetricsRef, id: u32) -> RouteEntry {
         RouteEntry { nexthop, metrics, kind: kind as u8, flags: 0, _pad: 0, id }
@@ -73,6 +75,10 @@ impl RouteEntry {
 
     pub const fn kind(&self) -> Option<RouteKind> {
         RouteKind::from_u8(self.kind)
+    }
+
+    pub const fn is_multipath(&self) -> bool {
+        self.flags & Self::MULTIPATH != 0
     }
 }
 

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use common::{
     capacity, counters::NUM_REASONS, route::V4KeyData, route::V6KeyData, Counter, MetricsRef,
-    NextHop, Reason, RouteEntry, RouteMetrics,
+    NextHop, NextHopGroup, Reason, RouteEntry, RouteMetrics,
 };
 
 #[btf_map]
@@ -25,6 +25,10 @@ pub static ROUTES_V6: LpmTrie<V6KeyData, RouteEntry, { capacity::ROUTES_V6 as us
 
 #[btf_map]
 pub static NEXTHOPS: Array<NextHop, { capacity::NEXTHOPS as usize }> = Array::new();
+
+/// ECMP groups: a route with `RouteEntry::MULTIPATH` names one.
+#[btf_map]
+pub static NH_GROUPS: Array<NextHopGroup, { capacity::NH_GROUPS as usize }> = Array::new();
 
 /// Interned, shared metric sets. The verifier rejects any write from a program.
 #[btf_map]
@@ -72,6 +76,17 @@ pub fn dst_metrics_ptr(metrics: MetricsRef) -> Option<&'static RouteMetrics> {
 #[inline(always)]
 pub fn nexthop(id: u32) -> Option<&'static NextHop> {
     NEXTHOPS.get(id)
+}
+
+/// The next hop id a route's packet takes: the route's own, or the leg of
+/// its ECMP group that the flow's hash picks.
+#[inline(always)]
+pub fn route_nexthop_id(route: &RouteEntry, flow_hash: u32) -> Option<u32> {
+    if route.is_multipath() {
+        NH_GROUPS.get(route.nexthop).map(|g| g.leg(flow_hash))
+    } else {
+        Some(route.nexthop)
+    }
 }
 
 /// Arms the redirect to `ifindex`; the frame leaves when the program returns

@@ -13,7 +13,7 @@ mod packet;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use common::{checksum, NextHop, Reason, RouteEntry, RouteKind};
+use common::{checksum, flow_hash, NextHop, Reason, RouteEntry, RouteKind};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -27,6 +27,8 @@ const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HLEN: usize = 4;
 const IPV6_NEXTHDR_HOP: u8 = 0;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
 
 /// What becomes of a frame, and why.
 struct Verdict {
@@ -130,10 +132,17 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::pass(Reason::Multicast));
     }
     let route = fib::route_lookup_v4(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
+    let (src, proto, frags) = unsafe { ((*ip).src_addr, *(ip as *const u8).add(9), u16::from_be_bytes((*ip).frags)) };
     // The TCP header, when this is TCP and the first (or only) fragment.
-    let (proto, frag_off) = unsafe { (*(ip as *const u8).add(9), u16::from_be_bytes((*ip).frags) & 0x1fff) };
-    let tcp = (proto == IPPROTO_TCP && frag_off == 0).then_some(Ipv4Hdr::LEN);
-    forward(ctx, l2, route, Packet { ttl, len: tot_len, tcp }, ip_decrease_ttl)
+    let tcp = (proto == IPPROTO_TCP && frags & 0x1fff == 0).then_some(Ipv4Hdr::LEN);
+    let flow = if route.is_multipath() {
+        // Fragments hash without ports, so all of a datagram takes one leg.
+        let ports = if frags & 0x3fff == 0 { l4_ports(ctx, l2.l3_off + Ipv4Hdr::LEN, proto) } else { [0; 4] };
+        flow_hash::flow_hash_v4(src, dst, proto, ports)
+    } else {
+        0
+    };
+    forward(ctx, l2, route, Packet { ttl, len: tot_len, tcp, flow }, ip_decrease_ttl)
 }
 
 fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
@@ -163,7 +172,13 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     }
     let route = fib::route_lookup_v6(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
     let tcp = (next_hdr == IPPROTO_TCP).then_some(Ipv6Hdr::LEN);
-    forward(ctx, l2, route, Packet { ttl: hop_limit, len, tcp }, ipv6_decrease_hop_limit)
+    let flow = if route.is_multipath() {
+        let ports = l4_ports(ctx, l2.l3_off + Ipv6Hdr::LEN, next_hdr);
+        flow_hash::flow_hash_v6(&src, &dst, next_hdr, ports)
+    } else {
+        0
+    };
+    forward(ctx, l2, route, Packet { ttl: hop_limit, len, tcp, flow }, ipv6_decrease_hop_limit)
 }
 
 /// What forwarding needs to know of an IP packet, whatever its family.
@@ -174,6 +189,21 @@ struct Packet {
     len: usize,
     /// Offset of the TCP header from the IP header, when there is one.
     tcp: Option<usize>,
+    /// The 5-tuple's hash (multipath routes only): picks the ECMP leg.
+    flow: u32,
+}
+
+/// The source and destination ports of a TCP, UDP or SCTP header at `off`
+/// (the same two words in all three); zeros for other protocols.
+#[inline(always)]
+fn l4_ports(ctx: &XdpContext, off: usize, proto: u8) -> [u8; 4] {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_SCTP {
+        return [0; 4];
+    }
+    match ptr_at::<[u8; 4]>(ctx, off) {
+        Some(p) => unsafe { *p },
+        None => [0; 4],
+    }
 }
 
 /// The family-independent rest of the path, in the kernel's order: route
@@ -187,7 +217,7 @@ fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
     packet: Packet,
     decrease_ttl: D,
 ) -> Step<Verdict> {
-    let hop = next_hop_of(route)?;
+    let hop = next_hop_of(route, packet.flow)?;
     if packet.ttl <= 1 {
         return Err(Verdict::pass(Reason::TtlExceeded));
     }
@@ -211,8 +241,9 @@ struct Hop {
     advmss: u32,
 }
 
-/// Turns a route into a next hop and an MTU, or the verdict its type calls for.
-fn next_hop_of(route: &RouteEntry) -> Step<Hop> {
+/// Turns a route into a next hop (the flow's leg, for a multipath route) and
+/// an MTU, or the verdict its type calls for.
+fn next_hop_of(route: &RouteEntry, flow: u32) -> Step<Hop> {
     match route.kind() {
         Some(RouteKind::Unicast) => {}
         Some(RouteKind::Local) => return Err(Verdict::pass(Reason::Local)),
@@ -221,7 +252,8 @@ fn next_hop_of(route: &RouteEntry) -> Step<Hop> {
         Some(RouteKind::Prohibit) => return Err(Verdict::pass(Reason::Prohibit)),
         None => return Err(Verdict::pass(Reason::BadReference)),
     }
-    let nh = fib::nexthop(route.nexthop).ok_or(Verdict::pass(Reason::BadReference))?;
+    let id = fib::route_nexthop_id(route, flow).ok_or(Verdict::pass(Reason::BadReference))?;
+    let nh = fib::nexthop(id).ok_or(Verdict::pass(Reason::BadReference))?;
     if !nh.is_usable() {
         return Err(Verdict::pass(Reason::NoNeighbour));
     }

@@ -186,9 +186,11 @@ impl LabRun {
         LabRun::start_with(tag, mode, extra_args, "")
     }
 
-    /// As [`LabRun::start`], with `extra_config` appended to rtr's config.
+    /// As [`LabRun::start`], with `extra_config` appended to rtr's config;
+    /// the routes come from the config (`--source config`).
     pub fn start_with(tag: &str, mode: &str, extra_args: &[&str], extra_config: &str) -> LabRun {
-        LabRun::start_custom(tag, mode, extra_args, &|lab| lab.router_config() + extra_config)
+        let args: Vec<&str> = ["--source", "config"].iter().chain(extra_args).copied().collect();
+        LabRun::start_custom(tag, mode, &args, &|lab| lab.router_config() + extra_config)
     }
 
     /// As [`LabRun::start`], with rtr's config made by `config` from the lab.

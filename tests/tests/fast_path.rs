@@ -378,3 +378,48 @@ fn ipv6_syn_mss_is_clamped_and_private_advmss_applies() {
     let (input, expected) = syn4([10, 3, 0, 9], SYN, &mss_option(1460), &mss_option(1260));
     assert_eq!(fp.run(&input).unwrap().frame, expected);
 }
+
+/// An ECMP route: each flow takes the leg its 5-tuple's hash picks (the
+/// bucket the agent gave that leg), ports included, and keeps it; a group
+/// id outside NH_GROUPS is a bad reference, never a forward.
+#[test]
+fn multipath_routes_pick_the_leg_of_the_flows_hash() {
+    use common::{flow_hash::flow_hash_v4, NextHopGroup};
+    let mut fp = fixture();
+    let leg_mac = |leg: u32| [0x02, 0, 0, 0, 0x4c, leg as u8];
+    for leg in [10u32, 11] {
+        let nh = NextHop { ifindex: PORT, mtu: 1500, dmac: leg_mac(leg), smac: RTR_OUT_MAC, vlan: 0, flags: NextHop::USABLE };
+        fp.maps.put_nexthop(leg, &nh).unwrap();
+    }
+    let mut group = NextHopGroup::EMPTY;
+    for (i, b) in group.buckets.iter_mut().enumerate() {
+        *b = if i % 3 == 0 { 10 } else { 11 };
+    }
+    fp.maps.put_group(1, &group).unwrap();
+    let mut e = RouteEntry::new(RouteKind::Unicast, 1, MetricsRef::DEFAULT, 7);
+    e.flags = RouteEntry::MULTIPATH;
+    fp.maps.put_route(&net("10.12.0.0/24"), &e).unwrap();
+    let dst = [10, 12, 0, 1];
+    let mut legs_seen = std::collections::BTreeMap::new();
+    for sport in 0..256u16 {
+        let mut udp = [0u8; 8];
+        udp[..2].copy_from_slice(&(1024 + sport).to_be_bytes());
+        udp[2..4].copy_from_slice(&7000u16.to_be_bytes());
+        udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+        let f = eth(RTR_IN_MAC, HOST_MAC, None, ETH_P_IP, &ipv4_with(SRC4, dst, 64, 17, &udp));
+        let ports = [udp[0], udp[1], udp[2], udp[3]];
+        let expected = group.leg(flow_hash_v4(SRC4, dst, 17, ports));
+        for _ in 0..2 {
+            let o = fp.run(&f).unwrap();
+            assert_eq!((o.action, o.reason), (XDP_REDIRECT, Reason::Forwarded));
+            assert_eq!(o.frame[..6], leg_mac(expected), "flow {sport} on its hash's leg, every time");
+        }
+        *legs_seen.entry(expected).or_insert(0) += 1;
+    }
+    assert_eq!(legs_seen.len(), 2, "256 flows use both legs: {legs_seen:?}");
+    assert!(legs_seen[&10] > 40 && legs_seen[&11] > 120, "about 1/3 and 2/3: {legs_seen:?}");
+    // A group id beyond NH_GROUPS.
+    e.nexthop = common::capacity::NH_GROUPS;
+    fp.maps.put_route(&net("10.13.0.0/24"), &e).unwrap();
+    assert_eq!(fp.run(&frame4([10, 13, 0, 1], 64, 100)).unwrap().reason, Reason::BadReference);
+}

@@ -111,6 +111,10 @@ impl AgentProc {
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
+        // A failing test shows what the agent logged.
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{}", self.log());
+        }
         if self.child.is_some() {
             let _ = self.stop();
         }

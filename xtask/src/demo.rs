@@ -27,11 +27,17 @@ fn run_in(lab: &Lab, bin: &Path, mode: &str) -> Result<()> {
     }
     let dir = tempfile_dir()?;
     let cfg = dir.join("rtr.toml");
-    std::fs::write(&cfg, lab.router_config())?;
-    println!("== starting cowroute in {} on {} and {}", lab.rtr, lab.rtr_gen_if, lab.rtr_sink_if);
+    std::fs::write(&cfg, lab.hosts_config())?;
+    println!("== starting cowroute in {} on {} and {}, mirroring rtr's kernel FIB", lab.rtr, lab.rtr_gen_if, lab.rtr_sink_if);
     let pin_dir = Path::new("/sys/fs/bpf/cowroute-demo");
     let args = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.to_string()];
     let mut agent = AgentProc::start(&lab.rtr, pin_dir, &args, true)?;
+    // A kernel route with metrics, added while the agent runs: it reaches
+    // the maps with its metrics interned into METRICS_RO.
+    let add = ["-n", lab.rtr.as_str(), "route", "add", "10.50.0.0/16", "via", lab::SINK_V4, "mtu", "lock", "1400", "advmss", "1360"];
+    println!("== ip {}", add.join(" "));
+    sh::ip(&add)?;
+    std::thread::sleep(Duration::from_millis(200));
 
     println!("== traffic from gen to sink");
     let mut ok = true;
@@ -54,6 +60,8 @@ fn run_in(lab: &Lab, bin: &Path, mode: &str) -> Result<()> {
     for line in stats.lines().filter(|l| l.starts_with("reason") || !l.contains(" 0 ")) {
         println!("{line}");
     }
+    println!("== routes (cowroute show routes)");
+    print!("{}", sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "routes"]))?);
     println!("== shared metrics (cowroute show metrics)");
     let show = sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "metrics"]))?;
     print!("{show}");

@@ -27,6 +27,11 @@ pub const SINK_V6: &str = "fd00:2::2";
 /// A second address of sink: another destination under the same prefixes.
 pub const SINK2_V4: &str = "10.2.0.3";
 pub const SINK2_V6: &str = "fd00:2::3";
+/// The second rtr-sink link ([`Lab::add_second_link`]): rtr's end and sink's.
+pub const RTR_SINK_B_V4: &str = "10.3.0.1";
+pub const SINK_B_V4: &str = "10.3.0.2";
+pub const RTR_SINK_B_V6: &str = "fd00:3::1";
+pub const SINK_B_V6: &str = "fd00:3::2";
 
 pub struct Lab {
     pub tag: String,
@@ -119,18 +124,38 @@ impl Lab {
         self.wait_for_carrier()
     }
 
+    /// A second link between rtr ({t}r2, 10.3.0.1/24, fd00:3::1/64) and
+    /// sink ({t}s1, 10.3.0.2/24, fd00:3::2/64): two paths to one place, for
+    /// ECMP. Returns (rtr's end, sink's end). Sink accepts what arrives on
+    /// either (no reverse-path filter).
+    pub fn add_second_link(&self) -> Result<(String, String)> {
+        let (r2, s1) = (format!("{}r2", self.tag), format!("{}s1", self.tag));
+        sh::ip(&["link", "add", "name", &s1, "netns", &self.sink, "type", "veth", "peer", "name", &r2, "netns", &self.rtr])?;
+        for (ns, dev, v4, v6) in [(&self.rtr, &r2, RTR_SINK_B_V4, RTR_SINK_B_V6), (&self.sink, &s1, SINK_B_V4, SINK_B_V6)] {
+            sh::ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            sh::ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+            sh::ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        sh::run(&mut in_ns(&self.sink, "sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=0", &format!("net.ipv4.conf.{s1}.rp_filter=0")]))?;
+        Self::wait_up(&[(&self.rtr, &r2), (&self.sink, &s1)])?;
+        Ok((r2, s1))
+    }
+
     /// A veth's carrier comes up asynchronously after `ip link set up`: wait
     /// for every end to be operationally up, so that the lab is ready when
     /// `up` returns.
     fn wait_for_carrier(&self) -> Result<()> {
-        let ends = [
+        Self::wait_up(&[
             (&self.gen, &self.gen_if),
             (&self.rtr, &self.rtr_gen_if),
             (&self.rtr, &self.rtr_sink_if),
             (&self.sink, &self.sink_if),
-        ];
+        ])
+    }
+
+    fn wait_up(ends: &[(&String, &String)]) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        for (ns, dev) in ends {
+        for &(ns, dev) in ends {
             loop {
                 let state = sh::ip(&["-n", ns, "-br", "link", "show", "dev", dev])?;
                 if state.split_whitespace().nth(1) == Some("UP") {

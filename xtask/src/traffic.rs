@@ -28,9 +28,13 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Sen
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
     pub from: IpAddr,
+    /// The sender's port: which flow this is.
+    pub port: u16,
     pub len: usize,
     /// IPv4 TTL or IPv6 hop limit on arrival.
     pub ttl: u8,
+    /// The interface it arrived on.
+    pub ifindex: u32,
 }
 
 /// A UDP socket bound in a namespace, reporting each datagram's TTL.
@@ -49,13 +53,15 @@ impl UdpSink {
             libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &rcvbuf as *const _ as *const libc::c_void, 4);
         }
         let on: libc::c_int = 1;
-        let (level, opt) = if addr.is_ipv4() {
-            (libc::IPPROTO_IP, libc::IP_RECVTTL)
+        let opts = if addr.is_ipv4() {
+            [(libc::IPPROTO_IP, libc::IP_RECVTTL), (libc::IPPROTO_IP, libc::IP_PKTINFO)]
         } else {
-            (libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT)
+            [(libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT), (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)]
         };
-        if unsafe { libc::setsockopt(fd, level, opt, &on as *const _ as *const libc::c_void, size_of::<libc::c_int>() as u32) } != 0 {
-            bail!("setsockopt TTL reporting: {}", std::io::Error::last_os_error());
+        for (level, opt) in opts {
+            if unsafe { libc::setsockopt(fd, level, opt, &on as *const _ as *const libc::c_void, size_of::<libc::c_int>() as u32) } != 0 {
+                bail!("setsockopt TTL/ingress reporting: {}", std::io::Error::last_os_error());
+            }
         }
         Ok(UdpSink { sock })
     }
@@ -101,37 +107,60 @@ impl UdpSink {
             }
             return Err(e.into());
         }
-        let mut ttl = None;
+        let (mut ttl, mut ifindex) = (None, 0);
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
-                let (l, t) = ((*c).cmsg_level, (*c).cmsg_type);
-                if (l == libc::IPPROTO_IP && t == libc::IP_TTL) || (l == libc::IPPROTO_IPV6 && t == libc::IPV6_HOPLIMIT) {
-                    ttl = Some(*(libc::CMSG_DATA(c) as *const libc::c_int) as u8);
+                let (l, t, data) = ((*c).cmsg_level, (*c).cmsg_type, libc::CMSG_DATA(c));
+                match (l, t) {
+                    (libc::IPPROTO_IP, libc::IP_TTL) | (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+                        ttl = Some(*(data as *const libc::c_int) as u8)
+                    }
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        ifindex = (*(data as *const libc::in_pktinfo)).ipi_ifindex as u32
+                    }
+                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                        ifindex = (*(data as *const libc::in6_pktinfo)).ipi6_ifindex
+                    }
+                    _ => {}
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
         }
-        let from = match from.ss_family as i32 {
+        let (from, port) = match from.ss_family as i32 {
             libc::AF_INET => {
                 let a = unsafe { *(&from as *const _ as *const libc::sockaddr_in) };
-                IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes())
+                (IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()), u16::from_be(a.sin_port))
             }
             _ => {
                 let a = unsafe { *(&from as *const _ as *const libc::sockaddr_in6) };
-                IpAddr::from(a.sin6_addr.s6_addr)
+                (IpAddr::from(a.sin6_addr.s6_addr), u16::from_be(a.sin6_port))
             }
         };
-        Ok(Some(Received { from, len: n as usize, ttl: ttl.ok_or_else(|| anyhow!("no TTL control message"))? }))
+        let ttl = ttl.ok_or_else(|| anyhow!("no TTL control message"))?;
+        Ok(Some(Received { from, port, len: n as usize, ttl, ifindex }))
     }
 }
 
 /// Sends `count` datagrams of `len` bytes from namespace `ns` to `to`, with
 /// the given TTL / hop limit, `gap` apart.
 pub fn udp_send(ns: &str, to: SocketAddr, count: usize, len: usize, ttl: u32, gap: Duration) -> Result<()> {
+    udp_send_from(ns, 0, to, count, len, ttl, gap)
+}
+
+/// `count` datagrams on each of the flows from source ports `ports` to `to`.
+pub fn udp_send_flows(ns: &str, ports: std::ops::Range<u16>, to: SocketAddr, count: usize) -> Result<()> {
+    for port in ports {
+        udp_send_from(ns, port, to, count, 64, 64, Duration::ZERO)?;
+    }
+    Ok(())
+}
+
+/// As [`udp_send`], from source port `port` (0: any).
+pub fn udp_send_from(ns: &str, port: u16, to: SocketAddr, count: usize, len: usize, ttl: u32, gap: Duration) -> Result<()> {
     in_netns(ns, move || {
-        let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
-        let sock = UdpSocket::bind(bind)?;
+        let any: IpAddr = if to.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+        let sock = UdpSocket::bind(SocketAddr::new(any, port))?;
         if to.is_ipv4() {
             sock.set_ttl(ttl)?;
         } else {

@@ -27,7 +27,7 @@ fn rib() -> Result<(DataPlane, Rib<MapWriter>)> {
 }
 
 fn route(prefix: &str, metrics: RouteMetrics) -> Result<RouteInput> {
-    Ok(RouteInput { prefix: prefix.parse()?, kind: RouteKind::Unicast, dev: Some(1), via: Some("10.255.255.254".parse()?), metrics })
+    Ok(RouteInput::new(prefix.parse()?, RouteKind::Unicast, Some(1), Some("10.255.255.254".parse()?), metrics))
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -110,7 +110,7 @@ pub fn metrics_memory(routes: usize, sets: usize, progress: &dyn Fn(&str)) -> Re
     for (i, p) in table.iter().enumerate() {
         let mut m = RouteMetrics::DEFAULT;
         m.set(Rtax::Mtu, 1400 + (i % sets) as u32 * 10);
-        rib.set_route(RouteInput { prefix: *p, kind: RouteKind::Unicast, dev: Some(1), via: Some("10.255.255.254".parse()?), metrics: m }, Instant::now())?;
+        rib.set_route(RouteInput::new(*p, RouteKind::Unicast, Some(1), Some("10.255.255.254".parse()?), m), Instant::now())?;
         if (i + 1) % 250_000 == 0 {
             progress(&format!("  loaded {}/{} routes ({:.1} s)", i + 1, routes, started.elapsed().as_secs_f64()));
         }

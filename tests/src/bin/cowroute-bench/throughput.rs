@@ -124,7 +124,7 @@ impl Bench {
         sh::run(&mut sh::in_ns(&self.lab.rtr, "sysctl", &["-qw", forward]))?;
         if mode != Mode::Kernel {
             let m = if mode == Mode::Native { "native" } else { "generic" };
-            let args = vec!["--config".into(), self.config.display().to_string(), "--xdp-mode".into(), m.into()];
+            let args = vec!["--source".into(), "config".into(), "--config".into(), self.config.display().to_string(), "--xdp-mode".into(), m.into()];
             self.agent = Some(AgentProc::start(&self.lab.rtr, &self.pin_dir, &args, false)?);
         }
         self.mode = Some(mode);
