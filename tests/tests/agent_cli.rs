@@ -45,7 +45,7 @@ fn bad_config_names_file_line_and_field_and_pins_nothing() {
     ];
     for (text, expected) in cases {
         std::fs::write(&cfg, text).unwrap();
-        let (code, err) = cowroute(&["--netns", &ns.0, "--pin-dir", &pin, "run", "--iface", "v0", "--config", cfg.to_str().unwrap()]);
+        let (code, err) = cowroute(&["--netns", &ns.0, "--pin-dir", &pin, "run", "--source", "config", "--iface", "v0", "--config", cfg.to_str().unwrap()]);
         assert_eq!(code, 1, "{err}");
         assert!(err.contains(&format!("{}{expected}", cfg.display())), "expected {expected:?} in: {err}");
         assert!(!std::path::Path::new(&pin).exists(), "nothing pinned on a config error");
