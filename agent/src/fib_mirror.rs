@@ -4,7 +4,7 @@
 
 use crate::{netlink_mirror::KernelRoute, rib::RouteInput};
 use ipnet::IpNet;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 /// What a route event does to the fast path's entry for its prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,11 +13,42 @@ pub enum Change {
     Delete(IpNet),
 }
 
+/// Which of a prefix's routes the kernel prefers: lowest priority, then
+/// device. IPv6 keeps one route per device for a prefix (`fe80::/64` on
+/// every link).
+type Rank = (u32, Option<u32>);
+
+/// The routes to one prefix, best first. Nearly always exactly one, so a
+/// vector sized to fit: a map per prefix would cost a B-tree node of eleven
+/// slots for each of a full table's million prefixes (2 KiB a route).
+#[derive(Debug, Default)]
+struct Candidates(Vec<(Rank, RouteInput)>);
+
+impl Candidates {
+    fn insert(&mut self, rank: Rank, route: RouteInput) {
+        match self.0.binary_search_by_key(&rank, |(r, _)| *r) {
+            Ok(i) => self.0[i].1 = route,
+            Err(i) => {
+                self.0.reserve_exact(1);
+                self.0.insert(i, (rank, route));
+            }
+        }
+    }
+
+    fn remove(&mut self, rank: Rank) {
+        if let Ok(i) = self.0.binary_search_by_key(&rank, |(r, _)| *r) {
+            self.0.remove(i);
+        }
+    }
+
+    fn best(&self) -> Option<&RouteInput> {
+        self.0.first().map(|(_, r)| r)
+    }
+}
+
 pub struct KernelFib {
     tables: BTreeSet<u32>,
-    /// prefix -> (priority, device) -> route. IPv6 keeps one route per
-    /// device for a prefix (`fe80::/64` on every link).
-    routes: HashMap<IpNet, BTreeMap<(u32, Option<u32>), RouteInput>>,
+    routes: HashMap<IpNet, Candidates>,
 }
 
 impl KernelFib {
@@ -31,14 +62,14 @@ impl KernelFib {
             return None;
         }
         let prefix = route.route.prefix;
-        let key = (route.priority, route.route.dev);
+        let rank = (route.priority, route.route.dev);
         let before = self.winner(&prefix).cloned();
         let slot = self.routes.entry(prefix).or_default();
         if present {
-            slot.insert(key, route.route);
+            slot.insert(rank, route.route);
         } else {
-            slot.remove(&key);
-            if slot.is_empty() {
+            slot.remove(rank);
+            if slot.0.is_empty() {
                 self.routes.remove(&prefix);
             }
         }
@@ -57,15 +88,15 @@ impl KernelFib {
         let old = std::mem::take(&mut self.routes);
         for route in dump {
             if self.tables.contains(&route.table) {
-                let key = (route.priority, route.route.dev);
-                self.routes.entry(route.route.prefix).or_default().insert(key, route.route);
+                let rank = (route.priority, route.route.dev);
+                self.routes.entry(route.route.prefix).or_default().insert(rank, route.route);
             }
         }
         let mut changes = Vec::new();
         for (prefix, routes) in &old {
             if !self.routes.contains_key(prefix) {
                 changes.push(Change::Delete(*prefix));
-            } else if routes.values().next() != self.winner(prefix) {
+            } else if routes.best() != self.winner(prefix) {
                 changes.push(Change::Set(self.winner(prefix).expect("present").clone()));
             }
         }
@@ -76,7 +107,7 @@ impl KernelFib {
     }
 
     fn winner(&self, prefix: &IpNet) -> Option<&RouteInput> {
-        self.routes.get(prefix)?.values().next()
+        self.routes.get(prefix)?.best()
     }
 
 

@@ -319,3 +319,136 @@ pub fn mss_option(mss: u16) -> [u8; 4] {
     let [hi, lo] = mss.to_be_bytes();
     [2, 4, hi, lo]
 }
+
+/// Synthetic route tables with an Internet-like shape, the same on every run.
+pub mod synthetic {
+    use ipnet::IpNet;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// A small deterministic PRNG (xorshift64*), so every run builds the same table.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(seed.max(1))
+        }
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    /// An Internet-like IPv4 prefix-length mix: most /24, then /22-/23, /16-/21,
+    /// a few shorter.
+    pub fn v4_prefix_len(r: u64) -> u8 {
+        match r % 100 {
+            0..=59 => 24,
+            60..=69 => 23,
+            70..=77 => 22,
+            78..=83 => 21,
+            84..=88 => 20,
+            89..=92 => 19,
+            93..=95 => 18,
+            96..=97 => 16,
+            _ => 12 + (r / 100 % 4) as u8,
+        }
+    }
+
+    /// `n` distinct random IPv4 prefixes (none covering 10.2.0.0/24, the probe's route).
+    pub fn v4_table(n: usize, seed: u64) -> Vec<IpNet> {
+        v4_table_where(n, seed, |p| !p.contains(&IpAddr::from([10, 2, 0, 2])))
+    }
+
+    /// `n` distinct random IPv4 prefixes the kernel takes as unicast routes and
+    /// that stay clear of the lab (10/8): first octet 1-223 but 10 and 127.
+    pub fn v4_kernel_table(n: usize, seed: u64) -> Vec<IpNet> {
+        v4_table_where(n, seed, |p| {
+            let IpAddr::V4(a) = p.addr() else { return false };
+            let first = a.octets()[0];
+            p.prefix_len() >= 8 && (1..=223).contains(&first) && first != 10 && first != 127
+        })
+    }
+
+    fn v4_table_where(n: usize, seed: u64, keep: impl Fn(&IpNet) -> bool) -> Vec<IpNet> {
+        let mut rng = Rng::new(seed);
+        let mut set = std::collections::HashSet::with_capacity(n);
+        let mut table = Vec::with_capacity(n);
+        while table.len() < n {
+            let r = rng.next();
+            let addr = Ipv4Addr::from((r >> 32) as u32 | 0x0100_0000);
+            let p = IpNet::new(addr.into(), v4_prefix_len(r)).unwrap().trunc();
+            if keep(&p) && set.insert(p) {
+                table.push(p);
+            }
+        }
+        table
+    }
+
+    /// `n` random IPv6 prefixes under 2000::/3, mostly /48 and /32-/44.
+    pub fn v6_table(n: usize, seed: u64) -> Vec<IpNet> {
+        let mut rng = Rng::new(seed);
+        let mut set = std::collections::HashSet::with_capacity(n);
+        while set.len() < n {
+            let (a, b) = (rng.next(), rng.next());
+            let addr = Ipv6Addr::from(((a as u128) << 64 | b as u128) & !(0xe000u128 << 112) | (0x2000u128 << 112));
+            let len = match b % 10 {
+                0..=5 => 48,
+                6 => 32,
+                7 => 40,
+                8 => 44,
+                _ => 56,
+            };
+            set.insert(IpNet::new(addr.into(), len).unwrap().trunc());
+        }
+        set.into_iter().collect()
+    }
+}
+
+/// Large route tables put into a lab's kernel FIB with `ip -batch`.
+pub mod kernel_table {
+    use anyhow::{Context as _, Result};
+    use ipnet::IpNet;
+    use std::time::{Duration, Instant};
+    use xtask::{lab::Lab, sh};
+
+    /// A gateway on rtr's sink link, with the MAC rtr knows it by.
+    #[derive(Debug, Clone)]
+    pub struct Gateway {
+        pub addr: String,
+        pub mac: [u8; 6],
+    }
+
+    /// `n` gateways 10.2.0.10, .11, ... as permanent neighbours of rtr with
+    /// made-up MACs (02:00:00:00:0a:NN), so that each next hop has a MAC
+    /// of its own to be told apart by.
+    pub fn gateways(lab: &Lab, n: u8) -> Result<Vec<Gateway>> {
+        (0..n)
+            .map(|i| {
+                let addr = format!("10.2.0.{}", 10 + i);
+                let mac = [0x02, 0, 0, 0, 0x0a, 10 + i];
+                let text = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+                sh::ip(&["-n", &lab.rtr, "neigh", "replace", &addr, "lladdr", &text, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
+                Ok(Gateway { addr, mac })
+            })
+            .collect()
+    }
+
+    /// Runs `ip -batch` in rtr with one `route VERB PREFIX via GW [extra]` per
+    /// prefix, gateways taken in turn. Returns how long the kernel took.
+    pub fn batch(lab: &Lab, verb: &str, table: &[IpNet], gateways: &[Gateway], extra: &str) -> Result<Duration> {
+        let mut cmds = String::with_capacity(table.len() * 48);
+        for (i, p) in table.iter().enumerate() {
+            let gw = &gateways[i % gateways.len()].addr;
+            cmds += &format!("route {verb} {p} via {gw} {extra}\n");
+        }
+        let file = std::env::temp_dir().join(format!("cowroute-{}-{verb}.batch", lab.tag));
+        std::fs::write(&file, cmds)?;
+        let start = Instant::now();
+        let r = sh::run(sh::cmd("ip", &["-n", &lab.rtr, "-batch"]).arg(&file)).with_context(|| format!("ip -batch route {verb}"));
+        let took = start.elapsed();
+        let _ = std::fs::remove_file(&file);
+        r.map(|_| took)
+    }
+}

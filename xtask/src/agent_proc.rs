@@ -43,7 +43,7 @@ impl AgentProc {
         let mut cmd = Command::new(&bin);
         cmd.args(["--netns", netns, "--pin-dir"]).arg(pin_dir).arg("--control-socket").arg(&control_socket);
         cmd.arg("run").args(run_args);
-        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,netlink_proto=error".into()));
         cmd.env("NO_COLOR", "1");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;

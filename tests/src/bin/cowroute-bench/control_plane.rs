@@ -103,7 +103,7 @@ fn rss_kib() -> f64 {
 /// Loads `routes` IPv4 prefixes with `sets` distinct metric sets through the
 /// agent's write path and counts what the metrics take.
 pub fn metrics_memory(routes: usize, sets: usize, progress: &dyn Fn(&str)) -> Result<MemoryFigures> {
-    let table = crate::program_cost::v4_table(routes, 7);
+    let table = cowroute_tests::synthetic::v4_table(routes, 7);
     let (_dp, mut rib) = rib()?;
     let rss0 = rss_kib();
     let started = Instant::now();

@@ -4,6 +4,7 @@
 //! plots to the output directory.
 
 mod control_plane;
+mod fib_scale;
 mod plots;
 mod program_cost;
 mod stats;
@@ -24,6 +25,8 @@ struct Config {
     lab_seconds: f64,
     cow_dests: usize,
     memory_routes: usize,
+    fib_routes: usize,
+    fib_churn: usize,
 }
 
 fn config() -> Config {
@@ -31,9 +34,9 @@ fn config() -> Config {
     let quick = args.iter().any(|a| a == "--quick");
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map_or("target/bench".into(), PathBuf::from);
     if quick {
-        Config { quick, out, repeat: 200_000, runs: 3, v4_tables: vec![0, 1_000, 100_000], v6_table: 20_000, lab_seconds: 0.5, cow_dests: 10_000, memory_routes: 100_000 }
+        Config { quick, out, repeat: 200_000, runs: 3, v4_tables: vec![0, 1_000, 100_000], v6_table: 20_000, lab_seconds: 0.5, cow_dests: 10_000, memory_routes: 100_000, fib_routes: 100_000, fib_churn: 20_000 }
     } else {
-        Config { quick, out, repeat: 1_000_000, runs: 5, v4_tables: vec![0, 1_000, 100_000, 1_000_000], v6_table: 200_000, lab_seconds: 3.0, cow_dests: 50_000, memory_routes: 1_000_000 }
+        Config { quick, out, repeat: 1_000_000, runs: 5, v4_tables: vec![0, 1_000, 100_000, 1_000_000], v6_table: 200_000, lab_seconds: 3.0, cow_dests: 50_000, memory_routes: 1_000_000, fib_routes: 1_000_000, fib_churn: 100_000 }
     }
 }
 
@@ -64,6 +67,7 @@ struct Report {
     lab: Vec<LabRow>,
     cow: control_plane::CowFigures,
     memory: control_plane::MemoryFigures,
+    fib: fib_scale::FibScaleFigures,
 }
 
 fn main() -> Result<()> {
@@ -76,11 +80,11 @@ fn main() -> Result<()> {
     let mut cost = Vec::new();
     for &n in &cfg.v4_tables {
         say(&format!("ipv4 table of {} prefixes", n + 1));
-        let table = program_cost::v4_table(n, 42);
+        let table = cowroute_tests::synthetic::v4_table(n, 42);
         cost.push(program_cost::measure("ipv4", &table, cfg.repeat, cfg.runs, &say)?);
     }
     say(&format!("ipv6 table of {} prefixes", cfg.v6_table + 1));
-    cost.push(program_cost::measure("ipv6", &program_cost::v6_table(cfg.v6_table, 43), cfg.repeat, cfg.runs, &say)?);
+    cost.push(program_cost::measure("ipv6", &cowroute_tests::synthetic::v6_table(cfg.v6_table, 43), cfg.repeat, cfg.runs, &say)?);
 
     say("lab throughput: kernel forwarding, native, generic; trafgen on CPU 0; modes interleaved round by round");
     let cases: &[(usize, u32)] = if cfg.quick { &[(64, 1), (64, 256)] } else { &[(64, 1), (64, 256), (1500, 1), (1500, 256)] };
@@ -127,6 +131,8 @@ fn main() -> Result<()> {
     let cow = control_plane::cow_latency(cfg.cow_dests)?;
     say(&format!("metrics memory: {} routes, 10 distinct metric sets", cfg.memory_routes));
     let memory = control_plane::metrics_memory(cfg.memory_routes, 10, &say)?;
+    say(&format!("kernel FIB mirror: {} routes with ip -batch into a lab router, then {} replaced", cfg.fib_routes, cfg.fib_churn));
+    let fib = fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?;
 
     let report = Report {
         repeat: cfg.repeat,
@@ -137,6 +143,7 @@ fn main() -> Result<()> {
         lab,
         cow,
         memory,
+        fib,
     };
     std::fs::write(cfg.out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
     plots::write(&cfg.out, &report.program_cost, &report.lab.iter().map(|r| (r.mode.name(), r.size, r.flows, r.delivered_pps.median)).collect::<Vec<_>>())?;
@@ -180,5 +187,13 @@ fn markdown(r: &Report) -> String {
         "\n## Metrics memory\n\n{} IPv4 routes with {} distinct metric sets, loaded through the agent's write path in {:.1} s ({:.0} routes/s): {} shared METRICS_RO slots in use = {} bytes of metrics, against {} bytes ({:.1} MiB) with one copy per route. Agent RSS grew {:.0} MiB.\n",
         m.routes, m.distinct_sets, m.load_seconds, m.routes_per_second, m.metrics_ro_slots_used, m.shared_metrics_bytes, m.private_metrics_bytes, m.private_metrics_bytes as f64 / 1048576.0, m.agent_rss_growth_mib
     );
+    let f = &r.fib;
+    s += &format!(
+        "\n## Kernel FIB mirror at scale (`--source kernel`, lab router)\n\n{} IPv4 routes (Internet-like prefix lengths, 4 gateways) put into rtr's kernel with `ip -batch` while the agent runs: the kernel took {:.1} s; the maps held every route {:.1} s after the batch began ({:.0} routes/s; goal: under 10 s). Churn: {} `route replace` with a new MTU, kernel {:.1} s, applied by the agent {:.1} s after the batch began ({:.0} routes/s; goal: at least 100,000/s). Netlink overruns: {}. Agent RSS {:.0} MiB. Map memory (kernel accounting) {:.1} MiB:\n\n| map | bytes |\n|---|---:|\n",
+        f.routes, f.kernel_insert_seconds, f.mirrored_seconds, f.mirrored_routes_per_second, f.churn_routes, f.churn_kernel_seconds, f.churn_seconds, f.churn_routes_per_second, f.overruns, f.agent_rss_mib, f.map_memory_total_mib
+    );
+    for m in &f.map_memory {
+        s += &format!("| {} | {} |\n", m.map, m.bytes);
+    }
     s
 }

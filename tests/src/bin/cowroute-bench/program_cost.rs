@@ -9,7 +9,7 @@ use common::{MetricsRef, NextHop, RouteEntry, RouteKind, RouteMetrics};
 use cowroute::dataplane::PROG_FORWARD;
 use cowroute_tests::{eth, ipv4_udp, ipv6_udp, FastPath, ETH_P_IP, ETH_P_IPV6, XDP_REDIRECT};
 use ipnet::IpNet;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// One table's figures. "lookup": ns/pkt over `repeat` (at least 1,000,000)
 /// repetitions in one call; the kernel reuses one buffer, so after the probe's
@@ -29,71 +29,6 @@ pub struct CostRow {
     pub forward_rw_ns: Summary,
     /// median RW / median RO, whole forwarding path
     pub forward_rw_over_ro: f64,
-}
-
-/// A small deterministic PRNG (xorshift64*), so every run builds the same table.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// An Internet-like IPv4 prefix-length mix: most /24, then /22-/23, /16-/21,
-/// a few shorter.
-pub fn v4_prefix_len(r: u64) -> u8 {
-    match r % 100 {
-        0..=59 => 24,
-        60..=69 => 23,
-        70..=77 => 22,
-        78..=83 => 21,
-        84..=88 => 20,
-        89..=92 => 19,
-        93..=95 => 18,
-        96..=97 => 16,
-        _ => 12 + (r / 100 % 4) as u8,
-    }
-}
-
-/// `n` distinct random IPv4 prefixes (none covering 10.2.0.0/24, the probe's route).
-pub fn v4_table(n: usize, seed: u64) -> Vec<IpNet> {
-    let mut rng = Rng::new(seed);
-    let mut set = std::collections::HashSet::with_capacity(n);
-    while set.len() < n {
-        let r = rng.next();
-        let addr = Ipv4Addr::from((r >> 32) as u32 | 0x0100_0000);
-        let p = IpNet::new(addr.into(), v4_prefix_len(r)).unwrap().trunc();
-        if !p.contains(&std::net::IpAddr::from([10, 2, 0, 2])) {
-            set.insert(p);
-        }
-    }
-    set.into_iter().collect()
-}
-
-/// `n` random IPv6 prefixes under 2000::/3, mostly /48 and /32-/44.
-pub fn v6_table(n: usize, seed: u64) -> Vec<IpNet> {
-    let mut rng = Rng::new(seed);
-    let mut set = std::collections::HashSet::with_capacity(n);
-    while set.len() < n {
-        let (a, b) = (rng.next(), rng.next());
-        let addr = Ipv6Addr::from(((a as u128) << 64 | b as u128) & !(0xe000u128 << 112) | (0x2000u128 << 112));
-        let len = match b % 10 {
-            0..=5 => 48,
-            6 => 32,
-            7 => 40,
-            8 => 44,
-            _ => 56,
-        };
-        set.insert(IpNet::new(addr.into(), len).unwrap().trunc());
-    }
-    set.into_iter().collect()
 }
 
 /// Repetitions per call that are all forwarded: the TTL (255) lasts.

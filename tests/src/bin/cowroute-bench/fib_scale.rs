@@ -1,0 +1,162 @@
+//! The kernel FIB mirror at scale: a full table put into a lab router's
+//! kernel with `ip -batch` while the agent runs (`--source kernel`), then
+//! churn (replaces with new metrics). Records how long until the maps hold
+//! every route, routes per second applied, agent RSS and map memory.
+
+use anyhow::{bail, Context as _, Result};
+use cowroute::control::{Client, Request};
+use cowroute_tests::{kernel_table, synthetic};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+use xtask::{agent_proc::AgentProc, lab::Lab, sh};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MapMemory {
+    pub map: &'static str,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FibScaleFigures {
+    pub routes: usize,
+    /// `ip -batch` of the whole table, kernel side.
+    pub kernel_insert_seconds: f64,
+    /// From the batch's start until the maps held every route.
+    pub mirrored_seconds: f64,
+    pub mirrored_routes_per_second: f64,
+    pub churn_routes: usize,
+    pub churn_kernel_seconds: f64,
+    /// From the churn batch's start until the agent had applied all of it.
+    pub churn_seconds: f64,
+    pub churn_routes_per_second: f64,
+    /// Netlink overruns (each answered by a full resync) during load and churn.
+    pub overruns: u64,
+    pub agent_rss_mib: f64,
+    pub map_memory: Vec<MapMemory>,
+    pub map_memory_total_mib: f64,
+}
+
+fn stats(c: &mut Client) -> Result<serde_json::Value> {
+    c.call(&Request::Stats).context("agent stats")
+}
+
+fn get(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// What each pinned map holds in kernel memory (bpftool's `bytes_memlock`,
+/// the kernel's own accounting of the map).
+fn map_memory(pin_dir: &Path) -> Result<Vec<MapMemory>> {
+    common::maps::ALL
+        .iter()
+        .map(|name| {
+            let out = sh::run(sh::cmd("bpftool", &["-j", "map", "show", "pinned"]).arg(pin_dir.join(name)))?;
+            let v: serde_json::Value = serde_json::from_str(&out)?;
+            Ok(MapMemory { map: name, bytes: v["bytes_memlock"].as_u64().unwrap_or(0) })
+        })
+        .collect()
+}
+
+/// Runs `ip -batch` on a thread and polls the agent until `done` holds,
+/// with a progress line every second. Returns (kernel seconds, seconds until done).
+fn timed_batch(lab: &Lab, client: &mut Client, verb: &'static str, table: Vec<ipnet::IpNet>, gateways: Vec<kernel_table::Gateway>, extra: &'static str, done: &dyn Fn(&serde_json::Value) -> bool, progress: &dyn Fn(&str)) -> Result<(f64, f64)> {
+    let lab_named = Lab::named(&lab.tag)?;
+    let start = Instant::now();
+    let n = table.len();
+    let kernel = std::thread::spawn(move || {
+        let r = kernel_table::batch(&lab_named, verb, &table, &gateways, extra);
+        std::mem::forget(lab_named); // names only: the lab is torn down by its owner
+        r
+    });
+    let mut last_line = Instant::now();
+    let mut kernel_seconds = None;
+    loop {
+        let s = stats(client)?;
+        if kernel.is_finished() && kernel_seconds.is_none() {
+            kernel_seconds = Some(start.elapsed().as_secs_f64());
+        }
+        if done(&s) {
+            let took = start.elapsed().as_secs_f64();
+            let k = kernel.join().map_err(|_| anyhow::anyhow!("ip -batch thread panicked"))??;
+            return Ok((k.as_secs_f64(), took));
+        }
+        if last_line.elapsed() >= Duration::from_secs(1) {
+            progress(&format!("  {verb} {n}: agent has {} routes, {} events, {} overruns ({:.1} s)", get(&s, &["routes"]), get(&s, &["netlink", "events"]), get(&s, &["netlink", "overruns"]), start.elapsed().as_secs_f64()));
+            last_line = Instant::now();
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("{verb} of {n} routes not applied after 600 s: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<FibScaleFigures> {
+    let tag = format!("f{}", std::process::id() % 100_000);
+    let lab = Lab::up(&tag)?;
+    let dir = cowroute_tests::TempDir::new(&tag);
+    let config = dir.0.join("rtr.toml");
+    std::fs::write(&config, lab.hosts_config())?;
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}"));
+    // A receive buffer for a full table's burst of notifications.
+    let args: Vec<String> = ["--config", &config.display().to_string(), "--xdp-mode", "generic", "--netlink-rcvbuf", "536870912"].iter().map(|s| s.to_string()).collect();
+    let agent = AgentProc::start(&lab.rtr, &pin_dir, &args, false)?;
+    let mut client = Client::connect(&agent.control_socket)?;
+    let gateways = kernel_table::gateways(&lab, 4)?;
+    let base = stats(&mut client)?;
+    let (base_routes, base_overruns) = (get(&base, &["routes"]), get(&base, &["netlink", "overruns"]));
+
+    progress(&format!("  generating {routes} routes (Internet-like prefix lengths)"));
+    let table = synthetic::v4_kernel_table(routes, 17);
+    let want = base_routes + routes as u64;
+    let (kernel_insert, mirrored) = timed_batch(&lab, &mut client, "add", table.clone(), gateways.clone(), "", &|s| get(s, &["routes"]) >= want, progress)?;
+    let rss = rss_mib(agent.pid());
+    let maps = map_memory(&pin_dir)?;
+
+    // Churn: the first `churn` routes replaced with a new MTU (a new shared
+    // metric set each route moves to). Done when the agent has applied that
+    // many events, or has resynced past an overrun and gone quiet.
+    let before = stats(&mut client)?;
+    let (events0, overruns0) = (get(&before, &["netlink", "events"]), get(&before, &["netlink", "overruns"]));
+    let quiet = std::cell::Cell::new((0u64, Instant::now()));
+    let churned = table[..churn.min(table.len())].to_vec();
+    let (churn_kernel, churn_secs) = timed_batch(&lab, &mut client, "replace", churned, gateways, "mtu 1400", &|s| {
+        let events = get(s, &["netlink", "events"]);
+        if events - events0 >= churn as u64 {
+            return true;
+        }
+        let (last, since) = quiet.get();
+        if events != last {
+            quiet.set((events, Instant::now()));
+            return false;
+        }
+        get(s, &["netlink", "overruns"]) > overruns0 && since.elapsed() > Duration::from_millis(500)
+    }, progress)?;
+    let after = stats(&mut client)?;
+    let total: u64 = maps.iter().map(|m| m.bytes).sum();
+    drop(agent);
+    lab.down()?;
+    Ok(FibScaleFigures {
+        routes,
+        kernel_insert_seconds: kernel_insert,
+        mirrored_seconds: mirrored,
+        mirrored_routes_per_second: routes as f64 / mirrored,
+        churn_routes: churn,
+        churn_kernel_seconds: churn_kernel,
+        churn_seconds: churn_secs,
+        churn_routes_per_second: churn as f64 / churn_secs,
+        overruns: get(&after, &["netlink", "overruns"]) - base_overruns,
+        agent_rss_mib: rss,
+        map_memory: maps,
+        map_memory_total_mib: total as f64 / 1048576.0,
+    })
+}
