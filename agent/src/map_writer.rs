@@ -104,4 +104,14 @@ impl MapWriter {
             .insert(ifindex, ifindex, None, 0)
             .with_context(|| format!("adding ifindex {ifindex} to EGRESS_PORTS (does the driver support XDP redirect?)"))
     }
+
+    /// Removes a port; one the kernel already dropped (its device was
+    /// unregistered) is not an error.
+    pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+        match self.egress_ports.remove(ifindex) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing ifindex {ifindex} from EGRESS_PORTS")),
+        }
+    }
 }

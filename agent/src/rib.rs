@@ -42,6 +42,7 @@ pub trait MapSink {
     fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
     fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
     fn add_port(&mut self, ifindex: u32) -> Result<()>;
+    fn remove_port(&mut self, ifindex: u32) -> Result<()>;
 }
 
 impl MapSink for crate::map_writer::MapWriter {
@@ -65,6 +66,9 @@ impl MapSink for crate::map_writer::MapWriter {
     }
     fn add_port(&mut self, ifindex: u32) -> Result<()> {
         crate::map_writer::MapWriter::add_port(self, ifindex)
+    }
+    fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+        crate::map_writer::MapWriter::remove_port(self, ifindex)
     }
 }
 
@@ -376,6 +380,11 @@ impl<S: MapSink> Rib<S> {
                     self.link_changed(link)?;
                 }
                 self.links.remove(&index);
+                // The kernel drops a vanished device from the DEVMAP itself;
+                // our record of the ports follows (and says so if it did not).
+                if self.ports.remove(&index) {
+                    self.sink.remove_port(index)?;
+                }
                 Ok(())
             }
             Event::Address { index: _, addr, present } => self.address_changed(addr, present, now),
@@ -1089,6 +1098,10 @@ pub mod memory {
         }
         fn add_port(&mut self, ifindex: u32) -> Result<()> {
             self.ports.insert(ifindex);
+            Ok(())
+        }
+        fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+            self.ports.remove(&ifindex);
             Ok(())
         }
     }

@@ -136,6 +136,18 @@ fn link_down_and_neighbour_flush_leave_the_fast_path_until_they_recover() {
         assert!(Instant::now() < deadline, "forwarding did not resume after link up");
     }
 
+    // An MTU change on the link reaches the next hop: 1450 bytes no longer fit 1400.
+    sh::ip(&["-n", &rtr, "link", "set", &r1, "mtu", "1400"]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let to: SocketAddr = format!("{}:7510", lab::SINK_V4).parse().unwrap();
+    let big = run.counter("too_big");
+    traffic::udp_send(&run.lab.gen, to, 5, 1422, 64, Duration::from_millis(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(run.counter("too_big") - big, 5, "1450-byte packets exceed the new device MTU");
+    sh::ip(&["-n", &rtr, "link", "set", &r1, "mtu", "1500"]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(udp_through(&run, 7511, 5), 5);
+
     // Neighbour flush: the host entry goes, packets leave as "no neighbour";
     // the agent has the kernel resolve the configured neighbour again.
     sh::ip(&["-n", &rtr, "neigh", "flush", "dev", &r1]).unwrap();
@@ -220,6 +232,27 @@ fn ecmp_route_spreads_flows_over_both_legs_and_keeps_each_on_one() {
     std::thread::sleep(Duration::from_millis(300));
     let after = flows_by_leg(&run, 20000..20256, "10.9.0.1:7601".parse().unwrap());
     assert!(after.values().all(|l| l == &BTreeSet::from([legs[0]])), "all flows on the live leg: {after:?}");
+
+    // The link removed while running: it leaves EGRESS_PORTS, the other stays.
+    let ports = || -> Vec<u64> {
+        let text = sh::run(sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(run.pin_dir.join("EGRESS_PORTS"))).unwrap();
+        let entries: serde_json::Value = serde_json::from_str(&text).unwrap();
+        entries.as_array().unwrap().iter().map(|e| {
+            let bytes: Vec<u8> = e["key"].as_array().unwrap().iter().map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()).collect();
+            u32::from_ne_bytes(bytes[..4].try_into().unwrap()) as u64
+        }).collect()
+    };
+    let r2_index = ifindex(&rtr, &r2) as u64;
+    assert!(ports().contains(&r2_index));
+    sh::ip(&["-n", &rtr, "link", "del", &r2]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while ports().contains(&r2_index) {
+        assert!(Instant::now() < deadline, "a deleted link stays in EGRESS_PORTS: {:?}", ports());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ports().contains(&(ifindex(&rtr, &r1) as u64)));
+    let after = flows_by_leg(&run, 20000..20064, "10.9.0.1:7602".parse().unwrap());
+    assert!(after.values().all(|l| l == &BTreeSet::from([legs[0]])), "{after:?}");
 }
 
 /// rtr's kernel main table, IPv4: prefix -> route MTU (0: none).
