@@ -5,7 +5,7 @@ use crate::{
     config::{self, Config},
     control::{self, Request, Response},
     cow::Source,
-    dataplane::{DataPlane, LoadOptions, ModeChoice},
+    dataplane::{Attached, DataPlane, LoadOptions, ModeChoice},
     fib_mirror::{Change, KernelFib},
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub default_expires: Duration,
     /// SO_RCVBUF of the netlink subscription.
     pub netlink_rcvbuf: u32,
+    /// Leave the data plane in place on exit.
+    pub keep_on_exit: bool,
 }
 
 /// How the netlink mirror is doing.
@@ -319,7 +321,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
     let server = tokio::spawn(control::serve(listener, calls_tx));
 
-    let mut dp = DataPlane::load(&opts.load)?;
+    // Pinned maps of an earlier agent are adopted, contents and all.
+    let (mut dp, adopting) = DataPlane::load_pinned(&opts.load, &opts.pin_dir)?;
+    dp.keep_on_exit = opts.keep_on_exit;
     let logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
         Ok(l) => Some(unsafe { AsyncFd::register(l) }.map_err(|e| anyhow!("polling aya-log: {e}"))?),
@@ -328,11 +332,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             None
         }
     };
-    dp.pin_maps(&opts.pin_dir)?;
     let counters: PerCpuArray<MapData, Counter> = crate::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
     let now = Instant::now();
     let capacities = Capacities { metrics_rw: opts.load.metrics_rw_slots, ..Capacities::default() };
-    let mut rib = Rib::new(dp.map_writer()?, capacities, opts.grace);
+    let writer = dp.map_writer()?;
+    let adopted = if adopting { Some(writer.read_adopted()?) } else { None };
+    let mut rib = Rib::new(writer, capacities, opts.grace);
+    if let Some(old) = adopted {
+        tracing::info!(routes = old.prefixes.len(), nexthops = old.nexthops.len(), metrics_ro = old.metrics_ro.len(), pin_dir = %opts.pin_dir.display(), "adopting the data plane an earlier agent left pinned; it forwards on meanwhile");
+        rib.adopt(old);
+    }
     let mut route_events = Vec::new();
     for ev in dump {
         // Links, addresses and neighbours first: routes need their devices.
@@ -359,10 +368,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     // Program first, attach second: no window where the fast path has no routes.
     for iface in &ifaces {
-        let mode = dp.attach(iface, opts.mode)?;
-        tracing::info!(iface, ?mode, "XDP attached");
+        match dp.attach(iface, opts.mode)? {
+            Attached::New(mode) => tracing::info!(iface, ?mode, "XDP attached"),
+            Attached::Adopted => tracing::info!(iface, "XDP program replaced in the pinned link"),
+        }
+    }
+    let gone = dp.detach_others(&ifaces)?;
+    if gone > 0 {
+        tracing::info!(links = gone, "detached from interfaces no longer configured");
     }
     resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &to_resolve, opts.resolve_wait).await?;
+    if adopting {
+        let r = rib.sweep_adopted(Instant::now())?;
+        tracing::info!(routes_kept = r.routes_kept, routes_removed = r.routes_removed, slots_released = r.slots_released, "adoption complete: the earlier agent's entries are replaced");
+    }
     let s = rib.summary();
     tracing::info!(
         source = ?opts.source, routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
@@ -413,7 +432,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     server.abort();
     drop(rib);
     // Dropping the data plane detaches the program and removes the pins.
+    let keep = dp.keep_on_exit;
     drop(dp);
-    tracing::info!("detached; pins removed");
+    if keep {
+        tracing::info!(pin_dir = %opts.pin_dir.display(), "exiting; the data plane keeps forwarding (--keep-on-exit)");
+    } else {
+        tracing::info!("detached; pins removed");
+    }
     Ok(())
 }

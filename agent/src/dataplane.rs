@@ -1,9 +1,20 @@
 //! Loading the XDP program, pinning its maps, attaching it to interfaces.
+//!
+//! The data plane can outlive the agent: the maps and the XDP links are
+//! pinned under the pin directory, so a restarted agent (after a crash,
+//! SIGKILL, or `--keep-on-exit`) adopts them, reprograms the maps in place
+//! and swaps its program into the links atomically (`bpf_link_update`):
+//! forwarding never stops. `cowroute detach` removes it all.
 
 use crate::{bpffs, map_writer::MapWriter, EBPF_OBJECT};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    programs::{links::FdLink, ProgramError, Xdp, XdpMode},
+    maps::MapInfo,
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        ProgramError, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use common::maps;
@@ -39,6 +50,80 @@ impl Default for LoadOptions {
 pub struct DataPlane {
     pub ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    /// Leave maps, links and pins in place on exit (a later agent adopts them).
+    pub keep_on_exit: bool,
+}
+
+/// How the forwarding program got onto an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link in this mode.
+    New(XdpMode),
+    /// An earlier agent's pinned link, its program replaced in place.
+    Adopted,
+}
+
+/// Where the link of the forwarding program on `ifindex` is pinned. By
+/// ifindex: a device deleted and created again is a new attachment.
+fn link_pin(dir: &Path, ifindex: u32) -> PathBuf {
+    dir.join(format!("link-{ifindex}"))
+}
+
+fn is_link_pin(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("link-"))
+}
+
+/// Checks that every map pinned under `dir` has the layout this program's
+/// object defines (key and value sizes, capacity, flags): a program built
+/// with other structures must not read an earlier one's maps.
+fn check_pinned_layout(dir: &Path, opts: &LoadOptions) -> Result<()> {
+    let obj = aya_obj::Object::parse(EBPF_OBJECT).context("parsing the eBPF object")?;
+    for name in maps::ALL {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).with_context(|| format!("reading pinned map {}", path.display()))?;
+        let def = obj.maps.get(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+        let max = if name == maps::METRICS_RW { opts.metrics_rw_slots } else { def.max_entries() };
+        // The kernel makes a DEVMAP read-only to programs by itself.
+        let kernel_flags = if name == maps::EGRESS_PORTS { aya_obj::generated::BPF_F_RDONLY_PROG } else { 0 };
+        let want = (def.key_size(), def.value_size(), max, def.map_flags() | kernel_flags);
+        let have = (info.key_size(), info.value_size(), info.max_entries(), info.map_flags() | kernel_flags);
+        if want != have {
+            let hint = if name == maps::METRICS_RW && want.0 == have.0 && want.1 == have.1 {
+                format!("start with --metrics-rw-slots {} to adopt it, or ", have.2)
+            } else {
+                String::new()
+            };
+            bail!(
+                "{} was pinned by a cowroute with another map layout (key {} B, value {} B, {} entries, flags {:#x}; this one needs {} B, {} B, {}, {:#x}): {hint}run `cowroute --pin-dir {} detach` to remove the old data plane first (forwarding stops until this agent attaches)",
+                path.display(), have.0, have.1, have.2, have.3, want.0, want.1, want.2, want.3, dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Removes the data plane pinned under `dir`: its links (which detaches
+/// the program, once no process holds them) and its maps. Returns what it
+/// removed.
+pub fn detach(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if is_link_pin(&path) || maps::ALL.iter().any(|m| path.file_name() == Some(std::ffi::OsStr::new(m))) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            removed.push(path);
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
 }
 
 /// Formats a program load failure with the verifier's log, which is the
@@ -53,10 +138,34 @@ fn load_error(name: &str, e: ProgramError) -> anyhow::Error {
 }
 
 impl DataPlane {
-    /// Loads the object: creates the maps and verifies both programs.
+    /// Loads the object: creates the maps (unpinned) and verifies the programs.
     pub fn load(opts: &LoadOptions) -> Result<DataPlane> {
+        Self::load_with(&[], opts)
+    }
+
+    /// Loads the object with every map pinned under `dir`: maps pinned by an
+    /// earlier agent are adopted, contents and all (after a layout check),
+    /// the others are created and pinned. Returns whether any was adopted.
+    pub fn load_pinned(opts: &LoadOptions, dir: &Path) -> Result<(DataPlane, bool)> {
+        bpffs::ensure_pin_dir(dir)?;
+        let adopted = maps::ALL.iter().any(|m| dir.join(m).exists());
+        if adopted {
+            check_pinned_layout(dir, opts)?;
+        }
+        let pins: Vec<(&str, PathBuf)> = maps::ALL.iter().map(|m| (*m, dir.join(m))).collect();
+        let mut dp = Self::load_with(&pins, opts)?;
+        dp.pin_dir = Some(dir.to_owned());
+        Ok((dp, adopted))
+    }
+
+    /// Loads with the maps named in `pins` pinned at (or adopted from) their paths.
+    fn load_with(pins: &[(&str, PathBuf)], opts: &LoadOptions) -> Result<DataPlane> {
         let level: u8 = if opts.bpf_debug_log { 0xff } else { 3 /* warn and above */ };
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        for (name, path) in pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .map_max_entries(maps::METRICS_RW, opts.metrics_rw_slots)
             .override_global("AYA_LOG_LEVEL", &level, false)
             .load(EBPF_OBJECT)
@@ -69,26 +178,7 @@ impl DataPlane {
                 .with_context(|| format!("program {name} is not XDP"))?;
             prog.load().map_err(|e| load_error(name, e))?;
         }
-        Ok(DataPlane { ebpf, pin_dir: None })
-    }
-
-    /// Pins every map under `dir` (replacing stale pins of an earlier run).
-    pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
-        bpffs::ensure_pin_dir(dir)?;
-        for name in maps::ALL {
-            let path = dir.join(name);
-            if path.exists() {
-                tracing::info!(path = %path.display(), "replacing a stale pin");
-                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            }
-            self.ebpf
-                .map(name)
-                .ok_or_else(|| anyhow!("map {name} missing from the object"))?
-                .pin(&path)
-                .with_context(|| format!("pinning {name} at {}", path.display()))?;
-        }
-        self.pin_dir = Some(dir.to_owned());
-        Ok(())
+        Ok(DataPlane { ebpf, pin_dir: None, keep_on_exit: false })
     }
 
     /// Takes the writable maps; call after pinning.
@@ -100,10 +190,41 @@ impl DataPlane {
         Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?.try_into()?)
     }
 
-    /// Attaches the forwarding program to `iface`; returns the mode it got.
-    /// The link lives as long as this `DataPlane`.
-    pub fn attach(&mut self, iface: &str, mode: ModeChoice) -> Result<XdpMode> {
-        attach_program(self.xdp(PROG_FORWARD)?, iface, mode).map(|(_, m)| m)
+    /// Attaches the forwarding program to `iface`. With a pin directory the
+    /// link is pinned there, and an earlier agent's pinned link is adopted:
+    /// its program is replaced atomically, so no frame misses the fast path.
+    pub fn attach(&mut self, iface: &str, mode: ModeChoice) -> Result<Attached> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return attach_program(self.xdp(PROG_FORWARD)?, iface, mode).map(|(_, m)| Attached::New(m));
+        };
+        let pin = link_pin(&dir, if_index(iface)?);
+        let prog = self.xdp(PROG_FORWARD)?;
+        if pin.exists() {
+            let link = PinnedLink::from_pin(&pin).with_context(|| format!("opening pinned link {}", pin.display()))?;
+            let link = XdpLink::try_from(FdLink::from(link)).context("pinned link is not an XDP link")?;
+            prog.attach_to_link(link).with_context(|| format!("replacing the program of {} on {iface}", pin.display()))?;
+            return Ok(Attached::Adopted);
+        }
+        let (id, m) = attach_program(prog, iface, mode)?;
+        let fd_link: FdLink = prog.take_link(id)?.try_into().context("XDP link is not a bpf_link")?;
+        fd_link.pin(&pin).with_context(|| format!("pinning XDP link at {}", pin.display()))?;
+        Ok(Attached::New(m))
+    }
+
+    /// Unpins the links of interfaces other than `ifaces` (an earlier
+    /// agent's, for interfaces no longer configured): they detach.
+    pub fn detach_others(&mut self, ifaces: &[String]) -> Result<usize> {
+        let Some(dir) = self.pin_dir.clone() else { return Ok(0) };
+        let keep: Vec<PathBuf> = ifaces.iter().filter_map(|i| if_index(i).ok()).map(|x| link_pin(&dir, x)).collect();
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if is_link_pin(&path) && !keep.contains(&path) {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Attaches `program` (PROG_PASS or PROG_DROP) to `iface` in native mode
@@ -120,20 +241,18 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Removes the pins (the maps go once no program or link holds them).
-    pub fn unpin_maps(&mut self) {
-        let Some(dir) = self.pin_dir.take() else { return };
-        for name in maps::ALL {
-            let _ = std::fs::remove_file(dir.join(name));
-        }
-        let _ = std::fs::remove_dir(&dir);
-    }
 }
 
 impl Drop for DataPlane {
-    /// An orderly exit, error or signal, leaves no pins behind.
+    /// An orderly exit, error or signal, leaves no pins behind (the links
+    /// detach as this process closes them), unless the data plane is to
+    /// outlive the agent.
     fn drop(&mut self) {
-        self.unpin_maps();
+        if let (Some(dir), false) = (self.pin_dir.take(), self.keep_on_exit) {
+            if let Err(e) = detach(&dir) {
+                tracing::error!(error = %e, "removing the pins");
+            }
+        }
     }
 }
 

@@ -157,6 +157,11 @@ impl GroupTable {
     pub fn len(&self) -> usize {
         self.groups.len()
     }
+
+    /// The id allocator, for adoption (see `Rib::adopt`).
+    pub fn ids_mut(&mut self) -> &mut SlotAllocator {
+        &mut self.ids
+    }
 }
 
 #[cfg(test)]

@@ -66,7 +66,15 @@ enum Command {
         /// kernel changes absorbed before an overrun (which costs a resync).
         #[arg(long, default_value_t = 32 << 20, value_parser = clap::value_parser!(u32).range(4096..))]
         netlink_rcvbuf: u32,
+        /// Leave the data plane (pinned maps and XDP links) forwarding when the
+        /// agent exits: a restarted agent adopts it without a gap. Without it,
+        /// SIGINT/SIGTERM detach and unpin (a crash or SIGKILL always leaves it).
+        #[arg(long)]
+        keep_on_exit: bool,
     },
+    /// Remove the data plane pinned under --pin-dir: XDP links (the program
+    /// detaches) and maps. Refuses while an agent answers on --control-socket.
+    Detach,
     /// Per-destination metrics: copy-on-write into a private slot.
     Metrics {
         #[command(subcommand)]
@@ -147,7 +155,7 @@ fn real_main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires, netlink_rcvbuf } => {
+        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires, netlink_rcvbuf, keep_on_exit } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(RunOptions {
                 ifaces,
@@ -162,7 +170,21 @@ fn real_main() -> Result<()> {
                 control_socket: cli.control_socket,
                 default_expires: Duration::from_secs(default_expires),
                 netlink_rcvbuf,
+                keep_on_exit,
             }))
+        }
+        Command::Detach => {
+            if Client::connect(&cli.control_socket).and_then(|mut c| c.call(&Request::Stats)).is_ok() {
+                anyhow::bail!("an agent is running on {} and owns {}: stop it first (SIGTERM detaches too)", cli.control_socket.display(), cli.pin_dir.display());
+            }
+            let removed = dataplane::detach(&cli.pin_dir)?;
+            if removed.is_empty() {
+                println!("nothing pinned under {}", cli.pin_dir.display());
+            }
+            for p in removed {
+                println!("removed {}", p.display());
+            }
+            Ok(())
         }
         Command::Metrics { action } => metrics_command(&cli.control_socket, action),
         Command::Show { what, json } => match what {

@@ -79,6 +79,36 @@ impl MapWriter {
         .with_context(|| format!("deleting route {prefix}"))
     }
 
+    /// What an earlier agent published into these (adopted) maps: every
+    /// route key, and every slot those entries refer to.
+    pub fn read_adopted(&self) -> Result<crate::rib::Adopted> {
+        let mut a = crate::rib::Adopted::default();
+        let note = |a: &mut crate::rib::Adopted, e: &RouteEntry| -> Result<()> {
+            let slot = e.metrics.slot();
+            if e.metrics.is_read_only() { a.metrics_ro.insert(slot) } else { a.metrics_rw.insert(slot) };
+            if e.is_multipath() {
+                a.groups.insert(e.nexthop);
+                if let Ok(g) = self.nh_groups.get(&e.nexthop, 0) {
+                    a.nexthops.extend(g.buckets);
+                }
+            } else {
+                a.nexthops.insert(e.nexthop);
+            }
+            Ok(())
+        };
+        for item in self.routes_v4.iter() {
+            let (k, e) = item.context("reading ROUTES_V4")?;
+            a.prefixes.push(IpNet::new(std::net::Ipv4Addr::from(k.data()).into(), k.prefix_len() as u8)?);
+            note(&mut a, &e)?;
+        }
+        for item in self.routes_v6.iter() {
+            let (k, e) = item.context("reading ROUTES_V6")?;
+            a.prefixes.push(IpNet::new(std::net::Ipv6Addr::from(k.data()).into(), k.prefix_len() as u8)?);
+            note(&mut a, &e)?;
+        }
+        Ok(a)
+    }
+
     pub fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
         self.nexthops.set(id, nh, 0).with_context(|| format!("writing next hop {id}"))
     }

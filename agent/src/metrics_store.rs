@@ -109,6 +109,18 @@ impl MetricsStore {
         self.slots.quarantined()
     }
 
+    /// Keeps `slot` (an adopted entry's) out of allocation; slot 0, the
+    /// default, is shared by every generation.
+    pub fn reserve(&mut self, slot: u32) {
+        if slot != 0 {
+            self.slots.reserve(slot);
+        }
+    }
+
+    pub fn release_reserved(&mut self, now: Instant) -> usize {
+        self.slots.release_reserved(now)
+    }
+
     pub fn is_quarantined(&self, slot: u32) -> bool {
         self.slots.is_quarantined(slot)
     }

@@ -186,6 +186,29 @@ pub struct RibSummary {
     pub cow: CowStats,
 }
 
+/// What an earlier agent left in the pinned maps: the keys it published and
+/// every slot its entries refer to. The new agent allocates around them,
+/// publishes its own state over them, then sweeps (see [`Rib::adopt`]).
+#[derive(Debug, Default, Clone)]
+pub struct Adopted {
+    pub prefixes: Vec<IpNet>,
+    pub metrics_ro: BTreeSet<u32>,
+    pub metrics_rw: BTreeSet<u32>,
+    pub nexthops: BTreeSet<u32>,
+    pub groups: BTreeSet<u32>,
+}
+
+/// What the sweep after adoption did, in counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct AdoptionReport {
+    /// Earlier keys this agent published too (overwritten in place).
+    pub routes_kept: usize,
+    /// Earlier keys this agent has nothing for (deleted).
+    pub routes_removed: usize,
+    /// Slots of the earlier agent freed (after the grace period).
+    pub slots_released: usize,
+}
+
 /// What a resync after a netlink overrun changed, in counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ResyncReport {
@@ -255,6 +278,8 @@ pub struct Rib<S: MapSink> {
     cow_stats: CowStats,
     ports: BTreeSet<u32>,
     next_route_id: u32,
+    /// Keys an earlier agent published, until the sweep.
+    adopted: Vec<IpNet>,
 }
 
 fn host_prefix(addr: IpAddr) -> IpNet {
@@ -307,11 +332,16 @@ impl<S: MapSink> Rib<S> {
             cow_stats: CowStats::default(),
             ports: BTreeSet::new(),
             next_route_id: 1,
+            adopted: Vec::new(),
         }
     }
 
     pub fn sink(&self) -> &S {
         &self.sink
+    }
+
+    pub fn into_sink(self) -> S {
+        self.sink
     }
 
     pub fn metrics_store(&self) -> &MetricsStore {
@@ -404,6 +434,38 @@ impl<S: MapSink> Rib<S> {
             // overrun is the daemon's to resync (see `resync`).
             Event::Route { .. } | Event::Overrun => Ok(()),
         }
+    }
+
+    /// Takes over an earlier agent's maps: its slots stay untouched (every
+    /// entry it published keeps pointing at valid contents) while this agent
+    /// publishes its own state, each entry replaced in one update. Call
+    /// before programming; then [`Rib::sweep_adopted`].
+    pub fn adopt(&mut self, old: Adopted) {
+        old.metrics_ro.iter().for_each(|s| self.metrics.reserve(*s));
+        old.metrics_rw.iter().for_each(|s| self.rw.reserve(*s));
+        old.nexthops.iter().filter(|id| **id != 0).for_each(|id| self.nexthops.ids.reserve(*id));
+        old.groups.iter().filter(|id| **id != 0).for_each(|id| self.groups.ids_mut().reserve(*id));
+        self.adopted = old.prefixes;
+    }
+
+    /// After the first full programming: every key the earlier agent
+    /// published is published again from this agent's state (so none still
+    /// refers to an earlier slot), or deleted; then its slots are released
+    /// into quarantine.
+    pub fn sweep_adopted(&mut self, now: Instant) -> Result<AdoptionReport> {
+        let mut report = AdoptionReport::default();
+        for prefix in std::mem::take(&mut self.adopted) {
+            if self.publish_entry(&prefix)? {
+                report.routes_kept += 1;
+            } else {
+                report.routes_removed += 1;
+            }
+        }
+        report.slots_released = self.metrics.release_reserved(now)
+            + self.rw.release_reserved(now)
+            + self.nexthops.ids.release_reserved(now)
+            + self.groups.ids_mut().release_reserved(now);
+        Ok(report)
     }
 
     /// Makes links, addresses and neighbours equal to `dump` (a fresh dump
@@ -590,8 +652,13 @@ impl<S: MapSink> Rib<S> {
         None
     }
 
-    /// The one place that decides what an exact prefix maps to.
     fn publish(&mut self, prefix: &IpNet) -> Result<()> {
+        self.publish_entry(prefix).map(|_| ())
+    }
+
+    /// The one place that decides what an exact prefix maps to. Returns
+    /// whether it maps to an entry (else it was deleted).
+    fn publish_entry(&mut self, prefix: &IpNet) -> Result<bool> {
         let entry = if is_host(prefix) {
             let addr = prefix.addr();
             let private = self.private.get(&addr).map(|p| p.slot);
@@ -611,8 +678,8 @@ impl<S: MapSink> Rib<S> {
             })
         };
         match entry {
-            Some(e) => self.sink.put_route(prefix, &e),
-            None => self.sink.delete_route(prefix).or(Ok(())),
+            Some(e) => self.sink.put_route(prefix, &e).map(|_| true),
+            None => self.sink.delete_route(prefix).or(Ok(())).map(|_| false),
         }
     }
 
@@ -1116,8 +1183,12 @@ mod tests {
     const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
     fn rib() -> (Rib<MemoryMaps>, Instant) {
+        rib_on(MemoryMaps::default())
+    }
+
+    fn rib_on(maps: MemoryMaps) -> (Rib<MemoryMaps>, Instant) {
         let now = Instant::now();
-        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 64, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
+        let mut rib = Rib::new(maps, Capacities { metrics_ro: 64, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
         for (index, mac) in [(2, MAC_A), (3, MAC_B)] {
             let link = Link { index, name: format!("if{index}"), mac, mtu: 1500, up: true, vlan: None };
             rib.apply(Event::Link(link), now).unwrap();
@@ -1172,6 +1243,31 @@ mod tests {
         assert_eq!(rib.summary().nexthop_groups, 1);
         rib.delete_route(&net("10.7.0.0/16"), now).unwrap();
         assert_eq!((rib.summary().nexthop_groups, rib.summary().nexthops), (0, 0));
+    }
+
+    #[test]
+    fn adoption_allocates_around_the_earlier_slots_and_sweeps_what_is_gone() {
+        let (mut old, now) = rib();
+        old.set_route(route("10.9.0.0/16", 3, Some("10.2.0.2"), 1400), now).unwrap();
+        old.set_route(route("10.8.0.0/16", 3, Some("10.2.0.3"), 1300), now).unwrap();
+        let maps = old.into_sink();
+        let adopted = Adopted {
+            prefixes: maps.routes.keys().copied().collect(),
+            metrics_ro: maps.routes.values().map(|e| e.metrics.slot()).collect(),
+            nexthops: maps.routes.values().map(|e| e.nexthop).collect(),
+            ..Adopted::default()
+        };
+        let (mut new, now) = rib_on(maps);
+        new.adopt(adopted.clone());
+        new.set_route(route("10.9.0.0/16", 3, Some("10.2.0.2"), 1200), now).unwrap();
+        let e = new.sink().routes[&net("10.9.0.0/16")];
+        assert!(!adopted.metrics_ro.contains(&e.metrics.slot()), "a fresh RO slot: the earlier one may still be read");
+        assert!(!adopted.nexthops.contains(&e.nexthop), "a fresh next hop");
+        assert!(new.sink().routes.contains_key(&net("10.8.0.0/16")), "the earlier route forwards until the sweep");
+        let r = new.sweep_adopted(now).unwrap();
+        assert_eq!((r.routes_kept, r.routes_removed), (1, 1));
+        assert!(!new.sink().routes.contains_key(&net("10.8.0.0/16")));
+        assert_eq!(r.slots_released, 4, "two RO slots and two next hops");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! an RCU grace period; programs run for microseconds).
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -19,12 +19,15 @@ pub struct SlotAllocator {
     free: Vec<u32>,
     quarantine: VecDeque<(Instant, u32)>,
     in_use: usize,
+    /// Slots an earlier agent's entries still refer to (an adopted data
+    /// plane): never handed out until released after the sweep.
+    reserved: BTreeSet<u32>,
 }
 
 impl SlotAllocator {
     /// Slots `first..capacity` are handed out; those below `first` are reserved.
     pub fn new(first: u32, capacity: u32, grace: Duration) -> SlotAllocator {
-        SlotAllocator { capacity, grace, next_unused: first, free: Vec::new(), quarantine: VecDeque::new(), in_use: 0 }
+        SlotAllocator { capacity, grace, next_unused: first, free: Vec::new(), quarantine: VecDeque::new(), in_use: 0, reserved: BTreeSet::new() }
     }
 
     /// Moves slots whose grace period has passed to the free list; returns them.
@@ -45,11 +48,15 @@ impl SlotAllocator {
     pub fn alloc(&mut self) -> Option<u32> {
         let slot = match self.free.pop() {
             Some(s) => s,
-            None if self.next_unused < self.capacity => {
+            None => loop {
+                if self.next_unused >= self.capacity {
+                    return None;
+                }
                 self.next_unused += 1;
-                self.next_unused - 1
-            }
-            None => return None,
+                if !self.reserved.contains(&(self.next_unused - 1)) {
+                    break self.next_unused - 1;
+                }
+            },
         };
         self.in_use += 1;
         Some(slot)
@@ -73,6 +80,25 @@ impl SlotAllocator {
         }
         self.in_use += 1;
         true
+    }
+
+    /// Keeps `slot` out of allocation: an adopted entry refers to it.
+    pub fn reserve(&mut self, slot: u32) {
+        if slot < self.capacity && slot >= self.next_unused {
+            self.reserved.insert(slot);
+        }
+    }
+
+    /// The adopted entries are gone: reserved slots become reusable after
+    /// the grace period, like any released slot.
+    pub fn release_reserved(&mut self, now: Instant) -> usize {
+        let n = self.reserved.len();
+        for slot in std::mem::take(&mut self.reserved) {
+            if slot < self.next_unused {
+                self.quarantine.push_back((now, slot));
+            }
+        }
+        n
     }
 
     pub fn is_quarantined(&self, slot: u32) -> bool {
@@ -107,6 +133,22 @@ mod tests {
         assert_eq!(a.reap(t + Duration::from_secs(1)), vec![1]);
         assert_eq!(a.alloc(), Some(1));
         assert_eq!(a.in_use(), 2);
+    }
+
+    #[test]
+    fn reserved_slots_are_skipped_until_released_then_quarantined() {
+        let t = Instant::now();
+        let mut a = SlotAllocator::new(1, 6, Duration::from_secs(1));
+        for s in [2, 3, 5] {
+            a.reserve(s);
+        }
+        assert_eq!((a.alloc(), a.alloc(), a.alloc()), (Some(1), Some(4), None));
+        assert_eq!(a.release_reserved(t), 3);
+        assert_eq!(a.alloc(), None, "quarantined first");
+        a.reap(t + Duration::from_secs(1));
+        let mut got: Vec<u32> = std::iter::from_fn(|| a.alloc()).collect();
+        got.sort();
+        assert_eq!(got, vec![2, 3, 5]);
     }
 
     #[test]

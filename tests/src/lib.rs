@@ -154,7 +154,17 @@ pub struct LabRun {
     pub agent: xtask::agent_proc::AgentProc,
     pub lab: xtask::lab::Lab,
     pub pin_dir: std::path::PathBuf,
+    /// `cowroute run` arguments, for a restart.
+    pub run_args: Vec<String>,
     _config_dir: TempDir,
+}
+
+impl Drop for LabRun {
+    /// Whatever the agent left pinned (after a SIGKILL) goes too.
+    fn drop(&mut self) {
+        let _ = self.agent.stop();
+        let _ = cowroute::dataplane::detach(&self.pin_dir);
+    }
 }
 
 /// A directory removed on drop.
@@ -208,7 +218,13 @@ impl LabRun {
         let mut args: Vec<String> = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.into()];
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let agent = xtask::agent_proc::AgentProc::start(&lab.rtr, &pin_dir, &args, false).expect("agent ready");
-        LabRun { agent, lab, pin_dir, _config_dir: dir }
+        LabRun { agent, lab, pin_dir, run_args: args, _config_dir: dir }
+    }
+
+    /// Starts the agent again with the same arguments (the previous one
+    /// must have exited or been killed).
+    pub fn restart_agent(&mut self) {
+        self.agent = xtask::agent_proc::AgentProc::start(&self.lab.rtr, &self.pin_dir, &self.run_args, false).expect("agent ready again");
     }
 
     /// `cowroute --pin-dir PIN --control-socket SOCK ARGS...`, stdout.

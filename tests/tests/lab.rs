@@ -58,15 +58,13 @@ fn forwards_v4_and_v6(letter: char, mode: &str) {
     assert!(v["nexthop"].is_number() && v["kind"] == 0, "{v}");
     assert_eq!(v["metrics"]["tagged"], 3, "RO slot 1, tag bit set: {v}");
 
-    let pin_dir = run.pin_dir.clone();
-    let LabRun { mut agent, lab, .. } = run;
-    assert!(agent.control_socket.exists());
-    assert_eq!(agent.stop().unwrap(), 0, "clean exit on SIGTERM");
-    assert!(!pin_dir.exists(), "pins removed on exit");
-    assert!(!agent.control_socket.exists(), "control socket removed on exit");
-    let attached = sh::run(&mut sh::in_ns(&lab.rtr, "ip", &["-d", "link", "show", "dev", &lab.rtr_gen_if])).unwrap();
+    let mut run = run;
+    assert!(run.agent.control_socket.exists());
+    assert_eq!(run.agent.stop().unwrap(), 0, "clean exit on SIGTERM");
+    assert!(!run.pin_dir.exists(), "pins removed on exit");
+    assert!(!run.agent.control_socket.exists(), "control socket removed on exit");
+    let attached = sh::run(&mut sh::in_ns(&run.lab.rtr, "ip", &["-d", "link", "show", "dev", &run.lab.rtr_gen_if])).unwrap();
     assert!(!attached.contains("prog/xdp"), "program detached: {attached}");
-    lab.down().unwrap();
 }
 
 #[test]

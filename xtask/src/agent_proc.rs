@@ -90,6 +90,14 @@ impl AgentProc {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// SIGKILL, as a crash would end it: nothing is cleaned up.
+    pub fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().ok_or_else(|| anyhow!("agent already stopped"))?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// SIGTERM, then wait up to 10 s (SIGKILL after that). Returns the exit code.
     pub fn stop(&mut self) -> Result<i32> {
         let mut child = self.child.take().ok_or_else(|| anyhow!("agent already stopped"))?;
