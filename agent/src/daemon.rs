@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub netlink_rcvbuf: u32,
     /// Leave the data plane in place on exit.
     pub keep_on_exit: bool,
+    /// The Prometheus endpoint's address, when wanted.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How the netlink mirror is doing.
@@ -72,7 +74,13 @@ pub struct NetlinkStats {
 }
 
 /// Answers one control request. Runs on the daemon's loop: the one writer.
-fn handle(rib: &mut Rib<MapWriter>, netlink: &NetlinkStats, req: Request, default_expires: Duration) -> Response {
+/// What `Stats` reads besides the RIB.
+struct StatsSources<'a> {
+    netlink: &'a NetlinkStats,
+    counters: &'a PerCpuArray<MapData, Counter>,
+}
+
+fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, default_expires: Duration) -> Response {
     let now = Instant::now();
     let result = (|| -> Result<serde_json::Value> {
         Ok(match req {
@@ -101,7 +109,8 @@ fn handle(rib: &mut Rib<MapWriter>, netlink: &NetlinkStats, req: Request, defaul
             }
             Request::Stats => {
                 let mut v = serde_json::to_value(rib.summary())?;
-                v["netlink"] = serde_json::to_value(netlink)?;
+                v["netlink"] = serde_json::to_value(sources.netlink)?;
+                v["packets"] = serde_json::to_value(stats::read_counters(sources.counters)?)?;
                 v
             }
         })
@@ -319,6 +328,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let Resolved { ifaces, routes, neighbours } = resolve(&opts, &config, &dump)?;
     let (listener, _socket_file) = control::bind(&opts.control_socket)?;
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
+    // Bound before anything is loaded: a taken port fails the start cleanly.
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => Some(crate::prometheus::bind(addr).await?),
+        None => None,
+    };
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = %l.local_addr()?, "Prometheus metrics at /metrics");
+        tokio::spawn(crate::prometheus::serve(l, calls_tx.clone()));
+    }
     let server = tokio::spawn(control::serve(listener, calls_tx));
 
     // Pinned maps of an earlier agent are adopted, contents and all.
@@ -405,7 +423,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             call = calls.recv() => {
                 let Some((req, reply)) = call else { bail!("control socket server stopped") };
-                let _ = reply.send(handle(&mut rib, &netlink_stats, req, opts.default_expires));
+                let sources = StatsSources { netlink: &netlink_stats, counters: &counters };
+                let _ = reply.send(handle(&mut rib, &sources, req, opts.default_expires));
             }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 let mut guard = guard?;

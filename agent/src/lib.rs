@@ -25,6 +25,7 @@ pub mod map_writer;
 pub mod metrics_store;
 pub mod netlink_mirror;
 pub mod netns;
+pub mod prometheus;
 pub mod rib;
 pub mod show;
 pub mod slots;

@@ -22,8 +22,17 @@ struct Cli {
     /// The agent's control socket.
     #[arg(long, global = true, default_value = control::DEFAULT_SOCKET)]
     control_socket: PathBuf,
+    /// Log lines as text, or as one JSON object each (for a log pipeline).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +80,9 @@ enum Command {
         /// SIGINT/SIGTERM detach and unpin (a crash or SIGKILL always leaves it).
         #[arg(long)]
         keep_on_exit: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9469).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Remove the data plane pinned under --pin-dir: XDP links (the program
     /// detaches) and maps. Refuses while an agent answers on --control-socket.
@@ -129,12 +141,15 @@ enum MetricsAction {
 enum ShowWhat {
     /// Packets and bytes per verdict reason.
     Stats,
-    /// The route entries in ROUTES_V4 and ROUTES_V6.
-    Routes,
+    /// The route entries in ROUTES_V4 and ROUTES_V6; with TARGET, the entry
+    /// an address is forwarded by (longest match), or a prefix's own.
+    Routes { target: Option<String> },
     /// The next hops in use.
     Nexthops,
     /// The shared (RO) and private (RW) metric slots in use.
     Metrics,
+    /// What the fast path hands to the slow path, by reason.
+    Slowpath,
 }
 
 fn main() {
@@ -150,12 +165,14 @@ fn real_main() -> Result<()> {
     if let Some(ns) = &cli.netns {
         cowroute::netns::enter(ns)?;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_proto=error".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_proto=error".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match cli.command {
-        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires, netlink_rcvbuf, keep_on_exit } => {
+        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires, netlink_rcvbuf, keep_on_exit, metrics_listen } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(RunOptions {
                 ifaces,
@@ -171,6 +188,7 @@ fn real_main() -> Result<()> {
                 default_expires: Duration::from_secs(default_expires),
                 netlink_rcvbuf,
                 keep_on_exit,
+                metrics_listen,
             }))
         }
         Command::Detach => {
@@ -189,7 +207,8 @@ fn real_main() -> Result<()> {
         Command::Metrics { action } => metrics_command(&cli.control_socket, action),
         Command::Show { what, json } => match what {
             ShowWhat::Stats => show::print_stats(&cli.pin_dir, json),
-            ShowWhat::Routes => show::print_routes(&cli.pin_dir, json),
+            ShowWhat::Routes { target } => show::print_routes(&cli.pin_dir, target.as_deref(), json),
+            ShowWhat::Slowpath => show::print_slowpath(&cli.pin_dir, json),
             ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, json),
             ShowWhat::Metrics => show::print_metrics(&cli.pin_dir, json),
         },

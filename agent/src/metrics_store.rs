@@ -100,6 +100,11 @@ impl MetricsStore {
     }
 
 
+    /// References to shared sets, all slots together.
+    pub fn total_refs(&self) -> u64 {
+        self.sets.values().map(|s| u64::from(s.refs)).sum()
+    }
+
     /// Slots holding a set that is referenced (the default included).
     pub fn slots_in_use(&self) -> usize {
         self.sets.values().filter(|s| s.refs > 0).count()

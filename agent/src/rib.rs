@@ -179,6 +179,8 @@ pub struct RibSummary {
     pub gateways_unresolved: usize,
     pub nexthop_groups: usize,
     pub metrics_ro_in_use: usize,
+    /// References to them (routes, neighbour hosts), all together.
+    pub metrics_ro_references: u64,
     pub metrics_ro_quarantined: usize,
     pub metrics_rw_in_use: usize,
     pub metrics_rw_quarantined: usize,
@@ -375,6 +377,7 @@ impl<S: MapSink> Rib<S> {
             gateways_unresolved: self.unresolved_gateways().len(),
             nexthop_groups: self.groups.len(),
             metrics_ro_in_use: self.metrics.slots_in_use(),
+            metrics_ro_references: self.metrics.total_refs(),
             metrics_ro_quarantined: self.metrics.quarantined(),
             metrics_rw_in_use: self.rw.in_use(),
             metrics_rw_quarantined: self.rw.quarantined(),

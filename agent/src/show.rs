@@ -3,14 +3,16 @@
 
 use crate::{map_writer::open_pinned, stats};
 use anyhow::Result;
-use aya::maps::{Array, LpmTrie, MapData};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
 use common::{
     maps,
     route::{V4KeyData, V6KeyData},
     NextHop, RouteEntry, RouteMetrics, Rtax,
 };
+use anyhow::{anyhow, bail};
+use ipnet::IpNet;
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
 
@@ -41,6 +43,50 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
         metrics: e.metrics.to_string(),
         flags: flags.join(","),
     }
+}
+
+/// The longest-prefix match of `key_data` within `max` bits: the entry and
+/// the length of the prefix it belongs to. The trie answers a lookup of
+/// length L with the longest match no longer than L, so the matched length
+/// is the shortest L that still answers with the same entry (entries of two
+/// routes always differ: each carries its route's id).
+fn longest_match<const N: usize>(trie: &LpmTrie<MapData, [u8; N], RouteEntry>, data: [u8; N], max: u32) -> Result<Option<(RouteEntry, u32)>> {
+    let get = |len: u32| trie.get(&Key::new(len, common::route::mask_prefix(data, len)), 0).ok();
+    let Some(entry) = get(max) else { return Ok(None) };
+    let (mut lo, mut hi) = (0, max);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if get(mid) == Some(entry) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(Some((entry, lo)))
+}
+
+/// `show routes TARGET`: for an address, the entry that forwards it (the
+/// XDP program's lookup); for a prefix, that exact entry.
+pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
+    let (addr, exact) = match target.parse::<IpNet>() {
+        Ok(net) if net.trunc() != net => bail!("{target}: host bits set in a prefix (did you mean {}?)", net.trunc()),
+        Ok(net) => (net.addr(), Some(net.prefix_len() as u32)),
+        Err(_) => (target.parse::<IpAddr>().map_err(|_| anyhow!("{target:?} is neither an address nor a prefix"))?, None),
+    };
+    let found = match addr {
+        IpAddr::V4(a) => {
+            let v4: LpmTrie<MapData, V4KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V4)?;
+            longest_match(&v4, a.octets(), exact.unwrap_or(32))?.map(|(e, len)| (e, format!("{}/{len}", Ipv4Addr::from(common::route::mask_prefix(a.octets(), len)))))
+        }
+        IpAddr::V6(a) => {
+            let v6: LpmTrie<MapData, V6KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V6)?;
+            longest_match(&v6, a.octets(), exact.unwrap_or(128))?.map(|(e, len)| (e, format!("{}/{len}", Ipv6Addr::from(common::route::mask_prefix(a.octets(), len)))))
+        }
+    };
+    Ok(match found {
+        Some((e, prefix)) if exact.is_none() || prefix == target => vec![route_row(prefix, &e)],
+        _ => Vec::new(),
+    })
 }
 
 pub fn routes(pin_dir: &Path) -> Result<Vec<RouteRow>> {
@@ -132,10 +178,38 @@ pub fn print_stats(pin_dir: &Path, json: bool) -> Result<()> {
     })
 }
 
-pub fn print_routes(pin_dir: &Path, json: bool) -> Result<()> {
+pub fn print_routes(pin_dir: &Path, target: Option<&str>, json: bool) -> Result<()> {
+    let rows = match target {
+        Some(t) => {
+            let rows = route_for(pin_dir, t)?;
+            if rows.is_empty() && !json {
+                bail!("no route for {t} in the fast path's tables");
+            }
+            rows
+        }
+        None => routes(pin_dir)?,
+    };
     let header = format!("{:<44} {:<12} {:>8} {:<10} flags", "prefix", "type", "nexthop", "metrics");
-    print_rows(&routes(pin_dir)?, json, &header, |r| {
+    print_rows(&rows, json, &header, |r| {
         format!("{:<44} {:<12} {:>8} {:<10} {}", r.prefix, r.kind, r.nexthop, r.metrics, r.flags)
+    })
+}
+
+/// `show slowpath`: what the fast path could not finish and handed on. With
+/// the kernel as the slow path, these are the frames passed to the stack
+/// (which forwards, answers or drops them) by reason.
+pub fn print_slowpath(pin_dir: &Path, json: bool) -> Result<()> {
+    let exceptions: Vec<stats::ReasonCount> = stats::read_pinned_counters(pin_dir)?
+        .into_iter()
+        .filter(|c| c.reason != common::Reason::Forwarded.name() && c.reason != common::Reason::Blackhole.name())
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "mode": "kernel", "exceptions": exceptions }))?);
+        return Ok(());
+    }
+    println!("slow path: the kernel stack (frames the fast path passes up, by reason)");
+    print_rows(&exceptions, false, &format!("{:<16} {:>14} {:>16}", "reason", "packets", "bytes"), |c| {
+        format!("{:<16} {:>14} {:>16}", c.reason, c.packets, c.bytes)
     })
 }
 

@@ -84,3 +84,45 @@ fn show_without_pins_says_what_is_missing() {
     assert_eq!(code, 1);
     assert!(err.contains("/sys/fs/bpf/cowroute-none-here/COUNTERS"), "{err}");
 }
+
+/// Every subcommand explains itself.
+#[test]
+fn every_subcommand_has_help() {
+    let subcommands: [&[&str]; 12] = [
+        &[],
+        &["run"],
+        &["show", "stats"],
+        &["show", "routes"],
+        &["show", "nexthops"],
+        &["show", "metrics"],
+        &["show", "slowpath"],
+        &["metrics", "set"],
+        &["metrics", "reset"],
+        &["metrics", "show"],
+        &["attach-peer"],
+        &["detach"],
+    ];
+    for sub in subcommands {
+        let mut args = sub.to_vec();
+        args.push("--help");
+        let out = sh::output(Command::new(cowroute_bin().unwrap()).args(&args)).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(text.contains("Usage: cowroute") && text.lines().next().is_some_and(|l| l.len() > 10), "{args:?} has a description and usage:\n{text}");
+    }
+}
+
+/// The systemd unit's command line is one this cowroute accepts: run with
+/// it (and a config that does not exist here), the agent gets as far as the
+/// config, not stopped by an unknown flag.
+#[test]
+fn the_systemd_units_command_line_parses() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/dist/cowroute.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/sbin/cowroute"));
+    let args: Vec<&str> = words.map(|w| if w == "/etc/cowroute/cowroute.toml" { "/nonexistent/cowroute.toml" } else { w }).collect();
+    let (code, err) = cowroute(&args);
+    assert_eq!(code, 1);
+    assert!(err.contains("config error: /nonexistent/cowroute.toml:0:0: file: cannot read"), "{err}");
+}

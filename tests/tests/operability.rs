@@ -1,0 +1,130 @@
+//! Operating a running router: bpftool on every pinned map, `show` with a
+//! target and after the agent stopped, the Prometheus endpoint, JSON logs.
+
+use cowroute::control::Request;
+use cowroute_tests::*;
+use std::{
+    io::{Read as _, Write as _},
+    net::SocketAddr,
+    time::Duration,
+};
+use xtask::{lab, sh, traffic};
+
+/// `GET path` from inside namespace `ns`; the whole response.
+fn http_get(ns: &str, addr: &'static str, path: &'static str) -> String {
+    traffic::in_netns(ns, move || {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .unwrap()
+}
+
+/// A sample's value in a Prometheus text body.
+fn sample(body: &str, name_and_labels: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name_and_labels} not in:\n{body}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn prometheus_endpoint_and_json_logs() {
+    let run = LabRun::start_custom(&lab_tag('p'), "generic", &["--metrics-listen", "127.0.0.1:9469", "--log-format", "json"], &|lab| lab.hosts_config());
+    let to: SocketAddr = format!("{}:7900", lab::SINK_V4).parse().unwrap();
+    let sink = traffic::UdpSink::bind(&run.lab.sink, to).unwrap();
+    traffic::udp_send(&run.lab.gen, to, 25, 100, 64, Duration::ZERO).unwrap();
+    assert_eq!(sink.receive(25, Duration::from_secs(2)).unwrap().len(), 25);
+
+    let response = http_get(&run.lab.rtr, "127.0.0.1:9469", "/metrics");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK") && head.contains("text/plain; version=0.0.4"), "{head}");
+    assert_eq!(sample(body, "cowroute_packets_total{reason=\"forwarded\"}"), run.counter("forwarded"));
+    assert!(sample(body, "cowroute_packets_total{reason=\"forwarded\"}") >= 25);
+    let stats = run.control().call(&Request::Stats).unwrap();
+    assert_eq!(sample(body, "cowroute_routes"), stats["routes"].as_u64().unwrap());
+    assert_eq!(sample(body, "cowroute_metrics_ro_slots_in_use"), stats["metrics_ro_in_use"].as_u64().unwrap());
+    assert!(sample(body, "cowroute_metrics_ro_references") >= stats["routes"].as_u64().unwrap());
+    for family in ["cowroute_cow_operations_total{op=\"failures\"}", "cowroute_netlink_events_total", "cowroute_netlink_resyncs_total", "cowroute_metrics_rw_capacity"] {
+        sample(body, family);
+    }
+    assert!(http_get(&run.lab.rtr, "127.0.0.1:9469", "/").starts_with("HTTP/1.1 404"));
+
+    // Every log line is one JSON object with a level and a message.
+    let log = run.agent.log();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"]["message"].is_string()), "{log}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "ready"), "{log}");
+}
+
+/// `bpftool map dump` of each pinned map prints typed values by field name.
+#[test]
+fn bpftool_prints_every_map_by_field_name() {
+    let run = LabRun::start_custom(&lab_tag('b'), "generic", &[], &|lab| lab.hosts_config());
+    let rtr = run.lab.rtr.clone();
+    sh::ip(&["-n", &rtr, "route", "add", "10.50.0.0/16", "via", lab::SINK_V4, "mtu", "1400"]).unwrap();
+    sh::ip(&["-n", &rtr, "route", "add", "10.9.0.0/24", "nexthop", "via", lab::SINK_V4, "nexthop", "via", lab::SINK2_V4]).unwrap();
+    run.cowroute(&["metrics", "set", lab::SINK_V4, "mtu", "1300"]);
+    traffic::udp_send(&run.lab.gen, format!("{}:9", lab::SINK_V4).parse().unwrap(), 3, 64, 64, Duration::ZERO).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let dump = |map: &str| bpftool_dump(&run.pin_dir.join(map));
+
+    let v4 = dump("ROUTES_V4");
+    let ecmp = find_v4_route(&v4, [10, 9, 0, 0], 24).expect("the ECMP route");
+    assert_eq!(ecmp["flags"], 4, "MULTIPATH: {ecmp}");
+    let with_mtu = find_v4_route(&v4, [10, 50, 0, 0], 16).expect("10.50.0.0/16");
+    for field in ["nexthop", "kind", "flags", "id"] {
+        assert!(with_mtu[field].is_number(), "{field} in {with_mtu}");
+    }
+    let ro_slot = with_mtu["metrics"]["tagged"].as_u64().unwrap() >> 1;
+    let v6 = dump("ROUTES_V6");
+    assert!(v6.iter().any(|e| e["key"]["prefix_len"] == 64 && e["value"]["kind"] == 0), "fd00:2::/64 in ROUTES_V6");
+    let nh = dump("NEXTHOPS");
+    assert!(nh.iter().any(|e| e["value"]["flags"] == 3 && e["value"]["mtu"] == 1500 && e["value"]["dmac"].is_array()), "a usable next hop by field name");
+    let groups = dump("NH_GROUPS");
+    let g = groups.iter().find(|e| e["key"] == ecmp["nexthop"]).expect("the route's group");
+    assert_eq!(g["value"]["buckets"].as_array().unwrap().len(), 64);
+    let ro = dump("METRICS_RO");
+    assert_eq!(ro.iter().find(|e| e["key"] == ro_slot).unwrap()["value"]["mtu"], 1400);
+    let rw = dump("METRICS_RW");
+    assert!(rw.iter().any(|e| e["value"]["mtu"] == 1300), "the private copy's mtu in METRICS_RW");
+    let counters = dump("COUNTERS");
+    let fwd = &counters[0];
+    assert!(fwd["values"].as_array().unwrap().iter().any(|c| c["value"]["packets"].as_u64() > Some(0)), "per-CPU counters by field: {fwd}");
+    // The DEVMAP has no value type of ours; bpftool shows it is there.
+    let ports = sh::run(sh::cmd("bpftool", &["map", "show", "pinned"]).arg(run.pin_dir.join("EGRESS_PORTS"))).unwrap();
+    assert!(ports.contains("devmap_hash"), "{ports}");
+    for map in common::maps::ALL.iter().filter(|m| **m != "EGRESS_PORTS") {
+        let show = sh::run(sh::cmd("bpftool", &["map", "show", "pinned"]).arg(run.pin_dir.join(map))).unwrap();
+        assert!(show.contains("btf_id"), "{map} carries BTF: {show}");
+    }
+}
+
+#[test]
+fn show_routes_finds_what_forwards_an_address_and_works_with_the_agent_stopped() {
+    let mut run = LabRun::start_custom(&lab_tag('s'), "generic", &["--keep-on-exit"], &|lab| lab.hosts_config());
+    let row = |run: &LabRun, target: &str| -> serde_json::Value {
+        let rows: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "routes", target, "--json"])).unwrap();
+        rows.as_array().unwrap().first().cloned().unwrap_or_default()
+    };
+    assert_eq!(row(&run, "10.2.0.77")["prefix"], "10.2.0.0/24", "an address: its longest match");
+    assert_eq!(row(&run, "10.2.0.2")["prefix"], "10.2.0.2/32", "a neighbour's host entry");
+    assert_eq!(row(&run, "10.2.0.0/24")["prefix"], "10.2.0.0/24", "a prefix: exactly it");
+    assert_eq!(row(&run, "fd00:2::99")["prefix"], "fd00:2::/64");
+    assert_eq!(row(&run, "10.2.0.0/25"), serde_json::Value::Null, "no such prefix");
+    let out = run.cowroute_output(&["show", "routes", "10.2.0.1/24"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host bits set in a prefix (did you mean 10.2.0.0/24?)"), "{out:?}");
+    let out = run.cowroute_output(&["show", "routes", "192.0.2.1"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no route for 192.0.2.1"));
+
+    // The agent stopped, the data plane kept: show reads the pins.
+    assert_eq!(run.agent.stop().unwrap(), 0);
+    assert_eq!(row(&run, "10.2.0.77")["prefix"], "10.2.0.0/24");
+    let slow = run.cowroute(&["show", "slowpath"]);
+    assert!(slow.contains("slow path: the kernel stack") && slow.contains("no_neighbour") && !slow.contains("forwarded"), "{slow}");
+    let stats = run.cowroute(&["show", "stats"]);
+    assert!(stats.contains("forwarded"), "{stats}");
+}
