@@ -1,8 +1,14 @@
-//! The TOML route list (`--source config`): interfaces, routes with their
-//! metrics, and neighbours. Every error names the file, line and field.
+//! The TOML config: interfaces, the agent's settings, and (`--source
+//! config`) routes with their metrics and neighbours. Every error names the
+//! file, line and field. A setting given on the command line wins over the
+//! file's. SIGHUP reloads it (see `daemon`).
 //!
 //! ```toml
 //! interfaces = ["eth1", "eth2"]
+//! source = "kernel"             # kernel | config
+//! tables = [254, 1000]          # kernel tables to mirror
+//! xdp_mode = "auto"             # auto | native | generic
+//! metrics_rw_slots = 65536      # the private metrics pool
 //!
 //! [[route]]
 //! prefix = "10.2.0.0/24"       # required
@@ -29,11 +35,21 @@ use std::{
 };
 use toml::{Spanned, Value};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
     pub interfaces: Vec<String>,
+    pub settings: Settings,
     pub routes: Vec<RouteSpec>,
     pub neighbours: Vec<NeighbourSpec>,
+}
+
+/// The agent's settings as the file gives them (`None`: not given).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub source: Option<crate::daemon::RouteSource>,
+    pub tables: Option<Vec<u32>>,
+    pub xdp_mode: Option<crate::dataplane::ModeChoice>,
+    pub metrics_rw_slots: Option<u32>,
 }
 
 /// Where in the file something was written, for later errors.
@@ -82,6 +98,14 @@ type Table = BTreeMap<Spanned<String>, Spanned<Value>>;
 struct RawConfig {
     #[serde(default)]
     interfaces: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    source: Option<Spanned<String>>,
+    #[serde(default)]
+    tables: Option<Spanned<Vec<i64>>>,
+    #[serde(default)]
+    xdp_mode: Option<Spanned<String>>,
+    #[serde(default)]
+    metrics_rw_slots: Option<Spanned<i64>>,
     #[serde(default)]
     route: Vec<Spanned<Table>>,
     #[serde(default)]
@@ -132,7 +156,8 @@ pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
             .to_string();
         ctx.err(offset, &field, msg)
     })?;
-    let interfaces = raw.interfaces.map(|i| i.into_inner()).unwrap_or_default();
+    let interfaces = raw.interfaces.clone().map(|i| i.into_inner()).unwrap_or_default();
+    let settings = parse_settings(&ctx, &raw)?;
     let routes = raw.route.iter().map(|t| parse_route(&ctx, t)).collect::<Result<Vec<_>, _>>()?;
     let neighbours =
         raw.neighbour.iter().map(|t| parse_neighbour(&ctx, t)).collect::<Result<Vec<_>, _>>()?;
@@ -142,7 +167,45 @@ pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
             return Err(ctx.err(at, "prefix", format!("{} is already defined at line {}", r.prefix, first.line.0)));
         }
     }
-    Ok(Config { interfaces, routes, neighbours })
+    Ok(Config { interfaces, settings, routes, neighbours })
+}
+
+/// A clap value enum from its name, or an error listing the names.
+fn choice<T: clap::ValueEnum>(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<T, ConfigError> {
+    T::from_str(v.get_ref(), false).map_err(|_| {
+        let names: Vec<String> = T::value_variants().iter().filter_map(|x| x.to_possible_value()).map(|p| p.get_name().to_string()).collect();
+        ctx.err(v.span().start, key, format!("unknown value {:?} (one of: {})", v.get_ref(), names.join(", ")))
+    })
+}
+
+fn parse_settings(ctx: &Ctx, raw: &RawConfig) -> Result<Settings, ConfigError> {
+    let source = raw.source.as_ref().map(|v| choice(ctx, "source", v)).transpose()?;
+    let xdp_mode = raw.xdp_mode.as_ref().map(|v| choice(ctx, "xdp_mode", v)).transpose()?;
+    let tables = match &raw.tables {
+        Some(t) => {
+            let at = t.span().start;
+            if t.get_ref().is_empty() {
+                return Err(ctx.err(at, "tables", "empty: name at least one table (254 is main)"));
+            }
+            Some(
+                t.get_ref()
+                    .iter()
+                    .map(|n| u32::try_from(*n).ok().filter(|n| *n != 0).ok_or_else(|| ctx.err(at, "tables", format!("{n} is not a routing table id (1 to 4294967295)"))))
+                    .collect::<Result<Vec<u32>, _>>()?,
+            )
+        }
+        None => None,
+    };
+    let metrics_rw_slots = match &raw.metrics_rw_slots {
+        Some(v) => Some(
+            u32::try_from(*v.get_ref())
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ctx.err(v.span().start, "metrics_rw_slots", format!("{} is out of range (1 to 4294967295)", v.get_ref())))?,
+        ),
+        None => None,
+    };
+    Ok(Settings { source, tables, xdp_mode, metrics_rw_slots })
 }
 
 fn string<'a>(ctx: &Ctx, key: &str, v: &'a Spanned<Value>) -> Result<&'a str, ConfigError> {
@@ -268,6 +331,22 @@ mod tests {
 
     fn p(src: &str) -> Result<Config, ConfigError> {
         parse(Path::new("lab.toml"), src)
+    }
+
+    #[test]
+    fn settings_are_read_and_checked() {
+        let c = p("source = \"config\"\ntables = [254, 1000]\nxdp_mode = \"generic\"\nmetrics_rw_slots = 1024\n").unwrap();
+        assert_eq!(c.settings.source, Some(crate::daemon::RouteSource::Config));
+        assert_eq!(c.settings.tables, Some(vec![254, 1000]));
+        assert_eq!(c.settings.xdp_mode, Some(crate::dataplane::ModeChoice::Generic));
+        assert_eq!(c.settings.metrics_rw_slots, Some(1024));
+        assert_eq!(p("").unwrap().settings, Settings::default());
+        let e = |src: &str| p(src).unwrap_err().to_string();
+        assert_eq!(e("source = \"bgp\"\n"), "lab.toml:1:10: source: unknown value \"bgp\" (one of: kernel, config)");
+        assert_eq!(e("\ntables = [254, -1]\n"), "lab.toml:2:10: tables: -1 is not a routing table id (1 to 4294967295)");
+        assert_eq!(e("tables = []\n"), "lab.toml:1:10: tables: empty: name at least one table (254 is main)");
+        assert_eq!(e("xdp_mode = \"turbo\"\n"), "lab.toml:1:12: xdp_mode: unknown value \"turbo\" (one of: auto, native, generic)");
+        assert_eq!(e("metrics_rw_slots = 0\n"), "lab.toml:1:20: metrics_rw_slots: 0 is out of range (1 to 4294967295)");
     }
 
     #[test]

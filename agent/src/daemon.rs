@@ -5,11 +5,12 @@ use crate::{
     config::{self, Config},
     control::{self, Request, Response},
     cow::Source,
-    dataplane::{Attached, DataPlane, LoadOptions, ModeChoice},
+    dataplane::{Attached, DataPlane},
+    reload::{self, CliSettings, Effective, ReloadReport, Resolved},
     fib_mirror::{Change, KernelFib},
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
-    rib::{Capacities, ResyncReport, Rib, RouteInput},
+    rib::{Capacities, ResyncReport, Rib},
     stats,
 };
 use anyhow::{anyhow, bail, Result};
@@ -39,12 +40,9 @@ pub struct RunOptions {
     pub ifaces: Vec<String>,
     /// The config file; optional with `--source kernel`.
     pub config: Option<PathBuf>,
-    pub source: RouteSource,
-    /// Kernel tables mirrored with `--source kernel`.
-    pub tables: Vec<u32>,
-    pub mode: ModeChoice,
+    /// Settings the command line gave; the file's fill the rest.
+    pub cli: CliSettings,
     pub pin_dir: PathBuf,
-    pub load: LoadOptions,
     pub grace: Duration,
     /// How long to wait for configured neighbours before declaring ready.
     pub resolve_wait: Duration,
@@ -149,62 +147,6 @@ fn solicit_pending(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)], asked: &m
             }
         }
     }
-}
-
-/// What the config names, resolved against the kernel's links.
-struct Resolved {
-    ifaces: Vec<String>,
-    routes: Vec<RouteInput>,
-    /// (ifindex, address, static MAC)
-    neighbours: Vec<(u32, IpAddr, Option<[u8; 6]>)>,
-}
-
-/// Checks that every interface the config and the command line name exists;
-/// errors name the file, line and field.
-fn resolve(opts: &RunOptions, config: &Config, dump: &[netlink_mirror::Event]) -> Result<Resolved> {
-    let mut ifaces = config.interfaces.clone();
-    for i in &opts.ifaces {
-        if !ifaces.contains(i) {
-            ifaces.push(i.clone());
-        }
-    }
-    if ifaces.is_empty() {
-        bail!("no interface to attach to: give --iface IF or `interfaces = [...]` in the config");
-    }
-    let file = opts.config.as_deref().unwrap_or(std::path::Path::new("(no config)"));
-    if opts.source == RouteSource::Kernel {
-        if let Some(r) = config.routes.first() {
-            bail!("config error: {}:{}: route: routes come from the kernel with --source kernel; remove [[route]] or use --source config", file.display(), r.line.0);
-        }
-    }
-    let links: HashMap<&str, u32> = dump
-        .iter()
-        .filter_map(|e| match e {
-            netlink_mirror::Event::Link(l) => Some((l.name.as_str(), l.index)),
-            _ => None,
-        })
-        .collect();
-    let cfg_err = |line: config::Line, field: &str, msg: String| {
-        anyhow!("config error: {}:{}: {field}: {msg}", file.display(), line.0)
-    };
-    let lookup = |name: &str| -> Option<u32> { links.get(name).copied() };
-    for iface in &ifaces {
-        lookup(iface).ok_or_else(|| anyhow!("unknown interface {iface:?}"))?;
-    }
-    let mut routes = Vec::new();
-    for r in &config.routes {
-        let dev = match &r.dev {
-            Some(name) => Some(lookup(name).ok_or_else(|| cfg_err(r.line, "dev", format!("unknown interface {name:?}")))?),
-            None => None,
-        };
-        routes.push(RouteInput::new(r.prefix, r.kind, dev, r.via, r.metrics));
-    }
-    let mut neighbours = Vec::new();
-    for n in &config.neighbours {
-        let index = lookup(&n.dev).ok_or_else(|| cfg_err(n.line, "dev", format!("unknown interface {:?}", n.dev)))?;
-        neighbours.push((index, n.address, n.lladdr));
-    }
-    Ok(Resolved { ifaces, routes, neighbours })
 }
 
 /// Has the kernel resolve the neighbours we need, applying netlink events
@@ -313,19 +255,74 @@ async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, 
     Ok(())
 }
 
+/// SIGHUP: reads the config again and applies what changed (see
+/// [`crate::reload`]). On any error before applying, nothing changes.
+#[allow(clippy::too_many_arguments)]
+async fn reload_config(opts: &RunOptions, eff: &mut Effective, running: &mut Resolved, rib: &mut Rib<MapWriter>, fib: &mut KernelFib, dp: &mut DataPlane, mirror: &Mirror, stats: &mut NetlinkStats) -> Result<ReloadReport> {
+    let path = opts.config.as_deref().ok_or_else(|| anyhow!("no config file to reload (started without --config)"))?;
+    let config = config::load(path).map_err(|e| anyhow!("config error: {e}"))?;
+    let new_eff = Effective::new(&opts.cli, &config.settings);
+    let new = reload::resolve(Some(path), &opts.ifaces, eff.source, &config, &rib.link_indexes())?;
+    let mut report = ReloadReport { needs_restart: new_eff.needs_restart(eff), ..ReloadReport::default() };
+    let d = reload::diff(running, &new);
+    let now = Instant::now();
+    for iface in &d.add_ifaces {
+        dp.attach(iface, eff.mode)?;
+        report.interfaces_added += 1;
+    }
+    report.interfaces_removed = dp.detach_others(&new.ifaces)?;
+    for r in &d.set_routes {
+        rib.set_route((*r).clone(), now)?;
+        report.routes_set += 1;
+    }
+    for p in &d.del_routes {
+        rib.delete_route(p, now)?;
+        report.routes_removed += 1;
+    }
+    for &((index, addr), mac) in &d.set_neighbours {
+        rib.set_static_neighbour(index, addr, mac, now)?;
+    }
+    for &(index, addr) in &d.unset_neighbours {
+        rib.unset_static_neighbour(index, addr, now)?;
+    }
+    report.neighbours_changed = d.set_neighbours.len() + d.unset_neighbours.len();
+    report.tables_changed = eff.source == RouteSource::Kernel && new_eff.tables != eff.tables;
+    let unset = !d.unset_neighbours.is_empty();
+    *running = new;
+    if report.tables_changed {
+        fib.set_tables(new_eff.tables.iter().copied());
+        eff.tables = new_eff.tables;
+    }
+    // The kernel's view of what the file no longer overrides.
+    if report.tables_changed || unset {
+        resync(rib, fib, mirror, stats).await?;
+    }
+    Ok(report)
+}
+
 pub async fn run(opts: RunOptions) -> Result<()> {
     let config: Config = match &opts.config {
         Some(path) => config::load(path).map_err(|e| anyhow!("config error: {e}"))?,
-        None if opts.source == RouteSource::Kernel => Config { interfaces: Vec::new(), routes: Vec::new(), neighbours: Vec::new() },
-        None => bail!("--source config needs --config FILE (the route list)"),
+        None => Config::default(),
     };
-    let kernel = opts.source == RouteSource::Kernel;
-    let mut fib = KernelFib::new(opts.tables.iter().copied());
+    let mut eff = Effective::new(&opts.cli, &config.settings);
+    if eff.source == RouteSource::Config && opts.config.is_none() {
+        bail!("--source config needs --config FILE (the route list)");
+    }
+    let kernel = eff.source == RouteSource::Kernel;
+    let mut fib = KernelFib::new(eff.tables.iter().copied());
     // Subscribe, then dump: no change between the two is lost.
     let (mut mirror, dump) = Mirror::start(kernel, opts.netlink_rcvbuf).await?;
     let mut netlink_stats = NetlinkStats::default();
     // Everything the config names must exist before anything is loaded.
-    let Resolved { ifaces, routes, neighbours } = resolve(&opts, &config, &dump)?;
+    let links: HashMap<String, u32> = dump
+        .iter()
+        .filter_map(|e| match e {
+            netlink_mirror::Event::Link(l) => Some((l.name.clone(), l.index)),
+            _ => None,
+        })
+        .collect();
+    let mut running = reload::resolve(opts.config.as_deref(), &opts.ifaces, eff.source, &config, &links)?;
     let (listener, _socket_file) = control::bind(&opts.control_socket)?;
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
     // Bound before anything is loaded: a taken port fails the start cleanly.
@@ -340,7 +337,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let server = tokio::spawn(control::serve(listener, calls_tx));
 
     // Pinned maps of an earlier agent are adopted, contents and all.
-    let (mut dp, adopting) = DataPlane::load_pinned(&opts.load, &opts.pin_dir)?;
+    let (mut dp, adopting) = DataPlane::load_pinned(&eff.load, &opts.pin_dir)?;
     dp.keep_on_exit = opts.keep_on_exit;
     let logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
@@ -352,7 +349,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     let counters: PerCpuArray<MapData, Counter> = crate::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
     let now = Instant::now();
-    let capacities = Capacities { metrics_rw: opts.load.metrics_rw_slots, ..Capacities::default() };
+    let capacities = Capacities { metrics_rw: eff.load.metrics_rw_slots, ..Capacities::default() };
     let writer = dp.map_writer()?;
     let adopted = if adopting { Some(writer.read_adopted()?) } else { None };
     let mut rib = Rib::new(writer, capacities, opts.grace);
@@ -373,42 +370,39 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             tracing::warn!(?ev, error = %e, "kernel route not carried");
         }
     }
-    let mut to_resolve = Vec::new();
-    for (index, address, lladdr) in neighbours {
-        match lladdr {
-            Some(mac) => rib.set_static_neighbour(index, address, mac, now)?,
-            None => to_resolve.push((index, address)),
-        }
+    for (&(index, address), &mac) in &running.static_neighbours {
+        rib.set_static_neighbour(index, address, mac, now)?;
     }
-    for r in routes {
-        rib.set_route(r, now)?;
+    for r in running.routes.values() {
+        rib.set_route(r.clone(), now)?;
     }
 
     // Program first, attach second: no window where the fast path has no routes.
-    for iface in &ifaces {
-        match dp.attach(iface, opts.mode)? {
+    for iface in &running.ifaces {
+        match dp.attach(iface, eff.mode)? {
             Attached::New(mode) => tracing::info!(iface, ?mode, "XDP attached"),
             Attached::Adopted => tracing::info!(iface, "XDP program replaced in the pinned link"),
         }
     }
-    let gone = dp.detach_others(&ifaces)?;
+    let gone = dp.detach_others(&running.ifaces)?;
     if gone > 0 {
         tracing::info!(links = gone, "detached from interfaces no longer configured");
     }
-    resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &to_resolve, opts.resolve_wait).await?;
+    resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &running.to_resolve, opts.resolve_wait).await?;
     if adopting {
         let r = rib.sweep_adopted(Instant::now())?;
         tracing::info!(routes_kept = r.routes_kept, routes_removed = r.routes_removed, slots_released = r.slots_released, "adoption complete: the earlier agent's entries are replaced");
     }
     let s = rib.summary();
     tracing::info!(
-        source = ?opts.source, routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
+        source = ?eff.source, routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
         nexthops = s.nexthops, resolved = s.nexthops_resolved, metrics_ro = s.metrics_ro_in_use,
         metrics_rw_capacity = s.metrics_rw_capacity, pin_dir = %opts.pin_dir.display(), "ready"
     );
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut logger = logger;
     let mut ticks = 0u64;
@@ -417,6 +411,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break }
+            _ = sighup.recv() => {
+                match reload_config(&opts, &mut eff, &mut running, &mut rib, &mut fib, &mut dp, &mirror, &mut netlink_stats).await {
+                    Ok(r) => tracing::info!(
+                        interfaces_added = r.interfaces_added, interfaces_removed = r.interfaces_removed, routes_set = r.routes_set,
+                        routes_removed = r.routes_removed, neighbours_changed = r.neighbours_changed, tables_changed = r.tables_changed,
+                        needs_restart = ?r.needs_restart, "SIGHUP: config reloaded"
+                    ),
+                    Err(e) => tracing::error!("SIGHUP: config reload refused; the running config stays: {e:#}"),
+                }
+            }
             batch = mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
                 apply_batch(&mut rib, &mut fib, &mirror, &mut netlink_stats, batch).await?;
@@ -438,7 +442,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     tracing::error!(error = %e, "expiring overrides");
                 }
                 rib.reap(now);
-                solicit_pending(&rib, &to_resolve, &mut asked, Duration::from_secs(3));
+                solicit_pending(&rib, &running.to_resolve, &mut asked, Duration::from_secs(3));
                 if ticks % 30 == 0 {
                     if let Ok(c) = stats::read_counters(&counters) {
                         let fwd = c.iter().find(|r| r.reason == "forwarded").map_or(0, |r| r.packets);

@@ -34,6 +34,7 @@ pub enum ModeChoice {
     Generic,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Size of the private metrics pool (`METRICS_RW` slots).
     pub metrics_rw_slots: u32,

@@ -82,6 +82,11 @@ impl KernelFib {
         }
     }
 
+    /// Mirrors `tables` from now on; a resync brings the routes in line.
+    pub fn set_tables(&mut self, tables: impl IntoIterator<Item = u32>) {
+        self.tables = tables.into_iter().collect();
+    }
+
     /// Replaces the whole table with `dump` (a fresh dump after an
     /// overrun); returns the changes that make the maps equal to it.
     pub fn resync(&mut self, dump: impl IntoIterator<Item = KernelRoute>) -> Vec<Change> {

@@ -26,6 +26,7 @@ pub mod metrics_store;
 pub mod netlink_mirror;
 pub mod netns;
 pub mod prometheus;
+pub mod reload;
 pub mod rib;
 pub mod show;
 pub mod slots;

@@ -6,6 +6,7 @@ use cowroute::{
     control::{self, Client, Request},
     daemon::{self, RouteSource, RunOptions},
     dataplane::{self, DataPlane, LoadOptions, ModeChoice},
+    reload::CliSettings,
     show, DEFAULT_PIN_DIR,
 };
 use std::{path::PathBuf, time::Duration};
@@ -42,22 +43,26 @@ enum Command {
         /// Interface to attach to (repeatable; adds to the config's `interfaces`).
         #[arg(long = "iface")]
         ifaces: Vec<String>,
-        /// The config (TOML): interfaces, neighbours, and with --source config the routes.
+        /// The config (TOML): interfaces, settings, neighbours, and with
+        /// --source config the routes. SIGHUP reloads it.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Where routes come from: the kernel's FIB over netlink, or the
-        /// config file's [[route]] list.
-        #[arg(long, value_enum, default_value_t = RouteSource::Kernel)]
-        source: RouteSource,
-        /// Kernel routing table to mirror with --source kernel (repeatable; default: main).
-        #[arg(long = "table", default_values_t = [254u32])]
+        /// config file's [[route]] list [default: kernel, or the file's `source`].
+        #[arg(long, value_enum)]
+        source: Option<RouteSource>,
+        /// Kernel routing table to mirror with --source kernel (repeatable)
+        /// [default: 254 (main), or the file's `tables`].
+        #[arg(long = "table", value_parser = clap::value_parser!(u32).range(1..))]
         tables: Vec<u32>,
-        /// XDP mode: auto tries native and falls back to generic.
-        #[arg(long, value_enum, default_value_t = ModeChoice::Auto)]
-        xdp_mode: ModeChoice,
-        /// Slots in the private metrics pool (METRICS_RW).
-        #[arg(long, default_value_t = common::capacity::METRICS_RW, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
-        metrics_rw_slots: u32,
+        /// XDP mode: auto tries native and falls back to generic [default:
+        /// auto, or the file's `xdp_mode`].
+        #[arg(long, value_enum)]
+        xdp_mode: Option<ModeChoice>,
+        /// Slots in the private metrics pool, METRICS_RW [default: 65536, or
+        /// the file's `metrics_rw_slots`].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+        metrics_rw_slots: Option<u32>,
         /// Grace period before a freed slot is reused, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         grace_ms: u64,
@@ -177,11 +182,8 @@ fn real_main() -> Result<()> {
             rt.block_on(daemon::run(RunOptions {
                 ifaces,
                 config,
-                source,
-                tables,
-                mode: xdp_mode,
+                cli: CliSettings { source, tables: (!tables.is_empty()).then_some(tables), mode: xdp_mode, metrics_rw_slots, bpf_debug_log },
                 pin_dir: cli.pin_dir,
-                load: LoadOptions { metrics_rw_slots, bpf_debug_log },
                 grace: Duration::from_millis(grace_ms),
                 resolve_wait: Duration::from_secs(resolve_wait),
                 control_socket: cli.control_socket,

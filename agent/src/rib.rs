@@ -396,6 +396,11 @@ impl<S: MapSink> Rib<S> {
             .collect()
     }
 
+    /// Interface names to indexes, as the kernel has them now.
+    pub fn link_indexes(&self) -> HashMap<String, u32> {
+        self.links.values().map(|l| (l.name.clone(), l.index)).collect()
+    }
+
     pub fn link_name(&self, ifindex: u32) -> Option<&str> {
         self.links.get(&ifindex).map(|l| l.name.as_str())
     }
@@ -531,6 +536,15 @@ impl<S: MapSink> Rib<S> {
     pub fn set_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: [u8; 6], now: Instant) -> Result<()> {
         self.static_neighbours.insert((ifindex, addr));
         self.neighbour_changed(ifindex, addr, Some(Some(mac)), now)
+    }
+
+    /// The operator no longer sets this neighbour: it is forgotten until
+    /// the kernel reports it (a resync or its next change).
+    pub fn unset_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, now: Instant) -> Result<()> {
+        if self.static_neighbours.remove(&(ifindex, addr)) {
+            self.neighbour_changed(ifindex, addr, None, now)?;
+        }
+        Ok(())
     }
 
     /// Adds or replaces a route. On error nothing has changed.

@@ -128,3 +128,49 @@ fn show_routes_finds_what_forwards_an_address_and_works_with_the_agent_stopped()
     let stats = run.cowroute(&["show", "stats"]);
     assert!(stats.contains("forwarded"), "{stats}");
 }
+
+/// Polls `pred` for up to 3 s.
+fn eventually(what: &str, pred: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !pred() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_reloads_the_config_and_a_bad_file_changes_nothing() {
+    let run = LabRun::start(&lab_tag('h'), "generic", &[]);
+    let cfg = std::path::PathBuf::from(&run.run_args[run.run_args.iter().position(|a| a == "--config").unwrap() + 1]);
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let r1 = run.lab.rtr_sink_if.clone();
+    let added = format!("{base}\n[[route]]\nprefix = \"10.60.0.0/16\"\nvia = \"{}\"\ndev = \"{r1}\"\nmtu = 1400\n", lab::SINK_V4);
+    let hup = || unsafe { libc::kill(run.agent.pid() as i32, libc::SIGHUP) };
+    let has = |prefix: &str| run.cowroute(&["show", "routes", "--json"]).contains(&format!("\"prefix\": \"{prefix}\""));
+
+    std::fs::write(&cfg, &added).unwrap();
+    hup();
+    eventually("the reloaded route reaches the maps", || has("10.60.0.0/16"));
+    eventually("the reload is logged", || run.agent.log().contains("SIGHUP: config reloaded"));
+    assert!(run.agent.log().contains("routes_set=1"), "{}", run.agent.log());
+    sh::ip(&["-n", &run.lab.sink, "route", "add", "local", "10.60.0.0/16", "dev", "lo"]).unwrap();
+    let to: SocketAddr = "10.60.0.1:7950".parse().unwrap();
+    let sink = traffic::UdpSink::bind(&run.lab.sink, "0.0.0.0:7950".parse().unwrap()).unwrap();
+    traffic::udp_send(&run.lab.gen, to, 10, 100, 64, Duration::ZERO).unwrap();
+    assert_eq!(sink.receive(10, Duration::from_secs(2)).unwrap().len(), 10, "forwarded by the reloaded route");
+
+    // A bad file: refused with file, line and field; nothing changes.
+    let bad = format!("{added}\n[[route]]\nprefix = \"10.61.0.0/16\"\ndev = \"{r1}\"\nmtux = 1\n");
+    let bad_line = bad.lines().position(|l| l.starts_with("mtux")).unwrap() + 1;
+    std::fs::write(&cfg, &bad).unwrap();
+    hup();
+    let expected = format!("{}:{bad_line}:1: mtux: unknown field", cfg.display());
+    eventually("the refusal is logged", || run.agent.log().contains("config reload refused"));
+    assert!(run.agent.log().contains(&expected), "expected {expected:?} in:\n{}", run.agent.log());
+    assert!(has("10.60.0.0/16") && !has("10.61.0.0/16"), "the running config stays");
+
+    // The route taken out of the file: gone from the maps.
+    std::fs::write(&cfg, &base).unwrap();
+    hup();
+    eventually("the removed route leaves the maps", || !has("10.60.0.0/16"));
+}

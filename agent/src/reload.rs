@@ -1,0 +1,195 @@
+//! What the config file sets, and changing it while running (SIGHUP).
+//!
+//! A reload is all or nothing up to the point of applying: the new file is
+//! parsed and every name in it resolved against the kernel's links first; a
+//! bad file is refused with its file, line and field, and the running config
+//! stays as it was. Then interfaces, routes (`--source config`), static
+//! neighbours and mirrored tables follow the file; what only a restart can
+//! change (source, XDP mode, pool size) is reported, not applied.
+
+use crate::{
+    config::{self, Config},
+    daemon::RouteSource,
+    dataplane::{ModeChoice, LoadOptions},
+    rib::RouteInput,
+};
+use anyhow::{anyhow, bail, Result};
+use ipnet::IpNet;
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::Path,
+};
+
+/// The settings in force: the command line's where given, else the file's,
+/// else the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub source: RouteSource,
+    pub tables: Vec<u32>,
+    pub mode: ModeChoice,
+    pub load: LoadOptions,
+}
+
+/// What the command line gave (`None`: not given).
+#[derive(Debug, Clone, Default)]
+pub struct CliSettings {
+    pub source: Option<RouteSource>,
+    pub tables: Option<Vec<u32>>,
+    pub mode: Option<ModeChoice>,
+    pub metrics_rw_slots: Option<u32>,
+    pub bpf_debug_log: bool,
+}
+
+impl Effective {
+    pub fn new(cli: &CliSettings, file: &config::Settings) -> Effective {
+        Effective {
+            source: cli.source.or(file.source).unwrap_or(RouteSource::Kernel),
+            tables: cli.tables.clone().or_else(|| file.tables.clone()).unwrap_or_else(|| vec![254]),
+            mode: cli.mode.or(file.xdp_mode).unwrap_or(ModeChoice::Auto),
+            load: LoadOptions {
+                metrics_rw_slots: cli.metrics_rw_slots.or(file.metrics_rw_slots).unwrap_or(common::capacity::METRICS_RW),
+                bpf_debug_log: cli.bpf_debug_log,
+            },
+        }
+    }
+
+    /// What differs from `other` that only a restart can change.
+    pub fn needs_restart(&self, other: &Effective) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.source != other.source {
+            v.push("source");
+        }
+        if self.mode != other.mode {
+            v.push("xdp_mode");
+        }
+        if self.load.metrics_rw_slots != other.load.metrics_rw_slots {
+            v.push("metrics_rw_slots");
+        }
+        v
+    }
+}
+
+/// What the config names, resolved against the kernel's links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub ifaces: Vec<String>,
+    /// `--source config` routes by prefix.
+    pub routes: BTreeMap<IpNet, RouteInput>,
+    /// Neighbours with a MAC in the file (set, kernel events do not touch them).
+    pub static_neighbours: BTreeMap<(u32, IpAddr), [u8; 6]>,
+    /// Neighbours the agent has the kernel resolve.
+    pub to_resolve: Vec<(u32, IpAddr)>,
+}
+
+/// Checks that every interface the config and the command line name exists;
+/// errors name the file, line and field.
+pub fn resolve(file: Option<&Path>, cli_ifaces: &[String], source: RouteSource, config: &Config, links: &HashMap<String, u32>) -> Result<Resolved> {
+    let mut ifaces = config.interfaces.clone();
+    for i in cli_ifaces {
+        if !ifaces.contains(i) {
+            ifaces.push(i.clone());
+        }
+    }
+    if ifaces.is_empty() {
+        bail!("no interface to attach to: give --iface IF or `interfaces = [...]` in the config");
+    }
+    let file = file.unwrap_or(Path::new("(no config)"));
+    if source == RouteSource::Kernel {
+        if let Some(r) = config.routes.first() {
+            bail!("config error: {}:{}: route: routes come from the kernel with --source kernel; remove [[route]] or use --source config", file.display(), r.line.0);
+        }
+    }
+    let cfg_err = |line: config::Line, field: &str, msg: String| anyhow!("config error: {}:{}: {field}: {msg}", file.display(), line.0);
+    let lookup = |name: &str| -> Option<u32> { links.get(name).copied() };
+    for iface in &ifaces {
+        lookup(iface).ok_or_else(|| anyhow!("unknown interface {iface:?}"))?;
+    }
+    let mut routes = BTreeMap::new();
+    for r in &config.routes {
+        let dev = match &r.dev {
+            Some(name) => Some(lookup(name).ok_or_else(|| cfg_err(r.line, "dev", format!("unknown interface {name:?}")))?),
+            None => None,
+        };
+        routes.insert(r.prefix, RouteInput::new(r.prefix, r.kind, dev, r.via, r.metrics));
+    }
+    let (mut static_neighbours, mut to_resolve) = (BTreeMap::new(), Vec::new());
+    for n in &config.neighbours {
+        let index = lookup(&n.dev).ok_or_else(|| cfg_err(n.line, "dev", format!("unknown interface {:?}", n.dev)))?;
+        match n.lladdr {
+            Some(mac) => {
+                static_neighbours.insert((index, n.address), mac);
+            }
+            None => to_resolve.push((index, n.address)),
+        }
+    }
+    Ok(Resolved { ifaces, routes, static_neighbours, to_resolve })
+}
+
+/// What a reload changed, in counts, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub interfaces_added: usize,
+    pub interfaces_removed: usize,
+    pub routes_set: usize,
+    pub routes_removed: usize,
+    pub neighbours_changed: usize,
+    pub tables_changed: bool,
+    /// Settings that changed in the file but wait for a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// The differences between the running `old` and the reloaded `new`.
+pub struct Diff<'a> {
+    pub add_ifaces: Vec<&'a String>,
+    pub set_routes: Vec<&'a RouteInput>,
+    pub del_routes: Vec<IpNet>,
+    pub set_neighbours: Vec<((u32, IpAddr), [u8; 6])>,
+    pub unset_neighbours: Vec<(u32, IpAddr)>,
+}
+
+pub fn diff<'a>(old: &Resolved, new: &'a Resolved) -> Diff<'a> {
+    Diff {
+        add_ifaces: new.ifaces.iter().filter(|i| !old.ifaces.contains(i)).collect(),
+        set_routes: new.routes.iter().filter(|(p, r)| old.routes.get(p) != Some(r)).map(|(_, r)| r).collect(),
+        del_routes: old.routes.keys().filter(|p| !new.routes.contains_key(p)).copied().collect(),
+        set_neighbours: new.static_neighbours.iter().filter(|(k, m)| old.static_neighbours.get(k) != Some(m)).map(|(k, m)| (*k, *m)).collect(),
+        unset_neighbours: old.static_neighbours.keys().filter(|k| !new.static_neighbours.contains_key(k)).copied().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::{RouteKind, RouteMetrics};
+
+    fn config(src: &str) -> Config {
+        config::parse(Path::new("r.toml"), src).unwrap()
+    }
+
+    #[test]
+    fn command_line_wins_over_the_file_and_the_file_over_defaults() {
+        let file = config("source = \"config\"\ntables = [1000]\nmetrics_rw_slots = 64\n").settings;
+        let e = Effective::new(&CliSettings::default(), &file);
+        assert_eq!((e.source, e.tables.clone(), e.mode, e.load.metrics_rw_slots), (RouteSource::Config, vec![1000], ModeChoice::Auto, 64));
+        let cli = CliSettings { source: Some(RouteSource::Kernel), tables: Some(vec![254]), ..CliSettings::default() };
+        let e2 = Effective::new(&cli, &file);
+        assert_eq!((e2.source, e2.tables.clone()), (RouteSource::Kernel, vec![254]));
+        assert_eq!(e2.needs_restart(&e), vec!["source"]);
+    }
+
+    #[test]
+    fn reload_diff_names_exactly_what_changed() {
+        let links = HashMap::from([("eth1".to_string(), 2), ("eth2".to_string(), 3)]);
+        let old = resolve(None, &[], RouteSource::Config, &config("interfaces = [\"eth1\"]\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth1\"\n[[route]]\nprefix = \"10.1.0.0/16\"\ndev = \"eth1\"\n[[neighbour]]\naddress = \"10.0.0.9\"\ndev = \"eth1\"\nlladdr = \"02:00:00:00:00:09\"\n"), &links).unwrap();
+        let new = resolve(None, &[], RouteSource::Config, &config("interfaces = [\"eth1\", \"eth2\"]\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth2\"\n"), &links).unwrap();
+        let d = diff(&old, &new);
+        assert_eq!(d.add_ifaces, vec!["eth2"]);
+        assert_eq!(d.set_routes, vec![&RouteInput::new("10.0.0.0/8".parse().unwrap(), RouteKind::Unicast, Some(3), None, RouteMetrics::DEFAULT)]);
+        assert_eq!(d.del_routes, vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
+        assert_eq!(d.unset_neighbours, vec![(2, "10.0.0.9".parse().unwrap())]);
+        assert!(d.set_neighbours.is_empty());
+        let e = resolve(Some(Path::new("r.toml")), &[], RouteSource::Config, &config("interfaces = [\"eth1\"]\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth9\"\n"), &links).unwrap_err();
+        assert_eq!(e.to_string(), "config error: r.toml:2: dev: unknown interface \"eth9\"");
+    }
+}
