@@ -423,3 +423,19 @@ fn multipath_routes_pick_the_leg_of_the_flows_hash() {
     fp.maps.put_route(&net("10.13.0.0/24"), &e).unwrap();
     assert_eq!(fp.run(&frame4([10, 13, 0, 1], 64, 100)).unwrap().reason, Reason::BadReference);
 }
+
+/// The program's aya-log lines run only with `--bpf-debug-log`: the log
+/// level is a load-time constant, so without it the verifier prunes the
+/// logging code and the program the kernel runs is smaller.
+#[test]
+fn debug_log_lines_are_pruned_unless_asked_for() {
+    require_root();
+    let size = |debug: bool| {
+        let dp = cowroute::dataplane::DataPlane::load(&cowroute::dataplane::LoadOptions { bpf_debug_log: debug, ..Default::default() }).unwrap();
+        let prog: &aya::programs::Xdp = dp.ebpf.program(cowroute::dataplane::PROG_FORWARD).unwrap().try_into().unwrap();
+        prog.info().unwrap().size_translated().expect("translated size")
+    };
+    let (quiet, verbose) = (size(false), size(true));
+    eprintln!("translated program: {quiet} bytes, {verbose} with --bpf-debug-log");
+    assert!(quiet < verbose, "without --bpf-debug-log the program is smaller: {quiet} vs {verbose} bytes");
+}
