@@ -9,6 +9,10 @@
 //! tables = [254, 1000]          # kernel tables to mirror
 //! xdp_mode = "auto"             # auto | native | generic
 //! metrics_rw_slots = 65536      # the private metrics pool
+//! slow_path = "afxdp"           # afxdp | kernel
+//! icmp_ratelimit_ms = 1000      # per destination: a burst of 6, then one per this
+//! icmp_msgs_per_sec = 1000      # all destinations: this many a second,
+//! icmp_msgs_burst = 50          # in bursts of at most this
 //!
 //! [[route]]
 //! prefix = "10.2.0.0/24"       # required
@@ -50,6 +54,10 @@ pub struct Settings {
     pub tables: Option<Vec<u32>>,
     pub xdp_mode: Option<crate::dataplane::ModeChoice>,
     pub metrics_rw_slots: Option<u32>,
+    pub slow_path: Option<crate::slow_path::SlowPathMode>,
+    pub icmp_ratelimit_ms: Option<u32>,
+    pub icmp_msgs_per_sec: Option<u32>,
+    pub icmp_msgs_burst: Option<u32>,
 }
 
 /// Where in the file something was written, for later errors.
@@ -106,6 +114,14 @@ struct RawConfig {
     xdp_mode: Option<Spanned<String>>,
     #[serde(default)]
     metrics_rw_slots: Option<Spanned<i64>>,
+    #[serde(default)]
+    slow_path: Option<Spanned<String>>,
+    #[serde(default)]
+    icmp_ratelimit_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    icmp_msgs_per_sec: Option<Spanned<i64>>,
+    #[serde(default)]
+    icmp_msgs_burst: Option<Spanned<i64>>,
     #[serde(default)]
     route: Vec<Spanned<Table>>,
     #[serde(default)]
@@ -196,16 +212,21 @@ fn parse_settings(ctx: &Ctx, raw: &RawConfig) -> Result<Settings, ConfigError> {
         }
         None => None,
     };
-    let metrics_rw_slots = match &raw.metrics_rw_slots {
-        Some(v) => Some(
-            u32::try_from(*v.get_ref())
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ctx.err(v.span().start, "metrics_rw_slots", format!("{} is out of range (1 to 4294967295)", v.get_ref())))?,
-        ),
-        None => None,
+    let number = |v: &Option<Spanned<i64>>, key: &str, min: u32| -> Result<Option<u32>, ConfigError> {
+        v.as_ref()
+            .map(|v| u32::try_from(*v.get_ref()).ok().filter(|n| *n >= min).ok_or_else(|| ctx.err(v.span().start, key, format!("{} is out of range ({min} to 4294967295)", v.get_ref()))))
+            .transpose()
     };
-    Ok(Settings { source, tables, xdp_mode, metrics_rw_slots })
+    Ok(Settings {
+        source,
+        tables,
+        xdp_mode,
+        metrics_rw_slots: number(&raw.metrics_rw_slots, "metrics_rw_slots", 1)?,
+        slow_path: raw.slow_path.as_ref().map(|v| choice(ctx, "slow_path", v)).transpose()?,
+        icmp_ratelimit_ms: number(&raw.icmp_ratelimit_ms, "icmp_ratelimit_ms", 0)?,
+        icmp_msgs_per_sec: number(&raw.icmp_msgs_per_sec, "icmp_msgs_per_sec", 0)?,
+        icmp_msgs_burst: number(&raw.icmp_msgs_burst, "icmp_msgs_burst", 1)?,
+    })
 }
 
 fn string<'a>(ctx: &Ctx, key: &str, v: &'a Spanned<Value>) -> Result<&'a str, ConfigError> {

@@ -120,7 +120,7 @@ proptest! {
         let mut now = Instant::now();
         let grace = Duration::from_millis(500);
         let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 64, metrics_rw: 128, nexthops: 16, nexthop_groups: 16 }, grace);
-        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: [2; 6], mtu: 1500, up: true, vlan: None }), now).unwrap();
+        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: [2; 6], mtu: 1500, up: true, vlan: None, rx_queues: 1 }), now).unwrap();
         let mut model = Model::default();
         for op in ops {
             match op {

@@ -11,6 +11,7 @@ use crate::{
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
     rib::{Capacities, ResyncReport, Rib},
+    slow_path::{self, SlowPathMode},
     stats,
 };
 use anyhow::{anyhow, bail, Result};
@@ -18,6 +19,7 @@ use aya::maps::{MapData, PerCpuArray};
 use common::{maps, Counter};
 use std::{
     collections::HashMap,
+    sync::Arc,
     net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
@@ -76,6 +78,41 @@ pub struct NetlinkStats {
 struct StatsSources<'a> {
     netlink: &'a NetlinkStats,
     counters: &'a PerCpuArray<MapData, Counter>,
+    slow_path: &'a SlowPathStatus,
+}
+
+/// The slow path as it runs.
+struct SlowPathStatus {
+    mode: SlowPathMode,
+    sockets: usize,
+    shared: Arc<slow_path::Shared>,
+}
+
+/// Opens the AF_XDP slow path on the attached interfaces. Where it cannot
+/// (no AF_XDP, memlock), exceptions stay with the kernel, loudly.
+fn start_slow_path(eff: &Effective, ifaces: &[String], rib: &Rib<MapWriter>, dp: &mut DataPlane, shared: &Arc<slow_path::Shared>) -> (Option<slow_path::SlowPath>, SlowPathStatus) {
+    let kernel = SlowPathStatus { mode: SlowPathMode::Kernel, sockets: 0, shared: shared.clone() };
+    if eff.slow_path == SlowPathMode::Kernel {
+        return (None, kernel);
+    }
+    let links = rib.link_indexes();
+    let queues: std::collections::BTreeMap<u32, u32> = ifaces.iter().filter_map(|i| links.get(i)).map(|&x| (x, rib.link(x).map_or(1, |l| l.rx_queues))).collect();
+    let started = (|| -> Result<slow_path::SlowPath> {
+        let map = dp.ebpf.take_map(maps::SLOW_PATH).ok_or_else(|| anyhow!("map SLOW_PATH missing from the object"))?;
+        let mut xsk: aya::maps::XskMap<MapData> = map.try_into()?;
+        slow_path::start(&mut xsk, &queues, shared.clone())
+    })();
+    match started {
+        Ok(sp) => {
+            tracing::info!(sockets = sp.sockets, "slow path: AF_XDP sockets answer TTL expiry, too big and unreachable with ICMP errors");
+            let status = SlowPathStatus { mode: SlowPathMode::Afxdp, sockets: sp.sockets, shared: shared.clone() };
+            (Some(sp), status)
+        }
+        Err(e) => {
+            tracing::warn!("slow path: AF_XDP unavailable ({e:#}); exceptions go to the kernel stack");
+            (None, kernel)
+        }
+    }
 }
 
 fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, default_expires: Duration) -> Response {
@@ -109,6 +146,10 @@ fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, defaul
                 let mut v = serde_json::to_value(rib.summary())?;
                 v["netlink"] = serde_json::to_value(sources.netlink)?;
                 v["packets"] = serde_json::to_value(stats::read_counters(sources.counters)?)?;
+                let mut sp = sources.slow_path.shared.stats.snapshot();
+                sp["mode"] = serde_json::json!(match sources.slow_path.mode { SlowPathMode::Afxdp => "afxdp", SlowPathMode::Kernel => "kernel" });
+                sp["sockets"] = serde_json::json!(sources.slow_path.sockets);
+                v["slow_path"] = sp;
                 v
             }
         })
@@ -151,7 +192,7 @@ fn solicit_pending(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)], asked: &m
 
 /// Has the kernel resolve the neighbours we need, applying netlink events
 /// meanwhile, until all are resolved or `wait` has passed.
-async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &mut Mirror, stats: &mut NetlinkStats, to_resolve: &[(u32, IpAddr)], wait: Duration) -> Result<()> {
+async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &mut Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared, to_resolve: &[(u32, IpAddr)], wait: Duration) -> Result<()> {
     let deadline = Instant::now() + wait;
     let mut asked = HashMap::new();
     loop {
@@ -171,7 +212,7 @@ async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirro
                 _ = &mut pause => break,
                 batch = mirror.next() => {
                     let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
-                    apply_batch(rib, fib, mirror, stats, batch).await?;
+                    apply_batch(rib, fib, mirror, stats, slow, batch).await?;
                 }
             }
         }
@@ -200,12 +241,15 @@ fn apply_change(rib: &mut Rib<MapWriter>, change: Change, now: Instant) -> Resul
 /// Applies a batch of events in order; an overrun among them ends in a
 /// resync. An event the maps cannot carry is logged and counted, and the
 /// rest go on.
-async fn apply_batch(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, stats: &mut NetlinkStats, batch: Vec<netlink_mirror::Event>) -> Result<()> {
+async fn apply_batch(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared, batch: Vec<netlink_mirror::Event>) -> Result<()> {
     let mut overrun = false;
     for ev in batch {
         if ev == netlink_mirror::Event::Overrun {
             overrun = true;
             continue;
+        }
+        if let netlink_mirror::Event::Address { index, addr, present } = ev {
+            slow.note_address(index, addr, present);
         }
         stats.events += 1;
         if let Err(e) = apply(rib, fib, ev.clone(), Instant::now()) {
@@ -215,7 +259,7 @@ async fn apply_batch(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mir
     }
     if overrun {
         stats.overruns += 1;
-        resync(rib, fib, mirror, stats).await?;
+        resync(rib, fib, mirror, stats, slow).await?;
     }
     Ok(())
 }
@@ -224,9 +268,10 @@ async fn apply_batch(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mir
 /// differences, so that no stale entry survives the lost events. Events
 /// queued behind the overrun are applied afterwards, in order; each sets its
 /// object to its state at that time, so the maps converge on the kernel's.
-async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, stats: &mut NetlinkStats) -> Result<()> {
+async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared) -> Result<()> {
     let started = Instant::now();
     let dump = mirror.dump().await?;
+    slow.set_addresses(&dump);
     let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, netlink_mirror::Event::Route { .. }));
     let now = Instant::now();
     let mut report = rib.resync(rest, now)?;
@@ -258,7 +303,7 @@ async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, 
 /// SIGHUP: reads the config again and applies what changed (see
 /// [`crate::reload`]). On any error before applying, nothing changes.
 #[allow(clippy::too_many_arguments)]
-async fn reload_config(opts: &RunOptions, eff: &mut Effective, running: &mut Resolved, rib: &mut Rib<MapWriter>, fib: &mut KernelFib, dp: &mut DataPlane, mirror: &Mirror, stats: &mut NetlinkStats) -> Result<ReloadReport> {
+async fn reload_config(opts: &RunOptions, eff: &mut Effective, running: &mut Resolved, rib: &mut Rib<MapWriter>, fib: &mut KernelFib, dp: &mut DataPlane, mirror: &Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared) -> Result<ReloadReport> {
     let path = opts.config.as_deref().ok_or_else(|| anyhow!("no config file to reload (started without --config)"))?;
     let config = config::load(path).map_err(|e| anyhow!("config error: {e}"))?;
     let new_eff = Effective::new(&opts.cli, &config.settings);
@@ -295,12 +340,17 @@ async fn reload_config(opts: &RunOptions, eff: &mut Effective, running: &mut Res
     }
     // The kernel's view of what the file no longer overrides.
     if report.tables_changed || unset {
-        resync(rib, fib, mirror, stats).await?;
+        resync(rib, fib, mirror, stats, slow).await?;
     }
     Ok(report)
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
+    // Handlers first: a signal that comes early (SIGHUP right after "ready")
+    // must not meet the default action, which ends the process.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let config: Config = match &opts.config {
         Some(path) => config::load(path).map_err(|e| anyhow!("config error: {e}"))?,
         None => Config::default(),
@@ -314,6 +364,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Subscribe, then dump: no change between the two is lost.
     let (mut mirror, dump) = Mirror::start(kernel, opts.netlink_rcvbuf).await?;
     let mut netlink_stats = NetlinkStats::default();
+    let slow = slow_path::Shared::new(eff.icmp_limits);
+    slow.set_addresses(&dump);
     // Everything the config names must exist before anything is loaded.
     let links: HashMap<String, u32> = dump
         .iter()
@@ -388,7 +440,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if gone > 0 {
         tracing::info!(links = gone, "detached from interfaces no longer configured");
     }
-    resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &running.to_resolve, opts.resolve_wait).await?;
+    let (slow_path, slow_status) = start_slow_path(&eff, &running.ifaces, &rib, &mut dp, &slow);
+    resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &slow, &running.to_resolve, opts.resolve_wait).await?;
     if adopting {
         let r = rib.sweep_adopted(Instant::now())?;
         tracing::info!(routes_kept = r.routes_kept, routes_removed = r.routes_removed, slots_released = r.slots_released, "adoption complete: the earlier agent's entries are replaced");
@@ -400,9 +453,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         metrics_rw_capacity = s.metrics_rw_capacity, pin_dir = %opts.pin_dir.display(), "ready"
     );
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut logger = logger;
     let mut ticks = 0u64;
@@ -412,7 +462,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break }
             _ = sighup.recv() => {
-                match reload_config(&opts, &mut eff, &mut running, &mut rib, &mut fib, &mut dp, &mirror, &mut netlink_stats).await {
+                match reload_config(&opts, &mut eff, &mut running, &mut rib, &mut fib, &mut dp, &mirror, &mut netlink_stats, &slow).await {
                     Ok(r) => tracing::info!(
                         interfaces_added = r.interfaces_added, interfaces_removed = r.interfaces_removed, routes_set = r.routes_set,
                         routes_removed = r.routes_removed, neighbours_changed = r.neighbours_changed, tables_changed = r.tables_changed,
@@ -423,11 +473,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             batch = mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
-                apply_batch(&mut rib, &mut fib, &mirror, &mut netlink_stats, batch).await?;
+                apply_batch(&mut rib, &mut fib, &mirror, &mut netlink_stats, &slow, batch).await?;
             }
             call = calls.recv() => {
                 let Some((req, reply)) = call else { bail!("control socket server stopped") };
-                let sources = StatsSources { netlink: &netlink_stats, counters: &counters };
+                let sources = StatsSources { netlink: &netlink_stats, counters: &counters, slow_path: &slow_status };
                 let _ = reply.send(handle(&mut rib, &sources, req, opts.default_expires));
             }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
@@ -453,6 +503,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     server.abort();
+    // The sockets close before the maps and links they serve.
+    drop(slow_path);
     drop(rib);
     // Dropping the data plane detaches the program and removes the pins.
     let keep = dp.keep_on_exit;

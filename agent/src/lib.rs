@@ -21,6 +21,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod ecmp;
 pub mod fib_mirror;
+pub mod icmp;
+pub mod icmp_limit;
 pub mod map_writer;
 pub mod metrics_store;
 pub mod netlink_mirror;
@@ -29,6 +31,7 @@ pub mod prometheus;
 pub mod reload;
 pub mod rib;
 pub mod show;
+pub mod slow_path;
 pub mod slots;
 pub mod stats;
 

@@ -85,6 +85,21 @@ enum Command {
         /// SIGINT/SIGTERM detach and unpin (a crash or SIGKILL always leaves it).
         #[arg(long)]
         keep_on_exit: bool,
+        /// Where exceptions go: the agent over AF_XDP (ICMP errors, rate
+        /// limited), or the kernel stack [default: afxdp where the interfaces
+        /// take AF_XDP sockets, or the file's `slow_path`].
+        #[arg(long, value_enum)]
+        slow_path: Option<cowroute::slow_path::SlowPathMode>,
+        /// ICMP errors to one destination: a burst of 6, then one per this
+        /// many milliseconds, 0 for no limit [default: 1000, as the kernel].
+        #[arg(long)]
+        icmp_ratelimit_ms: Option<u32>,
+        /// ICMP errors to all destinations a second, 0 for no limit [default: 1000].
+        #[arg(long)]
+        icmp_msgs_per_sec: Option<u32>,
+        /// Burst of the all-destinations limit [default: 50].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        icmp_msgs_burst: Option<u32>,
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9469).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
@@ -177,12 +192,22 @@ fn real_main() -> Result<()> {
         LogFormat::Json => logs.json().init(),
     }
     match cli.command {
-        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires, netlink_rcvbuf, keep_on_exit, metrics_listen } => {
+        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires, netlink_rcvbuf, keep_on_exit, metrics_listen, slow_path, icmp_ratelimit_ms, icmp_msgs_per_sec, icmp_msgs_burst } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(RunOptions {
                 ifaces,
                 config,
-                cli: CliSettings { source, tables: (!tables.is_empty()).then_some(tables), mode: xdp_mode, metrics_rw_slots, bpf_debug_log },
+                cli: CliSettings {
+                    source,
+                    tables: (!tables.is_empty()).then_some(tables),
+                    mode: xdp_mode,
+                    metrics_rw_slots,
+                    bpf_debug_log,
+                    slow_path,
+                    icmp_ratelimit_ms,
+                    icmp_msgs_per_sec,
+                    icmp_msgs_burst,
+                },
                 pin_dir: cli.pin_dir,
                 grace: Duration::from_millis(grace_ms),
                 resolve_wait: Duration::from_secs(resolve_wait),
@@ -210,7 +235,7 @@ fn real_main() -> Result<()> {
         Command::Show { what, json } => match what {
             ShowWhat::Stats => show::print_stats(&cli.pin_dir, json),
             ShowWhat::Routes { target } => show::print_routes(&cli.pin_dir, target.as_deref(), json),
-            ShowWhat::Slowpath => show::print_slowpath(&cli.pin_dir, json),
+            ShowWhat::Slowpath => show::print_slowpath(&cli.pin_dir, &cli.control_socket, json),
             ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, json),
             ShowWhat::Metrics => show::print_metrics(&cli.pin_dir, json),
         },

@@ -33,6 +33,8 @@ pub struct Link {
     pub up: bool,
     /// An 802.1Q sub-interface: its parent and VLAN id.
     pub vlan: Option<(u32, u16)>,
+    /// RX queues (IFLA_NUM_RX_QUEUES): a slow-path socket for each.
+    pub rx_queues: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +168,7 @@ pub fn link_event(msg: &LinkMessage) -> Option<Event> {
         mtu: 0,
         up: msg.header.flags.contains(LinkFlags::Up) && msg.header.flags.contains(LinkFlags::Running),
         vlan: None,
+        rx_queues: 1,
     };
     let mut parent = None;
     let mut vid = None;
@@ -174,6 +177,7 @@ pub fn link_event(msg: &LinkMessage) -> Option<Event> {
             LinkAttribute::IfName(n) => link.name = n.clone(),
             LinkAttribute::Address(a) if a.len() == 6 => link.mac.copy_from_slice(a),
             LinkAttribute::Mtu(m) => link.mtu = *m,
+            LinkAttribute::NumRxQueues(n) => link.rx_queues = *n,
             LinkAttribute::Link(p) => parent = Some(*p),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {

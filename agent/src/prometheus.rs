@@ -63,6 +63,14 @@ pub fn render(stats: &serde_json::Value) -> String {
         counter("cowroute_netlink_errors_total", "Netlink events the maps could not carry.", u(stats, &["netlink", "errors"])),
         counter("cowroute_netlink_overruns_total", "Netlink socket overruns (ENOBUFS).", u(stats, &["netlink", "overruns"])),
         counter("cowroute_netlink_resyncs_total", "Full resyncs from a fresh dump.", u(stats, &["netlink", "resyncs"])),
+        gauge("cowroute_slowpath_sockets", "AF_XDP sockets of the slow path (0: the kernel stack is the slow path).", u(stats, &["slow_path", "sockets"])),
+        counter("cowroute_slowpath_frames_total", "Exception frames the slow path received.", u(stats, &["slow_path", "frames"])),
+        counter("cowroute_slowpath_icmp_sent_total", "ICMP errors the slow path sent.", u(stats, &["slow_path", "icmp_sent"])),
+        counter("cowroute_slowpath_rate_limited_total", "ICMP errors held back by the rate limits.", u(stats, &["slow_path", "rate_limited"])),
+        counter("cowroute_slowpath_refused_total", "Frames that get no ICMP error (errors about errors, group sources, later fragments).", u(stats, &["slow_path", "refused"])),
+        counter("cowroute_slowpath_malformed_total", "Frames the slow path could not read: dropped.", u(stats, &["slow_path", "malformed"])),
+        counter("cowroute_slowpath_tx_full_total", "Replies dropped for want of a TX frame.", u(stats, &["slow_path", "tx_full"])),
+        counter("cowroute_slowpath_socket_dropped_total", "Exception frames the kernel dropped at a full slow-path socket.", u(stats, &["slow_path", "socket_dropped"])),
     ];
     let mut out = String::new();
     for f in families {

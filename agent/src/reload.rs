@@ -10,7 +10,9 @@
 use crate::{
     config::{self, Config},
     daemon::RouteSource,
-    dataplane::{ModeChoice, LoadOptions},
+    dataplane::{LoadOptions, ModeChoice},
+    icmp_limit::RateLimits,
+    slow_path::SlowPathMode,
     rib::RouteInput,
 };
 use anyhow::{anyhow, bail, Result};
@@ -29,6 +31,8 @@ pub struct Effective {
     pub tables: Vec<u32>,
     pub mode: ModeChoice,
     pub load: LoadOptions,
+    pub slow_path: SlowPathMode,
+    pub icmp_limits: RateLimits,
 }
 
 /// What the command line gave (`None`: not given).
@@ -39,6 +43,10 @@ pub struct CliSettings {
     pub mode: Option<ModeChoice>,
     pub metrics_rw_slots: Option<u32>,
     pub bpf_debug_log: bool,
+    pub slow_path: Option<SlowPathMode>,
+    pub icmp_ratelimit_ms: Option<u32>,
+    pub icmp_msgs_per_sec: Option<u32>,
+    pub icmp_msgs_burst: Option<u32>,
 }
 
 impl Effective {
@@ -50,6 +58,15 @@ impl Effective {
             load: LoadOptions {
                 metrics_rw_slots: cli.metrics_rw_slots.or(file.metrics_rw_slots).unwrap_or(common::capacity::METRICS_RW),
                 bpf_debug_log: cli.bpf_debug_log,
+            },
+            slow_path: cli.slow_path.or(file.slow_path).unwrap_or(SlowPathMode::Afxdp),
+            icmp_limits: {
+                let d = RateLimits::default();
+                RateLimits {
+                    per_destination: cli.icmp_ratelimit_ms.or(file.icmp_ratelimit_ms).map_or(d.per_destination, |ms| std::time::Duration::from_millis(ms.into())),
+                    msgs_per_sec: cli.icmp_msgs_per_sec.or(file.icmp_msgs_per_sec).unwrap_or(d.msgs_per_sec),
+                    msgs_burst: cli.icmp_msgs_burst.or(file.icmp_msgs_burst).unwrap_or(d.msgs_burst),
+                }
             },
         }
     }
@@ -65,6 +82,12 @@ impl Effective {
         }
         if self.load.metrics_rw_slots != other.load.metrics_rw_slots {
             v.push("metrics_rw_slots");
+        }
+        if self.slow_path != other.slow_path {
+            v.push("slow_path");
+        }
+        if self.icmp_limits != other.icmp_limits {
+            v.push("icmp rate limits");
         }
         v
     }

@@ -401,6 +401,10 @@ impl<S: MapSink> Rib<S> {
         self.links.values().map(|l| (l.name.clone(), l.index)).collect()
     }
 
+    pub fn link(&self, ifindex: u32) -> Option<&Link> {
+        self.links.get(&ifindex)
+    }
+
     pub fn link_name(&self, ifindex: u32) -> Option<&str> {
         self.links.get(&ifindex).map(|l| l.name.as_str())
     }
@@ -1207,7 +1211,7 @@ mod tests {
         let now = Instant::now();
         let mut rib = Rib::new(maps, Capacities { metrics_ro: 64, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
         for (index, mac) in [(2, MAC_A), (3, MAC_B)] {
-            let link = Link { index, name: format!("if{index}"), mac, mtu: 1500, up: true, vlan: None };
+            let link = Link { index, name: format!("if{index}"), mac, mtu: 1500, up: true, vlan: None, rx_queues: 1 };
             rib.apply(Event::Link(link), now).unwrap();
         }
         (rib, now)
@@ -1252,7 +1256,7 @@ mod tests {
         rib.apply(Event::Neighbour { index: 2, addr: "10.1.0.9".parse().unwrap(), mac: Some([8; 6]) }, now).unwrap();
         assert_eq!(buckets(&rib).len(), 2);
         // Link 2 down: its leg leaves the buckets.
-        let link = Link { index: 2, name: "if2".into(), mac: MAC_A, mtu: 1500, up: false, vlan: None };
+        let link = Link { index: 2, name: "if2".into(), mac: MAC_A, mtu: 1500, up: false, vlan: None, rx_queues: 1 };
         rib.apply(Event::Link(link), now).unwrap();
         assert_eq!(buckets(&rib), only);
         // Both routes gone: the group and its legs are released.
@@ -1361,7 +1365,7 @@ mod tests {
     #[test]
     fn link_down_makes_next_hops_unusable_and_vlan_next_hops_use_the_parent() {
         let (mut rib, now) = rib();
-        let vlan = Link { index: 7, name: "if3.100".into(), mac: MAC_B, mtu: 1496, up: true, vlan: Some((3, 100)) };
+        let vlan = Link { index: 7, name: "if3.100".into(), mac: MAC_B, mtu: 1496, up: true, vlan: Some((3, 100)), rx_queues: 1 };
         rib.apply(Event::Link(vlan), now).unwrap();
         rib.set_route(route("10.7.0.0/24", 7, Some("10.70.0.1"), 0), now).unwrap();
         rib.apply(Event::Neighbour { index: 7, addr: "10.70.0.1".parse().unwrap(), mac: Some([5; 6]) }, now).unwrap();
@@ -1379,7 +1383,7 @@ mod tests {
     fn full_ro_store_fails_cleanly() {
         let now = Instant::now();
         let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 2, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
-        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: MAC_A, mtu: 1500, up: true, vlan: None }), now).unwrap();
+        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: MAC_A, mtu: 1500, up: true, vlan: None, rx_queues: 1 }), now).unwrap();
         rib.set_route(route("10.1.0.0/24", 2, None, 1400), now).unwrap();
         let err = rib.set_route(route("10.3.0.0/24", 2, None, 1300), now).unwrap_err();
         assert!(err.to_string().contains("METRICS_RO is full"), "{err}");

@@ -195,19 +195,29 @@ pub fn print_routes(pin_dir: &Path, target: Option<&str>, json: bool) -> Result<
     })
 }
 
-/// `show slowpath`: what the fast path could not finish and handed on. With
-/// the kernel as the slow path, these are the frames passed to the stack
-/// (which forwards, answers or drops them) by reason.
-pub fn print_slowpath(pin_dir: &Path, json: bool) -> Result<()> {
+/// `show slowpath`: what the fast path could not finish and handed on, by
+/// reason (from the pinned counters), and, when an agent answers on
+/// `socket`, what its AF_XDP slow path did with them.
+pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
     let exceptions: Vec<stats::ReasonCount> = stats::read_pinned_counters(pin_dir)?
         .into_iter()
         .filter(|c| c.reason != common::Reason::Forwarded.name() && c.reason != common::Reason::Blackhole.name())
         .collect();
+    let agent = crate::control::Client::connect(socket).and_then(|mut c| c.call(&crate::control::Request::Stats)).ok().map(|s| s["slow_path"].clone());
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "mode": "kernel", "exceptions": exceptions }))?);
+        let mode = agent.as_ref().map_or(serde_json::json!("kernel"), |a| a["mode"].clone());
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "mode": mode, "agent": agent, "exceptions": exceptions }))?);
         return Ok(());
     }
-    println!("slow path: the kernel stack (frames the fast path passes up, by reason)");
+    match &agent {
+        Some(a) if a["mode"] == "afxdp" => println!(
+            "slow path: the agent over AF_XDP ({} sockets): {} frames, {} ICMP errors sent, {} rate-limited, {} refused, {} malformed, {} without a TX frame, {} dropped at a full socket",
+            a["sockets"], a["frames"], a["icmp_sent"], a["rate_limited"], a["refused"], a["malformed"], a["tx_full"], a["socket_dropped"]
+        ),
+        Some(_) => println!("slow path: the kernel stack (the agent runs with --slow-path kernel)"),
+        None => println!("slow path: no agent answering; the kernel stack takes what the fast path passes up"),
+    }
+    println!("exceptions by reason (TTL, too big and unreachable ones go to the AF_XDP slow path when it runs; the rest to the kernel):");
     print_rows(&exceptions, false, &format!("{:<16} {:>14} {:>16}", "reason", "packets", "bytes"), |c| {
         format!("{:<16} {:>14} {:>16}", c.reason, c.packets, c.bytes)
     })

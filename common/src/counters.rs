@@ -67,6 +67,10 @@ impl Reason {
         Reason::NoHeadroom,
     ];
 
+    pub fn from_u8(v: u8) -> Option<Reason> {
+        Reason::ALL.get(v as usize).copied()
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Reason::Forwarded => "forwarded",

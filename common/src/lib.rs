@@ -11,6 +11,7 @@ pub mod flow_hash;
 pub mod metrics;
 pub mod nexthop;
 pub mod route;
+pub mod slow_path;
 
 pub use counters::{Counter, Reason};
 pub use metrics::{MetricsRef, RouteMetrics, Rtax, RTAX_MAX};
@@ -27,8 +28,9 @@ pub mod maps {
     pub const METRICS_RW: &str = "METRICS_RW";
     pub const EGRESS_PORTS: &str = "EGRESS_PORTS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const SLOW_PATH: &str = "SLOW_PATH";
     /// Every map the agent pins, in the order `show` lists them.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         ROUTES_V4,
         ROUTES_V6,
         NEXTHOPS,
@@ -37,6 +39,7 @@ pub mod maps {
         METRICS_RW,
         EGRESS_PORTS,
         COUNTERS,
+        SLOW_PATH,
     ];
 }
 
@@ -49,6 +52,8 @@ pub mod capacity {
     pub const METRICS_RO: u32 = 16_384;
     pub const METRICS_RW: u32 = 65_536;
     pub const EGRESS_PORTS: u32 = 1_024;
+    /// AF_XDP sockets: 256 interface slots of `slow_path::MAX_QUEUES` queues.
+    pub const SLOW_PATH: u32 = 4_096;
 }
 
 /// Unit tests need `std`; the library itself never does.

@@ -10,6 +10,7 @@
 mod fib;
 mod mss;
 mod packet;
+mod slow_path;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
@@ -30,13 +31,20 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_SCTP: u8 = 132;
 
-/// What becomes of a frame, and why.
+/// What becomes of a frame, and why. Eight bytes, like the `Result`s it
+/// travels in: the verifier rejects reads of stack bytes a path left
+/// unwritten, which a wider verdict invites. So `action` packs, besides the
+/// XDP action in its low byte, [`Verdict::AGENT`] and an exceeded MTU.
 struct Verdict {
     action: u32,
     reason: Reason,
 }
 
 impl Verdict {
+    /// An exception the agent answers (an ICMP error): handed to its slow
+    /// path when it has a socket here, else to the stack.
+    const AGENT: u32 = 1 << 8;
+
     /// Leave the frame to the kernel stack.
     const fn pass(reason: Reason) -> Verdict {
         Verdict { action: xdp_action::XDP_PASS, reason }
@@ -46,6 +54,20 @@ impl Verdict {
     }
     const fn forwarded(action: u32) -> Verdict {
         Verdict { action, reason: Reason::Forwarded }
+    }
+    /// An ICMP error is due; `mtu`: what a too-big packet exceeded.
+    const fn exception(reason: Reason, mtu: u32) -> Verdict {
+        let mtu = if mtu > 0xffff { 0xffff } else { mtu };
+        Verdict { action: xdp_action::XDP_PASS | Self::AGENT | mtu << 16, reason }
+    }
+    const fn xdp_action(&self) -> u32 {
+        self.action & 0xff
+    }
+    const fn to_agent(&self) -> bool {
+        self.action & Self::AGENT != 0
+    }
+    const fn mtu(&self) -> u32 {
+        self.action >> 16
     }
 }
 
@@ -58,7 +80,12 @@ pub fn cowroute(ctx: XdpContext) -> u32 {
         Ok(v) | Err(v) => v,
     };
     fib::count(verdict.reason, frame_len(&ctx));
-    verdict.action
+    if verdict.to_agent() {
+        if let Some(action) = slow_path::hand_over(&ctx, verdict.reason, verdict.mtu()) {
+            return action;
+        }
+    }
+    verdict.xdp_action()
 }
 
 /// Does nothing but XDP_PASS: attached to the far end of a veth so that frames
@@ -131,7 +158,7 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     if dst[0] & 0xf0 == 0xe0 || dst == [255; 4] {
         return Err(Verdict::pass(Reason::Multicast));
     }
-    let route = fib::route_lookup_v4(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
+    let route = fib::route_lookup_v4(dst).ok_or(Verdict::exception(Reason::NoRoute, 0))?;
     let (src, proto, frags) = unsafe { ((*ip).src_addr, *(ip as *const u8).add(9), u16::from_be_bytes((*ip).frags)) };
     // The TCP header, when this is TCP and the first (or only) fragment.
     let tcp = (proto == IPPROTO_TCP && frags & 0x1fff == 0).then_some(Ipv4Hdr::LEN);
@@ -142,7 +169,9 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     } else {
         0
     };
-    forward(ctx, l2, route, Packet { ttl, len: tot_len, tcp, flow }, ip_decrease_ttl)
+    // DF clear: a router may fragment it (the kernel does, when it is too big).
+    let may_fragment = frags & 0x4000 == 0;
+    forward(ctx, l2, route, Packet { ttl, len: tot_len, tcp, flow, may_fragment }, ip_decrease_ttl)
 }
 
 fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
@@ -170,7 +199,7 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     if next_hdr == IPV6_NEXTHDR_HOP {
         return Err(Verdict::pass(Reason::IpOptions));
     }
-    let route = fib::route_lookup_v6(dst).ok_or(Verdict::pass(Reason::NoRoute))?;
+    let route = fib::route_lookup_v6(dst).ok_or(Verdict::exception(Reason::NoRoute, 0))?;
     let tcp = (next_hdr == IPPROTO_TCP).then_some(Ipv6Hdr::LEN);
     let flow = if route.is_multipath() {
         let ports = l4_ports(ctx, l2.l3_off + Ipv6Hdr::LEN, next_hdr);
@@ -178,7 +207,7 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     } else {
         0
     };
-    forward(ctx, l2, route, Packet { ttl: hop_limit, len, tcp, flow }, ipv6_decrease_hop_limit)
+    forward(ctx, l2, route, Packet { ttl: hop_limit, len, tcp, flow, may_fragment: false }, ipv6_decrease_hop_limit)
 }
 
 /// What forwarding needs to know of an IP packet, whatever its family.
@@ -191,6 +220,8 @@ struct Packet {
     tcp: Option<usize>,
     /// The 5-tuple's hash (multipath routes only): picks the ECMP leg.
     flow: u32,
+    /// IPv4 without DF: too big means fragment, not an ICMP error.
+    may_fragment: bool,
 }
 
 /// The source and destination ports of a TCP, UDP or SCTP header at `off`
@@ -219,10 +250,13 @@ fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
 ) -> Step<Verdict> {
     let hop = next_hop_of(route, packet.flow)?;
     if packet.ttl <= 1 {
-        return Err(Verdict::pass(Reason::TtlExceeded));
+        return Err(Verdict::exception(Reason::TtlExceeded, 0));
     }
     if packet.len as u32 > hop.mtu {
-        return Err(Verdict::pass(Reason::TooBig));
+        return Err(match packet.may_fragment {
+            true => Verdict::pass(Reason::TooBig),
+            false => Verdict::exception(Reason::TooBig, hop.mtu),
+        });
     }
     let action = arm_redirect(ctx, hop.nh)?;
     let l3_off = rewrite_l2(ctx, l2, hop.nh)?;
@@ -248,8 +282,8 @@ fn next_hop_of(route: &RouteEntry, flow: u32) -> Step<Hop> {
         Some(RouteKind::Unicast) => {}
         Some(RouteKind::Local) => return Err(Verdict::pass(Reason::Local)),
         Some(RouteKind::Blackhole) => return Err(Verdict::drop(Reason::Blackhole)),
-        Some(RouteKind::Unreachable) => return Err(Verdict::pass(Reason::Unreachable)),
-        Some(RouteKind::Prohibit) => return Err(Verdict::pass(Reason::Prohibit)),
+        Some(RouteKind::Unreachable) => return Err(Verdict::exception(Reason::Unreachable, 0)),
+        Some(RouteKind::Prohibit) => return Err(Verdict::exception(Reason::Prohibit, 0)),
         None => return Err(Verdict::pass(Reason::BadReference)),
     }
     let id = fib::route_nexthop_id(route, flow).ok_or(Verdict::pass(Reason::BadReference))?;

@@ -33,7 +33,9 @@ fn show(run: &LabRun, dest: &str) -> serde_json::Value {
 
 #[test]
 fn private_mtu_applies_to_one_destination_only_v4_and_v6() {
-    let run = LabRun::start(&lab_tag('m'), "native", &[]);
+    // The fast path's counters are what is checked: exceptions stay with
+    // the (non-forwarding) kernel, no ICMP error teaches gen a smaller MTU.
+    let run = LabRun::start(&lab_tag('m'), "native", &["--slow-path", "kernel"]);
     for (dest, other, mtu) in [(lab::SINK_V4, lab::SINK2_V4, "1300"), (lab::SINK_V6, lab::SINK2_V6, "1280")] {
         assert_eq!(delivered(&run, dest, 1400, 10), 10, "{dest}: 1400 bytes fit the shared MTU 1500");
         let before = show(&run, dest);
@@ -139,7 +141,9 @@ mtu = 1500
 "#;
     let tag = lab_tag('s');
     let lab_probe = xtask::lab::Lab::named(&tag).unwrap();
-    let run = LabRun::start_with(&tag, "native", &[], &extra.replace("ROUTER_SINK_IF", &lab_probe.rtr_sink_if));
+    // The fast path's counters are what is checked: exceptions stay with
+    // the (non-forwarding) kernel, no ICMP error teaches gen a smaller MTU.
+    let run = LabRun::start_with(&tag, "native", &["--slow-path", "kernel"], &extra.replace("ROUTER_SINK_IF", &lab_probe.rtr_sink_if));
     std::mem::forget(lab_probe);
     // The sink accepts the whole /16 as its own (AnyIP).
     sh::ip(&["-n", &run.lab.sink, "route", "add", "local", "10.50.0.0/16", "dev", "lo"]).unwrap();

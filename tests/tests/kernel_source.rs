@@ -35,7 +35,9 @@ fn metrics_of(run: &LabRun, reference: &str) -> serde_json::Value {
 #[test]
 fn kernel_routes_with_metrics_reach_the_maps_and_forwarding() {
     // The kernel is the default source.
-    let run = LabRun::start_custom(&lab_tag('k'), "generic", &[], &|lab| lab.hosts_config());
+    // The fast path's counters are what is checked: exceptions stay with
+    // the (non-forwarding) kernel, no ICMP error teaches gen a smaller MTU.
+    let run = LabRun::start_custom(&lab_tag('k'), "generic", &["--slow-path", "kernel"], &|lab| lab.hosts_config());
     let rtr = run.lab.rtr.clone();
     // The connected routes come from rtr's kernel table.
     for dst in [lab::SINK_V4, lab::SINK_V6] {
@@ -117,7 +119,9 @@ fn udp_through(run: &LabRun, port: u16, n: usize) -> usize {
 
 #[test]
 fn link_down_and_neighbour_flush_leave_the_fast_path_until_they_recover() {
-    let run = LabRun::start_custom(&lab_tag('l'), "native", &["--source", "kernel"], &|lab| lab.hosts_config());
+    // The fast path's counters are what is checked: exceptions stay with
+    // the (non-forwarding) kernel, no ICMP error teaches gen a smaller MTU.
+    let run = LabRun::start_custom(&lab_tag('l'), "native", &["--source", "kernel", "--slow-path", "kernel"], &|lab| lab.hosts_config());
     let (rtr, r1) = (run.lab.rtr.clone(), run.lab.rtr_sink_if.clone());
     assert_eq!(udp_through(&run, 7500, 10), 10);
 

@@ -21,7 +21,7 @@ fn rib() -> Result<(DataPlane, Rib<MapWriter>)> {
     let mut dp = DataPlane::load(&LoadOptions::default())?;
     let writer = dp.map_writer()?;
     let mut rib = Rib::new(writer, Capacities::default(), Duration::from_secs(1));
-    let lo = Link { index: 1, name: "lo".into(), mac: [0; 6], mtu: 65536, up: true, vlan: None };
+    let lo = Link { index: 1, name: "lo".into(), mac: [0; 6], mtu: 65536, up: true, vlan: None, rx_queues: 1 };
     rib.apply(Event::Link(lo), Instant::now())?;
     Ok((dp, rib))
 }

@@ -1,0 +1,432 @@
+//! ICMP errors as a router sends them: Time Exceeded, Fragmentation Needed /
+//! Packet Too Big, Destination Unreachable (RFC 792, RFC 1191, RFC 1812,
+//! RFC 4443). Pure functions from the offending frame to the reply frame.
+//!
+//! The reply goes back out of the ingress interface to the sender's MAC
+//! (the frame's source), from the ingress interface's address, in the same
+//! VLAN. It quotes as much of the offending packet as the RFCs allow (an
+//! IPv4 error at most 576 bytes long, RFC 1812 4.3.2.3; an IPv6 one at most
+//! the minimum MTU, 1280, RFC 4443 2.4(c)). No error is sent about an ICMP
+//! error, about a non-first fragment, or to a source that is not one host.
+
+use common::{checksum, Reason};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+/// RFC 1812 4.3.2.3: an ICMP error's IP datagram is at most 576 bytes.
+const V4_ERROR_MAX: usize = 576;
+/// RFC 4443 2.4(c): at most the IPv6 minimum MTU.
+const V6_ERROR_MAX: usize = 1280;
+
+/// Which error a frame gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    TimeExceeded,
+    /// Fragmentation Needed (IPv4, DF set) or Packet Too Big (IPv6).
+    TooBig { mtu: u32 },
+    /// No route to the destination.
+    NoRoute,
+    /// An unreachable route.
+    Unreachable,
+    /// A prohibit route.
+    Prohibited,
+}
+
+impl ErrorKind {
+    /// The error for a fast-path verdict reason; `None` for reasons that
+    /// get none.
+    pub fn for_reason(reason: Reason, mtu: u32) -> Option<ErrorKind> {
+        Some(match reason {
+            Reason::TtlExceeded => ErrorKind::TimeExceeded,
+            Reason::TooBig => ErrorKind::TooBig { mtu },
+            Reason::NoRoute => ErrorKind::NoRoute,
+            Reason::Unreachable => ErrorKind::Unreachable,
+            Reason::Prohibit => ErrorKind::Prohibited,
+            _ => return None,
+        })
+    }
+
+    /// Path MTU discovery depends on it: never limited per destination
+    /// (as the kernel exempts it).
+    pub fn is_pmtu(self) -> bool {
+        matches!(self, ErrorKind::TooBig { .. })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::TimeExceeded => "time_exceeded",
+            ErrorKind::TooBig { .. } => "too_big",
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Prohibited => "prohibited",
+        }
+    }
+
+    /// ICMPv4 type, code and the 4 bytes after the checksum.
+    fn v4(self) -> (u8, u8, [u8; 4]) {
+        match self {
+            ErrorKind::TimeExceeded => (11, 0, [0; 4]),
+            ErrorKind::TooBig { mtu } => {
+                let m = (mtu.min(u16::MAX as u32) as u16).to_be_bytes();
+                (3, 4, [0, 0, m[0], m[1]])
+            }
+            ErrorKind::NoRoute => (3, 0, [0; 4]),
+            ErrorKind::Unreachable => (3, 1, [0; 4]),
+            ErrorKind::Prohibited => (3, 13, [0; 4]),
+        }
+    }
+
+    /// ICMPv6 type, code and the 4 bytes after the checksum.
+    fn v6(self) -> (u8, u8, [u8; 4]) {
+        match self {
+            ErrorKind::TimeExceeded => (3, 0, [0; 4]),
+            ErrorKind::TooBig { mtu } => (2, 0, mtu.to_be_bytes()),
+            ErrorKind::NoRoute | ErrorKind::Unreachable => (1, 0, [0; 4]),
+            ErrorKind::Prohibited => (1, 1, [0; 4]),
+        }
+    }
+}
+
+/// Why a frame gets no error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Headers too short or inconsistent.
+    Malformed,
+    /// It is an ICMP error itself.
+    AboutIcmpError,
+    /// Its source is not one host (unspecified, broadcast, multicast, loopback).
+    NotUnicastSource,
+    /// A fragment other than the first.
+    LaterFragment,
+    /// The ingress interface has no address of this family.
+    NoSourceAddress,
+}
+
+impl Refusal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::AboutIcmpError => "about_icmp_error",
+            Refusal::NotUnicastSource => "not_unicast_source",
+            Refusal::LaterFragment => "later_fragment",
+            Refusal::NoSourceAddress => "no_source_address",
+        }
+    }
+}
+
+/// The ingress interface's addresses: the errors' source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfAddrs {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+/// An error ready to send, and whom it goes to (for rate limiting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub frame: Vec<u8>,
+    pub to: IpAddr,
+}
+
+/// The Ethernet header of the reply: back to the frame's source, from the
+/// address it was sent to, in the same VLAN. Returns it and where the IP
+/// header of `frame` starts.
+fn reply_l2(frame: &[u8], ether_type: u16) -> Result<(Vec<u8>, usize), Refusal> {
+    if frame.len() < ETH_HLEN {
+        return Err(Refusal::Malformed);
+    }
+    let mut l2 = Vec::with_capacity(18);
+    l2.extend_from_slice(&frame[6..12]);
+    l2.extend_from_slice(&frame[0..6]);
+    let mut off = 12;
+    if u16::from_be_bytes([frame[12], frame[13]]) == ETH_P_8021Q {
+        if frame.len() < ETH_HLEN + 4 {
+            return Err(Refusal::Malformed);
+        }
+        l2.extend_from_slice(&frame[12..16]);
+        off = 16;
+    }
+    l2.extend_from_slice(&ether_type.to_be_bytes());
+    Ok((l2, off + 2))
+}
+
+fn frame_ether_type(frame: &[u8]) -> Option<u16> {
+    let t = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    if t == ETH_P_8021Q {
+        return Some(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]));
+    }
+    Some(t)
+}
+
+/// The error `kind` for `frame` (an Ethernet frame as it arrived), from the
+/// ingress interface's addresses `ours`.
+pub fn error_for(frame: &[u8], kind: ErrorKind, ours: &IfAddrs) -> Result<Reply, Refusal> {
+    match frame_ether_type(frame).ok_or(Refusal::Malformed)? {
+        ETH_P_IP => error_v4(frame, kind, ours.v4.ok_or(Refusal::NoSourceAddress)?),
+        ETH_P_IPV6 => error_v6(frame, kind, ours.v6.ok_or(Refusal::NoSourceAddress)?),
+        _ => Err(Refusal::Malformed),
+    }
+}
+
+fn v4_source_ok(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() || a.octets()[0] >= 240)
+}
+
+fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr) -> Result<Reply, Refusal> {
+    let (mut out, l3) = reply_l2(frame, ETH_P_IP)?;
+    let ip = frame.get(l3..).ok_or(Refusal::Malformed)?;
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return Err(Refusal::Malformed);
+    }
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    if ihl < 20 || tot_len < ihl || ip.len() < ihl {
+        return Err(Refusal::Malformed);
+    }
+    let orig_src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    if !v4_source_ok(orig_src) {
+        return Err(Refusal::NotUnicastSource);
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+        return Err(Refusal::LaterFragment);
+    }
+    if ip[9] == IPPROTO_ICMP {
+        let icmp_type = *ip.get(ihl).ok_or(Refusal::Malformed)?;
+        // Errors: unreachable, source quench, redirect, time exceeded, parameter problem.
+        if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) {
+            return Err(Refusal::AboutIcmpError);
+        }
+    }
+    let quote = &ip[..tot_len.min(ip.len()).min(V4_ERROR_MAX - 28)];
+    let (icmp_type, code, rest) = kind.v4();
+    let mut icmp = vec![icmp_type, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quote);
+    let c = checksum::checksum(&icmp).to_be_bytes();
+    icmp[2..4].copy_from_slice(&c);
+    let total = (20 + icmp.len()) as u16;
+    let mut hdr = [0u8; 20];
+    hdr[0] = 0x45;
+    hdr[1] = 0xc0; // precedence: internetwork control, as the kernel's errors
+    hdr[2..4].copy_from_slice(&total.to_be_bytes());
+    hdr[4..6].copy_from_slice(&next_ip_id().to_be_bytes());
+    hdr[8] = 64;
+    hdr[9] = IPPROTO_ICMP;
+    hdr[12..16].copy_from_slice(&src.octets());
+    hdr[16..20].copy_from_slice(&orig_src.octets());
+    let c = checksum::checksum(&hdr).to_be_bytes();
+    hdr[10..12].copy_from_slice(&c);
+    out.extend_from_slice(&hdr);
+    out.extend_from_slice(&icmp);
+    Ok(Reply { frame: out, to: orig_src.into() })
+}
+
+fn next_ip_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static ID: AtomicU16 = AtomicU16::new(1);
+    ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The upper-layer protocol of an IPv6 packet and its header's offset,
+/// past the extension headers a router may find (RFC 8200 4).
+fn v6_upper_layer(ip: &[u8]) -> Option<(u8, usize)> {
+    let (mut next, mut off) = (ip[6], 40);
+    for _ in 0..8 {
+        match next {
+            0 | 43 | 60 => {
+                let len = (*ip.get(off + 1)? as usize + 1) * 8;
+                next = *ip.get(off)?;
+                off += len;
+            }
+            44 => {
+                // Fragment header: only the first fragment names the upper layer.
+                let frag_off = u16::from_be_bytes([*ip.get(off + 2)?, *ip.get(off + 3)?]) >> 3;
+                if frag_off != 0 {
+                    return Some((44, off));
+                }
+                next = *ip.get(off)?;
+                off += 8;
+            }
+            _ => return Some((next, off)),
+        }
+    }
+    None
+}
+
+fn error_v6(frame: &[u8], kind: ErrorKind, src: Ipv6Addr) -> Result<Reply, Refusal> {
+    let (mut out, l3) = reply_l2(frame, ETH_P_IPV6)?;
+    let ip = frame.get(l3..).ok_or(Refusal::Malformed)?;
+    if ip.len() < 40 || ip[0] >> 4 != 6 {
+        return Err(Refusal::Malformed);
+    }
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&ip[8..24]);
+    let orig_src = Ipv6Addr::from(a);
+    if orig_src.is_unspecified() || orig_src.is_multicast() || orig_src.is_loopback() {
+        return Err(Refusal::NotUnicastSource);
+    }
+    let (upper, off) = v6_upper_layer(ip).ok_or(Refusal::Malformed)?;
+    if upper == 44 {
+        return Err(Refusal::LaterFragment);
+    }
+    if upper == IPPROTO_ICMPV6 && *ip.get(off).ok_or(Refusal::Malformed)? < 128 {
+        return Err(Refusal::AboutIcmpError);
+    }
+    let len = 40 + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    let quote = &ip[..len.min(ip.len()).min(V6_ERROR_MAX - 48)];
+    let (icmp_type, code, rest) = kind.v6();
+    let mut icmp = vec![icmp_type, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quote);
+    // The pseudo header: source, destination, upper-layer length, next header.
+    let mut sum = checksum::sum_be_words(&src.octets(), 0);
+    sum = checksum::sum_be_words(&orig_src.octets(), sum);
+    sum = checksum::sum_be_words(&(icmp.len() as u32).to_be_bytes(), sum);
+    sum = checksum::sum_be_words(&[0, 0, 0, IPPROTO_ICMPV6], sum);
+    let c = (!checksum::fold(checksum::sum_be_words(&icmp, sum))).to_be_bytes();
+    icmp[2..4].copy_from_slice(&c);
+    let mut hdr = [0u8; 40];
+    hdr[0] = 0x60;
+    hdr[4..6].copy_from_slice(&(icmp.len() as u16).to_be_bytes());
+    hdr[6] = IPPROTO_ICMPV6;
+    hdr[7] = 64;
+    hdr[8..24].copy_from_slice(&src.octets());
+    hdr[24..40].copy_from_slice(&orig_src.octets());
+    out.extend_from_slice(&hdr);
+    out.extend_from_slice(&icmp);
+    Ok(Reply { frame: out, to: orig_src.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const US4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+    const OURS: IfAddrs = IfAddrs { v4: Some(US4), v6: Some(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1)) };
+
+    fn eth(ether_type: u16, l3: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        f.extend_from_slice(&ether_type.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    }
+
+    fn v4_packet(proto: u8, payload_len: usize, ttl: u8, frag: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0x12, 0x34, 0, 0, ttl, proto, 0, 0, 10, 1, 0, 2, 10, 2, 0, 2];
+        p[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+        p[6..8].copy_from_slice(&frag.to_be_bytes());
+        let c = checksum::checksum(&p).to_be_bytes();
+        p[10..12].copy_from_slice(&c);
+        p.extend((0..payload_len).map(|i| i as u8));
+        p
+    }
+
+    #[test]
+    fn time_exceeded_v4_is_addressed_back_and_checksummed() {
+        let f = eth(ETH_P_IP, &v4_packet(17, 100, 1, 0));
+        let r = error_for(&f, ErrorKind::TimeExceeded, &OURS).unwrap();
+        assert_eq!(r.to, IpAddr::from([10, 1, 0, 2]));
+        assert_eq!(&r.frame[0..6], &f[6..12], "to the sender's MAC");
+        assert_eq!(&r.frame[6..12], &f[0..6], "from the MAC it was sent to");
+        let ip = &r.frame[14..];
+        assert!(checksum::verifies(&ip[..20]), "IPv4 header checksum");
+        assert_eq!((ip[9], &ip[12..16], &ip[16..20]), (1, &[10, 1, 0, 1][..], &[10, 1, 0, 2][..]));
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, ip.len());
+        let icmp = &ip[20..];
+        assert_eq!((icmp[0], icmp[1]), (11, 0));
+        assert!(checksum::verifies(icmp), "ICMP checksum");
+        assert_eq!(&icmp[8..], &f[14..], "the whole (short) packet quoted");
+    }
+
+    #[test]
+    fn frag_needed_carries_the_mtu_and_quotes_at_most_576_bytes() {
+        let f = eth(ETH_P_IP, &v4_packet(6, 1380, 64, 0x4000));
+        let r = error_for(&f, ErrorKind::TooBig { mtu: 1300 }, &OURS).unwrap();
+        let ip = &r.frame[14..];
+        assert_eq!(ip.len(), 576, "RFC 1812: at most 576 bytes");
+        let icmp = &ip[20..];
+        assert_eq!((icmp[0], icmp[1], u16::from_be_bytes([icmp[6], icmp[7]])), (3, 4, 1300));
+        assert!(checksum::verifies(icmp));
+        assert_eq!(&icmp[8..], &f[14..14 + 548]);
+    }
+
+    #[test]
+    fn no_error_about_errors_fragments_or_group_sources() {
+        let mut icmp_err = v4_packet(1, 36, 1, 0);
+        icmp_err[20] = 11;
+        assert_eq!(error_for(&eth(ETH_P_IP, &icmp_err), ErrorKind::TimeExceeded, &OURS), Err(Refusal::AboutIcmpError));
+        let mut echo = v4_packet(1, 36, 1, 0);
+        echo[20] = 8;
+        assert!(error_for(&eth(ETH_P_IP, &echo), ErrorKind::TimeExceeded, &OURS).is_ok(), "an echo request gets one");
+        assert_eq!(error_for(&eth(ETH_P_IP, &v4_packet(17, 8, 1, 0x0010)), ErrorKind::TimeExceeded, &OURS), Err(Refusal::LaterFragment));
+        let mut bcast = v4_packet(17, 8, 1, 0);
+        bcast[12..16].copy_from_slice(&[255; 4]);
+        assert_eq!(error_for(&eth(ETH_P_IP, &bcast), ErrorKind::TimeExceeded, &OURS), Err(Refusal::NotUnicastSource));
+        bcast[12..16].copy_from_slice(&[224, 0, 0, 5]);
+        assert_eq!(error_for(&eth(ETH_P_IP, &bcast), ErrorKind::TimeExceeded, &OURS), Err(Refusal::NotUnicastSource));
+        let none = IfAddrs::default();
+        assert_eq!(error_for(&eth(ETH_P_IP, &v4_packet(17, 8, 1, 0)), ErrorKind::NoRoute, &none), Err(Refusal::NoSourceAddress));
+    }
+
+    fn v6_packet(next: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, 0, next, 1];
+        p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        p.extend_from_slice(&Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2).octets());
+        p.extend_from_slice(&Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 2).octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn packet_too_big_v6_with_pseudo_header_checksum_and_1280_limit() {
+        let f = eth(ETH_P_IPV6, &v6_packet(17, &[7u8; 1400]));
+        let r = error_for(&f, ErrorKind::TooBig { mtu: 1300 }, &OURS).unwrap();
+        let ip = &r.frame[14..];
+        assert_eq!(ip.len(), 1280, "RFC 4443: at most the minimum MTU");
+        assert_eq!((ip[6], ip[7]), (58, 64));
+        let icmp = &ip[40..];
+        assert_eq!((icmp[0], icmp[1], u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]])), (2, 0, 1300));
+        let mut sum = checksum::sum_be_words(&ip[8..40], 0);
+        sum = checksum::sum_be_words(&(icmp.len() as u32).to_be_bytes(), sum);
+        sum = checksum::sum_be_words(&[0, 0, 0, 58], sum);
+        assert_eq!(checksum::fold(checksum::sum_be_words(icmp, sum)), 0xffff, "ICMPv6 checksum");
+        // An ICMPv6 error behind a destination-options header is still an error.
+        let mut ext = vec![58, 0, 0, 0, 0, 0, 0, 0];
+        ext.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(error_for(&eth(ETH_P_IPV6, &v6_packet(60, &ext)), ErrorKind::TimeExceeded, &OURS), Err(Refusal::AboutIcmpError));
+        let echo = [128u8, 0, 0, 0, 0, 0, 0, 0];
+        assert!(error_for(&eth(ETH_P_IPV6, &v6_packet(58, &echo)), ErrorKind::TimeExceeded, &OURS).is_ok());
+    }
+
+    #[test]
+    fn a_vlan_tag_is_kept_in_the_reply() {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0, 0, 100, 0x08, 0];
+        f.extend_from_slice(&v4_packet(17, 8, 1, 0));
+        let r = error_for(&f, ErrorKind::TimeExceeded, &OURS).unwrap();
+        assert_eq!(&r.frame[12..18], &[0x81, 0, 0, 100, 0x08, 0]);
+    }
+
+    proptest! {
+        /// Whatever bytes arrive, the builder answers or refuses; it never
+        /// panics, and what it sends is within the RFC limits.
+        #[test]
+        fn arbitrary_frames_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..1600), v6 in any::<bool>(), reason in 0u8..18) {
+            let mut f = frame;
+            if f.len() > 14 {
+                let t = if v6 { ETH_P_IPV6 } else { ETH_P_IP };
+                f[12..14].copy_from_slice(&t.to_be_bytes());
+            }
+            if let Some(kind) = ErrorKind::for_reason(Reason::from_u8(reason).unwrap(), 1300) {
+                if let Ok(r) = error_for(&f, kind, &OURS) {
+                    prop_assert!(r.frame.len() <= 18 + V6_ERROR_MAX);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The AF_XDP slow path (`--slow-path afxdp`): one socket per RX queue of
+//! each attached interface, in the `SLOW_PATH` XSKMAP, each served by a
+//! thread. The fast path hands it the frames that need an ICMP error behind
+//! a [`SlowPathHeader`] saying why; the thread builds the error
+//! ([`crate::icmp`]), asks the rate limiter ([`crate::icmp_limit`]) and sends
+//! it back out of the ingress interface on the same socket's TX ring.
+//!
+//! Copy mode (veth has no zero-copy). Each socket has its own UMEM: half the
+//! frames feed the fill ring, half carry replies.
+
+use crate::{
+    icmp::{self, ErrorKind, IfAddrs},
+    icmp_limit::{Limiter, RateLimits},
+};
+use anyhow::{anyhow, Context as _, Result};
+use aya::maps::{MapData, XskMap};
+use common::slow_path::{socket_key, SlowPathHeader, MAX_QUEUES};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    num::NonZeroU32,
+    ptr::NonNull,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    thread::JoinHandle,
+    time::Instant,
+};
+use xdpilone::{xdp::XdpDesc, BufIdx, IfInfo, Socket, SocketConfig, Umem, UmemConfig};
+
+const FRAME_SIZE: u32 = 2048;
+/// Frames per socket: half to receive into, half to send from. 512 KiB a
+/// socket keeps a router's worth of queues under an 8 MiB memlock limit.
+const FRAMES: u32 = 256;
+const RING: u32 = FRAMES / 2;
+
+/// Where the slow path is: the agent over AF_XDP, or the kernel stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlowPathMode {
+    /// The agent answers with ICMP errors over AF_XDP sockets.
+    Afxdp,
+    /// Exceptions go to the kernel stack (which answers as its settings say).
+    Kernel,
+}
+
+/// What the slow path has done, for `Stats` and Prometheus.
+#[derive(Debug, Default)]
+pub struct SlowPathStats {
+    pub frames: AtomicU64,
+    pub icmp_sent: AtomicU64,
+    pub rate_limited: AtomicU64,
+    /// Frames that get no error (an error about an error, a group source, ...).
+    pub refused: AtomicU64,
+    /// Frames the slow path could not read: dropped and counted.
+    pub malformed: AtomicU64,
+    /// Replies with no free TX frame.
+    pub tx_full: AtomicU64,
+    /// Frames the kernel could not put on a socket's RX ring (ring full,
+    /// no free frame): a burst beyond what the slow path takes in.
+    pub socket_dropped: AtomicU64,
+}
+
+impl SlowPathStats {
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "frames": g(&self.frames), "icmp_sent": g(&self.icmp_sent), "rate_limited": g(&self.rate_limited),
+            "refused": g(&self.refused), "malformed": g(&self.malformed), "tx_full": g(&self.tx_full),
+            "socket_dropped": g(&self.socket_dropped),
+        })
+    }
+}
+
+/// What the socket threads share with the daemon.
+pub struct Shared {
+    /// Addresses of each interface, kept current by the daemon: the errors' source.
+    pub ifaddrs: RwLock<HashMap<u32, IfAddrs>>,
+    pub limiter: Mutex<Limiter>,
+    pub stats: SlowPathStats,
+}
+
+impl Shared {
+    pub fn new(limits: RateLimits) -> Arc<Shared> {
+        Arc::new(Shared { ifaddrs: RwLock::new(HashMap::new()), limiter: Mutex::new(Limiter::new(limits, Instant::now())), stats: SlowPathStats::default() })
+    }
+
+    /// Every interface's addresses, from a dump.
+    pub fn set_addresses(&self, dump: &[crate::netlink_mirror::Event]) {
+        self.ifaddrs.write().expect("not poisoned").clear();
+        for ev in dump {
+            if let crate::netlink_mirror::Event::Address { index, addr, present: true } = ev {
+                self.note_address(*index, *addr, true);
+            }
+        }
+    }
+
+    /// An address appeared on or left interface `index`.
+    pub fn note_address(&self, index: u32, addr: IpAddr, present: bool) {
+        let mut all = self.ifaddrs.write().expect("not poisoned");
+        let e = all.entry(index).or_default();
+        match (addr, present) {
+            (IpAddr::V4(a), true) if e.v4.is_none() => e.v4 = Some(a),
+            // A global address beats a link-local one as the errors' source.
+            (IpAddr::V6(a), true) if e.v6.is_none_or(|v| v.is_unicast_link_local() && !a.is_unicast_link_local()) => e.v6 = Some(a),
+            (IpAddr::V4(a), false) if e.v4 == Some(a) => e.v4 = None,
+            (IpAddr::V6(a), false) if e.v6 == Some(a) => e.v6 = None,
+            _ => {}
+        }
+    }
+
+    /// Answers one frame from the fast path: the reply to send, if any.
+    pub fn answer(&self, ifindex: u32, frame: &[u8]) -> Option<Vec<u8>> {
+        let stats = &self.stats;
+        stats.frames.fetch_add(1, Ordering::Relaxed);
+        let Some((header, original)) = SlowPathHeader::parse(frame) else {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let Some(kind) = header.reason().and_then(|r| ErrorKind::for_reason(r, header.mtu)) else {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let ours = self.ifaddrs.read().expect("not poisoned").get(&ifindex).copied().unwrap_or_default();
+        let reply = match icmp::error_for(original, kind, &ours) {
+            Ok(r) => r,
+            Err(icmp::Refusal::Malformed) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Err(refusal) => {
+                tracing::debug!(ifindex, reason = refusal.name(), "no ICMP error");
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        if !self.limiter.lock().expect("not poisoned").allow(reply.to, kind.is_pmtu(), Instant::now()) {
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(reply.frame)
+    }
+}
+
+/// An anonymous, page-aligned mapping: a UMEM.
+struct Area {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Area {
+    fn new(len: usize) -> Result<Area> {
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mapping an AF_XDP UMEM");
+        }
+        Ok(Area { ptr: NonNull::new(p as *mut u8).expect("mmap gave an address"), len })
+    }
+
+    fn bytes(&self) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(self.ptr, self.len)
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr.as_ptr() as *mut _, self.len) };
+    }
+}
+
+/// The running slow path: its threads stop, and its sockets close (leaving
+/// the XSKMAP), when this is dropped.
+pub struct SlowPath {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub sockets: usize,
+}
+
+impl Drop for SlowPath {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Opens a socket for every RX queue of every interface in `ifaces`
+/// (ifindex -> RX queues) and puts it into `xsk_map`.
+pub fn start(xsk_map: &mut XskMap<MapData>, ifaces: &BTreeMap<u32, u32>, shared: Arc<Shared>) -> Result<SlowPath> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut keys = HashMap::new();
+    for (&ifindex, &queues) in ifaces {
+        if queues > MAX_QUEUES {
+            tracing::warn!(ifindex, queues, max = MAX_QUEUES, "more RX queues than the slow path serves; the others' exceptions go to the kernel");
+        }
+        for queue in 0..queues.clamp(1, MAX_QUEUES) {
+            let key = socket_key(ifindex, queue);
+            if let Some(other) = keys.insert(key, (ifindex, queue)) {
+                return Err(anyhow!("SLOW_PATH key {key} of ifindex {ifindex} queue {queue} is taken by {other:?}"));
+            }
+            // The socket lives on its thread (its UMEM is not Send); the
+            // thread says how opening went, with the fd for the map.
+            let (opened_tx, opened) = std::sync::mpsc::channel();
+            let (shared, stop_flag) = (shared.clone(), stop.clone());
+            let thread = std::thread::Builder::new().name(format!("slowpath-{ifindex}-{queue}")).spawn(move || {
+                match XskSocket::open(ifindex, queue) {
+                    Ok(socket) => {
+                        let _ = opened_tx.send(Ok(socket.rx_fd()));
+                        socket.serve(&shared, &stop_flag);
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                    }
+                }
+            })?;
+            threads.push(thread);
+            let fd = opened
+                .recv()
+                .map_err(|_| anyhow!("the socket thread ended"))
+                .and_then(|r| r)
+                .with_context(|| format!("AF_XDP socket on ifindex {ifindex} queue {queue}"));
+            let fd = match fd {
+                Ok(fd) => fd,
+                // IFLA_NUM_RX_QUEUES counts the queues allocated; fewer may be
+                // active (`ethtool -l`), and binding past them fails.
+                Err(e) if queue > 0 => {
+                    tracing::debug!(ifindex, queue, error = %format!("{e:#}"), "no more active RX queues");
+                    break;
+                }
+                Err(e) => {
+                    // Whatever did open closes again.
+                    drop(SlowPath { stop, threads, sockets: 0 });
+                    return Err(e);
+                }
+            };
+            if let Err(e) = xsk_map.set(key, fd, 0) {
+                drop(SlowPath { stop, threads, sockets: 0 });
+                return Err(e).with_context(|| format!("SLOW_PATH[{key}]"));
+            }
+        }
+    }
+    Ok(SlowPath { sockets: threads.len(), stop, threads })
+}
+
+struct XskSocket {
+    ifindex: u32,
+    // Field order is drop order: the rings and the socket go before the UMEM's memory.
+    rx: xdpilone::RingRx,
+    tx: xdpilone::RingTx,
+    device: xdpilone::DeviceQueue,
+    umem: Umem,
+    _area: Area,
+    /// Frames (UMEM offsets) free to carry a reply.
+    tx_free: Vec<u64>,
+}
+
+impl XskSocket {
+    fn open(ifindex: u32, queue: u32) -> Result<XskSocket> {
+        let area = Area::new((FRAMES * FRAME_SIZE) as usize)?;
+        let config = UmemConfig { fill_size: RING, complete_size: RING, frame_size: FRAME_SIZE, headroom: 0, flags: 0 };
+        // SAFETY: the area outlives the UMEM (field order) and is used only through it.
+        let umem = unsafe { Umem::new(config, area.bytes()) }.map_err(|e| anyhow!("UMEM: {e}"))?;
+        let mut info = IfInfo::invalid();
+        info.from_ifindex(ifindex).map_err(|e| anyhow!("interface: {e}"))?;
+        info.set_queue(queue);
+        let sock = Socket::with_shared(&info, &umem).map_err(|e| anyhow!("socket: {e}"))?;
+        let mut device = umem.fq_cq(&sock).map_err(|e| anyhow!("fill/completion rings: {e}"))?;
+        let cfg = SocketConfig { rx_size: NonZeroU32::new(RING), tx_size: NonZeroU32::new(RING), bind_flags: SocketConfig::XDP_BIND_COPY };
+        let user = umem.rx_tx(&sock, &cfg).map_err(|e| anyhow!("rx/tx rings: {e}"))?;
+        let rx = user.map_rx().map_err(|e| anyhow!("rx ring: {e}"))?;
+        let tx = user.map_tx().map_err(|e| anyhow!("tx ring: {e}"))?;
+        umem.bind(&user).map_err(|e| anyhow!("bind: {e}"))?;
+        let offset = |i: u32| umem.frame(BufIdx(i)).expect("in the UMEM").offset;
+        let mut fill = device.fill(RING);
+        fill.insert((0..RING).map(offset));
+        fill.commit();
+        drop(fill);
+        let tx_free = (RING..FRAMES).map(offset).collect();
+        Ok(XskSocket { ifindex, rx, tx, device, umem, _area: area, tx_free })
+    }
+
+    fn rx_fd(&self) -> std::os::fd::RawFd {
+        self.rx.as_raw_fd()
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.umem.frame(BufIdx(0)).expect("frame 0").addr.as_ptr() as *mut u8
+    }
+
+    /// Receives, answers, sends; until `stop`.
+    fn serve(mut self, shared: &Shared, stop: &AtomicBool) {
+        let mut pfd = libc::pollfd { fd: self.rx_fd(), events: libc::POLLIN, revents: 0 };
+        let mut replies: Vec<Vec<u8>> = Vec::new();
+        let mut refill: Vec<u64> = Vec::new();
+        let mut dropped_before = 0;
+        while !stop.load(Ordering::Relaxed) {
+            unsafe { libc::poll(&mut pfd, 1, 100) };
+            let base = self.base();
+            let mut rx = self.rx.receive(RING);
+            while let Some(desc) = rx.read() {
+                // SAFETY: the kernel wrote `len` bytes at `addr` inside the UMEM,
+                // and the frame is ours until it goes back to the fill ring.
+                let frame = unsafe { std::slice::from_raw_parts(base.add(desc.addr as usize), desc.len as usize) };
+                if let Some(reply) = shared.answer(self.ifindex, frame) {
+                    replies.push(reply);
+                }
+                refill.push(desc.addr - desc.addr % FRAME_SIZE as u64);
+            }
+            rx.release();
+            drop(rx);
+            if !refill.is_empty() {
+                let mut fill = self.device.fill(refill.len() as u32);
+                let n = fill.insert(refill.iter().copied()) as usize;
+                fill.commit();
+                drop(fill);
+                refill.drain(..n);
+            }
+            self.send(&mut replies, shared);
+            if let Ok(s) = self.device.statistics_v2() {
+                let dropped = s.rx_dropped + s.rx_ring_full;
+                shared.stats.socket_dropped.fetch_add(dropped - dropped_before, Ordering::Relaxed);
+                dropped_before = dropped;
+            }
+        }
+    }
+
+    /// Puts `replies` on the TX ring and kicks the kernel until all are sent
+    /// (copy mode sends only on `sendto`, some 32 frames a call).
+    fn send(&mut self, replies: &mut Vec<Vec<u8>>, shared: &Shared) {
+        self.reclaim();
+        let base = self.base();
+        for reply in replies.drain(..) {
+            let Some(offset) = self.tx_free.pop() else {
+                shared.stats.tx_full.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let len = reply.len().min(FRAME_SIZE as usize);
+            // SAFETY: a free TX frame inside the UMEM, FRAME_SIZE long.
+            unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), base.add(offset as usize), len) };
+            let mut tx = self.tx.transmit(1);
+            if tx.insert_once(XdpDesc { addr: offset, len: len as u32, options: 0 }) {
+                tx.commit();
+                shared.stats.icmp_sent.fetch_add(1, Ordering::Relaxed);
+            } else {
+                drop(tx);
+                self.tx_free.push(offset);
+                shared.stats.tx_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for _ in 0..64 {
+            if self.tx.pending() == 0 {
+                break;
+            }
+            self.tx.wake();
+            self.reclaim();
+        }
+        self.reclaim();
+    }
+
+    /// Frames the kernel has sent come back as free TX frames.
+    fn reclaim(&mut self) {
+        let mut done = self.device.complete(RING);
+        while let Some(offset) = done.read() {
+            self.tx_free.push(offset);
+        }
+        done.release();
+    }
+}
