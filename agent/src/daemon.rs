@@ -11,12 +11,13 @@ use crate::{
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
     rib::{Capacities, ResyncReport, Rib},
+    pmtu,
     slow_path::{self, SlowPathMode},
     stats,
 };
 use anyhow::{anyhow, bail, Result};
 use aya::maps::{MapData, PerCpuArray};
-use common::{maps, Counter};
+use common::{maps, slow_path::PmtuEvent, Counter};
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -79,6 +80,16 @@ struct StatsSources<'a> {
     netlink: &'a NetlinkStats,
     counters: &'a PerCpuArray<MapData, Counter>,
     slow_path: &'a SlowPathStatus,
+    pmtu: &'a pmtu::PmtuStats,
+}
+
+/// A `PMTU_EVENTS` record, as the program wrote it.
+fn pmtu_event(bytes: &[u8]) -> Option<PmtuEvent> {
+    if bytes.len() != std::mem::size_of::<PmtuEvent>() {
+        return None;
+    }
+    // SAFETY: PmtuEvent is plain old data of exactly this size.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const PmtuEvent) })
 }
 
 /// The slow path as it runs.
@@ -150,6 +161,7 @@ fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, defaul
                 sp["mode"] = serde_json::json!(match sources.slow_path.mode { SlowPathMode::Afxdp => "afxdp", SlowPathMode::Kernel => "kernel" });
                 sp["sockets"] = serde_json::json!(sources.slow_path.sockets);
                 v["slow_path"] = sp;
+                v["pmtu"] = serde_json::to_value(sources.pmtu)?;
                 v
             }
         })
@@ -456,6 +468,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut logger = logger;
     let mut ticks = 0u64;
+    let mut pmtu_stats = pmtu::PmtuStats::default();
+    let pmtu_map = dp.ebpf.take_map(maps::PMTU_EVENTS).ok_or_else(|| anyhow!("map PMTU_EVENTS missing from the object"))?;
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
+    let mut pmtu_reports = unsafe { AsyncFd::register(aya::maps::RingBuf::try_from(pmtu_map)?) }.map_err(|e| anyhow!("polling PMTU_EVENTS: {e}"))?;
     let mut asked = HashMap::new();
     loop {
         tokio::select! {
@@ -477,8 +493,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             call = calls.recv() => {
                 let Some((req, reply)) = call else { bail!("control socket server stopped") };
-                let sources = StatsSources { netlink: &netlink_stats, counters: &counters, slow_path: &slow_status };
+                let sources = StatsSources { netlink: &netlink_stats, counters: &counters, slow_path: &slow_status, pmtu: &pmtu_stats };
                 let _ = reply.send(handle(&mut rib, &sources, req, opts.default_expires));
+            }
+            guard = pmtu_reports.readable_mut() => {
+                let mut guard = guard?;
+                let now = Instant::now();
+                while let Some(item) = guard.get_inner_mut().next() {
+                    match pmtu_event(&item) {
+                        Some(event) => pmtu::learn(&mut rib, &event, opts.default_expires, &mut pmtu_stats, now),
+                        None => pmtu_stats.refused += 1,
+                    }
+                }
+                guard.clear_ready();
             }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                 let mut guard = guard?;

@@ -27,6 +27,7 @@ pub mod map_writer;
 pub mod metrics_store;
 pub mod netlink_mirror;
 pub mod netns;
+pub mod pmtu;
 pub mod prometheus;
 pub mod reload;
 pub mod rib;

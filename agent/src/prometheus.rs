@@ -63,6 +63,8 @@ pub fn render(stats: &serde_json::Value) -> String {
         counter("cowroute_netlink_errors_total", "Netlink events the maps could not carry.", u(stats, &["netlink", "errors"])),
         counter("cowroute_netlink_overruns_total", "Netlink socket overruns (ENOBUFS).", u(stats, &["netlink", "overruns"])),
         counter("cowroute_netlink_resyncs_total", "Full resyncs from a fresh dump.", u(stats, &["netlink", "resyncs"])),
+        counter("cowroute_pmtu_reports_total", "Fragmentation Needed / Packet Too Big seen passing through.", u(stats, &["pmtu", "reports"])),
+        counter("cowroute_pmtu_learned_total", "Destinations whose MTU was lowered by a report.", u(stats, &["pmtu", "learned"])),
         gauge("cowroute_slowpath_sockets", "AF_XDP sockets of the slow path (0: the kernel stack is the slow path).", u(stats, &["slow_path", "sockets"])),
         counter("cowroute_slowpath_frames_total", "Exception frames the slow path received.", u(stats, &["slow_path", "frames"])),
         counter("cowroute_slowpath_icmp_sent_total", "ICMP errors the slow path sent.", u(stats, &["slow_path", "icmp_sent"])),

@@ -29,8 +29,9 @@ pub mod maps {
     pub const EGRESS_PORTS: &str = "EGRESS_PORTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const SLOW_PATH: &str = "SLOW_PATH";
+    pub const PMTU_EVENTS: &str = "PMTU_EVENTS";
     /// Every map the agent pins, in the order `show` lists them.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         ROUTES_V4,
         ROUTES_V6,
         NEXTHOPS,
@@ -40,6 +41,7 @@ pub mod maps {
         EGRESS_PORTS,
         COUNTERS,
         SLOW_PATH,
+        PMTU_EVENTS,
     ];
 }
 
@@ -54,6 +56,8 @@ pub mod capacity {
     pub const EGRESS_PORTS: u32 = 1_024;
     /// AF_XDP sockets: 256 interface slots of `slow_path::MAX_QUEUES` queues.
     pub const SLOW_PATH: u32 = 4_096;
+    /// Bytes of path-MTU reports in flight to the agent.
+    pub const PMTU_EVENTS: u32 = 64 * 1024;
 }
 
 /// Unit tests need `std`; the library itself never does.

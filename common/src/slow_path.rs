@@ -52,6 +52,31 @@ impl SlowPathHeader {
     }
 }
 
+/// A Fragmentation Needed / Packet Too Big the fast path saw passing
+/// through (`PMTU_EVENTS`): the destination it is about (the quoted packet's)
+/// and the MTU of the hop that could not take it. The agent learns it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PmtuEvent {
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub mtu: u32,
+    /// The destination, IPv4 in the first four bytes.
+    pub dst: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<PmtuEvent>() == 24);
+
+impl PmtuEvent {
+    pub const fn v4(dst: [u8; 4], mtu: u32) -> PmtuEvent {
+        PmtuEvent { family: 4, _pad: [0; 3], mtu, dst: [dst[0], dst[1], dst[2], dst[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] }
+    }
+    pub const fn v6(dst: [u8; 16], mtu: u32) -> PmtuEvent {
+        PmtuEvent { family: 6, _pad: [0; 3], mtu, dst }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

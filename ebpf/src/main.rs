@@ -30,6 +30,8 @@ const IPV6_NEXTHDR_HOP: u8 = 0;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 /// What becomes of a frame, and why. Eight bytes, like the `Result`s it
 /// travels in: the verifier rejects reads of stack bytes a path left
@@ -171,7 +173,13 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     };
     // DF clear: a router may fragment it (the kernel does, when it is too big).
     let may_fragment = frags & 0x4000 == 0;
-    forward(ctx, l2, route, Packet { ttl, len: tot_len, tcp, flow, may_fragment }, ip_decrease_ttl)
+    // Read before forward() may move the headers (a VLAN tag pushed or popped).
+    let pmtu = if proto == IPPROTO_ICMP && frags & 0x1fff == 0 { icmp_frag_needed(ctx, l2.l3_off + Ipv4Hdr::LEN) } else { None };
+    let verdict = forward(ctx, l2, route, Packet { ttl, len: tot_len, tcp, flow, may_fragment }, ip_decrease_ttl)?;
+    if let Some(event) = pmtu {
+        slow_path::report_pmtu(event);
+    }
+    Ok(verdict)
 }
 
 fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
@@ -207,7 +215,12 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     } else {
         0
     };
-    forward(ctx, l2, route, Packet { ttl: hop_limit, len, tcp, flow, may_fragment: false }, ipv6_decrease_hop_limit)
+    let pmtu = if next_hdr == IPPROTO_ICMPV6 { icmpv6_packet_too_big(ctx, l2.l3_off + Ipv6Hdr::LEN) } else { None };
+    let verdict = forward(ctx, l2, route, Packet { ttl: hop_limit, len, tcp, flow, may_fragment: false }, ipv6_decrease_hop_limit)?;
+    if let Some(event) = pmtu {
+        slow_path::report_pmtu(event);
+    }
+    Ok(verdict)
 }
 
 /// What forwarding needs to know of an IP packet, whatever its family.
@@ -335,6 +348,35 @@ fn rewrite_l2(ctx: &XdpContext, l2: &L2, nh: &NextHop) -> Step<usize> {
     let tci = (nh.vlan & 0x0fff).to_be_bytes();
     unsafe { *tag = [tpid[0], tpid[1], tci[0], tci[1]] };
     Ok(EthHdr::LEN + VLAN_HLEN)
+}
+
+/// An ICMP Fragmentation Needed (3/4) at `off`: the quoted packet's
+/// destination and the next-hop MTU (RFC 1191).
+#[inline(always)]
+fn icmp_frag_needed(ctx: &XdpContext, off: usize) -> Option<common::slow_path::PmtuEvent> {
+    // type, code, checksum, unused, next-hop MTU; then the quoted IPv4 header.
+    let icmp: *const [u8; 8 + Ipv4Hdr::LEN] = ptr_at(ctx, off)?;
+    let b = unsafe { &*icmp };
+    if b[0] != 3 || b[1] != 4 {
+        return None;
+    }
+    let mtu = u16::from_be_bytes([b[6], b[7]]) as u32;
+    Some(common::slow_path::PmtuEvent::v4([b[24], b[25], b[26], b[27]], mtu))
+}
+
+/// An ICMPv6 Packet Too Big (2) at `off`: the quoted packet's destination
+/// and the MTU (RFC 8201).
+#[inline(always)]
+fn icmpv6_packet_too_big(ctx: &XdpContext, off: usize) -> Option<common::slow_path::PmtuEvent> {
+    let icmp: *const [u8; 8 + Ipv6Hdr::LEN] = ptr_at(ctx, off)?;
+    let b = unsafe { &*icmp };
+    if b[0] != 2 {
+        return None;
+    }
+    let mtu = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&b[32..48]);
+    Some(common::slow_path::PmtuEvent::v6(dst, mtu))
 }
 
 /// `ip_decrease_ttl`: TTL minus one, checksum updated as RFC 1624 says.

@@ -3,15 +3,30 @@
 use crate::packet::{adjust_head, ptr_at_mut};
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::XskMap,
+    btf_maps::{RingBuf, XskMap},
     macros::btf_map,
     programs::XdpContext,
 };
-use common::{capacity, slow_path::{socket_key, SlowPathHeader}, Reason};
+use common::{
+    capacity,
+    slow_path::{socket_key, PmtuEvent, SlowPathHeader},
+    Reason,
+};
 
 /// The agent's AF_XDP sockets, one per (interface, RX queue).
 #[btf_map]
 pub static SLOW_PATH: XskMap<{ capacity::SLOW_PATH as usize }> = XskMap::new();
+
+/// Path-MTU reports for the agent: Fragmentation Needed / Packet Too Big
+/// forwarded through this router.
+#[btf_map]
+pub static PMTU_EVENTS: RingBuf<PmtuEvent, { capacity::PMTU_EVENTS as usize }> = RingBuf::new();
+
+/// Tells the agent; a full ring loses the report, never the packet.
+#[inline(always)]
+pub fn report_pmtu(event: PmtuEvent) {
+    let _ = PMTU_EVENTS.output(event, 0);
+}
 
 /// Redirects the frame, behind a [`SlowPathHeader`] saying `reason`, to the
 /// agent's socket on this interface and queue. `None` (the frame untouched)

@@ -134,3 +134,94 @@ fn errors_are_rate_limited_and_never_about_errors() {
     let out = ping(&gen, &["-n", "-c", "1", "-W", "2", "-t", "1", lab::SINK2_V4]);
     assert!(out.contains("Time to live exceeded"), "the agent answers on: {out}");
 }
+
+/// Polls `pred` for up to 3 s.
+fn eventually(what: &str, pred: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !pred() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn learned(run: &LabRun, dest: &str) -> Option<(u64, u64)> {
+    let rows: serde_json::Value = serde_json::from_str(&run.cowroute(&["metrics", "show", dest, "--json"])).ok()?;
+    let row = &rows[0];
+    let learned = row["overrides"].as_array()?.iter().all(|o| o["source"] == "learned") && row["reference"].as_str()?.starts_with("rw:");
+    learned.then(|| (row["values"]["mtu"].as_u64().unwrap_or(0), row["values"]["advmss"].as_u64().unwrap_or(0)))
+}
+
+/// The MSS option of the first SYN to `port` that far's interface sees,
+/// while `connect` runs.
+fn syn_mss_at_far(far: &str, far_if: &str, port: u16, connect: impl FnOnce()) -> String {
+    // The first packet to the port is the SYN (pcap's tcp[] offsets are IPv4's only).
+    let filter = format!("tcp dst port {port}");
+    let mut dump = sh::in_ns(far, "tcpdump", &["-l", "-nn", "-c", "1", "-i", far_if, &filter]);
+    dump.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = dump.spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0, "tcpdump did not start");
+    }
+    connect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    out
+}
+
+/// A fourth namespace behind a 1300-byte link: sink (a kernel router) sends
+/// Fragmentation Needed / Packet Too Big to gen through rtr; cowroute learns
+/// the far host's path MTU from it, answers later oversized packets itself,
+/// and clamps the MSS of SYNs to it.
+#[test]
+fn path_mtu_is_learned_from_errors_passing_through_and_clamps_syns() {
+    let run = LabRun::start_custom(&lab_tag('u'), "generic", &[], &|lab| lab.hosts_config());
+    let (far, far_if) = run.lab.add_far_network(1300).unwrap();
+    let (gen, rtr) = (run.lab.gen.clone(), run.lab.rtr.clone());
+    sh::ip(&["-n", &rtr, "route", "add", "10.7.0.0/24", "via", lab::SINK_V4]).unwrap();
+    sh::ip(&["-n", &rtr, "-6", "route", "add", "fd00:7::/64", "via", lab::SINK_V6]).unwrap();
+    wait_route(&run, "10.7.0.0/24");
+    wait_route(&run, "fd00:7::/64");
+
+    for (family, far_addr, sink_net, rtr_addr, text, advmss) in [
+        ("-4", lab::FAR_V4, "10.2.0.", lab::RTR_GEN_V4, "Frag needed and DF set (mtu = 1300)", 1260),
+        ("-6", lab::FAR_V6, "fd00:2::", lab::RTR_GEN_V6, "Packet too big: mtu=1300", 1240),
+    ] {
+        // The first error comes from sink (one of its addresses towards rtr),
+        // and passes through rtr ...
+        let out = ping(&gen, &[family, "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", far_addr]);
+        let from_sink = out.lines().any(|l| l.starts_with(&format!("From {sink_net}")) && l.ends_with(text));
+        assert!(from_sink, "{out}");
+        // ... which learns: a private copy with the MTU and an MSS to match.
+        eventually(&format!("{far_addr}'s path MTU learned"), || learned(&run, far_addr) == Some((1300, advmss)));
+        // Later oversized packets get the error from rtr at once.
+        sh::ip(&["-n", &gen, family, "route", "flush", "cache"]).unwrap();
+        let out = ping(&gen, &[family, "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", far_addr]);
+        assert!(out.contains(&format!("From {rtr_addr} icmp_seq=1 {text}")), "{out}");
+    }
+    assert!(run.control().call(&Request::Stats).unwrap()["pmtu"]["learned"].as_u64().unwrap() >= 2);
+
+    // A SYN from gen (its own PMTU cache flushed, so it offers 1460 / 1440)
+    // reaches far with the MSS cowroute clamped it to.
+    for (family, to, port, mss) in [("-4", format!("{}:7979", lab::FAR_V4), 7979, 1260), ("-6", format!("[{}]:7980", lab::FAR_V6), 7980, 1240)] {
+        sh::ip(&["-n", &gen, family, "route", "flush", "cache"]).unwrap();
+        let any = if family == "-4" { format!("0.0.0.0:{port}") } else { format!("[::]:{port}") };
+        let listener = traffic::in_netns(&far, move || Ok(std::net::TcpListener::bind(any)?)).unwrap();
+        let dump = syn_mss_at_far(&far, &far_if, port, || {
+            let to: std::net::SocketAddr = to.parse().unwrap();
+            traffic::in_netns(&gen, move || Ok(std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))?)).unwrap();
+        });
+        drop(listener);
+        assert!(dump.contains(&format!("mss {mss}")), "far sees the clamped MSS: {dump}");
+    }
+}

@@ -32,6 +32,11 @@ pub const RTR_SINK_B_V4: &str = "10.3.0.1";
 pub const SINK_B_V4: &str = "10.3.0.2";
 pub const RTR_SINK_B_V6: &str = "fd00:3::1";
 pub const SINK_B_V6: &str = "fd00:3::2";
+/// The far network behind sink ([`Lab::add_far_network`]).
+pub const SINK_FAR_V4: &str = "10.7.0.1";
+pub const FAR_V4: &str = "10.7.0.2";
+pub const SINK_FAR_V6: &str = "fd00:7::1";
+pub const FAR_V6: &str = "fd00:7::2";
 
 pub struct Lab {
     pub tag: String,
@@ -139,6 +144,35 @@ impl Lab {
         sh::run(&mut in_ns(&self.sink, "sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=0", &format!("net.ipv4.conf.{s1}.rp_filter=0")]))?;
         Self::wait_up(&[(&self.rtr, &r2), (&self.sink, &s1)])?;
         Ok((r2, s1))
+    }
+
+    /// A fourth namespace, far, behind sink over a link of `mtu` bytes: sink
+    /// ({t}s2, 10.7.0.1/24, fd00:7::1/64) becomes a kernel router, far ({t}f0,
+    /// 10.7.0.2/24, fd00:7::2/64) routes everything through it. A packet
+    /// too big for that link gets its ICMP error from sink, through rtr.
+    /// Returns (far's namespace, far's interface).
+    pub fn add_far_network(&self, mtu: u32) -> Result<(String, String)> {
+        let far = self.far_ns();
+        let (s2, f0) = (format!("{}s2", self.tag), format!("{}f0", self.tag));
+        sh::ip(&["netns", "add", &far])?;
+        sh::ip(&["-n", &far, "link", "set", "lo", "up"])?;
+        sh::ip(&["link", "add", "name", &f0, "netns", &far, "type", "veth", "peer", "name", &s2, "netns", &self.sink])?;
+        for (ns, dev, v4, v6) in [(&self.sink, &s2, SINK_FAR_V4, SINK_FAR_V6), (&far, &f0, FAR_V4, FAR_V6)] {
+            sh::ip(&["-n", ns, "link", "set", dev, "mtu", &mtu.to_string()])?;
+            sh::ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+            sh::ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+            sh::ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        sh::ip(&["-n", &far, "route", "add", "default", "via", SINK_FAR_V4])?;
+        sh::ip(&["-n", &far, "-6", "route", "add", "default", "via", SINK_FAR_V6])?;
+        sh::run(&mut in_ns(&self.sink, "sysctl", &["-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]))?;
+        sh::run(&mut in_ns(&far, "ethtool", &["-K", &f0, "tx", "off"]))?;
+        Self::wait_up(&[(&self.sink, &s2), (&far, &f0)])?;
+        Ok((far, f0))
+    }
+
+    fn far_ns(&self) -> String {
+        format!("cr-{}-far", self.tag)
     }
 
     /// A veth's carrier comes up asynchronously after `ip link set up`: wait
@@ -270,7 +304,7 @@ dev = "{r1}"
     }
 
     fn teardown_quietly(&self) {
-        for ns in [&self.gen, &self.rtr, &self.sink] {
+        for ns in [&self.gen, &self.rtr, &self.sink, &self.far_ns()] {
             if netns_exists(ns) {
                 let _ = sh::ip(&["netns", "del", ns]);
             }
