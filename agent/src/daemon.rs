@@ -11,6 +11,7 @@ use crate::{
     map_writer::MapWriter,
     netlink_mirror::{self, Mirror},
     rib::{Capacities, ResyncReport, Rib},
+    neighbour_queue::{self, FrameSender, NeighbourQueue, QueueStats},
     pmtu,
     slow_path::{self, SlowPathMode},
     stats,
@@ -81,6 +82,49 @@ struct StatsSources<'a> {
     counters: &'a PerCpuArray<MapData, Counter>,
     slow_path: &'a SlowPathStatus,
     pmtu: &'a pmtu::PmtuStats,
+    waiting: &'a QueueStats,
+}
+
+/// A frame whose neighbour is unknown waits in its queue; the first one
+/// has the kernel resolve the neighbour (over netlink).
+fn hold_for_neighbour(rib: &Rib<MapWriter>, waiting: &mut NeighbourQueue, mirror: &Mirror, sender: &FrameSender, miss: slow_path::NeighbourMiss, now: Instant) {
+    let Some(key) = rib.nexthop_key(miss.nexthop) else {
+        waiting.stats.dropped += 1;
+        return;
+    };
+    // A gateway's next hop waits for the gateway; a connected route's for
+    // the packet's own destination.
+    let Some(addr) = key.gateway.or_else(|| neighbour_queue::frame_destination(&miss.frame)) else {
+        waiting.stats.dropped += 1;
+        return;
+    };
+    if rib.usable_nexthop(key.ifindex, addr).is_some() {
+        // Resolved meanwhile: waits for nothing.
+        waiting.hold((key.ifindex, addr), miss.frame, now);
+        release_resolved(rib, waiting, sender);
+        return;
+    }
+    if waiting.hold((key.ifindex, addr), miss.frame, now) {
+        let handle = mirror.handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = netlink_mirror::resolve(handle, key.ifindex, addr).await {
+                tracing::debug!(error = %format!("{e:#}"), "neighbour resolution request");
+            }
+        });
+    }
+}
+
+/// Sends the frames of every neighbour that is now resolved.
+fn release_resolved(rib: &Rib<MapWriter>, waiting: &mut NeighbourQueue, sender: &FrameSender) {
+    for key in waiting.keys() {
+        let Some(nh) = rib.usable_nexthop(key.0, key.1) else { continue };
+        for frame in waiting.release(&key) {
+            let sent = neighbour_queue::forward_frame(&frame, &nh, nh.mtu).map(|f| sender.send(nh.ifindex, &f));
+            if !matches!(sent, Some(Ok(()))) {
+                waiting.stats.dropped += 1;
+            }
+        }
+    }
 }
 
 /// A `PMTU_EVENTS` record, as the program wrote it.
@@ -162,6 +206,7 @@ fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, defaul
                 sp["sockets"] = serde_json::json!(sources.slow_path.sockets);
                 v["slow_path"] = sp;
                 v["pmtu"] = serde_json::to_value(sources.pmtu)?;
+                v["neighbour_queue"] = serde_json::to_value(sources.waiting)?;
                 v
             }
         })
@@ -376,7 +421,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Subscribe, then dump: no change between the two is lost.
     let (mut mirror, dump) = Mirror::start(kernel, opts.netlink_rcvbuf).await?;
     let mut netlink_stats = NetlinkStats::default();
-    let slow = slow_path::Shared::new(eff.icmp_limits);
+    let (misses_tx, mut misses) = tokio::sync::mpsc::channel::<slow_path::NeighbourMiss>(4096);
+    let slow = slow_path::Shared::new(eff.icmp_limits, misses_tx);
     slow.set_addresses(&dump);
     // Everything the config names must exist before anything is loaded.
     let links: HashMap<String, u32> = dump
@@ -469,6 +515,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut logger = logger;
     let mut ticks = 0u64;
     let mut pmtu_stats = pmtu::PmtuStats::default();
+    let mut waiting = NeighbourQueue::new(16, 1024, Duration::from_secs(3));
+    let sender = FrameSender::new()?;
     let pmtu_map = dp.ebpf.take_map(maps::PMTU_EVENTS).ok_or_else(|| anyhow!("map PMTU_EVENTS missing from the object"))?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut pmtu_reports = unsafe { AsyncFd::register(aya::maps::RingBuf::try_from(pmtu_map)?) }.map_err(|e| anyhow!("polling PMTU_EVENTS: {e}"))?;
@@ -490,10 +538,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             batch = mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
                 apply_batch(&mut rib, &mut fib, &mirror, &mut netlink_stats, &slow, batch).await?;
+                release_resolved(&rib, &mut waiting, &sender);
+            }
+            miss = misses.recv() => {
+                let Some(miss) = miss else { continue };
+                hold_for_neighbour(&rib, &mut waiting, &mirror, &sender, miss, Instant::now());
             }
             call = calls.recv() => {
                 let Some((req, reply)) = call else { bail!("control socket server stopped") };
-                let sources = StatsSources { netlink: &netlink_stats, counters: &counters, slow_path: &slow_status, pmtu: &pmtu_stats };
+                let sources = StatsSources { netlink: &netlink_stats, counters: &counters, slow_path: &slow_status, pmtu: &pmtu_stats, waiting: &waiting.stats };
                 let _ = reply.send(handle(&mut rib, &sources, req, opts.default_expires));
             }
             guard = pmtu_reports.readable_mut() => {
@@ -519,6 +572,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     tracing::error!(error = %e, "expiring overrides");
                 }
                 rib.reap(now);
+                waiting.expire(now);
+                release_resolved(&rib, &mut waiting, &sender);
                 solicit_pending(&rib, &running.to_resolve, &mut asked, Duration::from_secs(3));
                 if ticks % 30 == 0 {
                     if let Ok(c) = stats::read_counters(&counters) {

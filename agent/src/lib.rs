@@ -26,6 +26,7 @@ pub mod icmp_limit;
 pub mod map_writer;
 pub mod metrics_store;
 pub mod netlink_mirror;
+pub mod neighbour_queue;
 pub mod netns;
 pub mod pmtu;
 pub mod prometheus;

@@ -347,6 +347,22 @@ pub fn neighbour_event(msg: &NeighbourMessage, present: bool) -> Option<Event> {
     Some(Event::Neighbour { index, addr, mac })
 }
 
+/// Asks the kernel to resolve `addr` on `ifindex` over netlink: RTM_NEWNEIGH
+/// with NTF_USE, which starts ARP / Neighbour Solicitation as a packet
+/// would, and creates the entry if need be. The result arrives as an event.
+pub async fn resolve(handle: Handle, ifindex: u32, addr: IpAddr) -> Result<()> {
+    use netlink_packet_route::neighbour::NeighbourFlags;
+    handle
+        .neighbours()
+        .add(ifindex, addr)
+        .state(NeighbourState::None)
+        .flags(NeighbourFlags::Use)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("RTM_NEWNEIGH (NTF_USE) for {addr} on ifindex {ifindex}"))
+}
+
 /// Has the kernel resolve `addr` on device `dev`: sends it one byte on the
 /// discard port, which makes the kernel send ARP or Neighbour Solicitation
 /// (the resulting neighbour entry reaches us as an event).

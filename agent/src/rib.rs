@@ -401,6 +401,18 @@ impl<S: MapSink> Rib<S> {
         self.links.values().map(|l| (l.name.clone(), l.index)).collect()
     }
 
+    /// What next hop `id` is (device and gateway), while it is in use.
+    pub fn nexthop_key(&self, id: u32) -> Option<NextHopKey> {
+        self.nexthops.entries.get(&id).map(|(k, _, _)| *k)
+    }
+
+    /// The next hop through neighbour `addr` on `ifindex`, as written to the
+    /// fast path, once it is usable.
+    pub fn usable_nexthop(&self, ifindex: u32, addr: IpAddr) -> Option<NextHop> {
+        let id = self.nexthops.by_key.get(&NextHopKey { ifindex, gateway: Some(addr) })?;
+        self.nexthops.entries.get(id).map(|(_, _, nh)| *nh).filter(|nh| nh.is_usable())
+    }
+
     pub fn link(&self, ifindex: u32) -> Option<&Link> {
         self.links.get(&ifindex)
     }

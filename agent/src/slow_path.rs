@@ -59,6 +59,8 @@ pub struct SlowPathStats {
     /// Frames the kernel could not put on a socket's RX ring (ring full,
     /// no free frame): a burst beyond what the slow path takes in.
     pub socket_dropped: AtomicU64,
+    /// Neighbour misses the daemon's queue had no room for.
+    pub misses_dropped: AtomicU64,
 }
 
 impl SlowPathStats {
@@ -67,9 +69,18 @@ impl SlowPathStats {
         serde_json::json!({
             "frames": g(&self.frames), "icmp_sent": g(&self.icmp_sent), "rate_limited": g(&self.rate_limited),
             "refused": g(&self.refused), "malformed": g(&self.malformed), "tx_full": g(&self.tx_full),
-            "socket_dropped": g(&self.socket_dropped),
+            "socket_dropped": g(&self.socket_dropped), "misses_dropped": g(&self.misses_dropped),
         })
     }
+}
+
+/// A frame whose next hop has no neighbour yet, for the daemon's queue.
+#[derive(Debug)]
+pub struct NeighbourMiss {
+    /// The `NEXTHOPS` id the fast path chose.
+    pub nexthop: u32,
+    /// The frame as it arrived.
+    pub frame: Vec<u8>,
 }
 
 /// What the socket threads share with the daemon.
@@ -78,11 +89,13 @@ pub struct Shared {
     pub ifaddrs: RwLock<HashMap<u32, IfAddrs>>,
     pub limiter: Mutex<Limiter>,
     pub stats: SlowPathStats,
+    /// Where neighbour misses go (the daemon's loop).
+    pub misses: tokio::sync::mpsc::Sender<NeighbourMiss>,
 }
 
 impl Shared {
-    pub fn new(limits: RateLimits) -> Arc<Shared> {
-        Arc::new(Shared { ifaddrs: RwLock::new(HashMap::new()), limiter: Mutex::new(Limiter::new(limits, Instant::now())), stats: SlowPathStats::default() })
+    pub fn new(limits: RateLimits, misses: tokio::sync::mpsc::Sender<NeighbourMiss>) -> Arc<Shared> {
+        Arc::new(Shared { ifaddrs: RwLock::new(HashMap::new()), limiter: Mutex::new(Limiter::new(limits, Instant::now())), stats: SlowPathStats::default(), misses })
     }
 
     /// Every interface's addresses, from a dump.
@@ -117,7 +130,14 @@ impl Shared {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let Some(kind) = header.reason().and_then(|r| ErrorKind::for_reason(r, header.mtu)) else {
+        if header.reason() == Some(common::Reason::NoNeighbour) {
+            let miss = NeighbourMiss { nexthop: header.detail, frame: original.to_vec() };
+            if self.misses.try_send(miss).is_err() {
+                stats.misses_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        let Some(kind) = header.reason().and_then(|r| ErrorKind::for_reason(r, header.detail)) else {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             return None;
         };

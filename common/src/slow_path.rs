@@ -24,8 +24,8 @@ pub struct SlowPathHeader {
     pub reason: u8,
     pub _pad: u8,
     /// For `TooBig`: the MTU the packet exceeded (the destination's, else
-    /// the route's, else the device's).
-    pub mtu: u32,
+    /// the route's, else the device's). For `NoNeighbour`: the next hop.
+    pub detail: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<SlowPathHeader>() == 8);
@@ -34,8 +34,8 @@ impl SlowPathHeader {
     pub const MAGIC: [u8; 2] = *b"CR";
     pub const LEN: usize = core::mem::size_of::<SlowPathHeader>();
 
-    pub const fn new(reason: Reason, mtu: u32) -> SlowPathHeader {
-        SlowPathHeader { magic: Self::MAGIC, reason: reason as u8, _pad: 0, mtu }
+    pub const fn new(reason: Reason, detail: u32) -> SlowPathHeader {
+        SlowPathHeader { magic: Self::MAGIC, reason: reason as u8, _pad: 0, detail }
     }
 
     /// Reads the header at the start of `frame`; the rest is the original frame.
@@ -43,8 +43,8 @@ impl SlowPathHeader {
         if frame.len() < Self::LEN || frame[..2] != Self::MAGIC {
             return None;
         }
-        let mtu = u32::from_ne_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        Some((SlowPathHeader { magic: Self::MAGIC, reason: frame[2], _pad: 0, mtu }, &frame[Self::LEN..]))
+        let detail = u32::from_ne_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        Some((SlowPathHeader { magic: Self::MAGIC, reason: frame[2], _pad: 0, detail }, &frame[Self::LEN..]))
     }
 
     pub fn reason(&self) -> Option<Reason> {

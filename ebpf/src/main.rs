@@ -36,7 +36,8 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// What becomes of a frame, and why. Eight bytes, like the `Result`s it
 /// travels in: the verifier rejects reads of stack bytes a path left
 /// unwritten, which a wider verdict invites. So `action` packs, besides the
-/// XDP action in its low byte, [`Verdict::AGENT`] and an exceeded MTU.
+/// XDP action in its low byte, [`Verdict::AGENT`] and a 16-bit detail for
+/// the agent (an exceeded MTU, a next hop id).
 struct Verdict {
     action: u32,
     reason: Reason,
@@ -57,10 +58,11 @@ impl Verdict {
     const fn forwarded(action: u32) -> Verdict {
         Verdict { action, reason: Reason::Forwarded }
     }
-    /// An ICMP error is due; `mtu`: what a too-big packet exceeded.
-    const fn exception(reason: Reason, mtu: u32) -> Verdict {
-        let mtu = if mtu > 0xffff { 0xffff } else { mtu };
-        Verdict { action: xdp_action::XDP_PASS | Self::AGENT | mtu << 16, reason }
+    /// The agent's to finish (an ICMP error is due, a neighbour to wait
+    /// for); `detail`: what a too-big packet exceeded, the next hop.
+    const fn exception(reason: Reason, detail: u32) -> Verdict {
+        let detail = if detail > 0xffff { 0xffff } else { detail };
+        Verdict { action: xdp_action::XDP_PASS | Self::AGENT | detail << 16, reason }
     }
     const fn xdp_action(&self) -> u32 {
         self.action & 0xff
@@ -68,7 +70,7 @@ impl Verdict {
     const fn to_agent(&self) -> bool {
         self.action & Self::AGENT != 0
     }
-    const fn mtu(&self) -> u32 {
+    const fn detail(&self) -> u32 {
         self.action >> 16
     }
 }
@@ -83,7 +85,7 @@ pub fn cowroute(ctx: XdpContext) -> u32 {
     };
     fib::count(verdict.reason, frame_len(&ctx));
     if verdict.to_agent() {
-        if let Some(action) = slow_path::hand_over(&ctx, verdict.reason, verdict.mtu()) {
+        if let Some(action) = slow_path::hand_over(&ctx, verdict.reason, verdict.detail()) {
             return action;
         }
     }
@@ -302,7 +304,12 @@ fn next_hop_of(route: &RouteEntry, flow: u32) -> Step<Hop> {
     let id = fib::route_nexthop_id(route, flow).ok_or(Verdict::pass(Reason::BadReference))?;
     let nh = fib::nexthop(id).ok_or(Verdict::pass(Reason::BadReference))?;
     if !nh.is_usable() {
-        return Err(Verdict::pass(Reason::NoNeighbour));
+        // Link up, neighbour unknown: the agent holds the packet while the
+        // neighbour is resolved. A down link is the kernel's.
+        return Err(match nh.flags & NextHop::LINK_UP != 0 && id <= 0xffff {
+            true => Verdict::exception(Reason::NoNeighbour, id),
+            false => Verdict::pass(Reason::NoNeighbour),
+        });
     }
     let metrics = fib::dst_metrics_ptr(route.metrics).ok_or(Verdict::pass(Reason::BadReference))?;
     // RTAX_MTU when the route (or the destination's private copy) sets it,

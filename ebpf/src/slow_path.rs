@@ -29,10 +29,10 @@ pub fn report_pmtu(event: PmtuEvent) {
 }
 
 /// Redirects the frame, behind a [`SlowPathHeader`] saying `reason`, to the
-/// agent's socket on this interface and queue. `None` (the frame untouched)
+/// agent's socket on this interface and queue (`detail`: see the header). `None` (the frame untouched)
 /// when there is no such socket: the kernel stack takes it.
 #[inline(always)]
-pub fn hand_over(ctx: &XdpContext, reason: Reason, mtu: u32) -> Option<u32> {
+pub fn hand_over(ctx: &XdpContext, reason: Reason, detail: u32) -> Option<u32> {
     let key = socket_key(ctx.ingress_ifindex() as u32, ctx.rx_queue_index());
     SLOW_PATH.get(key)?;
     if !adjust_head(ctx, -(SlowPathHeader::LEN as i32)) {
@@ -42,7 +42,7 @@ pub fn hand_over(ctx: &XdpContext, reason: Reason, mtu: u32) -> Option<u32> {
         adjust_head(ctx, SlowPathHeader::LEN as i32);
         return None;
     };
-    unsafe { *header = SlowPathHeader::new(reason, mtu) };
+    unsafe { *header = SlowPathHeader::new(reason, detail) };
     match SLOW_PATH.redirect(key, xdp_action::XDP_PASS as u64) {
         Ok(action) => Some(action),
         // The socket went away meanwhile: the frame as it came, to the stack.

@@ -100,7 +100,9 @@ fn bpftool_prints_every_map_by_field_name() {
     assert!(ports.contains("devmap_hash"), "{ports}");
     let sockets = sh::run(sh::cmd("bpftool", &["map", "show", "pinned"]).arg(run.pin_dir.join("SLOW_PATH"))).unwrap();
     assert!(sockets.contains("xskmap"), "{sockets}");
-    for map in common::maps::ALL.iter().filter(|m| !["EGRESS_PORTS", "SLOW_PATH"].contains(*m)) {
+    let ring = sh::run(sh::cmd("bpftool", &["map", "show", "pinned"]).arg(run.pin_dir.join("PMTU_EVENTS"))).unwrap();
+    assert!(ring.contains("ringbuf"), "{ring}");
+    for map in common::maps::ALL.iter().filter(|m| !["EGRESS_PORTS", "SLOW_PATH", "PMTU_EVENTS"].contains(*m)) {
         let show = sh::run(sh::cmd("bpftool", &["map", "show", "pinned"]).arg(run.pin_dir.join(map))).unwrap();
         assert!(show.contains("btf_id"), "{map} carries BTF: {show}");
     }

@@ -225,3 +225,36 @@ fn path_mtu_is_learned_from_errors_passing_through_and_clamps_syns() {
         assert!(dump.contains(&format!("mss {mss}")), "far sees the clamped MSS: {dump}");
     }
 }
+
+/// A destination on a connected subnet whose neighbour rtr has never
+/// resolved: its first packets wait in the agent while the kernel resolves
+/// it (asked over netlink), then leave; none is lost, though kernel
+/// forwarding is off. A neighbour that never answers: its packets wait,
+/// then time out, and the queue's bound holds; all counted.
+#[test]
+fn packets_wait_for_an_unresolved_neighbour_and_leave_when_it_resolves() {
+    let run = LabRun::start_custom(&lab_tag('w'), "generic", &[], &|lab| lab.hosts_config());
+    let (gen, sink, s0) = (run.lab.gen.clone(), run.lab.sink.clone(), run.lab.sink_if.clone());
+    sh::ip(&["-n", &sink, "addr", "add", "10.2.0.9/24", "dev", &s0]).unwrap();
+    sh::ip(&["-n", &sink, "-6", "addr", "add", "fd00:2::9/64", "dev", &s0, "nodad"]).unwrap();
+    let queue = |run: &LabRun| run.control().call(&Request::Stats).unwrap()["neighbour_queue"].clone();
+    for dst in ["10.2.0.9:7990", "[fd00:2::9]:7990"] {
+        let to: std::net::SocketAddr = dst.parse().unwrap();
+        let any: std::net::SocketAddr = if to.is_ipv4() { "0.0.0.0:7990" } else { "[::]:7990" }.parse().unwrap();
+        let sock = traffic::UdpSink::bind(&sink, any).unwrap();
+        traffic::udp_send(&gen, to, 5, 100, 64, Duration::ZERO).unwrap();
+        let got = sock.receive(5, Duration::from_secs(3)).unwrap();
+        assert_eq!(got.len(), 5, "{dst}: every packet arrived, the first ones after waiting: {}", queue(&run));
+        assert!(got.iter().all(|r| r.ttl == 63), "{dst}: one hop taken off: {got:?}");
+    }
+    let q = queue(&run);
+    assert!(q["held"].as_u64().unwrap() >= 2 && q["released"] == q["held"], "the first of each waited and left: {q}");
+
+    // Nobody at 10.2.0.99: 20 packets, 16 wait (the bound), 4 overflow; after 3 s the 16 time out.
+    traffic::udp_send(&gen, "10.2.0.99:7991".parse().unwrap(), 20, 100, 64, Duration::ZERO).unwrap();
+    std::thread::sleep(Duration::from_millis(4500));
+    let q2 = queue(&run);
+    let delta = |k: &str| q2[k].as_u64().unwrap() - q[k].as_u64().unwrap();
+    assert_eq!((delta("held"), delta("overflowed"), delta("timed_out")), (16, 4, 16), "{q2}");
+    assert_eq!(q2["waiting"], 0, "{q2}");
+}
