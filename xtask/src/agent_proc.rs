@@ -37,6 +37,11 @@ pub fn cowroute_bin() -> Result<PathBuf> {
 impl AgentProc {
     /// Starts `cowroute --netns NS --pin-dir PIN run ARGS...` and waits for "ready".
     pub fn start(netns: &str, pin_dir: &Path, run_args: &[String], echo: bool) -> Result<AgentProc> {
+        Self::start_within(netns, pin_dir, run_args, echo, Duration::from_secs(30))
+    }
+
+    /// As [`AgentProc::start`], waiting up to `ready_within` for "ready".
+    pub fn start_within(netns: &str, pin_dir: &Path, run_args: &[String], echo: bool, ready_within: Duration) -> Result<AgentProc> {
         let bin = cowroute_bin()?;
         let name = pin_dir.file_name().map_or("cowroute".into(), |n| n.to_string_lossy().into_owned());
         let control_socket = PathBuf::from(format!("/run/cowroute/{name}.sock"));
@@ -62,7 +67,7 @@ impl AgentProc {
             }
         });
         let mut agent = AgentProc { child: Some(child), log, lines, pin_dir: pin_dir.to_owned(), control_socket };
-        agent.wait_for_line("ready", Duration::from_secs(30))?;
+        agent.wait_for_line("ready", ready_within)?;
         Ok(agent)
     }
 

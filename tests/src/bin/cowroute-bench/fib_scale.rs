@@ -33,9 +33,22 @@ pub struct FibScaleFigures {
     pub churn_routes_per_second: f64,
     /// Netlink overruns (each answered by a full resync) during load and churn.
     pub overruns: u64,
+    /// The agent started against the full table: from exec to "ready"
+    /// (load, dump, every route in the maps).
+    pub startup_seconds: f64,
+    pub startup_routes_per_second: f64,
+    /// The agent stopped (SIGSTOP) while the kernel took `churn_routes`
+    /// replaces, then resumed: how fast it applied the backlog.
+    pub backlog_seconds: f64,
+    pub backlog_routes_per_second: f64,
     pub agent_rss_mib: f64,
     pub map_memory: Vec<MapMemory>,
     pub map_memory_total_mib: f64,
+}
+
+/// The lab's gateways again (their neighbour entries are in place already).
+fn gateways_again(lab: &Lab) -> Result<Vec<kernel_table::Gateway>> {
+    kernel_table::gateways(lab, 4)
 }
 
 fn stats(c: &mut Client) -> Result<serde_json::Value> {
@@ -143,6 +156,36 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     }, progress)?;
     let after = stats(&mut client)?;
     let total: u64 = maps.iter().map(|m| m.bytes).sum();
+
+    // The agent's own rate, with the kernel out of the way: stopped while
+    // the kernel takes the churn (the notifications wait in the socket),
+    // then resumed: the time it takes to apply them.
+    progress(&format!("  backlog: agent stopped while the kernel takes {churn} replaces, then resumed"));
+    let events0 = get(&after, &["netlink", "events"]);
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
+    let back = kernel_table::batch(&lab, "replace", &table[..churn.min(table.len())], &gateways_again(&lab)?, "mtu 1360");
+    let resumed = Instant::now();
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
+    back?;
+    loop {
+        let s = stats(&mut client)?;
+        if get(&s, &["netlink", "events"]) - events0 >= churn as u64 || get(&s, &["netlink", "overruns"]) > get(&after, &["netlink", "overruns"]) {
+            break;
+        }
+        if resumed.elapsed() > Duration::from_secs(300) {
+            bail!("the backlog of {churn} replaces was not applied in 300 s: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let backlog = resumed.elapsed().as_secs_f64();
+
+    // A fresh agent against the full table: start to ready.
+    drop(client);
+    drop(agent);
+    progress(&format!("  startup: a new agent against the {routes}-route table"));
+    let started = Instant::now();
+    let agent = AgentProc::start_within(&lab.rtr, &pin_dir, &args, false, Duration::from_secs(300))?;
+    let startup = started.elapsed().as_secs_f64();
     drop(agent);
     lab.down()?;
     Ok(FibScaleFigures {
@@ -155,6 +198,10 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
         churn_seconds: churn_secs,
         churn_routes_per_second: churn as f64 / churn_secs,
         overruns: get(&after, &["netlink", "overruns"]) - base_overruns,
+        startup_seconds: startup,
+        startup_routes_per_second: routes as f64 / startup,
+        backlog_seconds: backlog,
+        backlog_routes_per_second: churn as f64 / backlog,
         agent_rss_mib: rss,
         map_memory: maps,
         map_memory_total_mib: total as f64 / 1048576.0,

@@ -7,6 +7,7 @@ mod control_plane;
 mod fib_scale;
 mod plots;
 mod program_cost;
+mod slow_path;
 mod stats;
 mod throughput;
 
@@ -68,6 +69,7 @@ struct Report {
     cow: control_plane::CowFigures,
     memory: control_plane::MemoryFigures,
     fib: fib_scale::FibScaleFigures,
+    slow_path: Vec<slow_path::SlowPathFigures>,
 }
 
 fn main() -> Result<()> {
@@ -133,6 +135,9 @@ fn main() -> Result<()> {
     let memory = control_plane::metrics_memory(cfg.memory_routes, 10, &say)?;
     say(&format!("kernel FIB mirror: {} routes with ip -batch into a lab router, then {} replaced", cfg.fib_routes, cfg.fib_churn));
     let fib = fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?;
+    let slow_frames = if cfg.quick { 50_000 } else { 200_000 };
+    say(&format!("slow path: {slow_frames} TTL-1 datagrams a run, each answered with Time Exceeded"));
+    let slow_path = slow_path::measure(slow_frames, 3, &say)?;
 
     let report = Report {
         repeat: cfg.repeat,
@@ -144,6 +149,7 @@ fn main() -> Result<()> {
         cow,
         memory,
         fib,
+        slow_path,
     };
     std::fs::write(cfg.out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
     plots::write(&cfg.out, &report.program_cost, &report.lab.iter().map(|r| (r.mode.name(), r.size, r.flows, r.delivered_pps.median)).collect::<Vec<_>>())?;
@@ -194,6 +200,14 @@ fn markdown(r: &Report) -> String {
     );
     for m in &f.map_memory {
         s += &format!("| {} | {} |\n", m.map, m.bytes);
+    }
+    s += &format!(
+        "\nThe agent's own rates, the kernel out of the way: a new agent started against the full table was ready (dump, every route in the maps) in {:.1} s ({:.0} routes/s); stopped while the kernel took {} replaces and resumed, it applied the backlog in {:.2} s ({:.0} routes/s).\n\n",
+        f.startup_seconds, f.startup_routes_per_second, f.churn_routes, f.backlog_seconds, f.backlog_routes_per_second
+    );
+    s += "\n## Slow path (AF_XDP, copy mode): ICMP errors the agent answers\n\ngen floods rtr with TTL-1 datagrams from one socket; every one is handed to the agent, which answers with Time Exceeded (rate limits off). 3 runs.\n\n| XDP mode | offered frames/s | answered frames/s | dropped at a full socket |\n|---|---:|---:|---:|\n";
+    for p in &r.slow_path {
+        s += &format!("| {} | {} | {} | {:.1}% |\n", p.mode, fmt(&p.offered_pps, 0), fmt(&p.answered_pps, 0), p.socket_dropped_share.median * 100.0);
     }
     s
 }
