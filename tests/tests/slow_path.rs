@@ -50,9 +50,11 @@ fn the_router_answers_with_icmp_errors_v4_and_v6() {
     assert!(out.contains(&format!("From {} icmp_seq=1 Frag needed and DF set (mtu = 1300)", lab::RTR_GEN_V4)), "{out}");
     let out = ping(&gen, &["-6", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", "fd00:50::1"]);
     assert!(out.contains(&format!("From {} icmp_seq=1 Packet too big: mtu=1300", lab::RTR_GEN_V6)), "{out}");
-    let trace = sh::output(&mut sh::in_ns(&gen, "tracepath", &["-n", "-m", "5", "10.50.0.2"])).unwrap();
-    let trace = String::from_utf8_lossy(&trace.stdout);
-    assert!(trace.contains("pmtu 1300"), "tracepath learns the path MTU from cowroute:\n{trace}");
+    for (family, far) in [("-4", "10.50.0.2"), ("-6", "fd00:50::2")] {
+        let trace = sh::output(&mut sh::in_ns(&gen, "tracepath", &[family, "-n", "-m", "5", far])).unwrap();
+        let trace = String::from_utf8_lossy(&trace.stdout);
+        assert!(trace.contains("pmtu 1300"), "tracepath {family} learns the path MTU from cowroute:\n{trace}");
+    }
 
     // No route, a prohibit route: Destination Unreachable with the right code.
     let out = ping(&gen, &["-n", "-c", "1", "-W", "2", "192.0.2.1"]);
@@ -124,6 +126,14 @@ fn errors_are_rate_limited_and_never_about_errors() {
     assert_eq!(sent + limited + dropped, 300, "every frame answered or counted: {s1}");
     assert!(limited >= 250, "{s1}");
     assert_eq!(time_exceeded_received(&gen) - before, sent, "gen received exactly what was sent");
+    // The same for IPv6, a destination of its own.
+    let to = format!("[{}]:7960", lab::SINK_V6).parse().unwrap();
+    traffic::udp_send(&gen, to, 300, 64, 1, Duration::from_micros(200)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let s2 = slow_stats(&run);
+    let delta6 = |k: &str| s2[k].as_u64().unwrap() - s1[k].as_u64().unwrap();
+    assert!((6..=7).contains(&delta6("icmp_sent")), "IPv6: a burst of 6: {s2}");
+    assert_eq!(delta6("icmp_sent") + delta6("rate_limited") + delta6("socket_dropped"), 300, "{s2}");
 
     // An ICMP error with TTL 1 gets no error back; an echo request does.
     std::thread::sleep(Duration::from_secs(1));

@@ -55,6 +55,12 @@ fn run_in(lab: &Lab, bin: &Path, mode: &str) -> Result<()> {
         println!("UDP {family} to {dst}: {UDP_COUNT} sent, {} received, every TTL/hop limit 63: {ttl_ok}", got.len());
         ok &= got.len() == UDP_COUNT && ttl_ok;
     }
+    println!("== the slow path: a TTL-1 ping gets its Time Exceeded from cowroute (kernel forwarding is off)");
+    let out = sh::output(&mut sh::in_ns(&lab.gen, "ping", &["-n", "-c", "1", "-W", "2", "-t", "1", lab::SINK_V4]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answer = text.lines().find(|l| l.starts_with("From ")).unwrap_or("(no answer)");
+    println!("ping -t 1 {}: {answer}", lab::SINK_V4);
+    ok &= answer.contains("Time to live exceeded");
     println!("== counters (cowroute show stats)");
     let stats = sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "stats"]))?;
     for line in stats.lines().filter(|l| l.starts_with("reason") || !l.contains(" 0 ")) {
