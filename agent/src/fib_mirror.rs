@@ -4,12 +4,16 @@
 
 use crate::{netlink_mirror::KernelRoute, rib::RouteInput};
 use ipnet::IpNet;
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 /// What a route event does to the fast path's entry for its prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Set(RouteInput),
+    /// The route the prefix maps to now (shared with the RIB, not copied).
+    Set(Arc<RouteInput>),
     Delete(IpNet),
 }
 
@@ -22,10 +26,10 @@ type Rank = (u32, Option<u32>);
 /// vector sized to fit: a map per prefix would cost a B-tree node of eleven
 /// slots for each of a full table's million prefixes (2 KiB a route).
 #[derive(Debug, Default)]
-struct Candidates(Vec<(Rank, RouteInput)>);
+struct Candidates(Vec<(Rank, Arc<RouteInput>)>);
 
 impl Candidates {
-    fn insert(&mut self, rank: Rank, route: RouteInput) {
+    fn insert(&mut self, rank: Rank, route: Arc<RouteInput>) {
         match self.0.binary_search_by_key(&rank, |(r, _)| *r) {
             Ok(i) => self.0[i].1 = route,
             Err(i) => {
@@ -41,7 +45,7 @@ impl Candidates {
         }
     }
 
-    fn best(&self) -> Option<&RouteInput> {
+    fn best(&self) -> Option<&Arc<RouteInput>> {
         self.0.first().map(|(_, r)| r)
     }
 }
@@ -66,7 +70,7 @@ impl KernelFib {
         let before = self.winner(&prefix).cloned();
         let slot = self.routes.entry(prefix).or_default();
         if present {
-            slot.insert(rank, route.route);
+            slot.insert(rank, Arc::new(route.route));
         } else {
             slot.remove(rank);
             if slot.0.is_empty() {
@@ -94,7 +98,7 @@ impl KernelFib {
         for route in dump {
             if self.tables.contains(&route.table) {
                 let rank = (route.priority, route.route.dev);
-                self.routes.entry(route.route.prefix).or_default().insert(rank, route.route);
+                self.routes.entry(route.route.prefix).or_default().insert(rank, Arc::new(route.route));
             }
         }
         let mut changes = Vec::new();
@@ -111,7 +115,7 @@ impl KernelFib {
         changes
     }
 
-    fn winner(&self, prefix: &IpNet) -> Option<&RouteInput> {
+    fn winner(&self, prefix: &IpNet) -> Option<&Arc<RouteInput>> {
         self.routes.get(prefix)?.best()
     }
 

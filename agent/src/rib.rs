@@ -30,6 +30,7 @@ use ipnet::IpNet;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -95,7 +96,8 @@ impl RouteInput {
 
 #[derive(Debug, Clone)]
 struct Route {
-    input: RouteInput,
+    /// Shared with the FIB mirror's record of the route: one copy each.
+    input: Arc<RouteInput>,
     metrics_ref: MetricsRef,
     /// A `NEXTHOPS` id, or an `NH_GROUPS` id for a multipath route.
     nexthop: u32,
@@ -564,7 +566,8 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// Adds or replaces a route. On error nothing has changed.
-    pub fn set_route(&mut self, input: RouteInput, now: Instant) -> Result<()> {
+    pub fn set_route(&mut self, input: impl Into<Arc<RouteInput>>, now: Instant) -> Result<()> {
+        let input: Arc<RouteInput> = input.into();
         let interned = self
             .metrics
             .intern(&input.metrics, now)
