@@ -139,14 +139,13 @@ fn pmtu_event(bytes: &[u8]) -> Option<PmtuEvent> {
 /// The slow path as it runs.
 struct SlowPathStatus {
     mode: SlowPathMode,
-    sockets: usize,
     shared: Arc<slow_path::Shared>,
 }
 
 /// Opens the AF_XDP slow path on the attached interfaces. Where it cannot
 /// (no AF_XDP, memlock), exceptions stay with the kernel, loudly.
 fn start_slow_path(eff: &Effective, ifaces: &[String], rib: &Rib<MapWriter>, dp: &mut DataPlane, shared: &Arc<slow_path::Shared>) -> (Option<slow_path::SlowPath>, SlowPathStatus) {
-    let kernel = SlowPathStatus { mode: SlowPathMode::Kernel, sockets: 0, shared: shared.clone() };
+    let kernel = SlowPathStatus { mode: SlowPathMode::Kernel, shared: shared.clone() };
     if eff.slow_path == SlowPathMode::Kernel {
         return (None, kernel);
     }
@@ -154,13 +153,13 @@ fn start_slow_path(eff: &Effective, ifaces: &[String], rib: &Rib<MapWriter>, dp:
     let queues: std::collections::BTreeMap<u32, u32> = ifaces.iter().filter_map(|i| links.get(i)).map(|&x| (x, rib.link(x).map_or(1, |l| l.rx_queues))).collect();
     let started = (|| -> Result<slow_path::SlowPath> {
         let map = dp.ebpf.take_map(maps::SLOW_PATH).ok_or_else(|| anyhow!("map SLOW_PATH missing from the object"))?;
-        let mut xsk: aya::maps::XskMap<MapData> = map.try_into()?;
-        slow_path::start(&mut xsk, &queues, shared.clone())
+        let xsk: aya::maps::XskMap<MapData> = map.try_into()?;
+        slow_path::start(xsk, &queues, shared.clone())
     })();
     match started {
         Ok(sp) => {
             tracing::info!(sockets = sp.sockets, "slow path: AF_XDP sockets answer TTL expiry, too big and unreachable with ICMP errors");
-            let status = SlowPathStatus { mode: SlowPathMode::Afxdp, sockets: sp.sockets, shared: shared.clone() };
+            let status = SlowPathStatus { mode: SlowPathMode::Afxdp, shared: shared.clone() };
             (Some(sp), status)
         }
         Err(e) => {
@@ -203,7 +202,6 @@ fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, defaul
                 v["packets"] = serde_json::to_value(stats::read_counters(sources.counters)?)?;
                 let mut sp = sources.slow_path.shared.stats.snapshot();
                 sp["mode"] = serde_json::json!(match sources.slow_path.mode { SlowPathMode::Afxdp => "afxdp", SlowPathMode::Kernel => "kernel" });
-                sp["sockets"] = serde_json::json!(sources.slow_path.sockets);
                 v["slow_path"] = sp;
                 v["pmtu"] = serde_json::to_value(sources.pmtu)?;
                 v["neighbour_queue"] = serde_json::to_value(sources.waiting)?;
@@ -360,7 +358,7 @@ async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, 
 /// SIGHUP: reads the config again and applies what changed (see
 /// [`crate::reload`]). On any error before applying, nothing changes.
 #[allow(clippy::too_many_arguments)]
-async fn reload_config(opts: &RunOptions, eff: &mut Effective, running: &mut Resolved, rib: &mut Rib<MapWriter>, fib: &mut KernelFib, dp: &mut DataPlane, mirror: &Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared) -> Result<ReloadReport> {
+async fn reload_config(opts: &RunOptions, eff: &mut Effective, running: &mut Resolved, rib: &mut Rib<MapWriter>, fib: &mut KernelFib, dp: &mut DataPlane, mirror: &Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared, slow_path: Option<&mut slow_path::SlowPath>) -> Result<ReloadReport> {
     let path = opts.config.as_deref().ok_or_else(|| anyhow!("no config file to reload (started without --config)"))?;
     let config = config::load(path).map_err(|e| anyhow!("config error: {e}"))?;
     let new_eff = Effective::new(&opts.cli, &config.settings);
@@ -368,9 +366,18 @@ async fn reload_config(opts: &RunOptions, eff: &mut Effective, running: &mut Res
     let mut report = ReloadReport { needs_restart: new_eff.needs_restart(eff), ..ReloadReport::default() };
     let d = reload::diff(running, &new);
     let now = Instant::now();
+    let links = rib.link_indexes();
+    let mut slow_path = slow_path;
     for iface in &d.add_ifaces {
         dp.attach(iface, eff.mode)?;
         report.interfaces_added += 1;
+        // The slow path serves it too.
+        if let (Some(sp), Some(&index)) = (slow_path.as_deref_mut(), links.get(*iface)) {
+            let queues = rib.link(index).map_or(1, |l| l.rx_queues);
+            if let Err(e) = sp.add_interface(index, queues) {
+                tracing::warn!(iface = %iface, "slow path: no AF_XDP socket ({e:#}); its exceptions go to the kernel");
+            }
+        }
     }
     report.interfaces_removed = dp.detach_others(&new.ifaces)?;
     for r in &d.set_routes {
@@ -498,7 +505,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if gone > 0 {
         tracing::info!(links = gone, "detached from interfaces no longer configured");
     }
-    let (slow_path, slow_status) = start_slow_path(&eff, &running.ifaces, &rib, &mut dp, &slow);
+    let (mut slow_path, slow_status) = start_slow_path(&eff, &running.ifaces, &rib, &mut dp, &slow);
     resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &slow, &running.to_resolve, opts.resolve_wait).await?;
     if adopting {
         let r = rib.sweep_adopted(Instant::now())?;
@@ -526,7 +533,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break }
             _ = sighup.recv() => {
-                match reload_config(&opts, &mut eff, &mut running, &mut rib, &mut fib, &mut dp, &mirror, &mut netlink_stats, &slow).await {
+                match reload_config(&opts, &mut eff, &mut running, &mut rib, &mut fib, &mut dp, &mirror, &mut netlink_stats, &slow, slow_path.as_mut()).await {
                     Ok(r) => tracing::info!(
                         interfaces_added = r.interfaces_added, interfaces_removed = r.interfaces_removed, routes_set = r.routes_set,
                         routes_removed = r.routes_removed, neighbours_changed = r.neighbours_changed, tables_changed = r.tables_changed,

@@ -49,6 +49,8 @@ pub enum SlowPathMode {
 /// What the slow path has done, for `Stats` and Prometheus.
 #[derive(Debug, Default)]
 pub struct SlowPathStats {
+    /// AF_XDP sockets open.
+    pub sockets: AtomicU64,
     pub frames: AtomicU64,
     pub icmp_sent: AtomicU64,
     pub rate_limited: AtomicU64,
@@ -69,7 +71,7 @@ impl SlowPathStats {
     pub fn snapshot(&self) -> serde_json::Value {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         serde_json::json!({
-            "frames": g(&self.frames), "icmp_sent": g(&self.icmp_sent), "rate_limited": g(&self.rate_limited),
+            "sockets": g(&self.sockets), "frames": g(&self.frames), "icmp_sent": g(&self.icmp_sent), "rate_limited": g(&self.rate_limited),
             "refused": g(&self.refused), "malformed": g(&self.malformed), "tx_full": g(&self.tx_full),
             "socket_dropped": g(&self.socket_dropped), "misses_dropped": g(&self.misses_dropped),
         })
@@ -196,10 +198,15 @@ pub struct SlowPath {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     pub sockets: usize,
+    xsk_map: XskMap<MapData>,
+    shared: Arc<Shared>,
+    /// Which (ifindex, queue) holds each SLOW_PATH key.
+    keys: HashMap<u32, (u32, u32)>,
 }
 
 impl Drop for SlowPath {
     fn drop(&mut self) {
+        self.shared.stats.sockets.fetch_sub(self.sockets as u64, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -209,23 +216,34 @@ impl Drop for SlowPath {
 
 /// Opens a socket for every RX queue of every interface in `ifaces`
 /// (ifindex -> RX queues) and puts it into `xsk_map`.
-pub fn start(xsk_map: &mut XskMap<MapData>, ifaces: &BTreeMap<u32, u32>, shared: Arc<Shared>) -> Result<SlowPath> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::new();
-    let mut keys = HashMap::new();
+pub fn start(xsk_map: XskMap<MapData>, ifaces: &BTreeMap<u32, u32>, shared: Arc<Shared>) -> Result<SlowPath> {
+    let mut sp = SlowPath { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), sockets: 0, xsk_map, shared, keys: HashMap::new() };
     for (&ifindex, &queues) in ifaces {
+        // On error `sp` drops: whatever did open closes again.
+        sp.add_interface(ifindex, queues)?;
+    }
+    Ok(sp)
+}
+
+impl SlowPath {
+    /// Serves `ifindex` too: a socket on each of its active RX queues (at
+    /// most `queues`). Returns how many it opened.
+    pub fn add_interface(&mut self, ifindex: u32, queues: u32) -> Result<usize> {
         if queues > MAX_QUEUES {
             tracing::warn!(ifindex, queues, max = MAX_QUEUES, "more RX queues than the slow path serves; the others' exceptions go to the kernel");
         }
+        let mut opened_here = 0;
         for queue in 0..queues.clamp(1, MAX_QUEUES) {
             let key = socket_key(ifindex, queue);
-            if let Some(other) = keys.insert(key, (ifindex, queue)) {
-                return Err(anyhow!("SLOW_PATH key {key} of ifindex {ifindex} queue {queue} is taken by {other:?}"));
+            match self.keys.get(&key) {
+                Some(&(i, q)) if (i, q) == (ifindex, queue) => continue,
+                Some(other) => return Err(anyhow!("SLOW_PATH key {key} of ifindex {ifindex} queue {queue} is taken by {other:?}")),
+                None => {}
             }
             // The socket lives on its thread (its UMEM is not Send); the
             // thread says how opening went, with the fd for the map.
             let (opened_tx, opened) = std::sync::mpsc::channel();
-            let (shared, stop_flag) = (shared.clone(), stop.clone());
+            let (shared, stop_flag) = (self.shared.clone(), self.stop.clone());
             let thread = std::thread::Builder::new().name(format!("slowpath-{ifindex}-{queue}")).spawn(move || {
                 // Zero-copy where the driver offers it; copy mode otherwise (veth).
                 let opened = XskSocket::open(ifindex, queue, SocketConfig::XDP_BIND_ZEROCOPY).or_else(|e| {
@@ -242,7 +260,7 @@ pub fn start(xsk_map: &mut XskMap<MapData>, ifaces: &BTreeMap<u32, u32>, shared:
                     }
                 }
             })?;
-            threads.push(thread);
+            self.threads.push(thread);
             let fd = opened
                 .recv()
                 .map_err(|_| anyhow!("the socket thread ended"))
@@ -256,19 +274,16 @@ pub fn start(xsk_map: &mut XskMap<MapData>, ifaces: &BTreeMap<u32, u32>, shared:
                     tracing::debug!(ifindex, queue, error = %format!("{e:#}"), "no more active RX queues");
                     break;
                 }
-                Err(e) => {
-                    // Whatever did open closes again.
-                    drop(SlowPath { stop, threads, sockets: 0 });
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             };
-            if let Err(e) = xsk_map.set(key, fd, 0) {
-                drop(SlowPath { stop, threads, sockets: 0 });
-                return Err(e).with_context(|| format!("SLOW_PATH[{key}]"));
-            }
+            self.xsk_map.set(key, fd, 0).with_context(|| format!("SLOW_PATH[{key}]"))?;
+            self.keys.insert(key, (ifindex, queue));
+            self.sockets += 1;
+            self.shared.stats.sockets.fetch_add(1, Ordering::Relaxed);
+            opened_here += 1;
         }
+        Ok(opened_here)
     }
-    Ok(SlowPath { sockets: threads.len(), stop, threads })
 }
 
 struct XskSocket {

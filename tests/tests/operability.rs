@@ -178,4 +178,16 @@ fn sighup_reloads_the_config_and_a_bad_file_changes_nothing() {
     std::fs::write(&cfg, &base).unwrap();
     hup();
     eventually("the removed route leaves the maps", || !has("10.60.0.0/16"));
+
+    // An interface added to the file: XDP attached, and the slow path serves it.
+    let sockets = || run.control().call(&Request::Stats).unwrap()["slow_path"]["sockets"].as_u64().unwrap();
+    let before = sockets();
+    let (r2, _) = run.lab.add_second_link().unwrap();
+    let interfaces = format!("interfaces = [\"{}\", \"{}\"]", run.lab.rtr_gen_if, r1);
+    assert!(base.contains(&interfaces), "{base}");
+    std::fs::write(&cfg, base.replace(&interfaces, &format!("interfaces = [\"{}\", \"{}\", \"{r2}\"]", run.lab.rtr_gen_if, r1))).unwrap();
+    hup();
+    eventually("the new interface gets a slow-path socket", || sockets() == before + 1);
+    let link = sh::run(&mut sh::in_ns(&run.lab.rtr, "ip", &["-d", "link", "show", "dev", &r2])).unwrap();
+    assert!(link.contains("prog/xdp"), "{link}");
 }
