@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 pub const PROG_FORWARD: &str = "cowroute";
 pub const PROG_PASS: &str = "cowroute_pass";
 pub const PROG_DROP: &str = "cowroute_drop";
+/// The bench's minimal forwarder on the kernel's FIB: loaded only on demand.
+pub const PROG_REFERENCE: &str = "cowroute_reference";
 
 /// How to attach: the operator's choice, or native falling back to generic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -228,10 +230,14 @@ impl DataPlane {
         Ok(n)
     }
 
-    /// Attaches `program` (PROG_PASS or PROG_DROP) to `iface` in native mode
-    /// and pins the link at `pin`, so that it stays after this process exits.
+    /// Attaches `program` (PROG_PASS, PROG_DROP or PROG_REFERENCE) to
+    /// `iface` in native mode and pins the link at `pin`, so that it stays
+    /// after this process exits.
     pub fn attach_peer_pinned(&mut self, program: &str, iface: &str, pin: &Path) -> Result<()> {
         let prog = self.xdp(program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| load_error(program, e))?;
+        }
         let (id, _) = attach_program(prog, iface, ModeChoice::Native)?;
         let link = prog.take_link(id)?;
         let fd_link: FdLink = link.try_into().context("XDP link is not a bpf_link")?;

@@ -128,8 +128,12 @@ enum Command {
         #[arg(long)]
         pin: PathBuf,
         /// Drop every frame instead (a benchmark's sink).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reference")]
         drop: bool,
+        /// Forward with a minimal program on the kernel's FIB instead (the
+        /// benchmark's yardstick; needs forwarding enabled).
+        #[arg(long)]
+        reference: bool,
     },
 }
 
@@ -239,9 +243,13 @@ fn real_main() -> Result<()> {
             ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, json),
             ShowWhat::Metrics => show::print_metrics(&cli.pin_dir, json),
         },
-        Command::AttachPeer { iface, pin, drop } => {
+        Command::AttachPeer { iface, pin, drop, reference } => {
             let mut dp = DataPlane::load(&LoadOptions { metrics_rw_slots: 1, bpf_debug_log: false })?;
-            let program = if drop { dataplane::PROG_DROP } else { dataplane::PROG_PASS };
+            let program = match (drop, reference) {
+                (true, _) => dataplane::PROG_DROP,
+                (_, true) => dataplane::PROG_REFERENCE,
+                _ => dataplane::PROG_PASS,
+            };
             dp.attach_peer_pinned(program, &iface, &pin)
         }
     }

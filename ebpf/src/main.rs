@@ -10,6 +10,7 @@
 mod fib;
 mod mss;
 mod packet;
+mod reference;
 mod slow_path;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -97,6 +98,13 @@ pub fn cowroute(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn cowroute_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The bench's yardstick: a minimal forwarder on the kernel's FIB (see
+/// `reference.rs`). Never attached by the agent.
+#[xdp]
+pub fn cowroute_reference(ctx: XdpContext) -> u32 {
+    reference::forward(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
 /// Drops everything: the sink of a benchmark lab, whose veth still counts

@@ -26,16 +26,20 @@ pub enum Mode {
     Kernel,
     Native,
     Generic,
+    /// A minimal forwarder on the kernel's FIB (`bpf_fib_lookup`), native:
+    /// what XDP can do in this lab at all, to judge cowroute's share.
+    Reference,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Kernel, Mode::Native, Mode::Generic];
+    pub const ALL: [Mode; 4] = [Mode::Kernel, Mode::Native, Mode::Generic, Mode::Reference];
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Kernel => "kernel forwarding",
             Mode::Native => "cowroute native",
             Mode::Generic => "cowroute generic",
+            Mode::Reference => "minimal bpf_fib_lookup forwarder, native",
         }
     }
 }
@@ -120,9 +124,18 @@ impl Bench {
         if let Some(mut a) = self.agent.take() {
             a.stop()?;
         }
-        let forward = if mode == Mode::Kernel { "net.ipv4.ip_forward=1" } else { "net.ipv4.ip_forward=0" };
+        let reference_pin = self.lab.pass_pin_dir.join("reference-r0");
+        if reference_pin.exists() {
+            std::fs::remove_file(&reference_pin)?;
+        }
+        // The kernel forwards, or its FIB serves the reference forwarder.
+        let forward = if matches!(mode, Mode::Kernel | Mode::Reference) { "net.ipv4.ip_forward=1" } else { "net.ipv4.ip_forward=0" };
         sh::run(&mut sh::in_ns(&self.lab.rtr, "sysctl", &["-qw", forward]))?;
-        if mode != Mode::Kernel {
+        if mode == Mode::Reference {
+            let mut c = std::process::Command::new(cowroute_bin()?);
+            c.args(["--netns", &self.lab.rtr, "attach-peer", "--reference", "--iface", &self.lab.rtr_gen_if, "--pin"]).arg(&reference_pin);
+            sh::run(&mut c).context("attaching the reference forwarder")?;
+        } else if mode != Mode::Kernel {
             let m = if mode == Mode::Native { "native" } else { "generic" };
             let args = vec!["--source".into(), "config".into(), "--config".into(), self.config.display().to_string(), "--xdp-mode".into(), m.into()];
             self.agent = Some(AgentProc::start(&self.lab.rtr, &self.pin_dir, &args, false)?);
