@@ -509,7 +509,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &slow, &running.to_resolve, opts.resolve_wait).await?;
     if adopting {
         let r = rib.sweep_adopted(Instant::now())?;
-        tracing::info!(routes_kept = r.routes_kept, routes_removed = r.routes_removed, slots_released = r.slots_released, "adoption complete: the earlier agent's entries are replaced");
+        tracing::info!(routes_kept = r.routes_kept, routes_removed = r.routes_removed, slots_released = r.slots_released, private_kept = r.private_kept, "adoption complete: the earlier agent's entries are replaced");
     }
     let s = rib.summary();
     tracing::info!(

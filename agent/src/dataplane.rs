@@ -88,7 +88,7 @@ fn check_pinned_layout(dir: &Path, opts: &LoadOptions) -> Result<()> {
         }
         let info = MapInfo::from_pin(&path).with_context(|| format!("reading pinned map {}", path.display()))?;
         let def = obj.maps.get(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-        let max = if name == maps::METRICS_RW { opts.metrics_rw_slots } else { def.max_entries() };
+        let max = if [maps::METRICS_RW, maps::PRIVATE_META].contains(&name) { opts.metrics_rw_slots } else { def.max_entries() };
         // The kernel makes a DEVMAP read-only to programs by itself.
         let kernel_flags = if name == maps::EGRESS_PORTS { aya_obj::generated::BPF_F_RDONLY_PROG } else { 0 };
         let want = (def.key_size(), def.value_size(), max, def.map_flags() | kernel_flags);
@@ -170,6 +170,7 @@ impl DataPlane {
         }
         let mut ebpf = loader
             .map_max_entries(maps::METRICS_RW, opts.metrics_rw_slots)
+            .map_max_entries(maps::PRIVATE_META, opts.metrics_rw_slots)
             .override_global("AYA_LOG_LEVEL", &level, false)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps could not be created)")?;

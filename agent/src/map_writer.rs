@@ -5,13 +5,13 @@
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, DevMapHash, LpmTrie, Map, MapData},
+    maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, Map, MapData},
     Ebpf,
 };
 use common::{
     maps,
     route::{V4KeyData, V6KeyData},
-    NextHop, NextHopGroup, RouteEntry, RouteMetrics,
+    NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
 };
 use ipnet::IpNet;
 use std::path::Path;
@@ -24,6 +24,15 @@ pub struct MapWriter {
     metrics_ro: Array<MapData, RouteMetrics>,
     metrics_rw: Array<MapData, RouteMetrics>,
     egress_ports: DevMapHash<MapData>,
+    private_meta: HashMap<MapData, [u8; 16], PrivateMeta>,
+}
+
+/// A destination as `PRIVATE_META`'s key: 16 bytes, IPv4 mapped.
+pub fn meta_key(dest: std::net::IpAddr) -> [u8; 16] {
+    match dest {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    }
 }
 
 fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
@@ -59,6 +68,7 @@ impl MapWriter {
             metrics_ro: take(ebpf, maps::METRICS_RO)?,
             metrics_rw: take(ebpf, maps::METRICS_RW)?,
             egress_ports: take(ebpf, maps::EGRESS_PORTS)?,
+            private_meta: take(ebpf, maps::PRIVATE_META)?,
         })
     }
 
@@ -96,21 +106,47 @@ impl MapWriter {
             }
             Ok(())
         };
+        let mut private = Vec::new();
         for item in self.routes_v4.iter() {
             let (k, e) = item.context("reading ROUTES_V4")?;
-            a.prefixes.push(IpNet::new(std::net::Ipv4Addr::from(k.data()).into(), k.prefix_len() as u8)?);
+            let prefix = IpNet::new(std::net::Ipv4Addr::from(k.data()).into(), k.prefix_len() as u8)?;
+            a.prefixes.push(prefix);
             note(&mut a, &e)?;
+            private.push((prefix, e));
         }
         for item in self.routes_v6.iter() {
             let (k, e) = item.context("reading ROUTES_V6")?;
-            a.prefixes.push(IpNet::new(std::net::Ipv6Addr::from(k.data()).into(), k.prefix_len() as u8)?);
+            let prefix = IpNet::new(std::net::Ipv6Addr::from(k.data()).into(), k.prefix_len() as u8)?;
+            a.prefixes.push(prefix);
             note(&mut a, &e)?;
+            private.push((prefix, e));
+        }
+        // Host entries with a private reference: their values and record.
+        for (prefix, e) in private {
+            if e.metrics.is_read_only() || prefix.prefix_len() != prefix.max_prefix_len() {
+                continue;
+            }
+            let dest = prefix.addr();
+            let (Ok(values), Ok(meta)) = (self.metrics_rw.get(&e.metrics.slot(), 0), self.private_meta.get(&meta_key(dest), 0)) else { continue };
+            a.private.push((dest, values, meta));
         }
         Ok(a)
     }
 
     pub fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
         self.nexthops.set(id, nh, 0).with_context(|| format!("writing next hop {id}"))
+    }
+
+    pub fn put_private_meta(&mut self, dest: std::net::IpAddr, meta: &PrivateMeta) -> Result<()> {
+        self.private_meta.insert(meta_key(dest), meta, 0).with_context(|| format!("recording {dest}'s private copy in PRIVATE_META"))
+    }
+
+    pub fn delete_private_meta(&mut self, dest: std::net::IpAddr) -> Result<()> {
+        match self.private_meta.remove(&meta_key(dest)) {
+            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("forgetting {dest}'s private copy in PRIVATE_META")),
+        }
     }
 
     /// One `bpf_map_update_elem` per group: a flow sees the old buckets or

@@ -25,7 +25,7 @@ use crate::{
     slots::SlotAllocator,
 };
 use anyhow::{bail, Result};
-use common::{MetricsRef, NextHop, NextHopGroup, RouteEntry, RouteKind, RouteMetrics, Rtax};
+use common::{MetricsRef, NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteKind, RouteMetrics, Rtax};
 use ipnet::IpNet;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -44,6 +44,8 @@ pub trait MapSink {
     fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
     fn add_port(&mut self, ifindex: u32) -> Result<()>;
     fn remove_port(&mut self, ifindex: u32) -> Result<()>;
+    fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()>;
+    fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()>;
 }
 
 impl MapSink for crate::map_writer::MapWriter {
@@ -70,6 +72,12 @@ impl MapSink for crate::map_writer::MapWriter {
     }
     fn remove_port(&mut self, ifindex: u32) -> Result<()> {
         crate::map_writer::MapWriter::remove_port(self, ifindex)
+    }
+    fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()> {
+        crate::map_writer::MapWriter::put_private_meta(self, dest, meta)
+    }
+    fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()> {
+        crate::map_writer::MapWriter::delete_private_meta(self, dest)
     }
 }
 
@@ -200,6 +208,9 @@ pub struct Adopted {
     pub metrics_rw: BTreeSet<u32>,
     pub nexthops: BTreeSet<u32>,
     pub groups: BTreeSet<u32>,
+    /// Private copies: the destination, the values its slot holds, and
+    /// their record (which are overridden, by whom, until when).
+    pub private: Vec<(IpAddr, RouteMetrics, PrivateMeta)>,
 }
 
 /// What the sweep after adoption did, in counts.
@@ -211,6 +222,8 @@ pub struct AdoptionReport {
     pub routes_removed: usize,
     /// Slots of the earlier agent freed (after the grace period).
     pub slots_released: usize,
+    /// Private copies taken over (values, sources and expiries kept).
+    pub private_kept: usize,
 }
 
 /// What a resync after a netlink overrun changed, in counts.
@@ -284,6 +297,8 @@ pub struct Rib<S: MapSink> {
     next_route_id: u32,
     /// Keys an earlier agent published, until the sweep.
     adopted: Vec<IpNet>,
+    /// Private copies an earlier agent had, until the sweep.
+    adopted_private: Vec<(IpAddr, RouteMetrics, PrivateMeta)>,
 }
 
 fn host_prefix(addr: IpAddr) -> IpNet {
@@ -337,6 +352,7 @@ impl<S: MapSink> Rib<S> {
             ports: BTreeSet::new(),
             next_route_id: 1,
             adopted: Vec::new(),
+            adopted_private: Vec::new(),
         }
     }
 
@@ -472,6 +488,7 @@ impl<S: MapSink> Rib<S> {
         old.nexthops.iter().filter(|id| **id != 0).for_each(|id| self.nexthops.ids.reserve(*id));
         old.groups.iter().filter(|id| **id != 0).for_each(|id| self.groups.ids_mut().reserve(*id));
         self.adopted = old.prefixes;
+        self.adopted_private = old.private;
     }
 
     /// After the first full programming: every key the earlier agent
@@ -480,6 +497,33 @@ impl<S: MapSink> Rib<S> {
     /// into quarantine.
     pub fn sweep_adopted(&mut self, now: Instant) -> Result<AdoptionReport> {
         let mut report = AdoptionReport::default();
+        // The earlier private copies first, so that their host entries are
+        // published with them below.
+        let wall = std::time::SystemTime::now();
+        for (dest, values, meta) in std::mem::take(&mut self.adopted_private) {
+            let mut kept = false;
+            for m in Rtax::ALL {
+                if meta.overridden & m.lock_bit() == 0 {
+                    continue;
+                }
+                let source = if meta.learned & m.lock_bit() != 0 { Source::Learned } else { Source::Operator };
+                let expires = match meta.expires[m as usize] {
+                    0 => None,
+                    at => match std::time::UNIX_EPOCH.checked_add(Duration::from_secs(at)).and_then(|t| t.duration_since(wall).ok()) {
+                        Some(left) => Some(now + left),
+                        None => continue, // expired while no agent ran
+                    },
+                };
+                match self.cow_metrics(dest, m, values.get(m), source, expires, now) {
+                    Ok(()) => kept = true,
+                    Err(e) => tracing::info!(%dest, metric = m.name(), error = %e, "an earlier private override not kept"),
+                }
+            }
+            if !kept {
+                let _ = self.sink.delete_private_meta(dest);
+            }
+            report.private_kept += usize::from(kept);
+        }
         for prefix in std::mem::take(&mut self.adopted) {
             if self.publish_entry(&prefix)? {
                 report.routes_kept += 1;
@@ -758,6 +802,46 @@ impl<S: MapSink> Rib<S> {
         expires: Option<Instant>,
         now: Instant,
     ) -> Result<(), CowError> {
+        self.write_override(dest, metric, value, source, expires, now)?;
+        self.record_private(dest, now);
+        Ok(())
+    }
+
+    /// Keeps `PRIVATE_META` in step with `dest`'s copy (or its absence).
+    /// A failed write costs only the copy's survival of a restart: logged.
+    fn record_private(&mut self, dest: IpAddr, now: Instant) {
+        let result = match self.private.get(&dest) {
+            Some(p) => {
+                let wall = std::time::SystemTime::now();
+                let mut meta = PrivateMeta { overridden: 0, learned: 0, expires: [0; common::RTAX_MAX] };
+                for (m, o) in &p.overrides {
+                    meta.overridden |= m.lock_bit();
+                    if o.source == Source::Learned {
+                        meta.learned |= m.lock_bit();
+                    }
+                    if let Some(t) = o.expires {
+                        let at = wall + t.saturating_duration_since(now);
+                        meta.expires[*m as usize] = at.duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs().max(1));
+                    }
+                }
+                self.sink.put_private_meta(dest, &meta)
+            }
+            None => self.sink.delete_private_meta(dest),
+        };
+        if let Err(e) = result {
+            tracing::warn!(%dest, error = %format!("{e:#}"), "private copy not recorded for restarts");
+        }
+    }
+
+    fn write_override(
+        &mut self,
+        dest: IpAddr,
+        metric: Rtax,
+        value: u32,
+        source: Source,
+        expires: Option<Instant>,
+        now: Instant,
+    ) -> Result<(), CowError> {
         let base = self.base(dest, true).ok_or(CowError::NoRoute(dest))?;
         match base.kind {
             RouteKind::Unicast => {}
@@ -843,6 +927,7 @@ impl<S: MapSink> Rib<S> {
         self.publish(&host_prefix(dest))?;
         self.rw.release(p.slot, now);
         self.cow_stats.destroys += 1;
+        self.record_private(dest, now);
         Ok(true)
     }
 
@@ -899,6 +984,7 @@ impl<S: MapSink> Rib<S> {
                 self.reset_metrics(dest, now)?;
             } else {
                 self.rederive(dest, now)?;
+                self.record_private(dest, now);
             }
         }
         Ok(expired)
@@ -1170,6 +1256,7 @@ pub mod memory {
         pub routes: BTreeMap<IpNet, RouteEntry>,
         pub nexthops: BTreeMap<u32, NextHop>,
         pub groups: BTreeMap<u32, NextHopGroup>,
+        pub private_meta: BTreeMap<IpAddr, PrivateMeta>,
         pub metrics_ro: BTreeMap<u32, RouteMetrics>,
         pub metrics_rw: BTreeMap<u32, RouteMetrics>,
         pub ports: BTreeSet<u32>,
@@ -1205,6 +1292,14 @@ pub mod memory {
         }
         fn remove_port(&mut self, ifindex: u32) -> Result<()> {
             self.ports.remove(&ifindex);
+            Ok(())
+        }
+        fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()> {
+            self.private_meta.insert(dest, *meta);
+            Ok(())
+        }
+        fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()> {
+            self.private_meta.remove(&dest);
             Ok(())
         }
     }
@@ -1304,6 +1399,39 @@ mod tests {
         assert_eq!((r.routes_kept, r.routes_removed), (1, 1));
         assert!(!new.sink().routes.contains_key(&net("10.8.0.0/16")));
         assert_eq!(r.slots_released, 4, "two RO slots and two next hops");
+    }
+
+    #[test]
+    fn adoption_keeps_private_copies_with_their_sources_and_expiries() {
+        let (mut old, now) = rib();
+        old.set_route(route("10.9.0.0/16", 3, Some("10.2.0.2"), 1400), now).unwrap();
+        let dest: IpAddr = "10.9.0.7".parse().unwrap();
+        old.cow_metrics(dest, Rtax::Mtu, 1300, Source::Operator, None, now).unwrap();
+        old.cow_metrics(dest, Rtax::Advmss, 1260, Source::Learned, Some(now + Duration::from_secs(300)), now).unwrap();
+        let maps = old.into_sink();
+        let meta = maps.private_meta[&dest];
+        assert_eq!((meta.overridden, meta.learned), (Rtax::Mtu.lock_bit() | Rtax::Advmss.lock_bit(), Rtax::Advmss.lock_bit()));
+        let e = maps.routes[&net("10.9.0.7/32")];
+        let values = maps.metrics_rw[&e.metrics.slot()];
+        let adopted = Adopted {
+            prefixes: maps.routes.keys().copied().collect(),
+            metrics_ro: maps.routes.values().filter(|e| e.metrics.is_read_only()).map(|e| e.metrics.slot()).collect(),
+            metrics_rw: [e.metrics.slot()].into(),
+            nexthops: maps.routes.values().map(|e| e.nexthop).collect(),
+            private: vec![(dest, values, meta)],
+            ..Adopted::default()
+        };
+        let (mut new, now) = rib_on(maps);
+        new.adopt(adopted);
+        new.set_route(route("10.9.0.0/16", 3, Some("10.2.0.2"), 1400), now).unwrap();
+        let r = new.sweep_adopted(now).unwrap();
+        assert_eq!(r.private_kept, 1);
+        let m = new.destination_metrics(dest, now).unwrap();
+        assert_eq!((m.values["mtu"], m.values["advmss"]), (1300, 1260));
+        let by = |name: &str| m.overrides.iter().find(|o| o.metric == name).unwrap().clone();
+        assert_eq!((by("mtu").source, by("mtu").expires_in), (Source::Operator, None));
+        assert_eq!(by("advmss").source, Source::Learned);
+        assert!(by("advmss").expires_in.is_some_and(|s| (298..=300).contains(&s)), "{:?}", by("advmss"));
     }
 
     #[test]

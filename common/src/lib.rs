@@ -14,7 +14,7 @@ pub mod route;
 pub mod slow_path;
 
 pub use counters::{Counter, Reason};
-pub use metrics::{MetricsRef, RouteMetrics, Rtax, RTAX_MAX};
+pub use metrics::{MetricsRef, PrivateMeta, RouteMetrics, Rtax, RTAX_MAX};
 pub use nexthop::{NextHop, NextHopGroup};
 pub use route::{RouteEntry, RouteKind};
 
@@ -30,8 +30,9 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     pub const SLOW_PATH: &str = "SLOW_PATH";
     pub const PMTU_EVENTS: &str = "PMTU_EVENTS";
+    pub const PRIVATE_META: &str = "PRIVATE_META";
     /// Every map the agent pins, in the order `show` lists them.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         ROUTES_V4,
         ROUTES_V6,
         NEXTHOPS,
@@ -42,6 +43,7 @@ pub mod maps {
         COUNTERS,
         SLOW_PATH,
         PMTU_EVENTS,
+        PRIVATE_META,
     ];
 }
 
@@ -73,5 +75,6 @@ mod pod {
     unsafe impl aya::Pod for crate::RouteEntry {}
     unsafe impl aya::Pod for crate::NextHop {}
     unsafe impl aya::Pod for crate::NextHopGroup {}
+    unsafe impl aya::Pod for crate::PrivateMeta {}
     unsafe impl aya::Pod for crate::Counter {}
 }

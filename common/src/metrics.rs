@@ -167,6 +167,23 @@ impl RouteMetrics {
     }
 }
 
+/// What the agent knows of a destination's private copy beyond its values:
+/// which metrics are overridden, by whom, until when (`PRIVATE_META`, keyed
+/// by the destination's 16 bytes, IPv4 mapped). The program never reads it;
+/// a restarted agent does, to keep the copies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrivateMeta {
+    /// `1 << RTAX_x` of the overridden metrics.
+    pub overridden: u32,
+    /// Of those, the learned ones; the others are the operator's.
+    pub learned: u32,
+    /// Per metric: when the override expires, seconds since the Unix epoch; 0: never.
+    pub expires: [u64; RTAX_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<PrivateMeta>() == 8 + 8 * RTAX_MAX);
+
 /// A tagged reference to a route's metrics (the seed's `_metrics` word).
 ///
 /// Bit 0 is the READ_ONLY tag; the other bits are the slot. Tag set: the slot

@@ -7,12 +7,12 @@
 
 use aya_ebpf::{
     bindings::BPF_F_RDONLY_PROG,
-    btf_maps::{lpm_trie::Key, Array, DevMapHash, LpmTrie, PerCpuArray},
+    btf_maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
 use common::{
     capacity, counters::NUM_REASONS, route::V4KeyData, route::V6KeyData, Counter, MetricsRef,
-    NextHop, NextHopGroup, Reason, RouteEntry, RouteMetrics,
+    NextHop, NextHopGroup, PrivateMeta, Reason, RouteEntry, RouteMetrics,
 };
 
 #[btf_map]
@@ -41,6 +41,12 @@ pub static METRICS_RO: Array<
 /// Private per-destination copies, written only by the agent's COW engine.
 #[btf_map]
 pub static METRICS_RW: Array<RouteMetrics, { capacity::METRICS_RW as usize }> = Array::new();
+
+/// The agent's record of each private copy (its overrides' sources and
+/// expiries), pinned so that a restarted agent keeps the copies. Sized like
+/// METRICS_RW. Never read by the program.
+#[btf_map]
+pub static PRIVATE_META: HashMap<[u8; 16], PrivateMeta, { capacity::METRICS_RW as usize }> = HashMap::new();
 
 /// Egress devices, keyed by ifindex.
 #[btf_map]

@@ -24,6 +24,9 @@ fn sigkill_and_restart_three_times_under_traffic_loses_nothing() {
     let gen = run.lab.gen.clone();
     let sender = std::thread::spawn(move || traffic::udp_send(&gen, to, DATAGRAMS, 64, 64, Duration::from_micros(100)).unwrap());
 
+    // Private metrics, the operator's: they survive the restarts, sources and expiries kept.
+    run.cowroute(&["metrics", "set", lab::SINK2_V4, "mtu", "1300", "--expires", "0"]);
+    run.cowroute(&["metrics", "set", lab::SINK2_V4, "hoplimit", "32", "--expires", "300"]);
     for round in 1..=3 {
         std::thread::sleep(Duration::from_millis(600));
         run.agent.kill().unwrap();
@@ -39,6 +42,13 @@ fn sigkill_and_restart_three_times_under_traffic_loses_nothing() {
     sender.join().unwrap();
     let received = receiver.join().unwrap();
     assert_eq!(received, DATAGRAMS, "every datagram arrived across three SIGKILLs and restarts");
+    let shown: serde_json::Value = serde_json::from_str(&run.cowroute(&["metrics", "show", lab::SINK2_V4, "--json"])).unwrap();
+    let overrides = shown[0]["overrides"].as_array().unwrap();
+    let by = |name: &str| overrides.iter().find(|o| o["metric"] == name).unwrap_or_else(|| panic!("{name} kept: {shown}")).clone();
+    assert_eq!((by("mtu")["value"].as_u64(), by("mtu")["expires_in"].is_null()), (Some(1300), true), "{shown}");
+    let left = by("hoplimit")["expires_in"].as_u64().unwrap();
+    assert!(by("hoplimit")["value"] == 32 && (290..=300).contains(&left), "{shown}");
+    assert!(run.agent.log().contains("private_kept=1"), "{}", run.agent.log());
 
     // `detach` refuses while the agent runs ...
     let out = run.cowroute_output(&["detach"]);
