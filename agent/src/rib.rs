@@ -802,7 +802,7 @@ impl<S: MapSink> Rib<S> {
         expires: Option<Instant>,
         now: Instant,
     ) -> Result<(), CowError> {
-        self.write_override(dest, metric, value, source, expires, now)?;
+        self.write_override(dest, metric, Override { value, source, expires }, now)?;
         self.record_private(dest, now);
         Ok(())
     }
@@ -833,15 +833,9 @@ impl<S: MapSink> Rib<S> {
         }
     }
 
-    fn write_override(
-        &mut self,
-        dest: IpAddr,
-        metric: Rtax,
-        value: u32,
-        source: Source,
-        expires: Option<Instant>,
-        now: Instant,
-    ) -> Result<(), CowError> {
+    /// The copy-on-write itself (see `cow_metrics`).
+    fn write_override(&mut self, dest: IpAddr, metric: Rtax, ov: Override, now: Instant) -> Result<(), CowError> {
+        let Override { value, source, expires } = ov;
         let base = self.base(dest, true).ok_or(CowError::NoRoute(dest))?;
         match base.kind {
             RouteKind::Unicast => {}
