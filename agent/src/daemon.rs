@@ -158,7 +158,7 @@ fn start_slow_path(eff: &Effective, ifaces: &[String], rib: &Rib<MapWriter>, dp:
     })();
     match started {
         Ok(sp) => {
-            tracing::info!(sockets = sp.sockets, "slow path: AF_XDP sockets answer TTL expiry, too big and unreachable with ICMP errors");
+            tracing::info!(sockets = sp.sockets(), "slow path: AF_XDP sockets answer TTL expiry, too big and unreachable with ICMP errors");
             let status = SlowPathStatus { mode: SlowPathMode::Afxdp, shared: shared.clone() };
             (Some(sp), status)
         }

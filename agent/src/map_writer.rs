@@ -49,6 +49,32 @@ pub fn open_pinned<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, nam
     T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type", path.display()))
 }
 
+/// A removal whose key was already gone is a removal done.
+fn absent_is_fine(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+/// Every entry of both route tries, with its prefix.
+pub fn route_entries(
+    v4: &LpmTrie<MapData, V4KeyData, RouteEntry>,
+    v6: &LpmTrie<MapData, V6KeyData, RouteEntry>,
+) -> Result<Vec<(IpNet, RouteEntry)>> {
+    let mut all = Vec::new();
+    for item in v4.iter() {
+        let (k, e) = item.context("reading ROUTES_V4")?;
+        all.push((IpNet::new(std::net::Ipv4Addr::from(k.data()).into(), k.prefix_len() as u8)?, e));
+    }
+    for item in v6.iter() {
+        let (k, e) = item.context("reading ROUTES_V6")?;
+        all.push((IpNet::new(std::net::Ipv6Addr::from(k.data()).into(), k.prefix_len() as u8)?, e));
+    }
+    Ok(all)
+}
+
 fn v4_key(prefix: &ipnet::Ipv4Net) -> Key<V4KeyData> {
     Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
 }
@@ -93,9 +119,19 @@ impl MapWriter {
     /// route key, and every slot those entries refer to.
     pub fn read_adopted(&self) -> Result<crate::rib::Adopted> {
         let mut a = crate::rib::Adopted::default();
-        let note = |a: &mut crate::rib::Adopted, e: &RouteEntry| -> Result<()> {
+        for (prefix, e) in route_entries(&self.routes_v4, &self.routes_v6)? {
+            a.prefixes.push(prefix);
             let slot = e.metrics.slot();
-            if e.metrics.is_read_only() { a.metrics_ro.insert(slot) } else { a.metrics_rw.insert(slot) };
+            if e.metrics.is_read_only() {
+                a.metrics_ro.insert(slot);
+            } else {
+                a.metrics_rw.insert(slot);
+                // A host entry's private copy: its values and its record.
+                let dest = prefix.addr();
+                if let (Ok(values), Ok(meta)) = (self.metrics_rw.get(&slot, 0), self.private_meta.get(&meta_key(dest), 0)) {
+                    a.private.push((dest, values, meta));
+                }
+            }
             if e.is_multipath() {
                 a.groups.insert(e.nexthop);
                 if let Ok(g) = self.nh_groups.get(&e.nexthop, 0) {
@@ -104,31 +140,6 @@ impl MapWriter {
             } else {
                 a.nexthops.insert(e.nexthop);
             }
-            Ok(())
-        };
-        let mut private = Vec::new();
-        for item in self.routes_v4.iter() {
-            let (k, e) = item.context("reading ROUTES_V4")?;
-            let prefix = IpNet::new(std::net::Ipv4Addr::from(k.data()).into(), k.prefix_len() as u8)?;
-            a.prefixes.push(prefix);
-            note(&mut a, &e)?;
-            private.push((prefix, e));
-        }
-        for item in self.routes_v6.iter() {
-            let (k, e) = item.context("reading ROUTES_V6")?;
-            let prefix = IpNet::new(std::net::Ipv6Addr::from(k.data()).into(), k.prefix_len() as u8)?;
-            a.prefixes.push(prefix);
-            note(&mut a, &e)?;
-            private.push((prefix, e));
-        }
-        // Host entries with a private reference: their values and record.
-        for (prefix, e) in private {
-            if e.metrics.is_read_only() || prefix.prefix_len() != prefix.max_prefix_len() {
-                continue;
-            }
-            let dest = prefix.addr();
-            let (Ok(values), Ok(meta)) = (self.metrics_rw.get(&e.metrics.slot(), 0), self.private_meta.get(&meta_key(dest), 0)) else { continue };
-            a.private.push((dest, values, meta));
         }
         Ok(a)
     }
@@ -142,11 +153,7 @@ impl MapWriter {
     }
 
     pub fn delete_private_meta(&mut self, dest: std::net::IpAddr) -> Result<()> {
-        match self.private_meta.remove(&meta_key(dest)) {
-            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("forgetting {dest}'s private copy in PRIVATE_META")),
-        }
+        absent_is_fine(self.private_meta.remove(&meta_key(dest))).with_context(|| format!("forgetting {dest}'s private copy in PRIVATE_META"))
     }
 
     /// One `bpf_map_update_elem` per group: a flow sees the old buckets or
@@ -174,10 +181,6 @@ impl MapWriter {
     /// Removes a port; one the kernel already dropped (its device was
     /// unregistered) is not an error.
     pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
-        match self.egress_ports.remove(ifindex) {
-            Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing ifindex {ifindex} from EGRESS_PORTS")),
-        }
+        absent_is_fine(self.egress_ports.remove(ifindex)).with_context(|| format!("removing ifindex {ifindex} from EGRESS_PORTS"))
     }
 }

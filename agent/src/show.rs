@@ -92,16 +92,7 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
 pub fn routes(pin_dir: &Path) -> Result<Vec<RouteRow>> {
     let v4: LpmTrie<MapData, V4KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V4)?;
     let v6: LpmTrie<MapData, V6KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V6)?;
-    let mut rows = Vec::new();
-    for item in v4.iter() {
-        let (k, e) = item?;
-        rows.push(route_row(format!("{}/{}", Ipv4Addr::from(k.data()), k.prefix_len()), &e));
-    }
-    for item in v6.iter() {
-        let (k, e) = item?;
-        rows.push(route_row(format!("{}/{}", Ipv6Addr::from(k.data()), k.prefix_len()), &e));
-    }
-    Ok(rows)
+    Ok(crate::map_writer::route_entries(&v4, &v6)?.into_iter().map(|(p, e)| route_row(p.to_string(), &e)).collect())
 }
 
 fn mac(m: &[u8; 6]) -> String {

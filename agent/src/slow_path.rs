@@ -197,7 +197,6 @@ impl Drop for Area {
 pub struct SlowPath {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    pub sockets: usize,
     xsk_map: XskMap<MapData>,
     shared: Arc<Shared>,
     /// Which (ifindex, queue) holds each SLOW_PATH key.
@@ -206,7 +205,7 @@ pub struct SlowPath {
 
 impl Drop for SlowPath {
     fn drop(&mut self) {
-        self.shared.stats.sockets.fetch_sub(self.sockets as u64, Ordering::Relaxed);
+        self.shared.stats.sockets.fetch_sub(self.sockets() as u64, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -217,7 +216,7 @@ impl Drop for SlowPath {
 /// Opens a socket for every RX queue of every interface in `ifaces`
 /// (ifindex -> RX queues) and puts it into `xsk_map`.
 pub fn start(xsk_map: XskMap<MapData>, ifaces: &BTreeMap<u32, u32>, shared: Arc<Shared>) -> Result<SlowPath> {
-    let mut sp = SlowPath { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), sockets: 0, xsk_map, shared, keys: HashMap::new() };
+    let mut sp = SlowPath { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), xsk_map, shared, keys: HashMap::new() };
     for (&ifindex, &queues) in ifaces {
         // On error `sp` drops: whatever did open closes again.
         sp.add_interface(ifindex, queues)?;
@@ -226,6 +225,11 @@ pub fn start(xsk_map: XskMap<MapData>, ifaces: &BTreeMap<u32, u32>, shared: Arc<
 }
 
 impl SlowPath {
+    /// Sockets open: one per SLOW_PATH key taken.
+    pub fn sockets(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Serves `ifindex` too: a socket on each of its active RX queues (at
     /// most `queues`). Returns how many it opened.
     pub fn add_interface(&mut self, ifindex: u32, queues: u32) -> Result<usize> {
@@ -278,7 +282,6 @@ impl SlowPath {
             };
             self.xsk_map.set(key, fd, 0).with_context(|| format!("SLOW_PATH[{key}]"))?;
             self.keys.insert(key, (ifindex, queue));
-            self.sockets += 1;
             self.shared.stats.sockets.fetch_add(1, Ordering::Relaxed);
             opened_here += 1;
         }
