@@ -26,6 +26,8 @@ pub const PROG_PASS: &str = "cowroute_pass";
 pub const PROG_DROP: &str = "cowroute_drop";
 /// The bench's minimal forwarder on the kernel's FIB: loaded only on demand.
 pub const PROG_REFERENCE: &str = "cowroute_reference";
+/// The bench's live-frames traffic generator (never attached).
+pub const PROG_TRAFFICGEN: &str = "cowroute_trafficgen";
 
 /// How to attach: the operator's choice, or native falling back to generic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -12,6 +12,7 @@ mod mss;
 mod packet;
 mod reference;
 mod slow_path;
+mod trafficgen;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
@@ -105,6 +106,13 @@ pub fn cowroute_pass(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn cowroute_reference(ctx: XdpContext) -> u32 {
     reference::forward(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+/// The bench's traffic generator, run by BPF_PROG_RUN with live frames
+/// (see `trafficgen.rs`). Never attached.
+#[xdp]
+pub fn cowroute_trafficgen(ctx: XdpContext) -> u32 {
+    trafficgen::generate(&ctx)
 }
 
 /// Drops everything: the sink of a benchmark lab, whose veth still counts

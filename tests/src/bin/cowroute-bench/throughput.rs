@@ -1,13 +1,14 @@
 //! Lab throughput: the same lab and the same generator for every mode —
 //! (a) kernel forwarding in rtr, (b) cowroute native, (c) cowroute generic.
 //!
-//! The generator is trafgen (AF_PACKET) pinned to CPU 0 in gen. A veth hands
-//! each frame to the receiver's softirq on the sending CPU, so the router's
-//! work (and the sink's XDP drop) runs inline on CPU 0 as softirq: delivered
-//! pps measures generator + router, and softirq time per delivered packet
-//! measures the router alone. (Putting the router's NAPI in a thread on the
-//! other CPU costs a cross-CPU wakeup per skb on veth, which swamps what is
-//! measured.) The sink drops at XDP and counts.
+//! The generator is BPF_PROG_RUN with live frames (`trafficgen.rs`) on
+//! GENERATOR_CPU in gen: its frames enter rtr's veth queue as XDP frames,
+//! the way a NIC's would, in batches of 64. rtr's queue is polled by a NAPI
+//! thread pinned to ROUTER_CPU, where the router's work and the sink's XDP
+//! drop run: delivered pps is the router's rate when the generator offers
+//! more, and that CPU's busy time per delivered packet is the router's cost.
+//! rtr's veth has GRO on, which gives it a NAPI queue without an XDP program
+//! (kernel forwarding, generic mode). The sink drops at XDP and counts.
 
 use anyhow::{bail, Context as _, Result};
 use std::{
@@ -19,6 +20,7 @@ use xtask::{
     lab::{self, Lab},
     sh,
 };
+use crate::trafficgen::Generator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,7 +50,8 @@ impl Mode {
 pub struct Rate {
     pub offered_pps: f64,
     pub delivered_pps: f64,
-    /// Softirq time (the router's receive and forwarding work) per delivered packet.
+    /// Busy time of the router's CPU (its receive, forwarding and the
+    /// sink's XDP drop) per delivered packet.
     pub router_ns_per_packet: f64,
 }
 
@@ -69,19 +72,44 @@ fn sink_packets(ns: &str, dev: &str) -> Result<u64> {
         .sum())
 }
 
-fn tx_packets(ns: &str, dev: &str) -> Result<u64> {
-    let out = sh::ip(&["-n", ns, "-s", "-j", "link", "show", "dev", dev])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v[0]["stats64"]["tx"]["packets"].as_u64().context("no tx stats")
+/// The CPU the router's receive queue polls on (its threaded NAPI); the
+/// generator has the other one.
+pub const ROUTER_CPU: usize = 1;
+pub const GENERATOR_CPU: usize = 0;
+
+/// Nanoseconds `cpu` has been busy (every `/proc/stat` column but idle and
+/// iowait, USER_HZ ticks).
+fn busy_ns(cpu: usize) -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let name = format!("cpu{cpu}");
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(&name)).with_context(|| format!("{name} in /proc/stat"))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
+    let busy: u64 = ticks.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).take(8).sum();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(busy * 1_000_000_000 / hz)
 }
 
-/// Nanoseconds all CPUs have spent in softirq (`/proc/stat`, USER_HZ ticks).
-fn softirq_ns() -> Result<u64> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("/proc/stat")?;
-    let ticks: u64 = line.split_whitespace().nth(7).context("softirq column")?.parse()?;
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(ticks * 1_000_000_000 / hz)
+/// Pins the NAPI threads of `dev` (kthreads `napi/<dev>-<id>`) to `cpu`.
+fn pin_napi_threads(dev: &str, cpu: usize) -> Result<()> {
+    let prefix = format!("napi/{dev}-");
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(&prefix) {
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning {comm} to CPU {cpu}"));
+                }
+            }
+            pinned += 1;
+        }
+    }
+    anyhow::ensure!(pinned > 0, "no NAPI thread for {dev}: threaded NAPI is off");
+    Ok(())
 }
 
 /// One lab for every mode, torn down on drop; `set_mode` switches between
@@ -92,7 +120,8 @@ pub struct Bench {
     mode: Option<Mode>,
     config: PathBuf,
     pin_dir: PathBuf,
-    dir: cowroute_tests::TempDir,
+    /// Holds the config file.
+    _dir: cowroute_tests::TempDir,
 }
 
 impl Bench {
@@ -107,12 +136,17 @@ impl Bench {
         sh::ip(&["-n", &rtr, "neigh", "replace", lab::SINK_V4, "lladdr", &sink_mac, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
         sh::ip(&["-n", &rtr, "route", "add", "10.50.0.0/16", "via", lab::SINK_V4])?;
         lab.attach_peer_programs(&cowroute_bin()?, true)?;
+        // A NAPI queue on rtr's side for the generator's XDP frames when no
+        // XDP program is attached there natively, polled by a thread of its
+        // own (pinned to ROUTER_CPU for each run).
+        sh::run(&mut sh::in_ns(&rtr, "ethtool", &["-K", &lab.rtr_gen_if, "gro", "on"]))?;
+        sh::run(&mut sh::in_ns(&rtr, "sh", &["-c", &format!("echo 1 > /sys/class/net/{}/threaded", lab.rtr_gen_if)]))?;
         let dir = cowroute_tests::TempDir::new(&tag);
         let config = dir.0.join("rtr.toml");
         let extra = format!("\n[[route]]\nprefix = \"10.50.0.0/16\"\nvia = \"{}\"\ndev = \"{}\"\n", lab::SINK_V4, lab.rtr_sink_if);
         std::fs::write(&config, lab.router_config() + &extra)?;
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}"));
-        Ok(Bench { lab, agent: None, mode: None, config, pin_dir, dir })
+        Ok(Bench { lab, agent: None, mode: None, config, pin_dir, _dir: dir })
     }
 
     /// Kernel forwarding on, no agent; or the agent in native or generic
@@ -144,65 +178,43 @@ impl Bench {
         Ok(())
     }
 
-    /// trafgen sends `size`-byte frames over `flows` flows (source ports)
-    /// for `duration`.
+    /// The live-frames generator sends `size`-byte frames over `flows`
+    /// flows (source ports) for `duration` from GENERATOR_CPU.
     pub fn run(&self, size: usize, flows: u32, duration: Duration) -> Result<Rate> {
         let (gen, sink) = (&self.lab.gen, &self.lab.sink);
-        let sport = if flows > 1 { format!("dinc(10000, {})", 10_000 + flows - 1) } else { "10000".into() };
-        let cfg = self.dir.0.join(format!("trafgen-{size}-{flows}.cfg"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "{{ eth(da={}, sa={}), ipv4(saddr={}, daddr=10.50.0.1, ttl=64), udp(sp={sport}, dp=7300), fill(0x5a, {}) }}\n",
-                mac_of(&self.lab.rtr, &self.lab.rtr_gen_if)?,
-                mac_of(gen, &self.lab.gen_if)?,
-                lab::GEN_V4,
-                size - 42,
-            ),
-        )?;
-        // trafgen takes a while to set its ring up: measure a window of
-        // steady sending, not its start.
-        let mut child = sh::in_ns(gen, "taskset", &["-c", "0", "trafgen", "-o", &self.lab.gen_if, "-i"])
-            .arg(&cfg)
-            .args(["-q", "--cpus", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting trafgen")?;
-        let result = (|| -> Result<Rate> {
-            let t0 = tx_packets(gen, &self.lab.gen_if)?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while tx_packets(gen, &self.lab.gen_if)? < t0 + 10_000 {
-                if Instant::now() > deadline {
-                    bail!("trafgen did not start sending");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            let (rx0, tx0, cpu0) = (sink_packets(sink, &self.lab.sink_if)?, tx_packets(gen, &self.lab.gen_if)?, softirq_ns()?);
-            let started = Instant::now();
-            std::thread::sleep(duration);
-            let (rx1, tx1, cpu1) = (sink_packets(sink, &self.lab.sink_if)?, tx_packets(gen, &self.lab.gen_if)?, softirq_ns()?);
-            let secs = started.elapsed().as_secs_f64();
-            let delivered = rx1 - rx0;
-            Ok(Rate {
-                offered_pps: (tx1 - tx0) as f64 / secs,
-                delivered_pps: delivered as f64 / secs,
-                router_ns_per_packet: if delivered > 0 { (cpu1 - cpu0) as f64 / delivered as f64 } else { f64::NAN },
-            })
-        })();
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let src: std::net::Ipv4Addr = lab::GEN_V4.parse()?;
+        let frame = cowroute_tests::eth(
+            parse_mac(&mac_of(&self.lab.rtr, &self.lab.rtr_gen_if)?)?,
+            parse_mac(&mac_of(gen, &self.lab.gen_if)?)?,
+            None,
+            cowroute_tests::ETH_P_IP,
+            &cowroute_tests::ipv4_udp(src.octets(), [10, 50, 0, 1], 64, size - 14),
+        );
+        pin_napi_threads(&self.lab.rtr_gen_if, ROUTER_CPU)?;
+        let generator = Generator::start(gen, &self.lab.gen_if, frame, flows, GENERATOR_CPU)?;
+        // Let the queues fill and settle before the window.
+        std::thread::sleep(Duration::from_millis(200));
+        let (rx0, tx0, cpu0) = (sink_packets(sink, &self.lab.sink_if)?, generator.sent(), busy_ns(ROUTER_CPU)?);
+        let started = Instant::now();
+        std::thread::sleep(duration);
+        let (rx1, tx1, cpu1) = (sink_packets(sink, &self.lab.sink_if)?, generator.sent(), busy_ns(ROUTER_CPU)?);
+        let secs = started.elapsed().as_secs_f64();
+        drop(generator);
+        let delivered = rx1 - rx0;
+        if delivered == 0 {
+            bail!("nothing reached the sink in {} mode ({} frames sent)", self.mode.map_or("?", Mode::name), tx1 - tx0);
         }
-        result
+        Ok(Rate {
+            offered_pps: (tx1 - tx0) as f64 / secs,
+            delivered_pps: delivered as f64 / secs,
+            router_ns_per_packet: (cpu1 - cpu0) as f64 / delivered as f64,
+        })
     }
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let b: Vec<u8> = s.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
+    b.try_into().map_err(|_| anyhow::anyhow!("not a MAC: {s}"))
 }
 
 impl Drop for Bench {

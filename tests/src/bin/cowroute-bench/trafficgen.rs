@@ -1,0 +1,136 @@
+//! The lab's traffic generator: BPF_PROG_RUN in live-frames mode, the
+//! technique of xdp-trafficgen. A thread enters the generator's namespace,
+//! loads `cowroute_trafficgen` and runs it over the bench's frame again and
+//! again; each repetition leaves through the generator's veth straight into
+//! the router's receive queue (no socket, no skb on the sending side), so
+//! the generator costs far less per frame than the router does.
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
+    EbpfLoader,
+};
+use cowroute::{dataplane::PROG_TRAFFICGEN, EBPF_OBJECT};
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    thread::JoinHandle,
+};
+
+/// Frames per BPF_PROG_RUN call (about 20-50 ms here), and per batch the
+/// kernel sends before it flushes the redirects.
+const FRAMES_PER_CALL: u32 = 1 << 16;
+const BATCH: u32 = 64;
+/// Ethernet, IPv4 (20 bytes) and UDP headers, rewritten on every repetition.
+const HEADERS_LEN: usize = 14 + 20 + 8;
+
+/// A running generator; stops when dropped.
+pub struct Generator {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Generator {
+    /// Sends `frame` out of `iface` in namespace `netns` from CPU `cpu`,
+    /// spread over `flows` UDP source ports; returns once the first call ran.
+    pub fn start(netns: &str, iface: &str, frame: Vec<u8>, flows: u32, cpu: usize) -> Result<Generator> {
+        let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (netns, iface) = (netns.to_string(), iface.to_string());
+        let (stop2, sent2) = (stop.clone(), sent.clone());
+        let headers: [u8; HEADERS_LEN] = frame.get(..HEADERS_LEN).context("frame shorter than its headers")?.try_into()?;
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let setup = || -> Result<(aya::Ebpf, u32)> {
+                enter_netns(&netns)?;
+                pin_to_cpu(cpu)?;
+                let ifindex = ifindex(&iface)?;
+                let mut ebpf = EbpfLoader::new()
+                    .override_global("TRAFFICGEN_FLOWS", &flows, true)
+                    .override_global("TRAFFICGEN_HEADERS", &headers, true)
+                    .load(EBPF_OBJECT)
+                    .context("loading the generator")?;
+                let prog: &mut Xdp = ebpf.program_mut(PROG_TRAFFICGEN).context("no generator program")?.try_into()?;
+                prog.load().context("verifying the generator")?;
+                Ok((ebpf, ifindex))
+            };
+            let (mut ebpf, ifindex) = match setup() {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow!("{e:#}")));
+                    return Ok(());
+                }
+            };
+            let prog: &mut Xdp = ebpf.program_mut(PROG_TRAFFICGEN).unwrap().try_into()?;
+            // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+            // rx_queue_index, egress_ifindex; data_end must be the frame's length.
+            let ctx: Vec<u8> = [0u32, frame.len() as u32, 0, ifindex, 0, 0].iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let mut first = true;
+            while !stop2.load(Ordering::Relaxed) {
+                let mut opts = TestRunOptions::new();
+                opts.data_in = Some(&frame);
+                opts.ctx_in = Some(&ctx);
+                opts.repeat = FRAMES_PER_CALL;
+                opts.attrs = TestRunAttrs::new().xdp_live_frames(BATCH);
+                let r = prog.test_run(opts).context("BPF_PROG_RUN (live frames)");
+                if first {
+                    first = false;
+                    let _ = ready_tx.send(r.as_ref().map(|_| ()).map_err(|e| anyhow!("{e:#}")));
+                }
+                r?;
+                sent2.fetch_add(FRAMES_PER_CALL as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        let g = Generator { stop, sent, thread: Some(thread) };
+        ready_rx.recv().context("the generator thread ended")??;
+        Ok(g)
+    }
+
+    /// Frames sent so far (counted per call).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            if let Ok(Err(e)) = t.join() {
+                eprintln!("bench: the generator failed: {e:#}");
+            }
+        }
+    }
+}
+
+/// This thread only: network namespaces are per thread.
+fn enter_netns(netns: &str) -> Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{netns}")).with_context(|| format!("namespace {netns}"))?;
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("entering namespace {netns}"));
+    }
+    Ok(())
+}
+
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning the generator to CPU {cpu}"));
+        }
+    }
+    Ok(())
+}
+
+fn ifindex(iface: &str) -> Result<u32> {
+    let name = std::ffi::CString::new(iface)?;
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(anyhow!("no interface {iface} in the generator's namespace")),
+        i => Ok(i),
+    }
+}
