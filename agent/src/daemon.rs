@@ -198,6 +198,7 @@ fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, defaul
             }
             Request::Stats => {
                 let mut v = serde_json::to_value(rib.summary())?;
+                v["dir24"] = serde_json::to_value(rib.sink().dir24_stats())?;
                 v["netlink"] = serde_json::to_value(sources.netlink)?;
                 v["packets"] = serde_json::to_value(stats::read_counters(sources.counters)?)?;
                 let mut sp = sources.slow_path.shared.stats.snapshot();
@@ -467,8 +468,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let counters: PerCpuArray<MapData, Counter> = crate::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
     let now = Instant::now();
     let capacities = Capacities { metrics_rw: eff.load.metrics_rw_slots, ..Capacities::default() };
-    let writer = dp.map_writer()?;
-    let adopted = if adopting { Some(writer.read_adopted()?) } else { None };
+    let mut writer = dp.map_writer()?.with_grace(opts.grace);
+    let adopted = if adopting {
+        writer.forget_adopted_dir24();
+        Some(writer.read_adopted()?)
+    } else {
+        None
+    };
     let mut rib = Rib::new(writer, capacities, opts.grace);
     if let Some(old) = adopted {
         tracing::info!(routes = old.prefixes.len(), nexthops = old.nexthops.len(), metrics_ro = old.metrics_ro.len(), pin_dir = %opts.pin_dir.display(), "adopting the data plane an earlier agent left pinned; it forwards on meanwhile");

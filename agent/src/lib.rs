@@ -19,6 +19,7 @@ pub mod cow;
 mod cow_model_tests;
 pub mod daemon;
 pub mod dataplane;
+pub mod dir24;
 pub mod ecmp;
 pub mod fib_mirror;
 pub mod icmp;

@@ -14,10 +14,23 @@ use common::{
     NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
 };
 use ipnet::IpNet;
-use std::path::Path;
+use crate::dir24::{self, Dir24, Dir24Stats, Dir24Store};
+use common::capacity;
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// The RIB's default grace period (`--grace-ms`), until [`MapWriter::with_grace`].
+const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 
 pub struct MapWriter {
     routes_v4: LpmTrie<MapData, V4KeyData, RouteEntry>,
+    /// Follows every ROUTES_V4 write into the DIR-24 index.
+    dir24: Dir24,
+    dir24_maps: Dir24Maps,
     routes_v6: LpmTrie<MapData, V6KeyData, RouteEntry>,
     nexthops: Array<MapData, NextHop>,
     nh_groups: Array<MapData, NextHopGroup>,
@@ -75,6 +88,59 @@ pub fn route_entries(
     Ok(all)
 }
 
+/// `ROUTES_V4_DIR24` mapped into this process (`BPF_F_MMAPABLE`): a block's
+/// word is one aligned 4-byte store, which a reader sees whole.
+struct MappedBlocks {
+    words: *const AtomicU32,
+    _map: MapData,
+}
+
+// SAFETY: the mapping lives as long as the struct; words are atomics.
+unsafe impl Send for MappedBlocks {}
+
+impl MappedBlocks {
+    const BYTES: usize = dir24::BLOCKS * 4;
+
+    fn new(map: MapData) -> Result<MappedBlocks> {
+        // SAFETY: a shared mapping of the map's own pages, of its exact size
+        // (value size 1024 is a multiple of 8: no padding between elements).
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), Self::BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mapping ROUTES_V4_DIR24 (BPF_F_MMAPABLE)");
+        }
+        Ok(MappedBlocks { words: p as *const AtomicU32, _map: map })
+    }
+
+    fn word(&self, block: u32) -> &AtomicU32 {
+        assert!((block as usize) < dir24::BLOCKS);
+        // SAFETY: in bounds of the live mapping.
+        unsafe { &*self.words.add(block as usize) }
+    }
+}
+
+impl Drop for MappedBlocks {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.words as *mut libc::c_void, Self::BYTES) };
+    }
+}
+
+/// The DIR-24 index's two maps, where [`Dir24`]'s writes land.
+struct Dir24Maps {
+    blocks: MappedBlocks,
+    entries: Array<MapData, RouteEntry>,
+}
+
+impl Dir24Store for Dir24Maps {
+    fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<()> {
+        self.entries.set(slot, entry, 0).with_context(|| format!("writing {} slot {slot}", maps::ROUTES_V4_DIR24_ENTRIES))
+    }
+    fn set_block(&mut self, block: u32, word: u32) {
+        self.blocks.word(block).store(word, Ordering::Release);
+    }
+}
+
 fn v4_key(prefix: &ipnet::Ipv4Net) -> Key<V4KeyData> {
     Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
 }
@@ -88,6 +154,14 @@ impl MapWriter {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<MapWriter> {
         Ok(MapWriter {
             routes_v4: take(ebpf, maps::ROUTES_V4)?,
+            dir24: Dir24::new(capacity::ROUTES_V4_DIR24_ENTRIES, DEFAULT_GRACE),
+            dir24_maps: Dir24Maps {
+                blocks: match ebpf.take_map(maps::ROUTES_V4_DIR24) {
+                    Some(Map::Array(data)) => MappedBlocks::new(data)?,
+                    _ => return Err(anyhow!("map {} missing or not an array", maps::ROUTES_V4_DIR24)),
+                },
+                entries: take(ebpf, maps::ROUTES_V4_DIR24_ENTRIES)?,
+            },
             routes_v6: take(ebpf, maps::ROUTES_V6)?,
             nexthops: take(ebpf, maps::NEXTHOPS)?,
             nh_groups: take(ebpf, maps::NH_GROUPS)?,
@@ -98,21 +172,58 @@ impl MapWriter {
         })
     }
 
-    /// Publishes `entry` as the route for `prefix` (insert or atomic replace).
+    /// Slots the DIR-24 index frees wait `grace` before reuse (as the RIB's).
+    pub fn with_grace(mut self, grace: Duration) -> MapWriter {
+        self.dir24.set_grace(grace);
+        self
+    }
+
+    /// Publishes `entry` as the route for `prefix` (insert or atomic
+    /// replace); an IPv4 route then reaches the DIR-24 index.
     pub fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
         match prefix {
             IpNet::V4(p) => self.routes_v4.insert(&v4_key(p), entry, 0),
             IpNet::V6(p) => self.routes_v6.insert(&v6_key(p), entry, 0),
         }
-        .with_context(|| format!("writing route {prefix}"))
+        .with_context(|| format!("writing route {prefix}"))?;
+        if let IpNet::V4(p) = prefix {
+            self.dir24.put(p, entry, Instant::now(), &mut self.dir24_maps)?;
+        }
+        Ok(())
     }
 
+    /// Removes `prefix` from its trie, then from the DIR-24 index (which
+    /// asked the trie, or named the route being removed, meanwhile).
     pub fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
         match prefix {
             IpNet::V4(p) => self.routes_v4.remove(&v4_key(p)),
             IpNet::V6(p) => self.routes_v6.remove(&v6_key(p)),
         }
-        .with_context(|| format!("deleting route {prefix}"))
+        .with_context(|| format!("deleting route {prefix}"))?;
+        if let IpNet::V4(p) = prefix {
+            self.dir24.delete(p, Instant::now(), &mut self.dir24_maps);
+        }
+        Ok(())
+    }
+
+    pub fn dir24_stats(&self) -> Dir24Stats {
+        self.dir24.stats()
+    }
+
+    /// An earlier agent's DIR-24 index: every block back to "ask the trie"
+    /// (its routes are in the trie), its slots free after the grace period.
+    /// The routes published from here on index themselves again.
+    pub fn forget_adopted_dir24(&mut self) {
+        let mut referenced = std::collections::BTreeSet::new();
+        for b in 0..dir24::BLOCKS as u32 {
+            let w = self.dir24_maps.blocks.word(b);
+            let v = w.load(Ordering::Acquire);
+            if v != 0 {
+                referenced.insert(v - 1);
+                w.store(0, Ordering::Release);
+            }
+        }
+        self.dir24.forget_adopted(referenced, Instant::now());
     }
 
     /// What an earlier agent published into these (adopted) maps: every

@@ -53,6 +53,10 @@ pub fn render(stats: &serde_json::Value) -> String {
         gauge("cowroute_metrics_rw_slots_in_use", "Private METRICS_RW slots in use.", u(stats, &["metrics_rw_in_use"])),
         gauge("cowroute_metrics_rw_quarantined", "Freed METRICS_RW slots in their grace period.", u(stats, &["metrics_rw_quarantined"])),
         gauge("cowroute_metrics_rw_capacity", "Size of the METRICS_RW pool.", u(stats, &["metrics_rw_capacity"])),
+        gauge("cowroute_dir24_indexed_prefixes", "IPv4 prefixes up to /24 the DIR-24 index answers for.", u(stats, &["dir24", "indexed"])),
+        gauge("cowroute_dir24_unindexed_prefixes", "IPv4 prefixes up to /24 left to the trie: ROUTES_V4_DIR24_ENTRIES was full.", u(stats, &["dir24", "unindexed_now"])),
+        counter("cowroute_dir24_full_total", "Times a prefix found ROUTES_V4_DIR24_ENTRIES full.", u(stats, &["dir24", "full_events"])),
+        gauge("cowroute_dir24_blocks_to_trie", "/24 blocks holding a longer prefix, whose lookups go to the trie.", u(stats, &["dir24", "blocks_to_trie"])),
         Family {
             name: "cowroute_cow_operations_total",
             kind: "counter",

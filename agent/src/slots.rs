@@ -30,6 +30,10 @@ impl SlotAllocator {
         SlotAllocator { capacity, grace, next_unused: first, free: Vec::new(), quarantine: VecDeque::new(), in_use: 0, reserved: BTreeSet::new() }
     }
 
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
     /// Moves slots whose grace period has passed to the free list; returns them.
     pub fn reap(&mut self, now: Instant) -> Vec<u32> {
         let mut reaped = Vec::new();
@@ -90,14 +94,21 @@ impl SlotAllocator {
     }
 
     /// The adopted entries are gone: reserved slots become reusable after
-    /// the grace period, like any released slot.
+    /// the grace period, like any released slot. The allocation front moves
+    /// past the last of them (the slots it passes that no one refers to are
+    /// free), so none is handed out before its grace period.
     pub fn release_reserved(&mut self, now: Instant) -> usize {
-        let n = self.reserved.len();
-        for slot in std::mem::take(&mut self.reserved) {
-            if slot < self.next_unused {
-                self.quarantine.push_back((now, slot));
+        let reserved = std::mem::take(&mut self.reserved);
+        if let Some(&last) = reserved.last() {
+            while self.next_unused <= last {
+                if !reserved.contains(&self.next_unused) {
+                    self.free.push(self.next_unused);
+                }
+                self.next_unused += 1;
             }
         }
+        let n = reserved.len();
+        self.quarantine.extend(reserved.into_iter().map(|slot| (now, slot)));
         n
     }
 
@@ -149,6 +160,18 @@ mod tests {
         let mut got: Vec<u32> = std::iter::from_fn(|| a.alloc()).collect();
         got.sort();
         assert_eq!(got, vec![2, 3, 5]);
+    }
+
+    #[test]
+    fn reserved_slots_beyond_the_allocation_front_also_wait_out_the_grace() {
+        let t = Instant::now();
+        let mut a = SlotAllocator::new(0, 8, Duration::from_secs(1));
+        a.reserve(6);
+        assert_eq!(a.release_reserved(t), 1);
+        let got: Vec<u32> = std::iter::from_fn(|| a.alloc()).collect();
+        assert!(!got.contains(&6) && got.len() == 7, "{got:?}");
+        a.reap(t + Duration::from_secs(1));
+        assert_eq!(a.alloc(), Some(6));
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub use route::{RouteEntry, RouteKind};
 /// Names of the maps, one place, so the agent, the tests and `bpftool` agree.
 pub mod maps {
     pub const ROUTES_V4: &str = "ROUTES_V4";
+    /// The IPv4 DIR-24 index: per /16, 256 words, one per /24 block: 0, or
+    /// 1 + the slot in `ROUTES_V4_DIR24_ENTRIES` of the block's route.
+    pub const ROUTES_V4_DIR24: &str = "ROUTES_V4_DIR24";
+    pub const ROUTES_V4_DIR24_ENTRIES: &str = "ROUTES_V4_DIR24_ENTRIES";
     pub const ROUTES_V6: &str = "ROUTES_V6";
     pub const NEXTHOPS: &str = "NEXTHOPS";
     pub const NH_GROUPS: &str = "NH_GROUPS";
@@ -32,8 +36,10 @@ pub mod maps {
     pub const PMTU_EVENTS: &str = "PMTU_EVENTS";
     pub const PRIVATE_META: &str = "PRIVATE_META";
     /// Every map the agent pins, in the order `show` lists them.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         ROUTES_V4,
+        ROUTES_V4_DIR24,
+        ROUTES_V4_DIR24_ENTRIES,
         ROUTES_V6,
         NEXTHOPS,
         NH_GROUPS,
@@ -50,6 +56,12 @@ pub mod maps {
 /// Default capacities; the agent may resize the arrays at load time.
 pub mod capacity {
     pub const ROUTES_V4: u32 = 2_000_000;
+    /// `ROUTES_V4_DIR24`: one element per /16.
+    pub const ROUTES_V4_DIR24: u32 = 1 << 16;
+    /// Copies of ≤/24 routes' entries (the rest of a full table's prefixes
+    /// are longer, and found in the trie), with room for those in their
+    /// grace period.
+    pub const ROUTES_V4_DIR24_ENTRIES: u32 = 1_500_000;
     pub const ROUTES_V6: u32 = 1_000_000;
     pub const NEXTHOPS: u32 = 65_536;
     pub const NH_GROUPS: u32 = 4_096;

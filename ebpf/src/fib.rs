@@ -6,7 +6,7 @@
 //! line that every packet reads.
 
 use aya_ebpf::{
-    bindings::BPF_F_RDONLY_PROG,
+    bindings::{BPF_F_MMAPABLE, BPF_F_RDONLY_PROG},
     btf_maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
@@ -18,6 +18,23 @@ use common::{
 #[btf_map]
 pub static ROUTES_V4: LpmTrie<V4KeyData, RouteEntry, { capacity::ROUTES_V4 as usize }> =
     LpmTrie::new();
+
+/// The DIR-24 index in front of ROUTES_V4 (see the agent's `dir24.rs`):
+/// per /16, one word per /24 block, 0 ("ask the trie") or 1 + a slot of
+/// ROUTES_V4_DIR24_ENTRIES. Mapped into the agent, which writes it directly;
+/// the program only reads it, but the kernel refuses a writable mapping of a
+/// BPF_F_RDONLY_PROG map (a page kept writable could change a "constant").
+#[btf_map]
+pub static ROUTES_V4_DIR24: Array<[u32; 256], { capacity::ROUTES_V4_DIR24 as usize }, { BPF_F_MMAPABLE as usize }> =
+    Array::new();
+
+/// Copies of the entries of ≤/24 routes that ROUTES_V4_DIR24 points at.
+#[btf_map]
+pub static ROUTES_V4_DIR24_ENTRIES: Array<
+    RouteEntry,
+    { capacity::ROUTES_V4_DIR24_ENTRIES as usize },
+    { BPF_F_RDONLY_PROG as usize },
+> = Array::new();
 
 #[btf_map]
 pub static ROUTES_V6: LpmTrie<V6KeyData, RouteEntry, { capacity::ROUTES_V6 as usize }> =
@@ -56,9 +73,17 @@ pub static EGRESS_PORTS: DevMapHash<{ capacity::EGRESS_PORTS as usize }> = DevMa
 #[btf_map]
 pub static COUNTERS: PerCpuArray<Counter, { NUM_REASONS as usize }> = PerCpuArray::new();
 
-/// Longest-prefix match of an IPv4 destination.
+/// Longest-prefix match of an IPv4 destination: its /24 block's word when
+/// the index has one, else the trie.
 #[inline(always)]
 pub fn route_lookup_v4(dst: V4KeyData) -> Option<&'static RouteEntry> {
+    let addr = u32::from_be_bytes(dst);
+    if let Some(blocks) = ROUTES_V4_DIR24.get(addr >> 16) {
+        let word = blocks[((addr >> 8) & 0xff) as usize];
+        if word != 0 {
+            return ROUTES_V4_DIR24_ENTRIES.get(word - 1);
+        }
+    }
     ROUTES_V4.get(&Key::new(32, dst))
 }
 

@@ -96,6 +96,36 @@ fn ipv4_is_forwarded_with_new_macs_ttl_minus_one_and_valid_checksum() {
     }
 }
 
+/// IPv4 routes up to /24 are found through the DIR-24 index, longer ones
+/// through the trie, which also decides inside a block holding one; every
+/// change reaches the packets.
+#[test]
+fn ipv4_dir24_index_and_trie_agree_through_route_changes() {
+    let mut fp = fixture();
+    let s = fp.maps.dir24_stats();
+    assert_eq!((s.indexed, s.blocks_to_trie), (12, 2), "the fixture's ≤/24 routes; its two /32s: {s:?}");
+    let tagged = |fp: &mut FastPath, dst: [u8; 4]| -> Option<bool> {
+        let o = fp.run(&frame4(dst, 64, 100)).unwrap();
+        (o.reason == Reason::Forwarded).then(|| o.frame[12..16] == [0x81, 0, 0, 200])
+    };
+    // Next hop 2 tags VLAN 200, next hop 1 does not.
+    route(&mut fp, "10.20.0.0/16", RouteKind::Unicast, 2, MetricsRef::DEFAULT);
+    assert_eq!((tagged(&mut fp, [10, 20, 5, 5]), tagged(&mut fp, [10, 20, 255, 1])), (Some(true), Some(true)));
+    route(&mut fp, "10.20.5.128/25", RouteKind::Unicast, 1, MetricsRef::DEFAULT);
+    assert_eq!((tagged(&mut fp, [10, 20, 5, 5]), tagged(&mut fp, [10, 20, 5, 200])), (Some(true), Some(false)), "the trie inside 10.20.5.0/24");
+    route(&mut fp, "10.20.6.0/24", RouteKind::Unicast, 1, MetricsRef::DEFAULT);
+    assert_eq!((tagged(&mut fp, [10, 20, 6, 1]), tagged(&mut fp, [10, 20, 7, 1])), (Some(false), Some(true)));
+    fp.maps.delete_route(&net("10.20.5.128/25")).unwrap();
+    assert_eq!(tagged(&mut fp, [10, 20, 5, 200]), Some(true), "the /16 again");
+    fp.maps.delete_route(&net("10.20.6.0/24")).unwrap();
+    assert_eq!(tagged(&mut fp, [10, 20, 6, 1]), Some(true), "the /16 again");
+    route(&mut fp, "10.20.0.0/16", RouteKind::Unicast, 1, MetricsRef::DEFAULT);
+    assert_eq!(tagged(&mut fp, [10, 20, 6, 1]), Some(false), "a replaced entry reaches its blocks");
+    fp.maps.delete_route(&net("10.20.0.0/16")).unwrap();
+    assert_eq!(fp.run(&frame4([10, 20, 6, 1], 64, 100)).unwrap().reason, Reason::NoRoute);
+    assert_eq!(fp.maps.dir24_stats(), s, "back where it started");
+}
+
 #[test]
 fn ipv6_is_forwarded_with_hop_limit_minus_one() {
     let mut fp = fixture();

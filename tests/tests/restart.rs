@@ -27,6 +27,9 @@ fn sigkill_and_restart_three_times_under_traffic_loses_nothing() {
     // Private metrics, the operator's: they survive the restarts, sources and expiries kept.
     run.cowroute(&["metrics", "set", lab::SINK2_V4, "mtu", "1300", "--expires", "0"]);
     run.cowroute(&["metrics", "set", lab::SINK2_V4, "hoplimit", "32", "--expires", "300"]);
+    let dir24 = |run: &LabRun| run.control().call(&cowroute::control::Request::Stats).unwrap()["dir24"].clone();
+    let index_before = dir24(&run);
+    assert!(index_before["indexed"].as_u64() > Some(0), "{index_before}");
     for round in 1..=3 {
         std::thread::sleep(Duration::from_millis(600));
         run.agent.kill().unwrap();
@@ -38,6 +41,7 @@ fn sigkill_and_restart_three_times_under_traffic_loses_nothing() {
         assert!(log.contains("adopting the data plane"), "round {round}: {log}");
         assert!(log.contains("XDP program replaced in the pinned link"), "round {round}: {log}");
         assert!(log.contains("adoption complete"), "round {round}: {log}");
+        assert_eq!(dir24(&run), index_before, "round {round}: the new agent rebuilt the DIR-24 index");
     }
     sender.join().unwrap();
     let received = receiver.join().unwrap();

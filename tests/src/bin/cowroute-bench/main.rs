@@ -21,7 +21,8 @@ struct Config {
     quick: bool,
     out: PathBuf,
     repeat: u32,
-    runs: usize,
+    /// Samples per program-cost figure: cheap, and this machine's noise is bimodal.
+    cost_runs: usize,
     v4_tables: Vec<usize>,
     v6_table: usize,
     lab_seconds: f64,
@@ -29,19 +30,19 @@ struct Config {
     memory_routes: usize,
     fib_routes: usize,
     fib_churn: usize,
-    /// `--only lab`: the lab throughput rounds alone, printed, no report.
-    only_lab: bool,
+    /// `--only lab` or `--only cost`: that section alone, printed, no report.
+    only: Option<String>,
 }
 
 fn config() -> Config {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let only_lab = args.windows(2).any(|w| w[0] == "--only" && w[1] == "lab");
+    let only = args.windows(2).find(|w| w[0] == "--only").map(|w| w[1].clone());
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map_or("target/bench".into(), PathBuf::from);
     if quick {
-        Config { quick, out, repeat: 200_000, runs: 3, v4_tables: vec![0, 1_000, 100_000], v6_table: 20_000, lab_seconds: 0.5, cow_dests: 10_000, memory_routes: 100_000, fib_routes: 100_000, fib_churn: 20_000, only_lab }
+        Config { quick, out, repeat: 200_000, cost_runs: 5, v4_tables: vec![0, 1_000, 100_000], v6_table: 20_000, lab_seconds: 0.5, cow_dests: 10_000, memory_routes: 100_000, fib_routes: 100_000, fib_churn: 20_000, only }
     } else {
-        Config { quick, out, repeat: 1_000_000, runs: 5, v4_tables: vec![0, 1_000, 100_000, 1_000_000], v6_table: 200_000, lab_seconds: 3.0, cow_dests: 50_000, memory_routes: 1_000_000, fib_routes: 1_000_000, fib_churn: 100_000, only_lab }
+        Config { quick, out, repeat: 1_000_000, cost_runs: 11, v4_tables: vec![0, 1_000, 100_000, 1_000_000], v6_table: 200_000, lab_seconds: 3.0, cow_dests: 50_000, memory_routes: 1_000_000, fib_routes: 1_000_000, fib_churn: 100_000, only }
     }
 }
 
@@ -127,19 +128,25 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&cfg.out)?;
 
     let mut cost = Vec::new();
-    if !cfg.only_lab {
+    if cfg.only.as_deref() != Some("lab") {
         say("program cost: BPF_PROG_TEST_RUN, 64-byte frames");
         for &n in &cfg.v4_tables {
             say(&format!("ipv4 table of {} prefixes", n + 1));
             let table = cowroute_tests::synthetic::v4_table(n, 42);
-            cost.push(program_cost::measure("ipv4", &table, cfg.repeat, cfg.runs, &say)?);
+            cost.push(program_cost::measure("ipv4", &table, cfg.repeat, cfg.cost_runs, &say)?);
         }
         say(&format!("ipv6 table of {} prefixes", cfg.v6_table + 1));
-        cost.push(program_cost::measure("ipv6", &cowroute_tests::synthetic::v6_table(cfg.v6_table, 43), cfg.repeat, cfg.runs, &say)?);
+        cost.push(program_cost::measure("ipv6", &cowroute_tests::synthetic::v6_table(cfg.v6_table, 43), cfg.repeat, cfg.cost_runs, &say)?);
     }
 
+    if cfg.only.as_deref() == Some("cost") {
+        for r in &cost {
+            say(&format!("{} {} prefixes: lookup RO {} RW {} ns; forward RO {} RW {} ns", r.family, r.prefixes, fmt(&r.lookup_ro_ns, 1), fmt(&r.lookup_rw_ns, 1), fmt(&r.forward_ro_ns, 1), fmt(&r.forward_rw_ns, 1)));
+        }
+        return Ok(());
+    }
     let lab = lab_throughput(&cfg, &say)?;
-    if cfg.only_lab {
+    if cfg.only.is_some() {
         for r in &lab {
             say(&format!("{}, {} B, {} flows: {} pps, {} ns/pkt, pps vs kernel {}, capacity vs kernel {}", r.mode.name(), r.size, r.flows, fmt(&r.delivered_pps, 0), fmt(&r.router_ns_per_packet, 0), fmt(&r.pps_vs_kernel, 2), fmt(&r.capacity_vs_kernel, 2)));
         }

@@ -1,0 +1,330 @@
+//! The IPv4 DIR-24 index in front of `ROUTES_V4`: one word per /24 block of
+//! the address space names the route every address in the block takes, so
+//! the fast path finds most IPv4 routes with two array reads, whatever the
+//! table's size (an LPM trie lookup walks a path as deep as the table).
+//!
+//! `ROUTES_V4` stays the table of record (show, adoption, bpftool, host
+//! entries, private copies). A block's word is 0, "ask the trie", or 1 + the
+//! slot of a copy of its longest-matching route's entry in
+//! `ROUTES_V4_DIR24_ENTRIES`. 0 is always right, so the index claims only
+//! what it knows: a block with a prefix longer than /24 inside is 0 (the
+//! trie decides within it), and so is a block no route covers, or one whose
+//! route found no free slot.
+//!
+//! An entry never changes in place: a new slot is filled, the blocks move
+//! to it, the old slot waits out the grace period before reuse (a program
+//! may still be reading it), so a reader never sees half an entry.
+//!
+//! This module is the bookkeeping; [`Dir24Store`] is where its writes go
+//! (the real maps, or a model in the tests).
+
+use crate::slots::SlotAllocator;
+use common::RouteEntry;
+use ipnet::Ipv4Net;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+/// /24 blocks in the IPv4 space.
+pub const BLOCKS: usize = 1 << 24;
+/// Blocks per element of the `ROUTES_V4_DIR24` array (one /16).
+pub const BLOCKS_PER_ELEMENT: usize = 256;
+
+/// Where the index's writes land.
+pub trait Dir24Store {
+    /// Fills entry slot `slot` (not yet referenced by any block).
+    fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> anyhow::Result<()>;
+    /// Sets block `block` (a /24: the address's top 24 bits) to `word`.
+    fn set_block(&mut self, block: u32, word: u32);
+}
+
+/// A ≤/24 prefix's copy in the entries array.
+#[derive(Clone, Copy, Debug)]
+struct Indexed {
+    /// `None`: no free slot was left; its blocks ask the trie.
+    slot: Option<u32>,
+    entry: RouteEntry,
+}
+
+pub struct Dir24 {
+    /// Per block: 1 + the length of the longest ≤/24 prefix covering it,
+    /// 0 when none does.
+    depth: Vec<u8>,
+    /// ≤/24 prefixes by (network, length).
+    short: HashMap<(u32, u8), Indexed>,
+    /// Longer prefixes (/25../32), and per block how many lie inside it.
+    long: HashMap<(u32, u8), ()>,
+    long_per_block: HashMap<u32, u32>,
+    slots: SlotAllocator,
+    /// Prefixes that found the entries array full (their blocks ask the trie).
+    unindexed: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dir24Stats {
+    /// ≤/24 prefixes with a slot (their blocks answer without the trie).
+    pub indexed: u64,
+    /// ≤/24 prefixes that found no free slot: their blocks ask the trie.
+    pub unindexed_now: u64,
+    /// Times a prefix found the entries array full.
+    pub full_events: u64,
+    /// Blocks that hold a longer prefix and so ask the trie.
+    pub blocks_to_trie: u64,
+}
+
+fn mask(len: u8) -> u32 {
+    if len == 0 { 0 } else { u32::MAX << (32 - len as u32) }
+}
+
+fn key(p: &Ipv4Net) -> (u32, u8) {
+    (u32::from(p.network()), p.prefix_len())
+}
+
+/// The blocks a ≤/24 prefix covers.
+fn blocks_of(net: u32, len: u8) -> std::ops::Range<u32> {
+    let first = net >> 8;
+    first..first + (1u32 << (24 - len as u32))
+}
+
+impl Dir24 {
+    pub fn new(entries: u32, grace: Duration) -> Dir24 {
+        Dir24 {
+            depth: vec![0; BLOCKS],
+            short: HashMap::new(),
+            long: HashMap::new(),
+            long_per_block: HashMap::new(),
+            slots: SlotAllocator::new(0, entries, grace),
+            unindexed: 0,
+        }
+    }
+
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.slots.set_grace(grace);
+    }
+
+    /// An earlier agent's index: its slots (block words - 1, as found in the
+    /// adopted map) are reusable only after the grace period. The caller has
+    /// zeroed the blocks, so until the routes are published again the
+    /// trie answers.
+    pub fn forget_adopted(&mut self, referenced: impl IntoIterator<Item = u32>, now: Instant) {
+        for slot in referenced {
+            self.slots.reserve(slot);
+        }
+        self.slots.release_reserved(now);
+    }
+
+    /// The word block `b` should hold.
+    fn word(&self, b: u32) -> u32 {
+        let d = self.depth[b as usize];
+        if d == 0 || self.long_per_block.contains_key(&b) {
+            return 0;
+        }
+        let len = d - 1;
+        let net = (b << 8) & mask(len);
+        match self.short.get(&(net, len)) {
+            Some(Indexed { slot: Some(s), .. }) => s + 1,
+            _ => 0,
+        }
+    }
+
+    /// `prefix` now routes with `entry` (added or replaced).
+    pub fn put(&mut self, prefix: &Ipv4Net, entry: &RouteEntry, now: Instant, store: &mut impl Dir24Store) -> anyhow::Result<()> {
+        let (net, len) = key(prefix);
+        if len > 24 {
+            if self.long.insert((net, len), ()).is_none() {
+                let b = net >> 8;
+                let n = self.long_per_block.entry(b).or_insert(0);
+                *n += 1;
+                if *n == 1 {
+                    store.set_block(b, 0);
+                }
+            }
+            return Ok(());
+        }
+        let old = self.short.get(&(net, len)).copied();
+        if matches!(old, Some(o) if o.entry == *entry && o.slot.is_some()) {
+            return Ok(());
+        }
+        self.slots.reap(now);
+        let slot = self.slots.alloc();
+        match slot {
+            Some(s) => store.write_entry(s, entry)?,
+            None => self.unindexed += 1,
+        }
+        self.short.insert((net, len), Indexed { slot, entry: *entry });
+        let depth = len + 1;
+        for b in blocks_of(net, len) {
+            if self.depth[b as usize] <= depth {
+                self.depth[b as usize] = depth;
+                if !self.long_per_block.contains_key(&b) {
+                    store.set_block(b, slot.map_or(0, |s| s + 1));
+                }
+            }
+        }
+        if let Some(Indexed { slot: Some(s), .. }) = old {
+            self.slots.release(s, now);
+        }
+        Ok(())
+    }
+
+    /// `prefix` is gone from the trie.
+    pub fn delete(&mut self, prefix: &Ipv4Net, now: Instant, store: &mut impl Dir24Store) {
+        let (net, len) = key(prefix);
+        if len > 24 {
+            if self.long.remove(&(net, len)).is_some() {
+                let b = net >> 8;
+                let n = self.long_per_block.get_mut(&b).expect("counted");
+                *n -= 1;
+                if *n == 0 {
+                    self.long_per_block.remove(&b);
+                    store.set_block(b, self.word(b));
+                }
+            }
+            return;
+        }
+        let Some(gone) = self.short.remove(&(net, len)) else { return };
+        // The blocks it owned fall to the longest shorter prefix covering it.
+        let parent = (0..len).rev().map(|l| (net & mask(l), l)).find(|k| self.short.contains_key(k));
+        let (depth, word) = match parent.and_then(|k| self.short.get(&k).map(|i| (k.1, i.slot))) {
+            Some((l, slot)) => (l + 1, slot.map_or(0, |s| s + 1)),
+            None => (0, 0),
+        };
+        for b in blocks_of(net, len) {
+            if self.depth[b as usize] == len + 1 {
+                self.depth[b as usize] = depth;
+                if !self.long_per_block.contains_key(&b) {
+                    store.set_block(b, word);
+                }
+            }
+        }
+        if let Some(s) = gone.slot {
+            self.slots.release(s, now);
+        }
+    }
+
+    pub fn stats(&self) -> Dir24Stats {
+        let indexed = self.short.values().filter(|i| i.slot.is_some()).count() as u64;
+        Dir24Stats {
+            indexed,
+            unindexed_now: self.short.len() as u64 - indexed,
+            full_events: self.unindexed,
+            blocks_to_trie: self.long_per_block.len() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::{MetricsRef, RouteKind};
+    use proptest::prelude::*;
+
+    /// The maps as the fast path sees them.
+    #[derive(Default)]
+    struct Model {
+        entries: HashMap<u32, RouteEntry>,
+        blocks: HashMap<u32, u32>,
+    }
+
+    impl Dir24Store for Model {
+        fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> anyhow::Result<()> {
+            self.entries.insert(slot, *entry);
+            Ok(())
+        }
+        fn set_block(&mut self, block: u32, word: u32) {
+            if word == 0 { self.blocks.remove(&block) } else { self.blocks.insert(block, word) };
+        }
+    }
+
+    fn entry(id: u32) -> RouteEntry {
+        RouteEntry::new(RouteKind::Unicast, id, MetricsRef::DEFAULT, id)
+    }
+
+    /// What the program would take for `addr`: the block's entry, else the
+    /// trie's longest match (`table`).
+    fn fast_path(m: &Model, table: &HashMap<(u32, u8), RouteEntry>, addr: u32) -> Option<RouteEntry> {
+        match m.blocks.get(&(addr >> 8)) {
+            Some(w) => Some(m.entries[&(w - 1)]),
+            None => lpm(table, addr),
+        }
+    }
+
+    fn lpm(table: &HashMap<(u32, u8), RouteEntry>, addr: u32) -> Option<RouteEntry> {
+        (0..=32u8).rev().find_map(|l| table.get(&(addr & mask(l), l)).copied())
+    }
+
+    fn net(addr: u32, len: u8) -> Ipv4Net {
+        Ipv4Net::new(std::net::Ipv4Addr::from(addr & mask(len)), len).unwrap()
+    }
+
+    #[test]
+    fn a_block_answers_for_its_route_and_a_longer_prefix_sends_it_to_the_trie() {
+        let (t, mut m) = (Instant::now(), Model::default());
+        let mut d = Dir24::new(16, Duration::from_secs(1));
+        d.put(&"10.0.0.0/8".parse().unwrap(), &entry(1), t, &mut m).unwrap();
+        assert_eq!(m.blocks.len(), 65_536);
+        d.put(&"10.1.2.0/24".parse().unwrap(), &entry(2), t, &mut m).unwrap();
+        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], entry(2));
+        d.put(&"10.1.2.128/25".parse().unwrap(), &entry(3), t, &mut m).unwrap();
+        assert!(!m.blocks.contains_key(&0x0a0102), "the trie decides inside the block");
+        d.delete(&"10.1.2.128/25".parse().unwrap(), t, &mut m);
+        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], entry(2));
+        d.delete(&"10.1.2.0/24".parse().unwrap(), t, &mut m);
+        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], entry(1), "back to the covering /8");
+        d.delete(&"10.0.0.0/8".parse().unwrap(), t, &mut m);
+        assert!(m.blocks.is_empty());
+        assert_eq!(d.stats(), Dir24Stats::default());
+    }
+
+    #[test]
+    fn a_changed_entry_takes_a_new_slot_and_the_old_one_waits_out_the_grace() {
+        let (t, mut m) = (Instant::now(), Model::default());
+        let mut d = Dir24::new(2, Duration::from_secs(1));
+        let p: Ipv4Net = "192.0.2.0/24".parse().unwrap();
+        d.put(&p, &entry(1), t, &mut m).unwrap();
+        let first = m.blocks[&0xc00002];
+        d.put(&p, &entry(1), t, &mut m).unwrap();
+        assert_eq!(m.blocks[&0xc00002], first, "the same entry keeps its slot");
+        d.put(&p, &entry(2), t, &mut m).unwrap();
+        assert_ne!(m.blocks[&0xc00002], first, "never rewritten in place");
+        assert_eq!(m.entries[&(first - 1)], entry(1), "the old copy is intact for late readers");
+        // Both slots taken (one quarantined): a third entry finds none and
+        // its block asks the trie, counted.
+        d.put(&p, &entry(3), t, &mut m).unwrap();
+        assert!(!m.blocks.contains_key(&0xc00002));
+        assert_eq!(d.stats().full_events, 1);
+        d.put(&p, &entry(4), t + Duration::from_secs(2), &mut m).unwrap();
+        assert_eq!(m.entries[&(m.blocks[&0xc00002] - 1)], entry(4), "a slot back after the grace");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Random adds, replaces and deletes of prefixes from /12 to /32
+        /// inside one /12: for every probed address the index's answer (or
+        /// the trie's, where it defers) is the table's longest match.
+        #[test]
+        fn the_index_always_agrees_with_the_longest_match(
+            ops in prop::collection::vec((any::<u32>(), prop::sample::select(vec![12u8, 13, 14, 16, 20, 22, 23, 24, 25, 28, 32]), 0u32..4, any::<bool>()), 1..60),
+            probes in prop::collection::vec(any::<u32>(), 64),
+        ) {
+            let (t, mut m) = (Instant::now(), Model::default());
+            let mut d = Dir24::new(24, Duration::ZERO);
+            let mut table = HashMap::new();
+            let within = |a: u32| 0x0a00_0000 | (a & 0x000f_ffff);
+            for (a, len, id, delete) in ops {
+                let p = net(within(a), len);
+                if delete {
+                    table.remove(&key(&p));
+                    d.delete(&p, t, &mut m);
+                } else {
+                    table.insert(key(&p), entry(id));
+                    d.put(&p, &entry(id), t, &mut m).unwrap();
+                }
+            }
+            for a in probes.into_iter().map(within) {
+                prop_assert_eq!(fast_path(&m, &table, a), lpm(&table, a), "address {:#x}", a);
+            }
+        }
+    }
+}
