@@ -57,6 +57,8 @@ pub struct Dir24 {
     long: HashMap<(u32, u8), ()>,
     long_per_block: HashMap<u32, u32>,
     slots: SlotAllocator,
+    /// ≤/24 prefixes with a slot (kept as they change: `stats` is polled).
+    indexed: u64,
     /// Prefixes that found the entries array full (their blocks ask the trie).
     unindexed: u64,
 }
@@ -95,6 +97,7 @@ impl Dir24 {
             long: HashMap::new(),
             long_per_block: HashMap::new(),
             slots: SlotAllocator::new(0, entries, grace),
+            indexed: 0,
             unindexed: 0,
         }
     }
@@ -164,7 +167,9 @@ impl Dir24 {
         }
         if let Some(Indexed { slot: Some(s), .. }) = old {
             self.slots.release(s, now);
+            self.indexed -= 1;
         }
+        self.indexed += slot.is_some() as u64;
         Ok(())
     }
 
@@ -200,14 +205,14 @@ impl Dir24 {
         }
         if let Some(s) = gone.slot {
             self.slots.release(s, now);
+            self.indexed -= 1;
         }
     }
 
     pub fn stats(&self) -> Dir24Stats {
-        let indexed = self.short.values().filter(|i| i.slot.is_some()).count() as u64;
         Dir24Stats {
-            indexed,
-            unindexed_now: self.short.len() as u64 - indexed,
+            indexed: self.indexed,
+            unindexed_now: self.short.len() as u64 - self.indexed,
             full_events: self.unindexed,
             blocks_to_trie: self.long_per_block.len() as u64,
         }

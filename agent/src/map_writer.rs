@@ -88,56 +88,66 @@ pub fn route_entries(
     Ok(all)
 }
 
-/// `ROUTES_V4_DIR24` mapped into this process (`BPF_F_MMAPABLE`): a block's
-/// word is one aligned 4-byte store, which a reader sees whole.
-struct MappedBlocks {
-    words: *const AtomicU32,
+/// An array map mapped into this process (`BPF_F_MMAPABLE`): its elements
+/// are plain memory, written without a syscall each.
+struct MappedArray<T> {
+    base: *mut T,
+    len: usize,
     _map: MapData,
 }
 
-// SAFETY: the mapping lives as long as the struct; words are atomics.
-unsafe impl Send for MappedBlocks {}
+// SAFETY: the mapping lives as long as the struct and is written only
+// through `&mut self` or atomics.
+unsafe impl<T> Send for MappedArray<T> {}
 
-impl MappedBlocks {
-    const BYTES: usize = dir24::BLOCKS * 4;
-
-    fn new(map: MapData) -> Result<MappedBlocks> {
-        // SAFETY: a shared mapping of the map's own pages, of its exact size
-        // (value size 1024 is a multiple of 8: no padding between elements).
-        let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), Self::BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0)
+impl<T> MappedArray<T> {
+    /// Maps `name`'s `len` elements of `T` (the map's value size must be a
+    /// multiple of 8 and of `T`'s size: the kernel pads elements to 8).
+    fn take(ebpf: &mut Ebpf, name: &str, len: usize) -> Result<MappedArray<T>> {
+        let map = match ebpf.take_map(name) {
+            Some(Map::Array(data)) => data,
+            _ => return Err(anyhow!("map {name} missing from the object or not an array")),
         };
+        let bytes = len * std::mem::size_of::<T>();
+        // SAFETY: a shared mapping of the map's own pages, of its size.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0) };
         if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping ROUTES_V4_DIR24 (BPF_F_MMAPABLE)");
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("mapping {name} (BPF_F_MMAPABLE)"));
         }
-        Ok(MappedBlocks { words: p as *const AtomicU32, _map: map })
+        Ok(MappedArray { base: p as *mut T, len, _map: map })
     }
 
-    fn word(&self, block: u32) -> &AtomicU32 {
-        assert!((block as usize) < dir24::BLOCKS);
+    fn at(&self, i: usize) -> *mut T {
+        assert!(i < self.len, "index {i} beyond a mapped array of {}", self.len);
         // SAFETY: in bounds of the live mapping.
-        unsafe { &*self.words.add(block as usize) }
+        unsafe { self.base.add(i) }
     }
 }
 
-impl Drop for MappedBlocks {
+impl<T> Drop for MappedArray<T> {
     fn drop(&mut self) {
-        unsafe { libc::munmap(self.words as *mut libc::c_void, Self::BYTES) };
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len * std::mem::size_of::<T>()) };
     }
 }
 
-/// The DIR-24 index's two maps, where [`Dir24`]'s writes land.
+/// The DIR-24 index's two maps, where [`Dir24`]'s writes land: a block's
+/// word is one aligned 4-byte store, which a reader sees whole; an entry is
+/// written into a slot no block names yet, and the store that makes a block
+/// name it comes after (release order), so a reader sees it whole too.
 struct Dir24Maps {
-    blocks: MappedBlocks,
-    entries: Array<MapData, RouteEntry>,
+    blocks: MappedArray<AtomicU32>,
+    entries: MappedArray<RouteEntry>,
 }
 
 impl Dir24Store for Dir24Maps {
     fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<()> {
-        self.entries.set(slot, entry, 0).with_context(|| format!("writing {} slot {slot}", maps::ROUTES_V4_DIR24_ENTRIES))
+        // SAFETY: in bounds (checked), aligned, no reader yet.
+        unsafe { self.entries.at(slot as usize).write_volatile(*entry) };
+        Ok(())
     }
     fn set_block(&mut self, block: u32, word: u32) {
-        self.blocks.word(block).store(word, Ordering::Release);
+        // SAFETY: in bounds (checked); atomics are shared with the program.
+        unsafe { &*self.blocks.at(block as usize) }.store(word, Ordering::Release);
     }
 }
 
@@ -156,11 +166,8 @@ impl MapWriter {
             routes_v4: take(ebpf, maps::ROUTES_V4)?,
             dir24: Dir24::new(capacity::ROUTES_V4_DIR24_ENTRIES, DEFAULT_GRACE),
             dir24_maps: Dir24Maps {
-                blocks: match ebpf.take_map(maps::ROUTES_V4_DIR24) {
-                    Some(Map::Array(data)) => MappedBlocks::new(data)?,
-                    _ => return Err(anyhow!("map {} missing or not an array", maps::ROUTES_V4_DIR24)),
-                },
-                entries: take(ebpf, maps::ROUTES_V4_DIR24_ENTRIES)?,
+                blocks: MappedArray::take(ebpf, maps::ROUTES_V4_DIR24, dir24::BLOCKS)?,
+                entries: MappedArray::take(ebpf, maps::ROUTES_V4_DIR24_ENTRIES, capacity::ROUTES_V4_DIR24_ENTRIES as usize)?,
             },
             routes_v6: take(ebpf, maps::ROUTES_V6)?,
             nexthops: take(ebpf, maps::NEXTHOPS)?,
@@ -216,7 +223,8 @@ impl MapWriter {
     pub fn forget_adopted_dir24(&mut self) {
         let mut referenced = std::collections::BTreeSet::new();
         for b in 0..dir24::BLOCKS as u32 {
-            let w = self.dir24_maps.blocks.word(b);
+            // SAFETY: in bounds (checked); atomics.
+            let w = unsafe { &*self.dir24_maps.blocks.at(b as usize) };
             let v = w.load(Ordering::Acquire);
             if v != 0 {
                 referenced.insert(v - 1);

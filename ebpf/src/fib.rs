@@ -22,18 +22,19 @@ pub static ROUTES_V4: LpmTrie<V4KeyData, RouteEntry, { capacity::ROUTES_V4 as us
 /// The DIR-24 index in front of ROUTES_V4 (see the agent's `dir24.rs`):
 /// per /16, one word per /24 block, 0 ("ask the trie") or 1 + a slot of
 /// ROUTES_V4_DIR24_ENTRIES. Mapped into the agent, which writes it directly;
-/// the program only reads it, but the kernel refuses a writable mapping of a
-/// BPF_F_RDONLY_PROG map (a page kept writable could change a "constant").
+/// the program only reads both, but the kernel refuses a writable mapping of
+/// a BPF_F_RDONLY_PROG map (a page kept writable could change a "constant").
 #[btf_map]
 pub static ROUTES_V4_DIR24: Array<[u32; 256], { capacity::ROUTES_V4_DIR24 as usize }, { BPF_F_MMAPABLE as usize }> =
     Array::new();
 
-/// Copies of the entries of ≤/24 routes that ROUTES_V4_DIR24 points at.
+/// Copies of the entries of ≤/24 routes that ROUTES_V4_DIR24 points at;
+/// mapped into the agent too (a route change costs no syscall here).
 #[btf_map]
 pub static ROUTES_V4_DIR24_ENTRIES: Array<
     RouteEntry,
     { capacity::ROUTES_V4_DIR24_ENTRIES as usize },
-    { BPF_F_RDONLY_PROG as usize },
+    { BPF_F_MMAPABLE as usize },
 > = Array::new();
 
 #[btf_map]

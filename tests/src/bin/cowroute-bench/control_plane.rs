@@ -129,3 +129,42 @@ pub fn metrics_memory(routes: usize, sets: usize, progress: &dyn Fn(&str)) -> Re
         agent_rss_growth_mib: (rss_kib() - rss0) / 1024.0,
     })
 }
+
+/// What a wide IPv4 route costs the DIR-24 index: ms to add it, to change
+/// its entry (a new slot, every block it owns rewritten) and to remove it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Dir24Figures {
+    pub prefix: String,
+    pub blocks: u64,
+    pub add_ms: crate::stats::Summary,
+    pub change_ms: crate::stats::Summary,
+    pub delete_ms: crate::stats::Summary,
+}
+
+/// The default route and a /8 through the map writer, `runs` times each.
+pub fn dir24_wide_routes(runs: usize) -> Result<Vec<Dir24Figures>> {
+    use common::{MetricsRef, RouteEntry};
+    let mut dp = DataPlane::load(&LoadOptions::default())?;
+    let mut writer = dp.map_writer()?.with_grace(Duration::ZERO);
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let mut out = Vec::new();
+    for prefix in ["0.0.0.0/0", "10.0.0.0/8"] {
+        let p: ipnet::IpNet = prefix.parse()?;
+        let [mut add, mut change, mut delete] = [(); 3].map(|_| Vec::new());
+        for _ in 0..runs {
+            let t = Instant::now();
+            writer.put_route(&p, &RouteEntry::new(RouteKind::Unicast, 1, MetricsRef::DEFAULT, 1))?;
+            add.push(ms(t));
+            let t = Instant::now();
+            writer.put_route(&p, &RouteEntry::new(RouteKind::Unicast, 2, MetricsRef::DEFAULT, 1))?;
+            change.push(ms(t));
+            let t = Instant::now();
+            writer.delete_route(&p)?;
+            delete.push(ms(t));
+        }
+        let blocks = 1u64 << (24 - p.prefix_len());
+        let s = crate::stats::summarize;
+        out.push(Dir24Figures { prefix: prefix.into(), blocks, add_ms: s(add), change_ms: s(change), delete_ms: s(delete) });
+    }
+    Ok(out)
+}

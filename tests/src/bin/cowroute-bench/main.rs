@@ -30,7 +30,7 @@ struct Config {
     memory_routes: usize,
     fib_routes: usize,
     fib_churn: usize,
-    /// `--only lab` or `--only cost`: that section alone, printed, no report.
+    /// `--only cost|lab|fib`: that section alone, printed, no report.
     only: Option<String>,
 }
 
@@ -44,6 +44,25 @@ fn config() -> Config {
     } else {
         Config { quick, out, repeat: 1_000_000, cost_runs: 11, v4_tables: vec![0, 1_000, 100_000, 1_000_000], v6_table: 200_000, lab_seconds: 3.0, cow_dests: 50_000, memory_routes: 1_000_000, fib_routes: 1_000_000, fib_churn: 100_000, only }
     }
+}
+
+/// Whether `--only` leaves section `name` in.
+fn want(cfg: &Config, name: &str) -> bool {
+    cfg.only.as_deref().is_none_or(|o| o == name)
+}
+
+/// Pins the calling thread (and the threads it starts from now on) to `cpus`.
+fn set_cpus(cpus: &[usize]) -> Result<()> {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+    }
+    Ok(())
 }
 
 fn progress(start: Instant) -> impl Fn(&str) {
@@ -73,6 +92,7 @@ struct Report {
     lab: Vec<LabRow>,
     cow: control_plane::CowFigures,
     memory: control_plane::MemoryFigures,
+    dir24: Vec<control_plane::Dir24Figures>,
     fib: fib_scale::FibScaleFigures,
     slow_path: Vec<slow_path::SlowPathFigures>,
 }
@@ -128,8 +148,11 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&cfg.out)?;
 
     let mut cost = Vec::new();
-    if cfg.only.as_deref() != Some("lab") {
-        say("program cost: BPF_PROG_TEST_RUN, 64-byte frames");
+    if want(&cfg, "cost") {
+        // BPF_PROG_TEST_RUN runs on the calling CPU: one CPU for every
+        // sample (the other is the noisier one here).
+        set_cpus(&[0])?;
+        say("program cost: BPF_PROG_TEST_RUN, 64-byte frames, on CPU 0");
         for &n in &cfg.v4_tables {
             say(&format!("ipv4 table of {} prefixes", n + 1));
             let table = cowroute_tests::synthetic::v4_table(n, 42);
@@ -137,6 +160,7 @@ fn main() -> Result<()> {
         }
         say(&format!("ipv6 table of {} prefixes", cfg.v6_table + 1));
         cost.push(program_cost::measure("ipv6", &cowroute_tests::synthetic::v6_table(cfg.v6_table, 43), cfg.repeat, cfg.cost_runs, &say)?);
+        set_cpus(&(0..num_cpus()).collect::<Vec<_>>())?;
     }
 
     if cfg.only.as_deref() == Some("cost") {
@@ -145,18 +169,25 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let lab = lab_throughput(&cfg, &say)?;
-    if cfg.only.is_some() {
+    let lab = if want(&cfg, "lab") { lab_throughput(&cfg, &say)? } else { Vec::new() };
+    if cfg.only.as_deref() == Some("lab") {
         for r in &lab {
             say(&format!("{}, {} B, {} flows: {} pps, {} ns/pkt, pps vs kernel {}, capacity vs kernel {}", r.mode.name(), r.size, r.flows, fmt(&r.delivered_pps, 0), fmt(&r.router_ns_per_packet, 0), fmt(&r.pps_vs_kernel, 2), fmt(&r.capacity_vs_kernel, 2)));
         }
         return Ok(());
     }
 
+    if cfg.only.as_deref() == Some("fib") {
+        let fib = fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?;
+        say(&serde_json::to_string_pretty(&fib)?);
+        return Ok(());
+    }
     say(&format!("COW engine: {} destinations, COW / write / destroy", cfg.cow_dests));
     let cow = control_plane::cow_latency(cfg.cow_dests)?;
     say(&format!("metrics memory: {} routes, 10 distinct metric sets", cfg.memory_routes));
     let memory = control_plane::metrics_memory(cfg.memory_routes, 10, &say)?;
+    say("DIR-24 index: the default route and a /8 added, changed, removed");
+    let dir24 = control_plane::dir24_wide_routes(5)?;
     say(&format!("kernel FIB mirror: {} routes with ip -batch into a lab router, then {} replaced", cfg.fib_routes, cfg.fib_churn));
     let fib = fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?;
     let slow_frames = if cfg.quick { 50_000 } else { 200_000 };
@@ -172,6 +203,7 @@ fn main() -> Result<()> {
         lab,
         cow,
         memory,
+        dir24,
         fib,
         slow_path,
     };
@@ -217,6 +249,10 @@ fn markdown(r: &Report) -> String {
         "\n## Metrics memory\n\n{} IPv4 routes with {} distinct metric sets, loaded through the agent's write path in {:.1} s ({:.0} routes/s): {} shared METRICS_RO slots in use = {} bytes of metrics, against {} bytes ({:.1} MiB) with one copy per route. Agent RSS grew {:.0} MiB.\n",
         m.routes, m.distinct_sets, m.load_seconds, m.routes_per_second, m.metrics_ro_slots_used, m.shared_metrics_bytes, m.private_metrics_bytes, m.private_metrics_bytes as f64 / 1048576.0, m.agent_rss_growth_mib
     );
+    s += "\n## DIR-24 index: wide IPv4 routes\n\nMilliseconds through the map writer (the blocks are one mapped array; a change takes a new entry slot and rewrites every block the route owns), 5 runs:\n\n| prefix | blocks | add ms | change ms | remove ms |\n|---|---:|---:|---:|---:|\n";
+    for d in &r.dir24 {
+        s += &format!("| {} | {} | {} | {} | {} |\n", d.prefix, d.blocks, fmt(&d.add_ms, 2), fmt(&d.change_ms, 2), fmt(&d.delete_ms, 2));
+    }
     let f = &r.fib;
     s += &format!(
         "\n## Kernel FIB mirror at scale (`--source kernel`, lab router)\n\n{} IPv4 routes (Internet-like prefix lengths, 4 gateways) put into rtr's kernel with `ip -batch` while the agent runs: the kernel took {:.1} s; the maps held every route {:.1} s after the batch began ({:.0} routes/s; goal: under 10 s). Churn: {} `route replace` with a new MTU, kernel {:.1} s, applied by the agent {:.1} s after the batch began ({:.0} routes/s; goal: at least 100,000/s). Netlink overruns: {}. Agent RSS {:.0} MiB. Map memory (kernel accounting) {:.1} MiB:\n\n| map | bytes |\n|---|---:|\n",
