@@ -8,7 +8,7 @@ use std::{
 };
 use xtask::sh;
 
-const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "tcpdump", "iputils-ping", "ethtool", "procps", "netsniff-ng", "iputils-tracepath"];
+const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "tcpdump", "iputils-ping", "ethtool", "procps", "iputils-tracepath"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn say(what: &str, state: &str) {

@@ -29,6 +29,10 @@ pub struct CostRow {
     pub forward_rw_ns: Summary,
     /// median RW / median RO, whole forwarding path
     pub forward_rw_over_ro: f64,
+    /// Lookup path (RO) against the first table's (one route), paired per
+    /// round: every table is measured once a round, so noise that comes and
+    /// goes over seconds hits all of them alike.
+    pub lookup_vs_first: Summary,
 }
 
 /// Repetitions per call that are all forwarded: the TTL (255) lasts.
@@ -62,9 +66,18 @@ fn forward_ns(fp: &mut FastPath, frame: &[u8]) -> Result<f64> {
     Ok(ns / FORWARD_CALLS as f64)
 }
 
-/// Measures one table: `prefixes` random routes plus the probe's route,
-/// alternating RO and RW references `runs` times.
-pub fn measure(family: &'static str, table: &[IpNet], repeat: u32, runs: usize, progress: &dyn Fn(&str)) -> Result<CostRow> {
+/// A table in its own maps, with the probe frame whose route is measured.
+struct Loaded {
+    family: &'static str,
+    prefixes: usize,
+    fp: FastPath,
+    probe: IpNet,
+    frame: Vec<u8>,
+}
+
+/// Loads `table` plus the probe's route into a fresh set of maps.
+fn load(family: &'static str, table: &[IpNet], progress: &dyn Fn(&str)) -> Result<Loaded> {
+    progress(&format!("{family} table of {} prefixes", table.len() + 1));
     let mut fp = FastPath::load();
     fp.maps.add_port(1)?;
     let nh = NextHop { ifindex: 1, mtu: 1500, dmac: [2, 0, 0, 0, 0, 2], smac: [2, 0, 0, 0, 0, 1], vlan: 0, flags: NextHop::USABLE };
@@ -87,29 +100,53 @@ pub fn measure(family: &'static str, table: &[IpNet], repeat: u32, runs: usize, 
         let src = "2001:db8:1::2".parse::<Ipv6Addr>()?.octets();
         ("2001:db8:2::/48".parse::<IpNet>()?, eth([2; 6], [4; 6], None, ETH_P_IPV6, &ipv6_udp(src, dst, 255, 10)))
     };
-    fp.maps.put_route(&probe, &RouteEntry::new(RouteKind::Unicast, 1, MetricsRef::read_only(1), 1))?;
-    let probe_outcome = fp.run(&frame)?;
-    anyhow::ensure!(probe_outcome.reason == common::Reason::Forwarded, "probe not forwarded: {:?}", probe_outcome.reason);
-    progress(&format!("  {family}: table ready, measuring"));
-    let [mut lro, mut lrw, mut fro, mut frw] = [(); 4].map(|_| Vec::new());
-    for _ in 0..runs {
-        fp.maps.put_route(&probe, &RouteEntry::new(RouteKind::Unicast, 1, MetricsRef::read_only(1), 1))?;
-        lro.push(lookup_ns(&mut fp, &frame, repeat)?);
-        fro.push(forward_ns(&mut fp, &frame)?);
-        fp.maps.put_route(&probe, &RouteEntry::new(RouteKind::Unicast, 1, MetricsRef::private(7), 1))?;
-        lrw.push(lookup_ns(&mut fp, &frame, repeat)?);
-        frw.push(forward_ns(&mut fp, &frame)?);
+    fp.maps.put_route(&probe, &entry)?;
+    let outcome = fp.run(&frame)?;
+    anyhow::ensure!(outcome.reason == common::Reason::Forwarded, "probe not forwarded: {:?}", outcome.reason);
+    Ok(Loaded { family, prefixes: table.len() + 1, fp, probe, frame })
+}
+
+/// One round's samples of a table: lookup and forward, RO then RW.
+fn sample(t: &mut Loaded, repeat: u32) -> Result<[f64; 4]> {
+    t.fp.maps.put_route(&t.probe, &RouteEntry::new(RouteKind::Unicast, 1, MetricsRef::read_only(1), 1))?;
+    let (lro, fro) = (lookup_ns(&mut t.fp, &t.frame, repeat)?, forward_ns(&mut t.fp, &t.frame)?);
+    t.fp.maps.put_route(&t.probe, &RouteEntry::new(RouteKind::Unicast, 1, MetricsRef::private(7), 1))?;
+    let (lrw, frw) = (lookup_ns(&mut t.fp, &t.frame, repeat)?, forward_ns(&mut t.fp, &t.frame)?);
+    Ok([lro, lrw, fro, frw])
+}
+
+/// Measures every table (`family`, prefixes; the first is the one-route
+/// baseline) `runs` rounds, each round every table once, RO and RW.
+pub fn measure(tables: &[(&'static str, Vec<IpNet>)], repeat: u32, runs: usize, progress: &dyn Fn(&str)) -> Result<Vec<CostRow>> {
+    let mut loaded = tables.iter().map(|(family, t)| load(family, t, progress)).collect::<Result<Vec<_>>>()?;
+    let mut samples = vec![[(); 4].map(|_| Vec::new()); loaded.len()];
+    for round in 0..runs {
+        progress(&format!("  round {}/{runs}: every table, RO and RW", round + 1));
+        for (t, s) in loaded.iter_mut().zip(&mut samples) {
+            for (k, v) in sample(t, repeat)?.into_iter().enumerate() {
+                s[k].push(v);
+            }
+        }
     }
-    let (lookup_ro_ns, lookup_rw_ns) = (summarize(lro), summarize(lrw));
-    let (forward_ro_ns, forward_rw_ns) = (summarize(fro), summarize(frw));
-    Ok(CostRow {
-        family,
-        prefixes: table.len() + 1,
-        rw_over_ro: lookup_rw_ns.median / lookup_ro_ns.median,
-        lookup_ro_ns,
-        lookup_rw_ns,
-        forward_rw_over_ro: forward_rw_ns.median / forward_ro_ns.median,
-        forward_ro_ns,
-        forward_rw_ns,
-    })
+    let first = samples[0][0].clone();
+    Ok(loaded
+        .iter()
+        .zip(samples)
+        .map(|(t, [lro, lrw, fro, frw])| {
+            let lookup_vs_first = summarize(lro.iter().zip(&first).map(|(x, b)| x / b).collect());
+            let (lookup_ro_ns, lookup_rw_ns) = (summarize(lro), summarize(lrw));
+            let (forward_ro_ns, forward_rw_ns) = (summarize(fro), summarize(frw));
+            CostRow {
+                family: t.family,
+                prefixes: t.prefixes,
+                rw_over_ro: lookup_rw_ns.median / lookup_ro_ns.median,
+                lookup_ro_ns,
+                lookup_rw_ns,
+                forward_rw_over_ro: forward_rw_ns.median / forward_ro_ns.median,
+                forward_ro_ns,
+                forward_rw_ns,
+                lookup_vs_first,
+            }
+        })
+        .collect())
 }
