@@ -109,6 +109,11 @@ impl<T> MappedArray<T> {
             _ => return Err(anyhow!("map {name} missing from the object or not an array")),
         };
         let bytes = len * std::mem::size_of::<T>();
+        let info = map.info().with_context(|| format!("reading {name}'s definition"))?;
+        let have = info.value_size() as usize * info.max_entries() as usize;
+        if have != bytes || info.value_size() % 8 != 0 {
+            return Err(anyhow!("{name} holds {have} bytes ({} B values), this agent maps {bytes}: a map of another layout", info.value_size()));
+        }
         // SAFETY: a shared mapping of the map's own pages, of its size.
         let p = unsafe { libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0) };
         if p == libc::MAP_FAILED {

@@ -23,6 +23,10 @@ pub struct RouteRow {
     pub nexthop: u32,
     pub metrics: String,
     pub flags: String,
+    /// For an IPv4 address (`show routes ADDRESS`): what the program's
+    /// lookup reads, "dir24 slot N" (the block's copy) or "trie".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<String>,
 }
 
 fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
@@ -42,7 +46,21 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
         nexthop: e.nexthop,
         metrics: e.metrics.to_string(),
         flags: flags.join(","),
+        lookup: None,
     }
+}
+
+/// The DIR-24 index's answer for `addr`: its block's entry and slot, if the
+/// block names one (else the program asks the trie).
+fn dir24_answer(pin_dir: &Path, addr: Ipv4Addr) -> Result<Option<(RouteEntry, u32)>> {
+    let blocks: Array<MapData, [u32; crate::dir24::BLOCKS_PER_ELEMENT]> = open_pinned(pin_dir, maps::ROUTES_V4_DIR24)?;
+    let entries: Array<MapData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V4_DIR24_ENTRIES)?;
+    let a = u32::from(addr);
+    let word = blocks.get(&(a >> 16), 0)?[((a >> 8) & 0xff) as usize];
+    Ok(match word {
+        0 => None,
+        w => Some((entries.get(&(w - 1), 0)?, w - 1)),
+    })
 }
 
 /// The longest-prefix match of `key_data` within `max` bits: the entry and
@@ -83,10 +101,22 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
             longest_match(&v6, a.octets(), exact.unwrap_or(128))?.map(|(e, len)| (e, format!("{}/{len}", Ipv6Addr::from(common::route::mask_prefix(a.octets(), len)))))
         }
     };
-    Ok(match found {
-        Some((e, prefix)) if exact.is_none() || prefix == target => vec![route_row(prefix, &e)],
-        _ => Vec::new(),
-    })
+    let mut row = match found {
+        Some((e, prefix)) if exact.is_none() || prefix == target => route_row(prefix, &e),
+        _ => return Ok(Vec::new()),
+    };
+    if let (IpAddr::V4(a), None) = (addr, exact) {
+        row.lookup = Some(match dir24_answer(pin_dir, a)? {
+            Some((e, slot)) => {
+                // The copy must be the trie's entry for the same route.
+                let same = route_row(String::new(), &e);
+                anyhow::ensure!(same.nexthop == row.nexthop && same.metrics == row.metrics && same.kind == row.kind, "the DIR-24 copy in slot {slot} differs from the trie's entry for {}", row.prefix);
+                format!("dir24 slot {slot}")
+            }
+            None => "trie".into(),
+        });
+    }
+    Ok(vec![row])
 }
 
 pub fn routes(pin_dir: &Path) -> Result<Vec<RouteRow>> {
@@ -180,9 +210,9 @@ pub fn print_routes(pin_dir: &Path, target: Option<&str>, json: bool) -> Result<
         }
         None => routes(pin_dir)?,
     };
-    let header = format!("{:<44} {:<12} {:>8} {:<10} flags", "prefix", "type", "nexthop", "metrics");
+    let header = format!("{:<44} {:<12} {:>8} {:<10} {:<20} lookup", "prefix", "type", "nexthop", "metrics", "flags");
     print_rows(&rows, json, &header, |r| {
-        format!("{:<44} {:<12} {:>8} {:<10} {}", r.prefix, r.kind, r.nexthop, r.metrics, r.flags)
+        format!("{:<44} {:<12} {:>8} {:<10} {:<20} {}", r.prefix, r.kind, r.nexthop, r.metrics, r.flags, r.lookup.as_deref().unwrap_or(""))
     })
 }
 

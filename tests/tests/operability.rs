@@ -124,6 +124,15 @@ fn show_routes_finds_what_forwards_an_address_and_works_with_the_agent_stopped()
     assert!(String::from_utf8_lossy(&out.stderr).contains("host bits set in a prefix (did you mean 10.2.0.0/24?)"), "{out:?}");
     let out = run.cowroute_output(&["show", "routes", "192.0.2.1"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no route for 192.0.2.1"));
+    // Which map answers: a block holding host entries asks the trie; a
+    // block a /16 owns alone answers from its DIR-24 copy.
+    assert_eq!(row(&run, "10.2.0.77")["lookup"], "trie");
+    sh::ip(&["-n", &run.lab.rtr, "route", "add", "10.60.0.0/16", "via", lab::SINK_V4]).unwrap();
+    eventually("10.60.0.0/16 in the maps", || row(&run, "10.60.7.7")["prefix"] == "10.60.0.0/16");
+    let r = row(&run, "10.60.7.7");
+    assert!(r["lookup"].as_str().unwrap().starts_with("dir24 slot "), "{r}");
+    assert!(run.cowroute(&["show", "routes", "10.60.7.7"]).contains("dir24 slot"));
+    assert_eq!(row(&run, "10.60.0.0/16")["lookup"], serde_json::Value::Null, "a prefix: the trie's entry itself");
 
     // The agent stopped, the data plane kept: show reads the pins.
     assert_eq!(run.agent.stop().unwrap(), 0);

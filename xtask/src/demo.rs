@@ -68,6 +68,11 @@ fn run_in(lab: &Lab, bin: &Path, mode: &str) -> Result<()> {
     }
     println!("== routes (cowroute show routes)");
     print!("{}", sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "routes"]))?);
+    println!("== which map answers an address (cowroute show routes 10.50.1.1, then {})", lab::SINK_V4);
+    for target in ["10.50.1.1", lab::SINK_V4] {
+        let out = sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "routes", target]))?;
+        print!("{}", out.lines().skip(1).map(|l| format!("{l}\n")).collect::<String>());
+    }
     println!("== shared metrics (cowroute show metrics)");
     let show = sh::run(std::process::Command::new(bin).arg("--pin-dir").arg(pin_dir).args(["show", "metrics"]))?;
     print!("{show}");
