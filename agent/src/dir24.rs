@@ -22,7 +22,7 @@ use crate::slots::SlotAllocator;
 use common::RouteEntry;
 use ipnet::Ipv4Net;
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -54,7 +54,7 @@ pub struct Dir24 {
     /// ≤/24 prefixes by (network, length).
     short: HashMap<(u32, u8), Indexed>,
     /// Longer prefixes (/25../32), and per block how many lie inside it.
-    long: HashMap<(u32, u8), ()>,
+    long: HashSet<(u32, u8)>,
     long_per_block: HashMap<u32, u32>,
     slots: SlotAllocator,
     /// ≤/24 prefixes with a slot (kept as they change: `stats` is polled).
@@ -94,7 +94,7 @@ impl Dir24 {
         Dir24 {
             depth: vec![0; BLOCKS],
             short: HashMap::new(),
-            long: HashMap::new(),
+            long: HashSet::new(),
             long_per_block: HashMap::new(),
             slots: SlotAllocator::new(0, entries, grace),
             indexed: 0,
@@ -135,7 +135,7 @@ impl Dir24 {
     pub fn put(&mut self, prefix: &Ipv4Net, entry: &RouteEntry, now: Instant, store: &mut impl Dir24Store) -> anyhow::Result<()> {
         let (net, len) = key(prefix);
         if len > 24 {
-            if self.long.insert((net, len), ()).is_none() {
+            if self.long.insert((net, len)) {
                 let b = net >> 8;
                 let n = self.long_per_block.entry(b).or_insert(0);
                 *n += 1;
@@ -177,7 +177,7 @@ impl Dir24 {
     pub fn delete(&mut self, prefix: &Ipv4Net, now: Instant, store: &mut impl Dir24Store) {
         let (net, len) = key(prefix);
         if len > 24 {
-            if self.long.remove(&(net, len)).is_some() {
+            if self.long.remove(&(net, len)) {
                 let b = net >> 8;
                 let n = self.long_per_block.get_mut(&b).expect("counted");
                 *n -= 1;

@@ -46,6 +46,12 @@ fn config() -> Config {
     }
 }
 
+/// Runs of the COW engine's figures (each a fresh RIB and maps).
+const COW_RUNS: usize = 3;
+
+/// Runs of the kernel FIB mirror's figures (each loads the whole table).
+const FIB_RUNS: usize = 3;
+
 /// Whether `--only` leaves section `name` in.
 fn want(cfg: &Config, name: &str) -> bool {
     cfg.only.as_deref().is_none_or(|o| o == name)
@@ -101,10 +107,12 @@ struct Report {
     quick: bool,
     program_cost: Vec<program_cost::CostRow>,
     lab: Vec<LabRow>,
-    cow: control_plane::CowFigures,
+    /// One per run.
+    cow: Vec<control_plane::CowFigures>,
     memory: control_plane::MemoryFigures,
     dir24: Vec<control_plane::Dir24Figures>,
-    fib: fib_scale::FibScaleFigures,
+    /// One per run.
+    fib: Vec<fib_scale::FibScaleFigures>,
     slow_path: Vec<slow_path::SlowPathFigures>,
 }
 
@@ -193,14 +201,17 @@ fn main() -> Result<()> {
         say(&serde_json::to_string_pretty(&fib)?);
         return Ok(());
     }
-    say(&format!("COW engine: {} destinations, COW / write / destroy", cfg.cow_dests));
-    let cow = control_plane::cow_latency(cfg.cow_dests)?;
+    say(&format!("COW engine: {} destinations, COW / write / destroy, {COW_RUNS} runs", cfg.cow_dests));
+    let cow = (0..COW_RUNS).map(|_| control_plane::cow_latency(cfg.cow_dests)).collect::<Result<Vec<_>>>()?;
     say(&format!("metrics memory: {} routes, 10 distinct metric sets", cfg.memory_routes));
     let memory = control_plane::metrics_memory(cfg.memory_routes, 10, &say)?;
     say("DIR-24 index: the default route and a /8 added, changed, removed");
     let dir24 = control_plane::dir24_wide_routes(5)?;
-    say(&format!("kernel FIB mirror: {} routes with ip -batch into a lab router, then {} replaced", cfg.fib_routes, cfg.fib_churn));
-    let fib = fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?;
+    let mut fib = Vec::new();
+    for run in 1..=FIB_RUNS {
+        say(&format!("kernel FIB mirror, run {run}/{FIB_RUNS}: {} routes with ip -batch into a lab router, then {} replaced", cfg.fib_routes, cfg.fib_churn));
+        fib.push(fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?);
+    }
     let slow_frames = if cfg.quick { 50_000 } else { 200_000 };
     say(&format!("slow path: {slow_frames} TTL-1 datagrams a run, each answered with Time Exceeded"));
     let slow_path = slow_path::measure(slow_frames, 3, &say)?;
@@ -241,7 +252,7 @@ fn first_line(path: &str, key: &str) -> String {
 fn markdown(r: &Report) -> String {
     let mut s = String::new();
     s += &format!("# cowroute bench{}\n\nMachine: {}; kernel {}. Figures: median (min–max).\n\n", if r.quick { " (--quick)" } else { "" }, r.machine, r.kernel);
-    s += &format!("## Program cost (BPF_PROG_TEST_RUN, 64-byte frames)\n\nLookup path: {} repetitions per sample (parse, LPM lookup, next hop, metrics through the reference; the kernel reuses one buffer, so after 254 forwarded copies the probe's TTL has run out and each repetition stops at the TTL check). Forward: the whole path, {} forwarded packets per sample.\n\n| family | prefixes | lookup, RO ns/pkt | vs 1 route, paired | lookup, RW ns/pkt | RW / RO | forward, RO ns/pkt | forward, RW ns/pkt | RW / RO |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.repeat, 250 * 20);
+    s += &format!("## Program cost (BPF_PROG_TEST_RUN, 64-byte frames)\n\nLookup path: {} repetitions per sample in 5 calls, the fastest call's mean (interference here comes in spells that double a call's time, whatever the table) (parse, LPM lookup, next hop, metrics through the reference; the kernel reuses one buffer, so after 254 forwarded copies the probe's TTL has run out and each repetition stops at the TTL check). Forward: the whole path, {} forwarded packets per sample (20 calls, their median).\n\n| family | prefixes | lookup, RO ns/pkt | vs 1 route, paired | lookup, RW ns/pkt | RW / RO | forward, RO ns/pkt | forward, RW ns/pkt | RW / RO |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.repeat, 250 * 20);
     for c in &r.program_cost {
         s += &format!("| {} | {} | {} | {} | {} | {:.3} | {} | {} | {:.3} |\n", c.family, c.prefixes, fmt(&c.lookup_ro_ns, 1), fmt(&c.lookup_vs_first, 2), fmt(&c.lookup_rw_ns, 1), c.rw_over_ro, fmt(&c.forward_ro_ns, 1), fmt(&c.forward_rw_ns, 1), c.forward_rw_over_ro);
     }
@@ -253,28 +264,35 @@ fn markdown(r: &Report) -> String {
         s += &format!("| {} | {} B | {} | {} | {} | {} | {} |\n", l.mode.name(), l.size, l.flows, fmt(&l.delivered_pps, 0), fmt(&l.router_ns_per_packet, 0), fmt(&l.pps_vs_kernel, 2), fmt(&l.capacity_vs_kernel, 2));
     }
     s += "\nModes are interleaved round by round; the ratios are per round (each mode against kernel forwarding measured seconds before it), then median (min–max) over the rounds. The generator (BPF_PROG_RUN with live frames, batches of 64) offers more than any mode forwards; what the router's veth queue (256 frames) cannot take is dropped there, so delivered pps is the router's rate. \"router ns/pkt\" is CPU 1's busy time (the router's NAPI thread, its forwarding and the sink's XDP drop) per delivered packet; \"capacity vs kernel\" is kernel forwarding's router ns/pkt over this mode's. CPU 1 is not saturated in any mode (its NAPI thread sleeps between bursts while the ring overflows), so the pps and capacity ratios differ; both are given.\n";
-    let l = |x: &control_plane::Latency| format!("{} ops, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs, {:.0}/s", x.operations, x.p50_us, x.p99_us, x.max_us, x.per_second);
-    s += &format!("\n## Copy-on-write (agent write path into the real maps)\n\n- COW (allocate, fill, publish): {}\n- write into a private copy: {}\n- destroy (unpublish, quarantine): {}\n", l(&r.cow.cow), l(&r.cow.write), l(&r.cow.destroy));
+    // Each figure: median (min–max) over the runs.
+    let l = |op: fn(&control_plane::CowFigures) -> &control_plane::Latency| {
+        let over = |f: fn(&control_plane::Latency) -> f64, d: usize| fmt(&summarize(r.cow.iter().map(|c| f(op(c))).collect()), d);
+        format!("{} ops a run, p50 {} µs, p99 {} µs, max {} µs, {}/s", op(&r.cow[0]).operations, over(|x| x.p50_us, 1), over(|x| x.p99_us, 1), over(|x| x.max_us, 1), over(|x| x.per_second, 0))
+    };
+    s += &format!("\n## Copy-on-write (agent write path into the real maps), {} runs\n\n- COW (allocate, fill, publish): {}\n- write into a private copy: {}\n- destroy (unpublish, quarantine): {}\n", r.cow.len(), l(|c| &c.cow), l(|c| &c.write), l(|c| &c.destroy));
     let m = &r.memory;
     s += &format!(
-        "\n## Metrics memory\n\n{} IPv4 routes with {} distinct metric sets, loaded through the agent's write path in {:.1} s ({:.0} routes/s): {} shared METRICS_RO slots in use = {} bytes of metrics, against {} bytes ({:.1} MiB) with one copy per route. Agent RSS grew {:.0} MiB.\n",
+        "\n## Metrics memory (1 run: the counts are exact)\n\n{} IPv4 routes with {} distinct metric sets, loaded through the agent's write path in {:.1} s ({:.0} routes/s): {} shared METRICS_RO slots in use = {} bytes of metrics, against {} bytes ({:.1} MiB) with one copy per route. Agent RSS grew {:.0} MiB.\n",
         m.routes, m.distinct_sets, m.load_seconds, m.routes_per_second, m.metrics_ro_slots_used, m.shared_metrics_bytes, m.private_metrics_bytes, m.private_metrics_bytes as f64 / 1048576.0, m.agent_rss_growth_mib
     );
     s += "\n## DIR-24 index: wide IPv4 routes\n\nMilliseconds through the map writer (the blocks are one mapped array; a change takes a new entry slot and rewrites every block the route owns), 5 runs:\n\n| prefix | blocks | add ms | change ms | remove ms |\n|---|---:|---:|---:|---:|\n";
     for d in &r.dir24 {
         s += &format!("| {} | {} | {} | {} | {} |\n", d.prefix, d.blocks, fmt(&d.add_ms, 2), fmt(&d.change_ms, 2), fmt(&d.delete_ms, 2));
     }
-    let f = &r.fib;
+    // Every figure: median (min–max) over the runs; map memory from the last.
+    let f = |pick: fn(&fib_scale::FibScaleFigures) -> f64, digits: usize| fmt(&summarize(r.fib.iter().map(pick).collect()), digits);
+    let last = r.fib.last().expect("at least one run");
     s += &format!(
-        "\n## Kernel FIB mirror at scale (`--source kernel`, lab router)\n\n{} IPv4 routes (Internet-like prefix lengths, 4 gateways) put into rtr's kernel with `ip -batch` while the agent runs: the kernel took {:.1} s; the maps held every route {:.1} s after the batch began ({:.0} routes/s; goal: under 10 s). Churn: {} `route replace` with a new MTU, kernel {:.1} s, applied by the agent {:.1} s after the batch began ({:.0} routes/s; goal: at least 100,000/s). Netlink overruns: {}. Agent RSS {:.0} MiB. Map memory (kernel accounting) {:.1} MiB:\n\n| map | bytes |\n|---|---:|\n",
-        f.routes, f.kernel_insert_seconds, f.mirrored_seconds, f.mirrored_routes_per_second, f.churn_routes, f.churn_kernel_seconds, f.churn_seconds, f.churn_routes_per_second, f.overruns, f.agent_rss_mib, f.map_memory_total_mib
+        "\n## Kernel FIB mirror at scale (`--source kernel`, lab router), {} runs\n\n{} IPv4 routes (Internet-like prefix lengths, 4 gateways) put into rtr's kernel with `ip -batch` while the agent runs: the kernel took {} s; the maps held every route {} s after the batch began ({} routes/s; goal: under 10 s). Churn: {} `route replace` with a new MTU, kernel {} s, applied by the agent {} s after the batch began ({} routes/s; goal: at least 100,000/s). Netlink overruns: {}. Agent RSS {} MiB. Map memory (kernel accounting, last run) {:.1} MiB:\n\n| map | bytes |\n|---|---:|\n",
+        r.fib.len(), last.routes, f(|x| x.kernel_insert_seconds, 1), f(|x| x.mirrored_seconds, 1), f(|x| x.mirrored_routes_per_second, 0), last.churn_routes,
+        f(|x| x.churn_kernel_seconds, 1), f(|x| x.churn_seconds, 1), f(|x| x.churn_routes_per_second, 0), f(|x| x.overruns as f64, 0), f(|x| x.agent_rss_mib, 0), last.map_memory_total_mib
     );
-    for m in &f.map_memory {
+    for m in &last.map_memory {
         s += &format!("| {} | {} |\n", m.map, m.bytes);
     }
     s += &format!(
-        "\nThe agent's own rates, the kernel out of the way: a new agent started against the full table was ready (dump, every route in the maps) in {:.1} s ({:.0} routes/s); stopped while the kernel took {} replaces and resumed, it applied the backlog in {:.2} s ({:.0} routes/s).\n\n",
-        f.startup_seconds, f.startup_routes_per_second, f.churn_routes, f.backlog_seconds, f.backlog_routes_per_second
+        "\nThe agent's own rates, the kernel out of the way: a new agent started against the full table was ready (dump, every route in the maps) in {} s ({} routes/s); stopped while the kernel took {} replaces and resumed, it applied the backlog in {} s ({} routes/s).\n\n",
+        f(|x| x.startup_seconds, 1), f(|x| x.startup_routes_per_second, 0), last.churn_routes, f(|x| x.backlog_seconds, 2), f(|x| x.backlog_routes_per_second, 0)
     );
     s += "\n## Slow path (AF_XDP, copy mode): ICMP errors the agent answers\n\ngen floods rtr with TTL-1 datagrams from one socket; every one is handed to the agent, which answers with Time Exceeded (rate limits off). 3 runs.\n\n| XDP mode | offered frames/s | answered frames/s | dropped at a full socket |\n|---|---:|---:|---:|\n";
     for p in &r.slow_path {
