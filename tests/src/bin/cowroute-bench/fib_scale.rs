@@ -41,7 +41,11 @@ pub struct FibScaleFigures {
     /// replaces, then resumed: how fast it applied the backlog.
     pub backlog_seconds: f64,
     pub backlog_routes_per_second: f64,
+    /// Resident set, the maps it has mapped (the DIR-24 arrays) included.
     pub agent_rss_mib: f64,
+    /// Of that, the agent's own memory (`RssAnon`): the mapped maps are
+    /// kernel memory, counted under map memory.
+    pub agent_private_mib: f64,
     pub map_memory: Vec<MapMemory>,
     pub map_memory_total_mib: f64,
 }
@@ -59,10 +63,11 @@ fn get(v: &serde_json::Value, path: &[&str]) -> u64 {
     path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// MiB of `field` (`VmRSS`, `RssAnon`) in `/proc/PID/status`.
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':')).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
@@ -132,7 +137,7 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     let table = synthetic::v4_kernel_table(routes, 17);
     let want = base_routes + routes as u64;
     let (kernel_insert, mirrored) = timed_batch(&lab, &mut client, "add", table.clone(), gateways.clone(), "", &|s| get(s, &["routes"]) >= want, progress)?;
-    let rss = rss_mib(agent.pid());
+    let (rss, private) = (status_mib(agent.pid(), "VmRSS"), status_mib(agent.pid(), "RssAnon"));
     let maps = map_memory(&pin_dir)?;
 
     // Churn: the first `churn` routes replaced with a new MTU (a new shared
@@ -203,6 +208,7 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
         backlog_seconds: backlog,
         backlog_routes_per_second: churn as f64 / backlog,
         agent_rss_mib: rss,
+        agent_private_mib: private,
         map_memory: maps,
         map_memory_total_mib: total as f64 / 1048576.0,
     })

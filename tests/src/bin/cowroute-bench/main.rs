@@ -283,9 +283,9 @@ fn markdown(r: &Report) -> String {
     let f = |pick: fn(&fib_scale::FibScaleFigures) -> f64, digits: usize| fmt(&summarize(r.fib.iter().map(pick).collect()), digits);
     let last = r.fib.last().expect("at least one run");
     s += &format!(
-        "\n## Kernel FIB mirror at scale (`--source kernel`, lab router), {} runs\n\n{} IPv4 routes (Internet-like prefix lengths, 4 gateways) put into rtr's kernel with `ip -batch` while the agent runs: the kernel took {} s; the maps held every route {} s after the batch began ({} routes/s; goal: under 10 s). Churn: {} `route replace` with a new MTU, kernel {} s, applied by the agent {} s after the batch began ({} routes/s; goal: at least 100,000/s). Netlink overruns: {}. Agent RSS {} MiB. Map memory (kernel accounting, last run) {:.1} MiB:\n\n| map | bytes |\n|---|---:|\n",
+        "\n## Kernel FIB mirror at scale (`--source kernel`, lab router), {} runs\n\n{} IPv4 routes (Internet-like prefix lengths, 4 gateways) put into rtr's kernel with `ip -batch` while the agent runs: the kernel took {} s; the maps held every route {} s after the batch began ({} routes/s; goal: under 10 s). Churn: {} `route replace` with a new MTU, kernel {} s, applied by the agent {} s after the batch began ({} routes/s; goal: at least 100,000/s). Netlink overruns: {}. Agent RSS {} MiB, of which its own (RssAnon, the rest being mapped maps and the binary) {} MiB. Map memory (kernel accounting, last run) {:.1} MiB:\n\n| map | bytes |\n|---|---:|\n",
         r.fib.len(), last.routes, f(|x| x.kernel_insert_seconds, 1), f(|x| x.mirrored_seconds, 1), f(|x| x.mirrored_routes_per_second, 0), last.churn_routes,
-        f(|x| x.churn_kernel_seconds, 1), f(|x| x.churn_seconds, 1), f(|x| x.churn_routes_per_second, 0), f(|x| x.overruns as f64, 0), f(|x| x.agent_rss_mib, 0), last.map_memory_total_mib
+        f(|x| x.churn_kernel_seconds, 1), f(|x| x.churn_seconds, 1), f(|x| x.churn_routes_per_second, 0), f(|x| x.overruns as f64, 0), f(|x| x.agent_rss_mib, 0), f(|x| x.agent_private_mib, 0), last.map_memory_total_mib
     );
     for m in &last.map_memory {
         s += &format!("| {} | {} |\n", m.map, m.bytes);
