@@ -50,17 +50,27 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
     }
 }
 
-/// The DIR-24 index's answer for `addr`: its block's entry and slot, if the
-/// block names one (else the program asks the trie).
-fn dir24_answer(pin_dir: &Path, addr: Ipv4Addr) -> Result<Option<(RouteEntry, u32)>> {
-    let blocks: Array<MapData, [u32; crate::dir24::BLOCKS_PER_ELEMENT]> = open_pinned(pin_dir, maps::ROUTES_V4_DIR24)?;
-    let entries: Array<MapData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V4_DIR24_ENTRIES)?;
-    let a = u32::from(addr);
-    let word = blocks.get(&(a >> 16), 0)?[((a >> 8) & 0xff) as usize];
-    Ok(match word {
-        0 => None,
-        w => Some((entries.get(&(w - 1), 0)?, w - 1)),
-    })
+/// The pinned DIR-24 index, read as the XDP program reads it.
+pub struct Dir24Reader {
+    blocks: Array<MapData, [u32; crate::dir24::BLOCKS_PER_ELEMENT]>,
+    entries: Array<MapData, RouteEntry>,
+}
+
+impl Dir24Reader {
+    pub fn open(pin_dir: &Path) -> Result<Dir24Reader> {
+        Ok(Dir24Reader { blocks: open_pinned(pin_dir, maps::ROUTES_V4_DIR24)?, entries: open_pinned(pin_dir, maps::ROUTES_V4_DIR24_ENTRIES)? })
+    }
+
+    /// The entry and slot `addr`'s /24 block names, if it names one (else
+    /// the program asks the trie).
+    pub fn answer(&self, addr: Ipv4Addr) -> Result<Option<(RouteEntry, u32)>> {
+        let a = u32::from(addr);
+        let word = self.blocks.get(&(a >> 16), 0)?[((a >> 8) & 0xff) as usize];
+        Ok(match word {
+            0 => None,
+            w => Some((self.entries.get(&(w - 1), 0)?, w - 1)),
+        })
+    }
 }
 
 /// The longest-prefix match of `key_data` within `max` bits: the entry and
@@ -106,7 +116,7 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
         _ => return Ok(Vec::new()),
     };
     if let (IpAddr::V4(a), None) = (addr, exact) {
-        row.lookup = Some(match dir24_answer(pin_dir, a)? {
+        row.lookup = Some(match Dir24Reader::open(pin_dir)?.answer(a)? {
             Some((e, slot)) => {
                 // The copy must be the trie's entry for the same route.
                 let same = route_row(String::new(), &e);

@@ -153,8 +153,7 @@ impl FastPath {
 /// DIR-24 block's entry when it has one, else the trie's longest match.
 pub struct PinnedV4 {
     pub trie: aya::maps::LpmTrie<MapData, [u8; 4], common::RouteEntry>,
-    blocks: aya::maps::Array<MapData, [u32; 256]>,
-    entries: aya::maps::Array<MapData, common::RouteEntry>,
+    dir24: cowroute::show::Dir24Reader,
 }
 
 impl PinnedV4 {
@@ -162,17 +161,14 @@ impl PinnedV4 {
         use cowroute::map_writer::open_pinned;
         PinnedV4 {
             trie: open_pinned(pin_dir, maps::ROUTES_V4).unwrap(),
-            blocks: open_pinned(pin_dir, maps::ROUTES_V4_DIR24).unwrap(),
-            entries: open_pinned(pin_dir, maps::ROUTES_V4_DIR24_ENTRIES).unwrap(),
+            dir24: cowroute::show::Dir24Reader::open(pin_dir).unwrap(),
         }
     }
 
     /// The route for `addr`, and whether the DIR-24 index gave it.
     pub fn lookup(&self, addr: std::net::Ipv4Addr) -> Option<(common::RouteEntry, bool)> {
-        let a = u32::from(addr);
-        let word = self.blocks.get(&(a >> 16), 0).unwrap()[((a >> 8) & 0xff) as usize];
-        if word != 0 {
-            return Some((self.entries.get(&(word - 1), 0).unwrap(), true));
+        if let Some((entry, _slot)) = self.dir24.answer(addr).unwrap() {
+            return Some((entry, true));
         }
         self.trie.get(&aya::maps::lpm_trie::Key::new(32, addr.octets()), 0).ok().map(|e| (e, false))
     }

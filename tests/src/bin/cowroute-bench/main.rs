@@ -4,6 +4,7 @@
 //! plots to the output directory.
 
 mod control_plane;
+mod cpus;
 mod fib_scale;
 mod plots;
 mod program_cost;
@@ -55,31 +56,6 @@ const FIB_RUNS: usize = 3;
 /// Whether `--only` leaves section `name` in.
 fn want(cfg: &Config, name: &str) -> bool {
     cfg.only.as_deref().is_none_or(|o| o == name)
-}
-
-/// The CPUs the calling thread may run on.
-fn cpus() -> Result<Vec<usize>> {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
-    }
-}
-
-/// Pins the calling thread (and the threads it starts from now on) to `cpus`.
-fn set_cpus(cpus: &[usize]) -> Result<()> {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-    }
-    Ok(())
 }
 
 fn progress(start: Instant) -> impl Fn(&str) {
@@ -170,8 +146,8 @@ fn main() -> Result<()> {
     if want(&cfg, "cost") {
         // BPF_PROG_TEST_RUN runs on the calling CPU: one CPU for every
         // sample (the other is the noisier one here).
-        let all = cpus()?;
-        set_cpus(&[0])?;
+        let all = cpus::affinity()?;
+        cpus::set_affinity(0, &[0])?;
         say("program cost: BPF_PROG_TEST_RUN, 64-byte frames, on CPU 0");
         let mut tables: Vec<(&'static str, Vec<ipnet::IpNet>)> =
             cfg.v4_tables.iter().map(|&n| ("ipv4", cowroute_tests::synthetic::v4_table(n, 42))).collect();
@@ -179,7 +155,7 @@ fn main() -> Result<()> {
         cost = program_cost::measure(&tables, cfg.repeat, cfg.cost_runs, &say)?;
         // Back to every CPU: the agents and tools started from here on
         // inherit this thread's mask.
-        set_cpus(&all)?;
+        cpus::set_affinity(0, &all)?;
     }
 
     if cfg.only.as_deref() == Some("cost") {

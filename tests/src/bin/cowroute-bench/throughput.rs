@@ -98,13 +98,7 @@ fn pin_napi_threads(dev: &str, cpu: usize) -> Result<()> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
         if comm.trim_end().starts_with(&prefix) {
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning {comm} to CPU {cpu}"));
-                }
-            }
+            crate::cpus::set_affinity(pid, &[cpu])?;
             pinned += 1;
         }
     }

@@ -46,7 +46,7 @@ impl Generator {
         let thread = std::thread::spawn(move || -> Result<()> {
             let setup = || -> Result<(aya::Ebpf, u32)> {
                 enter_netns(&netns)?;
-                pin_to_cpu(cpu)?;
+                crate::cpus::set_affinity(0, &[cpu])?;
                 let ifindex = ifindex(&iface)?;
                 let mut ebpf = EbpfLoader::new()
                     .override_global("TRAFFICGEN_FLOWS", &flows, true)
@@ -112,17 +112,6 @@ fn enter_netns(netns: &str) -> Result<()> {
     let f = std::fs::File::open(format!("/run/netns/{netns}")).with_context(|| format!("namespace {netns}"))?;
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("entering namespace {netns}"));
-    }
-    Ok(())
-}
-
-fn pin_to_cpu(cpu: usize) -> Result<()> {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning the generator to CPU {cpu}"));
-        }
     }
     Ok(())
 }
