@@ -10,7 +10,7 @@ use std::{
     net::IpAddr,
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,6 +56,23 @@ pub fn parse_metric_value(name: &str, value: u64) -> Result<(Rtax, u32)> {
         bail!("{value} is out of range for {name} (at most {})", m.max_value());
     }
     Ok((m, value as u32))
+}
+
+/// The longest lifetime an override may have, in seconds: the kernel keeps
+/// route expiries in 32-bit seconds (`RTA_EXPIRES`), and no clock overflows.
+pub const MAX_EXPIRES_SECS: u64 = i32::MAX as u64;
+
+/// When an override set at `now` expires: after `secs` (or `default`), never
+/// for 0. A lifetime beyond [`MAX_EXPIRES_SECS`] is refused, never wrapped.
+pub fn parse_expires(secs: Option<u64>, default: Duration, now: Instant) -> Result<Option<Instant>> {
+    let d = secs.map(Duration::from_secs).unwrap_or(default);
+    if d.as_secs() > MAX_EXPIRES_SECS {
+        bail!("--expires {} is too long (at most {MAX_EXPIRES_SECS} seconds; 0 means until reset)", d.as_secs());
+    }
+    if d.is_zero() {
+        return Ok(None);
+    }
+    now.checked_add(d).map(Some).ok_or_else(|| anyhow!("--expires {}: beyond this clock's range", d.as_secs()))
 }
 
 /// A request and where its answer goes, for the daemon's one writer.
@@ -178,5 +195,18 @@ mod tests {
         assert!(parse_metric_value("hoplimit", 256).unwrap_err().to_string().contains("at most 255"));
         assert!(parse_metric_value("mtux", 1).unwrap_err().to_string().contains("unknown metric \"mtux\""));
         assert!(parse_metric_value("rtt", 1 << 33).is_err());
+    }
+
+    #[test]
+    fn expiries_are_bounded_never_overflowed() {
+        let now = Instant::now();
+        let default = Duration::from_secs(600);
+        assert_eq!(parse_expires(None, default, now).unwrap(), Some(now + default));
+        assert_eq!(parse_expires(Some(0), default, now).unwrap(), None);
+        assert_eq!(parse_expires(Some(MAX_EXPIRES_SECS), default, now).unwrap(), Some(now + Duration::from_secs(MAX_EXPIRES_SECS)));
+        for secs in [MAX_EXPIRES_SECS + 1, u64::MAX / 2, u64::MAX] {
+            let e = parse_expires(Some(secs), default, now).unwrap_err().to_string();
+            assert!(e.contains("too long"), "{e}");
+        }
     }
 }

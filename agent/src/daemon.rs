@@ -176,10 +176,7 @@ fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, defaul
             Request::MetricsSet { dest, metric, value, expires } => {
                 let dest = control::parse_dest(&dest)?;
                 let (metric, value) = control::parse_metric_value(&metric, value)?;
-                let expires = match expires.map(Duration::from_secs).unwrap_or(default_expires) {
-                    d if d.is_zero() => None,
-                    d => Some(now + d),
-                };
+                let expires = control::parse_expires(expires, default_expires, now)?;
                 rib.cow_metrics(dest, metric, value, Source::Operator, expires, now)?;
                 serde_json::to_value(rib.destination_metrics(dest, now))?
             }

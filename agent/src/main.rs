@@ -64,17 +64,17 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
         metrics_rw_slots: Option<u32>,
         /// Grace period before a freed slot is reused, in milliseconds.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
         grace_ms: u64,
         /// Seconds to wait for configured neighbours before declaring ready.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=3600))]
         resolve_wait: u64,
         /// Keep the XDP program's debug log lines.
         #[arg(long)]
         bpf_debug_log: bool,
         /// Lifetime of a metric override set without --expires, in seconds
         /// (0: until reset). The kernel's PMTU expiry is 600.
-        #[arg(long, default_value_t = 600)]
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=control::MAX_EXPIRES_SECS))]
         default_expires: u64,
         /// Receive buffer of the netlink subscription, in bytes: the burst of
         /// kernel changes absorbed before an overrun (which costs a resync).
@@ -261,6 +261,7 @@ fn metrics_command(socket: &std::path::Path, action: MetricsAction) -> Result<()
         MetricsAction::Set { dest, metric, value, expires } => {
             control::parse_dest(&dest)?;
             control::parse_metric_value(&metric, value)?;
+            control::parse_expires(expires, Duration::ZERO, std::time::Instant::now())?;
             (Request::MetricsSet { dest, metric, value, expires }, false)
         }
         MetricsAction::Reset { dest } => {

@@ -507,7 +507,7 @@ impl<S: MapSink> Rib<S> {
                     continue;
                 }
                 let source = if meta.learned & m.lock_bit() != 0 { Source::Learned } else { Source::Operator };
-                let expires = match meta.expires[m as usize] {
+                let expires = match meta.expiry(m) {
                     0 => None,
                     at => match std::time::UNIX_EPOCH.checked_add(Duration::from_secs(at)).and_then(|t| t.duration_since(wall).ok()) {
                         Some(left) => Some(now + left),
@@ -714,8 +714,9 @@ impl<S: MapSink> Rib<S> {
         if let Some(r) = self.routes.get(&host) {
             return Some(from_route(r, RouteEntry::HOST));
         }
-        if let Some(h) = self.neighbour_hosts.get(&addr) {
-            let covering = &self.routes[&h.covering];
+        // A neighbour host whose covering route is being removed has no base
+        // of its own any more: the refresh after the removal drops it.
+        if let Some((h, covering)) = self.neighbour_hosts.get(&addr).and_then(|h| Some((h, self.routes.get(&h.covering)?))) {
             return Some(Base {
                 kind: RouteKind::Unicast,
                 nexthop: h.nexthop,
@@ -813,15 +814,15 @@ impl<S: MapSink> Rib<S> {
         let result = match self.private.get(&dest) {
             Some(p) => {
                 let wall = std::time::SystemTime::now();
-                let mut meta = PrivateMeta { overridden: 0, learned: 0, expires: [0; common::RTAX_MAX] };
+                let mut meta = PrivateMeta::EMPTY;
                 for (m, o) in &p.overrides {
                     meta.overridden |= m.lock_bit();
                     if o.source == Source::Learned {
                         meta.learned |= m.lock_bit();
                     }
                     if let Some(t) = o.expires {
-                        let at = wall + t.saturating_duration_since(now);
-                        meta.expires[*m as usize] = at.duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs().max(1));
+                        let at = wall.checked_add(t.saturating_duration_since(now)).unwrap_or(wall);
+                        meta.set_expiry(*m, at.duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs().max(1)));
                     }
                 }
                 self.sink.put_private_meta(dest, &meta)
@@ -1633,5 +1634,71 @@ mod tests {
         assert!(matches!(rib.cow_metrics(addr("172.16.0.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::NoRoute(_))));
         rib.set_route(RouteInput::new(net("192.0.2.0/24"), RouteKind::Blackhole, None, None, RouteMetrics::DEFAULT), now).unwrap();
         assert!(matches!(rib.cow_metrics(addr("192.0.2.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::NotUnicast { .. })));
+    }
+
+    /// A /32 connected route that covers a known neighbour: deleting the
+    /// route must leave the neighbour's host entry to the refresh, not index
+    /// the route just removed (it panicked the daemon).
+    #[test]
+    fn deleting_a_host_route_that_covers_a_neighbour_drops_its_host_entry() {
+        let (mut rib, now) = rib();
+        rib.set_route(route("10.2.0.7/32", 3, None, 1400), now).unwrap();
+        rib.apply(Event::Neighbour { index: 3, addr: addr("10.2.0.7"), mac: Some(MAC_A) }, now).unwrap();
+        assert!(rib.sink().routes.contains_key(&net("10.2.0.7/32")));
+        assert!(rib.delete_route(&net("10.2.0.7/32"), now).unwrap());
+        assert!(!rib.sink().routes.contains_key(&net("10.2.0.7/32")));
+        assert_eq!(rib.summary().neighbour_hosts, 0);
+    }
+
+    proptest::proptest! {
+        /// Every metric of the RTAX set (RTAX_LOCK .. RTAX_FASTOPEN_NO_COOKIE)
+        /// is settable, shown, recorded for restarts, adopted by a new agent
+        /// and expired, with or without a lifetime.
+        #[test]
+        fn every_rtax_metric_is_set_shown_adopted_and_expired(
+            index in 0..common::RTAX_MAX,
+            raw in 1u32..,
+            lifetime in proptest::option::of(1u64..=crate::control::MAX_EXPIRES_SECS),
+        ) {
+            let metric = Rtax::ALL[index];
+            let value = 1 + raw % metric.max_value();
+            let (mut old, now) = cow_rib(4);
+            let dest = addr("10.2.0.9");
+            let expires = lifetime.map(|s| now + Duration::from_secs(s));
+            old.cow_metrics(dest, metric, value, Source::Operator, expires, now).unwrap();
+            let shown = old.destination_metrics(dest, now).unwrap();
+            proptest::prop_assert_eq!(shown.values.get(metric.name()), Some(&value));
+            proptest::prop_assert_eq!(shown.override_mask, metric.lock_bit());
+            let meta = old.sink().private_meta[&dest];
+            proptest::prop_assert_eq!(meta.overridden, metric.lock_bit());
+            proptest::prop_assert_eq!(meta.expiry(metric) != 0, lifetime.is_some());
+            // A restarted agent adopts the copy with its value and expiry.
+            let maps = old.into_sink();
+            let e = maps.routes[&net("10.2.0.9/32")];
+            let adopted = Adopted {
+                prefixes: maps.routes.keys().copied().collect(),
+                metrics_ro: maps.routes.values().filter(|e| e.metrics.is_read_only()).map(|e| e.metrics.slot()).collect(),
+                metrics_rw: [e.metrics.slot()].into(),
+                nexthops: maps.routes.values().map(|e| e.nexthop).collect(),
+                private: vec![(dest, maps.metrics_rw[&e.metrics.slot()], meta)],
+                ..Adopted::default()
+            };
+            let (mut new, now) = rib_on(maps);
+            new.rw = SlotAllocator::new(0, 4, Duration::from_secs(1));
+            new.adopt(adopted);
+            new.set_route(route("10.2.0.0/24", 3, Some("10.2.0.254"), 1400), now).unwrap();
+            proptest::prop_assert_eq!(new.sweep_adopted(now).unwrap().private_kept, 1);
+            let m = new.destination_metrics(dest, now).unwrap();
+            proptest::prop_assert_eq!(m.values.get(metric.name()), Some(&value));
+            let left = m.overrides[0].expires_in;
+            proptest::prop_assert_eq!(left.is_some(), lifetime.is_some());
+            if let (Some(left), Some(s)) = (left, lifetime) {
+                proptest::prop_assert!(left + 2 >= s && left <= s, "{} left of {}", left, s);
+            }
+            // Expiry removes it (one with no lifetime stays until reset).
+            let later = now + Duration::from_secs(lifetime.unwrap_or(1) + 2);
+            proptest::prop_assert_eq!(new.expire(later).unwrap(), usize::from(lifetime.is_some()));
+            proptest::prop_assert_eq!(new.private_copy(&dest).is_some(), lifetime.is_none());
+        }
     }
 }

@@ -53,6 +53,13 @@ impl Rtax {
         self as u16
     }
 
+    /// Where this metric sits in every `[_; RTAX_MAX]` array: `RTAX_x - 1`
+    /// (the kernel's `dst_metric_raw` indexes `metrics[RTAX_x - 1]` too).
+    /// The one place that turns a metric into an index.
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+
     pub fn from_number(n: u16) -> Option<Rtax> {
         Rtax::ALL.get((n as usize).checked_sub(1)?).copied()
     }
@@ -150,11 +157,11 @@ impl RouteMetrics {
     }
 
     pub fn get(&self, m: Rtax) -> u32 {
-        self.as_array()[m as usize - 1]
+        self.as_array()[m.index()]
     }
 
     pub fn set(&mut self, m: Rtax, value: u32) {
-        self.as_array_mut()[m as usize - 1] = value;
+        self.as_array_mut()[m.index()] = value;
     }
 
     /// `dst_metric_locked`: learning must leave metric `m` alone.
@@ -183,6 +190,19 @@ pub struct PrivateMeta {
 }
 
 const _: () = assert!(core::mem::size_of::<PrivateMeta>() == 8 + 8 * RTAX_MAX);
+
+impl PrivateMeta {
+    pub const EMPTY: PrivateMeta = PrivateMeta { overridden: 0, learned: 0, expires: [0; RTAX_MAX] };
+
+    /// When `m`'s override expires (seconds since the epoch), 0: never.
+    pub fn expiry(&self, m: Rtax) -> u64 {
+        self.expires[m.index()]
+    }
+
+    pub fn set_expiry(&mut self, m: Rtax, at_secs: u64) {
+        self.expires[m.index()] = at_secs;
+    }
+}
 
 /// A tagged reference to a route's metrics (the seed's `_metrics` word).
 ///

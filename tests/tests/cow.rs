@@ -92,6 +92,15 @@ fn metrics_cli_rejects_bad_input_and_reports_a_missing_agent() {
     }
     let out = run.cowroute_output(&["metrics", "set", lab::RTR_SINK_V4, "mtu", "1300"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a local address"), "{out:?}");
+    // Asked directly over the control socket, past the CLI's checks, an
+    // expiry near u64::MAX is refused by the agent, which answers on.
+    let huge = Request::MetricsSet { dest: lab::SINK_V4.into(), metric: "mtu".into(), value: 1300, expires: Some(u64::MAX) };
+    let err = run.control().call(&huge).unwrap_err().to_string();
+    assert!(err.contains("too long"), "{err}");
+    let out = run.cowroute_output(&["metrics", "set", lab::SINK_V4, "mtu", "1300", "--expires", "18446744073709551615"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too long"), "{out:?}");
+    assert_eq!(run.control().call(&Request::MetricsShow { dest: None }).unwrap(), serde_json::json!([]));
+
     let bin = xtask::agent_proc::cowroute_bin().unwrap();
     let out = sh::output(std::process::Command::new(bin).args(["--control-socket", "/run/cowroute/none.sock", "metrics", "show"])).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -99,6 +108,27 @@ fn metrics_cli_rejects_bad_input_and_reports_a_missing_agent() {
     assert!(err.contains("no agent running") && err.contains("/run/cowroute/none.sock"), "{err}");
     // Nothing of the above changed anything.
     assert_eq!(run.control().call(&Request::MetricsShow { dest: None }).unwrap(), serde_json::json!([]));
+}
+
+/// Every RTAX metric, RTAX_FASTOPEN_NO_COOKIE (17) included, can be set with
+/// the default expiry on a running agent (17 indexed past the end of the
+/// expiry record and panicked the agent), and the agent answers on.
+#[test]
+fn every_rtax_metric_can_be_set_on_a_running_agent() {
+    let run = LabRun::start(&lab_tag('k'), "generic", &[]);
+    for m in common::Rtax::ALL {
+        let value = m.max_value().min(7).to_string();
+        run.cowroute(&["metrics", "set", lab::SINK_V4, m.name(), &value]);
+        let v = show(&run, lab::SINK_V4);
+        assert_eq!(v["values"][m.name()].to_string(), value, "{}: {v}", m.name());
+        let o = v["overrides"].as_array().unwrap().iter().find(|o| o["metric"] == m.name()).cloned().unwrap();
+        assert!(o["expires_in"].as_u64().is_some_and(|s| (590..=600).contains(&s)), "{o}");
+    }
+    let meta = bpftool_dump(&run.pin_dir.join("PRIVATE_META"));
+    assert_eq!(meta.len(), 1, "{meta:?}");
+    let expires = meta[0]["value"]["expires"].as_array().unwrap();
+    assert!(expires.iter().all(|e| e.as_u64().unwrap() > 0), "every metric's expiry recorded: {expires:?}");
+    assert_eq!(show(&run, lab::SINK_V4)["override_mask"], (1u64 << 18) - 2, "bits 1..=17");
 }
 
 #[test]
