@@ -22,15 +22,12 @@ pub fn ensure_pin_dir(pin_dir: &Path) -> Result<()> {
         tracing::info!("bpffs is not mounted at /sys/fs/bpf: mounting it");
         let target = CString::new("/sys/fs/bpf").unwrap();
         let fstype = CString::new("bpf").unwrap();
-        let rc = unsafe {
-            libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
-        };
+        let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             bail!("bpffs is not mounted at /sys/fs/bpf and mounting it failed: {err} (run as root: mount -t bpf bpf /sys/fs/bpf)");
         }
     }
-    std::fs::create_dir_all(pin_dir)
-        .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
+    std::fs::create_dir_all(pin_dir).with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
     Ok(())
 }

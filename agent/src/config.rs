@@ -164,19 +164,13 @@ pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(src).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         let msg = e.message().to_string();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.starts_with("unknown field"))
-            .unwrap_or("syntax")
-            .to_string();
+        let field = msg.split('`').nth(1).filter(|_| msg.starts_with("unknown field")).unwrap_or("syntax").to_string();
         ctx.err(offset, &field, msg)
     })?;
     let interfaces = raw.interfaces.clone().map(|i| i.into_inner()).unwrap_or_default();
     let settings = parse_settings(&ctx, &raw)?;
     let routes = raw.route.iter().map(|t| parse_route(&ctx, t)).collect::<Result<Vec<_>, _>>()?;
-    let neighbours =
-        raw.neighbour.iter().map(|t| parse_neighbour(&ctx, t)).collect::<Result<Vec<_>, _>>()?;
+    let neighbours = raw.neighbour.iter().map(|t| parse_neighbour(&ctx, t)).collect::<Result<Vec<_>, _>>()?;
     for (i, r) in routes.iter().enumerate() {
         if let Some(first) = routes[..i].iter().find(|o| o.prefix == r.prefix) {
             let at = raw.route[i].span().start;
@@ -189,7 +183,8 @@ pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
 /// A clap value enum from its name, or an error listing the names.
 fn choice<T: clap::ValueEnum>(ctx: &Ctx, key: &str, v: &Spanned<String>) -> Result<T, ConfigError> {
     T::from_str(v.get_ref(), false).map_err(|_| {
-        let names: Vec<String> = T::value_variants().iter().filter_map(|x| x.to_possible_value()).map(|p| p.get_name().to_string()).collect();
+        let names: Vec<String> =
+            T::value_variants().iter().filter_map(|x| x.to_possible_value()).map(|p| p.get_name().to_string()).collect();
         ctx.err(v.span().start, key, format!("unknown value {:?} (one of: {})", v.get_ref(), names.join(", ")))
     })
 }
@@ -206,7 +201,12 @@ fn parse_settings(ctx: &Ctx, raw: &RawConfig) -> Result<Settings, ConfigError> {
             Some(
                 t.get_ref()
                     .iter()
-                    .map(|n| u32::try_from(*n).ok().filter(|n| *n != 0).ok_or_else(|| ctx.err(at, "tables", format!("{n} is not a routing table id (1 to 4294967295)"))))
+                    .map(|n| {
+                        u32::try_from(*n)
+                            .ok()
+                            .filter(|n| *n != 0)
+                            .ok_or_else(|| ctx.err(at, "tables", format!("{n} is not a routing table id (1 to 4294967295)")))
+                    })
                     .collect::<Result<Vec<u32>, _>>()?,
             )
         }
@@ -214,7 +214,12 @@ fn parse_settings(ctx: &Ctx, raw: &RawConfig) -> Result<Settings, ConfigError> {
     };
     let number = |v: &Option<Spanned<i64>>, key: &str, min: u32| -> Result<Option<u32>, ConfigError> {
         v.as_ref()
-            .map(|v| u32::try_from(*v.get_ref()).ok().filter(|n| *n >= min).ok_or_else(|| ctx.err(v.span().start, key, format!("{} is out of range ({min} to 4294967295)", v.get_ref()))))
+            .map(|v| {
+                u32::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .ok_or_else(|| ctx.err(v.span().start, key, format!("{} is out of range ({min} to 4294967295)", v.get_ref())))
+            })
             .transpose()
     };
     Ok(Settings {
@@ -246,7 +251,9 @@ fn parse_route(ctx: &Ctx, table: &Spanned<Table>) -> Result<RouteSpec, ConfigErr
         match key {
             "prefix" => {
                 let s = string(ctx, key, v)?;
-                let p: IpNet = s.parse().map_err(|_| ctx.err(at, key, format!("{s:?} is not an IPv4 or IPv6 prefix (like 10.0.0.0/8 or 2001:db8::/32)")))?;
+                let p: IpNet = s
+                    .parse()
+                    .map_err(|_| ctx.err(at, key, format!("{s:?} is not an IPv4 or IPv6 prefix (like 10.0.0.0/8 or 2001:db8::/32)")))?;
                 if p.trunc() != p {
                     return Err(ctx.err(at, key, format!("{s} has host bits set (did you mean {}?)", p.trunc())));
                 }
@@ -265,14 +272,22 @@ fn parse_route(ctx: &Ctx, table: &Spanned<Table>) -> Result<RouteSpec, ConfigErr
                     "unreachable" => RouteKind::Unreachable,
                     "prohibit" => RouteKind::Prohibit,
                     "local" => RouteKind::Local,
-                    _ => return Err(ctx.err(at, key, format!("unknown route type {s:?} (unicast, blackhole, unreachable, prohibit, local)"))),
+                    _ => {
+                        return Err(ctx.err(
+                            at,
+                            key,
+                            format!("unknown route type {s:?} (unicast, blackhole, unreachable, prohibit, local)"),
+                        ))
+                    }
                 };
             }
             "lock" => {
                 let list = v.get_ref().as_array().ok_or_else(|| ctx.err(at, key, "expected a list of metric names, like [\"mtu\"]"))?;
                 for item in list {
                     let name = item.as_str().ok_or_else(|| ctx.err(at, key, "expected metric names as strings"))?;
-                    let m = Rtax::from_name(name).filter(|m| *m != Rtax::Lock).ok_or_else(|| ctx.err(at, key, format!("unknown metric {name:?}")))?;
+                    let m = Rtax::from_name(name)
+                        .filter(|m| *m != Rtax::Lock)
+                        .ok_or_else(|| ctx.err(at, key, format!("unknown metric {name:?}")))?;
                     metrics.lock |= m.lock_bit();
                 }
             }
@@ -334,7 +349,9 @@ fn parse_neighbour(ctx: &Ctx, table: &Spanned<Table>) -> Result<NeighbourSpec, C
         match key {
             "address" => address = Some(s.parse::<IpAddr>().map_err(|_| ctx.err(at, key, format!("{s:?} is not an IP address")))?),
             "dev" => dev = Some(s.to_string()),
-            "lladdr" => lladdr = Some(parse_mac(s).ok_or_else(|| ctx.err(at, key, format!("{s:?} is not a MAC address (like 02:00:00:00:00:01)")))?),
+            "lladdr" => {
+                lladdr = Some(parse_mac(s).ok_or_else(|| ctx.err(at, key, format!("{s:?} is not a MAC address (like 02:00:00:00:00:01)")))?)
+            }
             _ => return Err(ctx.err(k.span().start, key, "unknown field (expected address, dev, lladdr)")),
         }
     }

@@ -148,9 +148,8 @@ pub struct Client {
 
 impl Client {
     pub fn connect(path: &Path) -> Result<Client> {
-        let stream = UnixStream::connect(path).map_err(|e| {
-            anyhow!("no agent running: cannot connect to the control socket {} ({e})", path.display())
-        })?;
+        let stream = UnixStream::connect(path)
+            .map_err(|e| anyhow!("no agent running: cannot connect to the control socket {} ({e})", path.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Client { reader: BufReader::new(stream.try_clone()?), writer: stream })
     }

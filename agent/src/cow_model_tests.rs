@@ -5,8 +5,8 @@
 
 use crate::{
     cow::{self, Override, Source},
-    rib::{memory::MemoryMaps, Capacities, Rib, RouteInput},
     netlink_mirror::{Event, Link},
+    rib::{memory::MemoryMaps, Capacities, Rib, RouteInput},
 };
 use common::{MetricsRef, RouteKind, RouteMetrics, Rtax};
 use ipnet::IpNet;

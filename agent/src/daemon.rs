@@ -6,13 +6,13 @@ use crate::{
     control::{self, Request, Response},
     cow::Source,
     dataplane::{Attached, DataPlane},
-    reload::{self, CliSettings, Effective, ReloadReport, Resolved},
     fib_mirror::{Change, KernelFib},
     map_writer::MapWriter,
-    netlink_mirror::{self, Mirror},
-    rib::{Capacities, ResyncReport, Rib},
     neighbour_queue::{self, FrameSender, NeighbourQueue, QueueStats},
+    netlink_mirror::{self, Mirror},
     pmtu,
+    reload::{self, CliSettings, Effective, ReloadReport, Resolved},
+    rib::{Capacities, ResyncReport, Rib},
     slow_path::{self, SlowPathMode},
     stats,
 };
@@ -21,9 +21,9 @@ use aya::maps::{MapData, PerCpuArray};
 use common::{maps, slow_path::PmtuEvent, Counter};
 use std::{
     collections::HashMap,
-    sync::Arc,
     net::IpAddr,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::{
@@ -87,7 +87,14 @@ struct StatsSources<'a> {
 
 /// A frame whose neighbour is unknown waits in its queue; the first one
 /// has the kernel resolve the neighbour (over netlink).
-fn hold_for_neighbour(rib: &Rib<MapWriter>, waiting: &mut NeighbourQueue, mirror: &Mirror, sender: &FrameSender, miss: slow_path::NeighbourMiss, now: Instant) {
+fn hold_for_neighbour(
+    rib: &Rib<MapWriter>,
+    waiting: &mut NeighbourQueue,
+    mirror: &Mirror,
+    sender: &FrameSender,
+    miss: slow_path::NeighbourMiss,
+    now: Instant,
+) {
     let Some(key) = rib.nexthop_key(miss.nexthop) else {
         waiting.stats.dropped += 1;
         return;
@@ -144,13 +151,20 @@ struct SlowPathStatus {
 
 /// Opens the AF_XDP slow path on the attached interfaces. Where it cannot
 /// (no AF_XDP, memlock), exceptions stay with the kernel, loudly.
-fn start_slow_path(eff: &Effective, ifaces: &[String], rib: &Rib<MapWriter>, dp: &mut DataPlane, shared: &Arc<slow_path::Shared>) -> (Option<slow_path::SlowPath>, SlowPathStatus) {
+fn start_slow_path(
+    eff: &Effective,
+    ifaces: &[String],
+    rib: &Rib<MapWriter>,
+    dp: &mut DataPlane,
+    shared: &Arc<slow_path::Shared>,
+) -> (Option<slow_path::SlowPath>, SlowPathStatus) {
     let kernel = SlowPathStatus { mode: SlowPathMode::Kernel, shared: shared.clone() };
     if eff.slow_path == SlowPathMode::Kernel {
         return (None, kernel);
     }
     let links = rib.link_indexes();
-    let queues: std::collections::BTreeMap<u32, u32> = ifaces.iter().filter_map(|i| links.get(i)).map(|&x| (x, rib.link(x).map_or(1, |l| l.rx_queues))).collect();
+    let queues: std::collections::BTreeMap<u32, u32> =
+        ifaces.iter().filter_map(|i| links.get(i)).map(|&x| (x, rib.link(x).map_or(1, |l| l.rx_queues))).collect();
     let started = (|| -> Result<slow_path::SlowPath> {
         let map = dp.ebpf.take_map(maps::SLOW_PATH).ok_or_else(|| anyhow!("map SLOW_PATH missing from the object"))?;
         let xsk: aya::maps::XskMap<MapData> = map.try_into()?;
@@ -199,7 +213,10 @@ fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, defaul
                 v["netlink"] = serde_json::to_value(sources.netlink)?;
                 v["packets"] = serde_json::to_value(stats::read_counters(sources.counters)?)?;
                 let mut sp = sources.slow_path.shared.stats.snapshot();
-                sp["mode"] = serde_json::json!(match sources.slow_path.mode { SlowPathMode::Afxdp => "afxdp", SlowPathMode::Kernel => "kernel" });
+                sp["mode"] = serde_json::json!(match sources.slow_path.mode {
+                    SlowPathMode::Afxdp => "afxdp",
+                    SlowPathMode::Kernel => "kernel",
+                });
                 v["slow_path"] = sp;
                 v["pmtu"] = serde_json::to_value(sources.pmtu)?;
                 v["neighbour_queue"] = serde_json::to_value(sources.waiting)?;
@@ -216,8 +233,7 @@ fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, defaul
 /// Neighbours the agent has the kernel resolve: configured ones without a
 /// MAC, and the gateways of routes.
 fn pending_neighbours(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)]) -> Vec<(u32, IpAddr)> {
-    let mut v: Vec<(u32, IpAddr)> =
-        configured.iter().copied().filter(|(i, a)| !rib.neighbour_resolved(*i, *a)).collect();
+    let mut v: Vec<(u32, IpAddr)> = configured.iter().copied().filter(|(i, a)| !rib.neighbour_resolved(*i, *a)).collect();
     v.extend(rib.unresolved_gateways());
     v.sort();
     v.dedup();
@@ -245,7 +261,15 @@ fn solicit_pending(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)], asked: &m
 
 /// Has the kernel resolve the neighbours we need, applying netlink events
 /// meanwhile, until all are resolved or `wait` has passed.
-async fn resolve_neighbours(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &mut Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared, to_resolve: &[(u32, IpAddr)], wait: Duration) -> Result<()> {
+async fn resolve_neighbours(
+    rib: &mut Rib<MapWriter>,
+    fib: &mut KernelFib,
+    mirror: &mut Mirror,
+    stats: &mut NetlinkStats,
+    slow: &slow_path::Shared,
+    to_resolve: &[(u32, IpAddr)],
+    wait: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + wait;
     let mut asked = HashMap::new();
     loop {
@@ -294,7 +318,14 @@ fn apply_change(rib: &mut Rib<MapWriter>, change: Change, now: Instant) -> Resul
 /// Applies a batch of events in order; an overrun among them ends in a
 /// resync. An event the maps cannot carry is logged and counted, and the
 /// rest go on.
-async fn apply_batch(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared, batch: Vec<netlink_mirror::Event>) -> Result<()> {
+async fn apply_batch(
+    rib: &mut Rib<MapWriter>,
+    fib: &mut KernelFib,
+    mirror: &Mirror,
+    stats: &mut NetlinkStats,
+    slow: &slow_path::Shared,
+    batch: Vec<netlink_mirror::Event>,
+) -> Result<()> {
     let mut overrun = false;
     for ev in batch {
         if ev == netlink_mirror::Event::Overrun {
@@ -321,7 +352,13 @@ async fn apply_batch(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mir
 /// differences, so that no stale entry survives the lost events. Events
 /// queued behind the overrun are applied afterwards, in order; each sets its
 /// object to its state at that time, so the maps converge on the kernel's.
-async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared) -> Result<()> {
+async fn resync(
+    rib: &mut Rib<MapWriter>,
+    fib: &mut KernelFib,
+    mirror: &Mirror,
+    stats: &mut NetlinkStats,
+    slow: &slow_path::Shared,
+) -> Result<()> {
     let started = Instant::now();
     let dump = mirror.dump().await?;
     slow.set_addresses(&dump);
@@ -346,9 +383,14 @@ async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, 
     stats.resyncs += 1;
     stats.last_resync = Some(report);
     tracing::warn!(
-        took_ms = started.elapsed().as_millis() as u64, links = report.links, addresses = report.addresses,
-        neighbours = report.neighbours, routes_added = report.routes_added, routes_changed = report.routes_changed,
-        routes_removed = report.routes_removed, "netlink overrun: resynced with a full dump"
+        took_ms = started.elapsed().as_millis() as u64,
+        links = report.links,
+        addresses = report.addresses,
+        neighbours = report.neighbours,
+        routes_added = report.routes_added,
+        routes_changed = report.routes_changed,
+        routes_removed = report.routes_removed,
+        "netlink overrun: resynced with a full dump"
     );
     Ok(())
 }
@@ -356,7 +398,18 @@ async fn resync(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, mirror: &Mirror, 
 /// SIGHUP: reads the config again and applies what changed (see
 /// [`crate::reload`]). On any error before applying, nothing changes.
 #[allow(clippy::too_many_arguments)]
-async fn reload_config(opts: &RunOptions, eff: &mut Effective, running: &mut Resolved, rib: &mut Rib<MapWriter>, fib: &mut KernelFib, dp: &mut DataPlane, mirror: &Mirror, stats: &mut NetlinkStats, slow: &slow_path::Shared, slow_path: Option<&mut slow_path::SlowPath>) -> Result<ReloadReport> {
+async fn reload_config(
+    opts: &RunOptions,
+    eff: &mut Effective,
+    running: &mut Resolved,
+    rib: &mut Rib<MapWriter>,
+    fib: &mut KernelFib,
+    dp: &mut DataPlane,
+    mirror: &Mirror,
+    stats: &mut NetlinkStats,
+    slow: &slow_path::Shared,
+    slow_path: Option<&mut slow_path::SlowPath>,
+) -> Result<ReloadReport> {
     let path = opts.config.as_deref().ok_or_else(|| anyhow!("no config file to reload (started without --config)"))?;
     let config = config::load(path).map_err(|e| anyhow!("config error: {e}"))?;
     let new_eff = Effective::new(&opts.cli, &config.settings);
@@ -512,7 +565,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &slow, &running.to_resolve, opts.resolve_wait).await?;
     if adopting {
         let r = rib.sweep_adopted(Instant::now())?;
-        tracing::info!(routes_kept = r.routes_kept, routes_removed = r.routes_removed, slots_released = r.slots_released, private_kept = r.private_kept, "adoption complete: the earlier agent's entries are replaced");
+        tracing::info!(
+            routes_kept = r.routes_kept,
+            routes_removed = r.routes_removed,
+            slots_released = r.slots_released,
+            private_kept = r.private_kept,
+            "adoption complete: the earlier agent's entries are replaced"
+        );
     }
     let s = rib.summary();
     tracing::info!(
@@ -529,7 +588,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let sender = FrameSender::new()?;
     let pmtu_map = dp.ebpf.take_map(maps::PMTU_EVENTS).ok_or_else(|| anyhow!("map PMTU_EVENTS missing from the object"))?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
-    let mut pmtu_reports = unsafe { AsyncFd::register(aya::maps::RingBuf::try_from(pmtu_map)?) }.map_err(|e| anyhow!("polling PMTU_EVENTS: {e}"))?;
+    let mut pmtu_reports =
+        unsafe { AsyncFd::register(aya::maps::RingBuf::try_from(pmtu_map)?) }.map_err(|e| anyhow!("polling PMTU_EVENTS: {e}"))?;
     let mut asked = HashMap::new();
     loop {
         tokio::select! {

@@ -165,7 +165,11 @@ impl DataPlane {
 
     /// Loads with the maps named in `pins` pinned at (or adopted from) their paths.
     fn load_with(pins: &[(&str, PathBuf)], opts: &LoadOptions) -> Result<DataPlane> {
-        let level: u8 = if opts.bpf_debug_log { 0xff } else { 3 /* warn and above */ };
+        let level: u8 = if opts.bpf_debug_log {
+            0xff
+        } else {
+            3 /* warn and above */
+        };
         let mut loader = EbpfLoader::new();
         for (name, path) in pins {
             loader.map_pin_path(name, path.as_path());
@@ -250,7 +254,6 @@ impl DataPlane {
         fd_link.pin(pin).with_context(|| format!("pinning XDP link at {}", pin.display()))?;
         Ok(())
     }
-
 }
 
 impl Drop for DataPlane {
@@ -276,20 +279,15 @@ fn if_index(iface: &str) -> Result<u32> {
 
 fn attach_program(prog: &mut Xdp, iface: &str, mode: ModeChoice) -> Result<(aya::programs::xdp::XdpLinkId, XdpMode)> {
     let ifindex = if_index(iface)?;
-    let try_mode = |prog: &mut Xdp, m: XdpMode| {
-        prog.attach_to_if_index(ifindex, m).map(|id| (id, m))
-    };
+    let try_mode = |prog: &mut Xdp, m: XdpMode| prog.attach_to_if_index(ifindex, m).map(|id| (id, m));
     match mode {
-        ModeChoice::Native => try_mode(prog, XdpMode::Driver)
-            .with_context(|| format!("attaching XDP to {iface} in native mode")),
-        ModeChoice::Generic => try_mode(prog, XdpMode::Skb)
-            .with_context(|| format!("attaching XDP to {iface} in generic mode")),
+        ModeChoice::Native => try_mode(prog, XdpMode::Driver).with_context(|| format!("attaching XDP to {iface} in native mode")),
+        ModeChoice::Generic => try_mode(prog, XdpMode::Skb).with_context(|| format!("attaching XDP to {iface} in generic mode")),
         ModeChoice::Auto => match try_mode(prog, XdpMode::Driver) {
             Ok(r) => Ok(r),
             Err(e) => {
                 tracing::warn!(iface, error = %e, "native XDP failed; falling back to generic mode");
-                try_mode(prog, XdpMode::Skb)
-                    .with_context(|| format!("attaching XDP to {iface} in generic mode"))
+                try_mode(prog, XdpMode::Skb).with_context(|| format!("attaching XDP to {iface} in generic mode"))
             }
         },
     }

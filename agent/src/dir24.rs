@@ -76,7 +76,11 @@ pub struct Dir24Stats {
 }
 
 fn mask(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - len as u32) }
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len as u32)
+    }
 }
 
 fn key(p: &Ipv4Net) -> (u32, u8) {
@@ -238,7 +242,11 @@ mod tests {
             Ok(())
         }
         fn set_block(&mut self, block: u32, word: u32) {
-            if word == 0 { self.blocks.remove(&block) } else { self.blocks.insert(block, word) };
+            if word == 0 {
+                self.blocks.remove(&block)
+            } else {
+                self.blocks.insert(block, word)
+            };
         }
     }
 

@@ -119,7 +119,6 @@ impl KernelFib {
         self.routes.get(prefix)?.best()
     }
 
-
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }

@@ -28,7 +28,9 @@ const V6_ERROR_MAX: usize = 1280;
 pub enum ErrorKind {
     TimeExceeded,
     /// Fragmentation Needed (IPv4, DF set) or Packet Too Big (IPv6).
-    TooBig { mtu: u32 },
+    TooBig {
+        mtu: u32,
+    },
     /// No route to the destination.
     NoRoute,
     /// An unreachable route.

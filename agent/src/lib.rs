@@ -26,16 +26,16 @@ pub mod icmp;
 pub mod icmp_limit;
 pub mod map_writer;
 pub mod metrics_store;
-pub mod netlink_mirror;
 pub mod neighbour_queue;
+pub mod netlink_mirror;
 pub mod netns;
 pub mod pmtu;
 pub mod prometheus;
 pub mod reload;
 pub mod rib;
 pub mod show;
-pub mod slow_path;
 pub mod slots;
+pub mod slow_path;
 pub mod stats;
 
 /// The XDP program, built by build.rs with BTF.

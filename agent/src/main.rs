@@ -160,7 +160,6 @@ enum MetricsAction {
     },
 }
 
-
 #[derive(Subcommand)]
 enum ShowWhat {
     /// Packets and bytes per verdict reason.
@@ -196,7 +195,25 @@ fn real_main() -> Result<()> {
         LogFormat::Json => logs.json().init(),
     }
     match cli.command {
-        Command::Run { ifaces, config, source, tables, xdp_mode, metrics_rw_slots, grace_ms, resolve_wait, bpf_debug_log, default_expires, netlink_rcvbuf, keep_on_exit, metrics_listen, slow_path, icmp_ratelimit_ms, icmp_msgs_per_sec, icmp_msgs_burst } => {
+        Command::Run {
+            ifaces,
+            config,
+            source,
+            tables,
+            xdp_mode,
+            metrics_rw_slots,
+            grace_ms,
+            resolve_wait,
+            bpf_debug_log,
+            default_expires,
+            netlink_rcvbuf,
+            keep_on_exit,
+            metrics_listen,
+            slow_path,
+            icmp_ratelimit_ms,
+            icmp_msgs_per_sec,
+            icmp_msgs_burst,
+        } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(RunOptions {
                 ifaces,
@@ -224,7 +241,11 @@ fn real_main() -> Result<()> {
         }
         Command::Detach => {
             if Client::connect(&cli.control_socket).and_then(|mut c| c.call(&Request::Stats)).is_ok() {
-                anyhow::bail!("an agent is running on {} and owns {}: stop it first (SIGTERM detaches too)", cli.control_socket.display(), cli.pin_dir.display());
+                anyhow::bail!(
+                    "an agent is running on {} and owns {}: stop it first (SIGTERM detaches too)",
+                    cli.control_socket.display(),
+                    cli.pin_dir.display()
+                );
             }
             let removed = dataplane::detach(&cli.pin_dir)?;
             if removed.is_empty() {

@@ -3,19 +3,19 @@
 //! Every value is written whole with one `bpf_map_update_elem`, so a reader
 //! sees the old element or the new one, never a mix.
 
+use crate::dir24::{self, Dir24, Dir24Stats, Dir24Store};
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, Map, MapData},
     Ebpf,
 };
+use common::capacity;
 use common::{
     maps,
     route::{V4KeyData, V6KeyData},
     NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
 };
 use ipnet::IpNet;
-use crate::dir24::{self, Dir24, Dir24Stats, Dir24Store};
-use common::capacity;
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     path::Path,
@@ -56,8 +56,9 @@ fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &st
 /// Opens a pinned map as its typed view.
 pub fn open_pinned<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &str) -> Result<T> {
     let path = dir.join(name);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("opening pinned map {} (is the agent running, or was it ever started with this --pin-dir?)", path.display()))?;
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!("opening pinned map {} (is the agent running, or was it ever started with this --pin-dir?)", path.display())
+    })?;
     let map = Map::from_map_data(data).with_context(|| format!("pinned map {}", path.display()))?;
     T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type", path.display()))
 }
@@ -112,10 +113,15 @@ impl<T> MappedArray<T> {
         let info = map.info().with_context(|| format!("reading {name}'s definition"))?;
         let have = info.value_size() as usize * info.max_entries() as usize;
         if have != bytes || info.value_size() % 8 != 0 {
-            return Err(anyhow!("{name} holds {have} bytes ({} B values), this agent maps {bytes}: a map of another layout", info.value_size()));
+            return Err(anyhow!(
+                "{name} holds {have} bytes ({} B values), this agent maps {bytes}: a map of another layout",
+                info.value_size()
+            ));
         }
         // SAFETY: a shared mapping of the map's own pages, of its size.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0) };
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0)
+        };
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("mapping {name} (BPF_F_MMAPABLE)"));
         }
@@ -277,7 +283,8 @@ impl MapWriter {
     }
 
     pub fn delete_private_meta(&mut self, dest: std::net::IpAddr) -> Result<()> {
-        absent_is_fine(self.private_meta.remove(&meta_key(dest))).with_context(|| format!("forgetting {dest}'s private copy in PRIVATE_META"))
+        absent_is_fine(self.private_meta.remove(&meta_key(dest)))
+            .with_context(|| format!("forgetting {dest}'s private copy in PRIVATE_META"))
     }
 
     /// One `bpf_map_update_elem` per group: a flow sees the old buckets or

@@ -45,8 +45,7 @@ pub struct MetricsStore {
 
 impl MetricsStore {
     pub fn new(capacity: u32, grace: Duration) -> MetricsStore {
-        let mut store =
-            MetricsStore { slots: SlotAllocator::new(1, capacity, grace), sets: HashMap::new(), by_metrics: HashMap::new() };
+        let mut store = MetricsStore { slots: SlotAllocator::new(1, capacity, grace), sets: HashMap::new(), by_metrics: HashMap::new() };
         store.sets.insert(0, Slot { metrics: RouteMetrics::DEFAULT, refs: 0 });
         store.by_metrics.insert(RouteMetrics::DEFAULT, 0);
         store
@@ -99,7 +98,6 @@ impl MetricsStore {
         self.sets.get(&reference.slot()).map_or(0, |s| s.refs)
     }
 
-
     /// References to shared sets, all slots together.
     pub fn total_refs(&self) -> u64 {
         self.sets.values().map(|s| u64::from(s.refs)).sum()
@@ -129,7 +127,6 @@ impl MetricsStore {
     pub fn is_quarantined(&self, slot: u32) -> bool {
         self.slots.is_quarantined(slot)
     }
-
 }
 
 #[cfg(test)]

@@ -86,7 +86,8 @@ impl NeighbourQueue {
     /// Drops the queues that waited `timeout`; returns how many frames went.
     pub fn expire(&mut self, now: Instant) -> usize {
         let timeout = self.timeout;
-        let old: Vec<NeighbourKey> = self.queues.iter().filter(|(_, (since, _))| now.saturating_duration_since(*since) >= timeout).map(|(k, _)| *k).collect();
+        let old: Vec<NeighbourKey> =
+            self.queues.iter().filter(|(_, (since, _))| now.saturating_duration_since(*since) >= timeout).map(|(k, _)| *k).collect();
         let mut n = 0;
         for key in old {
             n += self.queues.remove(&key).map_or(0, |(_, q)| q.len());
@@ -184,7 +185,14 @@ impl FrameSender {
         sa.sll_halen = 6;
         sa.sll_addr[..6].copy_from_slice(&frame[..6]);
         let n = unsafe {
-            libc::sendto(self.fd.as_raw_fd(), frame.as_ptr() as *const _, frame.len(), 0, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr() as *const _,
+                frame.len(),
+                0,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
         };
         if n < 0 {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("sending a released frame on ifindex {ifindex}"));

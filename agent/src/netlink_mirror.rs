@@ -4,9 +4,10 @@
 //! no change between the two is lost; the caller applies the dump, then the
 //! events, in order, from one task.
 
+use crate::{ecmp::Leg, rib::RouteInput};
 use anyhow::{Context as _, Result};
-use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
 use common::{RouteKind, RouteMetrics, Rtax};
+use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
@@ -20,7 +21,6 @@ use rtnetlink::{
     sys::SocketAddr,
     Handle, MulticastGroup,
 };
-use crate::{ecmp::Leg, rib::RouteInput};
 use std::net::{IpAddr, SocketAddr as InetSocketAddr, UdpSocket};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,12 +41,26 @@ pub struct Link {
 pub enum Event {
     Link(Link),
     LinkGone(u32),
-    Address { index: u32, addr: IpAddr, present: bool },
+    Address {
+        index: u32,
+        addr: IpAddr,
+        present: bool,
+    },
     /// A neighbour entry; `mac` is set when it may be used to forward.
-    Neighbour { index: u32, addr: IpAddr, mac: Option<[u8; 6]> },
-    NeighbourGone { index: u32, addr: IpAddr },
+    Neighbour {
+        index: u32,
+        addr: IpAddr,
+        mac: Option<[u8; 6]>,
+    },
+    NeighbourGone {
+        index: u32,
+        addr: IpAddr,
+    },
     /// A route of the kernel's FIB (`--source kernel`).
-    Route { route: KernelRoute, present: bool },
+    Route {
+        route: KernelRoute,
+        present: bool,
+    },
     /// The subscription's socket overflowed (ENOBUFS): events were lost, and
     /// only a full dump can say what the kernel holds now.
     Overrun,
@@ -82,17 +96,11 @@ impl Mirror {
     /// Subscribes (with a receive buffer of `rcvbuf` bytes), then dumps
     /// (routes too with `routes`). Returns the mirror and the dump as events.
     pub async fn start(routes: bool, rcvbuf: u32) -> Result<(Mirror, Vec<Event>)> {
-        let mut groups = vec![
-            MulticastGroup::Link,
-            MulticastGroup::Neigh,
-            MulticastGroup::Ipv4Ifaddr,
-            MulticastGroup::Ipv6Ifaddr,
-        ];
+        let mut groups = vec![MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
         if routes {
             groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
         }
-        let (mut conn, _mc_handle, events) =
-            rtnetlink::new_multicast_connection(&groups).context("netlink subscription")?;
+        let (mut conn, _mc_handle, events) = rtnetlink::new_multicast_connection(&groups).context("netlink subscription")?;
         {
             use rtnetlink::sys::AsyncSocket;
             use std::os::fd::AsRawFd;
@@ -332,9 +340,7 @@ pub fn neighbour_event(msg: &NeighbourMessage, present: bool) -> Option<Event> {
         match attr {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(IpAddr::V4(*a)),
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => addr = Some(IpAddr::V6(*a)),
-            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                mac = Some([l[0], l[1], l[2], l[3], l[4], l[5]])
-            }
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => mac = Some([l[0], l[1], l[2], l[3], l[4], l[5]]),
             _ => {}
         }
     }
@@ -369,10 +375,7 @@ pub async fn resolve(handle: Handle, ifindex: u32, addr: IpAddr) -> Result<()> {
 pub fn solicit(addr: IpAddr, dev: &str, ifindex: u32) -> Result<()> {
     let (bind, target): (InetSocketAddr, InetSocketAddr) = match addr {
         IpAddr::V4(_) => ("0.0.0.0:0".parse()?, InetSocketAddr::new(addr, 9)),
-        IpAddr::V6(a) => (
-            "[::]:0".parse()?,
-            InetSocketAddr::V6(std::net::SocketAddrV6::new(a, 9, 0, ifindex)),
-        ),
+        IpAddr::V6(a) => ("[::]:0".parse()?, InetSocketAddr::V6(std::net::SocketAddrV6::new(a, 9, 0, ifindex))),
     };
     let sock = UdpSocket::bind(bind)?;
     bind_to_device(&sock, dev)?;

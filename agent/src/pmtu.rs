@@ -49,7 +49,11 @@ pub fn parse(event: &PmtuEvent) -> Option<(IpAddr, u32)> {
 
 /// IP and TCP headers: what an MSS leaves of the MTU.
 fn tcp_overhead(dest: IpAddr) -> u32 {
-    if dest.is_ipv4() { 40 } else { 60 }
+    if dest.is_ipv4() {
+        40
+    } else {
+        60
+    }
 }
 
 /// Learns one report: lowers `dest`'s MTU (and ADVMSS) in its private copy.
@@ -92,13 +96,32 @@ mod tests {
 
     fn rib() -> (Rib<MemoryMaps>, Instant) {
         let now = Instant::now();
-        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 8, metrics_rw: 8, nexthops: 8, nexthop_groups: 2 }, Duration::from_secs(1));
-        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: [2; 6], mtu: 1500, up: true, vlan: None, rx_queues: 1 }), now).unwrap();
+        let mut rib = Rib::new(
+            MemoryMaps::default(),
+            Capacities { metrics_ro: 8, metrics_rw: 8, nexthops: 8, nexthop_groups: 2 },
+            Duration::from_secs(1),
+        );
+        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: [2; 6], mtu: 1500, up: true, vlan: None, rx_queues: 1 }), now)
+            .unwrap();
         let mut locked = RouteMetrics::DEFAULT;
         locked.set(Rtax::Mtu, 1400);
         locked.lock |= Rtax::Mtu.lock_bit();
-        rib.set_route(RouteInput::new("10.7.0.0/24".parse().unwrap(), RouteKind::Unicast, Some(2), Some("10.2.0.2".parse().unwrap()), RouteMetrics::DEFAULT), now).unwrap();
-        rib.set_route(RouteInput::new("10.8.0.0/24".parse().unwrap(), RouteKind::Unicast, Some(2), Some("10.2.0.2".parse().unwrap()), locked), now).unwrap();
+        rib.set_route(
+            RouteInput::new(
+                "10.7.0.0/24".parse().unwrap(),
+                RouteKind::Unicast,
+                Some(2),
+                Some("10.2.0.2".parse().unwrap()),
+                RouteMetrics::DEFAULT,
+            ),
+            now,
+        )
+        .unwrap();
+        rib.set_route(
+            RouteInput::new("10.8.0.0/24".parse().unwrap(), RouteKind::Unicast, Some(2), Some("10.2.0.2".parse().unwrap()), locked),
+            now,
+        )
+        .unwrap();
         (rib, now)
     }
 

@@ -12,8 +12,8 @@ use crate::{
     daemon::RouteSource,
     dataplane::{LoadOptions, ModeChoice},
     icmp_limit::RateLimits,
-    slow_path::SlowPathMode,
     rib::RouteInput,
+    slow_path::SlowPathMode,
 };
 use anyhow::{anyhow, bail, Result};
 use ipnet::IpNet;
@@ -63,7 +63,10 @@ impl Effective {
             icmp_limits: {
                 let d = RateLimits::default();
                 RateLimits {
-                    per_destination: cli.icmp_ratelimit_ms.or(file.icmp_ratelimit_ms).map_or(d.per_destination, |ms| std::time::Duration::from_millis(ms.into())),
+                    per_destination: cli
+                        .icmp_ratelimit_ms
+                        .or(file.icmp_ratelimit_ms)
+                        .map_or(d.per_destination, |ms| std::time::Duration::from_millis(ms.into())),
                     msgs_per_sec: cli.icmp_msgs_per_sec.or(file.icmp_msgs_per_sec).unwrap_or(d.msgs_per_sec),
                     msgs_burst: cli.icmp_msgs_burst.or(file.icmp_msgs_burst).unwrap_or(d.msgs_burst),
                 }
@@ -107,7 +110,13 @@ pub struct Resolved {
 
 /// Checks that every interface the config and the command line name exists;
 /// errors name the file, line and field.
-pub fn resolve(file: Option<&Path>, cli_ifaces: &[String], source: RouteSource, config: &Config, links: &HashMap<String, u32>) -> Result<Resolved> {
+pub fn resolve(
+    file: Option<&Path>,
+    cli_ifaces: &[String],
+    source: RouteSource,
+    config: &Config,
+    links: &HashMap<String, u32>,
+) -> Result<Resolved> {
     let mut ifaces = config.interfaces.clone();
     for i in cli_ifaces {
         if !ifaces.contains(i) {
@@ -120,7 +129,11 @@ pub fn resolve(file: Option<&Path>, cli_ifaces: &[String], source: RouteSource, 
     let file = file.unwrap_or(Path::new("(no config)"));
     if source == RouteSource::Kernel {
         if let Some(r) = config.routes.first() {
-            bail!("config error: {}:{}: route: routes come from the kernel with --source kernel; remove [[route]] or use --source config", file.display(), r.line.0);
+            bail!(
+                "config error: {}:{}: route: routes come from the kernel with --source kernel; remove [[route]] or use --source config",
+                file.display(),
+                r.line.0
+            );
         }
     }
     let cfg_err = |line: config::Line, field: &str, msg: String| anyhow!("config error: {}:{}: {field}: {msg}", file.display(), line.0);
@@ -176,7 +189,12 @@ pub fn diff<'a>(old: &Resolved, new: &'a Resolved) -> Diff<'a> {
         add_ifaces: new.ifaces.iter().filter(|i| !old.ifaces.contains(i)).collect(),
         set_routes: new.routes.iter().filter(|(p, r)| old.routes.get(p) != Some(r)).map(|(_, r)| r).collect(),
         del_routes: old.routes.keys().filter(|p| !new.routes.contains_key(p)).copied().collect(),
-        set_neighbours: new.static_neighbours.iter().filter(|(k, m)| old.static_neighbours.get(k) != Some(m)).map(|(k, m)| (*k, *m)).collect(),
+        set_neighbours: new
+            .static_neighbours
+            .iter()
+            .filter(|(k, m)| old.static_neighbours.get(k) != Some(m))
+            .map(|(k, m)| (*k, *m))
+            .collect(),
         unset_neighbours: old.static_neighbours.keys().filter(|k| !new.static_neighbours.contains_key(k)).copied().collect(),
     }
 }
@@ -205,14 +223,31 @@ mod tests {
     fn reload_diff_names_exactly_what_changed() {
         let links = HashMap::from([("eth1".to_string(), 2), ("eth2".to_string(), 3)]);
         let old = resolve(None, &[], RouteSource::Config, &config("interfaces = [\"eth1\"]\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth1\"\n[[route]]\nprefix = \"10.1.0.0/16\"\ndev = \"eth1\"\n[[neighbour]]\naddress = \"10.0.0.9\"\ndev = \"eth1\"\nlladdr = \"02:00:00:00:00:09\"\n"), &links).unwrap();
-        let new = resolve(None, &[], RouteSource::Config, &config("interfaces = [\"eth1\", \"eth2\"]\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth2\"\n"), &links).unwrap();
+        let new = resolve(
+            None,
+            &[],
+            RouteSource::Config,
+            &config("interfaces = [\"eth1\", \"eth2\"]\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth2\"\n"),
+            &links,
+        )
+        .unwrap();
         let d = diff(&old, &new);
         assert_eq!(d.add_ifaces, vec!["eth2"]);
-        assert_eq!(d.set_routes, vec![&RouteInput::new("10.0.0.0/8".parse().unwrap(), RouteKind::Unicast, Some(3), None, RouteMetrics::DEFAULT)]);
+        assert_eq!(
+            d.set_routes,
+            vec![&RouteInput::new("10.0.0.0/8".parse().unwrap(), RouteKind::Unicast, Some(3), None, RouteMetrics::DEFAULT)]
+        );
         assert_eq!(d.del_routes, vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
         assert_eq!(d.unset_neighbours, vec![(2, "10.0.0.9".parse().unwrap())]);
         assert!(d.set_neighbours.is_empty());
-        let e = resolve(Some(Path::new("r.toml")), &[], RouteSource::Config, &config("interfaces = [\"eth1\"]\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth9\"\n"), &links).unwrap_err();
+        let e = resolve(
+            Some(Path::new("r.toml")),
+            &[],
+            RouteSource::Config,
+            &config("interfaces = [\"eth1\"]\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth9\"\n"),
+            &links,
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "config error: r.toml:2: dev: unknown interface \"eth9\"");
     }
 }

@@ -115,7 +115,11 @@ struct Route {
 impl Route {
     /// The flags its entries carry whatever the prefix.
     fn entry_flags(&self) -> u8 {
-        if self.input.multipath.is_empty() { 0 } else { RouteEntry::MULTIPATH }
+        if self.input.multipath.is_empty() {
+            0
+        } else {
+            RouteEntry::MULTIPATH
+        }
     }
 }
 
@@ -612,10 +616,8 @@ impl<S: MapSink> Rib<S> {
     /// Adds or replaces a route. On error nothing has changed.
     pub fn set_route(&mut self, input: impl Into<Arc<RouteInput>>, now: Instant) -> Result<()> {
         let input: Arc<RouteInput> = input.into();
-        let interned = self
-            .metrics
-            .intern(&input.metrics, now)
-            .map_err(|e: MetricsStoreError| anyhow::anyhow!("route {}: {e}", input.prefix))?;
+        let interned =
+            self.metrics.intern(&input.metrics, now).map_err(|e: MetricsStoreError| anyhow::anyhow!("route {}: {e}", input.prefix))?;
         if let Some(m) = interned.fill {
             if let Err(e) = self.sink.put_ro_metrics(interned.reference.slot(), &m) {
                 self.metrics.release(interned.reference, now);
@@ -630,15 +632,13 @@ impl<S: MapSink> Rib<S> {
                     return Err(e.context(format!("route {}", input.prefix)));
                 }
             },
-            (RouteKind::Unicast, Some(dev)) => {
-                match self.acquire_nexthop(NextHopKey { ifindex: dev, gateway: input.via }, now) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        self.metrics.release(interned.reference, now);
-                        return Err(e);
-                    }
+            (RouteKind::Unicast, Some(dev)) => match self.acquire_nexthop(NextHopKey { ifindex: dev, gateway: input.via }, now) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.metrics.release(interned.reference, now);
+                    return Err(e);
                 }
-            }
+            },
             (RouteKind::Unicast, None) => {
                 self.metrics.release(interned.reference, now);
                 bail!("unicast route {} has no device", input.prefix)
@@ -777,12 +777,8 @@ impl<S: MapSink> Rib<S> {
     /// (neighbour host entries, private copies) follows.
     fn refresh_dependents(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
         self.refresh_neighbour_hosts_under(prefix, now)?;
-        let addrs: Vec<IpAddr> = self
-            .private
-            .iter()
-            .filter(|(a, p)| prefix.contains(*a) || p.covering == *prefix)
-            .map(|(a, _)| *a)
-            .collect();
+        let addrs: Vec<IpAddr> =
+            self.private.iter().filter(|(a, p)| prefix.contains(*a) || p.covering == *prefix).map(|(a, _)| *a).collect();
         for addr in addrs {
             self.rederive(addr, now)?;
         }
@@ -1118,8 +1114,7 @@ impl<S: MapSink> Rib<S> {
     }
 
     fn refresh_nexthops(&mut self, wanted: impl Fn(&NextHopKey) -> bool) -> Result<()> {
-        let ids: Vec<u32> =
-            self.nexthops.entries.iter().filter(|(_, (k, _, _))| wanted(k)).map(|(id, _)| *id).collect();
+        let ids: Vec<u32> = self.nexthops.entries.iter().filter(|(_, (k, _, _))| wanted(k)).map(|(id, _)| *id).collect();
         for id in ids {
             self.write_nexthop(id)?;
         }
@@ -1180,18 +1175,18 @@ impl<S: MapSink> Rib<S> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (0..=max).rev().find_map(|len| {
             let p = IpNet::new(addr, len).ok()?.trunc();
-            self.routes.get(&p).filter(|r| {
-                r.input.kind == RouteKind::Unicast && r.input.via.is_none() && r.input.dev == Some(ifindex)
-            })
+            self.routes.get(&p).filter(|r| r.input.kind == RouteKind::Unicast && r.input.via.is_none() && r.input.dev == Some(ifindex))
         })
     }
 
     /// Makes the host entry of neighbour `addr` match the neighbour table and
     /// the covering connected route.
     fn refresh_neighbour_host(&mut self, addr: IpAddr, now: Instant) -> Result<()> {
-        let wanted = self.neighbours.keys().filter(|(_, a)| *a == addr).find_map(|&(ifindex, _)| {
-            self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, r.input.metrics))
-        });
+        let wanted = self
+            .neighbours
+            .keys()
+            .filter(|(_, a)| *a == addr)
+            .find_map(|&(ifindex, _)| self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, r.input.metrics)));
         let current = self.neighbour_hosts.get(&addr).cloned();
         let Some((ifindex, covering, metrics)) = wanted else {
             if let Some(old) = current {
@@ -1314,7 +1309,8 @@ mod tests {
 
     fn rib_on(maps: MemoryMaps) -> (Rib<MemoryMaps>, Instant) {
         let now = Instant::now();
-        let mut rib = Rib::new(maps, Capacities { metrics_ro: 64, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
+        let mut rib =
+            Rib::new(maps, Capacities { metrics_ro: 64, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
         for (index, mac) in [(2, MAC_A), (3, MAC_B)] {
             let link = Link { index, name: format!("if{index}"), mac, mtu: 1500, up: true, vlan: None, rx_queues: 1 };
             rib.apply(Event::Link(link), now).unwrap();
@@ -1339,7 +1335,10 @@ mod tests {
             Leg { dev: 2, via: Some("10.1.0.9".parse().unwrap()), weight: 1 },
             Leg { dev: 3, via: Some("10.2.0.9".parse().unwrap()), weight: 1 },
         ];
-        let ecmp = |p: &str| RouteInput { multipath: legs.clone(), ..RouteInput::new(net(p), RouteKind::Unicast, None, None, RouteMetrics::DEFAULT) };
+        let ecmp = |p: &str| RouteInput {
+            multipath: legs.clone(),
+            ..RouteInput::new(net(p), RouteKind::Unicast, None, None, RouteMetrics::DEFAULT)
+        };
         rib.set_route(ecmp("10.8.0.0/16"), now).unwrap();
         rib.set_route(ecmp("10.7.0.0/16"), now).unwrap();
         let e = rib.sink().routes[&net("10.8.0.0/16")];
@@ -1520,8 +1519,13 @@ mod tests {
     #[test]
     fn full_ro_store_fails_cleanly() {
         let now = Instant::now();
-        let mut rib = Rib::new(MemoryMaps::default(), Capacities { metrics_ro: 2, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 }, Duration::from_secs(1));
-        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: MAC_A, mtu: 1500, up: true, vlan: None, rx_queues: 1 }), now).unwrap();
+        let mut rib = Rib::new(
+            MemoryMaps::default(),
+            Capacities { metrics_ro: 2, metrics_rw: 8, nexthops: 64, nexthop_groups: 16 },
+            Duration::from_secs(1),
+        );
+        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: MAC_A, mtu: 1500, up: true, vlan: None, rx_queues: 1 }), now)
+            .unwrap();
         rib.set_route(route("10.1.0.0/24", 2, None, 1400), now).unwrap();
         let err = rib.set_route(route("10.3.0.0/24", 2, None, 1300), now).unwrap_err();
         assert!(err.to_string().contains("METRICS_RO is full"), "{err}");
@@ -1633,7 +1637,10 @@ mod tests {
         assert!(matches!(rib.cow_metrics(addr("10.2.0.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::Local(_))));
         assert!(matches!(rib.cow_metrics(addr("172.16.0.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::NoRoute(_))));
         rib.set_route(RouteInput::new(net("192.0.2.0/24"), RouteKind::Blackhole, None, None, RouteMetrics::DEFAULT), now).unwrap();
-        assert!(matches!(rib.cow_metrics(addr("192.0.2.1"), Rtax::Mtu, 1300, Source::Operator, None, now), Err(CowError::NotUnicast { .. })));
+        assert!(matches!(
+            rib.cow_metrics(addr("192.0.2.1"), Rtax::Mtu, 1300, Source::Operator, None, now),
+            Err(CowError::NotUnicast { .. })
+        ));
     }
 
     /// A /32 connected route that covers a known neighbour: deleting the

@@ -3,13 +3,13 @@
 
 use crate::{map_writer::open_pinned, stats};
 use anyhow::Result;
+use anyhow::{anyhow, bail};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
 use common::{
     maps,
     route::{V4KeyData, V6KeyData},
     NextHop, RouteEntry, RouteMetrics, Rtax,
 };
-use anyhow::{anyhow, bail};
 use ipnet::IpNet;
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -58,7 +58,10 @@ pub struct Dir24Reader {
 
 impl Dir24Reader {
     pub fn open(pin_dir: &Path) -> Result<Dir24Reader> {
-        Ok(Dir24Reader { blocks: open_pinned(pin_dir, maps::ROUTES_V4_DIR24)?, entries: open_pinned(pin_dir, maps::ROUTES_V4_DIR24_ENTRIES)? })
+        Ok(Dir24Reader {
+            blocks: open_pinned(pin_dir, maps::ROUTES_V4_DIR24)?,
+            entries: open_pinned(pin_dir, maps::ROUTES_V4_DIR24_ENTRIES)?,
+        })
     }
 
     /// The entry and slot `addr`'s /24 block names, if it names one (else
@@ -78,7 +81,11 @@ impl Dir24Reader {
 /// length L with the longest match no longer than L, so the matched length
 /// is the shortest L that still answers with the same entry (entries of two
 /// routes always differ: each carries its route's id).
-fn longest_match<const N: usize>(trie: &LpmTrie<MapData, [u8; N], RouteEntry>, data: [u8; N], max: u32) -> Result<Option<(RouteEntry, u32)>> {
+fn longest_match<const N: usize>(
+    trie: &LpmTrie<MapData, [u8; N], RouteEntry>,
+    data: [u8; N],
+    max: u32,
+) -> Result<Option<(RouteEntry, u32)>> {
     let get = |len: u32| trie.get(&Key::new(len, common::route::mask_prefix(data, len)), 0).ok();
     let Some(entry) = get(max) else { return Ok(None) };
     let (mut lo, mut hi) = (0, max);
@@ -104,11 +111,13 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
     let found = match addr {
         IpAddr::V4(a) => {
             let v4: LpmTrie<MapData, V4KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V4)?;
-            longest_match(&v4, a.octets(), exact.unwrap_or(32))?.map(|(e, len)| (e, format!("{}/{len}", Ipv4Addr::from(common::route::mask_prefix(a.octets(), len)))))
+            longest_match(&v4, a.octets(), exact.unwrap_or(32))?
+                .map(|(e, len)| (e, format!("{}/{len}", Ipv4Addr::from(common::route::mask_prefix(a.octets(), len)))))
         }
         IpAddr::V6(a) => {
             let v6: LpmTrie<MapData, V6KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V6)?;
-            longest_match(&v6, a.octets(), exact.unwrap_or(128))?.map(|(e, len)| (e, format!("{}/{len}", Ipv6Addr::from(common::route::mask_prefix(a.octets(), len)))))
+            longest_match(&v6, a.octets(), exact.unwrap_or(128))?
+                .map(|(e, len)| (e, format!("{}/{len}", Ipv6Addr::from(common::route::mask_prefix(a.octets(), len)))))
         }
     };
     let mut row = match found {
@@ -120,7 +129,11 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
             Some((e, slot)) => {
                 // The copy must be the trie's entry for the same route.
                 let same = route_row(String::new(), &e);
-                anyhow::ensure!(same.nexthop == row.nexthop && same.metrics == row.metrics && same.kind == row.kind, "the DIR-24 copy in slot {slot} differs from the trie's entry for {}", row.prefix);
+                anyhow::ensure!(
+                    same.nexthop == row.nexthop && same.metrics == row.metrics && same.kind == row.kind,
+                    "the DIR-24 copy in slot {slot} differs from the trie's entry for {}",
+                    row.prefix
+                );
                 format!("dir24 slot {slot}")
             }
             None => "trie".into(),
@@ -159,7 +172,15 @@ pub fn nexthops(pin_dir: &Path) -> Result<Vec<NextHopRow>> {
         if nh == NextHop::default() {
             continue;
         }
-        rows.push(NextHopRow { id: id as u32, ifindex: nh.ifindex, dmac: mac(&nh.dmac), smac: mac(&nh.smac), mtu: nh.mtu, vlan: nh.vlan, usable: nh.is_usable() });
+        rows.push(NextHopRow {
+            id: id as u32,
+            ifindex: nh.ifindex,
+            dmac: mac(&nh.dmac),
+            smac: mac(&nh.smac),
+            mtu: nh.mtu,
+            vlan: nh.vlan,
+            usable: nh.is_usable(),
+        });
     }
     Ok(rows)
 }
@@ -204,9 +225,7 @@ fn print_rows<T: serde::Serialize>(rows: &[T], json: bool, header: &str, line: i
 
 pub fn print_stats(pin_dir: &Path, json: bool) -> Result<()> {
     let header = format!("{:<16} {:>14} {:>16}", "reason", "packets", "bytes");
-    print_rows(&stats::read_pinned_counters(pin_dir)?, json, &header, |c| {
-        format!("{:<16} {:>14} {:>16}", c.reason, c.packets, c.bytes)
-    })
+    print_rows(&stats::read_pinned_counters(pin_dir)?, json, &header, |c| format!("{:<16} {:>14} {:>16}", c.reason, c.packets, c.bytes))
 }
 
 pub fn print_routes(pin_dir: &Path, target: Option<&str>, json: bool) -> Result<()> {
@@ -234,7 +253,10 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         .into_iter()
         .filter(|c| c.reason != common::Reason::Forwarded.name() && c.reason != common::Reason::Blackhole.name())
         .collect();
-    let agent = crate::control::Client::connect(socket).and_then(|mut c| c.call(&crate::control::Request::Stats)).ok().map(|s| s["slow_path"].clone());
+    let agent = crate::control::Client::connect(socket)
+        .and_then(|mut c| c.call(&crate::control::Request::Stats))
+        .ok()
+        .map(|s| s["slow_path"].clone());
     if json {
         let mode = agent.as_ref().map_or(serde_json::json!("kernel"), |a| a["mode"].clone());
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "mode": mode, "agent": agent, "exceptions": exceptions }))?);

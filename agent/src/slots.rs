@@ -27,7 +27,15 @@ pub struct SlotAllocator {
 impl SlotAllocator {
     /// Slots `first..capacity` are handed out; those below `first` are reserved.
     pub fn new(first: u32, capacity: u32, grace: Duration) -> SlotAllocator {
-        SlotAllocator { capacity, grace, next_unused: first, free: Vec::new(), quarantine: VecDeque::new(), in_use: 0, reserved: BTreeSet::new() }
+        SlotAllocator {
+            capacity,
+            grace,
+            next_unused: first,
+            free: Vec::new(),
+            quarantine: VecDeque::new(),
+            in_use: 0,
+            reserved: BTreeSet::new(),
+        }
     }
 
     pub fn set_grace(&mut self, grace: Duration) {

@@ -99,7 +99,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(limits: RateLimits, misses: tokio::sync::mpsc::Sender<NeighbourMiss>) -> Arc<Shared> {
-        Arc::new(Shared { ifaddrs: RwLock::new(HashMap::new()), limiter: Mutex::new(Limiter::new(limits, Instant::now())), stats: SlowPathStats::default(), misses })
+        Arc::new(Shared {
+            ifaddrs: RwLock::new(HashMap::new()),
+            limiter: Mutex::new(Limiter::new(limits, Instant::now())),
+            stats: SlowPathStats::default(),
+            misses,
+        })
     }
 
     /// Every interface's addresses, from a dump.
@@ -174,7 +179,9 @@ struct Area {
 
 impl Area {
     fn new(len: usize) -> Result<Area> {
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error()).context("mapping an AF_XDP UMEM");
         }
@@ -234,7 +241,12 @@ impl SlowPath {
     /// most `queues`). Returns how many it opened.
     pub fn add_interface(&mut self, ifindex: u32, queues: u32) -> Result<usize> {
         if queues > MAX_QUEUES {
-            tracing::warn!(ifindex, queues, max = MAX_QUEUES, "more RX queues than the slow path serves; the others' exceptions go to the kernel");
+            tracing::warn!(
+                ifindex,
+                queues,
+                max = MAX_QUEUES,
+                "more RX queues than the slow path serves; the others' exceptions go to the kernel"
+            );
         }
         let mut opened_here = 0;
         for queue in 0..queues.clamp(1, MAX_QUEUES) {

@@ -11,13 +11,12 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use common::{
-    capacity, counters::NUM_REASONS, route::V4KeyData, route::V6KeyData, Counter, MetricsRef,
-    NextHop, NextHopGroup, PrivateMeta, Reason, RouteEntry, RouteMetrics,
+    capacity, counters::NUM_REASONS, route::V4KeyData, route::V6KeyData, Counter, MetricsRef, NextHop, NextHopGroup, PrivateMeta, Reason,
+    RouteEntry, RouteMetrics,
 };
 
 #[btf_map]
-pub static ROUTES_V4: LpmTrie<V4KeyData, RouteEntry, { capacity::ROUTES_V4 as usize }> =
-    LpmTrie::new();
+pub static ROUTES_V4: LpmTrie<V4KeyData, RouteEntry, { capacity::ROUTES_V4 as usize }> = LpmTrie::new();
 
 /// The DIR-24 index in front of ROUTES_V4 (see the agent's `dir24.rs`):
 /// per /16, one word per /24 block, 0 ("ask the trie") or 1 + a slot of
@@ -25,21 +24,16 @@ pub static ROUTES_V4: LpmTrie<V4KeyData, RouteEntry, { capacity::ROUTES_V4 as us
 /// the program only reads both, but the kernel refuses a writable mapping of
 /// a BPF_F_RDONLY_PROG map (a page kept writable could change a "constant").
 #[btf_map]
-pub static ROUTES_V4_DIR24: Array<[u32; 256], { capacity::ROUTES_V4_DIR24 as usize }, { BPF_F_MMAPABLE as usize }> =
-    Array::new();
+pub static ROUTES_V4_DIR24: Array<[u32; 256], { capacity::ROUTES_V4_DIR24 as usize }, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Copies of the entries of ≤/24 routes that ROUTES_V4_DIR24 points at;
 /// mapped into the agent too (a route change costs no syscall here).
 #[btf_map]
-pub static ROUTES_V4_DIR24_ENTRIES: Array<
-    RouteEntry,
-    { capacity::ROUTES_V4_DIR24_ENTRIES as usize },
-    { BPF_F_MMAPABLE as usize },
-> = Array::new();
+pub static ROUTES_V4_DIR24_ENTRIES: Array<RouteEntry, { capacity::ROUTES_V4_DIR24_ENTRIES as usize }, { BPF_F_MMAPABLE as usize }> =
+    Array::new();
 
 #[btf_map]
-pub static ROUTES_V6: LpmTrie<V6KeyData, RouteEntry, { capacity::ROUTES_V6 as usize }> =
-    LpmTrie::new();
+pub static ROUTES_V6: LpmTrie<V6KeyData, RouteEntry, { capacity::ROUTES_V6 as usize }> = LpmTrie::new();
 
 #[btf_map]
 pub static NEXTHOPS: Array<NextHop, { capacity::NEXTHOPS as usize }> = Array::new();
@@ -50,11 +44,7 @@ pub static NH_GROUPS: Array<NextHopGroup, { capacity::NH_GROUPS as usize }> = Ar
 
 /// Interned, shared metric sets. The verifier rejects any write from a program.
 #[btf_map]
-pub static METRICS_RO: Array<
-    RouteMetrics,
-    { capacity::METRICS_RO as usize },
-    { BPF_F_RDONLY_PROG as usize },
-> = Array::new();
+pub static METRICS_RO: Array<RouteMetrics, { capacity::METRICS_RO as usize }, { BPF_F_RDONLY_PROG as usize }> = Array::new();
 
 /// Private per-destination copies, written only by the agent's COW engine.
 #[btf_map]

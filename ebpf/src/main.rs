@@ -136,8 +136,7 @@ fn route_frame(ctx: &XdpContext) -> Step<Verdict> {
     let mut l2 = L2 { l3_off: EthHdr::LEN, tagged: false };
     if ether_type == ETH_P_8021Q {
         // The tag names the ingress sub-interface; routing is on the inner packet.
-        let inner: *const [u8; 2] =
-            ptr_at(ctx, EthHdr::LEN + 2).ok_or(Verdict::pass(Reason::Malformed))?;
+        let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2).ok_or(Verdict::pass(Reason::Malformed))?;
         ether_type = u16::from_be_bytes(unsafe { *inner });
         l2 = L2 { l3_off: EthHdr::LEN + VLAN_HLEN, tagged: true };
         if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
@@ -161,12 +160,9 @@ fn route_frame(ctx: &XdpContext) -> Step<Verdict> {
 
 fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l2.l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
-    let (vihl, tot_len, ttl, dst) = unsafe {
-        ((*ip).vihl, u16::from_be_bytes((*ip).tot_len) as usize, (*ip).ttl, (*ip).dst_addr)
-    };
+    let (vihl, tot_len, ttl, dst) = unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).tot_len) as usize, (*ip).ttl, (*ip).dst_addr) };
     let ihl = (vihl & 0x0f) as usize * 4;
-    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || l2.l3_off + tot_len > frame_len(ctx)
-    {
+    if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || l2.l3_off + tot_len > frame_len(ctx) {
         return Err(Verdict::pass(Reason::Malformed));
     }
     if ihl != Ipv4Hdr::LEN {
@@ -358,11 +354,7 @@ fn rewrite_l2(ctx: &XdpContext, l2: &L2, nh: &NextHop) -> Step<usize> {
     }
     let macs: *mut [u8; 12] = ptr_at_mut(ctx, 0).ok_or(Verdict::pass(Reason::Malformed))?;
     let (d, s) = (nh.dmac, nh.smac);
-    unsafe {
-        *macs = [
-            d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
-        ]
-    };
+    unsafe { *macs = [d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5]] };
     if !egress_tagged {
         return Ok(EthHdr::LEN);
     }

@@ -19,11 +19,7 @@ pub const XDP_REDIRECT: u32 = 4;
 
 /// Fails loudly when not root: these tests need the kernel.
 pub fn require_root() {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test loads BPF programs and builds namespaces: run it as root (cargo xtask test)"
-    );
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test loads BPF programs and builds namespaces: run it as root (cargo xtask test)");
 }
 
 /// An Ethernet frame around `l3`, with an optional 802.1Q tag.
@@ -114,10 +110,7 @@ impl FastPath {
     }
 
     fn counts(&self) -> Vec<u64> {
-        Reason::ALL
-            .iter()
-            .map(|r| self.counters.get(&(*r as u32), 0).expect("counter").iter().map(|c| c.packets).sum())
-            .collect()
+        Reason::ALL.iter().map(|r| self.counters.get(&(*r as u32), 0).expect("counter").iter().map(|c| c.packets).sum()).collect()
     }
 
     /// Runs the program once on `frame` (BPF_PROG_TEST_RUN); the reason is
@@ -132,8 +125,7 @@ impl FastPath {
         let res = prog.test_run(opts)?;
         out.truncate(res.data_size_out as usize);
         let after = self.counts();
-        let moved: Vec<Reason> =
-            Reason::ALL.iter().zip(before.iter().zip(&after)).filter(|(_, (b, a))| a != b).map(|(r, _)| *r).collect();
+        let moved: Vec<Reason> = Reason::ALL.iter().zip(before.iter().zip(&after)).filter(|(_, (b, a))| a != b).map(|(r, _)| *r).collect();
         assert_eq!(moved.len(), 1, "exactly one reason counter must move per frame, moved: {moved:?}");
         let r = moved[0];
         assert_eq!(after[r as usize] - before[r as usize], 1);
@@ -159,10 +151,7 @@ pub struct PinnedV4 {
 impl PinnedV4 {
     pub fn open(pin_dir: &std::path::Path) -> PinnedV4 {
         use cowroute::map_writer::open_pinned;
-        PinnedV4 {
-            trie: open_pinned(pin_dir, maps::ROUTES_V4).unwrap(),
-            dir24: cowroute::show::Dir24Reader::open(pin_dir).unwrap(),
-        }
+        PinnedV4 { trie: open_pinned(pin_dir, maps::ROUTES_V4).unwrap(), dir24: cowroute::show::Dir24Reader::open(pin_dir).unwrap() }
     }
 
     /// The route for `addr`, and whether the DIR-24 index gave it.
@@ -288,9 +277,7 @@ pub fn bpftool_dump(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 /// The IPv4 route entry for `addr/prefix_len` in a `ROUTES_V4` dump.
 pub fn find_v4_route(dump: &[serde_json::Value], addr: [u8; 4], prefix_len: u32) -> Option<serde_json::Value> {
-    dump.iter()
-        .find(|e| e["key"]["prefix_len"] == prefix_len && e["key"]["data"] == serde_json::json!(addr))
-        .map(|e| e["value"].clone())
+    dump.iter().find(|e| e["key"]["prefix_len"] == prefix_len && e["key"]["data"] == serde_json::json!(addr)).map(|e| e["value"].clone())
 }
 
 /// The one's-complement sum of `l4` and the IPv4 or IPv6 pseudo header of

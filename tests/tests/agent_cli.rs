@@ -45,7 +45,19 @@ fn bad_config_names_file_line_and_field_and_pins_nothing() {
     ];
     for (text, expected) in cases {
         std::fs::write(&cfg, text).unwrap();
-        let (code, err) = cowroute(&["--netns", &ns.0, "--pin-dir", &pin, "run", "--source", "config", "--iface", "v0", "--config", cfg.to_str().unwrap()]);
+        let (code, err) = cowroute(&[
+            "--netns",
+            &ns.0,
+            "--pin-dir",
+            &pin,
+            "run",
+            "--source",
+            "config",
+            "--iface",
+            "v0",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
         assert_eq!(code, 1, "{err}");
         assert!(err.contains(&format!("{}{expected}", cfg.display())), "expected {expected:?} in: {err}");
         assert!(!std::path::Path::new(&pin).exists(), "nothing pinned on a config error");
@@ -108,7 +120,10 @@ fn every_subcommand_has_help() {
         let out = sh::output(Command::new(cowroute_bin().unwrap()).args(&args)).unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{args:?}: {out:?}");
-        assert!(text.contains("Usage: cowroute") && text.lines().next().is_some_and(|l| l.len() > 10), "{args:?} has a description and usage:\n{text}");
+        assert!(
+            text.contains("Usage: cowroute") && text.lines().next().is_some_and(|l| l.len() > 10),
+            "{args:?} has a description and usage:\n{text}"
+        );
     }
 }
 

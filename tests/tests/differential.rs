@@ -108,5 +108,9 @@ fn fast_path_choice_of_route_and_next_hop_equals_ip_route_get() {
     assert!(mismatches.is_empty(), "{} of {} differ, e.g. {:#?}", mismatches.len(), dests.len(), &mismatches[..mismatches.len().min(10)]);
     // Most of the table is /24 and shorter: the index answers for most.
     assert!(from_index > dests.len() / 2, "the DIR-24 index answered for only {from_index} of {}", dests.len());
-    eprintln!("{} destinations over {} routes: the maps choose as the kernel does ({from_index} answered by the DIR-24 index)", dests.len(), ROUTES);
+    eprintln!(
+        "{} destinations over {} routes: the maps choose as the kernel does ({from_index} answered by the DIR-24 index)",
+        dests.len(),
+        ROUTES
+    );
 }

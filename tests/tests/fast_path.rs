@@ -112,7 +112,11 @@ fn ipv4_dir24_index_and_trie_agree_through_route_changes() {
     route(&mut fp, "10.20.0.0/16", RouteKind::Unicast, 2, MetricsRef::DEFAULT);
     assert_eq!((tagged(&mut fp, [10, 20, 5, 5]), tagged(&mut fp, [10, 20, 255, 1])), (Some(true), Some(true)));
     route(&mut fp, "10.20.5.128/25", RouteKind::Unicast, 1, MetricsRef::DEFAULT);
-    assert_eq!((tagged(&mut fp, [10, 20, 5, 5]), tagged(&mut fp, [10, 20, 5, 200])), (Some(true), Some(false)), "the trie inside 10.20.5.0/24");
+    assert_eq!(
+        (tagged(&mut fp, [10, 20, 5, 5]), tagged(&mut fp, [10, 20, 5, 200])),
+        (Some(true), Some(false)),
+        "the trie inside 10.20.5.0/24"
+    );
     route(&mut fp, "10.20.6.0/24", RouteKind::Unicast, 1, MetricsRef::DEFAULT);
     assert_eq!((tagged(&mut fp, [10, 20, 6, 1]), tagged(&mut fp, [10, 20, 7, 1])), (Some(false), Some(true)));
     fp.maps.delete_route(&net("10.20.5.128/25")).unwrap();
@@ -351,7 +355,6 @@ proptest! {
     }
 }
 
-
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
@@ -461,7 +464,8 @@ fn multipath_routes_pick_the_leg_of_the_flows_hash() {
 fn debug_log_lines_are_pruned_unless_asked_for() {
     require_root();
     let size = |debug: bool| {
-        let dp = cowroute::dataplane::DataPlane::load(&cowroute::dataplane::LoadOptions { bpf_debug_log: debug, ..Default::default() }).unwrap();
+        let dp =
+            cowroute::dataplane::DataPlane::load(&cowroute::dataplane::LoadOptions { bpf_debug_log: debug, ..Default::default() }).unwrap();
         let prog: &aya::programs::Xdp = dp.ebpf.program(cowroute::dataplane::PROG_FORWARD).unwrap().try_into().unwrap();
         prog.info().unwrap().size_translated().expect("translated size")
     };

@@ -103,7 +103,12 @@ fn kernel_source_refuses_a_config_with_routes() {
     let cfg = dir.0.join("r.toml");
     std::fs::write(&cfg, "[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"lo\"\n").unwrap();
     let bin = xtask::agent_proc::cowroute_bin().unwrap();
-    let out = sh::output(std::process::Command::new(bin).args(["--pin-dir", "/sys/fs/bpf/cowroute-ksrc-none", "run", "--source", "kernel", "--iface", "lo", "--config"]).arg(&cfg)).unwrap();
+    let out = sh::output(
+        std::process::Command::new(bin)
+            .args(["--pin-dir", "/sys/fs/bpf/cowroute-ksrc-none", "run", "--source", "kernel", "--iface", "lo", "--config"])
+            .arg(&cfg),
+    )
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains(":1: route: routes come from the kernel with --source kernel"), "{err}");
@@ -215,7 +220,11 @@ fn ecmp_route_spreads_flows_over_both_legs_and_keeps_each_on_one() {
     ];
     for (prefix, [gw_a, gw_b], dst, flows, table) in cases {
         let family = if dst.contains(':') { "-6" } else { "-4" };
-        sh::ip(&["-n", &rtr, family, "route", "add", prefix, "table", table, "nexthop", "via", gw_a, "dev", &r1, "nexthop", "via", gw_b, "dev", &r2]).unwrap();
+        sh::ip(&[
+            "-n", &rtr, family, "route", "add", prefix, "table", table, "nexthop", "via", gw_a, "dev", &r1, "nexthop", "via", gw_b, "dev",
+            &r2,
+        ])
+        .unwrap();
         sh::ip(&["-n", &sink, family, "route", "add", "local", prefix, "dev", "lo"]).unwrap();
         wait_for(&run, prefix, |r| r.is_some_and(|r| r["flags"].as_str().unwrap().contains("multipath")));
         wait_resolved(&run);
@@ -241,10 +250,20 @@ fn ecmp_route_spreads_flows_over_both_legs_and_keeps_each_on_one() {
     let ports = || -> Vec<u64> {
         let text = sh::run(sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(run.pin_dir.join("EGRESS_PORTS"))).unwrap();
         let entries: serde_json::Value = serde_json::from_str(&text).unwrap();
-        entries.as_array().unwrap().iter().map(|e| {
-            let bytes: Vec<u8> = e["key"].as_array().unwrap().iter().map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()).collect();
-            u32::from_ne_bytes(bytes[..4].try_into().unwrap()) as u64
-        }).collect()
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let bytes: Vec<u8> = e["key"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+                    .collect();
+                u32::from_ne_bytes(bytes[..4].try_into().unwrap()) as u64
+            })
+            .collect()
     };
     let r2_index = ifindex(&rtr, &r2) as u64;
     assert!(ports().contains(&r2_index));
@@ -268,7 +287,13 @@ fn kernel_v4_table(rtr: &str) -> BTreeMap<String, u64> {
         .iter()
         .map(|r| {
             let dst = r["dst"].as_str().unwrap();
-            let prefix = if dst == "default" { "0.0.0.0/0".to_string() } else if dst.contains('/') { dst.to_string() } else { format!("{dst}/32") };
+            let prefix = if dst == "default" {
+                "0.0.0.0/0".to_string()
+            } else if dst.contains('/') {
+                dst.to_string()
+            } else {
+                format!("{dst}/32")
+            };
             let mtu = r["metrics"].as_array().and_then(|m| m.iter().find_map(|x| x["mtu"].as_u64())).unwrap_or(0);
             (prefix, mtu)
         })
@@ -279,7 +304,12 @@ fn kernel_v4_table(rtr: &str) -> BTreeMap<String, u64> {
 fn maps_v4_table(run: &LabRun) -> BTreeMap<String, u64> {
     let metrics: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "metrics", "--json"])).unwrap();
     let mtu_of = |reference: &str| {
-        let row = metrics.as_array().unwrap().iter().find(|m| m["reference"] == reference).unwrap_or_else(|| panic!("{reference} not in METRICS"));
+        let row = metrics
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["reference"] == reference)
+            .unwrap_or_else(|| panic!("{reference} not in METRICS"));
         row["values"]["mtu"].as_u64().unwrap_or(0)
     };
     let routes: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "routes", "--json"])).unwrap();
@@ -297,7 +327,8 @@ fn maps_v4_table(run: &LabRun) -> BTreeMap<String, u64> {
 /// equal to the kernel's table (no stale route, no missing one, same MTUs).
 #[test]
 fn a_netlink_overrun_ends_in_a_resync_with_maps_equal_to_the_kernel() {
-    let run = LabRun::start_custom(&lab_tag('o'), "generic", &["--source", "kernel", "--netlink-rcvbuf", "4096"], &|lab| lab.hosts_config());
+    let run =
+        LabRun::start_custom(&lab_tag('o'), "generic", &["--source", "kernel", "--netlink-rcvbuf", "4096"], &|lab| lab.hosts_config());
     let rtr = run.lab.rtr.clone();
     let dir = TempDir::new("overrun");
     let batch = dir.0.join("burst.batch");
@@ -358,7 +389,8 @@ fn a_vlan_sub_interface_route_forwards_tagged_frames() {
         sh::ip(&["-n", ns, "addr", "add", addr, "dev", dev]).unwrap();
         sh::ip(&["-n", ns, "link", "set", dev, "up"]).unwrap();
     }
-    sh::run(&mut sh::in_ns(&sink, "sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=0", &format!("net.ipv4.conf.{sv}.rp_filter=0")])).unwrap();
+    sh::run(&mut sh::in_ns(&sink, "sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=0", &format!("net.ipv4.conf.{sv}.rp_filter=0")]))
+        .unwrap();
     sh::ip(&["-n", &sink, "route", "add", "local", "10.70.0.0/16", "dev", "lo"]).unwrap();
     sh::ip(&["-n", &rtr, "route", "add", "10.70.0.0/16", "via", "10.4.0.2", "dev", &rv]).unwrap();
     wait_for(&run, "10.70.0.0/16", |r| r.is_some());

@@ -33,7 +33,9 @@ fn sample(body: &str, name_and_labels: &str) -> u64 {
 
 #[test]
 fn prometheus_endpoint_and_json_logs() {
-    let run = LabRun::start_custom(&lab_tag('p'), "generic", &["--metrics-listen", "127.0.0.1:9469", "--log-format", "json"], &|lab| lab.hosts_config());
+    let run = LabRun::start_custom(&lab_tag('p'), "generic", &["--metrics-listen", "127.0.0.1:9469", "--log-format", "json"], &|lab| {
+        lab.hosts_config()
+    });
     let to: SocketAddr = format!("{}:7900", lab::SINK_V4).parse().unwrap();
     let sink = traffic::UdpSink::bind(&run.lab.sink, to).unwrap();
     traffic::udp_send(&run.lab.gen, to, 25, 100, 64, Duration::ZERO).unwrap();
@@ -48,14 +50,20 @@ fn prometheus_endpoint_and_json_logs() {
     assert_eq!(sample(body, "cowroute_routes"), stats["routes"].as_u64().unwrap());
     assert_eq!(sample(body, "cowroute_metrics_ro_slots_in_use"), stats["metrics_ro_in_use"].as_u64().unwrap());
     assert!(sample(body, "cowroute_metrics_ro_references") >= stats["routes"].as_u64().unwrap());
-    for family in ["cowroute_cow_operations_total{op=\"failures\"}", "cowroute_netlink_events_total", "cowroute_netlink_resyncs_total", "cowroute_metrics_rw_capacity"] {
+    for family in [
+        "cowroute_cow_operations_total{op=\"failures\"}",
+        "cowroute_netlink_events_total",
+        "cowroute_netlink_resyncs_total",
+        "cowroute_metrics_rw_capacity",
+    ] {
         sample(body, family);
     }
     assert!(http_get(&run.lab.rtr, "127.0.0.1:9469", "/").starts_with("HTTP/1.1 404"));
 
     // Every log line is one JSON object with a level and a message.
     let log = run.agent.log();
-    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"]["message"].is_string()), "{log}");
     assert!(lines.iter().any(|l| l["fields"]["message"] == "ready"), "{log}");
 }
@@ -83,7 +91,10 @@ fn bpftool_prints_every_map_by_field_name() {
     let v6 = dump("ROUTES_V6");
     assert!(v6.iter().any(|e| e["key"]["prefix_len"] == 64 && e["value"]["kind"] == 0), "fd00:2::/64 in ROUTES_V6");
     let nh = dump("NEXTHOPS");
-    assert!(nh.iter().any(|e| e["value"]["flags"] == 3 && e["value"]["mtu"] == 1500 && e["value"]["dmac"].is_array()), "a usable next hop by field name");
+    assert!(
+        nh.iter().any(|e| e["value"]["flags"] == 3 && e["value"]["mtu"] == 1500 && e["value"]["dmac"].is_array()),
+        "a usable next hop by field name"
+    );
     let groups = dump("NH_GROUPS");
     let g = groups.iter().find(|e| e["key"] == ecmp["nexthop"]).expect("the route's group");
     assert_eq!(g["value"]["buckets"].as_array().unwrap().len(), 64);

@@ -100,7 +100,16 @@ fn send_icmp_ttl1(ns: &str, to: &'static str, icmp_type: u8, code: u8) {
         let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
         sa.sin_family = libc::AF_INET as u16;
         sa.sin_addr.s_addr = u32::from_ne_bytes(addr.octets());
-        let n = unsafe { libc::sendto(fd, msg.as_ptr() as *const _, msg.len(), 0, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32) };
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                msg.as_ptr() as *const _,
+                msg.len(),
+                0,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
         unsafe { libc::close(fd) };
         anyhow::ensure!(n == msg.len() as isize, "sendto: {}", std::io::Error::last_os_error());
         Ok(())
@@ -223,7 +232,9 @@ fn path_mtu_is_learned_from_errors_passing_through_and_clamps_syns() {
 
     // A SYN from gen (its own PMTU cache flushed, so it offers 1460 / 1440)
     // reaches far with the MSS cowroute clamped it to.
-    for (family, to, port, mss) in [("-4", format!("{}:7979", lab::FAR_V4), 7979, 1260), ("-6", format!("[{}]:7980", lab::FAR_V6), 7980, 1240)] {
+    for (family, to, port, mss) in
+        [("-4", format!("{}:7979", lab::FAR_V4), 7979, 1260), ("-6", format!("[{}]:7980", lab::FAR_V6), 7980, 1240)]
+    {
         sh::ip(&["-n", &gen, family, "route", "flush", "cache"]).unwrap();
         let any = if family == "-4" { format!("0.0.0.0:{port}") } else { format!("[::]:{port}") };
         let listener = traffic::in_netns(&far, move || Ok(std::net::TcpListener::bind(any)?)).unwrap();

@@ -99,8 +99,36 @@ impl Lab {
             sh::ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         // The pairs are created directly inside the namespaces.
-        sh::ip(&["link", "add", "name", &self.gen_if, "netns", &self.gen, "type", "veth", "peer", "name", &self.rtr_gen_if, "netns", &self.rtr])?;
-        sh::ip(&["link", "add", "name", &self.sink_if, "netns", &self.sink, "type", "veth", "peer", "name", &self.rtr_sink_if, "netns", &self.rtr])?;
+        sh::ip(&[
+            "link",
+            "add",
+            "name",
+            &self.gen_if,
+            "netns",
+            &self.gen,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.rtr_gen_if,
+            "netns",
+            &self.rtr,
+        ])?;
+        sh::ip(&[
+            "link",
+            "add",
+            "name",
+            &self.sink_if,
+            "netns",
+            &self.sink,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.rtr_sink_if,
+            "netns",
+            &self.rtr,
+        ])?;
         let addrs = [
             (&self.gen, &self.gen_if, GEN_V4, GEN_V6),
             (&self.rtr, &self.rtr_gen_if, RTR_GEN_V4, RTR_GEN_V6),

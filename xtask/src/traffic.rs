@@ -116,12 +116,8 @@ impl UdpSink {
                     (libc::IPPROTO_IP, libc::IP_TTL) | (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
                         ttl = Some(*(data as *const libc::c_int) as u8)
                     }
-                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                        ifindex = (*(data as *const libc::in_pktinfo)).ipi_ifindex as u32
-                    }
-                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                        ifindex = (*(data as *const libc::in6_pktinfo)).ipi6_ifindex
-                    }
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => ifindex = (*(data as *const libc::in_pktinfo)).ipi_ifindex as u32,
+                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => ifindex = (*(data as *const libc::in6_pktinfo)).ipi6_ifindex,
                     _ => {}
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);

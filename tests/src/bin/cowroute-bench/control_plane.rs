@@ -42,7 +42,13 @@ pub struct Latency {
 fn latency(mut us: Vec<f64>, wall: Duration) -> Latency {
     let n = us.len();
     us.sort_by(|a, b| a.total_cmp(b));
-    Latency { operations: n, p50_us: percentile(&us, 50.0), p99_us: percentile(&us, 99.0), max_us: percentile(&us, 100.0), per_second: n as f64 / wall.as_secs_f64() }
+    Latency {
+        operations: n,
+        p50_us: percentile(&us, 50.0),
+        p99_us: percentile(&us, 99.0),
+        max_us: percentile(&us, 100.0),
+        per_second: n as f64 / wall.as_secs_f64(),
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -67,7 +67,11 @@ fn get(v: &serde_json::Value, path: &[&str]) -> u64 {
 fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':')).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
@@ -86,7 +90,16 @@ fn map_memory(pin_dir: &Path) -> Result<Vec<MapMemory>> {
 
 /// Runs `ip -batch` on a thread and polls the agent until `done` holds,
 /// with a progress line every second. Returns (kernel seconds, seconds until done).
-fn timed_batch(lab: &Lab, client: &mut Client, verb: &'static str, table: Vec<ipnet::IpNet>, gateways: Vec<kernel_table::Gateway>, extra: &'static str, done: &dyn Fn(&serde_json::Value) -> bool, progress: &dyn Fn(&str)) -> Result<(f64, f64)> {
+fn timed_batch(
+    lab: &Lab,
+    client: &mut Client,
+    verb: &'static str,
+    table: Vec<ipnet::IpNet>,
+    gateways: Vec<kernel_table::Gateway>,
+    extra: &'static str,
+    done: &dyn Fn(&serde_json::Value) -> bool,
+    progress: &dyn Fn(&str),
+) -> Result<(f64, f64)> {
     let lab_named = Lab::named(&lab.tag)?;
     let start = Instant::now();
     let n = table.len();
@@ -108,7 +121,13 @@ fn timed_batch(lab: &Lab, client: &mut Client, verb: &'static str, table: Vec<ip
             return Ok((k.as_secs_f64(), took));
         }
         if last_line.elapsed() >= Duration::from_secs(1) {
-            progress(&format!("  {verb} {n}: agent has {} routes, {} events, {} overruns ({:.1} s)", get(&s, &["routes"]), get(&s, &["netlink", "events"]), get(&s, &["netlink", "overruns"]), start.elapsed().as_secs_f64()));
+            progress(&format!(
+                "  {verb} {n}: agent has {} routes, {} events, {} overruns ({:.1} s)",
+                get(&s, &["routes"]),
+                get(&s, &["netlink", "events"]),
+                get(&s, &["netlink", "overruns"]),
+                start.elapsed().as_secs_f64()
+            ));
             last_line = Instant::now();
         }
         if start.elapsed() > Duration::from_secs(600) {
@@ -126,7 +145,10 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     std::fs::write(&config, lab.hosts_config())?;
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}"));
     // A receive buffer for a full table's burst of notifications.
-    let args: Vec<String> = ["--config", &config.display().to_string(), "--xdp-mode", "generic", "--netlink-rcvbuf", "536870912"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["--config", &config.display().to_string(), "--xdp-mode", "generic", "--netlink-rcvbuf", "536870912"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let agent = AgentProc::start(&lab.rtr, &pin_dir, &args, false)?;
     let mut client = Client::connect(&agent.control_socket)?;
     let gateways = kernel_table::gateways(&lab, 4)?;
@@ -136,7 +158,8 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     progress(&format!("  generating {routes} routes (Internet-like prefix lengths)"));
     let table = synthetic::v4_kernel_table(routes, 17);
     let want = base_routes + routes as u64;
-    let (kernel_insert, mirrored) = timed_batch(&lab, &mut client, "add", table.clone(), gateways.clone(), "", &|s| get(s, &["routes"]) >= want, progress)?;
+    let (kernel_insert, mirrored) =
+        timed_batch(&lab, &mut client, "add", table.clone(), gateways.clone(), "", &|s| get(s, &["routes"]) >= want, progress)?;
     let (rss, private) = (status_mib(agent.pid(), "VmRSS"), status_mib(agent.pid(), "RssAnon"));
     let maps = map_memory(&pin_dir)?;
 
@@ -147,18 +170,27 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     let (events0, overruns0) = (get(&before, &["netlink", "events"]), get(&before, &["netlink", "overruns"]));
     let quiet = std::cell::Cell::new((0u64, Instant::now()));
     let churned = table[..churn.min(table.len())].to_vec();
-    let (churn_kernel, churn_secs) = timed_batch(&lab, &mut client, "replace", churned, gateways, "mtu 1400", &|s| {
-        let events = get(s, &["netlink", "events"]);
-        if events - events0 >= churn as u64 {
-            return true;
-        }
-        let (last, since) = quiet.get();
-        if events != last {
-            quiet.set((events, Instant::now()));
-            return false;
-        }
-        get(s, &["netlink", "overruns"]) > overruns0 && since.elapsed() > Duration::from_millis(500)
-    }, progress)?;
+    let (churn_kernel, churn_secs) = timed_batch(
+        &lab,
+        &mut client,
+        "replace",
+        churned,
+        gateways,
+        "mtu 1400",
+        &|s| {
+            let events = get(s, &["netlink", "events"]);
+            if events - events0 >= churn as u64 {
+                return true;
+            }
+            let (last, since) = quiet.get();
+            if events != last {
+                quiet.set((events, Instant::now()));
+                return false;
+            }
+            get(s, &["netlink", "overruns"]) > overruns0 && since.elapsed() > Duration::from_millis(500)
+        },
+        progress,
+    )?;
     let after = stats(&mut client)?;
     let total: u64 = maps.iter().map(|m| m.bytes).sum();
 
@@ -174,7 +206,9 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     back?;
     loop {
         let s = stats(&mut client)?;
-        if get(&s, &["netlink", "events"]) - events0 >= churn as u64 || get(&s, &["netlink", "overruns"]) > get(&after, &["netlink", "overruns"]) {
+        if get(&s, &["netlink", "events"]) - events0 >= churn as u64
+            || get(&s, &["netlink", "overruns"]) > get(&after, &["netlink", "overruns"])
+        {
             break;
         }
         if resumed.elapsed() > Duration::from_secs(300) {

@@ -15,7 +15,10 @@ mod trafficgen;
 
 use anyhow::Result;
 use stats::{fmt, summarize, Summary};
-use std::{path::PathBuf, time::{Duration, Instant}};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 use throughput::{Bench, Mode};
 
 struct Config {
@@ -41,9 +44,35 @@ fn config() -> Config {
     let only = args.windows(2).find(|w| w[0] == "--only").map(|w| w[1].clone());
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map_or("target/bench".into(), PathBuf::from);
     if quick {
-        Config { quick, out, repeat: 200_000, cost_runs: 5, v4_tables: vec![0, 1_000, 100_000], v6_table: 20_000, lab_seconds: 0.5, cow_dests: 10_000, memory_routes: 100_000, fib_routes: 100_000, fib_churn: 20_000, only }
+        Config {
+            quick,
+            out,
+            repeat: 200_000,
+            cost_runs: 5,
+            v4_tables: vec![0, 1_000, 100_000],
+            v6_table: 20_000,
+            lab_seconds: 0.5,
+            cow_dests: 10_000,
+            memory_routes: 100_000,
+            fib_routes: 100_000,
+            fib_churn: 20_000,
+            only,
+        }
     } else {
-        Config { quick, out, repeat: 1_000_000, cost_runs: 11, v4_tables: vec![0, 1_000, 100_000, 1_000_000], v6_table: 200_000, lab_seconds: 3.0, cow_dests: 50_000, memory_routes: 1_000_000, fib_routes: 1_000_000, fib_churn: 100_000, only }
+        Config {
+            quick,
+            out,
+            repeat: 1_000_000,
+            cost_runs: 11,
+            v4_tables: vec![0, 1_000, 100_000, 1_000_000],
+            v6_table: 200_000,
+            lab_seconds: 3.0,
+            cow_dests: 50_000,
+            memory_routes: 1_000_000,
+            fib_routes: 1_000_000,
+            fib_churn: 100_000,
+            only,
+        }
     }
 }
 
@@ -104,7 +133,14 @@ fn lab_throughput(cfg: &Config, say: &dyn Fn(&str)) -> Result<Vec<LabRow>> {
             bench.set_mode(mode)?;
             for &(size, flows) in cases {
                 let r = bench.run(size, flows, Duration::from_secs_f64(cfg.lab_seconds))?;
-                say(&format!("  round {}: {}, {size} B, {flows} flows: {:.0} pps offered, {:.0} delivered, {:.0} ns/pkt", round + 1, mode.name(), r.offered_pps, r.delivered_pps, r.router_ns_per_packet));
+                say(&format!(
+                    "  round {}: {}, {size} B, {flows} flows: {:.0} pps offered, {:.0} delivered, {:.0} ns/pkt",
+                    round + 1,
+                    mode.name(),
+                    r.offered_pps,
+                    r.delivered_pps,
+                    r.router_ns_per_packet
+                ));
                 let e = samples.entry((mi, size, flows)).or_default();
                 e.0.push(r.delivered_pps);
                 e.1.push(r.router_ns_per_packet);
@@ -112,10 +148,8 @@ fn lab_throughput(cfg: &Config, say: &dyn Fn(&str)) -> Result<Vec<LabRow>> {
         }
     }
     drop(bench);
-    let raw: Vec<(Mode, usize, u32, Summary, Summary)> = samples
-        .into_iter()
-        .map(|((mi, size, flows), (pps, ns))| (Mode::ALL[mi], size, flows, summarize(pps), summarize(ns)))
-        .collect();
+    let raw: Vec<(Mode, usize, u32, Summary, Summary)> =
+        samples.into_iter().map(|((mi, size, flows), (pps, ns))| (Mode::ALL[mi], size, flows, summarize(pps), summarize(ns))).collect();
     // Ratios are paired: each round's mode against the same round's kernel
     // forwarding, measured seconds apart; the report gives their median.
     Ok(raw
@@ -160,14 +194,32 @@ fn main() -> Result<()> {
 
     if cfg.only.as_deref() == Some("cost") {
         for r in &cost {
-            say(&format!("{} {} prefixes: lookup RO {} ({} the first table, paired) RW {} ns; forward RO {} RW {} ns", r.family, r.prefixes, fmt(&r.lookup_ro_ns, 1), fmt(&r.lookup_vs_first, 2), fmt(&r.lookup_rw_ns, 1), fmt(&r.forward_ro_ns, 1), fmt(&r.forward_rw_ns, 1)));
+            say(&format!(
+                "{} {} prefixes: lookup RO {} ({} the first table, paired) RW {} ns; forward RO {} RW {} ns",
+                r.family,
+                r.prefixes,
+                fmt(&r.lookup_ro_ns, 1),
+                fmt(&r.lookup_vs_first, 2),
+                fmt(&r.lookup_rw_ns, 1),
+                fmt(&r.forward_ro_ns, 1),
+                fmt(&r.forward_rw_ns, 1)
+            ));
         }
         return Ok(());
     }
     let lab = if want(&cfg, "lab") { lab_throughput(&cfg, &say)? } else { Vec::new() };
     if cfg.only.as_deref() == Some("lab") {
         for r in &lab {
-            say(&format!("{}, {} B, {} flows: {} pps, {} ns/pkt, pps vs kernel {}, capacity vs kernel {}", r.mode.name(), r.size, r.flows, fmt(&r.delivered_pps, 0), fmt(&r.router_ns_per_packet, 0), fmt(&r.pps_vs_kernel, 2), fmt(&r.capacity_vs_kernel, 2)));
+            say(&format!(
+                "{}, {} B, {} flows: {} pps, {} ns/pkt, pps vs kernel {}, capacity vs kernel {}",
+                r.mode.name(),
+                r.size,
+                r.flows,
+                fmt(&r.delivered_pps, 0),
+                fmt(&r.router_ns_per_packet, 0),
+                fmt(&r.pps_vs_kernel, 2),
+                fmt(&r.capacity_vs_kernel, 2)
+            ));
         }
         return Ok(());
     }
@@ -185,7 +237,10 @@ fn main() -> Result<()> {
     let dir24 = control_plane::dir24_wide_routes(5)?;
     let mut fib = Vec::new();
     for run in 1..=FIB_RUNS {
-        say(&format!("kernel FIB mirror, run {run}/{FIB_RUNS}: {} routes with ip -batch into a lab router, then {} replaced", cfg.fib_routes, cfg.fib_churn));
+        say(&format!(
+            "kernel FIB mirror, run {run}/{FIB_RUNS}: {} routes with ip -batch into a lab router, then {} replaced",
+            cfg.fib_routes, cfg.fib_churn
+        ));
         fib.push(fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?);
     }
     let slow_frames = if cfg.quick { 50_000 } else { 200_000 };
@@ -206,7 +261,11 @@ fn main() -> Result<()> {
         slow_path,
     };
     std::fs::write(cfg.out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
-    plots::write(&cfg.out, &report.program_cost, &report.lab.iter().map(|r| (r.mode.name(), r.size, r.flows, r.delivered_pps.median)).collect::<Vec<_>>())?;
+    plots::write(
+        &cfg.out,
+        &report.program_cost,
+        &report.lab.iter().map(|r| (r.mode.name(), r.size, r.flows, r.delivered_pps.median)).collect::<Vec<_>>(),
+    )?;
     let md = markdown(&report);
     std::fs::write(cfg.out.join("report.md"), &md)?;
     println!("{md}");
@@ -227,23 +286,55 @@ fn first_line(path: &str, key: &str) -> String {
 
 fn markdown(r: &Report) -> String {
     let mut s = String::new();
-    s += &format!("# cowroute bench{}\n\nMachine: {}; kernel {}. Figures: median (min–max).\n\n", if r.quick { " (--quick)" } else { "" }, r.machine, r.kernel);
+    s += &format!(
+        "# cowroute bench{}\n\nMachine: {}; kernel {}. Figures: median (min–max).\n\n",
+        if r.quick { " (--quick)" } else { "" },
+        r.machine,
+        r.kernel
+    );
     s += &format!("## Program cost (BPF_PROG_TEST_RUN, 64-byte frames)\n\nLookup path: {} repetitions per sample in 5 calls, the fastest call's mean (interference here comes in spells that double a call's time, whatever the table) (parse, LPM lookup, next hop, metrics through the reference; the kernel reuses one buffer, so after 254 forwarded copies the probe's TTL has run out and each repetition stops at the TTL check). Forward: the whole path, {} forwarded packets per sample (20 calls, their median).\n\n| family | prefixes | lookup, RO ns/pkt | vs 1 route, paired | lookup, RW ns/pkt | RW / RO | forward, RO ns/pkt | forward, RW ns/pkt | RW / RO |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.repeat, 250 * 20);
     for c in &r.program_cost {
-        s += &format!("| {} | {} | {} | {} | {} | {:.3} | {} | {} | {:.3} |\n", c.family, c.prefixes, fmt(&c.lookup_ro_ns, 1), fmt(&c.lookup_vs_first, 2), fmt(&c.lookup_rw_ns, 1), c.rw_over_ro, fmt(&c.forward_ro_ns, 1), fmt(&c.forward_rw_ns, 1), c.forward_rw_over_ro);
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {:.3} | {} | {} | {:.3} |\n",
+            c.family,
+            c.prefixes,
+            fmt(&c.lookup_ro_ns, 1),
+            fmt(&c.lookup_vs_first, 2),
+            fmt(&c.lookup_rw_ns, 1),
+            c.rw_over_ro,
+            fmt(&c.forward_ro_ns, 1),
+            fmt(&c.forward_rw_ns, 1),
+            c.forward_rw_over_ro
+        );
     }
     if let Some(big) = r.program_cost.iter().filter(|c| c.family == "ipv4").last() {
         s += &format!("\nTables are measured round by round (each round every table once, on CPU 0); \"vs 1 route\" is each round's ratio to the one-route table's lookup path in the same round. Largest IPv4 table ({} prefixes) against one route, lookup path: {} (goal: at most 1.5x). RW against RO: {:.3} (goal: at most 1.1).\n", big.prefixes, fmt(&big.lookup_vs_first, 2), big.rw_over_ro);
     }
     s += "\n## Lab throughput (gen -- rtr -- sink; live-frames generator on CPU 0, the router's NAPI thread on CPU 1)\n\n| mode | frame | flows | delivered pps | router ns/pkt | pps vs kernel | capacity vs kernel |\n|---|---:|---:|---:|---:|---:|---:|\n";
     for l in &r.lab {
-        s += &format!("| {} | {} B | {} | {} | {} | {} | {} |\n", l.mode.name(), l.size, l.flows, fmt(&l.delivered_pps, 0), fmt(&l.router_ns_per_packet, 0), fmt(&l.pps_vs_kernel, 2), fmt(&l.capacity_vs_kernel, 2));
+        s += &format!(
+            "| {} | {} B | {} | {} | {} | {} | {} |\n",
+            l.mode.name(),
+            l.size,
+            l.flows,
+            fmt(&l.delivered_pps, 0),
+            fmt(&l.router_ns_per_packet, 0),
+            fmt(&l.pps_vs_kernel, 2),
+            fmt(&l.capacity_vs_kernel, 2)
+        );
     }
     s += "\nModes are interleaved round by round; the ratios are per round (each mode against kernel forwarding measured seconds before it), then median (min–max) over the rounds. The generator (BPF_PROG_RUN with live frames, batches of 64) offers more than any mode forwards; what the router's veth queue (256 frames) cannot take is dropped there, so delivered pps is the router's rate. \"router ns/pkt\" is CPU 1's busy time (the router's NAPI thread, its forwarding and the sink's XDP drop) per delivered packet; \"capacity vs kernel\" is kernel forwarding's router ns/pkt over this mode's. CPU 1 is not saturated in any mode (its NAPI thread sleeps between bursts while the ring overflows), so the pps and capacity ratios differ; both are given.\n";
     // Each figure: median (min–max) over the runs.
     let l = |op: fn(&control_plane::CowFigures) -> &control_plane::Latency| {
         let over = |f: fn(&control_plane::Latency) -> f64, d: usize| fmt(&summarize(r.cow.iter().map(|c| f(op(c))).collect()), d);
-        format!("{} ops a run, p50 {} µs, p99 {} µs, max {} µs, {}/s", op(&r.cow[0]).operations, over(|x| x.p50_us, 1), over(|x| x.p99_us, 1), over(|x| x.max_us, 1), over(|x| x.per_second, 0))
+        format!(
+            "{} ops a run, p50 {} µs, p99 {} µs, max {} µs, {}/s",
+            op(&r.cow[0]).operations,
+            over(|x| x.p50_us, 1),
+            over(|x| x.p99_us, 1),
+            over(|x| x.max_us, 1),
+            over(|x| x.per_second, 0)
+        )
     };
     s += &format!("\n## Copy-on-write (agent write path into the real maps), {} runs\n\n- COW (allocate, fill, publish): {}\n- write into a private copy: {}\n- destroy (unpublish, quarantine): {}\n", r.cow.len(), l(|c| &c.cow), l(|c| &c.write), l(|c| &c.destroy));
     let m = &r.memory;
@@ -272,7 +363,13 @@ fn markdown(r: &Report) -> String {
     );
     s += "\n## Slow path (AF_XDP, copy mode): ICMP errors the agent answers\n\ngen floods rtr with TTL-1 datagrams from one socket; every one is handed to the agent, which answers with Time Exceeded (rate limits off). 3 runs.\n\n| XDP mode | offered frames/s | answered frames/s | dropped at a full socket |\n|---|---:|---:|---:|\n";
     for p in &r.slow_path {
-        s += &format!("| {} | {} | {} | {:.1}% |\n", p.mode, fmt(&p.offered_pps, 0), fmt(&p.answered_pps, 0), p.socket_dropped_share.median * 100.0);
+        s += &format!(
+            "| {} | {} | {} | {:.1}% |\n",
+            p.mode,
+            fmt(&p.offered_pps, 0),
+            fmt(&p.answered_pps, 0),
+            p.socket_dropped_share.median * 100.0
+        );
     }
     s
 }

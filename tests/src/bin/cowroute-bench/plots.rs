@@ -6,7 +6,8 @@ use plotters::prelude::*;
 use std::path::Path;
 
 type Area<'p> = DrawingArea<SVGBackend<'p>, plotters::coord::Shift>;
-type Chart<'r, 'p> = ChartContext<'r, SVGBackend<'p>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart<'r, 'p> =
+    ChartContext<'r, SVGBackend<'p>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
 
 /// A white 800x480 SVG with a captioned chart over `x` by `y`.
 fn chart<'r, 'p>(root: &'r Area<'p>, caption: &str, x: std::ops::Range<f64>, y: std::ops::Range<f64>) -> Result<Chart<'r, 'p>> {
@@ -31,12 +32,7 @@ fn ns_per_packet(path: &Path, cost: &[CostRow]) -> Result<()> {
     let xmax = v4.iter().map(|c| (c.prefixes as f64).log10()).fold(0.0, f64::max) + 0.3;
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     let mut chart = chart(&root, "XDP lookup-path cost vs IPv4 table size (BPF_PROG_TEST_RUN, 64 B)", -0.2..xmax, 0.0..ymax)?;
-    chart
-        .configure_mesh()
-        .x_desc("prefixes (log10)")
-        .y_desc("ns per packet (median)")
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    chart.configure_mesh().x_desc("prefixes (log10)").y_desc("ns per packet (median)").draw().map_err(|e| anyhow!("{e}"))?;
     for (label, color, pick) in [("RO reference", BLUE, 0), ("RW reference", RED, 1)] {
         let pts: Vec<(f64, f64)> = v4
             .iter()

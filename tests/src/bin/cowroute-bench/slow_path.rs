@@ -6,7 +6,10 @@
 use crate::stats::{summarize, Summary};
 use anyhow::{Context as _, Result};
 use cowroute::control::{Client, Request};
-use std::{path::PathBuf, time::{Duration, Instant}};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 use xtask::{
     agent_proc::{cowroute_bin, AgentProc},
     lab::{self, Lab},
@@ -39,7 +42,11 @@ pub fn measure(frames: usize, runs: usize, progress: &dyn Fn(&str)) -> Result<Ve
         let config = dir.0.join("rtr.toml");
         std::fs::write(&config, lab.hosts_config())?;
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}"));
-        let args: Vec<String> = ["--config", &config.display().to_string(), "--xdp-mode", mode, "--icmp-ratelimit-ms", "0", "--icmp-msgs-per-sec", "0"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> =
+            ["--config", &config.display().to_string(), "--xdp-mode", mode, "--icmp-ratelimit-ms", "0", "--icmp-msgs-per-sec", "0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let agent = AgentProc::start(&lab.rtr, &pin_dir, &args, false)?;
         let mut client = Client::connect(&agent.control_socket)?;
         let (mut offered, mut answered, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
@@ -64,11 +71,22 @@ pub fn measure(frames: usize, runs: usize, progress: &dyn Fn(&str)) -> Result<Ve
             offered.push(frames as f64 / sent_in);
             answered.push(d("icmp_sent") / took);
             dropped.push(d("socket_dropped") / frames as f64);
-            progress(&format!("  {mode}, run {}: {:.0} frames/s offered, {:.0} answered/s, {:.1}% dropped at the socket", run + 1, offered[run], answered[run], dropped[run] * 100.0));
+            progress(&format!(
+                "  {mode}, run {}: {:.0} frames/s offered, {:.0} answered/s, {:.1}% dropped at the socket",
+                run + 1,
+                offered[run],
+                answered[run],
+                dropped[run] * 100.0
+            ));
         }
         drop(agent);
         lab.down()?;
-        out.push(SlowPathFigures { mode: if mode == "native" { "native" } else { "generic" }, offered_pps: summarize(offered), answered_pps: summarize(answered), socket_dropped_share: summarize(dropped) });
+        out.push(SlowPathFigures {
+            mode: if mode == "native" { "native" } else { "generic" },
+            offered_pps: summarize(offered),
+            answered_pps: summarize(answered),
+            socket_dropped_share: summarize(dropped),
+        });
     }
     Ok(out)
 }

@@ -12,7 +12,13 @@ pub fn summarize(mut samples: Vec<f64>) -> Summary {
     let raw = samples.clone();
     samples.sort_by(|a, b| a.total_cmp(b));
     let n = samples.len();
-    let median = if n == 0 { f64::NAN } else if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2.0 };
+    let median = if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    };
     Summary { median, min: *samples.first().unwrap_or(&f64::NAN), max: *samples.last().unwrap_or(&f64::NAN), samples: raw }
 }
 

@@ -10,6 +10,7 @@
 //! rtr's veth has GRO on, which gives it a NAPI queue without an XDP program
 //! (kernel forwarding, generic mode). The sink drops at XDP and counts.
 
+use crate::trafficgen::Generator;
 use anyhow::{bail, Context as _, Result};
 use std::{
     path::PathBuf,
@@ -20,7 +21,6 @@ use xtask::{
     lab::{self, Lab},
     sh,
 };
-use crate::trafficgen::Generator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -165,7 +165,14 @@ impl Bench {
             sh::run(&mut c).context("attaching the reference forwarder")?;
         } else if mode != Mode::Kernel {
             let m = if mode == Mode::Native { "native" } else { "generic" };
-            let args = vec!["--source".into(), "config".into(), "--config".into(), self.config.display().to_string(), "--xdp-mode".into(), m.into()];
+            let args = vec![
+                "--source".into(),
+                "config".into(),
+                "--config".into(),
+                self.config.display().to_string(),
+                "--xdp-mode".into(),
+                m.into(),
+            ];
             self.agent = Some(AgentProc::start(&self.lab.rtr, &self.pin_dir, &args, false)?);
         }
         self.mode = Some(mode);
