@@ -3,11 +3,13 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use cowroute::{
-    control::{self, Client, Request},
-    daemon::{self, RouteSource, RunOptions},
+    daemon::{self, reload::CliSettings, RouteSource, RunOptions},
     dataplane::{self, DataPlane, LoadOptions, ModeChoice},
-    reload::CliSettings,
-    show, DEFAULT_PIN_DIR,
+    operator::{
+        control::{self, Client, Request},
+        show,
+    },
+    DEFAULT_PIN_DIR,
 };
 use std::{path::PathBuf, time::Duration};
 
@@ -186,7 +188,7 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     // Before any thread exists, so every thread lives in the namespace.
     if let Some(ns) = &cli.netns {
-        cowroute::netns::enter(ns)?;
+        cowroute::daemon::netns::enter(ns)?;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_proto=error".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

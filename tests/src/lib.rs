@@ -7,8 +7,8 @@ use aya::{
 };
 use common::{checksum, maps, Counter, Reason};
 use cowroute::{
+    dataplane::map_writer::MapWriter,
     dataplane::{DataPlane, LoadOptions, PROG_FORWARD},
-    map_writer::MapWriter,
 };
 
 pub const ETH_P_IP: u16 = 0x0800;
@@ -145,13 +145,16 @@ impl FastPath {
 /// DIR-24 block's entry when it has one, else the trie's longest match.
 pub struct PinnedV4 {
     pub trie: aya::maps::LpmTrie<MapData, [u8; 4], common::RouteEntry>,
-    dir24: cowroute::show::Dir24Reader,
+    dir24: cowroute::operator::show::Dir24Reader,
 }
 
 impl PinnedV4 {
     pub fn open(pin_dir: &std::path::Path) -> PinnedV4 {
-        use cowroute::map_writer::open_pinned;
-        PinnedV4 { trie: open_pinned(pin_dir, maps::ROUTES_V4).unwrap(), dir24: cowroute::show::Dir24Reader::open(pin_dir).unwrap() }
+        use cowroute::dataplane::map_writer::open_pinned;
+        PinnedV4 {
+            trie: open_pinned(pin_dir, maps::ROUTES_V4).unwrap(),
+            dir24: cowroute::operator::show::Dir24Reader::open(pin_dir).unwrap(),
+        }
     }
 
     /// The route for `addr`, and whether the DIR-24 index gave it.
@@ -257,8 +260,8 @@ impl LabRun {
     }
 
     /// A control-socket client to the running agent.
-    pub fn control(&self) -> cowroute::control::Client {
-        cowroute::control::Client::connect(&self.agent.control_socket).expect("control socket")
+    pub fn control(&self) -> cowroute::operator::control::Client {
+        cowroute::operator::control::Client::connect(&self.agent.control_socket).expect("control socket")
     }
 
     /// Packets counted under `reason`, from `cowroute show stats --json`.

@@ -3,7 +3,7 @@
 //! clear message; an exhausted pool is a counted, reported condition; a
 //! storm of COW operations under traffic loses nothing to a bad reference.
 
-use cowroute::control::Request;
+use cowroute::operator::control::Request;
 use cowroute_tests::*;
 use std::{
     net::{IpAddr, SocketAddr},

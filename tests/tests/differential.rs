@@ -7,7 +7,7 @@
 
 use aya::maps::{Array, MapData};
 use common::{maps, NextHop, RouteEntry};
-use cowroute::{control::Request, map_writer::open_pinned};
+use cowroute::{dataplane::map_writer::open_pinned, operator::control::Request};
 use cowroute_tests::{kernel_table, synthetic, *};
 use std::{
     collections::HashMap,

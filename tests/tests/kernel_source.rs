@@ -1,7 +1,7 @@
 //! `--source kernel`: the agent mirrors rtr's kernel FIB (main table) over
 //! netlink; `ip route` changes reach the maps and change forwarding.
 
-use cowroute::control::Request;
+use cowroute::operator::control::Request;
 use cowroute_tests::*;
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -1,7 +1,7 @@
 //! Operating a running router: bpftool on every pinned map, `show` with a
 //! target and after the agent stopped, the Prometheus endpoint, JSON logs.
 
-use cowroute::control::Request;
+use cowroute::operator::control::Request;
 use cowroute_tests::*;
 use std::{
     io::{Read as _, Write as _},

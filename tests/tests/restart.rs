@@ -27,7 +27,7 @@ fn sigkill_and_restart_three_times_under_traffic_loses_nothing() {
     // Private metrics, the operator's: they survive the restarts, sources and expiries kept.
     run.cowroute(&["metrics", "set", lab::SINK2_V4, "mtu", "1300", "--expires", "0"]);
     run.cowroute(&["metrics", "set", lab::SINK2_V4, "hoplimit", "32", "--expires", "300"]);
-    let dir24 = |run: &LabRun| run.control().call(&cowroute::control::Request::Stats).unwrap()["dir24"].clone();
+    let dir24 = |run: &LabRun| run.control().call(&cowroute::operator::control::Request::Stats).unwrap()["dir24"].clone();
     let index_before = dir24(&run);
     assert!(index_before["indexed"].as_u64() > Some(0), "{index_before}");
     for round in 1..=3 {

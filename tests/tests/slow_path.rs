@@ -2,7 +2,7 @@
 //! can answer, so every ICMP error gen sees from rtr was built by the agent
 //! from a frame the fast path handed over.
 
-use cowroute::control::Request;
+use cowroute::operator::control::Request;
 use cowroute_tests::*;
 use std::time::{Duration, Instant};
 use xtask::{lab, sh, traffic};

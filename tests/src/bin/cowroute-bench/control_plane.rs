@@ -6,10 +6,10 @@ use crate::stats::percentile;
 use anyhow::Result;
 use common::{RouteKind, RouteMetrics, Rtax};
 use cowroute::{
-    cow::Source,
+    dataplane::map_writer::MapWriter,
     dataplane::{DataPlane, LoadOptions},
-    map_writer::MapWriter,
-    netlink_mirror::{Event, Link},
+    fib::netlink_mirror::{Event, Link},
+    rib::cow::Source,
     rib::{Capacities, Rib, RouteInput},
 };
 use std::{

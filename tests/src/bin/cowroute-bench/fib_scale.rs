@@ -4,7 +4,7 @@
 //! every route, routes per second applied, agent RSS and map memory.
 
 use anyhow::{bail, Context as _, Result};
-use cowroute::control::{Client, Request};
+use cowroute::operator::control::{Client, Request};
 use cowroute_tests::{kernel_table, synthetic};
 use std::{
     path::{Path, PathBuf},

@@ -5,7 +5,7 @@
 
 use crate::stats::{summarize, Summary};
 use anyhow::{Context as _, Result};
-use cowroute::control::{Client, Request};
+use cowroute::operator::control::{Client, Request};
 use std::{
     path::PathBuf,
     time::{Duration, Instant},

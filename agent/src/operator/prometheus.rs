@@ -2,7 +2,7 @@
 //! /metrics` renders the agent's `Stats` (asked of the daemon loop, like the
 //! control socket does) in the text exposition format 0.0.4.
 
-use crate::control::{Call, Request};
+use crate::operator::control::{Call, Request};
 use anyhow::{Context as _, Result};
 use std::{fmt::Write as _, net::SocketAddr};
 use tokio::{

@@ -2,7 +2,7 @@
 //! each attached interface, in the `SLOW_PATH` XSKMAP, each served by a
 //! thread. The fast path hands it the frames that need an ICMP error behind
 //! a [`SlowPathHeader`] saying why; the thread builds the error
-//! ([`crate::icmp`]), asks the rate limiter ([`crate::icmp_limit`]) and sends
+//! ([`crate::slow_path::icmp`]), asks the rate limiter ([`crate::slow_path::icmp_limit`]) and sends
 //! it back out of the ingress interface on the same socket's TX ring.
 //!
 //! Zero-copy where the driver offers it, else copy mode (veth). Each socket
@@ -10,9 +10,14 @@
 //! A thread per socket rather than a tokio task: the ring loop is a
 //! blocking poll by nature, and the UMEM it owns may not cross threads.
 
+pub mod icmp;
+pub mod icmp_limit;
+pub mod neighbour_queue;
+pub mod pmtu;
+
 use crate::{
-    icmp::{self, ErrorKind, IfAddrs},
-    icmp_limit::{Limiter, RateLimits},
+    slow_path::icmp::{ErrorKind, IfAddrs},
+    slow_path::icmp_limit::{Limiter, RateLimits},
 };
 use anyhow::{anyhow, Context as _, Result};
 use aya::maps::{MapData, XskMap};
@@ -108,10 +113,10 @@ impl Shared {
     }
 
     /// Every interface's addresses, from a dump.
-    pub fn set_addresses(&self, dump: &[crate::netlink_mirror::Event]) {
+    pub fn set_addresses(&self, dump: &[crate::fib::netlink_mirror::Event]) {
         self.ifaddrs.write().expect("not poisoned").clear();
         for ev in dump {
-            if let crate::netlink_mirror::Event::Address { index, addr, present: true } = ev {
+            if let crate::fib::netlink_mirror::Event::Address { index, addr, present: true } = ev {
                 self.note_address(*index, *addr, true);
             }
         }

@@ -1,20 +1,24 @@
 //! `cowroute run`: load, program the maps, attach, then keep the maps in step
 //! with the kernel until SIGINT or SIGTERM.
 
+pub mod config;
+pub mod netns;
+pub mod reload;
+
 use crate::{
-    config::{self, Config},
-    control::{self, Request, Response},
-    cow::Source,
+    daemon::config::Config,
+    daemon::reload::{CliSettings, Effective, ReloadReport, Resolved},
+    dataplane::map_writer::MapWriter,
     dataplane::{Attached, DataPlane},
-    fib_mirror::{Change, KernelFib},
-    map_writer::MapWriter,
-    neighbour_queue::{self, FrameSender, NeighbourQueue, QueueStats},
-    netlink_mirror::{self, Mirror},
-    pmtu,
-    reload::{self, CliSettings, Effective, ReloadReport, Resolved},
+    fib::kernel_fib::{Change, KernelFib},
+    fib::netlink_mirror::{self, Mirror},
+    operator::control::{self, Request, Response},
+    operator::stats,
+    rib::cow::Source,
     rib::{Capacities, ResyncReport, Rib},
+    slow_path::neighbour_queue::{self, FrameSender, NeighbourQueue, QueueStats},
+    slow_path::pmtu,
     slow_path::{self, SlowPathMode},
-    stats,
 };
 use anyhow::{anyhow, bail, Result};
 use aya::maps::{MapData, PerCpuArray};
@@ -396,7 +400,7 @@ async fn resync(
 }
 
 /// SIGHUP: reads the config again and applies what changed (see
-/// [`crate::reload`]). On any error before applying, nothing changes.
+/// [`crate::daemon::reload`]). On any error before applying, nothing changes.
 #[allow(clippy::too_many_arguments)]
 async fn reload_config(
     opts: &RunOptions,
@@ -495,12 +499,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
     // Bound before anything is loaded: a taken port fails the start cleanly.
     let metrics_listener = match opts.metrics_listen {
-        Some(addr) => Some(crate::prometheus::bind(addr).await?),
+        Some(addr) => Some(crate::operator::prometheus::bind(addr).await?),
         None => None,
     };
     if let Some(l) = metrics_listener {
         tracing::info!(addr = %l.local_addr()?, "Prometheus metrics at /metrics");
-        tokio::spawn(crate::prometheus::serve(l, calls_tx.clone()));
+        tokio::spawn(crate::operator::prometheus::serve(l, calls_tx.clone()));
     }
     let server = tokio::spawn(control::serve(listener, calls_tx));
 
@@ -515,7 +519,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             None
         }
     };
-    let counters: PerCpuArray<MapData, Counter> = crate::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
+    let counters: PerCpuArray<MapData, Counter> = crate::dataplane::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
     let now = Instant::now();
     let capacities = Capacities { metrics_rw: eff.load.metrics_rw_slots, ..Capacities::default() };
     let mut writer = dp.map_writer()?.with_grace(opts.grace);

@@ -6,7 +6,7 @@
 //! on the other legs stay where they are (resilient hashing, RFC 2992's
 //! concern with hash-threshold).
 
-use crate::slots::SlotAllocator;
+use crate::dataplane::slots::SlotAllocator;
 use anyhow::{bail, Result};
 use common::NextHopGroup;
 use std::{

@@ -4,8 +4,8 @@
 //! refers to a free or quarantined slot.
 
 use crate::{
-    cow::{self, Override, Source},
-    netlink_mirror::{Event, Link},
+    fib::netlink_mirror::{Event, Link},
+    rib::cow::{self, Override, Source},
     rib::{memory::MemoryMaps, Capacities, Rib, RouteInput},
 };
 use common::{MetricsRef, RouteKind, RouteMetrics, Rtax};

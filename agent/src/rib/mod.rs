@@ -9,7 +9,7 @@
 //!    route's metrics (like the kernel's cached clones).
 //!
 //! On top of that, a destination with a private metrics copy (the COW engine,
-//! [`crate::cow`]) has its host entry published with a tag-clear reference to
+//! [`crate::rib::cow`]) has its host entry published with a tag-clear reference to
 //! its `METRICS_RW` slot, cloned from its covering route when it has no host
 //! entry of its own.
 //!
@@ -17,12 +17,18 @@
 //! released (into quarantine) only after the entry that used them is
 //! replaced or deleted.
 
+pub mod cow;
+#[cfg(test)]
+mod cow_model_tests;
+pub mod ecmp;
+pub mod metrics_store;
+
 use crate::{
-    cow::{self, CowError, CowStats, Override, PrivateCopy, Source},
-    ecmp::{GroupTable, Leg},
-    metrics_store::{MetricsStore, MetricsStoreError},
-    netlink_mirror::{Event, Link},
-    slots::SlotAllocator,
+    dataplane::slots::SlotAllocator,
+    fib::netlink_mirror::{Event, Link},
+    rib::cow::{CowError, CowStats, Override, PrivateCopy, Source},
+    rib::ecmp::{GroupTable, Leg},
+    rib::metrics_store::{MetricsStore, MetricsStoreError},
 };
 use anyhow::{bail, Result};
 use common::{MetricsRef, NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteKind, RouteMetrics, Rtax};
@@ -48,36 +54,36 @@ pub trait MapSink {
     fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()>;
 }
 
-impl MapSink for crate::map_writer::MapWriter {
+impl MapSink for crate::dataplane::map_writer::MapWriter {
     fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
-        crate::map_writer::MapWriter::put_route(self, prefix, entry)
+        crate::dataplane::map_writer::MapWriter::put_route(self, prefix, entry)
     }
     fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
-        crate::map_writer::MapWriter::delete_route(self, prefix)
+        crate::dataplane::map_writer::MapWriter::delete_route(self, prefix)
     }
     fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
-        crate::map_writer::MapWriter::put_nexthop(self, id, nh)
+        crate::dataplane::map_writer::MapWriter::put_nexthop(self, id, nh)
     }
     fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
-        crate::map_writer::MapWriter::put_group(self, id, group)
+        crate::dataplane::map_writer::MapWriter::put_group(self, id, group)
     }
     fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
-        crate::map_writer::MapWriter::put_ro_metrics(self, slot, m)
+        crate::dataplane::map_writer::MapWriter::put_ro_metrics(self, slot, m)
     }
     fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
-        crate::map_writer::MapWriter::put_rw_metrics(self, slot, m)
+        crate::dataplane::map_writer::MapWriter::put_rw_metrics(self, slot, m)
     }
     fn add_port(&mut self, ifindex: u32) -> Result<()> {
-        crate::map_writer::MapWriter::add_port(self, ifindex)
+        crate::dataplane::map_writer::MapWriter::add_port(self, ifindex)
     }
     fn remove_port(&mut self, ifindex: u32) -> Result<()> {
-        crate::map_writer::MapWriter::remove_port(self, ifindex)
+        crate::dataplane::map_writer::MapWriter::remove_port(self, ifindex)
     }
     fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()> {
-        crate::map_writer::MapWriter::put_private_meta(self, dest, meta)
+        crate::dataplane::map_writer::MapWriter::put_private_meta(self, dest, meta)
     }
     fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()> {
-        crate::map_writer::MapWriter::delete_private_meta(self, dest)
+        crate::dataplane::map_writer::MapWriter::delete_private_meta(self, dest)
     }
 }
 
@@ -1665,7 +1671,7 @@ mod tests {
         fn every_rtax_metric_is_set_shown_adopted_and_expired(
             index in 0..common::RTAX_MAX,
             raw in 1u32..,
-            lifetime in proptest::option::of(1u64..=crate::control::MAX_EXPIRES_SECS),
+            lifetime in proptest::option::of(1u64..=crate::operator::control::MAX_EXPIRES_SECS),
         ) {
             let metric = Rtax::ALL[index];
             let value = 1 + raw % metric.max_value();

@@ -8,11 +8,11 @@
 //! change (source, XDP mode, pool size) is reported, not applied.
 
 use crate::{
-    config::{self, Config},
+    daemon::config::{self, Config},
     daemon::RouteSource,
     dataplane::{LoadOptions, ModeChoice},
-    icmp_limit::RateLimits,
     rib::RouteInput,
+    slow_path::icmp_limit::RateLimits,
     slow_path::SlowPathMode,
 };
 use anyhow::{anyhow, bail, Result};

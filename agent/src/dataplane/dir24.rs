@@ -18,7 +18,7 @@
 //! This module is the bookkeeping; [`Dir24Store`] is where its writes go
 //! (the real maps, or a model in the tests).
 
-use crate::slots::SlotAllocator;
+use crate::dataplane::slots::SlotAllocator;
 use common::RouteEntry;
 use ipnet::Ipv4Net;
 use std::{

@@ -4,7 +4,7 @@
 //! no change between the two is lost; the caller applies the dump, then the
 //! events, in order, from one task.
 
-use crate::{ecmp::Leg, rib::RouteInput};
+use crate::{rib::ecmp::Leg, rib::RouteInput};
 use anyhow::{Context as _, Result};
 use common::{RouteKind, RouteMetrics, Rtax};
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};

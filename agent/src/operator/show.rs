@@ -1,7 +1,7 @@
 //! `cowroute show ...`: reads the pinned maps directly, so it works whether
 //! or not the agent is running.
 
-use crate::{map_writer::open_pinned, stats};
+use crate::{dataplane::map_writer::open_pinned, operator::stats};
 use anyhow::Result;
 use anyhow::{anyhow, bail};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
@@ -52,7 +52,7 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
 
 /// The pinned DIR-24 index, read as the XDP program reads it.
 pub struct Dir24Reader {
-    blocks: Array<MapData, [u32; crate::dir24::BLOCKS_PER_ELEMENT]>,
+    blocks: Array<MapData, [u32; crate::dataplane::dir24::BLOCKS_PER_ELEMENT]>,
     entries: Array<MapData, RouteEntry>,
 }
 
@@ -145,7 +145,7 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
 pub fn routes(pin_dir: &Path) -> Result<Vec<RouteRow>> {
     let v4: LpmTrie<MapData, V4KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V4)?;
     let v6: LpmTrie<MapData, V6KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V6)?;
-    Ok(crate::map_writer::route_entries(&v4, &v6)?.into_iter().map(|(p, e)| route_row(p.to_string(), &e)).collect())
+    Ok(crate::dataplane::map_writer::route_entries(&v4, &v6)?.into_iter().map(|(p, e)| route_row(p.to_string(), &e)).collect())
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -253,8 +253,8 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         .into_iter()
         .filter(|c| c.reason != common::Reason::Forwarded.name() && c.reason != common::Reason::Blackhole.name())
         .collect();
-    let agent = crate::control::Client::connect(socket)
-        .and_then(|mut c| c.call(&crate::control::Request::Stats))
+    let agent = crate::operator::control::Client::connect(socket)
+        .and_then(|mut c| c.call(&crate::operator::control::Request::Stats))
         .ok()
         .map(|s| s["slow_path"].clone());
     if json {

@@ -1,6 +1,6 @@
 //! Reading the per-CPU verdict counters.
 
-use crate::map_writer::open_pinned;
+use crate::dataplane::map_writer::open_pinned;
 use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray};
 use common::{maps, Counter, Reason};

@@ -6,7 +6,12 @@
 //! and swaps its program into the links atomically (`bpf_link_update`):
 //! forwarding never stops. `cowroute detach` removes it all.
 
-use crate::{bpffs, map_writer::MapWriter, EBPF_OBJECT};
+pub mod bpffs;
+pub mod dir24;
+pub mod map_writer;
+pub mod slots;
+
+use crate::{dataplane::map_writer::MapWriter, EBPF_OBJECT};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::MapInfo,

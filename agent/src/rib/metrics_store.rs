@@ -6,7 +6,7 @@
 //! it. Slot 0 is the all-zero default, shared by every route without metrics,
 //! and is never freed.
 
-use crate::slots::SlotAllocator;
+use crate::dataplane::slots::SlotAllocator;
 use common::{MetricsRef, RouteMetrics};
 use std::{
     collections::HashMap,

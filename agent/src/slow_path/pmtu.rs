@@ -7,7 +7,7 @@
 //! behind hops that filter ICMP.
 
 use crate::{
-    cow::{CowError, Source},
+    rib::cow::{CowError, Source},
     rib::{MapSink, Rib},
 };
 use common::{slow_path::PmtuEvent, Rtax};
@@ -89,7 +89,7 @@ pub fn learn<S: MapSink>(rib: &mut Rib<S>, event: &PmtuEvent, expires: Duration,
 mod tests {
     use super::*;
     use crate::{
-        netlink_mirror::{Event, Link},
+        fib::netlink_mirror::{Event, Link},
         rib::{memory::MemoryMaps, Capacities, RouteInput},
     };
     use common::{RouteKind, RouteMetrics};

@@ -2,7 +2,7 @@
 //! the chosen tables, with the kernel's choice among routes to one prefix
 //! (the lowest priority number wins).
 
-use crate::{netlink_mirror::KernelRoute, rib::RouteInput};
+use crate::{fib::netlink_mirror::KernelRoute, rib::RouteInput};
 use ipnet::IpNet;
 use std::{
     collections::{BTreeSet, HashMap},

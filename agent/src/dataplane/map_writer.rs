@@ -3,7 +3,7 @@
 //! Every value is written whole with one `bpf_map_update_elem`, so a reader
 //! sees the old element or the new one, never a mix.
 
-use crate::dir24::{self, Dir24, Dir24Stats, Dir24Store};
+use crate::dataplane::dir24::{self, Dir24, Dir24Stats, Dir24Store};
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, Map, MapData},

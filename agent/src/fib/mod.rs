@@ -1,0 +1,9 @@
+//! Where routes come from, and the kernel state they need.
+//!
+//! Owns: the netlink subscription and dumps ([`netlink_mirror`]: links,
+//! addresses, neighbours, routes), the choice among the kernel's candidate
+//! routes ([`kernel_fib`]). May call: the RIB's route types only; it never
+//! writes a map.
+
+pub mod kernel_fib;
+pub mod netlink_mirror;
