@@ -96,6 +96,242 @@ pub struct CowStats {
     pub expirations: u64,
 }
 
+// ---- the engine: copy-on-write on the RIB ----------------------------
+
+use super::types::{DestinationMetrics, OverrideInfo};
+use super::{host_prefix, named_values, MapSink, Rib};
+use anyhow::Result;
+use common::{MetricsRef, PrivateMeta, RouteKind};
+
+impl<S: MapSink> Rib<S> {
+    /// `cow_metrics`: sets metric `metric` of destination `dest` to `value`
+    /// in its private copy, creating the copy (and its host entry) first.
+    /// On error nothing has changed and `dest` keeps its shared metrics.
+    pub fn cow_metrics(
+        &mut self,
+        dest: IpAddr,
+        metric: Rtax,
+        value: u32,
+        source: Source,
+        expires: Option<Instant>,
+        now: Instant,
+    ) -> Result<(), CowError> {
+        self.write_override(dest, metric, Override { value, source, expires }, now)?;
+        self.record_private(dest, now);
+        Ok(())
+    }
+
+    /// Keeps `PRIVATE_META` in step with `dest`'s copy (or its absence).
+    /// A failed write costs only the copy's survival of a restart: logged.
+    pub(super) fn record_private(&mut self, dest: IpAddr, now: Instant) {
+        let result = match self.private.get(&dest) {
+            Some(p) => {
+                let wall = std::time::SystemTime::now();
+                let mut meta = PrivateMeta::EMPTY;
+                for (m, o) in &p.overrides {
+                    meta.overridden |= m.lock_bit();
+                    if o.source == Source::Learned {
+                        meta.learned |= m.lock_bit();
+                    }
+                    if let Some(t) = o.expires {
+                        let at = wall.checked_add(t.saturating_duration_since(now)).unwrap_or(wall);
+                        meta.set_expiry(*m, at.duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs().max(1)));
+                    }
+                }
+                self.sink.put_private_meta(dest, &meta)
+            }
+            None => self.sink.delete_private_meta(dest),
+        };
+        if let Err(e) = result {
+            tracing::warn!(%dest, error = %format!("{e:#}"), "private copy not recorded for restarts");
+        }
+    }
+
+    /// The copy-on-write itself (see `cow_metrics`).
+    pub(super) fn write_override(&mut self, dest: IpAddr, metric: Rtax, ov: Override, now: Instant) -> Result<(), CowError> {
+        let Override { value, source, expires } = ov;
+        let base = self.base(dest, true).ok_or(CowError::NoRoute(dest))?;
+        match base.kind {
+            RouteKind::Unicast => {}
+            RouteKind::Local => return Err(CowError::Local(dest)),
+            other => return Err(CowError::NotUnicast { dest, kind: other.name() }),
+        }
+        if source == Source::Learned && base.shared.is_locked(metric) {
+            return Err(CowError::Locked { dest, metric: metric.name() });
+        }
+        let map_err = |e: anyhow::Error| CowError::Map(format!("{e:#}"));
+        let ov = Override { value, source, expires };
+        if let Some(p) = self.private.get(&dest) {
+            let mut overrides = p.overrides.clone();
+            overrides.insert(metric, ov);
+            let values = derive(&base.shared, &overrides);
+            let (slot, old_values) = (p.slot, p.values);
+            if words_changed(&old_values, &values) <= 1 {
+                // One word: readers see the old value or the new one.
+                self.sink.put_rw_metrics(slot, &values).map_err(map_err)?;
+                let p = self.private.get_mut(&dest).expect("present");
+                p.overrides = overrides;
+                p.values = values;
+                self.cow_stats.writes_in_place += 1;
+                return Ok(());
+            }
+            return self.replace_copy(dest, overrides, values, base.covering, now);
+        }
+        self.rw.reap(now);
+        let Some(slot) = self.rw.alloc() else {
+            self.cow_stats.failures += 1;
+            return Err(CowError::PoolExhausted { dest, capacity: self.rw.capacity() });
+        };
+        let overrides = BTreeMap::from([(metric, ov)]);
+        let values = derive(&base.shared, &overrides);
+        // Fill the slot completely before anything refers to it ...
+        if let Err(e) = self.sink.put_rw_metrics(slot, &values) {
+            self.rw.release(slot, now);
+            return Err(map_err(e));
+        }
+        self.private.insert(dest, PrivateCopy { slot, overrides, values, covering: base.covering });
+        // ... then publish it with one entry update.
+        if let Err(e) = self.publish(&host_prefix(dest)) {
+            self.private.remove(&dest);
+            self.rw.release(slot, now);
+            return Err(map_err(e));
+        }
+        self.cow_stats.cows += 1;
+        Ok(())
+    }
+
+    /// Moves `dest`'s copy to a fresh slot holding `values`: fill, publish,
+    /// then quarantine the old slot. Without a free slot, the copy is
+    /// destroyed instead (the destination falls back to shared metrics).
+    pub(super) fn replace_copy(
+        &mut self,
+        dest: IpAddr,
+        overrides: BTreeMap<Rtax, Override>,
+        values: RouteMetrics,
+        covering: IpNet,
+        now: Instant,
+    ) -> Result<(), CowError> {
+        let map_err = |e: anyhow::Error| CowError::Map(format!("{e:#}"));
+        self.rw.reap(now);
+        let Some(slot) = self.rw.alloc() else {
+            self.cow_stats.failures += 1;
+            return Err(CowError::PoolExhausted { dest, capacity: self.rw.capacity() });
+        };
+        if let Err(e) = self.sink.put_rw_metrics(slot, &values) {
+            self.rw.release(slot, now);
+            return Err(map_err(e));
+        }
+        let old = self.private.insert(dest, PrivateCopy { slot, overrides, values, covering }).expect("had a copy");
+        self.publish(&host_prefix(dest)).map_err(map_err)?;
+        self.rw.release(old.slot, now);
+        self.cow_stats.copies_replaced += 1;
+        Ok(())
+    }
+
+    /// Destroys `dest`'s private copy: unpublish first (restore the shared
+    /// reference, or delete the clone), then quarantine the slot.
+    pub fn reset_metrics(&mut self, dest: IpAddr, now: Instant) -> Result<bool> {
+        let Some(p) = self.private.remove(&dest) else { return Ok(false) };
+        self.publish(&host_prefix(dest))?;
+        self.rw.release(p.slot, now);
+        self.cow_stats.destroys += 1;
+        self.record_private(dest, now);
+        Ok(true)
+    }
+
+    /// Brings `dest`'s private copy in line with its base after a route
+    /// change: destroyed when its covering route is gone or no longer
+    /// unicast, else derived again from the (new) shared metrics.
+    pub(super) fn rederive(&mut self, dest: IpAddr, now: Instant) -> Result<()> {
+        let Some(p) = self.private.get(&dest).cloned() else { return self.publish(&host_prefix(dest)) };
+        let base = self.base(dest, true).filter(|b| b.kind == RouteKind::Unicast);
+        let base = match base {
+            Some(b) if self.routes.contains_key(&p.covering) || b.covering == p.covering => b,
+            _ => return self.reset_metrics(dest, now).map(|_| ()),
+        };
+        let values = derive(&base.shared, &p.overrides);
+        if values == p.values {
+            if base.covering != p.covering {
+                self.private.get_mut(&dest).expect("present").covering = base.covering;
+            }
+            return self.publish(&host_prefix(dest));
+        }
+        if words_changed(&p.values, &values) <= 1 {
+            self.sink.put_rw_metrics(p.slot, &values)?;
+            let c = self.private.get_mut(&dest).expect("present");
+            c.values = values;
+            c.covering = base.covering;
+            return self.publish(&host_prefix(dest));
+        }
+        match self.replace_copy(dest, p.overrides, values, base.covering, now) {
+            Ok(()) => Ok(()),
+            Err(CowError::PoolExhausted { .. }) => {
+                tracing::warn!(%dest, "no METRICS_RW slot to derive the private copy again; dropping it");
+                self.reset_metrics(dest, now).map(|_| ())
+            }
+            Err(e) => Err(anyhow::anyhow!(e)),
+        }
+    }
+
+    /// Removes overrides whose time has come; a copy without overrides is destroyed.
+    pub fn expire(&mut self, now: Instant) -> Result<usize> {
+        let due: Vec<IpAddr> = self
+            .private
+            .iter()
+            .filter(|(_, p)| p.overrides.values().any(|o| o.expires.is_some_and(|t| t <= now)))
+            .map(|(a, _)| *a)
+            .collect();
+        let mut expired = 0;
+        for dest in due {
+            let p = self.private.get_mut(&dest).expect("present");
+            let before = p.overrides.len();
+            p.overrides.retain(|_, o| !o.expires.is_some_and(|t| t <= now));
+            expired += before - p.overrides.len();
+            self.cow_stats.expirations += (before - p.overrides.len()) as u64;
+            if p.overrides.is_empty() {
+                self.reset_metrics(dest, now)?;
+            } else {
+                self.rederive(dest, now)?;
+                self.record_private(dest, now);
+            }
+        }
+        Ok(expired)
+    }
+
+    /// What `dest` forwards with: its reference, values, covering route and overrides.
+    pub fn destination_metrics(&self, dest: IpAddr, now: Instant) -> Option<DestinationMetrics> {
+        if let Some(p) = self.private.get(&dest) {
+            let overrides = p
+                .overrides
+                .iter()
+                .map(|(m, o)| OverrideInfo {
+                    metric: m.name(),
+                    value: o.value,
+                    source: o.source,
+                    expires_in: o.expires.map(|t| t.saturating_duration_since(now).as_secs()),
+                })
+                .collect();
+            return Some(DestinationMetrics {
+                destination: dest,
+                reference: MetricsRef::private(p.slot).to_string(),
+                values: named_values(&p.values),
+                covering: Some(p.covering.to_string()),
+                override_mask: override_mask(&p.overrides),
+                overrides,
+            });
+        }
+        let base = self.base(dest, true)?;
+        Some(DestinationMetrics {
+            destination: dest,
+            reference: base.metrics_ref.to_string(),
+            values: named_values(&base.shared),
+            covering: Some(base.covering.to_string()),
+            override_mask: 0,
+            overrides: Vec::new(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

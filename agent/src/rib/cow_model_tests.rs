@@ -4,9 +4,10 @@
 //! refers to a free or quarantined slot.
 
 use crate::{
+    dataplane::map_writer::memory::MemoryMaps,
     fib::netlink_mirror::{Event, Link},
     rib::cow::{self, Override, Source},
-    rib::{memory::MemoryMaps, Capacities, Rib, RouteInput},
+    rib::{Capacities, Rib, RouteInput},
 };
 use common::{MetricsRef, RouteKind, RouteMetrics, Rtax};
 use ipnet::IpNet;

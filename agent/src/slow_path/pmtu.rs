@@ -89,8 +89,9 @@ pub fn learn<S: MapSink>(rib: &mut Rib<S>, event: &PmtuEvent, expires: Duration,
 mod tests {
     use super::*;
     use crate::{
+        dataplane::map_writer::memory::MemoryMaps,
         fib::netlink_mirror::{Event, Link},
-        rib::{memory::MemoryMaps, Capacities, RouteInput},
+        rib::{Capacities, RouteInput},
     };
     use common::{RouteKind, RouteMetrics};
 

@@ -1,0 +1,141 @@
+//! Links, the router's own addresses and neighbours: what next hops are
+//! made of, and the neighbour host entries (a /32 or /128 per known
+//! neighbour under a connected route, like the kernel's cached clones).
+
+use super::{host_prefix, MapSink, NeighbourHost, NextHopKey, Rib, Route};
+use crate::fib::netlink_mirror::Link;
+use anyhow::Result;
+use common::RouteKind;
+use ipnet::IpNet;
+use std::{collections::BTreeSet, net::IpAddr, time::Instant};
+
+impl<S: MapSink> Rib<S> {
+    /// A neighbour the operator configured with its MAC.
+    pub fn set_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: [u8; 6], now: Instant) -> Result<()> {
+        self.static_neighbours.insert((ifindex, addr));
+        self.neighbour_changed(ifindex, addr, Some(Some(mac)), now)
+    }
+
+    /// The operator no longer sets this neighbour: it is forgotten until
+    /// the kernel reports it (a resync or its next change).
+    pub fn unset_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, now: Instant) -> Result<()> {
+        if self.static_neighbours.remove(&(ifindex, addr)) {
+            self.neighbour_changed(ifindex, addr, None, now)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn link_changed(&mut self, link: Link) -> Result<()> {
+        let index = link.index;
+        if self.links.get(&index) == Some(&link) {
+            return Ok(());
+        }
+        tracing::debug!(index, name = %link.name, up = link.up, mtu = link.mtu, "link");
+        self.links.insert(index, link);
+        // Next hops on this link, and on VLAN sub-interfaces of it.
+        let vlan_children: BTreeSet<u32> =
+            self.links.values().filter(|l| l.vlan.is_some_and(|(p, _)| p == index)).map(|l| l.index).collect();
+        self.refresh_nexthops(|k| k.ifindex == index || vlan_children.contains(&k.ifindex))
+    }
+
+    pub(super) fn address_changed(&mut self, addr: IpAddr, present: bool, now: Instant) -> Result<()> {
+        let count = self.local_addrs.get(&addr).copied().unwrap_or(0);
+        let count = if present { count + 1 } else { count.saturating_sub(1) };
+        self.set_local_address(addr, count, now)
+    }
+
+    /// `addr` is an address of `count` interfaces (0: not ours).
+    pub(super) fn set_local_address(&mut self, addr: IpAddr, count: u32, now: Instant) -> Result<()> {
+        if count == 0 {
+            self.local_addrs.remove(&addr);
+        } else {
+            self.local_addrs.insert(addr, count);
+        }
+        if count > 0 && self.private.contains_key(&addr) {
+            // A local address has no private metrics.
+            return self.reset_metrics(addr, now).map(|_| ());
+        }
+        self.publish(&host_prefix(addr))
+    }
+
+    /// `state`: `Some(Some(mac))` usable, `Some(None)` known but unusable,
+    /// `None` gone.
+    pub(super) fn neighbour_changed(&mut self, ifindex: u32, addr: IpAddr, state: Option<Option<[u8; 6]>>, now: Instant) -> Result<()> {
+        let key = (ifindex, addr);
+        let before = self.neighbours.get(&key).copied();
+        match state {
+            Some(s) => self.neighbours.insert(key, s),
+            None => self.neighbours.remove(&key),
+        };
+        if before != state {
+            tracing::debug!(ifindex, %addr, ?state, "neighbour");
+            self.refresh_nexthops(|k| k.ifindex == ifindex && k.gateway == Some(addr))?;
+        }
+        self.refresh_neighbour_host(addr, now)
+    }
+
+    /// The connected route (no gateway) on `ifindex` that covers `addr`, longest first.
+    pub(super) fn covering_connected(&self, ifindex: u32, addr: IpAddr) -> Option<&Route> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| {
+            let p = IpNet::new(addr, len).ok()?.trunc();
+            self.routes.get(&p).filter(|r| r.input.kind == RouteKind::Unicast && r.input.via.is_none() && r.input.dev == Some(ifindex))
+        })
+    }
+
+    /// Makes the host entry of neighbour `addr` match the neighbour table and
+    /// the covering connected route.
+    pub(super) fn refresh_neighbour_host(&mut self, addr: IpAddr, now: Instant) -> Result<()> {
+        let wanted = self
+            .neighbours
+            .keys()
+            .filter(|(_, a)| *a == addr)
+            .find_map(|&(ifindex, _)| self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, r.input.metrics)));
+        let current = self.neighbour_hosts.get(&addr).cloned();
+        let Some((ifindex, covering, metrics)) = wanted else {
+            if let Some(old) = current {
+                self.neighbour_hosts.remove(&addr);
+                self.republish(&host_prefix(addr), now)?;
+                self.metrics.release(old.metrics_ref, now);
+                self.nexthops.release(old.nexthop, now);
+            }
+            return Ok(());
+        };
+        let covering_ref = self.routes[&covering].metrics_ref;
+        if let Some(cur) = &current {
+            if cur.ifindex == ifindex && cur.covering == covering && cur.metrics_ref == covering_ref {
+                return Ok(());
+            }
+        }
+        let interned = self.metrics.intern(&metrics, now).map_err(|e| anyhow::anyhow!("neighbour {addr}: {e}"))?;
+        debug_assert_eq!(interned.reference, covering_ref);
+        let nexthop = match self.acquire_nexthop(NextHopKey { ifindex, gateway: Some(addr) }, now) {
+            Ok(id) => id,
+            Err(e) => {
+                self.metrics.release(interned.reference, now);
+                return Err(e);
+            }
+        };
+        self.neighbour_hosts.insert(addr, NeighbourHost { ifindex, covering, metrics_ref: interned.reference, nexthop });
+        self.republish(&host_prefix(addr), now)?;
+        if let Some(old) = current {
+            self.metrics.release(old.metrics_ref, now);
+            self.nexthops.release(old.nexthop, now);
+        }
+        Ok(())
+    }
+
+    pub(super) fn refresh_neighbour_hosts_under(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
+        let addrs: BTreeSet<IpAddr> = self
+            .neighbours
+            .keys()
+            .map(|(_, a)| *a)
+            .filter(|a| prefix.contains(a))
+            .chain(self.neighbour_hosts.iter().filter(|(_, h)| h.covering == *prefix).map(|(a, _)| *a))
+            .collect();
+        for addr in addrs {
+            self.refresh_neighbour_host(addr, now)?;
+        }
+        Ok(())
+    }
+}

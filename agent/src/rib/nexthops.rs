@@ -1,0 +1,162 @@
+//! Next hops and ECMP groups: one `NEXTHOPS` entry per (device, gateway),
+//! refcounted and shared by every route and neighbour host that uses it, and
+//! one `NH_GROUPS` entry per set of legs. An entry is recomputed from its
+//! link and neighbour whenever either changes.
+
+use super::{MapSink, NextHopKey, Rib};
+use crate::{dataplane::slots::SlotAllocator, rib::ecmp::Leg};
+use anyhow::{bail, Result};
+use common::NextHop;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+#[derive(Debug)]
+pub(super) struct NextHopTable {
+    /// Id 0 is never handed out: routes without a next hop point there, and
+    /// it stays all-zero (not usable).
+    pub(super) ids: SlotAllocator,
+    pub(super) by_key: HashMap<NextHopKey, u32>,
+    /// key, refcount, what was last written.
+    pub(super) entries: HashMap<u32, (NextHopKey, u32, NextHop)>,
+}
+
+impl NextHopTable {
+    pub(super) fn new(capacity: u32, grace: Duration) -> Self {
+        NextHopTable { ids: SlotAllocator::new(1, capacity, grace), by_key: HashMap::new(), entries: HashMap::new() }
+    }
+
+    /// The id for `key`, with one more reference; `true` when newly allocated.
+    pub(super) fn acquire(&mut self, key: NextHopKey, now: Instant) -> Result<(u32, bool)> {
+        if let Some(&id) = self.by_key.get(&key) {
+            self.entries.get_mut(&id).expect("indexed").1 += 1;
+            return Ok((id, false));
+        }
+        self.ids.reap(now);
+        let Some(id) = self.ids.alloc() else { bail!("NEXTHOPS is full ({} next hops)", self.ids.capacity()) };
+        self.by_key.insert(key, id);
+        self.entries.insert(id, (key, 1, NextHop::default()));
+        Ok((id, true))
+    }
+
+    pub(super) fn release(&mut self, id: u32, now: Instant) {
+        if id == 0 {
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            let (key, _, _) = self.entries.remove(&id).expect("present");
+            self.by_key.remove(&key);
+            self.ids.release(id, now);
+        }
+    }
+}
+
+impl<S: MapSink> Rib<S> {
+    pub(super) fn acquire_nexthop(&mut self, key: NextHopKey, now: Instant) -> Result<u32> {
+        let (id, new) = self.nexthops.acquire(key, now)?;
+        if new {
+            if let Err(e) = self.write_nexthop(id) {
+                self.nexthops.release(id, now);
+                return Err(e);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Recomputes next hop `id` from its link and neighbour and writes it when changed.
+    pub(super) fn write_nexthop(&mut self, id: u32) -> Result<()> {
+        let Some(&(key, _, old)) = self.nexthops.entries.get(&id) else { return Ok(()) };
+        let mut nh = NextHop::default();
+        if let Some(link) = self.links.get(&key.ifindex) {
+            nh.mtu = link.mtu;
+            nh.smac = link.mac;
+            nh.ifindex = link.index;
+            let mut up = link.up;
+            if let Some((parent, vid)) = link.vlan {
+                nh.ifindex = parent;
+                nh.vlan = vid;
+                up &= self.links.get(&parent).is_some_and(|p| p.up);
+            }
+            if up {
+                nh.flags |= NextHop::LINK_UP;
+            }
+        }
+        if let Some(Some(mac)) = key.gateway.and_then(|g| self.neighbours.get(&(key.ifindex, g))) {
+            nh.dmac = *mac;
+            nh.flags |= NextHop::RESOLVED;
+        }
+        if nh.ifindex != 0 && self.ports.insert(nh.ifindex) {
+            if let Err(e) = self.sink.add_port(nh.ifindex) {
+                self.ports.remove(&nh.ifindex);
+                return Err(e);
+            }
+        }
+        if nh != old || old == NextHop::default() {
+            self.sink.put_nexthop(id, &nh)?;
+            self.nexthops.entries.get_mut(&id).expect("present").2 = nh;
+            if nh.is_usable() != old.is_usable() {
+                // ECMP groups with this leg rebalance over their usable legs.
+                for group in self.groups.containing(id) {
+                    self.write_group(group)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An ECMP group for `legs`: a next hop per leg, then the group (shared
+    /// with routes of the same legs). On error nothing is held.
+    pub(super) fn acquire_group(&mut self, legs: &[Leg], now: Instant) -> Result<u32> {
+        let mut ids: Vec<(u32, u32)> = Vec::with_capacity(legs.len());
+        for leg in legs {
+            match self.acquire_nexthop(NextHopKey { ifindex: leg.dev, gateway: leg.via }, now) {
+                Ok(id) => ids.push((id, leg.weight)),
+                Err(e) => {
+                    ids.iter().for_each(|(id, _)| self.nexthops.release(*id, now));
+                    return Err(e);
+                }
+            }
+        }
+        let (group, new) = match self.groups.acquire(ids.clone(), now) {
+            Ok(g) => g,
+            Err(e) => {
+                ids.iter().for_each(|(id, _)| self.nexthops.release(*id, now));
+                return Err(e);
+            }
+        };
+        if !new {
+            // The existing group holds its legs already.
+            ids.iter().for_each(|(id, _)| self.nexthops.release(*id, now));
+        } else if let Err(e) = self.write_group(group) {
+            self.release_group(group, now);
+            return Err(e);
+        }
+        Ok(group)
+    }
+
+    pub(super) fn release_group(&mut self, group: u32, now: Instant) {
+        for (id, _) in self.groups.release(group, now).unwrap_or_default() {
+            self.nexthops.release(id, now);
+        }
+    }
+
+    /// Writes group `id`'s buckets when its legs' usability moved them.
+    pub(super) fn write_group(&mut self, id: u32) -> Result<()> {
+        let usable = |nh: u32| self.nexthops.entries.get(&nh).is_some_and(|(_, _, n)| n.is_usable());
+        let Some(table) = self.groups.recompute(id, usable) else { return Ok(()) };
+        self.sink.put_group(id, &table)?;
+        self.groups.written(id, table);
+        Ok(())
+    }
+
+    pub(super) fn refresh_nexthops(&mut self, wanted: impl Fn(&NextHopKey) -> bool) -> Result<()> {
+        let ids: Vec<u32> = self.nexthops.entries.iter().filter(|(_, (k, _, _))| wanted(k)).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.write_nexthop(id)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Routes and the one place that decides what an exact prefix maps to
+//! (`publish_entry`): local address, route, or neighbour host, with a
+//! destination's private copy on top.
+
+use super::{host_prefix, is_host, Base, MapSink, NextHopKey, Rib, Route, RouteInput};
+use crate::rib::metrics_store::MetricsStoreError;
+use anyhow::{bail, Result};
+use common::{MetricsRef, RouteEntry, RouteKind, RouteMetrics};
+use ipnet::IpNet;
+use std::{net::IpAddr, sync::Arc, time::Instant};
+
+impl<S: MapSink> Rib<S> {
+    /// Adds or replaces a route. On error nothing has changed.
+    pub fn set_route(&mut self, input: impl Into<Arc<RouteInput>>, now: Instant) -> Result<()> {
+        let input: Arc<RouteInput> = input.into();
+        let interned =
+            self.metrics.intern(&input.metrics, now).map_err(|e: MetricsStoreError| anyhow::anyhow!("route {}: {e}", input.prefix))?;
+        if let Some(m) = interned.fill {
+            if let Err(e) = self.sink.put_ro_metrics(interned.reference.slot(), &m) {
+                self.metrics.release(interned.reference, now);
+                return Err(e);
+            }
+        }
+        let nexthop = match (input.kind, input.dev) {
+            (RouteKind::Unicast, _) if !input.multipath.is_empty() => match self.acquire_group(&input.multipath, now) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.metrics.release(interned.reference, now);
+                    return Err(e.context(format!("route {}", input.prefix)));
+                }
+            },
+            (RouteKind::Unicast, Some(dev)) => match self.acquire_nexthop(NextHopKey { ifindex: dev, gateway: input.via }, now) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.metrics.release(interned.reference, now);
+                    return Err(e);
+                }
+            },
+            (RouteKind::Unicast, None) => {
+                self.metrics.release(interned.reference, now);
+                bail!("unicast route {} has no device", input.prefix)
+            }
+            _ => 0,
+        };
+        let prefix = input.prefix;
+        let id = self.next_route_id;
+        self.next_route_id += 1;
+        let old = self.routes.insert(prefix, Route { input, metrics_ref: interned.reference, nexthop, id });
+        self.republish(&prefix, now)?;
+        self.refresh_dependents(&prefix, now)?;
+        if let Some(old) = old {
+            self.release_route(&old, now);
+        }
+        Ok(())
+    }
+
+    pub fn delete_route(&mut self, prefix: &IpNet, now: Instant) -> Result<bool> {
+        let Some(old) = self.routes.remove(prefix) else { return Ok(false) };
+        self.republish(prefix, now)?;
+        self.refresh_dependents(prefix, now)?;
+        self.release_route(&old, now);
+        Ok(true)
+    }
+
+    /// Frees quarantined slots whose grace period has passed.
+    pub fn reap(&mut self, now: Instant) {
+        self.metrics.reap(now);
+        self.rw.reap(now);
+    }
+
+    pub(super) fn release_route(&mut self, route: &Route, now: Instant) {
+        self.metrics.release(route.metrics_ref, now);
+        if route.input.multipath.is_empty() {
+            self.nexthops.release(route.nexthop, now);
+        } else {
+            self.release_group(route.nexthop, now);
+        }
+    }
+
+    /// The route with the longest prefix covering `addr`.
+    pub(super) fn longest_match(&self, addr: IpAddr) -> Option<&Route> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| self.routes.get(&IpNet::new(addr, len).ok()?.trunc()))
+    }
+
+    /// What `addr`'s host entry would be without a private copy. `clone`:
+    /// also when it has no host entry of its own (then it is cloned from the
+    /// covering route).
+    pub(super) fn base(&self, addr: IpAddr, clone: bool) -> Option<Base> {
+        let host = host_prefix(addr);
+        if self.local_addrs.contains_key(&addr) {
+            return Some(Base {
+                kind: RouteKind::Local,
+                nexthop: 0,
+                metrics_ref: MetricsRef::DEFAULT,
+                shared: RouteMetrics::DEFAULT,
+                covering: host,
+                id: 0,
+                flags: RouteEntry::HOST,
+            });
+        }
+        let from_route = |r: &Route, flags: u8| Base {
+            kind: r.input.kind,
+            nexthop: r.nexthop,
+            metrics_ref: r.metrics_ref,
+            shared: r.input.metrics,
+            covering: r.input.prefix,
+            id: r.id,
+            flags: flags | r.entry_flags(),
+        };
+        if let Some(r) = self.routes.get(&host) {
+            return Some(from_route(r, RouteEntry::HOST));
+        }
+        // A neighbour host whose covering route is being removed has no base
+        // of its own any more: the refresh after the removal drops it.
+        if let Some((h, covering)) = self.neighbour_hosts.get(&addr).and_then(|h| Some((h, self.routes.get(&h.covering)?))) {
+            return Some(Base {
+                kind: RouteKind::Unicast,
+                nexthop: h.nexthop,
+                metrics_ref: h.metrics_ref,
+                shared: covering.input.metrics,
+                covering: h.covering,
+                id: 0,
+                flags: RouteEntry::HOST | RouteEntry::CLONE,
+            });
+        }
+        if clone {
+            return self.longest_match(addr).map(|r| from_route(r, RouteEntry::HOST | RouteEntry::CLONE));
+        }
+        None
+    }
+
+    pub(super) fn publish(&mut self, prefix: &IpNet) -> Result<()> {
+        self.publish_entry(prefix).map(|_| ())
+    }
+
+    /// The one place that decides what an exact prefix maps to. Returns
+    /// whether it maps to an entry (else it was deleted).
+    pub(super) fn publish_entry(&mut self, prefix: &IpNet) -> Result<bool> {
+        let entry = if is_host(prefix) {
+            let addr = prefix.addr();
+            let private = self.private.get(&addr).map(|p| p.slot);
+            self.base(addr, private.is_some()).map(|b| {
+                let mut e = RouteEntry::new(b.kind, b.nexthop, b.metrics_ref, b.id);
+                e.flags = b.flags;
+                if let (RouteKind::Unicast, Some(slot)) = (b.kind, private) {
+                    e.metrics = MetricsRef::private(slot);
+                }
+                e
+            })
+        } else {
+            self.routes.get(prefix).map(|r| {
+                let mut e = RouteEntry::new(r.input.kind, r.nexthop, r.metrics_ref, r.id);
+                e.flags = r.entry_flags();
+                e
+            })
+        };
+        match entry {
+            Some(e) => self.sink.put_route(prefix, &e).map(|_| true),
+            None => self.sink.delete_route(prefix).or(Ok(())).map(|_| false),
+        }
+    }
+
+    /// Publishes `prefix`, first bringing a private copy at that destination
+    /// in line with its (possibly new) base.
+    pub(super) fn republish(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
+        if is_host(prefix) && self.private.contains_key(&prefix.addr()) {
+            return self.rederive(prefix.addr(), now);
+        }
+        self.publish(prefix)
+    }
+
+    /// Routes at `prefix` changed: everything derived from routes inside it
+    /// (neighbour host entries, private copies) follows.
+    pub(super) fn refresh_dependents(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
+        self.refresh_neighbour_hosts_under(prefix, now)?;
+        let addrs: Vec<IpAddr> =
+            self.private.iter().filter(|(a, p)| prefix.contains(*a) || p.covering == *prefix).map(|(a, _)| *a).collect();
+        for addr in addrs {
+            self.rederive(addr, now)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! The RIB's public vocabulary: a route as it comes in, a next hop's key,
+//! table sizes, and the reports and views it hands out.
+
+use crate::rib::cow::{CowStats, Source};
+use crate::rib::ecmp::Leg;
+use common::{PrivateMeta, RouteKind, RouteMetrics};
+use ipnet::IpNet;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+/// A route as the agent holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInput {
+    pub prefix: IpNet,
+    pub kind: RouteKind,
+    /// Egress device (unicast routes).
+    pub dev: Option<u32>,
+    /// Gateway; `None` on a unicast route means a connected route.
+    pub via: Option<IpAddr>,
+    /// The legs of a multipath route (then `dev` and `via` are unused).
+    pub multipath: Vec<Leg>,
+    pub metrics: RouteMetrics,
+}
+
+impl RouteInput {
+    /// A route with one next hop (or none, for the types that drop).
+    pub fn new(prefix: IpNet, kind: RouteKind, dev: Option<u32>, via: Option<IpAddr>, metrics: RouteMetrics) -> RouteInput {
+        RouteInput { prefix, kind, dev, via, multipath: Vec::new(), metrics }
+    }
+}
+
+/// A next hop is the pair (device, gateway); no gateway: the "glean" next hop
+/// of a connected prefix, which never forwards (no neighbour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NextHopKey {
+    pub ifindex: u32,
+    pub gateway: Option<IpAddr>,
+}
+
+/// What the agent has published, in counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RibSummary {
+    pub routes: usize,
+    pub local_addresses: usize,
+    pub neighbour_hosts: usize,
+    pub nexthops: usize,
+    pub nexthops_resolved: usize,
+    /// Next hops with a gateway whose neighbour is not known yet.
+    pub gateways_unresolved: usize,
+    pub nexthop_groups: usize,
+    pub metrics_ro_in_use: usize,
+    /// References to them (routes, neighbour hosts), all together.
+    pub metrics_ro_references: u64,
+    pub metrics_ro_quarantined: usize,
+    pub metrics_rw_in_use: usize,
+    pub metrics_rw_quarantined: usize,
+    pub metrics_rw_capacity: u32,
+    pub cow: CowStats,
+}
+
+/// What an earlier agent left in the pinned maps: the keys it published and
+/// every slot its entries refer to. The new agent allocates around them,
+/// publishes its own state over them, then sweeps (see [`Rib::adopt`]).
+#[derive(Debug, Default, Clone)]
+pub struct Adopted {
+    pub prefixes: Vec<IpNet>,
+    pub metrics_ro: BTreeSet<u32>,
+    pub metrics_rw: BTreeSet<u32>,
+    pub nexthops: BTreeSet<u32>,
+    pub groups: BTreeSet<u32>,
+    /// Private copies: the destination, the values its slot holds, and
+    /// their record (which are overridden, by whom, until when).
+    pub private: Vec<(IpAddr, RouteMetrics, PrivateMeta)>,
+}
+
+/// What the sweep after adoption did, in counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct AdoptionReport {
+    /// Earlier keys this agent published too (overwritten in place).
+    pub routes_kept: usize,
+    /// Earlier keys this agent has nothing for (deleted).
+    pub routes_removed: usize,
+    /// Slots of the earlier agent freed (after the grace period).
+    pub slots_released: usize,
+    /// Private copies taken over (values, sources and expiries kept).
+    pub private_kept: usize,
+}
+
+/// What a resync after a netlink overrun changed, in counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ResyncReport {
+    pub links: usize,
+    pub addresses: usize,
+    pub neighbours: usize,
+    pub routes_added: usize,
+    pub routes_changed: usize,
+    pub routes_removed: usize,
+}
+
+/// How `metrics show` describes one destination.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DestinationMetrics {
+    pub destination: IpAddr,
+    /// `ro:N` or `rw:N`.
+    pub reference: String,
+    pub values: BTreeMap<&'static str, u32>,
+    pub covering: Option<String>,
+    /// `1 << RTAX_x` of the overridden metrics.
+    pub override_mask: u32,
+    pub overrides: Vec<OverrideInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OverrideInfo {
+    pub metric: &'static str,
+    pub value: u32,
+    pub source: Source,
+    /// Seconds left; `None`: until reset.
+    pub expires_in: Option<u64>,
+}
+
+/// Sizes of the agent's tables.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacities {
+    pub metrics_ro: u32,
+    pub metrics_rw: u32,
+    pub nexthops: u32,
+    pub nexthop_groups: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            metrics_ro: common::capacity::METRICS_RO,
+            metrics_rw: common::capacity::METRICS_RW,
+            nexthops: common::capacity::NEXTHOPS,
+            nexthop_groups: common::capacity::NH_GROUPS,
+        }
+    }
+}
