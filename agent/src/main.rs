@@ -3,8 +3,9 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use cowroute::{
-    daemon::{self, reload::CliSettings, RouteSource, RunOptions},
+    daemon::{self, reload::CliSettings, RunOptions},
     dataplane::{self, DataPlane, LoadOptions, ModeChoice},
+    fib::source::RouteSource,
     operator::{
         control::{self, Client, Request},
         show,
@@ -260,7 +261,7 @@ fn real_main() -> Result<()> {
         }
         Command::Metrics { action } => metrics_command(&cli.control_socket, action),
         Command::Show { what, json } => match what {
-            ShowWhat::Stats => show::print_stats(&cli.pin_dir, json),
+            ShowWhat::Stats => show::print_stats(&cli.pin_dir, &cli.control_socket, json),
             ShowWhat::Routes { target } => show::print_routes(&cli.pin_dir, target.as_deref(), json),
             ShowWhat::Slowpath => show::print_slowpath(&cli.pin_dir, &cli.control_socket, json),
             ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, json),

@@ -50,7 +50,7 @@ pub struct Config {
 /// The agent's settings as the file gives them (`None`: not given).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Settings {
-    pub source: Option<crate::daemon::RouteSource>,
+    pub source: Option<crate::fib::source::RouteSource>,
     pub tables: Option<Vec<u32>>,
     pub xdp_mode: Option<crate::dataplane::ModeChoice>,
     pub metrics_rw_slots: Option<u32>,
@@ -374,7 +374,7 @@ mod tests {
     #[test]
     fn settings_are_read_and_checked() {
         let c = p("source = \"config\"\ntables = [254, 1000]\nxdp_mode = \"generic\"\nmetrics_rw_slots = 1024\n").unwrap();
-        assert_eq!(c.settings.source, Some(crate::daemon::RouteSource::Config));
+        assert_eq!(c.settings.source, Some(crate::fib::source::RouteSource::Config));
         assert_eq!(c.settings.tables, Some(vec![254, 1000]));
         assert_eq!(c.settings.xdp_mode, Some(crate::dataplane::ModeChoice::Generic));
         assert_eq!(c.settings.metrics_rw_slots, Some(1024));

@@ -1,24 +1,36 @@
 //! `cowroute run`: load, program the maps, attach, then keep the maps in step
 //! with the kernel until SIGINT or SIGTERM.
+//!
+//! Owns: the daemon's state ([`Daemon`], one struct), its event loop,
+//! config and reload. Files: `kernel_events` (netlink batches, resync,
+//! neighbour resolution), `requests` (control requests, stats), [`reload`]
+//! (the file's settings and SIGHUP), `neighbour_wait` (frames held for a
+//! neighbour). May call every other folder; nothing calls it but main.
 
 pub mod config;
+mod kernel_events;
+mod neighbour_wait;
 pub mod netns;
 pub mod reload;
+mod requests;
 
 use crate::{
-    daemon::config::Config,
-    daemon::reload::{CliSettings, Effective, ReloadReport, Resolved},
-    dataplane::map_writer::MapWriter,
-    dataplane::{Attached, DataPlane},
-    fib::kernel_fib::{Change, KernelFib},
-    fib::netlink_mirror::{self, Mirror},
-    operator::control::{self, Request, Response},
-    operator::stats,
-    rib::cow::Source,
-    rib::{Capacities, ResyncReport, Rib},
-    slow_path::neighbour_queue::{self, FrameSender, NeighbourQueue, QueueStats},
-    slow_path::pmtu,
-    slow_path::{self, SlowPathMode},
+    daemon::{
+        config::Config,
+        reload::{CliSettings, Effective, Resolved},
+    },
+    dataplane::{map_writer::MapWriter, Attached, DataPlane},
+    fib::{
+        netlink_mirror::{self, Mirror, NetlinkStats},
+        source::{Feed, RouteSource},
+    },
+    operator::{control, stats},
+    rib::{Capacities, Rib},
+    slow_path::{
+        self,
+        neighbour_queue::{FrameSender, NeighbourQueue},
+        pmtu, SlowPathMode,
+    },
 };
 use anyhow::{anyhow, bail, Result};
 use aya::maps::{MapData, PerCpuArray};
@@ -34,15 +46,6 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
-
-/// Where the routes come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum RouteSource {
-    /// The kernel's FIB over netlink (the tables given with --table).
-    Kernel,
-    /// The `[[route]]` list of the config file.
-    Config,
-}
 
 pub struct RunOptions {
     pub ifaces: Vec<String>,
@@ -65,77 +68,30 @@ pub struct RunOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
-/// How the netlink mirror is doing.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct NetlinkStats {
-    /// Events applied.
-    pub events: u64,
-    /// Events the maps could not carry (logged).
-    pub errors: u64,
-    /// Socket overruns (ENOBUFS), each followed by a resync.
-    pub overruns: u64,
-    pub resyncs: u64,
-    /// What the last resync changed.
-    pub last_resync: Option<ResyncReport>,
-}
-
-/// Answers one control request. Runs on the daemon's loop: the one writer.
-/// What `Stats` reads besides the RIB.
-struct StatsSources<'a> {
-    netlink: &'a NetlinkStats,
-    counters: &'a PerCpuArray<MapData, Counter>,
-    slow_path: &'a SlowPathStatus,
-    pmtu: &'a pmtu::PmtuStats,
-    waiting: &'a QueueStats,
-}
-
-/// A frame whose neighbour is unknown waits in its queue; the first one
-/// has the kernel resolve the neighbour (over netlink).
-fn hold_for_neighbour(
-    rib: &Rib<MapWriter>,
-    waiting: &mut NeighbourQueue,
-    mirror: &Mirror,
-    sender: &FrameSender,
-    miss: slow_path::NeighbourMiss,
-    now: Instant,
-) {
-    let Some(key) = rib.nexthop_key(miss.nexthop) else {
-        waiting.stats.dropped += 1;
-        return;
-    };
-    // A gateway's next hop waits for the gateway; a connected route's for
-    // the packet's own destination.
-    let Some(addr) = key.gateway.or_else(|| neighbour_queue::frame_destination(&miss.frame)) else {
-        waiting.stats.dropped += 1;
-        return;
-    };
-    if rib.usable_nexthop(key.ifindex, addr).is_some() {
-        // Resolved meanwhile: waits for nothing.
-        waiting.hold((key.ifindex, addr), miss.frame, now);
-        release_resolved(rib, waiting, sender);
-        return;
-    }
-    if waiting.hold((key.ifindex, addr), miss.frame, now) {
-        let handle = mirror.handle.clone();
-        tokio::spawn(async move {
-            if let Err(e) = netlink_mirror::resolve(handle, key.ifindex, addr).await {
-                tracing::debug!(error = %format!("{e:#}"), "neighbour resolution request");
-            }
-        });
-    }
-}
-
-/// Sends the frames of every neighbour that is now resolved.
-fn release_resolved(rib: &Rib<MapWriter>, waiting: &mut NeighbourQueue, sender: &FrameSender) {
-    for key in waiting.keys() {
-        let Some(nh) = rib.usable_nexthop(key.0, key.1) else { continue };
-        for frame in waiting.release(&key) {
-            let sent = neighbour_queue::forward_frame(&frame, &nh, nh.mtu).map(|f| sender.send(nh.ifindex, &f));
-            if !matches!(sent, Some(Ok(()))) {
-                waiting.stats.dropped += 1;
-            }
-        }
-    }
+/// Everything the running agent holds. Its loop is the one writer of the
+/// maps: control requests, netlink events, slow-path reports and timers
+/// all come here, one at a time.
+struct Daemon {
+    opts: RunOptions,
+    eff: Effective,
+    /// What the config file names, as running.
+    running: Resolved,
+    rib: Rib<MapWriter>,
+    /// Where routes come from: the kernel FIB or the config file.
+    feed: Feed,
+    dp: DataPlane,
+    mirror: Mirror,
+    netlink: NetlinkStats,
+    counters: PerCpuArray<MapData, Counter>,
+    slow: Arc<slow_path::Shared>,
+    slow_path: Option<slow_path::SlowPath>,
+    slow_path_mode: SlowPathMode,
+    /// Frames waiting for their neighbour, and how they leave once it is known.
+    waiting: NeighbourQueue,
+    sender: Option<FrameSender>,
+    pmtu: pmtu::PmtuStats,
+    /// When each pending neighbour was last solicited.
+    asked: HashMap<(u32, IpAddr), Instant>,
 }
 
 /// A `PMTU_EVENTS` record, as the program wrote it.
@@ -147,321 +103,78 @@ fn pmtu_event(bytes: &[u8]) -> Option<PmtuEvent> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const PmtuEvent) })
 }
 
-/// The slow path as it runs.
-struct SlowPathStatus {
-    mode: SlowPathMode,
-    shared: Arc<slow_path::Shared>,
-}
-
-/// Opens the AF_XDP slow path on the attached interfaces. Where it cannot
-/// (no AF_XDP, memlock), exceptions stay with the kernel, loudly.
-fn start_slow_path(
-    eff: &Effective,
-    ifaces: &[String],
-    rib: &Rib<MapWriter>,
-    dp: &mut DataPlane,
-    shared: &Arc<slow_path::Shared>,
-) -> (Option<slow_path::SlowPath>, SlowPathStatus) {
-    let kernel = SlowPathStatus { mode: SlowPathMode::Kernel, shared: shared.clone() };
-    if eff.slow_path == SlowPathMode::Kernel {
-        return (None, kernel);
-    }
-    let links = rib.link_indexes();
-    let queues: std::collections::BTreeMap<u32, u32> =
-        ifaces.iter().filter_map(|i| links.get(i)).map(|&x| (x, rib.link(x).map_or(1, |l| l.rx_queues))).collect();
-    let started = (|| -> Result<slow_path::SlowPath> {
-        let map = dp.ebpf.take_map(maps::SLOW_PATH).ok_or_else(|| anyhow!("map SLOW_PATH missing from the object"))?;
-        let xsk: aya::maps::XskMap<MapData> = map.try_into()?;
-        slow_path::start(xsk, &queues, shared.clone())
-    })();
-    match started {
-        Ok(sp) => {
-            tracing::info!(sockets = sp.sockets(), "slow path: AF_XDP sockets answer TTL expiry, too big and unreachable with ICMP errors");
-            let status = SlowPathStatus { mode: SlowPathMode::Afxdp, shared: shared.clone() };
-            (Some(sp), status)
+impl Daemon {
+    /// Opens the AF_XDP slow path on the attached interfaces. Where it
+    /// cannot (no AF_XDP, memlock), exceptions stay with the kernel, loudly.
+    fn start_slow_path(&mut self) {
+        if self.eff.slow_path == SlowPathMode::Kernel {
+            return;
         }
-        Err(e) => {
-            tracing::warn!("slow path: AF_XDP unavailable ({e:#}); exceptions go to the kernel stack");
-            (None, kernel)
+        let links = self.rib.link_indexes();
+        let queues: std::collections::BTreeMap<u32, u32> =
+            self.running.ifaces.iter().filter_map(|i| links.get(i)).map(|&x| (x, self.rib.link(x).map_or(1, |l| l.rx_queues))).collect();
+        let started = (|| -> Result<slow_path::SlowPath> {
+            let map = self.dp.ebpf.take_map(maps::SLOW_PATH).ok_or_else(|| anyhow!("map SLOW_PATH missing from the object"))?;
+            let xsk: aya::maps::XskMap<MapData> = map.try_into()?;
+            slow_path::start(xsk, &queues, self.slow.clone())
+        })();
+        match started {
+            Ok(sp) => {
+                tracing::info!(
+                    sockets = sp.sockets(),
+                    "slow path: AF_XDP sockets answer TTL expiry, too big and unreachable with ICMP errors"
+                );
+                self.slow_path = Some(sp);
+                self.slow_path_mode = SlowPathMode::Afxdp;
+            }
+            Err(e) => tracing::warn!("slow path: AF_XDP unavailable ({e:#}); exceptions go to the kernel stack"),
         }
     }
-}
 
-fn handle(rib: &mut Rib<MapWriter>, sources: &StatsSources, req: Request, default_expires: Duration) -> Response {
-    let now = Instant::now();
-    let result = (|| -> Result<serde_json::Value> {
-        Ok(match req {
-            Request::MetricsSet { dest, metric, value, expires } => {
-                let dest = control::parse_dest(&dest)?;
-                let (metric, value) = control::parse_metric_value(&metric, value)?;
-                let expires = control::parse_expires(expires, default_expires, now)?;
-                rib.cow_metrics(dest, metric, value, Source::Operator, expires, now)?;
-                serde_json::to_value(rib.destination_metrics(dest, now))?
-            }
-            Request::MetricsReset { dest } => {
-                let dest = control::parse_dest(&dest)?;
-                serde_json::json!({ "reset": rib.reset_metrics(dest, now)? })
-            }
-            Request::MetricsShow { dest: Some(dest) } => {
-                let dest = control::parse_dest(&dest)?;
-                let m = rib.destination_metrics(dest, now).ok_or_else(|| anyhow!("no route to {dest}"))?;
-                serde_json::to_value(vec![m])?
-            }
-            Request::MetricsShow { dest: None } => {
-                let all: Vec<_> = rib.private_copies().filter_map(|(d, _)| rib.destination_metrics(*d, now)).collect();
-                serde_json::to_value(all)?
-            }
-            Request::Stats => {
-                let mut v = serde_json::to_value(rib.summary())?;
-                v["dir24"] = serde_json::to_value(rib.sink().dir24_stats())?;
-                v["netlink"] = serde_json::to_value(sources.netlink)?;
-                v["packets"] = serde_json::to_value(stats::read_counters(sources.counters)?)?;
-                let mut sp = sources.slow_path.shared.stats.snapshot();
-                sp["mode"] = serde_json::json!(match sources.slow_path.mode {
-                    SlowPathMode::Afxdp => "afxdp",
-                    SlowPathMode::Kernel => "kernel",
-                });
-                v["slow_path"] = sp;
-                v["pmtu"] = serde_json::to_value(sources.pmtu)?;
-                v["neighbour_queue"] = serde_json::to_value(sources.waiting)?;
-                v
-            }
-        })
-    })();
-    match result {
-        Ok(v) => Response::ok(v),
-        Err(e) => Response::error(format!("{e:#}")),
-    }
-}
-
-/// Neighbours the agent has the kernel resolve: configured ones without a
-/// MAC, and the gateways of routes.
-fn pending_neighbours(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)]) -> Vec<(u32, IpAddr)> {
-    let mut v: Vec<(u32, IpAddr)> = configured.iter().copied().filter(|(i, a)| !rib.neighbour_resolved(*i, *a)).collect();
-    v.extend(rib.unresolved_gateways());
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// Has the kernel resolve every pending neighbour not asked for in the last
-/// `again` (a new gateway at once, a silent one every `again`).
-fn solicit_pending(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)], asked: &mut HashMap<(u32, IpAddr), Instant>, again: Duration) {
-    let now = Instant::now();
-    let pending = pending_neighbours(rib, configured);
-    asked.retain(|k, _| pending.contains(k));
-    for (ifindex, addr) in pending {
-        if asked.get(&(ifindex, addr)).is_some_and(|t| now.duration_since(*t) < again) {
-            continue;
+    /// Once a second: expiries, quarantines, queued frames, solicitations.
+    fn tick(&mut self, ticks: u64) {
+        let now = Instant::now();
+        if let Err(e) = self.rib.expire(now) {
+            tracing::error!(error = %e, "expiring overrides");
         }
-        asked.insert((ifindex, addr), now);
-        if let Some(dev) = rib.link_name(ifindex) {
-            if let Err(e) = netlink_mirror::solicit(addr, dev, ifindex) {
-                tracing::debug!(%addr, dev, error = %e, "solicit failed");
+        self.rib.reap(now);
+        self.waiting.expire(now);
+        self.release_resolved();
+        self.solicit_pending(Duration::from_secs(3));
+        if ticks % 30 == 0 {
+            if let Ok(c) = stats::read_counters(&self.counters) {
+                let fwd = c.iter().find(|r| r.reason == common::Reason::Forwarded.name()).map_or(0, |r| r.packets);
+                tracing::info!(forwarded = fwd, summary = ?self.rib.summary(), "status");
             }
         }
     }
-}
 
-/// Has the kernel resolve the neighbours we need, applying netlink events
-/// meanwhile, until all are resolved or `wait` has passed.
-async fn resolve_neighbours(
-    rib: &mut Rib<MapWriter>,
-    fib: &mut KernelFib,
-    mirror: &mut Mirror,
-    stats: &mut NetlinkStats,
-    slow: &slow_path::Shared,
-    to_resolve: &[(u32, IpAddr)],
-    wait: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + wait;
-    let mut asked = HashMap::new();
-    loop {
-        let pending = pending_neighbours(rib, to_resolve);
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(?pending, "neighbours still unresolved; their traffic goes to the kernel until they are");
-            return Ok(());
-        }
-        solicit_pending(rib, to_resolve, &mut asked, Duration::ZERO);
-        let pause = tokio::time::sleep(Duration::from_millis(200));
-        tokio::pin!(pause);
-        loop {
-            tokio::select! {
-                _ = &mut pause => break,
-                batch = mirror.next() => {
-                    let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
-                    apply_batch(rib, fib, mirror, stats, slow, batch).await?;
-                }
+    /// Reports of Frag Needed / Packet Too Big the fast path saw passing.
+    fn learn_pmtu(&mut self, records: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+        let now = Instant::now();
+        while let Some(item) = records.next() {
+            match pmtu_event(&item) {
+                Some(event) => pmtu::learn(&mut self.rib, &event, self.opts.default_expires, &mut self.pmtu, now),
+                None => self.pmtu.refused += 1,
             }
         }
     }
-}
 
-/// Applies one netlink event: routes through the FIB mirror's choice, the
-/// rest straight to the RIB.
-fn apply(rib: &mut Rib<MapWriter>, fib: &mut KernelFib, ev: netlink_mirror::Event, now: Instant) -> Result<()> {
-    match ev {
-        netlink_mirror::Event::Route { route, present } => match fib.apply(route, present) {
-            Some(change) => apply_change(rib, change, now),
-            None => Ok(()),
-        },
-        other => rib.apply(other, now),
-    }
-}
-
-fn apply_change(rib: &mut Rib<MapWriter>, change: Change, now: Instant) -> Result<()> {
-    match change {
-        Change::Set(input) => rib.set_route(input, now),
-        Change::Delete(prefix) => rib.delete_route(&prefix, now).map(|_| ()),
-    }
-}
-
-/// Applies a batch of events in order; an overrun among them ends in a
-/// resync. An event the maps cannot carry is logged and counted, and the
-/// rest go on.
-async fn apply_batch(
-    rib: &mut Rib<MapWriter>,
-    fib: &mut KernelFib,
-    mirror: &Mirror,
-    stats: &mut NetlinkStats,
-    slow: &slow_path::Shared,
-    batch: Vec<netlink_mirror::Event>,
-) -> Result<()> {
-    let mut overrun = false;
-    for ev in batch {
-        if ev == netlink_mirror::Event::Overrun {
-            overrun = true;
-            continue;
-        }
-        if let netlink_mirror::Event::Address { index, addr, present } = ev {
-            slow.note_address(index, addr, present);
-        }
-        stats.events += 1;
-        if let Err(e) = apply(rib, fib, ev.clone(), Instant::now()) {
-            stats.errors += 1;
-            tracing::error!(?ev, error = %e, "applying netlink event");
+    /// Stops: the sockets close before the maps and links they serve;
+    /// dropping the data plane detaches the program and removes the pins,
+    /// unless it is to outlive the agent.
+    fn shut_down(self) {
+        let Daemon { opts, rib, dp, slow_path, .. } = self;
+        drop(slow_path);
+        drop(rib);
+        let keep = dp.keep_on_exit;
+        drop(dp);
+        if keep {
+            tracing::info!(pin_dir = %opts.pin_dir.display(), "exiting; the data plane keeps forwarding (--keep-on-exit)");
+        } else {
+            tracing::info!("detached; pins removed");
         }
     }
-    if overrun {
-        stats.overruns += 1;
-        resync(rib, fib, mirror, stats, slow).await?;
-    }
-    Ok(())
-}
-
-/// After an overrun: dump everything again and apply exactly the
-/// differences, so that no stale entry survives the lost events. Events
-/// queued behind the overrun are applied afterwards, in order; each sets its
-/// object to its state at that time, so the maps converge on the kernel's.
-async fn resync(
-    rib: &mut Rib<MapWriter>,
-    fib: &mut KernelFib,
-    mirror: &Mirror,
-    stats: &mut NetlinkStats,
-    slow: &slow_path::Shared,
-) -> Result<()> {
-    let started = Instant::now();
-    let dump = mirror.dump().await?;
-    slow.set_addresses(&dump);
-    let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, netlink_mirror::Event::Route { .. }));
-    let now = Instant::now();
-    let mut report = rib.resync(rest, now)?;
-    let routes = routes.into_iter().filter_map(|e| match e {
-        netlink_mirror::Event::Route { route, .. } => Some(route),
-        _ => None,
-    });
-    for change in fib.resync(routes) {
-        match &change {
-            Change::Delete(_) => report.routes_removed += 1,
-            Change::Set(r) if rib.route_metrics_ref(&r.prefix).is_some() => report.routes_changed += 1,
-            Change::Set(_) => report.routes_added += 1,
-        }
-        if let Err(e) = apply_change(rib, change, now) {
-            stats.errors += 1;
-            tracing::error!(error = %e, "resync: route not carried");
-        }
-    }
-    stats.resyncs += 1;
-    stats.last_resync = Some(report);
-    tracing::warn!(
-        took_ms = started.elapsed().as_millis() as u64,
-        links = report.links,
-        addresses = report.addresses,
-        neighbours = report.neighbours,
-        routes_added = report.routes_added,
-        routes_changed = report.routes_changed,
-        routes_removed = report.routes_removed,
-        "netlink overrun: resynced with a full dump"
-    );
-    Ok(())
-}
-
-/// SIGHUP: reads the config again and applies what changed (see
-/// [`crate::daemon::reload`]). On any error before applying, nothing changes.
-#[allow(clippy::too_many_arguments)]
-async fn reload_config(
-    opts: &RunOptions,
-    eff: &mut Effective,
-    running: &mut Resolved,
-    rib: &mut Rib<MapWriter>,
-    fib: &mut KernelFib,
-    dp: &mut DataPlane,
-    mirror: &Mirror,
-    stats: &mut NetlinkStats,
-    slow: &slow_path::Shared,
-    slow_path: Option<&mut slow_path::SlowPath>,
-) -> Result<ReloadReport> {
-    let path = opts.config.as_deref().ok_or_else(|| anyhow!("no config file to reload (started without --config)"))?;
-    let config = config::load(path).map_err(|e| anyhow!("config error: {e}"))?;
-    let new_eff = Effective::new(&opts.cli, &config.settings);
-    let new = reload::resolve(Some(path), &opts.ifaces, eff.source, &config, &rib.link_indexes())?;
-    let mut report = ReloadReport { needs_restart: new_eff.needs_restart(eff), ..ReloadReport::default() };
-    let d = reload::diff(running, &new);
-    let now = Instant::now();
-    let links = rib.link_indexes();
-    let mut slow_path = slow_path;
-    for iface in &d.add_ifaces {
-        dp.attach(iface, eff.mode)?;
-        report.interfaces_added += 1;
-        // The slow path serves it too.
-        if let (Some(sp), Some(&index)) = (slow_path.as_deref_mut(), links.get(*iface)) {
-            let queues = rib.link(index).map_or(1, |l| l.rx_queues);
-            if let Err(e) = sp.add_interface(index, queues) {
-                tracing::warn!(iface = %iface, "slow path: no AF_XDP socket ({e:#}); its exceptions go to the kernel");
-            }
-        }
-    }
-    report.interfaces_removed = dp.detach_others(&new.ifaces)?;
-    for r in &d.set_routes {
-        rib.set_route((*r).clone(), now)?;
-        report.routes_set += 1;
-    }
-    for p in &d.del_routes {
-        rib.delete_route(p, now)?;
-        report.routes_removed += 1;
-    }
-    for &((index, addr), mac) in &d.set_neighbours {
-        rib.set_static_neighbour(index, addr, mac, now)?;
-    }
-    for &(index, addr) in &d.unset_neighbours {
-        rib.unset_static_neighbour(index, addr, now)?;
-    }
-    report.neighbours_changed = d.set_neighbours.len() + d.unset_neighbours.len();
-    report.tables_changed = eff.source == RouteSource::Kernel && new_eff.tables != eff.tables;
-    let unset = !d.unset_neighbours.is_empty();
-    *running = new;
-    if report.tables_changed {
-        fib.set_tables(new_eff.tables.iter().copied());
-        eff.tables = new_eff.tables;
-    }
-    // The kernel's view of what the file no longer overrides.
-    if report.tables_changed || unset {
-        resync(rib, fib, mirror, stats, slow).await?;
-    }
-    Ok(report)
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -474,15 +187,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Some(path) => config::load(path).map_err(|e| anyhow!("config error: {e}"))?,
         None => Config::default(),
     };
-    let mut eff = Effective::new(&opts.cli, &config.settings);
+    let eff = Effective::new(&opts.cli, &config.settings);
     if eff.source == RouteSource::Config && opts.config.is_none() {
         bail!("--source config needs --config FILE (the route list)");
     }
-    let kernel = eff.source == RouteSource::Kernel;
-    let mut fib = KernelFib::new(eff.tables.iter().copied());
+    let mut feed = Feed::new(eff.source, &eff.tables);
     // Subscribe, then dump: no change between the two is lost.
-    let (mut mirror, dump) = Mirror::start(kernel, opts.netlink_rcvbuf).await?;
-    let mut netlink_stats = NetlinkStats::default();
+    let (mirror, dump) = Mirror::start(eff.source == RouteSource::Kernel, opts.netlink_rcvbuf).await?;
     let (misses_tx, mut misses) = tokio::sync::mpsc::channel::<slow_path::NeighbourMiss>(4096);
     let slow = slow_path::Shared::new(eff.icmp_limits, misses_tx);
     slow.set_addresses(&dump);
@@ -494,7 +205,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ => None,
         })
         .collect();
-    let mut running = reload::resolve(opts.config.as_deref(), &opts.ifaces, eff.source, &config, &links)?;
+    let running = reload::resolve(opts.config.as_deref(), &opts.ifaces, eff.source, &config, &links)?;
     let (listener, _socket_file) = control::bind(&opts.control_socket)?;
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
     // Bound before anything is loaded: a taken port fails the start cleanly.
@@ -511,7 +222,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Pinned maps of an earlier agent are adopted, contents and all.
     let (mut dp, adopting) = DataPlane::load_pinned(&eff.load, &opts.pin_dir)?;
     dp.keep_on_exit = opts.keep_on_exit;
-    let logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {
+    let mut logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
         Ok(l) => Some(unsafe { AsyncFd::register(l) }.map_err(|e| anyhow!("polling aya-log: {e}"))?),
         Err(e) => {
@@ -534,24 +245,26 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::info!(routes = old.prefixes.len(), nexthops = old.nexthops.len(), metrics_ro = old.metrics_ro.len(), pin_dir = %opts.pin_dir.display(), "adopting the data plane an earlier agent left pinned; it forwards on meanwhile");
         rib.adopt(old);
     }
-    let mut route_events = Vec::new();
-    for ev in dump {
-        // Links, addresses and neighbours first: routes need their devices.
-        match ev {
-            netlink_mirror::Event::Route { .. } => route_events.push(ev),
-            other => rib.apply(other, now)?,
-        }
+    // Links, addresses and neighbours first: routes need their devices.
+    let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, netlink_mirror::Event::Route { .. }));
+    for ev in rest {
+        rib.apply(ev, now)?;
     }
-    for ev in route_events {
-        if let Err(e) = apply(&mut rib, &mut fib, ev.clone(), now) {
-            tracing::warn!(?ev, error = %e, "kernel route not carried");
+    let kernel_routes = routes.into_iter().filter_map(|e| match e {
+        netlink_mirror::Event::Route { route, .. } => Some(route),
+        _ => None,
+    });
+    for change in feed.kernel_resync(kernel_routes) {
+        if let Err(e) = rib.apply_route_change(change.clone(), now) {
+            tracing::warn!(?change, error = %e, "kernel route not carried");
         }
     }
     for (&(index, address), &mac) in &running.static_neighbours {
         rib.set_static_neighbour(index, address, mac, now)?;
     }
-    for r in running.routes.values() {
-        rib.set_route(r.clone(), now)?;
+    // The file's routes are the operator's word: one that cannot be carried fails the start.
+    for change in feed.configured(&running.routes) {
+        rib.apply_route_change(change, now)?;
     }
 
     // Program first, attach second: no window where the fast path has no routes.
@@ -565,10 +278,29 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if gone > 0 {
         tracing::info!(links = gone, "detached from interfaces no longer configured");
     }
-    let (mut slow_path, slow_status) = start_slow_path(&eff, &running.ifaces, &rib, &mut dp, &slow);
-    resolve_neighbours(&mut rib, &mut fib, &mut mirror, &mut netlink_stats, &slow, &running.to_resolve, opts.resolve_wait).await?;
+    let resolve_wait = opts.resolve_wait;
+    let mut d = Daemon {
+        opts,
+        eff,
+        running,
+        rib,
+        feed,
+        dp,
+        mirror,
+        netlink: NetlinkStats::default(),
+        counters,
+        slow,
+        slow_path: None,
+        slow_path_mode: SlowPathMode::Kernel,
+        waiting: NeighbourQueue::new(16, 1024, Duration::from_secs(3)),
+        sender: None,
+        pmtu: pmtu::PmtuStats::default(),
+        asked: HashMap::new(),
+    };
+    d.start_slow_path();
+    d.resolve_neighbours(resolve_wait).await?;
     if adopting {
-        let r = rib.sweep_adopted(Instant::now())?;
+        let r = d.rib.sweep_adopted(Instant::now())?;
         tracing::info!(
             routes_kept = r.routes_kept,
             routes_removed = r.routes_removed,
@@ -577,30 +309,34 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             "adoption complete: the earlier agent's entries are replaced"
         );
     }
-    let s = rib.summary();
+    // Held frames leave through a raw socket (CAP_NET_RAW); without one
+    // they are dropped, counted, and the agent runs on.
+    d.sender = match FrameSender::new() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("neighbour queue: no socket to send held frames ({e:#}); they are dropped and counted");
+            None
+        }
+    };
+    let s = d.rib.summary();
     tracing::info!(
-        source = ?eff.source, routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
+        source = ?d.feed.source(), routes = s.routes, local = s.local_addresses, neighbour_hosts = s.neighbour_hosts,
         nexthops = s.nexthops, resolved = s.nexthops_resolved, metrics_ro = s.metrics_ro_in_use,
-        metrics_rw_capacity = s.metrics_rw_capacity, pin_dir = %opts.pin_dir.display(), "ready"
+        metrics_rw_capacity = s.metrics_rw_capacity, pin_dir = %d.opts.pin_dir.display(), "ready"
     );
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut logger = logger;
     let mut ticks = 0u64;
-    let mut pmtu_stats = pmtu::PmtuStats::default();
-    let mut waiting = NeighbourQueue::new(16, 1024, Duration::from_secs(3));
-    let sender = FrameSender::new()?;
-    let pmtu_map = dp.ebpf.take_map(maps::PMTU_EVENTS).ok_or_else(|| anyhow!("map PMTU_EVENTS missing from the object"))?;
+    let pmtu_map = d.dp.ebpf.take_map(maps::PMTU_EVENTS).ok_or_else(|| anyhow!("map PMTU_EVENTS missing from the object"))?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut pmtu_reports =
         unsafe { AsyncFd::register(aya::maps::RingBuf::try_from(pmtu_map)?) }.map_err(|e| anyhow!("polling PMTU_EVENTS: {e}"))?;
-    let mut asked = HashMap::new();
     loop {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break }
             _ = sighup.recv() => {
-                match reload_config(&opts, &mut eff, &mut running, &mut rib, &mut fib, &mut dp, &mirror, &mut netlink_stats, &slow, slow_path.as_mut()).await {
+                match d.reload_config().await {
                     Ok(r) => tracing::info!(
                         interfaces_added = r.interfaces_added, interfaces_removed = r.interfaces_removed, routes_set = r.routes_set,
                         routes_removed = r.routes_removed, neighbours_changed = r.neighbours_changed, tables_changed = r.tables_changed,
@@ -609,29 +345,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     Err(e) => tracing::error!("SIGHUP: config reload refused; the running config stays: {e:#}"),
                 }
             }
-            batch = mirror.next() => {
+            batch = d.mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
-                apply_batch(&mut rib, &mut fib, &mirror, &mut netlink_stats, &slow, batch).await?;
-                release_resolved(&rib, &mut waiting, &sender);
+                d.apply_batch(batch).await?;
+                d.release_resolved();
             }
             miss = misses.recv() => {
                 let Some(miss) = miss else { continue };
-                hold_for_neighbour(&rib, &mut waiting, &mirror, &sender, miss, Instant::now());
+                d.hold_for_neighbour(miss, Instant::now());
             }
             call = calls.recv() => {
                 let Some((req, reply)) = call else { bail!("control socket server stopped") };
-                let sources = StatsSources { netlink: &netlink_stats, counters: &counters, slow_path: &slow_status, pmtu: &pmtu_stats, waiting: &waiting.stats };
-                let _ = reply.send(handle(&mut rib, &sources, req, opts.default_expires));
+                let _ = reply.send(d.handle(req));
             }
             guard = pmtu_reports.readable_mut() => {
                 let mut guard = guard?;
-                let now = Instant::now();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    match pmtu_event(&item) {
-                        Some(event) => pmtu::learn(&mut rib, &event, opts.default_expires, &mut pmtu_stats, now),
-                        None => pmtu_stats.refused += 1,
-                    }
-                }
+                d.learn_pmtu(guard.get_inner_mut());
                 guard.clear_ready();
             }
             guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
@@ -641,34 +370,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             _ = tick.tick() => {
                 ticks += 1;
-                let now = Instant::now();
-                if let Err(e) = rib.expire(now) {
-                    tracing::error!(error = %e, "expiring overrides");
-                }
-                rib.reap(now);
-                waiting.expire(now);
-                release_resolved(&rib, &mut waiting, &sender);
-                solicit_pending(&rib, &running.to_resolve, &mut asked, Duration::from_secs(3));
-                if ticks % 30 == 0 {
-                    if let Ok(c) = stats::read_counters(&counters) {
-                        let fwd = c.iter().find(|r| r.reason == "forwarded").map_or(0, |r| r.packets);
-                        tracing::info!(forwarded = fwd, summary = ?rib.summary(), "status");
-                    }
-                }
+                d.tick(ticks);
             }
         }
     }
     server.abort();
-    // The sockets close before the maps and links they serve.
-    drop(slow_path);
-    drop(rib);
-    // Dropping the data plane detaches the program and removes the pins.
-    let keep = dp.keep_on_exit;
-    drop(dp);
-    if keep {
-        tracing::info!(pin_dir = %opts.pin_dir.display(), "exiting; the data plane keeps forwarding (--keep-on-exit)");
-    } else {
-        tracing::info!("detached; pins removed");
-    }
+    d.shut_down();
     Ok(())
 }

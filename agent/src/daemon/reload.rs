@@ -9,8 +9,8 @@
 
 use crate::{
     daemon::config::{self, Config},
-    daemon::RouteSource,
     dataplane::{LoadOptions, ModeChoice},
+    fib::source::RouteSource,
     rib::RouteInput,
     slow_path::icmp_limit::RateLimits,
     slow_path::SlowPathMode,
@@ -178,8 +178,6 @@ pub struct ReloadReport {
 /// The differences between the running `old` and the reloaded `new`.
 pub struct Diff<'a> {
     pub add_ifaces: Vec<&'a String>,
-    pub set_routes: Vec<&'a RouteInput>,
-    pub del_routes: Vec<IpNet>,
     pub set_neighbours: Vec<((u32, IpAddr), [u8; 6])>,
     pub unset_neighbours: Vec<(u32, IpAddr)>,
 }
@@ -187,8 +185,6 @@ pub struct Diff<'a> {
 pub fn diff<'a>(old: &Resolved, new: &'a Resolved) -> Diff<'a> {
     Diff {
         add_ifaces: new.ifaces.iter().filter(|i| !old.ifaces.contains(i)).collect(),
-        set_routes: new.routes.iter().filter(|(p, r)| old.routes.get(p) != Some(r)).map(|(_, r)| r).collect(),
-        del_routes: old.routes.keys().filter(|p| !new.routes.contains_key(p)).copied().collect(),
         set_neighbours: new
             .static_neighbours
             .iter()
@@ -199,9 +195,63 @@ pub fn diff<'a>(old: &Resolved, new: &'a Resolved) -> Diff<'a> {
     }
 }
 
+impl super::Daemon {
+    /// SIGHUP: reads the config again and applies what changed. On any
+    /// error before applying, nothing changes.
+    pub(super) async fn reload_config(&mut self) -> Result<ReloadReport> {
+        let path = self.opts.config.clone().ok_or_else(|| anyhow!("no config file to reload (started without --config)"))?;
+        let config = config::load(&path).map_err(|e| anyhow!("config error: {e}"))?;
+        let new_eff = Effective::new(&self.opts.cli, &config.settings);
+        let new = resolve(Some(&path), &self.opts.ifaces, self.eff.source, &config, &self.rib.link_indexes())?;
+        let mut report = ReloadReport { needs_restart: new_eff.needs_restart(&self.eff), ..ReloadReport::default() };
+        let d = diff(&self.running, &new);
+        let now = std::time::Instant::now();
+        let links = self.rib.link_indexes();
+        for iface in &d.add_ifaces {
+            self.dp.attach(iface, self.eff.mode)?;
+            report.interfaces_added += 1;
+            // The slow path serves it too.
+            if let (Some(sp), Some(&index)) = (self.slow_path.as_mut(), links.get(*iface)) {
+                let queues = self.rib.link(index).map_or(1, |l| l.rx_queues);
+                if let Err(e) = sp.add_interface(index, queues) {
+                    tracing::warn!(iface = %iface, "slow path: no AF_XDP socket ({e:#}); its exceptions go to the kernel");
+                }
+            }
+        }
+        report.interfaces_removed = self.dp.detach_others(&new.ifaces)?;
+        for change in self.feed.configured(&new.routes) {
+            match change {
+                crate::rib::RouteChange::Set(_) => report.routes_set += 1,
+                crate::rib::RouteChange::Delete(_) => report.routes_removed += 1,
+            }
+            self.rib.apply_route_change(change, now)?;
+        }
+        for &((index, addr), mac) in &d.set_neighbours {
+            self.rib.set_static_neighbour(index, addr, mac, now)?;
+        }
+        for &(index, addr) in &d.unset_neighbours {
+            self.rib.unset_static_neighbour(index, addr, now)?;
+        }
+        report.neighbours_changed = d.set_neighbours.len() + d.unset_neighbours.len();
+        report.tables_changed = self.eff.source == RouteSource::Kernel && new_eff.tables != self.eff.tables;
+        let unset = !d.unset_neighbours.is_empty();
+        self.running = new;
+        if report.tables_changed {
+            self.feed.set_tables(&new_eff.tables);
+            self.eff.tables = new_eff.tables;
+        }
+        // The kernel's view of what the file no longer overrides.
+        if report.tables_changed || unset {
+            self.resync().await?;
+        }
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rib::RouteChange;
     use common::{RouteKind, RouteMetrics};
 
     fn config(src: &str) -> Config {
@@ -233,11 +283,14 @@ mod tests {
         .unwrap();
         let d = diff(&old, &new);
         assert_eq!(d.add_ifaces, vec!["eth2"]);
+        // Routes change through the config feed, as any source's do.
+        let mut feed = crate::fib::source::Feed::new(RouteSource::Config, &[]);
+        feed.configured(&old.routes);
+        let set = RouteInput::new("10.0.0.0/8".parse().unwrap(), RouteKind::Unicast, Some(3), None, RouteMetrics::DEFAULT);
         assert_eq!(
-            d.set_routes,
-            vec![&RouteInput::new("10.0.0.0/8".parse().unwrap(), RouteKind::Unicast, Some(3), None, RouteMetrics::DEFAULT)]
+            feed.configured(&new.routes),
+            vec![RouteChange::Delete("10.1.0.0/16".parse::<IpNet>().unwrap()), RouteChange::Set(std::sync::Arc::new(set))]
         );
-        assert_eq!(d.del_routes, vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
         assert_eq!(d.unset_neighbours, vec![(2, "10.0.0.9".parse().unwrap())]);
         assert!(d.set_neighbours.is_empty());
         let e = resolve(

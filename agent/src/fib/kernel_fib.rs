@@ -2,20 +2,15 @@
 //! the chosen tables, with the kernel's choice among routes to one prefix
 //! (the lowest priority number wins).
 
-use crate::{fib::netlink_mirror::KernelRoute, rib::RouteInput};
+use crate::{
+    fib::netlink_mirror::KernelRoute,
+    rib::{RouteChange as Change, RouteInput},
+};
 use ipnet::IpNet;
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
 };
-
-/// What a route event does to the fast path's entry for its prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The route the prefix maps to now (shared with the RIB, not copied).
-    Set(Arc<RouteInput>),
-    Delete(IpNet),
-}
 
 /// Which of a prefix's routes the kernel prefers: lowest priority, then
 /// device. IPv6 keeps one route per device for a prefix (`fe80::/64` on

@@ -2,8 +2,10 @@
 //!
 //! Owns: the netlink subscription and dumps ([`netlink_mirror`]: links,
 //! addresses, neighbours, routes), the choice among the kernel's candidate
-//! routes ([`kernel_fib`]). May call: the RIB's route types only; it never
+//! routes ([`kernel_fib`]), and the seam every route source plugs into
+//! ([`source`]). May call: the RIB's route types only; it never
 //! writes a map.
 
 pub mod kernel_fib;
 pub mod netlink_mirror;
+pub mod source;

@@ -399,3 +399,17 @@ fn bind_to_device(sock: &UdpSocket, dev: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// How the netlink mirror is doing.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetlinkStats {
+    /// Events applied.
+    pub events: u64,
+    /// Events the maps could not carry (logged).
+    pub errors: u64,
+    /// Socket overruns (ENOBUFS), each followed by a resync.
+    pub overruns: u64,
+    pub resyncs: u64,
+    /// What the last resync changed.
+    pub last_resync: Option<crate::rib::ResyncReport>,
+}

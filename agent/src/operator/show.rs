@@ -1,7 +1,14 @@
 //! `cowroute show ...`: reads the pinned maps directly, so it works whether
 //! or not the agent is running.
 
-use crate::{dataplane::map_writer::open_pinned, operator::stats};
+use crate::{
+    dataplane::map_writer::open_pinned,
+    operator::{
+        control::Request,
+        stats::{self, AgentStats},
+    },
+    slow_path::SlowPathMode,
+};
 use anyhow::Result;
 use anyhow::{anyhow, bail};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
@@ -223,9 +230,44 @@ fn print_rows<T: serde::Serialize>(rows: &[T], json: bool, header: &str, line: i
     Ok(())
 }
 
-pub fn print_stats(pin_dir: &Path, json: bool) -> Result<()> {
+/// The running agent's stats, when one answers on `socket`.
+fn agent_stats(socket: &Path) -> Option<AgentStats> {
+    let answer = crate::operator::control::Client::connect(socket).and_then(|mut c| c.call(&Request::Stats)).ok()?;
+    serde_json::from_value(answer).ok()
+}
+
+/// `show stats`: the fast path's verdicts by reason (from the pinned
+/// counters, agent or not) and, when an agent answers, what it holds.
+pub fn print_stats(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
     let header = format!("{:<16} {:>14} {:>16}", "reason", "packets", "bytes");
-    print_rows(&stats::read_pinned_counters(pin_dir)?, json, &header, |c| format!("{:<16} {:>14} {:>16}", c.reason, c.packets, c.bytes))
+    print_rows(&stats::read_pinned_counters(pin_dir)?, json, &header, |c| format!("{:<16} {:>14} {:>16}", c.reason, c.packets, c.bytes))?;
+    if json {
+        return Ok(());
+    }
+    let Some(s) = agent_stats(socket) else {
+        println!("(no agent answering on {}: the pinned counters only)", socket.display());
+        return Ok(());
+    };
+    let (r, q) = (&s.rib, &s.neighbour_queue);
+    println!(
+        "agent: {} routes, {} local addresses, {} neighbour hosts; {} next hops ({} resolved), {} ECMP groups",
+        r.routes, r.local_addresses, r.neighbour_hosts, r.nexthops, r.nexthops_resolved, r.nexthop_groups
+    );
+    println!(
+        "metrics: {} shared slots ({} references), {} of {} private slots; COW {} copies, {} in place, {} failures (pool exhausted)",
+        r.metrics_ro_in_use,
+        r.metrics_ro_references,
+        r.metrics_rw_in_use,
+        r.metrics_rw_capacity,
+        r.cow.cows,
+        r.cow.writes_in_place,
+        r.cow.failures
+    );
+    println!(
+        "netlink: {} events, {} errors, {} overruns; pmtu: {} reports, {} learned; neighbour queue: {} held, {} released, {} dropped",
+        s.netlink.events, s.netlink.errors, s.netlink.overruns, s.pmtu.reports, s.pmtu.learned, q.held, q.released, q.dropped
+    );
+    Ok(())
 }
 
 pub fn print_routes(pin_dir: &Path, target: Option<&str>, json: bool) -> Result<()> {
@@ -253,19 +295,16 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         .into_iter()
         .filter(|c| c.reason != common::Reason::Forwarded.name() && c.reason != common::Reason::Blackhole.name())
         .collect();
-    let agent = crate::operator::control::Client::connect(socket)
-        .and_then(|mut c| c.call(&crate::operator::control::Request::Stats))
-        .ok()
-        .map(|s| s["slow_path"].clone());
+    let agent = agent_stats(socket).map(|s| s.slow_path);
     if json {
-        let mode = agent.as_ref().map_or(serde_json::json!("kernel"), |a| a["mode"].clone());
+        let mode = agent.map_or(SlowPathMode::Kernel, |a| a.mode);
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "mode": mode, "agent": agent, "exceptions": exceptions }))?);
         return Ok(());
     }
     match &agent {
-        Some(a) if a["mode"] == "afxdp" => println!(
+        Some(a) if a.mode == SlowPathMode::Afxdp => println!(
             "slow path: the agent over AF_XDP ({} sockets): {} frames, {} ICMP errors sent, {} rate-limited, {} refused, {} malformed, {} without a TX frame, {} dropped at a full socket",
-            a["sockets"], a["frames"], a["icmp_sent"], a["rate_limited"], a["refused"], a["malformed"], a["tx_full"], a["socket_dropped"]
+            a.sockets, a.frames, a.icmp_sent, a.rate_limited, a.refused, a.malformed, a.tx_full, a.socket_dropped
         ),
         Some(_) => println!("slow path: the kernel stack (the agent runs with --slow-path kernel)"),
         None => println!("slow path: no agent answering; the kernel stack takes what the fast path passes up"),

@@ -1,15 +1,42 @@
 //! Reading the per-CPU verdict counters.
 
-use crate::dataplane::map_writer::open_pinned;
+use crate::{
+    dataplane::{dir24::Dir24Stats, map_writer::open_pinned},
+    fib::netlink_mirror::NetlinkStats,
+    rib::RibSummary,
+    slow_path::{neighbour_queue::QueueStats, pmtu::PmtuStats, SlowPathSnapshot},
+};
 use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray};
 use common::{maps, Counter, Reason};
 use std::path::Path;
 
+/// Everything the agent counts, in one typed shape: the control socket's
+/// `Stats` answer is this serialized, and Prometheus and `show stats` render
+/// it field by field (a renamed field fails to compile, never reads as 0).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentStats {
+    #[serde(flatten)]
+    pub rib: RibSummary,
+    pub dir24: Dir24Stats,
+    pub netlink: NetlinkStats,
+    pub packets: Vec<ReasonCount>,
+    pub slow_path: SlowPathSnapshot,
+    pub pmtu: PmtuStats,
+    pub neighbour_queue: QueueStats,
+}
+
+impl AgentStats {
+    /// The packets counted under `reason`.
+    pub fn packets(&self, reason: Reason) -> u64 {
+        self.packets.iter().find(|c| c.reason == reason.name()).map_or(0, |c| c.packets)
+    }
+}
+
 /// Packets and bytes per reason, summed over CPUs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReasonCount {
-    pub reason: &'static str,
+    pub reason: String,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -20,7 +47,7 @@ pub fn read_counters(counters: &PerCpuArray<MapData, Counter>) -> Result<Vec<Rea
         .map(|r| {
             let per_cpu = counters.get(&(*r as u32), 0)?;
             Ok(ReasonCount {
-                reason: r.name(),
+                reason: r.name().to_string(),
                 packets: per_cpu.iter().map(|c| c.packets).sum(),
                 bytes: per_cpu.iter().map(|c| c.bytes).sum(),
             })

@@ -14,7 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-
 impl<S: MapSink> Rib<S> {
     /// Takes over an earlier agent's maps: its slots stay untouched (every
     /// entry it published keeps pointing at valid contents) while this agent

@@ -80,7 +80,7 @@ pub enum CowError {
 }
 
 /// The COW engine's counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CowStats {
     /// Private copies created.
     pub cows: u64,

@@ -54,7 +54,9 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-pub use types::{Adopted, AdoptionReport, Capacities, DestinationMetrics, NextHopKey, OverrideInfo, ResyncReport, RibSummary, RouteInput};
+pub use types::{
+    Adopted, AdoptionReport, Capacities, DestinationMetrics, NextHopKey, OverrideInfo, ResyncReport, RibSummary, RouteChange, RouteInput,
+};
 
 #[derive(Debug, Clone)]
 struct Route {

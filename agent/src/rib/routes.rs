@@ -2,7 +2,7 @@
 //! (`publish_entry`): local address, route, or neighbour host, with a
 //! destination's private copy on top.
 
-use super::{host_prefix, is_host, Base, MapSink, NextHopKey, Rib, Route, RouteInput};
+use super::{host_prefix, is_host, Base, MapSink, NextHopKey, Rib, Route, RouteChange, RouteInput};
 use crate::rib::metrics_store::MetricsStoreError;
 use anyhow::{bail, Result};
 use common::{MetricsRef, RouteEntry, RouteKind, RouteMetrics};
@@ -52,6 +52,14 @@ impl<S: MapSink> Rib<S> {
             self.release_route(&old, now);
         }
         Ok(())
+    }
+
+    /// The one door for routes from any source (`fib::source`).
+    pub fn apply_route_change(&mut self, change: RouteChange, now: Instant) -> Result<()> {
+        match change {
+            RouteChange::Set(input) => self.set_route(input, now),
+            RouteChange::Delete(prefix) => self.delete_route(&prefix, now).map(|_| ()),
+        }
     }
 
     pub fn delete_route(&mut self, prefix: &IpNet, now: Instant) -> Result<bool> {

@@ -8,7 +8,16 @@ use ipnet::IpNet;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
+
+/// What a route source hands the RIB (see `fib::source`): the route a prefix
+/// maps to now, shared with the source's own record, or its removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    Set(Arc<RouteInput>),
+    Delete(IpNet),
+}
 
 /// A route as the agent holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +49,7 @@ pub struct NextHopKey {
 }
 
 /// What the agent has published, in counts.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RibSummary {
     pub routes: usize,
     pub local_addresses: usize,
@@ -76,7 +85,7 @@ pub struct Adopted {
 }
 
 /// What the sweep after adoption did, in counts.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AdoptionReport {
     /// Earlier keys this agent published too (overwritten in place).
     pub routes_kept: usize,
@@ -89,7 +98,7 @@ pub struct AdoptionReport {
 }
 
 /// What a resync after a netlink overrun changed, in counts.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResyncReport {
     pub links: usize,
     pub addresses: usize,

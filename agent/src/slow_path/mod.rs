@@ -43,11 +43,13 @@ const FRAMES: u32 = 256;
 const RING: u32 = FRAMES / 2;
 
 /// Where the slow path is: the agent over AF_XDP, or the kernel stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SlowPathMode {
     /// The agent answers with ICMP errors over AF_XDP sockets.
     Afxdp,
     /// Exceptions go to the kernel stack (which answers as its settings say).
+    #[default]
     Kernel,
 }
 
@@ -73,14 +75,36 @@ pub struct SlowPathStats {
 }
 
 impl SlowPathStats {
-    pub fn snapshot(&self) -> serde_json::Value {
+    pub fn snapshot(&self, mode: SlowPathMode) -> SlowPathSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({
-            "sockets": g(&self.sockets), "frames": g(&self.frames), "icmp_sent": g(&self.icmp_sent), "rate_limited": g(&self.rate_limited),
-            "refused": g(&self.refused), "malformed": g(&self.malformed), "tx_full": g(&self.tx_full),
-            "socket_dropped": g(&self.socket_dropped), "misses_dropped": g(&self.misses_dropped),
-        })
+        SlowPathSnapshot {
+            mode,
+            sockets: g(&self.sockets),
+            frames: g(&self.frames),
+            icmp_sent: g(&self.icmp_sent),
+            rate_limited: g(&self.rate_limited),
+            refused: g(&self.refused),
+            malformed: g(&self.malformed),
+            tx_full: g(&self.tx_full),
+            socket_dropped: g(&self.socket_dropped),
+            misses_dropped: g(&self.misses_dropped),
+        }
     }
+}
+
+/// [`SlowPathStats`] read at one moment, with the mode the slow path runs in.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlowPathSnapshot {
+    pub mode: SlowPathMode,
+    pub sockets: u64,
+    pub frames: u64,
+    pub icmp_sent: u64,
+    pub rate_limited: u64,
+    pub refused: u64,
+    pub malformed: u64,
+    pub tx_full: u64,
+    pub socket_dropped: u64,
+    pub misses_dropped: u64,
 }
 
 /// A frame whose next hop has no neighbour yet, for the daemon's queue.

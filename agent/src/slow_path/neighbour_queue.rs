@@ -20,7 +20,7 @@ const ETH_P_8021Q: u16 = 0x8100;
 /// A neighbour: device and address.
 pub type NeighbourKey = (u32, IpAddr);
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueStats {
     pub held: u64,
     pub released: u64,

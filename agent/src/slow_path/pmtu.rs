@@ -22,7 +22,7 @@ pub const MIN_PMTU_V4: u32 = 552;
 pub const MIN_PMTU_V6: u32 = 1280;
 
 /// What became of the reports, for `Stats` and Prometheus.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PmtuStats {
     pub reports: u64,
     /// A destination's MTU lowered.

@@ -1,0 +1,156 @@
+//! What the daemon does with the kernel's news: netlink batches (routes
+//! through the route feed, the rest straight to the RIB), a full resync
+//! after an overrun, and having the kernel resolve the neighbours we need.
+
+use super::Daemon;
+use crate::{
+    dataplane::map_writer::MapWriter,
+    fib::netlink_mirror::{self, Event},
+    rib::{Rib, RouteChange},
+};
+use anyhow::{anyhow, Result};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+impl Daemon {
+    /// Applies one netlink event: routes through the route feed's choice,
+    /// the rest straight to the RIB.
+    pub(super) fn apply_event(&mut self, ev: Event, now: Instant) -> Result<()> {
+        match ev {
+            Event::Route { route, present } => match self.feed.kernel_route(route, present) {
+                Some(change) => self.rib.apply_route_change(change, now),
+                None => Ok(()),
+            },
+            other => self.rib.apply(other, now),
+        }
+    }
+
+    /// Applies a batch of events in order; an overrun among them ends in a
+    /// resync. An event the maps cannot carry is logged and counted, and the
+    /// rest go on.
+    pub(super) async fn apply_batch(&mut self, batch: Vec<Event>) -> Result<()> {
+        let mut overrun = false;
+        for ev in batch {
+            if ev == Event::Overrun {
+                overrun = true;
+                continue;
+            }
+            if let Event::Address { index, addr, present } = ev {
+                self.slow.note_address(index, addr, present);
+            }
+            self.netlink.events += 1;
+            if let Err(e) = self.apply_event(ev.clone(), Instant::now()) {
+                self.netlink.errors += 1;
+                tracing::error!(?ev, error = %e, "applying netlink event");
+            }
+        }
+        if overrun {
+            self.netlink.overruns += 1;
+            self.resync().await?;
+        }
+        Ok(())
+    }
+
+    /// After an overrun: dump everything again and apply exactly the
+    /// differences, so that no stale entry survives the lost events. Events
+    /// queued behind the overrun are applied afterwards, in order; each sets
+    /// its object to its state at that time, so the maps converge on the
+    /// kernel's.
+    pub(super) async fn resync(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let dump = self.mirror.dump().await?;
+        self.slow.set_addresses(&dump);
+        let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, Event::Route { .. }));
+        let now = Instant::now();
+        let mut report = self.rib.resync(rest, now)?;
+        let routes = routes.into_iter().filter_map(|e| match e {
+            Event::Route { route, .. } => Some(route),
+            _ => None,
+        });
+        for change in self.feed.kernel_resync(routes) {
+            match &change {
+                RouteChange::Delete(_) => report.routes_removed += 1,
+                RouteChange::Set(r) if self.rib.route_metrics_ref(&r.prefix).is_some() => report.routes_changed += 1,
+                RouteChange::Set(_) => report.routes_added += 1,
+            }
+            if let Err(e) = self.rib.apply_route_change(change, now) {
+                self.netlink.errors += 1;
+                tracing::error!(error = %e, "resync: route not carried");
+            }
+        }
+        self.netlink.resyncs += 1;
+        self.netlink.last_resync = Some(report);
+        tracing::warn!(
+            took_ms = started.elapsed().as_millis() as u64,
+            links = report.links,
+            addresses = report.addresses,
+            neighbours = report.neighbours,
+            routes_added = report.routes_added,
+            routes_changed = report.routes_changed,
+            routes_removed = report.routes_removed,
+            "netlink overrun: resynced with a full dump"
+        );
+        Ok(())
+    }
+
+    /// Has the kernel resolve every pending neighbour not asked for in the
+    /// last `again` (a new gateway at once, a silent one every `again`).
+    pub(super) fn solicit_pending(&mut self, again: Duration) {
+        let now = Instant::now();
+        let pending = pending_neighbours(&self.rib, &self.running.to_resolve);
+        self.asked.retain(|k, _| pending.contains(k));
+        for (ifindex, addr) in pending {
+            if self.asked.get(&(ifindex, addr)).is_some_and(|t| now.duration_since(*t) < again) {
+                continue;
+            }
+            self.asked.insert((ifindex, addr), now);
+            if let Some(dev) = self.rib.link_name(ifindex) {
+                if let Err(e) = netlink_mirror::solicit(addr, dev, ifindex) {
+                    tracing::debug!(%addr, dev, error = %e, "solicit failed");
+                }
+            }
+        }
+    }
+
+    /// Has the kernel resolve the neighbours we need, applying netlink
+    /// events meanwhile, until all are resolved or `wait` has passed.
+    pub(super) async fn resolve_neighbours(&mut self, wait: Duration) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        self.asked = HashMap::new();
+        loop {
+            let pending = pending_neighbours(&self.rib, &self.running.to_resolve);
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(?pending, "neighbours still unresolved; their traffic goes to the kernel until they are");
+                return Ok(());
+            }
+            self.solicit_pending(Duration::ZERO);
+            let pause = tokio::time::sleep(Duration::from_millis(200));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    batch = self.mirror.next() => {
+                        let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
+                        self.apply_batch(batch).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Neighbours the agent has the kernel resolve: configured ones without a
+/// MAC, and the gateways of routes.
+fn pending_neighbours(rib: &Rib<MapWriter>, configured: &[(u32, IpAddr)]) -> Vec<(u32, IpAddr)> {
+    let mut v: Vec<(u32, IpAddr)> = configured.iter().copied().filter(|(i, a)| !rib.neighbour_resolved(*i, *a)).collect();
+    v.extend(rib.unresolved_gateways());
+    v.sort();
+    v.dedup();
+    v
+}

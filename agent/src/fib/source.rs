@@ -1,0 +1,121 @@
+//! The route-source seam. Every feed of routes (the kernel FIB over netlink,
+//! the config file's `[[route]]` list; FRR's FPM stream next) turns what it
+//! hears into the same [`RouteChange`]s, and the daemon hands them to the RIB
+//! through one door ([`crate::rib::Rib::apply_route_change`]). Links,
+//! addresses and neighbours are not routes: they always come from the kernel.
+
+use crate::{
+    fib::{kernel_fib::KernelFib, netlink_mirror::KernelRoute},
+    rib::{RouteChange, RouteInput},
+};
+use ipnet::IpNet;
+use std::{collections::BTreeMap, sync::Arc};
+
+/// Where the routes come from (`--source`, or the file's `source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RouteSource {
+    /// The kernel's FIB over netlink (the tables given with --table).
+    Kernel,
+    /// The `[[route]]` list of the config file.
+    Config,
+}
+
+/// The config file's routes as a feed: a (re)load yields the differences.
+#[derive(Debug, Default)]
+pub struct ConfigRoutes {
+    routes: BTreeMap<IpNet, Arc<RouteInput>>,
+}
+
+impl ConfigRoutes {
+    /// Makes the feed's table `new`; returns what changed, deletions first.
+    pub fn replace(&mut self, new: &BTreeMap<IpNet, RouteInput>) -> Vec<RouteChange> {
+        let mut changes: Vec<RouteChange> = self.routes.keys().filter(|p| !new.contains_key(p)).map(|p| RouteChange::Delete(*p)).collect();
+        for (prefix, route) in new {
+            if self.routes.get(prefix).map(|r| r.as_ref()) != Some(route) {
+                changes.push(RouteChange::Set(Arc::new(route.clone())));
+            }
+        }
+        self.routes = new.iter().map(|(p, r)| (*p, Arc::new(r.clone()))).collect();
+        changes
+    }
+}
+
+/// The feed the agent runs with: one of each kind, the same changes out.
+pub enum Feed {
+    Kernel(KernelFib),
+    Config(ConfigRoutes),
+}
+
+impl Feed {
+    pub fn new(source: RouteSource, tables: &[u32]) -> Feed {
+        match source {
+            RouteSource::Kernel => Feed::Kernel(KernelFib::new(tables.iter().copied())),
+            RouteSource::Config => Feed::Config(ConfigRoutes::default()),
+        }
+    }
+
+    pub fn source(&self) -> RouteSource {
+        match self {
+            Feed::Kernel(_) => RouteSource::Kernel,
+            Feed::Config(_) => RouteSource::Config,
+        }
+    }
+
+    /// A route event from netlink; only the kernel feed takes it.
+    pub fn kernel_route(&mut self, route: KernelRoute, present: bool) -> Option<RouteChange> {
+        match self {
+            Feed::Kernel(fib) => fib.apply(route, present),
+            Feed::Config(_) => None,
+        }
+    }
+
+    /// The routes of a fresh kernel dump (startup is a resync from nothing,
+    /// and so is an overrun): what brings the RIB in line with them.
+    pub fn kernel_resync(&mut self, routes: impl IntoIterator<Item = KernelRoute>) -> Vec<RouteChange> {
+        match self {
+            Feed::Kernel(fib) => fib.resync(routes),
+            Feed::Config(_) => Vec::new(),
+        }
+    }
+
+    /// The config file's routes, at start or on SIGHUP; only the config
+    /// feed takes them (resolve() refuses routes in a file with --source kernel).
+    pub fn configured(&mut self, routes: &BTreeMap<IpNet, RouteInput>) -> Vec<RouteChange> {
+        match self {
+            Feed::Config(c) => c.replace(routes),
+            Feed::Kernel(_) => Vec::new(),
+        }
+    }
+
+    /// The kernel tables mirrored from now on (a resync follows).
+    pub fn set_tables(&mut self, tables: &[u32]) {
+        if let Feed::Kernel(fib) = self {
+            fib.set_tables(tables.iter().copied());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::{RouteKind, RouteMetrics};
+
+    fn r(prefix: &str, dev: u32) -> RouteInput {
+        RouteInput::new(prefix.parse().unwrap(), RouteKind::Unicast, Some(dev), None, RouteMetrics::DEFAULT)
+    }
+
+    #[test]
+    fn a_config_reload_yields_only_the_differences() {
+        let mut feed = Feed::new(RouteSource::Config, &[]);
+        let first: BTreeMap<IpNet, RouteInput> = [r("10.1.0.0/16", 2), r("10.2.0.0/16", 2)].into_iter().map(|r| (r.prefix, r)).collect();
+        assert_eq!(feed.configured(&first).len(), 2);
+        assert!(feed.configured(&first).is_empty(), "the same file again changes nothing");
+        let second: BTreeMap<IpNet, RouteInput> = [r("10.1.0.0/16", 3), r("10.3.0.0/16", 2)].into_iter().map(|r| (r.prefix, r)).collect();
+        let changes = feed.configured(&second);
+        assert_eq!(changes[0], RouteChange::Delete("10.2.0.0/16".parse().unwrap()), "deletions first");
+        assert_eq!(changes.len(), 3);
+        assert!(feed
+            .kernel_route(crate::fib::netlink_mirror::KernelRoute { table: 254, priority: 0, route: r("10.9.0.0/16", 2) }, true)
+            .is_none());
+    }
+}
