@@ -308,7 +308,7 @@ pub fn l4_checksum_ok(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> bool {
 /// valid checksum over the pseudo header of `src` and `dst`.
 pub fn tcp(src: &[u8], dst: &[u8], flags: u8, options: &[u8]) -> Vec<u8> {
     let mut opts = options.to_vec();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     let mut t = vec![0u8; 20];
@@ -363,7 +363,7 @@ pub mod synthetic {
         pub fn new(seed: u64) -> Rng {
             Rng(seed.max(1))
         }
-        pub fn next(&mut self) -> u64 {
+        pub fn next_u64(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
@@ -407,7 +407,7 @@ pub mod synthetic {
         let mut set = std::collections::HashSet::with_capacity(n);
         let mut table = Vec::with_capacity(n);
         while table.len() < n {
-            let r = rng.next();
+            let r = rng.next_u64();
             let addr = Ipv4Addr::from((r >> 32) as u32 | 0x0100_0000);
             let p = IpNet::new(addr.into(), v4_prefix_len(r)).unwrap().trunc();
             if keep(&p) && set.insert(p) {
@@ -422,7 +422,7 @@ pub mod synthetic {
         let mut rng = Rng::new(seed);
         let mut set = std::collections::HashSet::with_capacity(n);
         while set.len() < n {
-            let (a, b) = (rng.next(), rng.next());
+            let (a, b) = (rng.next_u64(), rng.next_u64());
             let addr = Ipv6Addr::from(((a as u128) << 64 | b as u128) & !(0xe000u128 << 112) | (0x2000u128 << 112));
             let len = match b % 10 {
                 0..=5 => 48,

@@ -196,7 +196,7 @@ mtu = 1500
                     sock.send_to(&payload, SocketAddr::new(dests[i % DESTINATIONS], 7300))?;
                     sent.fetch_add(1, Ordering::Relaxed);
                     i += 1;
-                    if i % 32 == 0 {
+                    if i.is_multiple_of(32) {
                         std::thread::sleep(Duration::from_micros(500));
                     }
                 }

@@ -25,7 +25,7 @@ fn destinations(table: &[ipnet::IpNet]) -> Vec<Ipv4Addr> {
     let mut rng = synthetic::Rng::new(99);
     let mut out = Vec::with_capacity(DESTINATIONS);
     while out.len() < DESTINATIONS {
-        let r = rng.next();
+        let r = rng.next_u64();
         let a = if out.len() % 2 == 0 {
             let ipnet::IpNet::V4(p) = table[(r % table.len() as u64) as usize] else { unreachable!() };
             let host_bits = 32 - p.prefix_len() as u32;

@@ -3,7 +3,7 @@
 mod demo;
 mod setup;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, process::Command};
 use xtask::{lab::Lab, sh};
@@ -37,7 +37,8 @@ enum Cmd {
         #[arg(long, default_value = "auto")]
         xdp_mode: String,
     },
-    /// Unit tests, BPF_PROG_TEST_RUN cases and the veth-namespace labs (root).
+    /// cargo fmt --check, clippy -D warnings, then unit tests, BPF_PROG_TEST_RUN
+    /// cases and the veth-namespace labs (root).
     Test {
         /// Extra arguments for `cargo test` (a filter, --nocapture, ...).
         #[arg(trailing_var_arg = true)]
@@ -128,6 +129,9 @@ fn real_main() -> Result<()> {
         Cmd::Test { args } => {
             require_root("cargo xtask test")?;
             setup::setup()?;
+            // Style and lints first: a red one fails in seconds, not after the labs.
+            sh::run_visible(&mut cargo(&["fmt", "--all", "--", "--check"])).context("cargo fmt --check: run `cargo fmt --all`")?;
+            sh::run_visible(&mut cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])).context("cargo clippy -D warnings")?;
             let bin = build(false)?;
             let mut c = cargo(&["test"]);
             c.args(&args).env("COWROUTE_BIN", &bin);

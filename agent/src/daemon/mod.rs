@@ -141,7 +141,7 @@ impl Daemon {
         self.waiting.expire(now);
         self.release_resolved();
         self.solicit_pending(Duration::from_secs(3));
-        if ticks % 30 == 0 {
+        if ticks.is_multiple_of(30) {
             if let Ok(c) = stats::read_counters(&self.counters) {
                 let fwd = c.iter().find(|r| r.reason == common::Reason::Forwarded.name()).map_or(0, |r| r.packets);
                 tracing::info!(forwarded = fwd, summary = ?self.rib.summary(), "status");

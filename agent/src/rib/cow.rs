@@ -285,7 +285,7 @@ impl<S: MapSink> Rib<S> {
         for dest in due {
             let p = self.private.get_mut(&dest).expect("present");
             let before = p.overrides.len();
-            p.overrides.retain(|_, o| !o.expires.is_some_and(|t| t <= now));
+            p.overrides.retain(|_, o| o.expires.is_none_or(|t| t > now));
             expired += before - p.overrides.len();
             self.cow_stats.expirations += (before - p.overrides.len()) as u64;
             if p.overrides.is_empty() {

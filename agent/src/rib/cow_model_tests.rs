@@ -167,7 +167,7 @@ proptest! {
                     rib.expire(now).unwrap();
                     rib.reap(now);
                     for (_, o) in model.private.values_mut() {
-                        o.retain(|_, v| !v.expires.is_some_and(|t| t <= now));
+                        o.retain(|_, v| v.expires.is_none_or(|t| t > now));
                     }
                     model.private.retain(|_, (_, o)| !o.is_empty());
                 }

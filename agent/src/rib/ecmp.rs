@@ -158,6 +158,10 @@ impl GroupTable {
         self.groups.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
     /// The id allocator, for adoption (see `Rib::adopt`).
     pub fn ids_mut(&mut self) -> &mut SlotAllocator {
         &mut self.ids

@@ -90,6 +90,7 @@ fn map_memory(pin_dir: &Path) -> Result<Vec<MapMemory>> {
 
 /// Runs `ip -batch` on a thread and polls the agent until `done` holds,
 /// with a progress line every second. Returns (kernel seconds, seconds until done).
+#[allow(clippy::too_many_arguments)] // a bench step: each argument is one knob of the run
 fn timed_batch(
     lab: &Lab,
     client: &mut Client,

@@ -126,7 +126,9 @@ fn lab_throughput(cfg: &Config, say: &dyn Fn(&str)) -> Result<Vec<LabRow>> {
     say("lab throughput: kernel forwarding, native, generic; live-frames generator on CPU 0; modes interleaved round by round");
     let cases: &[(usize, u32)] = if cfg.quick { &[(64, 1), (64, 256)] } else { &[(64, 1), (64, 256), (1500, 1), (1500, 256)] };
     let mut bench = Bench::up()?;
-    let mut samples: std::collections::BTreeMap<(usize, usize, u32), (Vec<f64>, Vec<f64>)> = Default::default();
+    // (frame size, mode, flows) -> (router pps, sink pps) per round.
+    type Samples = std::collections::BTreeMap<(usize, usize, u32), (Vec<f64>, Vec<f64>)>;
+    let mut samples: Samples = Default::default();
     let rounds = if cfg.quick { 3 } else { 5 };
     for round in 0..rounds {
         for (mi, mode) in Mode::ALL.into_iter().enumerate() {
@@ -307,7 +309,7 @@ fn markdown(r: &Report) -> String {
             c.forward_rw_over_ro
         );
     }
-    if let Some(big) = r.program_cost.iter().filter(|c| c.family == "ipv4").last() {
+    if let Some(big) = r.program_cost.iter().rfind(|c| c.family == "ipv4") {
         s += &format!("\nTables are measured round by round (each round every table once, on CPU 0); \"vs 1 route\" is each round's ratio to the one-route table's lookup path in the same round. Largest IPv4 table ({} prefixes) against one route, lookup path: {} (goal: at most 1.5x). RW against RO: {:.3} (goal: at most 1.1).\n", big.prefixes, fmt(&big.lookup_vs_first, 2), big.rw_over_ro);
     }
     s += "\n## Lab throughput (gen -- rtr -- sink; live-frames generator on CPU 0, the router's NAPI thread on CPU 1)\n\n| mode | frame | flows | delivered pps | router ns/pkt | pps vs kernel | capacity vs kernel |\n|---|---:|---:|---:|---:|---:|---:|\n";
