@@ -26,6 +26,21 @@ use std::{
 /// The RIB's default grace period (`--grace-ms`), until [`MapWriter::with_grace`].
 const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 
+/// What an earlier agent left in the pinned maps: the keys it published and
+/// every slot its entries refer to. The new agent allocates around them,
+/// publishes its own state over them, then sweeps (see `Rib::adopt`).
+#[derive(Debug, Default, Clone)]
+pub struct Adopted {
+    pub prefixes: Vec<IpNet>,
+    pub metrics_ro: BTreeSet<u32>,
+    pub metrics_rw: BTreeSet<u32>,
+    pub nexthops: BTreeSet<u32>,
+    pub groups: BTreeSet<u32>,
+    /// Private copies: the destination, the values its slot holds, and
+    /// their record (which are overridden, by whom, until when).
+    pub private: Vec<(IpAddr, RouteMetrics, PrivateMeta)>,
+}
+
 pub struct MapWriter {
     routes_v4: LpmTrie<MapData, V4KeyData, RouteEntry>,
     /// Follows every ROUTES_V4 write into the DIR-24 index.
@@ -247,8 +262,8 @@ impl MapWriter {
 
     /// What an earlier agent published into these (adopted) maps: every
     /// route key, and every slot those entries refer to.
-    pub fn read_adopted(&self) -> Result<crate::rib::Adopted> {
-        let mut a = crate::rib::Adopted::default();
+    pub fn read_adopted(&self) -> Result<Adopted> {
+        let mut a = Adopted::default();
         for (prefix, e) in route_entries(&self.routes_v4, &self.routes_v6)? {
             a.prefixes.push(prefix);
             let slot = e.metrics.slot();
@@ -316,7 +331,7 @@ impl MapWriter {
     }
 }
 
-use std::net::IpAddr;
+use std::{collections::BTreeSet, net::IpAddr};
 
 /// The RIB's view of the maps: every write it makes goes through one of
 /// these, to the real maps ([`MapWriter`]) or to memory in unit tests.

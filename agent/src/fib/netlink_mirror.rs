@@ -4,6 +4,9 @@
 //! no change between the two is lost; the caller applies the dump, then the
 //! events, in order, from one task.
 
+// The kernel-state vocabulary is the RIB's (it consumes it); the mirror
+// speaks it, so that the dependency runs one way: fib -> rib.
+pub use crate::rib::types::{Event, KernelRoute, Link};
 use crate::{rib::ecmp::Leg, rib::RouteInput};
 use anyhow::{Context as _, Result};
 use common::{RouteKind, RouteMetrics, Rtax};
@@ -22,58 +25,6 @@ use rtnetlink::{
     Handle, MulticastGroup,
 };
 use std::net::{IpAddr, SocketAddr as InetSocketAddr, UdpSocket};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    pub mac: [u8; 6],
-    pub mtu: u32,
-    /// Administratively up and with carrier.
-    pub up: bool,
-    /// An 802.1Q sub-interface: its parent and VLAN id.
-    pub vlan: Option<(u32, u16)>,
-    /// RX queues (IFLA_NUM_RX_QUEUES): a slow-path socket for each.
-    pub rx_queues: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Link(Link),
-    LinkGone(u32),
-    Address {
-        index: u32,
-        addr: IpAddr,
-        present: bool,
-    },
-    /// A neighbour entry; `mac` is set when it may be used to forward.
-    Neighbour {
-        index: u32,
-        addr: IpAddr,
-        mac: Option<[u8; 6]>,
-    },
-    NeighbourGone {
-        index: u32,
-        addr: IpAddr,
-    },
-    /// A route of the kernel's FIB (`--source kernel`).
-    Route {
-        route: KernelRoute,
-        present: bool,
-    },
-    /// The subscription's socket overflowed (ENOBUFS): events were lost, and
-    /// only a full dump can say what the kernel holds now.
-    Overrun,
-}
-
-/// A kernel route, as far as the fast path can carry it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelRoute {
-    pub table: u32,
-    /// The kernel prefers the lowest.
-    pub priority: u32,
-    pub route: RouteInput,
-}
 
 pub struct Mirror {
     pub handle: Handle,

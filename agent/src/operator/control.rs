@@ -58,9 +58,7 @@ pub fn parse_metric_value(name: &str, value: u64) -> Result<(Rtax, u32)> {
     Ok((m, value as u32))
 }
 
-/// The longest lifetime an override may have, in seconds: the kernel keeps
-/// route expiries in 32-bit seconds (`RTA_EXPIRES`), and no clock overflows.
-pub const MAX_EXPIRES_SECS: u64 = i32::MAX as u64;
+pub use crate::rib::cow::MAX_EXPIRES_SECS;
 
 /// When an override set at `now` expires: after `secs` (or `default`), never
 /// for 0. A lifetime beyond [`MAX_EXPIRES_SECS`] is refused, never wrapped.

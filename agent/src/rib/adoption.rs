@@ -2,10 +2,7 @@
 //! resynchronising with a fresh kernel dump after a netlink overrun.
 
 use super::{MapSink, Rib};
-use crate::{
-    fib::netlink_mirror::Event,
-    rib::{cow::Source, Adopted, AdoptionReport, ResyncReport},
-};
+use crate::rib::{cow::Source, types::Event, Adopted, AdoptionReport, ResyncReport};
 use anyhow::Result;
 use common::Rtax;
 use std::{

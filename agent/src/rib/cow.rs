@@ -9,6 +9,10 @@ use common::{RouteMetrics, Rtax};
 use ipnet::IpNet;
 use std::{collections::BTreeMap, net::IpAddr, time::Instant};
 
+/// The longest lifetime an override may have, in seconds: the kernel keeps
+/// route expiries in 32-bit seconds (`RTA_EXPIRES`), and no clock overflows.
+pub const MAX_EXPIRES_SECS: u64 = i32::MAX as u64;
+
 /// Who wrote an override.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,8 +5,8 @@
 
 use crate::{
     dataplane::map_writer::memory::MemoryMaps,
-    fib::netlink_mirror::{Event, Link},
     rib::cow::{self, Override, Source},
+    rib::types::{Event, Link},
     rib::{Capacities, Rib, RouteInput},
 };
 use common::{MetricsRef, RouteKind, RouteMetrics, Rtax};

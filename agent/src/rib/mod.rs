@@ -36,10 +36,10 @@ mod routes;
 mod tests;
 pub mod types;
 
+pub use crate::dataplane::map_writer::Adopted;
 pub use crate::dataplane::map_writer::MapSink;
 use crate::{
     dataplane::slots::SlotAllocator,
-    fib::netlink_mirror::{Event, Link},
     rib::cow::{CowStats, PrivateCopy},
     rib::ecmp::GroupTable,
     rib::metrics_store::MetricsStore,
@@ -55,8 +55,9 @@ use std::{
     time::{Duration, Instant},
 };
 pub use types::{
-    Adopted, AdoptionReport, Capacities, DestinationMetrics, NextHopKey, OverrideInfo, ResyncReport, RibSummary, RouteChange, RouteInput,
+    AdoptionReport, Capacities, DestinationMetrics, NextHopKey, OverrideInfo, ResyncReport, RibSummary, RouteChange, RouteInput,
 };
+use types::{Event, Link};
 
 #[derive(Debug, Clone)]
 struct Route {

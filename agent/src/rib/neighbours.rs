@@ -3,7 +3,7 @@
 //! neighbour under a connected route, like the kernel's cached clones).
 
 use super::{host_prefix, MapSink, NeighbourHost, NextHopKey, Rib, Route};
-use crate::fib::netlink_mirror::Link;
+use crate::rib::types::Link;
 use anyhow::Result;
 use common::RouteKind;
 use ipnet::IpNet;

@@ -368,7 +368,7 @@ proptest::proptest! {
     fn every_rtax_metric_is_set_shown_adopted_and_expired(
         index in 0..common::RTAX_MAX,
         raw in 1u32..,
-        lifetime in proptest::option::of(1u64..=crate::operator::control::MAX_EXPIRES_SECS),
+        lifetime in proptest::option::of(1u64..=crate::rib::cow::MAX_EXPIRES_SECS),
     ) {
         let metric = Rtax::ALL[index];
         let value = 1 + raw % metric.max_value();

@@ -3,13 +3,9 @@
 
 use crate::rib::cow::{CowStats, Source};
 use crate::rib::ecmp::Leg;
-use common::{PrivateMeta, RouteKind, RouteMetrics};
+use common::{RouteKind, RouteMetrics};
 use ipnet::IpNet;
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 /// What a route source hands the RIB (see `fib::source`): the route a prefix
 /// maps to now, shared with the source's own record, or its removal.
@@ -67,21 +63,6 @@ pub struct RibSummary {
     pub metrics_rw_quarantined: usize,
     pub metrics_rw_capacity: u32,
     pub cow: CowStats,
-}
-
-/// What an earlier agent left in the pinned maps: the keys it published and
-/// every slot its entries refer to. The new agent allocates around them,
-/// publishes its own state over them, then sweeps (see [`Rib::adopt`]).
-#[derive(Debug, Default, Clone)]
-pub struct Adopted {
-    pub prefixes: Vec<IpNet>,
-    pub metrics_ro: BTreeSet<u32>,
-    pub metrics_rw: BTreeSet<u32>,
-    pub nexthops: BTreeSet<u32>,
-    pub groups: BTreeSet<u32>,
-    /// Private copies: the destination, the values its slot holds, and
-    /// their record (which are overridden, by whom, until when).
-    pub private: Vec<(IpAddr, RouteMetrics, PrivateMeta)>,
 }
 
 /// What the sweep after adoption did, in counts.
@@ -148,4 +129,58 @@ impl Default for Capacities {
             nexthop_groups: common::capacity::NH_GROUPS,
         }
     }
+}
+
+/// A network device, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// Administratively up and with carrier.
+    pub up: bool,
+    /// An 802.1Q sub-interface: its parent and VLAN id.
+    pub vlan: Option<(u32, u16)>,
+    /// RX queues (IFLA_NUM_RX_QUEUES): a slow-path socket for each.
+    pub rx_queues: u32,
+}
+
+/// What the kernel says changed (netlink), in the RIB's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Link(Link),
+    LinkGone(u32),
+    Address {
+        index: u32,
+        addr: IpAddr,
+        present: bool,
+    },
+    /// A neighbour entry; `mac` is set when it may be used to forward.
+    Neighbour {
+        index: u32,
+        addr: IpAddr,
+        mac: Option<[u8; 6]>,
+    },
+    NeighbourGone {
+        index: u32,
+        addr: IpAddr,
+    },
+    /// A route of the kernel's FIB (`--source kernel`).
+    Route {
+        route: KernelRoute,
+        present: bool,
+    },
+    /// The subscription's socket overflowed (ENOBUFS): events were lost, and
+    /// only a full dump can say what the kernel holds now.
+    Overrun,
+}
+
+/// A kernel route, as far as the fast path can carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub table: u32,
+    /// The kernel prefers the lowest.
+    pub priority: u32,
+    pub route: RouteInput,
 }
