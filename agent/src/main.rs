@@ -189,7 +189,7 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     // Before any thread exists, so every thread lives in the namespace.
     if let Some(ns) = &cli.netns {
-        cowroute::daemon::netns::enter(ns)?;
+        common::netns::enter(ns)?;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,netlink_proto=error".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

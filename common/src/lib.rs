@@ -9,6 +9,8 @@ pub mod checksum;
 pub mod counters;
 pub mod flow_hash;
 pub mod metrics;
+#[cfg(feature = "user")]
+pub mod netns;
 pub mod nexthop;
 pub mod route;
 pub mod slow_path;

@@ -1,9 +1,8 @@
 //! Traffic inside the lab's namespaces: a thread enters a namespace with
 //! setns(2) and its sockets live there, so no helper program is needed.
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use std::{
-    fs::File,
     mem::{size_of, zeroed},
     net::{IpAddr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
@@ -12,12 +11,9 @@ use std::{
 
 /// Runs `f` on a thread inside network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    let path = format!("/run/netns/{ns}");
-    let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+    let ns = ns.to_string();
     std::thread::spawn(move || {
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("setns");
-        }
+        common::netns::enter(&ns)?;
         f()
     })
     .join()

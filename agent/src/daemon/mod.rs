@@ -10,7 +10,6 @@
 pub mod config;
 mod kernel_events;
 mod neighbour_wait;
-pub mod netns;
 pub mod reload;
 mod requests;
 

@@ -12,7 +12,6 @@ use aya::{
 };
 use cowroute::{dataplane::PROG_TRAFFICGEN, EBPF_OBJECT};
 use std::{
-    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc,
@@ -45,7 +44,7 @@ impl Generator {
         let headers: [u8; HEADERS_LEN] = frame.get(..HEADERS_LEN).context("frame shorter than its headers")?.try_into()?;
         let thread = std::thread::spawn(move || -> Result<()> {
             let setup = || -> Result<(aya::Ebpf, u32)> {
-                enter_netns(&netns)?;
+                common::netns::enter(&netns)?;
                 crate::cpus::set_affinity(0, &[cpu])?;
                 let ifindex = ifindex(&iface)?;
                 let mut ebpf = EbpfLoader::new()
@@ -105,15 +104,6 @@ impl Drop for Generator {
             }
         }
     }
-}
-
-/// This thread only: network namespaces are per thread.
-fn enter_netns(netns: &str) -> Result<()> {
-    let f = std::fs::File::open(format!("/run/netns/{netns}")).with_context(|| format!("namespace {netns}"))?;
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("entering namespace {netns}"));
-    }
-    Ok(())
 }
 
 fn ifindex(iface: &str) -> Result<u32> {
