@@ -185,6 +185,17 @@ fn main() {
     }
 }
 
+/// After the agent stopped on an error: says whether the data plane it
+/// leaves behind forwards on.
+fn note_pinned_data_plane(pin_dir: &std::path::Path) {
+    if pin_dir.join(common::maps::ROUTES_V4).exists() {
+        eprintln!(
+            "cowroute: the data plane stays pinned under {} and forwards on: a restarted agent adopts it, `cowroute detach` removes it",
+            pin_dir.display()
+        );
+    }
+}
+
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     // Before any thread exists, so every thread lives in the namespace.
@@ -218,7 +229,8 @@ fn real_main() -> Result<()> {
             icmp_msgs_burst,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(daemon::run(RunOptions {
+            let pin_dir = cli.pin_dir.clone();
+            let outcome = rt.block_on(daemon::run(RunOptions {
                 ifaces,
                 config,
                 cli: CliSettings {
@@ -240,7 +252,11 @@ fn real_main() -> Result<()> {
                 netlink_rcvbuf,
                 keep_on_exit,
                 metrics_listen,
-            }))
+            }));
+            if outcome.is_err() {
+                note_pinned_data_plane(&pin_dir);
+            }
+            outcome
         }
         Command::Detach => {
             if Client::connect(&cli.control_socket).and_then(|mut c| c.call(&Request::Stats)).is_ok() {

@@ -73,6 +73,77 @@ fn sigkill_and_restart_three_times_under_traffic_loses_nothing() {
     assert_eq!(sink.receive(20, Duration::from_millis(500)).unwrap().len(), 0, "kernel forwarding is off: nothing without cowroute");
 }
 
+/// What the fast path forwards with, without the slot numbers an adopting
+/// agent picks afresh: route entries (prefix, type, flags), next hops (the
+/// set of their contents: an earlier agent's slots linger until reused) and
+/// private copies (values, overrides).
+fn forwarding_state(run: &LabRun) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&run.cowroute(args)).unwrap() };
+    let rows = |v: serde_json::Value, keys: &[&str]| -> Vec<String> {
+        let mut out: Vec<String> =
+            v.as_array().unwrap().iter().map(|r| keys.iter().map(|k| r[*k].to_string()).collect::<Vec<_>>().join(" ")).collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let routes = rows(json(&["show", "routes", "--json"]), &["prefix", "kind", "flags"]);
+    let nexthops = rows(json(&["show", "nexthops", "--json"]), &["ifindex", "dmac", "smac", "mtu", "vlan", "usable"]);
+    let mut private: Vec<String> = json(&["metrics", "show", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let overrides: Vec<String> =
+                d["overrides"].as_array().unwrap().iter().map(|o| format!("{}={} {}", o["metric"], o["value"], o["source"])).collect();
+            format!("{} {} {} {:?}", d["destination"], d["values"], d["covering"], overrides)
+        })
+        .collect();
+    private.sort();
+    (routes, nexthops, private)
+}
+
+/// A crash of the agent, by a panic or by SIGKILL, never stops forwarding,
+/// even without --keep-on-exit: no unwinding runs the data plane's teardown
+/// (panic = "abort"), the pins stay, and the restarted agent adopts them
+/// with the same forwarding state. Under traffic: zero loss.
+#[test]
+fn a_panic_or_sigkill_of_the_agent_loses_no_packet_and_no_state() {
+    std::env::set_var(cowroute::operator::control::FAULT_INJECTION_ENV, "1");
+    let mut run = LabRun::start_custom(&lab_tag('p'), "native", &[], &|lab| lab.hosts_config());
+    run.cowroute(&["metrics", "set", lab::SINK2_V4, "mtu", "1300", "--expires", "0"]);
+    run.cowroute(&["metrics", "set", lab::SINK2_V6, "advmss", "1200", "--expires", "0"]);
+    let before = forwarding_state(&run);
+    assert!(before.0.len() > 4 && !before.1.is_empty() && before.2.len() == 2, "{before:?}");
+    let to: SocketAddr = format!("{}:7803", lab::SINK_V4).parse().unwrap();
+    let sink = traffic::UdpSink::bind(&run.lab.sink, "0.0.0.0:7803".parse().unwrap()).unwrap();
+    let receiver = std::thread::spawn(move || sink.receive(DATAGRAMS, Duration::from_secs(60)).unwrap().len());
+    let gen = run.lab.gen.clone();
+    let sender = std::thread::spawn(move || traffic::udp_send(&gen, to, DATAGRAMS, 64, 64, Duration::from_micros(100)).unwrap());
+    for crash in ["panic", "sigkill"] {
+        std::thread::sleep(Duration::from_millis(500));
+        match crash {
+            "panic" => {
+                let refused = run.control().call(&cowroute::operator::control::Request::Fault { what: "panic".into() });
+                assert!(refused.is_err(), "the agent answered instead of crashing");
+                let status = run.agent.wait_exit(Duration::from_secs(5)).unwrap();
+                assert!(!status.success(), "{crash}: {status:?}");
+                assert!(run.agent.log().contains("fault injection: a panic"), "{}", run.agent.log());
+                assert!(!run.agent.log().contains("pins removed"), "no teardown ran: {}", run.agent.log());
+            }
+            _ => run.agent.kill().unwrap(),
+        }
+        assert!(run.pin_dir.join("ROUTES_V4").exists() && xdp_attached(&run), "{crash}: the data plane is still there");
+        let fwd = run.counter("forwarded");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(run.counter("forwarded") > fwd, "{crash}: the fast path forwards with no agent running");
+        run.restart_agent();
+        assert!(run.agent.log().contains("adoption complete"), "{crash}: {}", run.agent.log());
+        assert_eq!(forwarding_state(&run), before, "{crash}: the adopting agent forwards with the same state");
+    }
+    sender.join().unwrap();
+    assert_eq!(receiver.join().unwrap(), DATAGRAMS, "every datagram arrived across a panic, a SIGKILL and two restarts");
+}
+
 /// A program whose maps differ from the pinned ones refuses to adopt them,
 /// says which map and what to do, and leaves the running data plane alone.
 #[test]

@@ -95,6 +95,22 @@ impl AgentProc {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// Waits up to `within` for the agent to end by itself (a crash).
+    pub fn wait_exit(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut().ok_or_else(|| anyhow!("agent already stopped"))?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("the agent still runs after {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, as a crash would end it: nothing is cleaned up.
     pub fn kill(&mut self) -> Result<()> {
         let mut child = self.child.take().ok_or_else(|| anyhow!("agent already stopped"))?;

@@ -159,20 +159,20 @@ impl Daemon {
         }
     }
 
-    /// Stops: the sockets close before the maps and links they serve;
-    /// dropping the data plane detaches the program and removes the pins,
-    /// unless it is to outlive the agent.
-    fn shut_down(self) {
+    /// Stops on a signal: the sockets close before the maps and links they
+    /// serve; then the data plane is removed, unless it is to outlive the
+    /// agent (--keep-on-exit).
+    fn shut_down(self) -> Result<()> {
         let Daemon { opts, rib, dp, slow_path, .. } = self;
         drop(slow_path);
         drop(rib);
-        let keep = dp.keep_on_exit;
-        drop(dp);
-        if keep {
+        if opts.keep_on_exit {
             tracing::info!(pin_dir = %opts.pin_dir.display(), "exiting; the data plane keeps forwarding (--keep-on-exit)");
-        } else {
-            tracing::info!("detached; pins removed");
+            return Ok(());
         }
+        dp.remove_pins()?;
+        tracing::info!("detached; pins removed");
+        Ok(())
     }
 }
 
@@ -220,7 +220,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     // Pinned maps of an earlier agent are adopted, contents and all.
     let (mut dp, adopting) = DataPlane::load_pinned(&eff.load, &opts.pin_dir)?;
-    dp.keep_on_exit = opts.keep_on_exit;
     let mut logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
         Ok(l) => Some(unsafe { AsyncFd::register(l) }.map_err(|e| anyhow!("polling aya-log: {e}"))?),
@@ -374,6 +373,5 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     server.abort();
-    d.shut_down();
-    Ok(())
+    d.shut_down()
 }

@@ -43,6 +43,16 @@ impl Daemon {
                 serde_json::to_value(all)?
             }
             Request::Stats => serde_json::to_value(self.stats()?)?,
+            Request::Fault { what } => {
+                if std::env::var(control::FAULT_INJECTION_ENV).as_deref() != Ok("1") {
+                    anyhow::bail!("fault injection is off (start the agent with {}=1 to test crashes)", control::FAULT_INJECTION_ENV);
+                }
+                match what.as_str() {
+                    // What a bug would do: the process ends at once (panic = "abort").
+                    "panic" => panic!("fault injection: a panic on the daemon's loop"),
+                    other => anyhow::bail!("unknown fault {other:?} (one of: panic)"),
+                }
+            }
         })
     }
 

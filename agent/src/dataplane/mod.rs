@@ -57,11 +57,13 @@ impl Default for LoadOptions {
     }
 }
 
+/// The loaded program and its maps. Dropping it leaves whatever is pinned
+/// in place, forwarding: a crash, a panic or an error exit never stops the
+/// data plane, and the next agent adopts it. Only [`DataPlane::remove_pins`]
+/// (SIGTERM without `--keep-on-exit`) or `cowroute detach` ends it.
 pub struct DataPlane {
     pub ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
-    /// Leave maps, links and pins in place on exit (a later agent adopts them).
-    pub keep_on_exit: bool,
 }
 
 /// How the forwarding program got onto an interface.
@@ -193,7 +195,16 @@ impl DataPlane {
                 .with_context(|| format!("program {name} is not XDP"))?;
             prog.load().map_err(|e| load_error(name, e))?;
         }
-        Ok(DataPlane { ebpf, pin_dir: None, keep_on_exit: false })
+        Ok(DataPlane { ebpf, pin_dir: None })
+    }
+
+    /// The explicit end of the data plane: links and pins removed, so the
+    /// program detaches once this process closes it.
+    pub fn remove_pins(mut self) -> Result<Vec<PathBuf>> {
+        match self.pin_dir.take() {
+            Some(dir) => detach(&dir),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Takes the writable maps; call after pinning.
@@ -258,19 +269,6 @@ impl DataPlane {
         }
         fd_link.pin(pin).with_context(|| format!("pinning XDP link at {}", pin.display()))?;
         Ok(())
-    }
-}
-
-impl Drop for DataPlane {
-    /// An orderly exit, error or signal, leaves no pins behind (the links
-    /// detach as this process closes them), unless the data plane is to
-    /// outlive the agent.
-    fn drop(&mut self) {
-        if let (Some(dir), false) = (self.pin_dir.take(), self.keep_on_exit) {
-            if let Err(e) = detach(&dir) {
-                tracing::error!(error = %e, "removing the pins");
-            }
-        }
     }
 }
 

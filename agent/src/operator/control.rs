@@ -19,11 +19,28 @@ pub const DEFAULT_SOCKET: &str = "/run/cowroute/control.sock";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    MetricsSet { dest: String, metric: String, value: u64, expires: Option<u64> },
-    MetricsReset { dest: String },
-    MetricsShow { dest: Option<String> },
+    MetricsSet {
+        dest: String,
+        metric: String,
+        value: u64,
+        expires: Option<u64>,
+    },
+    MetricsReset {
+        dest: String,
+    },
+    MetricsShow {
+        dest: Option<String>,
+    },
     Stats,
+    /// Fault injection for the crash tests (`panic`): refused unless the
+    /// agent runs with COWROUTE_FAULT_INJECTION=1 in its environment.
+    Fault {
+        what: String,
+    },
 }
+
+/// The environment switch that lets [`Request::Fault`] through.
+pub const FAULT_INJECTION_ENV: &str = "COWROUTE_FAULT_INJECTION";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
