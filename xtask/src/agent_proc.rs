@@ -42,10 +42,30 @@ impl AgentProc {
 
     /// As [`AgentProc::start`], waiting up to `ready_within` for "ready".
     pub fn start_within(netns: &str, pin_dir: &Path, run_args: &[String], echo: bool, ready_within: Duration) -> Result<AgentProc> {
+        Self::start_under(&[], netns, pin_dir, run_args, echo, ready_within)
+    }
+
+    /// As [`AgentProc::start_within`], run by `wrapper` (a command and its
+    /// arguments, e.g. `setpriv --bounding-set ... --`) when it is not empty.
+    pub fn start_under(
+        wrapper: &[String],
+        netns: &str,
+        pin_dir: &Path,
+        run_args: &[String],
+        echo: bool,
+        ready_within: Duration,
+    ) -> Result<AgentProc> {
         let bin = cowroute_bin()?;
         let name = pin_dir.file_name().map_or("cowroute".into(), |n| n.to_string_lossy().into_owned());
         let control_socket = PathBuf::from(format!("/run/cowroute/{name}.sock"));
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.args(["--netns", netns, "--pin-dir"]).arg(pin_dir).arg("--control-socket").arg(&control_socket);
         cmd.arg("run").args(run_args);
         cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,netlink_proto=error".into()));

@@ -91,6 +91,9 @@ struct Daemon {
     pmtu: pmtu::PmtuStats,
     /// When each pending neighbour was last solicited.
     asked: HashMap<(u32, IpAddr), Instant>,
+    /// Optional parts that failed to start (slow path, frame sender,
+    /// Prometheus): the agent runs on without them, and says so in its stats.
+    degraded: Vec<String>,
 }
 
 /// A `PMTU_EVENTS` record, as the program wrote it.
@@ -126,7 +129,10 @@ impl Daemon {
                 self.slow_path = Some(sp);
                 self.slow_path_mode = SlowPathMode::Afxdp;
             }
-            Err(e) => tracing::warn!("slow path: AF_XDP unavailable ({e:#}); exceptions go to the kernel stack"),
+            Err(e) => {
+                tracing::warn!("slow path: AF_XDP unavailable ({e:#}); exceptions go to the kernel stack");
+                self.degraded.push(format!("slow_path: {e:#}"));
+            }
         }
     }
 
@@ -207,14 +213,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let running = reload::resolve(opts.config.as_deref(), &opts.ifaces, eff.source, &config, &links)?;
     let (listener, _socket_file) = control::bind(&opts.control_socket)?;
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
-    // Bound before anything is loaded: a taken port fails the start cleanly.
-    let metrics_listener = match opts.metrics_listen {
-        Some(addr) => Some(crate::operator::prometheus::bind(addr).await?),
-        None => None,
-    };
-    if let Some(l) = metrics_listener {
-        tracing::info!(addr = %l.local_addr()?, "Prometheus metrics at /metrics");
-        tokio::spawn(crate::operator::prometheus::serve(l, calls_tx.clone()));
+    // Prometheus is optional: an address it cannot listen on is a counted
+    // warning, not a router without its data plane.
+    let mut degraded = Vec::new();
+    if let Some(addr) = opts.metrics_listen {
+        match crate::operator::prometheus::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(addr = %l.local_addr()?, "Prometheus metrics at /metrics");
+                tokio::spawn(crate::operator::prometheus::serve(l, calls_tx.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("{e:#}; running without the Prometheus endpoint");
+                degraded.push(format!("prometheus: {e:#}"));
+            }
+        }
     }
     let server = tokio::spawn(control::serve(listener, calls_tx));
 
@@ -294,6 +306,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         sender: None,
         pmtu: pmtu::PmtuStats::default(),
         asked: HashMap::new(),
+        degraded,
     };
     d.start_slow_path();
     d.resolve_neighbours(resolve_wait).await?;
@@ -313,6 +326,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!("neighbour queue: no socket to send held frames ({e:#}); they are dropped and counted");
+            d.degraded.push(format!("neighbour_queue: {e:#}"));
             None
         }
     };

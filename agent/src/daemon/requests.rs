@@ -67,6 +67,7 @@ impl Daemon {
             slow_path: self.slow.stats.snapshot(self.slow_path_mode),
             pmtu: self.pmtu,
             neighbour_queue: self.waiting.stats,
+            degraded: self.degraded.clone(),
         })
     }
 }

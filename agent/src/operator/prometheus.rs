@@ -45,6 +45,11 @@ pub fn render(s: &AgentStats) -> String {
         ("failures", c.failures),
     ];
     let families = [
+        gauge(
+            "cowroute_degraded_parts",
+            "Optional parts (slow path, frame sender, Prometheus) that failed to start.",
+            s.degraded.len() as u64,
+        ),
         Family {
             name: "cowroute_packets_total",
             kind: "counter",

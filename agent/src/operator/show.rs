@@ -267,6 +267,9 @@ pub fn print_stats(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         "netlink: {} events, {} errors, {} overruns; pmtu: {} reports, {} learned; neighbour queue: {} held, {} released, {} dropped",
         s.netlink.events, s.netlink.errors, s.netlink.overruns, s.pmtu.reports, s.pmtu.learned, q.held, q.released, q.dropped
     );
+    for part in &s.degraded {
+        println!("degraded: {part}");
+    }
     Ok(())
 }
 

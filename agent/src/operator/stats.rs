@@ -24,6 +24,8 @@ pub struct AgentStats {
     pub slow_path: SlowPathSnapshot,
     pub pmtu: PmtuStats,
     pub neighbour_queue: QueueStats,
+    /// Optional parts that failed to start, with why: the agent runs on.
+    pub degraded: Vec<String>,
 }
 
 impl AgentStats {

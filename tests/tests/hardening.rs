@@ -1,0 +1,94 @@
+//! The agent under the conditions of a real deployment: the shipped systemd
+//! unit's capability set, optional parts that cannot start.
+
+use cowroute::operator::control::Request;
+use cowroute_tests::*;
+use std::{net::SocketAddr, time::Duration};
+use xtask::{agent_proc::AgentProc, lab, traffic};
+
+/// The capabilities the shipped unit grants (`CapabilityBoundingSet=`),
+/// in setpriv's spelling (`net_admin`, ...).
+fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../agent/dist/cowroute.service")).unwrap();
+    let line = unit.lines().find_map(|l| l.strip_prefix("CapabilityBoundingSet=")).expect("the unit sets CapabilityBoundingSet");
+    let ambient = unit.lines().find_map(|l| l.strip_prefix("AmbientCapabilities=")).expect("the unit sets AmbientCapabilities");
+    assert_eq!(line, ambient, "ambient and bounding sets agree");
+    line.split_whitespace().map(|c| c.trim_start_matches("CAP_").to_lowercase()).collect()
+}
+
+/// `setpriv` limiting the agent to exactly `caps`, as systemd would.
+fn under(caps: &[String]) -> Vec<String> {
+    let set = format!("-all,{}", caps.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(","));
+    ["setpriv".to_string(), format!("--bounding-set={set}"), format!("--inh-caps={set}"), format!("--ambient-caps={set}"), "--".into()]
+        .to_vec()
+}
+
+/// The bounding set the kernel reports for `pid` (CapBnd in /proc).
+fn bounding_set(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+fn restart_under(run: &mut LabRun, caps: &[String]) {
+    run.agent.stop().unwrap();
+    run.agent = AgentProc::start_under(&under(caps), &run.lab.rtr, &run.pin_dir, &run.run_args, false, Duration::from_secs(30))
+        .expect("the agent starts under the unit's capabilities");
+}
+
+fn delivered(run: &LabRun, port: u16, count: usize) -> usize {
+    let to: SocketAddr = format!("{}:{port}", lab::SINK_V4).parse().unwrap();
+    let sink = traffic::UdpSink::bind(&run.lab.sink, format!("0.0.0.0:{port}").parse().unwrap()).unwrap();
+    traffic::udp_send(&run.lab.gen, to, count, 64, 64, Duration::from_millis(1)).unwrap();
+    sink.receive(count, Duration::from_secs(2)).unwrap().len()
+}
+
+/// Run with exactly the capabilities of agent/dist/cowroute.service, the
+/// agent has everything: the AF_XDP slow path (CAP_NET_RAW), the frame
+/// sender of the neighbour queue, forwarding; nothing is degraded.
+#[test]
+fn the_shipped_units_capabilities_run_every_part() {
+    let caps = unit_capabilities();
+    assert!(caps.contains(&"net_raw".to_string()), "AF_XDP and AF_PACKET sockets need CAP_NET_RAW: {caps:?}");
+    let mut run = LabRun::start_custom(&lab_tag('u'), "generic", &[], &|lab| lab.hosts_config());
+    restart_under(&mut run, &caps);
+    let bnd = bounding_set(run.agent.pid());
+    assert_eq!(bnd.count_ones() as usize, caps.len(), "the agent runs with exactly the unit's {caps:?}: CapBnd {bnd:#x}");
+    let stats = run.control().call(&Request::Stats).unwrap();
+    assert_eq!(stats["degraded"], serde_json::json!([]), "{stats}");
+    assert!(stats["slow_path"]["sockets"].as_u64() > Some(0), "{stats}");
+    assert_eq!(delivered(&run, 7900, 20), 20);
+    // A TTL-1 ping is answered by the slow path, over AF_XDP.
+    let before = run.control().call(&Request::Stats).unwrap()["slow_path"]["icmp_sent"].as_u64().unwrap();
+    let _ = xtask::sh::run(&mut xtask::sh::in_ns(&run.lab.gen, "ping", &["-c", "1", "-t", "1", "-W", "1", lab::SINK_V4]));
+    let after = run.control().call(&Request::Stats).unwrap()["slow_path"]["icmp_sent"].as_u64().unwrap();
+    assert!(after > before, "Time Exceeded sent by the slow path under the unit's capabilities");
+}
+
+/// Without CAP_NET_RAW (a unit missing it) the agent still forwards: the
+/// slow path and the frame sender degrade, loudly and counted, and it runs
+/// on instead of restarting every second. So does a Prometheus address
+/// already taken.
+#[test]
+fn optional_parts_that_cannot_start_degrade_counted_never_exit() {
+    let caps: Vec<String> = unit_capabilities().into_iter().filter(|c| c != "net_raw").collect();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut run = LabRun::start_custom(&lab_tag('g'), "generic", &[], &|lab| lab.hosts_config());
+    // The port is taken inside rtr's namespace: bind it there first.
+    let port = taken.local_addr().unwrap().port();
+    drop(taken);
+    let holder = xtask::traffic::in_netns(&run.lab.rtr, move || Ok(std::net::TcpListener::bind(("127.0.0.1", port))?)).unwrap();
+    run.run_args.extend(["--metrics-listen".to_string(), format!("127.0.0.1:{port}")]);
+    restart_under(&mut run, &caps);
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = run.control().call(&Request::Stats).unwrap();
+    let degraded: Vec<String> = serde_json::from_value(stats["degraded"].clone()).unwrap();
+    for part in ["slow_path", "neighbour_queue", "prometheus"] {
+        assert!(degraded.iter().any(|d| d.starts_with(part)), "{part} degraded: {degraded:?}");
+    }
+    assert_eq!(delivered(&run, 7901, 20), 20, "forwarding goes on");
+    let log = run.agent.log();
+    assert!(log.contains("slow path: AF_XDP unavailable") && log.contains("running without the Prometheus endpoint"), "{log}");
+    assert!(run.control().call(&Request::Stats).is_ok(), "the agent still answers");
+    drop(holder);
+}
