@@ -103,6 +103,10 @@ enum Command {
         /// Burst of the all-destinations limit [default: 50].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         icmp_msgs_burst: Option<u32>,
+        /// Members of GROUP may use the control socket too (mode 0660);
+        /// without it, root and the agent's own user only (mode 0600).
+        #[arg(long, value_name = "GROUP")]
+        control_group: Option<String>,
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9469).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
@@ -227,6 +231,7 @@ fn real_main() -> Result<()> {
             icmp_ratelimit_ms,
             icmp_msgs_per_sec,
             icmp_msgs_burst,
+            control_group,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             let pin_dir = cli.pin_dir.clone();
@@ -252,6 +257,7 @@ fn real_main() -> Result<()> {
                 netlink_rcvbuf,
                 keep_on_exit,
                 metrics_listen,
+                control_group: control_group.as_deref().map(control::group_id).transpose()?,
             }));
             if outcome.is_err() {
                 note_pinned_data_plane(&pin_dir);

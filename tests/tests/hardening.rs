@@ -92,3 +92,71 @@ fn optional_parts_that_cannot_start_degrade_counted_never_exit() {
     assert!(run.control().call(&Request::Stats).is_ok(), "the agent still answers");
     drop(holder);
 }
+
+/// The local interfaces under abuse: idle and flooding Prometheus clients
+/// never stop the agent or its control socket; an endless request line is
+/// refused and closed; a peer that is not root (nor the agent's user, nor
+/// in --control-group) is refused by its credentials; the socket is 0600.
+#[test]
+fn local_interfaces_survive_floods_and_refuse_strangers() {
+    use std::{io::Write as _, os::unix::fs::PermissionsExt as _};
+    let run = LabRun::start_custom(&lab_tag('f'), "generic", &["--metrics-listen", "127.0.0.1:9471"], &|lab| lab.hosts_config());
+    let mode = std::fs::metadata(&run.agent.control_socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode {mode:o}");
+    // 200 idle connections to the metrics endpoint (its cap is 16).
+    let idle = xtask::traffic::in_netns(&run.lab.rtr, || {
+        Ok((0..200).map(|_| std::net::TcpStream::connect("127.0.0.1:9471")).collect::<Result<Vec<_>, _>>()?)
+    })
+    .unwrap();
+    let t = std::time::Instant::now();
+    assert!(run.control().call(&Request::Stats).is_ok(), "the control socket answers through the flood");
+    assert!(t.elapsed() < Duration::from_secs(1), "at once: {:?}", t.elapsed());
+    assert_eq!(delivered(&run, 7902, 20), 20, "forwarding goes on");
+    drop(idle);
+    // The idle ones time out (5 s) or are gone: scrapes are served again.
+    std::thread::sleep(Duration::from_millis(300));
+    let body = xtask::traffic::in_netns(&run.lab.rtr, || {
+        use std::io::Read as _;
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9471")?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .unwrap();
+    assert!(body.starts_with("HTTP/1.1 200") && body.contains("cowroute_routes"), "{body}");
+    // An endless request line: refused, closed, and the agent answers on.
+    let mut s = std::os::unix::net::UnixStream::connect(&run.agent.control_socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..8 {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let mut answer = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut answer);
+    assert!(answer.contains("longer than 65536 bytes"), "{answer}");
+    assert!(run.control().call(&Request::Stats).is_ok());
+    // A stranger (uid 65534): the 0600 socket keeps it out; opened up by
+    // hand, SO_PEERCRED still does.
+    let bin = xtask::agent_proc::cowroute_bin().unwrap();
+    let stranger = || {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .arg("--control-socket")
+            .arg(&run.agent.control_socket)
+            .args(["metrics", "show"])
+            .output()
+            .unwrap()
+    };
+    let out = stranger();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    std::fs::set_permissions(&run.agent.control_socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = stranger();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(run.agent.log().contains("a peer without access"), "{}", run.agent.log());
+    assert!(run.control().call(&Request::Stats).is_ok(), "root still gets in");
+}

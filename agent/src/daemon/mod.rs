@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub keep_on_exit: bool,
     /// The Prometheus endpoint's address, when wanted.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A group whose members may use the control socket besides root.
+    pub control_group: Option<u32>,
 }
 
 /// Everything the running agent holds. Its loop is the one writer of the
@@ -211,7 +213,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         })
         .collect();
     let running = reload::resolve(opts.config.as_deref(), &opts.ifaces, eff.source, &config, &links)?;
-    let (listener, _socket_file) = control::bind(&opts.control_socket)?;
+    let access = control::Access { group: opts.control_group };
+    let (listener, _socket_file) = control::bind(&opts.control_socket, access)?;
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(1024);
     // Prometheus is optional: an address it cannot listen on is a counted
     // warning, not a router without its data plane.
@@ -228,7 +231,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
         }
     }
-    let server = tokio::spawn(control::serve(listener, calls_tx));
+    let server = tokio::spawn(control::serve(listener, access, calls_tx));
 
     // Pinned maps of an earlier agent are adopted, contents and all.
     let (mut dp, adopting) = DataPlane::load_pinned(&eff.load, &opts.pin_dir)?;

@@ -93,16 +93,84 @@ pub fn parse_expires(secs: Option<u64>, default: Duration, now: Instant) -> Resu
 /// A request and where its answer goes, for the daemon's one writer.
 pub type Call = (Request, oneshot::Sender<Response>);
 
+/// A request line longer than this is refused and its connection closed.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// A connection with no complete request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Who may talk to the agent: root, the agent's own user, and the members of
+/// `group` when one is configured (`--control-group`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Access {
+    pub group: Option<u32>,
+}
+
+impl Access {
+    /// The peer's credentials (SO_PEERCRED), its supplementary groups read
+    /// from /proc: may it ask?
+    fn admits(&self, cred: &tokio::net::unix::UCred) -> bool {
+        if cred.uid() == 0 || cred.uid() == unsafe { libc::geteuid() } {
+            return true;
+        }
+        let Some(group) = self.group else { return false };
+        cred.gid() == group || cred.pid().is_some_and(|pid| supplementary_groups(pid).contains(&group))
+    }
+}
+
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map_or(Vec::new(), |g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+}
+
+/// A group by name, for `--control-group`.
+pub fn group_id(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| anyhow!("bad group name {name:?}"))?;
+    // SAFETY: getgrnam returns a pointer into static storage or null; read at once.
+    let g = unsafe { libc::getgrnam(c.as_ptr()) };
+    if g.is_null() {
+        bail!("--control-group {name:?}: no such group");
+    }
+    Ok(unsafe { (*g).gr_gid })
+}
+
 /// Serves the bound socket: each request is handed to the daemon's loop over
-/// `calls`, and its answer written back.
-pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::Sender<Call>) -> Result<()> {
+/// `calls`, and its answer written back. A slow, idle, flooding or
+/// unauthorised client costs a connection slot at most; an accept error is
+/// waited out, never the end of the control socket.
+pub async fn serve(listener: tokio::net::UnixListener, access: Access, calls: mpsc::Sender<Call>) -> Result<()> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off, then take connections again.
+                tracing::warn!(error = %e, "control socket: accept failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("control socket: {MAX_CONNECTIONS} connections open; closing a new one");
+            continue;
+        };
+        match stream.peer_cred() {
+            Ok(cred) if access.admits(&cred) => {}
+            other => {
+                tracing::warn!(peer = ?other.ok(), "control socket: a peer without access (root, the agent's user or --control-group) refused");
+                continue;
+            }
+        }
         let calls = calls.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(stream, calls).await {
                 tracing::debug!(error = %e, "control connection");
             }
+            drop(slot);
         });
     }
 }
@@ -117,9 +185,11 @@ impl Drop for SocketFile {
     }
 }
 
-/// Binds the control socket (mode 0600), replacing a stale one; refuses when
-/// another agent is listening there.
-pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile)> {
+/// Binds the control socket, replacing a stale one; refuses when another
+/// agent is listening there. The socket is created 0600 (0660 and owned by
+/// `access.group` when set) with no window in between: the umask is set
+/// before bind.
+pub fn bind(path: &Path, access: Access) -> Result<(tokio::net::UnixListener, SocketFile)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -129,18 +199,55 @@ pub fn bind(path: &Path) -> Result<(tokio::net::UnixListener, SocketFile)> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    let mode = if access.group.is_some() { 0o660 } else { 0o600 };
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o777 & !mode) };
+    let bound = tokio::net::UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("binding {}", path.display()))?;
     let file = SocketFile(path.to_owned());
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if let Some(gid) = access.group {
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| format!("giving {} to group {gid}", path.display()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok((listener, file))
 }
 
+/// Reads one request line of at most [`MAX_REQUEST_BYTES`] within
+/// [`IDLE_TIMEOUT`]: `None` at the end of the stream.
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u8>>> {
+    use tokio::io::AsyncBufReadExt as _;
+    use tokio::io::AsyncReadExt as _;
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(IDLE_TIMEOUT, reader.take(MAX_REQUEST_BYTES as u64 + 1).read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| anyhow!("idle for {IDLE_TIMEOUT:?}: closed"))??;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') && line.len() > MAX_REQUEST_BYTES {
+        bail!("a request longer than {MAX_REQUEST_BYTES} bytes");
+    }
+    Ok(Some(line))
+}
+
 async fn connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> Result<()> {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let (read, mut write) = stream.into_split();
-    let mut lines = tokio::io::BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
-        let response = match serde_json::from_str::<Request>(&line) {
+    let mut reader = tokio::io::BufReader::new(read);
+    loop {
+        let line = match read_request(&mut reader).await {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // Said to the client, then the connection ends.
+                let mut out = serde_json::to_vec(&Response::error(format!("bad request: {e:#}")))?;
+                out.push(b'\n');
+                let _ = write.write_all(&out).await;
+                return Err(e);
+            }
+        };
+        let response = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => {
                 let (tx, rx) = oneshot::channel();
                 calls.send((req, tx)).await.map_err(|_| anyhow!("agent stopping"))?;
@@ -152,7 +259,6 @@ async fn connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -
         out.push(b'\n');
         write.write_all(&out).await?;
     }
-    Ok(())
 }
 
 /// A blocking client: the CLI, tests and benches.

@@ -140,15 +140,31 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}: cannot listen"))
 }
 
-/// Serves `GET /metrics` until the daemon stops.
+/// Scrapes served at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A scrape whose request head has not arrived by then is closed.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `GET /metrics` until the daemon stops. A slow or flooding client
+/// costs a connection slot at most; an accept error is waited out.
 pub async fn serve(listener: TcpListener, calls: mpsc::Sender<Call>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: accept failed; retrying in 100 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
         let calls = calls.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(stream, calls).await {
                 tracing::debug!(error = %e, "metrics endpoint request");
             }
+            drop(slot);
         });
     }
 }
@@ -157,8 +173,9 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> Result<()> 
     let mut buf = vec![0u8; 4096];
     let mut n = 0;
     // The request head; nothing after it is needed.
+    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
     while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
-        let got = stream.read(&mut buf[n..]).await?;
+        let got = tokio::time::timeout_at(deadline, stream.read(&mut buf[n..])).await.context("no request head in time")??;
         if got == 0 {
             break;
         }
