@@ -8,8 +8,11 @@
 pub mod checksum;
 pub mod counters;
 pub mod flow_hash;
+pub mod forwarding;
 pub mod metrics;
+pub mod mss;
 pub mod nexthop;
+pub mod proto;
 pub mod route;
 pub mod slow_path;
 
