@@ -16,7 +16,7 @@ use crate::{
     operator::stats,
     rib::cow::Source,
     rib::{Capacities, ResyncReport, Rib},
-    slow_path::neighbour_queue::{self, FrameSender, NeighbourQueue, QueueStats},
+    slow_path::neighbour_queue::{self, Egress, NeighbourQueue, QueueStats},
     slow_path::pmtu,
     slow_path::{self, SlowPathMode},
 };
@@ -95,7 +95,7 @@ fn hold_for_neighbour(
     rib: &Rib<MapWriter>,
     waiting: &mut NeighbourQueue,
     mirror: &Mirror,
-    sender: &FrameSender,
+    egress: &Egress,
     miss: slow_path::NeighbourMiss,
     now: Instant,
 ) {
@@ -105,17 +105,17 @@ fn hold_for_neighbour(
     };
     // A gateway's next hop waits for the gateway; a connected route's for
     // the packet's own destination.
-    let Some(addr) = key.gateway.or_else(|| neighbour_queue::frame_destination(&miss.frame)) else {
+    let Some(addr) = key.gateway.or_else(|| neighbour_queue::frame_destination(&miss.held.frame)) else {
         waiting.stats.dropped += 1;
         return;
     };
     if rib.usable_nexthop(key.ifindex, addr).is_some() {
         // Resolved meanwhile: waits for nothing.
-        waiting.hold((key.ifindex, addr), miss.frame, now);
-        release_resolved(rib, waiting, sender);
+        waiting.hold((key.ifindex, addr), miss.held, now);
+        release_resolved(rib, waiting, egress);
         return;
     }
-    if waiting.hold((key.ifindex, addr), miss.frame, now) {
+    if waiting.hold((key.ifindex, addr), miss.held, now) {
         let handle = mirror.handle.clone();
         tokio::spawn(async move {
             if let Err(e) = netlink_mirror::resolve(handle, key.ifindex, addr).await {
@@ -125,15 +125,14 @@ fn hold_for_neighbour(
     }
 }
 
-/// Sends the frames of every neighbour that is now resolved.
-fn release_resolved(rib: &Rib<MapWriter>, waiting: &mut NeighbourQueue, sender: &FrameSender) {
+/// Releases the frames of every neighbour that is now resolved, each with
+/// its destination's metrics as they are now (no route: the device's MTU).
+fn release_resolved(rib: &Rib<MapWriter>, waiting: &mut NeighbourQueue, egress: &Egress) {
     for key in waiting.keys() {
         let Some(nh) = rib.usable_nexthop(key.0, key.1) else { continue };
-        for frame in waiting.release(&key) {
-            let sent = neighbour_queue::forward_frame(&frame, &nh, nh.mtu).map(|f| sender.send(nh.ifindex, &f));
-            if !matches!(sent, Some(Ok(()))) {
-                waiting.stats.dropped += 1;
-            }
+        for held in waiting.release(&key) {
+            let metrics = neighbour_queue::frame_destination(&held.frame).and_then(|d| rib.forwarding_metrics(d)).unwrap_or_default();
+            egress.release(&held, &nh, &metrics, &mut waiting.stats);
         }
     }
 }
@@ -589,7 +588,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut ticks = 0u64;
     let mut pmtu_stats = pmtu::PmtuStats::default();
     let mut waiting = NeighbourQueue::new(16, 1024, Duration::from_secs(3));
-    let sender = FrameSender::new()?;
+    let egress = Egress::new(slow.clone())?;
     let pmtu_map = dp.ebpf.take_map(maps::PMTU_EVENTS).ok_or_else(|| anyhow!("map PMTU_EVENTS missing from the object"))?;
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut pmtu_reports =
@@ -612,11 +611,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             batch = mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
                 apply_batch(&mut rib, &mut fib, &mirror, &mut netlink_stats, &slow, batch).await?;
-                release_resolved(&rib, &mut waiting, &sender);
+                release_resolved(&rib, &mut waiting, &egress);
             }
             miss = misses.recv() => {
                 let Some(miss) = miss else { continue };
-                hold_for_neighbour(&rib, &mut waiting, &mirror, &sender, miss, Instant::now());
+                hold_for_neighbour(&rib, &mut waiting, &mirror, &egress, miss, Instant::now());
             }
             call = calls.recv() => {
                 let Some((req, reply)) = call else { bail!("control socket server stopped") };
@@ -647,7 +646,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
                 rib.reap(now);
                 waiting.expire(now);
-                release_resolved(&rib, &mut waiting, &sender);
+                release_resolved(&rib, &mut waiting, &egress);
                 solicit_pending(&rib, &running.to_resolve, &mut asked, Duration::from_secs(3));
                 if ticks % 30 == 0 {
                     if let Ok(c) = stats::read_counters(&counters) {
