@@ -8,10 +8,13 @@
 pub mod checksum;
 pub mod counters;
 pub mod flow_hash;
+pub mod forwarding;
 pub mod metrics;
+pub mod mss;
 #[cfg(feature = "user")]
 pub mod netns;
 pub mod nexthop;
+pub mod proto;
 pub mod route;
 pub mod slow_path;
 

@@ -16,24 +16,20 @@ mod trafficgen;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use common::{checksum, flow_hash, NextHop, Reason, RouteEntry, RouteKind};
+use common::{
+    checksum, flow_hash,
+    forwarding::{self, Forwarding, IpFacts},
+    proto::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
+        IPV6_HLEN, IPV6_NEXTHDR_HOP, IP_DF, IP_MF, IP_OFFSET, VLAN_HLEN,
+    },
+    NextHop, Reason, RouteEntry, RouteKind, RouteMetrics,
+};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 use packet::{adjust_head, frame_len, ptr_at, ptr_at_mut};
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const VLAN_HLEN: usize = 4;
-const IPV6_NEXTHDR_HOP: u8 = 0;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_SCTP: u8 = 132;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
 
 /// What becomes of a frame, and why. Eight bytes, like the `Result`s it
 /// travels in: the verifier rejects reads of stack bytes a path left
@@ -177,19 +173,19 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     let route = fib::route_lookup_v4(dst).ok_or(Verdict::exception(Reason::NoRoute, 0))?;
     let (src, proto, frags) = unsafe { ((*ip).src_addr, *(ip as *const u8).add(9), u16::from_be_bytes((*ip).frags)) };
     // The TCP header, when this is TCP and the first (or only) fragment.
-    let tcp = (proto == IPPROTO_TCP && frags & 0x1fff == 0).then_some(Ipv4Hdr::LEN);
+    let tcp = (proto == IPPROTO_TCP && frags & IP_OFFSET == 0).then_some(Ipv4Hdr::LEN);
     let flow = if route.is_multipath() {
         // Fragments hash without ports, so all of a datagram takes one leg.
-        let ports = if frags & 0x3fff == 0 { l4_ports(ctx, l2.l3_off + Ipv4Hdr::LEN, proto) } else { [0; 4] };
+        let ports = if frags & (IP_MF | IP_OFFSET) == 0 { l4_ports(ctx, l2.l3_off + Ipv4Hdr::LEN, proto) } else { [0; 4] };
         flow_hash::flow_hash_v4(src, dst, proto, ports)
     } else {
         0
     };
     // DF clear: a router may fragment it (the kernel does, when it is too big).
-    let may_fragment = frags & 0x4000 == 0;
+    let ip = IpFacts { ttl, len: tot_len as u32, may_fragment: frags & IP_DF == 0 };
     // Read before forward() may move the headers (a VLAN tag pushed or popped).
-    let pmtu = if proto == IPPROTO_ICMP && frags & 0x1fff == 0 { icmp_frag_needed(ctx, l2.l3_off + Ipv4Hdr::LEN) } else { None };
-    let verdict = forward(ctx, l2, route, Packet { ttl, len: tot_len, tcp, flow, may_fragment }, ip_decrease_ttl)?;
+    let pmtu = if proto == IPPROTO_ICMP && frags & IP_OFFSET == 0 { icmp_frag_needed(ctx, l2.l3_off + Ipv4Hdr::LEN) } else { None };
+    let verdict = forward(ctx, l2, route, Packet { ip, tcp, flow }, ip_decrease_ttl)?;
     if let Some(event) = pmtu {
         slow_path::report_pmtu(event);
     }
@@ -230,7 +226,8 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         0
     };
     let pmtu = if next_hdr == IPPROTO_ICMPV6 { icmpv6_packet_too_big(ctx, l2.l3_off + Ipv6Hdr::LEN) } else { None };
-    let verdict = forward(ctx, l2, route, Packet { ttl: hop_limit, len, tcp, flow, may_fragment: false }, ipv6_decrease_hop_limit)?;
+    let ip = IpFacts { ttl: hop_limit, len: len as u32, may_fragment: false };
+    let verdict = forward(ctx, l2, route, Packet { ip, tcp, flow }, ipv6_decrease_hop_limit)?;
     if let Some(event) = pmtu {
         slow_path::report_pmtu(event);
     }
@@ -239,16 +236,12 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
 
 /// What forwarding needs to know of an IP packet, whatever its family.
 struct Packet {
-    /// TTL or hop limit.
-    ttl: u8,
-    /// Length from the IP header on: what the MTU limits.
-    len: usize,
+    /// What the forwarding rules check.
+    ip: IpFacts,
     /// Offset of the TCP header from the IP header, when there is one.
     tcp: Option<usize>,
     /// The 5-tuple's hash (multipath routes only): picks the ECMP leg.
     flow: u32,
-    /// IPv4 without DF: too big means fragment, not an ICMP error.
-    may_fragment: bool,
 }
 
 /// The source and destination ports of a TCP, UDP or SCTP header at `off`
@@ -264,9 +257,11 @@ fn l4_ports(ctx: &XdpContext, off: usize, proto: u8) -> [u8; 4] {
     }
 }
 
-/// The family-independent rest of the path, in the kernel's order: route
-/// type and next hop, TTL, MTU; then redirect, rewrite, decrement. Generic
-/// over the decrement (BPF has no indirect calls: each family gets a copy).
+/// The family-independent rest of the path: route type and next hop, then
+/// the forwarding rules in the kernel's order (TTL, MTU, neighbour: common's
+/// [`forwarding::ip_forward_check`], one verdict per outcome here); then
+/// redirect, rewrite, decrement, clamp. Generic over the decrement (BPF has
+/// no indirect calls: each family gets a copy).
 #[inline(always)]
 fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
     ctx: &XdpContext,
@@ -276,34 +271,44 @@ fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
     decrease_ttl: D,
 ) -> Step<Verdict> {
     let hop = next_hop_of(route, packet.flow)?;
-    if packet.ttl <= 1 {
-        return Err(Verdict::exception(Reason::TtlExceeded, 0));
-    }
-    if packet.len as u32 > hop.mtu {
-        return Err(match packet.may_fragment {
-            true => Verdict::pass(Reason::TooBig),
-            false => Verdict::exception(Reason::TooBig, hop.mtu),
-        });
+    match forwarding::ip_forward_check(&packet.ip, hop.metrics, hop.nh) {
+        Forwarding::Forward => {}
+        // No device to send on: the kernel's.
+        Forwarding::LinkDown => return Err(Verdict::pass(Reason::NoNeighbour)),
+        Forwarding::TtlExceeded => return Err(Verdict::exception(Reason::TtlExceeded, 0)),
+        // DF clear: the kernel fragments it.
+        Forwarding::TooBig { may_fragment: true, .. } => return Err(Verdict::pass(Reason::TooBig)),
+        Forwarding::TooBig { mtu, may_fragment: false } => return Err(Verdict::exception(Reason::TooBig, mtu)),
+        // The agent holds the packet while the neighbour is resolved (the
+        // detail names the next hop: 16 bits of it).
+        Forwarding::NoNeighbour => {
+            return Err(match hop.id <= 0xffff {
+                true => Verdict::exception(Reason::NoNeighbour, hop.id),
+                false => Verdict::pass(Reason::NoNeighbour),
+            })
+        }
     }
     let action = arm_redirect(ctx, hop.nh)?;
     let l3_off = rewrite_l2(ctx, l2, hop.nh)?;
     decrease_ttl(ctx, l3_off)?;
-    if let (Some(tcp), true) = (packet.tcp, hop.advmss != 0) {
-        mss::clamp_mss(ctx, l3_off + tcp, hop.advmss);
+    let advmss = forwarding::dst_metric_advmss(hop.metrics);
+    if let (Some(tcp), true) = (packet.tcp, advmss != 0) {
+        mss::clamp_mss(ctx, l3_off + tcp, advmss);
     }
     Ok(Verdict::forwarded(action))
 }
 
-/// Where a unicast route sends its packets, the MTU that applies, and the
-/// MSS its SYNs are clamped to (0: none).
+/// Where a unicast route sends its packets, and the metrics it reads.
 struct Hop {
     nh: &'static NextHop,
-    mtu: u32,
-    advmss: u32,
+    /// `nh`'s NEXTHOPS id.
+    id: u32,
+    /// The route's shared metrics, or the destination's private copy.
+    metrics: &'static RouteMetrics,
 }
 
 /// Turns a route into a next hop (the flow's leg, for a multipath route) and
-/// an MTU, or the verdict its type calls for.
+/// its metrics, or the verdict its type calls for.
 fn next_hop_of(route: &RouteEntry, flow: u32) -> Step<Hop> {
     match route.kind() {
         Some(RouteKind::Unicast) => {}
@@ -315,19 +320,8 @@ fn next_hop_of(route: &RouteEntry, flow: u32) -> Step<Hop> {
     }
     let id = fib::route_nexthop_id(route, flow).ok_or(Verdict::pass(Reason::BadReference))?;
     let nh = fib::nexthop(id).ok_or(Verdict::pass(Reason::BadReference))?;
-    if !nh.is_usable() {
-        // Link up, neighbour unknown: the agent holds the packet while the
-        // neighbour is resolved. A down link is the kernel's.
-        return Err(match nh.flags & NextHop::LINK_UP != 0 && id <= 0xffff {
-            true => Verdict::exception(Reason::NoNeighbour, id),
-            false => Verdict::pass(Reason::NoNeighbour),
-        });
-    }
     let metrics = fib::dst_metrics_ptr(route.metrics).ok_or(Verdict::pass(Reason::BadReference))?;
-    // RTAX_MTU when the route (or the destination's private copy) sets it,
-    // else the egress device's MTU.
-    let mtu = if metrics.mtu != 0 { metrics.mtu } else { nh.mtu };
-    Ok(Hop { nh, mtu, advmss: metrics.advmss })
+    Ok(Hop { nh, id, metrics })
 }
 
 /// Arms the redirect before the frame is touched: a missing egress port
@@ -394,23 +388,16 @@ fn icmpv6_packet_too_big(ctx: &XdpContext, off: usize) -> Option<common::slow_pa
     Some(common::slow_path::PmtuEvent::v6(dst, mtu))
 }
 
-/// `ip_decrease_ttl`: TTL minus one, checksum updated as RFC 1624 says.
+/// TTL minus one and the checksum updated (common's `ip_decrease_ttl`).
 fn ip_decrease_ttl(ctx: &XdpContext, l3_off: usize) -> Step<()> {
-    let ip: *mut Ipv4Hdr = ptr_at_mut(ctx, l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
-    unsafe {
-        // TTL and protocol form the header's fifth 16-bit word.
-        let old = u16::from_be_bytes([(*ip).ttl, *(ip as *const u8).add(9)]);
-        (*ip).ttl -= 1;
-        let new = old - 0x0100;
-        let check = u16::from_be_bytes((*ip).check);
-        (*ip).check = checksum::replace_u16(check, old, new).to_be_bytes();
-    }
+    let ip: *mut [u8; IPV4_HLEN] = ptr_at_mut(ctx, l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
+    forwarding::ip_decrease_ttl(unsafe { &mut *ip });
     Ok(())
 }
 
 fn ipv6_decrease_hop_limit(ctx: &XdpContext, l3_off: usize) -> Step<()> {
-    let ip: *mut Ipv6Hdr = ptr_at_mut(ctx, l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
-    unsafe { (*ip).hop_limit -= 1 };
+    let ip: *mut [u8; IPV6_HLEN] = ptr_at_mut(ctx, l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
+    forwarding::ipv6_decrease_hop_limit(unsafe { &mut *ip });
     Ok(())
 }
 

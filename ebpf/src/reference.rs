@@ -19,7 +19,7 @@ const AF_INET: u8 = 2;
 #[inline(always)]
 pub fn forward(ctx: &XdpContext) -> Option<u32> {
     let eth: *mut EthHdr = ptr_at_mut(ctx, 0)?;
-    if unsafe { (*eth).ether_type } != 0x0800u16.to_be() {
+    if unsafe { (*eth).ether_type } != common::proto::ETH_P_IP.to_be() {
         return None;
     }
     let ip: *mut Ipv4Hdr = ptr_at_mut(ctx, EthHdr::LEN)?;

@@ -11,8 +11,7 @@ use cowroute::{
     dataplane::{DataPlane, LoadOptions, PROG_FORWARD},
 };
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
+pub use common::proto::{ETH_P_IP, ETH_P_IPV6};
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_REDIRECT: u32 = 4;

@@ -151,6 +151,30 @@ fn ttl_or_hop_limit_one_leaves_for_the_stack_unchanged() {
     assert_eq!((o.action, o.reason), (XDP_PASS, Reason::TtlExceeded));
 }
 
+/// The kernel's order: TTL, then MTU, then the neighbour. Towards a next hop
+/// whose neighbour is unresolved (link up), a TTL-1 packet gets Time
+/// Exceeded and a too-big DF one Fragmentation Needed / Packet Too Big; it is
+/// not handed over to wait for the neighbour.
+#[test]
+fn ttl_and_mtu_are_checked_before_the_neighbour() {
+    let mut fp = fixture();
+    route(&mut fp, "fd00:5::/64", RouteKind::Unicast, 3, MetricsRef::DEFAULT);
+    let cases = [
+        (frame4([10, 5, 0, 1], 1, 100), Reason::TtlExceeded),
+        (frame4([10, 5, 0, 1], 1, 1501), Reason::TtlExceeded),
+        (frame4([10, 5, 0, 1], 64, 1501), Reason::TooBig),
+        (frame4([10, 5, 0, 1], 64, 1500), Reason::NoNeighbour),
+        (frame6(v6(1, 5), 1, 100), Reason::TtlExceeded),
+        (frame6(v6(1, 5), 64, 1461), Reason::TooBig),
+        (frame6(v6(1, 5), 64, 1460), Reason::NoNeighbour),
+    ];
+    for (f, reason) in cases {
+        let o = fp.run(&f).unwrap();
+        assert_eq!((o.action, o.reason), (XDP_PASS, reason));
+        assert_eq!(o.frame, f, "{reason:?}: left unchanged");
+    }
+}
+
 #[test]
 fn no_route_passes() {
     let mut fp = fixture();

@@ -279,3 +279,86 @@ fn packets_wait_for_an_unresolved_neighbour_and_leave_when_it_resolves() {
     assert_eq!((delta("held"), delta("overflowed"), delta("timed_out")), (16, 4, 16), "{q2}");
     assert_eq!(q2["waiting"], 0, "{q2}");
 }
+
+/// Sends one UDP datagram of `len` bytes (IP header included) with `ttl`
+/// and DF set from `ns` to `to`, and returns the first ICMP error about it
+/// that `ns` receives (IP header and all), if one comes within 2 s.
+fn icmp_error_about(ns: &str, to: &'static str, ttl: u32, len: usize) -> Option<Vec<u8>> {
+    traffic::in_netns(ns, move || {
+        let to: std::net::Ipv4Addr = to.parse()?;
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
+        anyhow::ensure!(raw >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let raw = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&raw);
+        let timeout = libc::timeval { tv_sec: 2, tv_usec: 0 };
+        let tv = &timeout as *const _ as *const libc::c_void;
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tv, std::mem::size_of::<libc::timeval>() as u32) };
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        let ufd = std::os::fd::AsRawFd::as_raw_fd(&udp);
+        // DF set whatever the path MTU cache says.
+        let (probe, ttl) = (libc::IP_PMTUDISC_PROBE, ttl as libc::c_int);
+        unsafe { libc::setsockopt(ufd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &probe as *const _ as *const libc::c_void, 4) };
+        unsafe { libc::setsockopt(ufd, libc::IPPROTO_IP, libc::IP_TTL, &ttl as *const _ as *const libc::c_void, 4) };
+        udp.send_to(&vec![0x5a; len - 28], (to, 7995))?;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n < 0 {
+                return Ok(None);
+            }
+            let p = &buf[..n as usize];
+            // An error (type 3 or 11) quoting a packet to `to`.
+            if p.len() >= 48 && matches!(p[20], 3 | 11) && p[28 + 16..28 + 20] == to.octets() {
+                return Ok(Some(p.to_vec()));
+            }
+        }
+    })
+    .unwrap()
+}
+
+/// Towards destinations on a connected route whose neighbours rtr has not
+/// resolved, the rules run in the kernel's order, TTL, then MTU, then the
+/// neighbour: a TTL-1 packet gets Time Exceeded and a too-big DF packet
+/// Fragmentation Needed at once (nothing waits), and a SYN that waits for
+/// its neighbour leaves with its MSS clamped to the route's advmss.
+#[test]
+fn unresolved_neighbours_come_after_ttl_and_mtu_and_held_syns_are_clamped() {
+    let run = LabRun::start_custom(&lab_tag('o'), "generic", &[], &|lab| lab.hosts_config());
+    let (gen, rtr, sink) = (run.lab.gen.clone(), run.lab.rtr.clone(), run.lab.sink.clone());
+    let (r1, s0) = (run.lab.rtr_sink_if.clone(), run.lab.sink_if.clone());
+    sh::ip(&["-n", &rtr, "route", "add", "10.2.0.64/26", "dev", &r1, "mtu", "1300", "advmss", "1200"]).unwrap();
+    sh::ip(&["-n", &rtr, "-6", "route", "add", "fd00:2::40/122", "dev", &r1, "mtu", "1300"]).unwrap();
+    wait_route(&run, "10.2.0.64/26");
+    wait_route(&run, "fd00:2::40/122");
+    let queue = |run: &LabRun| run.control().call(&Request::Stats).unwrap()["neighbour_queue"].clone();
+    let q0 = queue(&run);
+
+    // TTL 1 (and too big as well: TTL comes first): Time Exceeded from rtr.
+    let te = icmp_error_about(&gen, "10.2.0.71", 1, 1400).expect("Time Exceeded from rtr");
+    assert_eq!(&te[12..16], &lab::RTR_GEN_V4.parse::<std::net::Ipv4Addr>().unwrap().octets(), "from rtr's address towards gen");
+    assert_eq!((te[9], te[20], te[21]), (1, 11, 0), "ICMP Time Exceeded, TTL exceeded in transit");
+    assert!(common::checksum::verifies(&te[..20]) && common::checksum::verifies(&te[20..]), "IP and ICMP checksums");
+    assert_eq!((te[28 + 8], u16::from_be_bytes([te[28 + 6], te[29 + 6]]) & 0x4000), (1, 0x4000), "quotes the packet as it came");
+    // Too big with DF towards the route's 1300: Fragmentation Needed with it.
+    let fneed = icmp_error_about(&gen, "10.2.0.72", 64, 1400).expect("Frag Needed from rtr");
+    assert_eq!((fneed[20], fneed[21], u16::from_be_bytes([fneed[26], fneed[27]])), (3, 4, 1300), "Frag Needed, next-hop MTU 1300");
+    assert!(common::checksum::verifies(&fneed[20..]), "ICMP checksum");
+    assert_eq!(u16::from_be_bytes([fneed[28 + 2], fneed[28 + 3]]), 1400, "quotes the 1400-byte packet");
+    let out = ping(&gen, &["-6", "-n", "-c", "1", "-W", "2", "-t", "1", "fd00:2::47"]);
+    assert!(out.contains(&format!("From {} icmp_seq=1 Time exceeded: Hop limit", lab::RTR_GEN_V6)), "{out}");
+    let out = ping(&gen, &["-6", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", "fd00:2::48"]);
+    assert!(out.contains(&format!("From {} icmp_seq=1 Packet too big: mtu=1300", lab::RTR_GEN_V6)), "{out}");
+    assert_eq!(queue(&run)["held"], q0["held"], "none of them waited for a neighbour: {}", queue(&run));
+
+    // A SYN to a host rtr has not resolved waits, then leaves clamped to 1200.
+    sh::ip(&["-n", &sink, "addr", "add", "10.2.0.70/24", "dev", &s0]).unwrap();
+    let listener = traffic::in_netns(&sink, || Ok(std::net::TcpListener::bind("10.2.0.70:7981")?)).unwrap();
+    let dump = syn_mss_at_far(&sink, &s0, 7981, || {
+        traffic::in_netns(&gen, || Ok(std::net::TcpStream::connect_timeout(&"10.2.0.70:7981".parse()?, Duration::from_secs(3))?)).unwrap();
+    });
+    drop(listener);
+    assert!(dump.contains("mss 1200"), "sink sees the SYN clamped to the route's advmss: {dump}");
+    let q = queue(&run);
+    assert!(q["held"].as_u64().unwrap() > q0["held"].as_u64().unwrap(), "the SYN waited: {q}");
+    assert!(q["mss_clamped"].as_u64().unwrap() >= 1 && q["forwarded"].as_u64().unwrap() >= 1, "{q}");
+}

@@ -27,7 +27,7 @@ use crate::{
     rib::{Capacities, Rib},
     slow_path::{
         self,
-        neighbour_queue::{FrameSender, NeighbourQueue},
+        neighbour_queue::{Egress, NeighbourQueue},
         pmtu, SlowPathMode,
     },
 };
@@ -89,7 +89,7 @@ struct Daemon {
     slow_path_mode: SlowPathMode,
     /// Frames waiting for their neighbour, and how they leave once it is known.
     waiting: NeighbourQueue,
-    sender: Option<FrameSender>,
+    egress: Option<Egress>,
     pmtu: pmtu::PmtuStats,
     /// When each pending neighbour was last solicited.
     asked: HashMap<(u32, IpAddr), Instant>,
@@ -306,7 +306,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         slow_path: None,
         slow_path_mode: SlowPathMode::Kernel,
         waiting: NeighbourQueue::new(16, 1024, Duration::from_secs(3)),
-        sender: None,
+        egress: None,
         pmtu: pmtu::PmtuStats::default(),
         asked: HashMap::new(),
         degraded,
@@ -325,7 +325,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     // Held frames leave through a raw socket (CAP_NET_RAW); without one
     // they are dropped, counted, and the agent runs on.
-    d.sender = match FrameSender::new() {
+    d.egress = match Egress::new(d.slow.clone()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!("neighbour queue: no socket to send held frames ({e:#}); they are dropped and counted");

@@ -18,17 +18,17 @@ impl Daemon {
         };
         // A gateway's next hop waits for the gateway; a connected route's for
         // the packet's own destination.
-        let Some(addr) = key.gateway.or_else(|| neighbour_queue::frame_destination(&miss.frame)) else {
+        let Some(addr) = key.gateway.or_else(|| neighbour_queue::frame_destination(&miss.held.frame)) else {
             self.waiting.stats.dropped += 1;
             return;
         };
         if self.rib.usable_nexthop(key.ifindex, addr).is_some() {
             // Resolved meanwhile: waits for nothing.
-            self.waiting.hold((key.ifindex, addr), miss.frame, now);
+            self.waiting.hold((key.ifindex, addr), miss.held, now);
             self.release_resolved();
             return;
         }
-        if self.waiting.hold((key.ifindex, addr), miss.frame, now) {
+        if self.waiting.hold((key.ifindex, addr), miss.held, now) {
             let handle = self.mirror.handle.clone();
             tokio::spawn(async move {
                 if let Err(e) = netlink_mirror::resolve(handle, key.ifindex, addr).await {
@@ -38,18 +38,21 @@ impl Daemon {
         }
     }
 
-    /// Sends the frames of every neighbour that is now resolved.
+    /// Releases the frames of every neighbour that is now resolved, each by
+    /// the fast path's rules with its destination's metrics as they are now
+    /// (no route: the device's MTU). Without a frame sender they are dropped,
+    /// counted.
     pub(super) fn release_resolved(&mut self) {
         for key in self.waiting.keys() {
             let Some(nh) = self.rib.usable_nexthop(key.0, key.1) else { continue };
-            for frame in self.waiting.release(&key) {
-                let sent = match (&self.sender, neighbour_queue::forward_frame(&frame, &nh, nh.mtu)) {
-                    (Some(sender), Some(f)) => sender.send(nh.ifindex, &f).is_ok(),
-                    _ => false,
+            for held in self.waiting.release(&key) {
+                let Some(egress) = &self.egress else {
+                    self.waiting.stats.send_failed += 1;
+                    continue;
                 };
-                if !sent {
-                    self.waiting.stats.dropped += 1;
-                }
+                let metrics =
+                    neighbour_queue::frame_destination(&held.frame).and_then(|d| self.rib.forwarding_metrics(d)).unwrap_or_default();
+                egress.release(&held, &nh, &metrics, &mut self.waiting.stats);
             }
         }
     }

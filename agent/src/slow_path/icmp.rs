@@ -9,15 +9,12 @@
 //! the minimum MTU, 1280, RFC 4443 2.4(c)). No error is sent about an ICMP
 //! error, about a non-first fragment, or to a source that is not one host.
 
-use common::{checksum, Reason};
+use common::{
+    checksum,
+    proto::{ethernet_payload, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
+    Reason,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
 /// RFC 1812 4.3.2.3: an ICMP error's IP datagram is at most 576 bytes.
 const V4_ERROR_MAX: usize = 576;
 /// RFC 4443 2.4(c): at most the IPv6 minimum MTU.
@@ -157,18 +154,10 @@ fn reply_l2(frame: &[u8], ether_type: u16) -> Result<(Vec<u8>, usize), Refusal> 
     Ok((l2, off + 2))
 }
 
-fn frame_ether_type(frame: &[u8]) -> Option<u16> {
-    let t = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    if t == ETH_P_8021Q {
-        return Some(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]));
-    }
-    Some(t)
-}
-
 /// The error `kind` for `frame` (an Ethernet frame as it arrived), from the
 /// ingress interface's addresses `ours`.
 pub fn error_for(frame: &[u8], kind: ErrorKind, ours: &IfAddrs) -> Result<Reply, Refusal> {
-    match frame_ether_type(frame).ok_or(Refusal::Malformed)? {
+    match ethernet_payload(frame).ok_or(Refusal::Malformed)?.0 {
         ETH_P_IP => error_v4(frame, kind, ours.v4.ok_or(Refusal::NoSourceAddress)?),
         ETH_P_IPV6 => error_v6(frame, kind, ours.v6.ok_or(Refusal::NoSourceAddress)?),
         _ => Err(Refusal::Malformed),

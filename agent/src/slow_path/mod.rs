@@ -112,8 +112,8 @@ pub struct SlowPathSnapshot {
 pub struct NeighbourMiss {
     /// The `NEXTHOPS` id the fast path chose.
     pub nexthop: u32,
-    /// The frame as it arrived.
-    pub frame: Vec<u8>,
+    /// The frame as it arrived, and where (an error about it goes back there).
+    pub held: neighbour_queue::Held,
 }
 
 /// What the socket threads share with the daemon.
@@ -169,7 +169,7 @@ impl Shared {
             return None;
         };
         if header.reason() == Some(common::Reason::NoNeighbour) {
-            let miss = NeighbourMiss { nexthop: header.detail, frame: original.to_vec() };
+            let miss = NeighbourMiss { nexthop: header.detail, held: neighbour_queue::Held { ingress: ifindex, frame: original.to_vec() } };
             if self.misses.try_send(miss).is_err() {
                 stats.misses_dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -179,6 +179,14 @@ impl Shared {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        self.error_reply(ifindex, original, kind)
+    }
+
+    /// The ICMP error `kind` about `original` (a frame as it arrived on
+    /// `ifindex`), from that interface's address, if the rules and the rate
+    /// limits allow one; what gets none is counted here.
+    pub fn error_reply(&self, ifindex: u32, original: &[u8], kind: ErrorKind) -> Option<Vec<u8>> {
+        let stats = &self.stats;
         let ours = self.ifaddrs.read().expect("not poisoned").get(&ifindex).copied().unwrap_or_default();
         let reply = match icmp::error_for(original, kind, &ours) {
             Ok(r) => r,

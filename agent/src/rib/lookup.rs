@@ -1,0 +1,46 @@
+//! Read-only questions about what the fast path forwards with.
+
+use crate::rib::{MapSink, Rib};
+use common::RouteMetrics;
+use std::net::IpAddr;
+
+impl<S: MapSink> Rib<S> {
+    /// The metrics `dest` forwards with, as the fast path reads them: its
+    /// private copy when it has one, else its route's shared metrics (a
+    /// neighbour host's are its connected route's). `None`: no route.
+    pub fn forwarding_metrics(&self, dest: IpAddr) -> Option<RouteMetrics> {
+        match self.private.get(&dest) {
+            Some(p) => Some(p.values),
+            None => self.base(dest, true).map(|b| b.shared),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        fib::netlink_mirror::{Event, Link},
+        rib::{cow::Source, memory::MemoryMaps, Capacities, Rib, RouteInput},
+    };
+    use common::{RouteKind, RouteMetrics, Rtax};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_destination_forwards_with_its_private_copy_else_its_routes_metrics() {
+        let now = Instant::now();
+        let mut rib = Rib::new(MemoryMaps::default(), Capacities::default(), Duration::from_secs(1));
+        let link = Link { index: 3, name: "if3".into(), mac: [2, 0, 0, 0, 0, 3], mtu: 1500, up: true, vlan: None, rx_queues: 1 };
+        rib.apply(Event::Link(link), now).unwrap();
+        let mut shared = RouteMetrics::DEFAULT;
+        shared.set(Rtax::Advmss, 1360);
+        let via = Some("10.2.0.254".parse().unwrap());
+        rib.set_route(RouteInput::new("10.2.0.0/24".parse().unwrap(), RouteKind::Unicast, Some(3), via, shared), now).unwrap();
+        let (d, neighbour) = ("10.2.0.9".parse().unwrap(), "10.2.0.8".parse().unwrap());
+        assert_eq!(rib.forwarding_metrics(d), Some(shared));
+        rib.cow_metrics(d, Rtax::Mtu, 1300, Source::Operator, None, now).unwrap();
+        let private = rib.forwarding_metrics(d).unwrap();
+        assert_eq!((private.mtu, private.advmss), (1300, 1360), "the private copy: the shared metrics and the override");
+        assert_eq!(rib.forwarding_metrics(neighbour), Some(shared), "its neighbours keep the shared ones");
+        assert_eq!(rib.forwarding_metrics("192.0.2.1".parse().unwrap()), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! Protocol numbers both sides use, named as in the kernel's headers
+//! (`if_ether.h`, `in.h`, `tcp.h`), and where the IP header of an
+//! Ethernet frame starts.
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+/// An 802.1Q tag: TPID and TCI.
+pub const VLAN_HLEN: usize = 4;
+
+/// An IPv4 header without options; an IPv6 header.
+pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+/// IPv4 `frag_off`: don't fragment, more fragments, the offset (in 8 bytes).
+pub const IP_DF: u16 = 0x4000;
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET: u16 = 0x1fff;
+
+pub const IPV6_NEXTHDR_HOP: u8 = 0;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+
+pub const TCP_HLEN: usize = 20;
+pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCPOPT_EOL: u8 = 0;
+pub const TCPOPT_NOP: u8 = 1;
+pub const TCPOPT_MSS: u8 = 2;
+pub const TCPOLEN_MSS: usize = 4;
+
+/// The EtherType of `frame` and where its payload (the IP header) starts,
+/// behind at most one 802.1Q tag.
+pub fn ethernet_payload(frame: &[u8]) -> Option<(u16, usize)> {
+    let outer = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    if outer != ETH_P_8021Q {
+        return Some((outer, ETH_HLEN));
+    }
+    let inner = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
+    Some((inner, ETH_HLEN + VLAN_HLEN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_behind_one_tag_or_none() {
+        let mut f = [0u8; 18];
+        f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        assert_eq!(ethernet_payload(&f), Some((ETH_P_IPV6, 14)));
+        f[12..16].copy_from_slice(&[0x81, 0, 0, 7]);
+        f[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        assert_eq!(ethernet_payload(&f), Some((ETH_P_IP, 18)));
+        assert_eq!(ethernet_payload(&f[..16]), None);
+        assert_eq!(ethernet_payload(&f[..13]), None);
+    }
+}
