@@ -40,10 +40,13 @@ pub enum Reason {
     BadReference = 16,
     /// Not enough headroom to push a VLAN tag.
     NoHeadroom = 17,
+    /// The route is one only the kernel can carry (encap, TOS, source
+    /// prefix, throw, ...): passed to the stack.
+    KernelRoute = 18,
 }
 
 /// Number of reasons: the size of the `COUNTERS` array.
-pub const NUM_REASONS: u32 = 18;
+pub const NUM_REASONS: u32 = 19;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -65,6 +68,7 @@ impl Reason {
         Reason::RedirectFailed,
         Reason::BadReference,
         Reason::NoHeadroom,
+        Reason::KernelRoute,
     ];
 
     pub fn from_u8(v: u8) -> Option<Reason> {
@@ -91,6 +95,7 @@ impl Reason {
             Reason::RedirectFailed => "redirect_failed",
             Reason::BadReference => "bad_reference",
             Reason::NoHeadroom => "no_headroom",
+            Reason::KernelRoute => "kernel_route",
         }
     }
 

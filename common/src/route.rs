@@ -16,6 +16,10 @@ pub enum RouteKind {
     Unreachable = 3,
     /// The kernel answers with ICMP administratively prohibited.
     Prohibit = 4,
+    /// A route only the kernel can carry (an encap, a TOS key, a source
+    /// prefix, throw, nat, ...): its packets go to the stack, never
+    /// forwarded without what the route says.
+    Kernel = 5,
 }
 
 impl RouteKind {
@@ -26,6 +30,7 @@ impl RouteKind {
             2 => RouteKind::Blackhole,
             3 => RouteKind::Unreachable,
             4 => RouteKind::Prohibit,
+            5 => RouteKind::Kernel,
             _ => return None,
         })
     }
@@ -37,6 +42,7 @@ impl RouteKind {
             RouteKind::Blackhole => "blackhole",
             RouteKind::Unreachable => "unreachable",
             RouteKind::Prohibit => "prohibit",
+            RouteKind::Kernel => "kernel",
         }
     }
 }

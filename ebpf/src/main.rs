@@ -316,6 +316,7 @@ fn next_hop_of(route: &RouteEntry, flow: u32) -> Step<Hop> {
         Some(RouteKind::Blackhole) => return Err(Verdict::drop(Reason::Blackhole)),
         Some(RouteKind::Unreachable) => return Err(Verdict::exception(Reason::Unreachable, 0)),
         Some(RouteKind::Prohibit) => return Err(Verdict::exception(Reason::Prohibit, 0)),
+        Some(RouteKind::Kernel) => return Err(Verdict::pass(Reason::KernelRoute)),
         None => return Err(Verdict::pass(Reason::BadReference)),
     }
     let id = fib::route_nexthop_id(route, flow).ok_or(Verdict::pass(Reason::BadReference))?;

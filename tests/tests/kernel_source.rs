@@ -416,3 +416,50 @@ fn a_vlan_sub_interface_route_forwards_tagged_frames() {
     assert!(got.iter().all(|r| r.ifindex == vlan_dev && r.ttl == 63), "arrived tagged, on VLAN 100's device: {got:?}");
     assert_eq!(run.counter("forwarded") - fwd, 20, "by the fast path");
 }
+
+/// Routes the fast path cannot reproduce (throw, a TOS key, an lwtunnel
+/// encap) become pass-to-kernel entries at their prefix: their packets are
+/// never forwarded by the covering route nor without their encap, and are
+/// counted. `ip route replace` to another device leaves no old candidate.
+#[test]
+fn kernel_only_routes_pass_to_the_kernel_and_replace_moves_a_route() {
+    let run = LabRun::start_custom(&lab_tag('q'), "generic", &["--slow-path", "kernel"], &|lab| lab.hosts_config());
+    let rtr = run.lab.rtr.clone();
+    sh::ip(&["-n", &run.lab.sink, "route", "add", "local", "10.57.0.0/16", "dev", "lo"]).unwrap();
+    sh::ip(&["-n", &rtr, "route", "add", "10.57.0.0/16", "via", lab::SINK_V4]).unwrap();
+    sh::ip(&["-n", &rtr, "route", "add", "throw", "10.57.1.0/24"]).unwrap();
+    sh::ip(&["-n", &rtr, "route", "add", "10.57.2.0/24", "tos", "0x10", "via", lab::SINK_V4]).unwrap();
+    let dev = run.lab.rtr_sink_if.clone();
+    sh::ip(&["-n", &rtr, "route", "add", "10.57.3.0/24", "encap", "seg6", "mode", "encap", "segs", "fd00:2::2", "dev", &dev]).unwrap();
+    for p in ["10.57.1.0/24", "10.57.2.0/24", "10.57.3.0/24"] {
+        wait_for(&run, p, |r| r.is_some_and(|r| r["kind"] == "kernel"));
+    }
+    let sink = traffic::UdpSink::bind(&run.lab.sink, "0.0.0.0:7410".parse().unwrap()).unwrap();
+    traffic::udp_send(&run.lab.gen, "10.57.9.1:7410".parse().unwrap(), 10, 64, 64, Duration::from_millis(1)).unwrap();
+    assert_eq!(sink.receive(10, Duration::from_secs(2)).unwrap().len(), 10, "the covering route forwards");
+    let passed = run.counter("kernel_route");
+    for dst in ["10.57.1.1", "10.57.2.1", "10.57.3.1"] {
+        traffic::udp_send(&run.lab.gen, format!("{dst}:7410").parse().unwrap(), 10, 64, 64, Duration::from_millis(1)).unwrap();
+    }
+    assert_eq!(sink.receive(30, Duration::from_millis(500)).unwrap().len(), 0, "none forwarded by the covering route");
+    assert_eq!(run.counter("kernel_route") - passed, 30, "each passed to the kernel, counted");
+
+    // replace to another device: the route follows, nothing of the old one stays.
+    sh::ip(&["-n", &rtr, "route", "add", "10.58.0.0/16", "via", lab::SINK_V4]).unwrap();
+    wait_for(&run, "10.58.0.0/16", |r| r.is_some());
+    sh::ip(&["-n", &rtr, "route", "replace", "10.58.0.0/16", "dev", &run.lab.rtr_gen_if]).unwrap();
+    let gen_index = ifindex(&rtr, &run.lab.rtr_gen_if);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let nexthops: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "nexthops", "--json"])).unwrap();
+        let row = route_row(&run, "10.58.0.0/16").unwrap();
+        let now = nexthops.as_array().unwrap().iter().find(|n| n["id"] == row["nexthop"]).map(|n| n["ifindex"].as_u64().unwrap());
+        if now == Some(gen_index as u64) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replaced route still leaves by ifindex {now:?}, not {gen_index}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sh::ip(&["-n", &rtr, "route", "del", "10.58.0.0/16"]).unwrap();
+    wait_for(&run, "10.58.0.0/16", |r| r.is_none());
+}

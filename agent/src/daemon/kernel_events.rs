@@ -20,7 +20,7 @@ impl Daemon {
     /// the rest straight to the RIB.
     pub(super) fn apply_event(&mut self, ev: Event, now: Instant) -> Result<()> {
         match ev {
-            Event::Route { route, present } => match self.feed.kernel_route(route, present) {
+            Event::Route { route, present, replace } => match self.feed.kernel_route(route, present, replace) {
                 Some(change) => self.rib.apply_route_change(change, now),
                 None => Ok(()),
             },

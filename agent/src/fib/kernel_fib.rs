@@ -14,8 +14,14 @@ use std::{
 
 /// Which of a prefix's routes the kernel prefers: lowest priority, then
 /// device. IPv6 keeps one route per device for a prefix (`fe80::/64` on
-/// every link).
-type Rank = (u32, Option<u32>);
+/// every link). Among equals, one only the kernel can carry (a TOS key, an
+/// encap) comes first: its packets go to the kernel rather than risk the
+/// wrong route.
+type Rank = (u32, bool, Option<u32>);
+
+fn rank(route: &KernelRoute) -> Rank {
+    (route.priority, route.route.kind != common::RouteKind::Kernel, route.route.dev)
+}
 
 /// The routes to one prefix, best first. Nearly always exactly one, so a
 /// vector sized to fit: a map per prefix would cost a B-tree node of eleven
@@ -32,6 +38,11 @@ impl Candidates {
                 self.0.insert(i, (rank, route));
             }
         }
+    }
+
+    /// `ip route replace`: the kernel's route of this priority is gone.
+    fn remove_priority(&mut self, priority: u32) {
+        self.0.retain(|((p, _, _), _)| *p != priority);
     }
 
     fn remove(&mut self, rank: Rank) {
@@ -55,16 +66,21 @@ impl KernelFib {
         KernelFib { tables: tables.into_iter().collect(), routes: HashMap::new() }
     }
 
-    /// Applies one route event; `None` when the prefix's winner did not change.
-    pub fn apply(&mut self, route: KernelRoute, present: bool) -> Option<Change> {
+    /// Applies one route event; `None` when the prefix's winner did not
+    /// change. `replace` (NLM_F_REPLACE): the kernel replaced its route of
+    /// the same priority, whatever device that one had.
+    pub fn apply(&mut self, route: KernelRoute, present: bool, replace: bool) -> Option<Change> {
         if !self.tables.contains(&route.table) {
             return None;
         }
         let prefix = route.route.prefix;
-        let rank = (route.priority, route.route.dev);
+        let rank = rank(&route);
         let before = self.winner(&prefix).cloned();
         let slot = self.routes.entry(prefix).or_default();
         if present {
+            if replace {
+                slot.remove_priority(route.priority);
+            }
             slot.insert(rank, Arc::new(route.route));
         } else {
             slot.remove(rank);
@@ -92,7 +108,7 @@ impl KernelFib {
         let old = std::mem::take(&mut self.routes);
         for route in dump {
             if self.tables.contains(&route.table) {
-                let rank = (route.priority, route.route.dev);
+                let rank = rank(&route);
                 self.routes.entry(route.route.prefix).or_default().insert(rank, Arc::new(route.route));
             }
         }
@@ -133,11 +149,11 @@ mod tests {
     #[test]
     fn lowest_priority_wins_and_other_tables_are_ignored() {
         let mut fib = KernelFib::new([254]);
-        assert_eq!(fib.apply(r("10.0.0.0/8", 100, 0, 0), true), None, "table 100 not chosen");
-        assert!(matches!(fib.apply(r("10.0.0.0/8", 254, 100, 1400), true), Some(Change::Set(i)) if i.metrics.mtu == 1400));
-        assert!(matches!(fib.apply(r("10.0.0.0/8", 254, 10, 1300), true), Some(Change::Set(i)) if i.metrics.mtu == 1300));
-        assert_eq!(fib.apply(r("10.0.0.0/8", 254, 100, 1400), false), None, "the loser went: no change");
-        assert!(matches!(fib.apply(r("10.0.0.0/8", 254, 10, 1300), false), Some(Change::Delete(_))));
+        assert_eq!(fib.apply(r("10.0.0.0/8", 100, 0, 0), true, false), None, "table 100 not chosen");
+        assert!(matches!(fib.apply(r("10.0.0.0/8", 254, 100, 1400), true, false), Some(Change::Set(i)) if i.metrics.mtu == 1400));
+        assert!(matches!(fib.apply(r("10.0.0.0/8", 254, 10, 1300), true, false), Some(Change::Set(i)) if i.metrics.mtu == 1300));
+        assert_eq!(fib.apply(r("10.0.0.0/8", 254, 100, 1400), false, false), None, "the loser went: no change");
+        assert!(matches!(fib.apply(r("10.0.0.0/8", 254, 10, 1300), false, false), Some(Change::Delete(_))));
         assert!(fib.is_empty());
     }
 
@@ -145,7 +161,7 @@ mod tests {
     fn resync_yields_exactly_the_differences() {
         let mut fib = KernelFib::new([254]);
         for (p, mtu) in [("10.1.0.0/16", 0), ("10.2.0.0/16", 0), ("10.3.0.0/16", 0)] {
-            fib.apply(r(p, 254, 0, mtu), true);
+            fib.apply(r(p, 254, 0, mtu), true, false);
         }
         let dump = [r("10.1.0.0/16", 254, 0, 0), r("10.2.0.0/16", 254, 0, 1400), r("10.4.0.0/16", 254, 0, 0), r("10.5.0.0/16", 100, 0, 0)];
         let mut changes = fib.resync(dump);
@@ -154,5 +170,32 @@ mod tests {
         assert!(changes.contains(&Change::Delete("10.3.0.0/16".parse().unwrap())));
         assert!(changes.iter().any(|c| matches!(c, Change::Set(i) if i.prefix.to_string() == "10.2.0.0/16" && i.metrics.mtu == 1400)));
         assert!(changes.iter().any(|c| matches!(c, Change::Set(i) if i.prefix.to_string() == "10.4.0.0/16")));
+    }
+
+    #[test]
+    fn replace_takes_the_place_of_the_route_of_that_priority_on_any_device() {
+        let mut fib = KernelFib::new([254]);
+        let on = |dev: u32, mtu: u32| {
+            let mut k = r("10.7.0.0/16", 254, 0, mtu);
+            k.route.dev = Some(dev);
+            k
+        };
+        fib.apply(on(2, 1400), true, false);
+        // `ip route replace ... dev 3`: the route on device 2 is gone.
+        assert!(matches!(fib.apply(on(3, 1300), true, true), Some(Change::Set(i)) if i.dev == Some(3)));
+        assert_eq!(fib.apply(on(3, 1300), false, false), Some(Change::Delete("10.7.0.0/16".parse().unwrap())), "nothing left behind");
+        // Without NLM_F_REPLACE (`ip route append`), both stay; the lower device wins.
+        fib.apply(on(3, 1300), true, false);
+        assert!(matches!(fib.apply(on(2, 1400), true, false), Some(Change::Set(i)) if i.dev == Some(2)));
+    }
+
+    #[test]
+    fn a_route_only_the_kernel_carries_comes_first_among_equals() {
+        let mut fib = KernelFib::new([254]);
+        fib.apply(r("10.8.0.0/16", 254, 0, 0), true, false);
+        let mut tos = r("10.8.0.0/16", 254, 0, 0);
+        tos.route = RouteInput::new(tos.route.prefix, RouteKind::Kernel, None, None, RouteMetrics::DEFAULT);
+        assert!(matches!(fib.apply(tos.clone(), true, false), Some(Change::Set(i)) if i.kind == RouteKind::Kernel));
+        assert!(matches!(fib.apply(tos, false, false), Some(Change::Set(i)) if i.kind == RouteKind::Unicast));
     }
 }

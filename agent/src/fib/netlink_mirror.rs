@@ -7,6 +7,9 @@
 // The kernel-state vocabulary is the RIB's (it consumes it); the mirror
 // speaks it, so that the dependency runs one way: fib -> rib.
 pub use crate::rib::types::{Event, KernelRoute, Link};
+
+/// `NLM_F_REPLACE` (include/uapi/linux/netlink.h).
+const NLM_F_REPLACE: u16 = 0x100;
 use crate::{rib::ecmp::Leg, rib::RouteInput};
 use anyhow::{Context as _, Result};
 use common::{RouteKind, RouteMetrics, Rtax};
@@ -89,7 +92,7 @@ impl Mirror {
             ] {
                 let mut routes = handle.route().get(req).execute();
                 while let Some(msg) = routes.try_next().await.context("dumping routes")? {
-                    dump.extend(route_event(&msg, true));
+                    dump.extend(route_event(&msg, true, false));
                 }
             }
         }
@@ -100,6 +103,9 @@ impl Mirror {
     /// subscription closed.
     pub async fn next(&mut self) -> Option<Vec<Event>> {
         let (msg, _) = self.events.next().await?;
+        // NLM_F_REPLACE: the route replaces the kernel's one of the same
+        // table, prefix, TOS and priority, whatever its device.
+        let replace = msg.header.flags & NLM_F_REPLACE != 0;
         let inner = match msg.payload {
             NetlinkPayload::InnerMessage(inner) => inner,
             NetlinkPayload::Overrun(_) => return Some(vec![Event::Overrun]),
@@ -112,8 +118,8 @@ impl Mirror {
             RouteNetlinkMessage::DelAddress(m) => address_event(&m, false).into_iter().collect(),
             RouteNetlinkMessage::NewNeighbour(m) => neighbour_event(&m, true).into_iter().collect(),
             RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
-            RouteNetlinkMessage::NewRoute(m) => route_event(&m, true).into_iter().collect(),
-            RouteNetlinkMessage::DelRoute(m) => route_event(&m, false).into_iter().collect(),
+            RouteNetlinkMessage::NewRoute(m) => route_event(&m, true, replace).into_iter().collect(),
+            RouteNetlinkMessage::DelRoute(m) => route_event(&m, false, false).into_iter().collect(),
             _ => Vec::new(),
         })
     }
@@ -228,20 +234,53 @@ fn legs(hops: &[RouteNextHop]) -> Vec<Leg> {
         .collect()
 }
 
-/// A route message as a [`KernelRoute`]; `None` for what the fast path does
-/// not carry (multicast, source-specific).
-pub fn route_event(msg: &RouteMessage, present: bool) -> Option<Event> {
+/// Why the fast path cannot reproduce a kernel route (then its prefix maps
+/// to a pass-to-kernel entry): never forward such a route's packets by what
+/// the entry would lack, and never let a covering route take them.
+fn kernel_only(msg: &RouteMessage) -> Option<&'static str> {
     let h = &msg.header;
-    let kind = match h.kind {
+    match h.kind {
+        RouteType::Throw => return Some("throw"),
+        RouteType::Nat => return Some("nat"),
+        RouteType::Multicast => return Some("multicast"),
+        RouteType::ExternalResolve => return Some("xresolve"),
+        _ => {}
+    }
+    if h.source_prefix_length != 0 {
+        return Some("source-specific");
+    }
+    if h.tos != 0 {
+        return Some("TOS-keyed");
+    }
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Encap(_) | RouteAttribute::EncapType(_) => return Some("encap (lwtunnel)"),
+            RouteAttribute::Iif(_) => return Some("input-interface-specific"),
+            RouteAttribute::MultiPath(hops) if hops.iter().any(|h| h.attributes.iter().any(|a| matches!(a, RouteAttribute::Encap(_)))) => {
+                return Some("multipath leg with an encap")
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A route message as a [`KernelRoute`]; `None` for what names no route the
+/// fast path needs (an unknown type). What it cannot reproduce becomes a
+/// [`RouteKind::Kernel`] entry: its packets go to the stack.
+pub fn route_event(msg: &RouteMessage, present: bool, replace: bool) -> Option<Event> {
+    let h = &msg.header;
+    let mut kind = match h.kind {
         RouteType::Unicast => RouteKind::Unicast,
         RouteType::Local | RouteType::Broadcast | RouteType::Anycast => RouteKind::Local,
         RouteType::BlackHole => RouteKind::Blackhole,
         RouteType::Unreachable => RouteKind::Unreachable,
         RouteType::Prohibit => RouteKind::Prohibit,
+        RouteType::Throw | RouteType::Nat | RouteType::Multicast | RouteType::ExternalResolve => RouteKind::Kernel,
         _ => return None,
     };
-    if h.source_prefix_length != 0 {
-        return None;
+    if kernel_only(msg).is_some() {
+        kind = RouteKind::Kernel;
     }
     let (mut dst, mut table, mut dev, mut priority, mut metrics) = (None, h.table as u32, None, 0, RouteMetrics::DEFAULT);
     let mut multipath = Vec::new();
@@ -263,11 +302,16 @@ pub fn route_event(msg: &RouteMessage, present: bool) -> Option<Event> {
         _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     });
     let prefix = IpNet::new(dst, h.destination_prefix_length).ok()?.trunc();
+    // A unicast route with neither a device nor legs (a nexthop object's id
+    // alone, nexthop_compat_mode 0): the kernel's to forward, for now.
     if kind == RouteKind::Unicast && dev.is_none() && multipath.is_empty() {
-        return None;
+        kind = RouteKind::Kernel;
     }
-    let route = RouteInput { prefix, kind, dev, via, multipath, metrics };
-    Some(Event::Route { route: KernelRoute { table, priority, route }, present })
+    let route = match kind {
+        RouteKind::Kernel => RouteInput::new(prefix, kind, None, None, RouteMetrics::DEFAULT),
+        _ => RouteInput { prefix, kind, dev, via, multipath, metrics },
+    };
+    Some(Event::Route { route: KernelRoute { table, priority, route }, present, replace })
 }
 
 /// Neighbour states whose link-layer address may be used to forward
@@ -363,4 +407,55 @@ pub struct NetlinkStats {
     pub resyncs: u64,
     /// What the last resync changed.
     pub last_resync: Option<crate::rib::ResyncReport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::{
+        route::{RouteHeader, RouteLwEnCapType},
+        AddressFamily,
+    };
+
+    fn msg(kind: RouteType, extra: Vec<RouteAttribute>, tweak: impl Fn(&mut RouteHeader)) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = 24;
+        m.header.table = 254;
+        m.header.kind = kind;
+        tweak(&mut m.header);
+        m.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet("10.9.0.0".parse().unwrap())), RouteAttribute::Oif(2)];
+        m.attributes.extend(extra);
+        m
+    }
+
+    fn kind_of(m: &RouteMessage) -> RouteKind {
+        match route_event(m, true, false) {
+            Some(Event::Route { route, .. }) => route.route.kind,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// What the fast path cannot reproduce is never dropped (a covering
+    /// route would take its packets) nor forwarded without its meaning: it
+    /// becomes a pass-to-kernel entry at its prefix.
+    #[test]
+    fn routes_the_fast_path_cannot_reproduce_become_kernel_entries() {
+        assert_eq!(kind_of(&msg(RouteType::Unicast, vec![], |_| {})), RouteKind::Unicast);
+        let kernel = [
+            msg(RouteType::Throw, vec![], |_| {}),
+            msg(RouteType::Nat, vec![], |_| {}),
+            msg(RouteType::Unicast, vec![], |h| h.tos = 0x10),
+            msg(RouteType::Unicast, vec![], |h| h.source_prefix_length = 16),
+            msg(RouteType::Unicast, vec![RouteAttribute::EncapType(RouteLwEnCapType::Seg6)], |_| {}),
+            msg(RouteType::Unicast, vec![RouteAttribute::Iif(3)], |_| {}),
+        ];
+        for m in &kernel {
+            assert_eq!(kind_of(m), RouteKind::Kernel, "{m:?}");
+        }
+        // A nexthop object's id alone (nexthop_compat_mode 0): the kernel's, for now.
+        let mut nh_only = msg(RouteType::Unicast, vec![RouteAttribute::NhId(7)], |_| {});
+        nh_only.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+        assert_eq!(kind_of(&nh_only), RouteKind::Kernel);
+    }
 }

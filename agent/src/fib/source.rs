@@ -62,9 +62,9 @@ impl Feed {
     }
 
     /// A route event from netlink; only the kernel feed takes it.
-    pub fn kernel_route(&mut self, route: KernelRoute, present: bool) -> Option<RouteChange> {
+    pub fn kernel_route(&mut self, route: KernelRoute, present: bool, replace: bool) -> Option<RouteChange> {
         match self {
-            Feed::Kernel(fib) => fib.apply(route, present),
+            Feed::Kernel(fib) => fib.apply(route, present, replace),
             Feed::Config(_) => None,
         }
     }
@@ -115,7 +115,7 @@ mod tests {
         assert_eq!(changes[0], RouteChange::Delete("10.2.0.0/16".parse().unwrap()), "deletions first");
         assert_eq!(changes.len(), 3);
         assert!(feed
-            .kernel_route(crate::fib::netlink_mirror::KernelRoute { table: 254, priority: 0, route: r("10.9.0.0/16", 2) }, true)
+            .kernel_route(crate::fib::netlink_mirror::KernelRoute { table: 254, priority: 0, route: r("10.9.0.0/16", 2) }, true, false)
             .is_none());
     }
 }

@@ -19,8 +19,12 @@ impl<S: MapSink> Rib<S> {
 #[cfg(test)]
 mod tests {
     use crate::{
-        fib::netlink_mirror::{Event, Link},
-        rib::{cow::Source, memory::MemoryMaps, Capacities, Rib, RouteInput},
+        dataplane::map_writer::memory::MemoryMaps,
+        rib::{
+            cow::Source,
+            types::{Event, Link},
+            Capacities, Rib, RouteInput,
+        },
     };
     use common::{RouteKind, RouteMetrics, Rtax};
     use std::time::{Duration, Instant};

@@ -170,6 +170,8 @@ pub enum Event {
     Route {
         route: KernelRoute,
         present: bool,
+        /// NLM_F_REPLACE: it replaces the route of the same priority.
+        replace: bool,
     },
     /// The subscription's socket overflowed (ENOBUFS): events were lost, and
     /// only a full dump can say what the kernel holds now.
