@@ -463,3 +463,47 @@ fn kernel_only_routes_pass_to_the_kernel_and_replace_moves_a_route() {
     sh::ip(&["-n", &rtr, "route", "del", "10.58.0.0/16"]).unwrap();
     wait_for(&run, "10.58.0.0/16", |r| r.is_none());
 }
+
+/// A route the maps cannot carry (METRICS_RO full: more distinct metric
+/// sets than slots) is kept for a retry, counted, and carried once there is
+/// room: the RIB ends equal to the kernel's table, not to the mirror's hope.
+#[test]
+fn routes_that_do_not_fit_are_retried_until_they_do() {
+    let run = LabRun::start_custom(&lab_tag('t'), "generic", &[], &|lab| lab.hosts_config());
+    let rtr = run.lab.rtr.clone();
+    let dir = TempDir::new("retry");
+    let batch = dir.0.join("metrics.batch");
+    let slots = common::capacity::METRICS_RO as usize;
+    let prefix = |i: usize| format!("12.{}.{}.0/24", i / 256, i % 256);
+    // One distinct metric set per route: 40 more than the RO slots.
+    let n = slots + 40;
+    let cmds: String = (0..n)
+        .map(|i| format!("route add {} via {} mtu {} advmss {}\n", prefix(i), lab::SINK_V4, 1000 + i % 8000, 500 + i / 8000))
+        .collect();
+    std::fs::write(&batch, cmds).unwrap();
+    sh::run(sh::cmd("ip", &["-n", &rtr, "-batch"]).arg(&batch)).unwrap();
+    let stats = || run.control().call(&Request::Stats).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats()["netlink"]["retry_pending"].as_u64() < Some(30) {
+        assert!(Instant::now() < deadline, "the overflow never counted: {}", stats()["netlink"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pending = stats()["netlink"]["retry_pending"].as_u64().unwrap();
+    // Room: 200 routes go; their slots leave quarantine after the grace period.
+    let del: String = (0..200).map(|i| format!("route del {}\n", prefix(i))).collect();
+    std::fs::write(&batch, del).unwrap();
+    sh::run(sh::cmd("ip", &["-n", &rtr, "-batch"]).arg(&batch)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = stats();
+        if s["netlink"]["retry_pending"] == 0 && s["netlink"]["retried"].as_u64() >= Some(pending) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never retried: {}", s["netlink"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in [n - 1, n - 20, 200] {
+        assert!(route_row(&run, &prefix(i)).is_some(), "{} carried after the retry", prefix(i));
+    }
+    assert!(route_row(&run, &prefix(0)).is_none());
+}

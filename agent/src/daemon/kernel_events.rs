@@ -16,14 +16,66 @@ use std::{
 };
 
 impl Daemon {
+    /// Applies one route change from the feed. One the maps cannot carry
+    /// (a full table) is kept for a retry, counted, and superseded by any
+    /// later change to its prefix.
+    pub(super) fn apply_route(&mut self, change: RouteChange, now: Instant) {
+        let prefix = change.prefix();
+        match self.rib.apply_route_change(change.clone(), now) {
+            Ok(()) => {
+                self.retry.remove(&prefix);
+            }
+            Err(e) => {
+                self.netlink.errors += 1;
+                if self.retry.insert(prefix, change).is_none() {
+                    tracing::warn!(%prefix, error = %format!("{e:#}"), "route not carried; retried every second");
+                }
+            }
+        }
+        self.netlink.retry_pending = self.retry.len() as u64;
+    }
+
+    /// Once a second: the changes that failed, again.
+    pub(super) fn retry_routes(&mut self, now: Instant) {
+        for (prefix, change) in std::mem::take(&mut self.retry) {
+            match self.rib.apply_route_change(change.clone(), now) {
+                Ok(()) => {
+                    self.netlink.retried += 1;
+                    tracing::info!(%prefix, "route carried on retry");
+                }
+                Err(_) => {
+                    self.retry.insert(prefix, change);
+                }
+            }
+        }
+        self.netlink.retry_pending = self.retry.len() as u64;
+    }
+
+    /// Makes the RIB hold exactly the feed's table: what it lacks or holds
+    /// differently is set, what the feed no longer has is deleted.
+    pub(super) fn reconcile(&mut self, now: Instant) {
+        let table = self.feed.table();
+        let stale: Vec<_> = self.rib.route_prefixes().filter(|p| !table.contains_key(p)).copied().collect();
+        for prefix in stale {
+            self.apply_route(RouteChange::Delete(prefix), now);
+        }
+        for (prefix, route) in table {
+            if self.rib.route_input(&prefix) != Some(&route) {
+                self.apply_route(RouteChange::Set(route), now);
+            }
+        }
+    }
+
     /// Applies one netlink event: routes through the route feed's choice,
     /// the rest straight to the RIB.
     pub(super) fn apply_event(&mut self, ev: Event, now: Instant) -> Result<()> {
         match ev {
-            Event::Route { route, present, replace } => match self.feed.kernel_route(route, present, replace) {
-                Some(change) => self.rib.apply_route_change(change, now),
-                None => Ok(()),
-            },
+            Event::Route { route, present, replace } => {
+                if let Some(change) = self.feed.kernel_route(route, present, replace) {
+                    self.apply_route(change, now);
+                }
+                Ok(())
+            }
             other => self.rib.apply(other, now),
         }
     }
@@ -76,11 +128,11 @@ impl Daemon {
                 RouteChange::Set(r) if self.rib.route_metrics_ref(&r.prefix).is_some() => report.routes_changed += 1,
                 RouteChange::Set(_) => report.routes_added += 1,
             }
-            if let Err(e) = self.rib.apply_route_change(change, now) {
-                self.netlink.errors += 1;
-                tracing::error!(error = %e, "resync: route not carried");
-            }
+            self.apply_route(change, now);
         }
+        // The feed's diff says what changed in the kernel; the RIB may still
+        // lack what failed before: compare the whole table against it.
+        self.reconcile(now);
         self.netlink.resyncs += 1;
         self.netlink.last_resync = Some(report);
         tracing::warn!(

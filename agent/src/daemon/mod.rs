@@ -93,6 +93,8 @@ struct Daemon {
     pmtu: pmtu::PmtuStats,
     /// When each pending neighbour was last solicited.
     asked: HashMap<(u32, IpAddr), Instant>,
+    /// Route changes the maps could not carry yet, by prefix (see `apply_route`).
+    retry: std::collections::BTreeMap<ipnet::IpNet, crate::rib::RouteChange>,
     /// Optional parts that failed to start (slow path, frame sender,
     /// Prometheus): the agent runs on without them, and says so in its stats.
     degraded: Vec<String>,
@@ -145,6 +147,7 @@ impl Daemon {
             tracing::error!(error = %e, "expiring overrides");
         }
         self.rib.reap(now);
+        self.retry_routes(now);
         self.waiting.expire(now);
         self.release_resolved();
         self.solicit_pending(Duration::from_secs(3));
@@ -198,7 +201,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if eff.source == RouteSource::Config && opts.config.is_none() {
         bail!("--source config needs --config FILE (the route list)");
     }
-    let mut feed = Feed::new(eff.source, &eff.tables);
+    let feed = Feed::new(eff.source, &eff.tables);
     // Subscribe, then dump: no change between the two is lost.
     let (mirror, dump) = Mirror::start(eff.source == RouteSource::Kernel, opts.netlink_rcvbuf).await?;
     let (misses_tx, mut misses) = tokio::sync::mpsc::channel::<slow_path::NeighbourMiss>(4096);
@@ -258,39 +261,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::info!(routes = old.prefixes.len(), nexthops = old.nexthops.len(), metrics_ro = old.metrics_ro.len(), pin_dir = %opts.pin_dir.display(), "adopting the data plane an earlier agent left pinned; it forwards on meanwhile");
         rib.adopt(old);
     }
-    // Links, addresses and neighbours first: routes need their devices.
-    let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, netlink_mirror::Event::Route { .. }));
-    for ev in rest {
-        rib.apply(ev, now)?;
-    }
-    let kernel_routes = routes.into_iter().filter_map(|e| match e {
-        netlink_mirror::Event::Route { route, .. } => Some(route),
-        _ => None,
-    });
-    for change in feed.kernel_resync(kernel_routes) {
-        if let Err(e) = rib.apply_route_change(change.clone(), now) {
-            tracing::warn!(?change, error = %e, "kernel route not carried");
-        }
-    }
-    for (&(index, address), &mac) in &running.static_neighbours {
-        rib.set_static_neighbour(index, address, mac, now)?;
-    }
-    // The file's routes are the operator's word: one that cannot be carried fails the start.
-    for change in feed.configured(&running.routes) {
-        rib.apply_route_change(change, now)?;
-    }
-
-    // Program first, attach second: no window where the fast path has no routes.
-    for iface in &running.ifaces {
-        match dp.attach(iface, eff.mode)? {
-            Attached::New(mode) => tracing::info!(iface, ?mode, "XDP attached"),
-            Attached::Adopted => tracing::info!(iface, "XDP program replaced in the pinned link"),
-        }
-    }
-    let gone = dp.detach_others(&running.ifaces)?;
-    if gone > 0 {
-        tracing::info!(links = gone, "detached from interfaces no longer configured");
-    }
     let resolve_wait = opts.resolve_wait;
     let mut d = Daemon {
         opts,
@@ -309,8 +279,40 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         egress: None,
         pmtu: pmtu::PmtuStats::default(),
         asked: HashMap::new(),
+        retry: Default::default(),
         degraded,
     };
+    // Links, addresses and neighbours first: routes need their devices.
+    let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, netlink_mirror::Event::Route { .. }));
+    for ev in rest {
+        d.rib.apply(ev, now)?;
+    }
+    let kernel_routes = routes.into_iter().filter_map(|e| match e {
+        netlink_mirror::Event::Route { route, .. } => Some(route),
+        _ => None,
+    });
+    for change in d.feed.kernel_resync(kernel_routes) {
+        d.apply_route(change, now);
+    }
+    for (&(index, address), &mac) in &d.running.static_neighbours {
+        d.rib.set_static_neighbour(index, address, mac, now)?;
+    }
+    // The file's routes are the operator's word: one that cannot be carried fails the start.
+    for change in d.feed.configured(&d.running.routes) {
+        d.rib.apply_route_change(change, now)?;
+    }
+
+    // Program first, attach second: no window where the fast path has no routes.
+    for iface in &d.running.ifaces {
+        match d.dp.attach(iface, d.eff.mode)? {
+            Attached::New(mode) => tracing::info!(iface, ?mode, "XDP attached"),
+            Attached::Adopted => tracing::info!(iface, "XDP program replaced in the pinned link"),
+        }
+    }
+    let gone = d.dp.detach_others(&d.running.ifaces)?;
+    if gone > 0 {
+        tracing::info!(links = gone, "detached from interfaces no longer configured");
+    }
     d.start_slow_path();
     d.resolve_neighbours(resolve_wait).await?;
     if adopting {

@@ -126,6 +126,11 @@ impl KernelFib {
         changes
     }
 
+    /// The route the kernel prefers for each prefix: the table the RIB must hold.
+    pub fn winners(&self) -> impl Iterator<Item = &Arc<RouteInput>> {
+        self.routes.values().filter_map(|c| c.best())
+    }
+
     fn winner(&self, prefix: &IpNet) -> Option<&Arc<RouteInput>> {
         self.routes.get(prefix)?.best()
     }

@@ -407,6 +407,11 @@ pub struct NetlinkStats {
     pub resyncs: u64,
     /// What the last resync changed.
     pub last_resync: Option<crate::rib::ResyncReport>,
+    /// Route changes the maps could not carry yet (a full table), retried
+    /// every second until they fit or a later change supersedes them.
+    pub retry_pending: u64,
+    /// Retries that succeeded.
+    pub retried: u64,
 }
 
 #[cfg(test)]

@@ -87,6 +87,14 @@ impl Feed {
         }
     }
 
+    /// The whole table this feed wants the RIB to hold, by prefix.
+    pub fn table(&self) -> BTreeMap<IpNet, Arc<RouteInput>> {
+        match self {
+            Feed::Kernel(fib) => fib.winners().map(|r| (r.prefix, r.clone())).collect(),
+            Feed::Config(c) => c.routes.clone(),
+        }
+    }
+
     /// The kernel tables mirrored from now on (a resync follows).
     pub fn set_tables(&mut self, tables: &[u32]) {
         if let Feed::Kernel(fib) = self {

@@ -93,6 +93,12 @@ pub fn render(s: &AgentStats) -> String {
         counter("cowroute_netlink_errors_total", "Netlink events the maps could not carry.", s.netlink.errors),
         counter("cowroute_netlink_overruns_total", "Netlink socket overruns (ENOBUFS).", s.netlink.overruns),
         counter("cowroute_netlink_resyncs_total", "Full resyncs from a fresh dump.", s.netlink.resyncs),
+        gauge(
+            "cowroute_routes_retry_pending",
+            "Route changes the maps could not carry yet (a full table), retried every second.",
+            s.netlink.retry_pending,
+        ),
+        counter("cowroute_routes_retried_total", "Route changes carried on a retry.", s.netlink.retried),
         counter("cowroute_pmtu_reports_total", "Fragmentation Needed / Packet Too Big seen passing through.", s.pmtu.reports),
         counter("cowroute_pmtu_learned_total", "Destinations whose MTU was lowered by a report.", s.pmtu.learned),
         counter("cowroute_neighbour_queue_held_total", "Packets held for an unresolved neighbour.", s.neighbour_queue.held),

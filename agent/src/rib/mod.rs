@@ -182,6 +182,16 @@ impl<S: MapSink> Rib<S> {
         &self.rw
     }
 
+    /// The route the RIB holds for `prefix` (what its entries were made from).
+    pub fn route_input(&self, prefix: &IpNet) -> Option<&Arc<RouteInput>> {
+        self.routes.get(prefix).map(|r| &r.input)
+    }
+
+    /// Every prefix the RIB holds a route for.
+    pub fn route_prefixes(&self) -> impl Iterator<Item = &IpNet> {
+        self.routes.keys()
+    }
+
     /// The metrics reference a route holds (its shared set).
     pub fn route_metrics_ref(&self, prefix: &IpNet) -> Option<MetricsRef> {
         self.routes.get(prefix).map(|r| r.metrics_ref)

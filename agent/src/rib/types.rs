@@ -15,6 +15,15 @@ pub enum RouteChange {
     Delete(IpNet),
 }
 
+impl RouteChange {
+    pub fn prefix(&self) -> IpNet {
+        match self {
+            RouteChange::Set(r) => r.prefix,
+            RouteChange::Delete(p) => *p,
+        }
+    }
+}
+
 /// A route as the agent holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteInput {
