@@ -459,4 +459,28 @@ lladdr = "02:00:00:00:00:02"
         let e = p("[[route]]\nprefix = \"2001:db8::/32\"\ndev = \"x\"\nmtu = 1000\n").unwrap_err();
         assert!(e.message.contains("minimum of 1280"), "{e}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1024, ..Default::default() })]
+
+        /// Any file, garbage or a valid one cut and mutated anywhere, is
+        /// parsed or refused with a message; never a panic.
+        #[test]
+        fn any_config_text_is_parsed_or_refused(
+            garbage in ".{0,400}",
+            cut in 0usize..2000,
+            at in 0usize..2000,
+            insert in ".{0,8}",
+        ) {
+            let _ = parse(Path::new("fuzz.toml"), &garbage);
+            let valid = "interfaces = [\"eth1\"]\nsource = \"config\"\ntables = [254]\nmetrics_rw_slots = 64\n[[route]]\nprefix = \"10.0.0.0/8\"\ndev = \"eth1\"\nvia = \"10.0.0.1\"\nmtu = 1400\nlock = [\"mtu\"]\n[[neighbour]]\naddress = \"10.0.0.1\"\ndev = \"eth1\"\nlladdr = \"02:00:00:00:00:01\"\n";
+            let mut text: String = valid.chars().take(cut.min(valid.len())).collect();
+            let at = at.min(text.chars().count());
+            let byte = text.char_indices().nth(at).map_or(text.len(), |(b, _)| b);
+            text.insert_str(byte, &insert);
+            if let Err(e) = parse(Path::new("fuzz.toml"), &text) {
+                proptest::prop_assert!(e.to_string().contains("fuzz.toml"), "{}", e);
+            }
+        }
+    }
 }

@@ -83,7 +83,9 @@ impl<S: MapSink> Rib<S> {
                 Event::Link(l) => {
                     links.insert(l.index, l);
                 }
-                Event::Address { addr, present: true, .. } => *addrs.entry(addr).or_insert(0u32) += 1,
+                Event::Address { index, addr, present: true } => {
+                    addrs.entry(addr).or_insert_with(BTreeSet::new).insert(index);
+                }
                 Event::Neighbour { index, addr, mac } => {
                     neighbours.insert((index, addr), mac);
                 }
@@ -103,9 +105,9 @@ impl<S: MapSink> Rib<S> {
         }
         let all: BTreeSet<IpAddr> = self.local_addrs.keys().chain(addrs.keys()).copied().collect();
         for addr in all {
-            let count = addrs.get(&addr).copied().unwrap_or(0);
-            if self.local_addrs.get(&addr).copied().unwrap_or(0) != count {
-                self.set_local_address(addr, count, now)?;
+            let on = addrs.get(&addr).cloned().unwrap_or_default();
+            if self.local_addrs.get(&addr).cloned().unwrap_or_default() != on {
+                self.set_local_address(addr, on, now)?;
                 report.addresses += 1;
             }
         }

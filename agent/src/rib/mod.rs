@@ -111,8 +111,8 @@ pub struct Rib<S: MapSink> {
     groups: GroupTable,
     links: HashMap<u32, Link>,
     routes: BTreeMap<IpNet, Route>,
-    /// Own addresses, with how many interfaces carry each.
-    local_addrs: BTreeMap<IpAddr, u32>,
+    /// Own addresses, with the interfaces that carry each.
+    local_addrs: BTreeMap<IpAddr, BTreeSet<u32>>,
     /// Known neighbours, `Some(mac)` when usable.
     neighbours: BTreeMap<(u32, IpAddr), Option<[u8; 6]>>,
     /// Neighbours set by configuration: kernel events do not override them.
@@ -279,7 +279,7 @@ impl<S: MapSink> Rib<S> {
                 }
                 Ok(())
             }
-            Event::Address { index: _, addr, present } => self.address_changed(addr, present, now),
+            Event::Address { index, addr, present } => self.address_changed(index, addr, present, now),
             Event::Neighbour { index, addr, mac } => {
                 if self.static_neighbours.contains(&(index, addr)) {
                     return Ok(());

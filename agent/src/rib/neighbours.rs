@@ -38,20 +38,28 @@ impl<S: MapSink> Rib<S> {
         self.refresh_nexthops(|k| k.ifindex == index || vlan_children.contains(&k.ifindex))
     }
 
-    pub(super) fn address_changed(&mut self, addr: IpAddr, present: bool, now: Instant) -> Result<()> {
-        let count = self.local_addrs.get(&addr).copied().unwrap_or(0);
-        let count = if present { count + 1 } else { count.saturating_sub(1) };
-        self.set_local_address(addr, count, now)
+    /// RTM_NEWADDR / RTM_DELADDR of `addr` on `index`. The kernel sends
+    /// NEWADDR again whenever an address's attributes change (lifetimes,
+    /// flags), so an address is a set of interfaces, not a count.
+    pub(super) fn address_changed(&mut self, index: u32, addr: IpAddr, present: bool, now: Instant) -> Result<()> {
+        let mut on = self.local_addrs.get(&addr).cloned().unwrap_or_default();
+        if present {
+            on.insert(index);
+        } else {
+            on.remove(&index);
+        }
+        self.set_local_address(addr, on, now)
     }
 
-    /// `addr` is an address of `count` interfaces (0: not ours).
-    pub(super) fn set_local_address(&mut self, addr: IpAddr, count: u32, now: Instant) -> Result<()> {
-        if count == 0 {
-            self.local_addrs.remove(&addr);
+    /// `addr` is an address of the interfaces `on` (none: not ours).
+    pub(super) fn set_local_address(&mut self, addr: IpAddr, on: BTreeSet<u32>, now: Instant) -> Result<()> {
+        let ours = !on.is_empty();
+        if ours {
+            self.local_addrs.insert(addr, on);
         } else {
-            self.local_addrs.insert(addr, count);
+            self.local_addrs.remove(&addr);
         }
-        if count > 0 && self.private.contains_key(&addr) {
+        if ours && self.private.contains_key(&addr) {
             // A local address has no private metrics.
             return self.reset_metrics(addr, now).map(|_| ());
         }

@@ -411,3 +411,131 @@ proptest::proptest! {
         proptest::prop_assert_eq!(new.private_copy(&dest).is_some(), lifetime.is_none());
     }
 }
+
+mod event_sequences {
+    //! The RIB driven by random netlink-like event sequences (links up,
+    //! down and gone, addresses, neighbours, routes of every shape, COW
+    //! writes) against a model of what must be published: never a panic,
+    //! the published routes are the model's, and once everything is taken
+    //! away nothing is left (no entry, no next hop, no slot).
+    use super::*;
+    use proptest::prelude::*;
+
+    const ROUTES: [&str; 7] = ["10.2.0.0/24", "10.2.0.7/32", "10.9.0.0/16", "10.9.1.0/24", "0.0.0.0/0", "192.0.2.0/24", "fd00:2::/64"];
+    const ADDRS: [&str; 4] = ["10.2.0.1", "10.2.0.7", "10.9.1.1", "fd00:2::1"];
+
+    fn input(i: usize, dev: u32, mtu: u32) -> RouteInput {
+        let mut r = route(ROUTES[i], dev, None, mtu);
+        match i {
+            2 => r.via = Some(addr("10.2.0.9")),
+            3 => {
+                r.dev = None;
+                r.multipath =
+                    vec![Leg { dev: 2, via: Some(addr("10.3.0.9")), weight: 1 }, Leg { dev: 3, via: Some(addr("10.2.0.9")), weight: 2 }];
+            }
+            4 => r.via = Some(addr("10.3.0.9")),
+            5 => r = RouteInput::new(net(ROUTES[5]), RouteKind::Blackhole, None, None, RouteMetrics::DEFAULT),
+            _ => {}
+        }
+        r
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        SetRoute(usize, u32, u32),
+        DeleteRoute(usize),
+        Address(usize, bool),
+        Neighbour(u32, usize, bool),
+        Link(u32, bool),
+        LinkGone(u32),
+        Cow(usize, u32),
+        Reset(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..ROUTES.len(), 2u32..4, prop::sample::select(vec![0u32, 1300, 1400])).prop_map(|(i, d, m)| Op::SetRoute(i, d, m)),
+            2 => (0..ROUTES.len()).prop_map(Op::DeleteRoute),
+            2 => (0..ADDRS.len(), any::<bool>()).prop_map(|(a, p)| Op::Address(a, p)),
+            3 => (2u32..4, 0..ADDRS.len(), any::<bool>()).prop_map(|(i, a, p)| Op::Neighbour(i, a, p)),
+            1 => (2u32..4, any::<bool>()).prop_map(|(i, up)| Op::Link(i, up)),
+            1 => (2u32..4).prop_map(Op::LinkGone),
+            2 => (0..ADDRS.len(), 1280u32..1500).prop_map(|(a, m)| Op::Cow(a, m)),
+            1 => (0..ADDRS.len()).prop_map(Op::Reset),
+        ]
+    }
+
+    fn link(index: u32, up: bool) -> Link {
+        Link { index, name: format!("if{index}"), mac: [index as u8; 6], mtu: 1500, up, vlan: None, rx_queues: 1 }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_event_sequences_keep_the_rib_and_maps_consistent(ops in prop::collection::vec(op(), 1..80)) {
+            let (mut rib, now) = rib();
+            let mut model: BTreeMap<IpNet, RouteKind> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::SetRoute(i, dev, mtu) => {
+                        let r = input(i, dev, mtu);
+                        if rib.set_route(r.clone(), now).is_ok() {
+                            model.insert(r.prefix, r.kind);
+                        }
+                    }
+                    Op::DeleteRoute(i) => {
+                        rib.delete_route(&net(ROUTES[i]), now).unwrap();
+                        model.remove(&net(ROUTES[i]));
+                    }
+                    Op::Address(a, present) => rib.apply(Event::Address { index: 3, addr: addr(ADDRS[a]), present }, now).unwrap(),
+                    Op::Neighbour(index, a, true) => rib.apply(Event::Neighbour { index, addr: addr(ADDRS[a]), mac: Some([7; 6]) }, now).unwrap(),
+                    Op::Neighbour(index, a, false) => rib.apply(Event::NeighbourGone { index, addr: addr(ADDRS[a]) }, now).unwrap(),
+                    Op::Link(index, up) => rib.apply(Event::Link(link(index, up)), now).unwrap(),
+                    Op::LinkGone(index) => rib.apply(Event::LinkGone(index), now).unwrap(),
+                    Op::Cow(a, mtu) => {
+                        let _ = rib.cow_metrics(addr(ADDRS[a]), Rtax::Mtu, mtu, Source::Operator, None, now);
+                    }
+                    Op::Reset(a) => {
+                        rib.reset_metrics(addr(ADDRS[a]), now).unwrap();
+                    }
+                }
+                // Every route of the model is published with its type (a
+                // local address at the same /32 or /128 wins, as in the kernel).
+                for (p, k) in &model {
+                    let published = rib.sink().routes.get(p).and_then(|e| e.kind());
+                    prop_assert!(published == Some(*k) || published == Some(RouteKind::Local), "{} published as {:?}, not {:?}", p, published, k);
+                }
+                // And no prefix route the model does not have.
+                for (p, e) in &rib.sink().routes {
+                    prop_assert!(e.flags & RouteEntry::HOST != 0 || model.contains_key(p), "{} published without a route", p);
+                }
+                // Every entry refers to something that exists.
+                for (p, e) in &rib.sink().routes {
+                    if e.kind() == Some(RouteKind::Unicast) {
+                        let known = if e.is_multipath() { rib.sink().groups.contains_key(&e.nexthop) } else { rib.sink().nexthops.contains_key(&e.nexthop) };
+                        prop_assert!(known, "{} refers to next hop {} that was never written", p, e.nexthop);
+                    }
+                    if e.metrics.is_read_only() && e.metrics.slot() != 0 {
+                        prop_assert!(rib.metrics_store().refcount(e.metrics) > 0, "{} refers to a free RO slot", p);
+                    }
+                }
+            }
+            // Take everything away: nothing is left.
+            for p in ROUTES {
+                rib.delete_route(&net(p), now).unwrap();
+            }
+            for a in ADDRS {
+                // One RTM_DELADDR ends it, however many RTM_NEWADDR came.
+                rib.apply(Event::Address { index: 3, addr: addr(a), present: false }, now).unwrap();
+                rib.reset_metrics(addr(a), now).unwrap();
+                for index in 2..4 {
+                    rib.apply(Event::NeighbourGone { index, addr: addr(a) }, now).unwrap();
+                }
+            }
+            prop_assert!(rib.sink().routes.is_empty(), "left: {:?}", rib.sink().routes.keys().collect::<Vec<_>>());
+            let s = rib.summary();
+            prop_assert_eq!((s.routes, s.neighbour_hosts, s.nexthops, s.nexthop_groups, s.metrics_ro_in_use, s.metrics_rw_in_use), (0, 0, 0, 0, 0, 0), "{:?}", s);
+        }
+    }
+}

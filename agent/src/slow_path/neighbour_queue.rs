@@ -574,4 +574,35 @@ mod tests {
         assert_eq!(u16::from_be_bytes([again[0][6], again[0][7]]) & IP_OFFSET, 464 / 8);
         assert_eq!(forward_frame(&udp4(64, 0, 100), &NH, &mtu(27)), Release::FragmentFailed, "no room for 8 bytes");
     }
+
+    proptest::proptest! {
+        /// Frames off the wire into the release path: any bytes, any MTU,
+        /// are released, answered or counted, never a panic; a fragment is
+        /// never longer than the MTU.
+        #[test]
+        fn any_frame_is_released_answered_or_refused(
+            frame in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1600),
+            v4 in proptest::prelude::any::<bool>(),
+            mtu in 0u32..2000,
+        ) {
+            let mut frame = frame;
+            if frame.len() >= 14 {
+                // Often a real EtherType, so the IP parsers are reached.
+                let et: u16 = if v4 { 0x0800 } else { 0x86dd };
+                frame[12..14].copy_from_slice(&et.to_be_bytes());
+            }
+            let nh = NextHop { ifindex: 3, mtu: 1500, dmac: [9; 6], smac: [8; 6], vlan: 0, flags: NextHop::USABLE };
+            let mut metrics = RouteMetrics::DEFAULT;
+            metrics.mtu = mtu;
+            let _ = frame_destination(&frame);
+            let _ = forward_frame(&frame, &nh, &metrics);
+            if frame.len() > 14 {
+                if let Some(frags) = ip_fragment(&frame[14..], mtu) {
+                    for f in frags {
+                        proptest::prop_assert!(f.len() as u32 <= mtu.max(68), "{} > {}", f.len(), mtu);
+                    }
+                }
+            }
+        }
+    }
 }
