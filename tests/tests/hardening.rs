@@ -160,3 +160,24 @@ fn local_interfaces_survive_floods_and_refuse_strangers() {
     assert!(run.agent.log().contains("a peer without access"), "{}", run.agent.log());
     assert!(run.control().call(&Request::Stats).is_ok(), "root still gets in");
 }
+
+/// Two agents never write the same maps: a second one for a pin directory
+/// that a running agent holds is refused (whatever its control socket),
+/// and the running one goes on.
+#[test]
+fn a_second_agent_for_the_same_pin_directory_is_refused() {
+    let run = LabRun::start_custom(&lab_tag('w'), "generic", &[], &|lab| lab.hosts_config());
+    let bin = xtask::agent_proc::cowroute_bin().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["--netns", &run.lab.rtr, "--pin-dir"])
+        .arg(&run.pin_dir)
+        .args(["--control-socket", &format!("/run/cowroute/second-{}.sock", std::process::id()), "run"])
+        .args(&run.run_args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("another agent (pid {})", run.agent.pid())) && err.contains("one writer per pin directory"), "{err}");
+    assert!(run.control().call(&Request::Stats).is_ok(), "the first agent goes on");
+    assert_eq!(delivered(&run, 7903, 10), 10);
+}

@@ -236,6 +236,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     let server = tokio::spawn(control::serve(listener, access, calls_tx));
 
+    // One writer per data plane, held until the process ends.
+    let _pin_lock = crate::dataplane::pin_lock::PinLock::acquire(&opts.pin_dir)?;
     // Pinned maps of an earlier agent are adopted, contents and all.
     let (mut dp, adopting) = DataPlane::load_pinned(&eff.load, &opts.pin_dir)?;
     let mut logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {

@@ -9,6 +9,7 @@
 pub mod bpffs;
 pub mod dir24;
 pub mod map_writer;
+pub mod pin_lock;
 pub mod slots;
 
 use crate::{dataplane::map_writer::MapWriter, EBPF_OBJECT};
