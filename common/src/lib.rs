@@ -5,6 +5,7 @@
 //! BTF is what `bpftool map dump` prints by field name.
 #![no_std]
 
+pub mod abi;
 pub mod checksum;
 pub mod counters;
 pub mod flow_hash;
@@ -41,7 +42,10 @@ pub mod maps {
     pub const PMTU_EVENTS: &str = "PMTU_EVENTS";
     pub const PRIVATE_META: &str = "PRIVATE_META";
     /// Every map the agent pins, in the order `show` lists them.
-    pub const ALL: [&str; 13] = [
+    /// One [`crate::abi::AbiStamp`]: what made these maps.
+    pub const ABI_STAMP: &str = "ABI_STAMP";
+    pub const ALL: [&str; 14] = [
+        ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
         ROUTES_V4_DIR24_ENTRIES,
@@ -94,4 +98,5 @@ mod pod {
     unsafe impl aya::Pod for crate::NextHopGroup {}
     unsafe impl aya::Pod for crate::PrivateMeta {}
     unsafe impl aya::Pod for crate::Counter {}
+    unsafe impl aya::Pod for crate::abi::AbiStamp {}
 }

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod abi;
 mod fib;
 mod mss;
 mod packet;

@@ -160,3 +160,27 @@ fn a_changed_map_layout_is_refused_with_what_to_do() {
     traffic::udp_send(&run.lab.gen, format!("{}:7802", lab::SINK_V4).parse().unwrap(), 20, 64, 64, Duration::ZERO).unwrap();
     assert_eq!(sink.receive(20, Duration::from_secs(2)).unwrap().len(), 20);
 }
+
+/// Maps made by a build of another ABI (same sizes, another meaning) are
+/// not adopted: the ABI stamp is checked first, and a data plane without
+/// one is refused too; the running data plane is left alone.
+#[test]
+fn a_data_plane_of_another_abi_is_refused() {
+    let mut run = LabRun::start_custom(&lab_tag('z'), "generic", &["--keep-on-exit"], &|lab| lab.hosts_config());
+    assert_eq!(run.agent.stop().unwrap(), 0);
+    let stamp = run.pin_dir.join("ABI_STAMP");
+    let dump = bpftool_dump(&stamp);
+    assert_eq!(dump[0]["value"]["version"], common::abi::VERSION, "{dump:?}");
+    let path = stamp.display().to_string();
+    sh::run(&mut sh::cmd(
+        "bpftool",
+        &["map", "update", "pinned", &path, "key", "0", "0", "0", "0", "value", "99", "0", "0", "0", "0", "0", "0", "0"],
+    ))
+    .unwrap();
+    let err = xtask::agent_proc::AgentProc::start(&run.lab.rtr, &run.pin_dir, &run.run_args, false).err().expect("refused").to_string();
+    assert!(err.contains("made by a cowroute of another ABI (version 99") && err.contains("detach"), "{err}");
+    std::fs::remove_file(&stamp).unwrap();
+    let err = xtask::agent_proc::AgentProc::start(&run.lab.rtr, &run.pin_dir, &run.run_args, false).err().expect("refused").to_string();
+    assert!(err.contains("has no ABI stamp"), "{err}");
+    assert!(xdp_attached(&run) && run.pin_dir.join("ROUTES_V4").exists(), "the running data plane is untouched");
+}

@@ -23,6 +23,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
+use common::abi::AbiStamp;
 use common::maps;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,34 @@ fn link_pin(dir: &Path, ifindex: u32) -> PathBuf {
 
 fn is_link_pin(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("link-"))
+}
+
+/// Checks the ABI stamp of the data plane pinned under `dir`: an agent
+/// adopts only maps made by a build of the same ABI (see `common::abi`).
+fn check_pinned_stamp(dir: &Path) -> Result<()> {
+    let path = dir.join(maps::ABI_STAMP);
+    let detach = format!(
+        "run `cowroute --pin-dir {} detach` to remove the old data plane first (forwarding stops until this agent attaches)",
+        dir.display()
+    );
+    let pinned = match aya::maps::MapData::from_pin(&path) {
+        Ok(data) => {
+            let array = aya::maps::Array::<_, AbiStamp>::try_from(aya::maps::Map::Array(data))?;
+            array.get(&0, 0).with_context(|| format!("reading {}", path.display()))?
+        }
+        Err(_) => bail!("the data plane pinned under {} has no ABI stamp (an earlier cowroute made it): {detach}", dir.display()),
+    };
+    if pinned != common::abi::STAMP {
+        bail!(
+            "the data plane pinned under {} was made by a cowroute of another ABI (version {}, layout {:#x}; this one is version {}, layout {:#x}): {detach}",
+            dir.display(),
+            pinned.version,
+            pinned.layout,
+            common::abi::STAMP.version,
+            common::abi::STAMP.layout
+        );
+    }
+    Ok(())
 }
 
 /// Checks that every map pinned under `dir` has the layout this program's
@@ -163,11 +192,14 @@ impl DataPlane {
         bpffs::ensure_pin_dir(dir)?;
         let adopted = maps::ALL.iter().any(|m| dir.join(m).exists());
         if adopted {
+            check_pinned_stamp(dir)?;
             check_pinned_layout(dir, opts)?;
         }
         let pins: Vec<(&str, PathBuf)> = maps::ALL.iter().map(|m| (*m, dir.join(m))).collect();
         let mut dp = Self::load_with(&pins, opts)?;
         dp.pin_dir = Some(dir.to_owned());
+        let stamp = dp.ebpf.map_mut(maps::ABI_STAMP).ok_or_else(|| anyhow!("map ABI_STAMP missing from the object"))?;
+        aya::maps::Array::<_, AbiStamp>::try_from(stamp)?.set(0, common::abi::STAMP, 0).context("writing ABI_STAMP")?;
         Ok((dp, adopted))
     }
 
