@@ -181,3 +181,44 @@ fn a_second_agent_for_the_same_pin_directory_is_refused() {
     assert!(run.control().call(&Request::Stats).is_ok(), "the first agent goes on");
     assert_eq!(delivered(&run, 7903, 10), 10);
 }
+
+/// A reload that fails while applying (here: more distinct metric sets
+/// than METRICS_RO has slots) is rolled back: the routes it had set are
+/// gone again, the running config's are all there, and the log says so.
+#[test]
+fn a_reload_that_cannot_be_applied_is_rolled_back() {
+    let run = LabRun::start(&lab_tag('b'), "generic", &[]);
+    let cfg = std::path::PathBuf::from(&run.run_args[run.run_args.iter().position(|a| a == "--config").unwrap() + 1]);
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let dev = run.lab.rtr_sink_if.clone();
+    let routes = || -> std::collections::BTreeSet<String> {
+        let v: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "routes", "--json"])).unwrap();
+        v.as_array().unwrap().iter().map(|r| r["prefix"].as_str().unwrap().to_string()).collect()
+    };
+    let before = routes();
+    let n = common::capacity::METRICS_RO as usize + 20;
+    let mut big = base.clone();
+    for i in 0..n {
+        big += &format!(
+            "\n[[route]]\nprefix = \"13.{}.{}.0/24\"\ndev = \"{dev}\"\nmtu = {}\nadvmss = {}\n",
+            i / 256,
+            i % 256,
+            600 + i % 8000,
+            500 + i / 8000
+        );
+    }
+    std::fs::write(&cfg, &big).unwrap();
+    unsafe { libc::kill(run.agent.pid() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !run.agent.log().contains("config reload refused") && !run.agent.log().contains("config reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no refusal logged:\n{}", run.agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = run.agent.log();
+    assert!(log.contains("while setting routes; rolled back") && log.contains("METRICS_RO is full"), "{log}");
+    assert!(!log.contains("rollback incomplete"), "{log}");
+    assert_eq!(routes(), before, "exactly the running config's routes again");
+    assert_eq!(delivered(&run, 7904, 10), 10);
+    let stats = run.control().call(&Request::Stats).unwrap();
+    assert!(stats["metrics_ro_in_use"].as_u64() < Some(10), "the staged sets were released: {}", stats["metrics_ro_in_use"]);
+}

@@ -206,9 +206,35 @@ impl super::Daemon {
         let mut report = ReloadReport { needs_restart: new_eff.needs_restart(&self.eff), ..ReloadReport::default() };
         let d = diff(&self.running, &new);
         let now = std::time::Instant::now();
+        // Staged, in the order of what may fail: routes (a full table), then
+        // neighbours, then interfaces. A failure rolls back every step done,
+        // and the running config stays.
+        let old = self.running.clone();
+        if let Err(e) = self.apply_config_routes(&new.routes, &mut report, now) {
+            self.rollback(&old, &[], now);
+            return Err(e.context("config reload refused while setting routes; rolled back, the running config stays"));
+        }
+        let neighbours = (|| -> Result<()> {
+            for &((index, addr), mac) in &d.set_neighbours {
+                self.rib.set_static_neighbour(index, addr, mac, now)?;
+            }
+            for &(index, addr) in &d.unset_neighbours {
+                self.rib.unset_static_neighbour(index, addr, now)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = neighbours {
+            self.rollback(&old, &[], now);
+            return Err(e.context("config reload refused while setting neighbours; rolled back, the running config stays"));
+        }
         let links = self.rib.link_indexes();
+        let mut attached = Vec::new();
         for iface in &d.add_ifaces {
-            self.dp.attach(iface, self.eff.mode)?;
+            if let Err(e) = self.dp.attach(iface, self.eff.mode) {
+                self.rollback(&old, &attached, now);
+                return Err(e.context(format!("config reload refused: attaching to {iface}; rolled back, the running config stays")));
+            }
+            attached.push((*iface).clone());
             report.interfaces_added += 1;
             // The slow path serves it too.
             if let (Some(sp), Some(&index)) = (self.slow_path.as_mut(), links.get(*iface)) {
@@ -219,19 +245,6 @@ impl super::Daemon {
             }
         }
         report.interfaces_removed = self.dp.detach_others(&new.ifaces)?;
-        for change in self.feed.configured(&new.routes) {
-            match change {
-                crate::rib::RouteChange::Set(_) => report.routes_set += 1,
-                crate::rib::RouteChange::Delete(_) => report.routes_removed += 1,
-            }
-            self.rib.apply_route_change(change, now)?;
-        }
-        for &((index, addr), mac) in &d.set_neighbours {
-            self.rib.set_static_neighbour(index, addr, mac, now)?;
-        }
-        for &(index, addr) in &d.unset_neighbours {
-            self.rib.unset_static_neighbour(index, addr, now)?;
-        }
         report.neighbours_changed = d.set_neighbours.len() + d.unset_neighbours.len();
         report.tables_changed = self.eff.source == RouteSource::Kernel && new_eff.tables != self.eff.tables;
         let unset = !d.unset_neighbours.is_empty();
@@ -245,6 +258,49 @@ impl super::Daemon {
             self.resync().await?;
         }
         Ok(report)
+    }
+
+    /// The file's routes, through the config feed.
+    fn apply_config_routes(
+        &mut self,
+        routes: &BTreeMap<IpNet, RouteInput>,
+        report: &mut ReloadReport,
+        now: std::time::Instant,
+    ) -> Result<()> {
+        for change in self.feed.configured(routes) {
+            match change {
+                crate::rib::RouteChange::Set(_) => report.routes_set += 1,
+                crate::rib::RouteChange::Delete(_) => report.routes_removed += 1,
+            }
+            self.rib.apply_route_change(change, now)?;
+        }
+        Ok(())
+    }
+
+    /// Back to the running config `old` after a failed reload: its routes
+    /// and static neighbours again, and no link on the interfaces just
+    /// `attached`. What cannot be undone is logged as such.
+    fn rollback(&mut self, old: &Resolved, attached: &[String], now: std::time::Instant) {
+        let mut ignored = ReloadReport::default();
+        if let Err(e) = self.apply_config_routes(&old.routes, &mut ignored, now) {
+            tracing::error!("config reload rollback incomplete (routes): {e:#}");
+        }
+        let current: Vec<(u32, IpAddr)> = self.rib.static_neighbours().filter(|k| !old.static_neighbours.contains_key(k)).collect();
+        for (index, addr) in current {
+            if let Err(e) = self.rib.unset_static_neighbour(index, addr, now) {
+                tracing::error!("config reload rollback incomplete (neighbours): {e:#}");
+            }
+        }
+        for (&(index, addr), &mac) in &old.static_neighbours {
+            if let Err(e) = self.rib.set_static_neighbour(index, addr, mac, now) {
+                tracing::error!("config reload rollback incomplete (neighbours): {e:#}");
+            }
+        }
+        if !attached.is_empty() {
+            if let Err(e) = self.dp.detach_others(&old.ifaces) {
+                tracing::error!("config reload rollback incomplete (interfaces): {e:#}");
+            }
+        }
     }
 }
 

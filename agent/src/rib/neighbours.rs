@@ -10,6 +10,11 @@ use ipnet::IpNet;
 use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 impl<S: MapSink> Rib<S> {
+    /// The neighbours the operator configured.
+    pub fn static_neighbours(&self) -> impl Iterator<Item = (u32, IpAddr)> + '_ {
+        self.static_neighbours.iter().copied()
+    }
+
     /// A neighbour the operator configured with its MAC.
     pub fn set_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: [u8; 6], now: Instant) -> Result<()> {
         self.static_neighbours.insert((ifindex, addr));
