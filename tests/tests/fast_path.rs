@@ -215,8 +215,8 @@ fn route_types_and_unusable_next_hops() {
         ([10, 9, 0, 1], XDP_PASS, Reason::Local),
         ([10, 5, 0, 1], XDP_PASS, Reason::NoNeighbour),
         ([10, 6, 0, 1], XDP_PASS, Reason::NoNeighbour),
-        // Next hop 99 exists but was never filled: all zero, unusable.
-        ([10, 7, 0, 1], XDP_PASS, Reason::NoNeighbour),
+        // Next hop 99 was never published: its index word is 0.
+        ([10, 7, 0, 1], XDP_PASS, Reason::BadReference),
         ([10, 10, 0, 1], XDP_PASS, Reason::BadReference),
         ([10, 11, 0, 1], XDP_PASS, Reason::BadReference),
         ([10, 8, 0, 1], XDP_PASS, Reason::BadReference),
@@ -414,7 +414,7 @@ fn ipv6_syn_mss_is_clamped_and_private_advmss_applies() {
 
 /// An ECMP route: each flow takes the leg its 5-tuple's hash picks (the
 /// bucket the agent gave that leg), ports included, and keeps it; a group
-/// id outside NH_GROUPS is a bad reference, never a forward.
+/// id unpublished or outside the index is a bad reference, never a forward.
 #[test]
 fn multipath_routes_pick_the_leg_of_the_flows_hash() {
     use common::{flow_hash::flow_hash_v4, NextHopGroup};
@@ -451,10 +451,12 @@ fn multipath_routes_pick_the_leg_of_the_flows_hash() {
     }
     assert_eq!(legs_seen.len(), 2, "256 flows use both legs: {legs_seen:?}");
     assert!(legs_seen[&10] > 40 && legs_seen[&11] > 120, "about 1/3 and 2/3: {legs_seen:?}");
-    // A group id beyond NH_GROUPS.
-    e.nexthop = common::capacity::NH_GROUPS;
-    fp.maps.put_route(&net("10.13.0.0/24"), &e).unwrap();
-    assert_eq!(fp.run(&frame4([10, 13, 0, 1], 64, 100)).unwrap().reason, Reason::BadReference);
+    // A group id never published (its index word is 0), and one beyond the index.
+    for id in [2, common::capacity::NH_GROUPS] {
+        e.nexthop = id;
+        fp.maps.put_route(&net("10.13.0.0/24"), &e).unwrap();
+        assert_eq!(fp.run(&frame4([10, 13, 0, 1], 64, 100)).unwrap().reason, Reason::BadReference, "group {id}");
+    }
 }
 
 /// The program's aya-log lines run only with `--bpf-debug-log`: the log
