@@ -32,7 +32,13 @@ pub mod maps {
     pub const ROUTES_V4_DIR24: &str = "ROUTES_V4_DIR24";
     pub const ROUTES_V4_DIR24_ENTRIES: &str = "ROUTES_V4_DIR24_ENTRIES";
     pub const ROUTES_V6: &str = "ROUTES_V6";
+    /// Next hops as the fast path finds them: `NEXTHOPS_INDEX` maps a next
+    /// hop id to 1 + its slot in `NEXTHOPS` (0: none), [`crate::capacity::INDEX_WORDS`]
+    /// ids per element.
+    pub const NEXTHOPS_INDEX: &str = "NEXTHOPS_INDEX";
     pub const NEXTHOPS: &str = "NEXTHOPS";
+    /// ECMP groups the same way: group id -> 1 + slot in `NH_GROUPS`.
+    pub const NH_GROUPS_INDEX: &str = "NH_GROUPS_INDEX";
     pub const NH_GROUPS: &str = "NH_GROUPS";
     pub const METRICS_RO: &str = "METRICS_RO";
     pub const METRICS_RW: &str = "METRICS_RW";
@@ -44,13 +50,15 @@ pub mod maps {
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
         ROUTES_V4_DIR24_ENTRIES,
         ROUTES_V6,
+        NEXTHOPS_INDEX,
         NEXTHOPS,
+        NH_GROUPS_INDEX,
         NH_GROUPS,
         METRICS_RO,
         METRICS_RW,
@@ -72,8 +80,17 @@ pub mod capacity {
     /// grace period.
     pub const ROUTES_V4_DIR24_ENTRIES: u32 = 1_500_000;
     pub const ROUTES_V6: u32 = 1_000_000;
+    /// Next hop ids (`NEXTHOPS_INDEX` words).
     pub const NEXTHOPS: u32 = 65_536;
+    /// ECMP group ids (`NH_GROUPS_INDEX` words).
     pub const NH_GROUPS: u32 = 4_096;
+    /// Ids per element of an index array (`NEXTHOPS_INDEX`, `NH_GROUPS_INDEX`):
+    /// an mmapped array's elements are multiples of 8 bytes, so words come in blocks.
+    pub const INDEX_WORDS: u32 = 256;
+    /// Slots: every id can have a fresh one while its old one waits out the grace period.
+    pub const NEXTHOP_SLOTS: u32 = 2 * NEXTHOPS;
+    pub const NH_GROUP_SLOTS: u32 = 2 * NH_GROUPS;
+    const _: () = assert!(NEXTHOPS.is_multiple_of(INDEX_WORDS) && NH_GROUPS.is_multiple_of(INDEX_WORDS));
     pub const METRICS_RO: u32 = 16_384;
     pub const METRICS_RW: u32 = 65_536;
     pub const EGRESS_PORTS: u32 = 1_024;

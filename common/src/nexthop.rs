@@ -1,4 +1,4 @@
-//! Next hops: the values of the `NEXTHOPS` array.
+//! Next hops: the values of the `NEXTHOPS` slots (found by id through `NEXTHOPS_INDEX`).
 
 /// Where a route's packets go: egress device, MACs, optional 802.1Q tag.
 #[repr(C)]
@@ -49,7 +49,7 @@ mod tests {
 
 /// An ECMP group (`RTA_MULTIPATH`): the values of `NH_GROUPS`. A flow's hash
 /// picks one of [`NextHopGroup::BUCKETS`] buckets, and each bucket names a
-/// leg (a `NEXTHOPS` id); a leg's weight is the number of buckets it holds.
+/// leg (a next hop id); a leg's weight is the number of buckets it holds.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NextHopGroup {

@@ -52,7 +52,8 @@ impl RouteKind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RouteEntry {
-    /// Index into `NEXTHOPS`, or into `NH_GROUPS` with `MULTIPATH`.
+    /// A next hop id (`NEXTHOPS_INDEX`), or with `MULTIPATH` a group id
+    /// (`NH_GROUPS_INDEX`): stable while the value behind it is republished.
     pub nexthop: u32,
     /// Where this route's metrics are: RO (shared) or RW (private).
     pub metrics: MetricsRef,

@@ -11,8 +11,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use common::{
-    capacity, counters::NUM_REASONS, route::V4KeyData, route::V6KeyData, Counter, MetricsRef, NextHop, NextHopGroup, PrivateMeta, Reason,
-    RouteEntry, RouteMetrics,
+    capacity::{self, INDEX_WORDS},
+    counters::NUM_REASONS,
+    route::V4KeyData,
+    route::V6KeyData,
+    Counter, MetricsRef, NextHop, NextHopGroup, PrivateMeta, Reason, RouteEntry, RouteMetrics,
 };
 
 #[btf_map]
@@ -35,12 +38,24 @@ pub static ROUTES_V4_DIR24_ENTRIES: Array<RouteEntry, { capacity::ROUTES_V4_DIR2
 #[btf_map]
 pub static ROUTES_V6: LpmTrie<V6KeyData, RouteEntry, { capacity::ROUTES_V6 as usize }> = LpmTrie::new();
 
-#[btf_map]
-pub static NEXTHOPS: Array<NextHop, { capacity::NEXTHOPS as usize }> = Array::new();
+/// An id's index word: 0 (none) or 1 + its slot. The agent fills a fresh
+/// slot, then switches the word (one aligned store, mapped like the DIR-24
+/// index), then frees the old slot after a grace period: a reader never
+/// sees a value half-written.
+type Index<const N: usize> = Array<[u32; INDEX_WORDS as usize], N, { BPF_F_MMAPABLE as usize }>;
 
-/// ECMP groups: a route with `RouteEntry::MULTIPATH` names one.
 #[btf_map]
-pub static NH_GROUPS: Array<NextHopGroup, { capacity::NH_GROUPS as usize }> = Array::new();
+pub static NEXTHOPS_INDEX: Index<{ (capacity::NEXTHOPS / INDEX_WORDS) as usize }> = Array::new();
+
+#[btf_map]
+pub static NEXTHOPS: Array<NextHop, { capacity::NEXTHOP_SLOTS as usize }> = Array::new();
+
+/// ECMP groups: a route with `RouteEntry::MULTIPATH` names one by id.
+#[btf_map]
+pub static NH_GROUPS_INDEX: Index<{ (capacity::NH_GROUPS / INDEX_WORDS) as usize }> = Array::new();
+
+#[btf_map]
+pub static NH_GROUPS: Array<NextHopGroup, { capacity::NH_GROUP_SLOTS as usize }> = Array::new();
 
 /// Interned, shared metric sets. The verifier rejects any write from a program.
 #[btf_map]
@@ -95,9 +110,26 @@ pub fn dst_metrics_ptr(metrics: MetricsRef) -> Option<&'static RouteMetrics> {
     }
 }
 
+/// The slot an index names for `id`; `None` (a bad reference) for an id
+/// out of range or a 0 word. The word is read once.
+#[inline(always)]
+fn slot_of<const N: usize>(index: &'static Index<N>, id: u32) -> Option<u32> {
+    let words = index.get(id / INDEX_WORDS)?;
+    // SAFETY: in bounds (masked); one aligned 4-byte load, as the agent stores it.
+    match unsafe { core::ptr::read_volatile(&words[(id % INDEX_WORDS) as usize]) } {
+        0 => None,
+        w => Some(w - 1),
+    }
+}
+
 #[inline(always)]
 pub fn nexthop(id: u32) -> Option<&'static NextHop> {
-    NEXTHOPS.get(id)
+    NEXTHOPS.get(slot_of(&NEXTHOPS_INDEX, id)?)
+}
+
+#[inline(always)]
+pub fn nexthop_group(id: u32) -> Option<&'static NextHopGroup> {
+    NH_GROUPS.get(slot_of(&NH_GROUPS_INDEX, id)?)
 }
 
 /// The next hop id a route's packet takes: the route's own, or the leg of
@@ -105,7 +137,7 @@ pub fn nexthop(id: u32) -> Option<&'static NextHop> {
 #[inline(always)]
 pub fn route_nexthop_id(route: &RouteEntry, flow_hash: u32) -> Option<u32> {
     if route.is_multipath() {
-        NH_GROUPS.get(route.nexthop).map(|g| g.leg(flow_hash))
+        nexthop_group(route.nexthop).map(|g| g.leg(flow_hash))
     } else {
         Some(route.nexthop)
     }

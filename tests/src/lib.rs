@@ -116,19 +116,13 @@ impl FastPath {
     /// the one counter that moved.
     pub fn run(&mut self, frame: &[u8]) -> Result<Outcome, aya::programs::ProgramError> {
         let before = self.counts();
-        let prog: &mut Xdp = self.dp.ebpf.program_mut(PROG_FORWARD).unwrap().try_into().unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        let res = prog.test_run(opts)?;
-        out.truncate(res.data_size_out as usize);
+        let (action, out) = test_run(&mut self.dp, frame)?;
         let after = self.counts();
         let moved: Vec<Reason> = Reason::ALL.iter().zip(before.iter().zip(&after)).filter(|(_, (b, a))| a != b).map(|(r, _)| *r).collect();
         assert_eq!(moved.len(), 1, "exactly one reason counter must move per frame, moved: {moved:?}");
         let r = moved[0];
         assert_eq!(after[r as usize] - before[r as usize], 1);
-        Ok(Outcome { action: res.return_value, reason: r, frame: out })
+        Ok(Outcome { action, reason: r, frame: out })
     }
 
     /// Runs `frame` and asserts the frame was not redirected.
@@ -138,6 +132,20 @@ impl FastPath {
         assert_ne!(o.reason, Reason::Forwarded);
         o
     }
+}
+
+/// Runs the forwarding program once on `frame` (BPF_PROG_TEST_RUN): its
+/// action and the frame as it left it. Borrows only the program, so the
+/// maps can be written meanwhile from another thread.
+pub fn test_run(dp: &mut DataPlane, frame: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+    let prog: &mut Xdp = dp.ebpf.program_mut(PROG_FORWARD).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let res = prog.test_run(opts)?;
+    out.truncate(res.data_size_out as usize);
+    Ok((res.return_value, out))
 }
 
 /// IPv4 lookups in pinned maps exactly as the XDP program makes them: the

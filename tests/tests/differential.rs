@@ -2,12 +2,11 @@
 //! destinations over a 100,000-route table mirrored from rtr's FIB, the route
 //! (its prefix) and next hop (its gateway) that the pinned maps give by the
 //! XDP program's own lookup (the DIR-24 block's entry, else a /32 key into
-//! the LPM trie; then NEXTHOPS) equal what `ip route get fibmatch` says in
+//! the LPM trie; then the next hop through NEXTHOPS_INDEX) equal what `ip route get fibmatch` says in
 //! the same namespace.
 
-use aya::maps::{Array, MapData};
-use common::{maps, NextHop, RouteEntry};
-use cowroute::{dataplane::map_writer::open_pinned, operator::control::Request};
+use common::RouteEntry;
+use cowroute::{dataplane::map_writer::PublishedReader, operator::control::Request};
 use cowroute_tests::{kernel_table, synthetic, *};
 use std::{
     collections::HashMap,
@@ -82,7 +81,7 @@ fn fast_path_choice_of_route_and_next_hop_equals_ip_route_get() {
     // The maps: route ids to prefixes (a walk), next hops to gateways (by MAC).
     let pinned = PinnedV4::open(&run.pin_dir);
     let v4 = &pinned.trie;
-    let nexthops: Array<MapData, NextHop> = open_pinned(&run.pin_dir, maps::NEXTHOPS).unwrap();
+    let nexthops = PublishedReader::nexthops(&run.pin_dir).unwrap();
     let mut prefix_of: HashMap<u32, String> = HashMap::new();
     for item in v4.iter() {
         let (k, e) = item.unwrap();
@@ -99,7 +98,7 @@ fn fast_path_choice_of_route_and_next_hop_equals_ip_route_get() {
     for (d, k) in dests.iter().zip(&kernel) {
         let (e, indexed) = pinned.lookup(*d).unwrap_or_else(|| panic!("{d}: no route in the maps"));
         from_index += indexed as usize;
-        let nh = nexthops.get(&e.nexthop, 0).unwrap();
+        let (_slot, nh) = nexthops.get(e.nexthop).unwrap().unwrap_or_else(|| panic!("{d}: next hop {} not published", e.nexthop));
         let ours = (prefix_of.get(&e.id).cloned().unwrap_or_default(), gateway_of.get(&nh.dmac).cloned().unwrap_or_default());
         if &ours != k {
             mismatches.push(format!("{d}: maps {ours:?}, kernel {k:?}"));

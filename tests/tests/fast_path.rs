@@ -239,8 +239,8 @@ fn route_types_and_unusable_next_hops() {
         ([10, 9, 0, 1], XDP_PASS, Reason::Local),
         ([10, 5, 0, 1], XDP_PASS, Reason::NoNeighbour),
         ([10, 6, 0, 1], XDP_PASS, Reason::NoNeighbour),
-        // Next hop 99 exists but was never filled: all zero, unusable.
-        ([10, 7, 0, 1], XDP_PASS, Reason::NoNeighbour),
+        // Next hop 99 was never published: its index word is 0.
+        ([10, 7, 0, 1], XDP_PASS, Reason::BadReference),
         ([10, 10, 0, 1], XDP_PASS, Reason::BadReference),
         ([10, 11, 0, 1], XDP_PASS, Reason::BadReference),
         ([10, 8, 0, 1], XDP_PASS, Reason::BadReference),
@@ -438,7 +438,7 @@ fn ipv6_syn_mss_is_clamped_and_private_advmss_applies() {
 
 /// An ECMP route: each flow takes the leg its 5-tuple's hash picks (the
 /// bucket the agent gave that leg), ports included, and keeps it; a group
-/// id outside NH_GROUPS is a bad reference, never a forward.
+/// id unpublished or outside the index is a bad reference, never a forward.
 #[test]
 fn multipath_routes_pick_the_leg_of_the_flows_hash() {
     use common::{flow_hash::flow_hash_v4, NextHopGroup};
@@ -475,10 +475,12 @@ fn multipath_routes_pick_the_leg_of_the_flows_hash() {
     }
     assert_eq!(legs_seen.len(), 2, "256 flows use both legs: {legs_seen:?}");
     assert!(legs_seen[&10] > 40 && legs_seen[&11] > 120, "about 1/3 and 2/3: {legs_seen:?}");
-    // A group id beyond NH_GROUPS.
-    e.nexthop = common::capacity::NH_GROUPS;
-    fp.maps.put_route(&net("10.13.0.0/24"), &e).unwrap();
-    assert_eq!(fp.run(&frame4([10, 13, 0, 1], 64, 100)).unwrap().reason, Reason::BadReference);
+    // A group id never published (its index word is 0), and one beyond the index.
+    for id in [2, common::capacity::NH_GROUPS] {
+        e.nexthop = id;
+        fp.maps.put_route(&net("10.13.0.0/24"), &e).unwrap();
+        assert_eq!(fp.run(&frame4([10, 13, 0, 1], 64, 100)).unwrap().reason, Reason::BadReference, "group {id}");
+    }
 }
 
 /// The program's aya-log lines run only with `--bpf-debug-log`: the log
@@ -496,4 +498,79 @@ fn debug_log_lines_are_pruned_unless_asked_for() {
     let (quiet, verbose) = (size(false), size(true));
     eprintln!("translated program: {quiet} bytes, {verbose} with --bpf-debug-log");
     assert!(quiet < verbose, "without --bpf-debug-log the program is smaller: {quiet} vs {verbose} bytes");
+}
+
+/// A republished next hop moves to a fresh slot at one switch: packets use
+/// the new value at once, and the old slot keeps its contents whole for
+/// programs that read the old word just before.
+#[test]
+fn a_republished_next_hop_takes_a_fresh_slot_and_leaves_the_old_one_intact() {
+    let mut fp = fixture();
+    let (old_slot, old) = fp.maps.nexthops().get(1).unwrap().expect("next hop 1 is published");
+    let new = NextHop { dmac: [0x02, 0, 0, 0, 0, 0x33], smac: [0x02, 0, 0, 0, 0, 0x34], ..old };
+    fp.maps.put_nexthop(1, &new).unwrap();
+    let (slot, now) = fp.maps.nexthops().get(1).unwrap().unwrap();
+    assert_ne!(slot, old_slot, "never rewritten in place");
+    assert_eq!((now, fp.maps.nexthops().read_slot(old_slot).unwrap()), (new, old), "the old slot is intact right after the switch");
+    let o = fp.run(&frame4([10, 2, 0, 2], 64, 100)).unwrap();
+    assert_eq!((o.reason, &o.frame[..12]), (Reason::Forwarded, &[new.dmac, new.smac].concat()[..]), "the new next hop at once");
+}
+
+/// A next hop rewritten over and over while frames go through it (from
+/// another thread, so on the other CPU when it is free): every frame leaves
+/// with one of the two consistent (dst MAC, src MAC) pairs, never half of
+/// each, though the program reads the next hop's fields one by one.
+#[test]
+fn a_next_hop_rewritten_under_traffic_is_never_seen_half_written() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const FRAMES: usize = 300_000;
+    let mut fp = fixture();
+    // Slots come back quickly: the writer publishes as fast as it can.
+    fp.maps.set_grace(std::time::Duration::from_millis(20));
+    let a = NextHop {
+        ifindex: PORT,
+        mtu: 1500,
+        dmac: [0x02, 0xa1, 0xa1, 0xa1, 0xa1, 0xa1],
+        smac: [0x02, 0xa2, 0xa2, 0xa2, 0xa2, 0xa2],
+        vlan: 0,
+        flags: NextHop::USABLE,
+    };
+    let b = NextHop { dmac: [0x02, 0xb1, 0xb1, 0xb1, 0xb1, 0xb1], smac: [0x02, 0xb2, 0xb2, 0xb2, 0xb2, 0xb2], ..a };
+    fp.maps.put_nexthop(5, &a).unwrap();
+    route(&mut fp, "10.30.0.0/24", RouteKind::Unicast, 5, MetricsRef::DEFAULT);
+    let frame = frame4([10, 30, 0, 1], 64, 100);
+    let (stop, publishes) = (AtomicBool::new(false), AtomicU64::new(0));
+    let (maps, dp) = (&mut fp.maps, &mut fp.dp);
+    let (seen, wrong) = std::thread::scope(|s| {
+        s.spawn(|| {
+            for n in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                maps.put_nexthop(5, if n % 2 == 0 { &b } else { &a }).unwrap();
+                publishes.store(n + 1, Ordering::Relaxed);
+            }
+        });
+        // No assertion in here: the writer must be stopped whatever happens.
+        let (mut seen, mut wrong) = (std::collections::BTreeMap::new(), None);
+        for _ in 0..FRAMES {
+            let out = test_run(dp, &frame).map(|(action, out)| (action == XDP_REDIRECT).then_some(out));
+            let Ok(Some(out)) = out else {
+                wrong = Some(format!("not forwarded: {out:?}"));
+                break;
+            };
+            let pair = (<[u8; 6]>::try_from(&out[..6]).unwrap(), <[u8; 6]>::try_from(&out[6..12]).unwrap());
+            if pair != (a.dmac, a.smac) && pair != (b.dmac, b.smac) {
+                wrong = Some(format!("a torn next hop: dst {:x?} src {:x?}", pair.0, pair.1));
+                break;
+            }
+            *seen.entry(pair.0).or_insert(0u64) += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        (seen, wrong)
+    });
+    assert_eq!(wrong, None);
+    let n = publishes.load(Ordering::Relaxed);
+    eprintln!("{FRAMES} frames during {n} publishes: {seen:x?}");
+    assert!(seen.len() == 2 && n > 1_000, "frames went through both values while the next hop changed: {n} publishes, {seen:x?}");
 }

@@ -95,8 +95,14 @@ fn bpftool_prints_every_map_by_field_name() {
         nh.iter().any(|e| e["value"]["flags"] == 3 && e["value"]["mtu"] == 1500 && e["value"]["dmac"].is_array()),
         "a usable next hop by field name"
     );
+    // The route names a group id; its word in NH_GROUPS_INDEX (256 per
+    // element) is 1 + the group's slot in NH_GROUPS.
+    let id = ecmp["nexthop"].as_u64().unwrap() as usize;
+    let index = dump("NH_GROUPS_INDEX");
+    let word = index.iter().find(|e| e["key"] == id / 256).expect("the id's element")["value"][id % 256].as_u64().unwrap();
+    assert_ne!(word, 0, "group {id} is published");
     let groups = dump("NH_GROUPS");
-    let g = groups.iter().find(|e| e["key"] == ecmp["nexthop"]).expect("the route's group");
+    let g = groups.iter().find(|e| e["key"] == word - 1).expect("the route's group");
     assert_eq!(g["value"]["buckets"].as_array().unwrap().len(), 64);
     let ro = dump("METRICS_RO");
     assert_eq!(ro.iter().find(|e| e["key"] == ro_slot).unwrap()["value"]["mtu"], 1400);

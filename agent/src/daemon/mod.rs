@@ -252,12 +252,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let now = Instant::now();
     let capacities = Capacities { metrics_rw: eff.load.metrics_rw_slots, ..Capacities::default() };
     let mut writer = dp.map_writer()?.with_grace(opts.grace);
-    let adopted = if adopting {
-        writer.forget_adopted_dir24();
-        Some(writer.read_adopted()?)
-    } else {
-        None
-    };
+    let adopted = if adopting { Some(writer.adopt()?) } else { None };
     let mut rib = Rib::new(writer, capacities, opts.grace);
     if let Some(old) = adopted {
         tracing::info!(routes = old.prefixes.len(), nexthops = old.nexthops.len(), metrics_ro = old.metrics_ro.len(), pin_dir = %opts.pin_dir.display(), "adopting the data plane an earlier agent left pinned; it forwards on meanwhile");

@@ -1,9 +1,39 @@
-//! The one owner of every write to the fast path's maps.
+//! The one owner of every write to the fast path's maps, and the one place
+//! that states how a value reaches the fast path (the publish rule):
 //!
-//! Every value is written whole with one `bpf_map_update_elem`, so a reader
-//! sees the old element or the new one, never a mix.
+//! **Fill a slot no reader refers to, switch the one word (or one whole map
+//! element) that points at it, free the old slot only after a grace period.**
+//! A program that read the old word may still be reading the old slot, and
+//! never may any reader see a value half-written.
+//!
+//! How each map follows it:
+//! - `ROUTES_V4`, `ROUTES_V6` (LPM tries): the element is the word. An update
+//!   replaces the whole element (the kernel links in a new node), so a reader
+//!   sees the old entry or the new one.
+//! - `METRICS_RO`, `METRICS_RW`: the COW engine fills a fresh slot, then one
+//!   route update points the entry at it; old slots are quarantined by the
+//!   RIB's [`SlotAllocator`]s. A private copy is changed in place only when a
+//!   single word differs (the word is the switch).
+//! - `ROUTES_V4_DIR24` and its entries: a changed route's copy goes into a
+//!   fresh slot, then the blocks' words (one aligned store each, release
+//!   order) switch to it, the old slot waits out the grace ([`Dir24`]).
+//! - `NEXTHOPS`, `NH_GROUPS`: routes name a stable id; the fast path reads the
+//!   id's word in `NEXTHOPS_INDEX` / `NH_GROUPS_INDEX` (1 + slot, 0 = none),
+//!   then the slot. [`Published`] is the only writer of both: fresh slot, one
+//!   word store, the old slot after the grace period.
+//!
+//! An adopted data plane (an earlier agent's pins) keeps every slot its
+//! indexes name reserved until none of its route entries remains.
 
-use crate::dataplane::dir24::{self, Dir24, Dir24Stats, Dir24Store};
+#[cfg(test)]
+pub use crate::dataplane::map_sink::memory;
+pub use crate::dataplane::map_sink::MapSink;
+pub use crate::dataplane::published::{IndexedMaps, PublishStore, Published, PublishedReader};
+use crate::dataplane::{
+    dir24::{self, Dir24, Dir24Stats, Dir24Store},
+    mapped::MappedArray,
+    published,
+};
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, Map, MapData},
@@ -17,14 +47,15 @@ use common::{
 };
 use ipnet::IpNet;
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
+    collections::{BTreeSet, HashSet},
+    net::IpAddr,
     path::Path,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 /// The RIB's default grace period (`--grace-ms`), until [`MapWriter::with_grace`].
-const DEFAULT_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 
 /// What an earlier agent left in the pinned maps: the keys it published and
 /// every slot its entries refer to. The new agent allocates around them,
@@ -47,8 +78,11 @@ pub struct MapWriter {
     dir24: Dir24,
     dir24_maps: Dir24Maps,
     routes_v6: LpmTrie<MapData, V6KeyData, RouteEntry>,
-    nexthops: Array<MapData, NextHop>,
-    nh_groups: Array<MapData, NextHopGroup>,
+    nexthops: Published<NextHop, IndexedMaps<NextHop>>,
+    groups: Published<NextHopGroup, IndexedMaps<NextHopGroup>>,
+    /// An earlier agent's route keys not yet rewritten or deleted by this
+    /// one: until none is left, its index slots stay reserved.
+    adopted_prefixes: HashSet<IpNet>,
     metrics_ro: Array<MapData, RouteMetrics>,
     metrics_rw: Array<MapData, RouteMetrics>,
     egress_ports: DevMapHash<MapData>,
@@ -63,7 +97,7 @@ pub fn meta_key(dest: std::net::IpAddr) -> [u8; 16] {
     }
 }
 
-fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
+pub(crate) fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
     let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
@@ -78,11 +112,18 @@ pub fn open_pinned<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, nam
     T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type", path.display()))
 }
 
+fn is_absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 /// A removal whose key was already gone is a removal done.
 fn absent_is_fine(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
     match result {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) if is_absent(&e) => Ok(()),
         other => other,
     }
 }
@@ -102,58 +143,6 @@ pub fn route_entries(
         all.push((IpNet::new(std::net::Ipv6Addr::from(k.data()).into(), k.prefix_len() as u8)?, e));
     }
     Ok(all)
-}
-
-/// An array map mapped into this process (`BPF_F_MMAPABLE`): its elements
-/// are plain memory, written without a syscall each.
-struct MappedArray<T> {
-    base: *mut T,
-    len: usize,
-    _map: MapData,
-}
-
-// SAFETY: the mapping lives as long as the struct and is written only
-// through `&mut self` or atomics.
-unsafe impl<T> Send for MappedArray<T> {}
-
-impl<T> MappedArray<T> {
-    /// Maps `name`'s `len` elements of `T` (the map's value size must be a
-    /// multiple of 8 and of `T`'s size: the kernel pads elements to 8).
-    fn take(ebpf: &mut Ebpf, name: &str, len: usize) -> Result<MappedArray<T>> {
-        let map = match ebpf.take_map(name) {
-            Some(Map::Array(data)) => data,
-            _ => return Err(anyhow!("map {name} missing from the object or not an array")),
-        };
-        let bytes = len * std::mem::size_of::<T>();
-        let info = map.info().with_context(|| format!("reading {name}'s definition"))?;
-        let have = info.value_size() as usize * info.max_entries() as usize;
-        if have != bytes || info.value_size() % 8 != 0 {
-            return Err(anyhow!(
-                "{name} holds {have} bytes ({} B values), this agent maps {bytes}: a map of another layout",
-                info.value_size()
-            ));
-        }
-        // SAFETY: a shared mapping of the map's own pages, of its size.
-        let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0)
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("mapping {name} (BPF_F_MMAPABLE)"));
-        }
-        Ok(MappedArray { base: p as *mut T, len, _map: map })
-    }
-
-    fn at(&self, i: usize) -> *mut T {
-        assert!(i < self.len, "index {i} beyond a mapped array of {}", self.len);
-        // SAFETY: in bounds of the live mapping.
-        unsafe { self.base.add(i) }
-    }
-}
-
-impl<T> Drop for MappedArray<T> {
-    fn drop(&mut self) {
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len * std::mem::size_of::<T>()) };
-    }
 }
 
 /// The DIR-24 index's two maps, where [`Dir24`]'s writes land: a block's
@@ -196,8 +185,9 @@ impl MapWriter {
                 entries: MappedArray::take(ebpf, maps::ROUTES_V4_DIR24_ENTRIES, capacity::ROUTES_V4_DIR24_ENTRIES as usize)?,
             },
             routes_v6: take(ebpf, maps::ROUTES_V6)?,
-            nexthops: take(ebpf, maps::NEXTHOPS)?,
-            nh_groups: take(ebpf, maps::NH_GROUPS)?,
+            nexthops: Published::take(ebpf, &published::NEXTHOPS)?,
+            groups: Published::take(ebpf, &published::GROUPS)?,
+            adopted_prefixes: HashSet::new(),
             metrics_ro: take(ebpf, maps::METRICS_RO)?,
             metrics_rw: take(ebpf, maps::METRICS_RW)?,
             egress_ports: take(ebpf, maps::EGRESS_PORTS)?,
@@ -205,10 +195,17 @@ impl MapWriter {
         })
     }
 
-    /// Slots the DIR-24 index frees wait `grace` before reuse (as the RIB's).
+    /// Slots the DIR-24 index and the published kinds free wait `grace`
+    /// before reuse (as the RIB's).
     pub fn with_grace(mut self, grace: Duration) -> MapWriter {
-        self.dir24.set_grace(grace);
+        self.set_grace(grace);
         self
+    }
+
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.dir24.set_grace(grace);
+        self.nexthops.set_grace(grace);
+        self.groups.set_grace(grace);
     }
 
     /// Publishes `entry` as the route for `prefix` (insert or atomic
@@ -219,6 +216,7 @@ impl MapWriter {
             IpNet::V6(p) => self.routes_v6.insert(&v6_key(p), entry, 0),
         }
         .with_context(|| format!("writing route {prefix}"))?;
+        self.adopted_route_replaced(prefix);
         if let IpNet::V4(p) = prefix {
             self.dir24.put(p, entry, Instant::now(), &mut self.dir24_maps)?;
         }
@@ -228,11 +226,14 @@ impl MapWriter {
     /// Removes `prefix` from its trie, then from the DIR-24 index (which
     /// asked the trie, or named the route being removed, meanwhile).
     pub fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
-        match prefix {
+        let removed = match prefix {
             IpNet::V4(p) => self.routes_v4.remove(&v4_key(p)),
             IpNet::V6(p) => self.routes_v6.remove(&v6_key(p)),
+        };
+        if removed.as_ref().err().is_none_or(is_absent) {
+            self.adopted_route_replaced(prefix);
         }
-        .with_context(|| format!("deleting route {prefix}"))?;
+        removed.with_context(|| format!("deleting route {prefix}"))?;
         if let IpNet::V4(p) = prefix {
             self.dir24.delete(p, Instant::now(), &mut self.dir24_maps);
         }
@@ -243,10 +244,27 @@ impl MapWriter {
         self.dir24.stats()
     }
 
+    /// Takes over what an earlier agent published into these (pinned) maps:
+    /// its DIR-24 index is reset (the trie answers), the slots its next hop
+    /// and group indexes name stay reserved until every one of its route
+    /// entries is rewritten or deleted (the RIB's sweep), and what it
+    /// published is returned for the RIB to allocate around.
+    pub fn adopt(&mut self) -> Result<crate::rib::Adopted> {
+        self.forget_adopted_dir24();
+        let adopted = self.read_adopted()?;
+        self.nexthops.adopt();
+        self.groups.adopt();
+        self.adopted_prefixes = adopted.prefixes.iter().copied().collect();
+        if self.adopted_prefixes.is_empty() {
+            self.release_adopted();
+        }
+        Ok(adopted)
+    }
+
     /// An earlier agent's DIR-24 index: every block back to "ask the trie"
     /// (its routes are in the trie), its slots free after the grace period.
     /// The routes published from here on index themselves again.
-    pub fn forget_adopted_dir24(&mut self) {
+    fn forget_adopted_dir24(&mut self) {
         let mut referenced = std::collections::BTreeSet::new();
         for b in 0..dir24::BLOCKS as u32 {
             // SAFETY: in bounds (checked); atomics.
@@ -262,7 +280,7 @@ impl MapWriter {
 
     /// What an earlier agent published into these (adopted) maps: every
     /// route key, and every slot those entries refer to.
-    pub fn read_adopted(&self) -> Result<Adopted> {
+    fn read_adopted(&self) -> Result<Adopted> {
         let mut a = Adopted::default();
         for (prefix, e) in route_entries(&self.routes_v4, &self.routes_v6)? {
             a.prefixes.push(prefix);
@@ -279,7 +297,7 @@ impl MapWriter {
             }
             if e.is_multipath() {
                 a.groups.insert(e.nexthop);
-                if let Ok(g) = self.nh_groups.get(&e.nexthop, 0) {
+                if let Ok(Some((_, g))) = self.groups.get(e.nexthop) {
                     a.nexthops.extend(g.buckets);
                 }
             } else {
@@ -289,8 +307,45 @@ impl MapWriter {
         Ok(a)
     }
 
+    /// The last adopted entry gone, the earlier agent's index slots go too.
+    fn adopted_route_replaced(&mut self, prefix: &IpNet) {
+        if self.adopted_prefixes.remove(prefix) && self.adopted_prefixes.is_empty() {
+            self.release_adopted();
+        }
+    }
+
+    fn release_adopted(&mut self) {
+        let now = Instant::now();
+        let n = self.nexthops.release_adopted(now) + self.groups.release_adopted(now);
+        tracing::info!(slots = n, "no entry of the earlier agent is left: its next hop and group slots are released");
+    }
+
+    /// Next hop `id` holds `nh` from now on (fresh slot, one word switched).
     pub fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
-        self.nexthops.set(id, nh, 0).with_context(|| format!("writing next hop {id}"))
+        self.nexthops.publish(id, nh, Instant::now())
+    }
+
+    /// ECMP group `id` has `group`'s buckets from now on: a flow sees the
+    /// old buckets or the new ones, never a mix.
+    pub fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
+        self.groups.publish(id, group, Instant::now())
+    }
+
+    pub fn withdraw_nexthop(&mut self, id: u32) {
+        self.nexthops.withdraw(id, Instant::now())
+    }
+
+    pub fn withdraw_group(&mut self, id: u32) {
+        self.groups.withdraw(id, Instant::now())
+    }
+
+    /// The next hops as the fast path finds them (reads only).
+    pub fn nexthops(&self) -> &Published<NextHop, IndexedMaps<NextHop>> {
+        &self.nexthops
+    }
+
+    pub fn groups(&self) -> &Published<NextHopGroup, IndexedMaps<NextHopGroup>> {
+        &self.groups
     }
 
     pub fn put_private_meta(&mut self, dest: std::net::IpAddr, meta: &PrivateMeta) -> Result<()> {
@@ -300,12 +355,6 @@ impl MapWriter {
     pub fn delete_private_meta(&mut self, dest: std::net::IpAddr) -> Result<()> {
         absent_is_fine(self.private_meta.remove(&meta_key(dest)))
             .with_context(|| format!("forgetting {dest}'s private copy in PRIVATE_META"))
-    }
-
-    /// One `bpf_map_update_elem` per group: a flow sees the old buckets or
-    /// the new ones.
-    pub fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
-        self.nh_groups.set(id, group, 0).with_context(|| format!("writing ECMP group {id}"))
     }
 
     /// Fills a shared slot. Only for a slot no route refers to yet (or to the
@@ -328,121 +377,5 @@ impl MapWriter {
     /// unregistered) is not an error.
     pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
         absent_is_fine(self.egress_ports.remove(ifindex)).with_context(|| format!("removing ifindex {ifindex} from EGRESS_PORTS"))
-    }
-}
-
-use std::{collections::BTreeSet, net::IpAddr};
-
-/// The RIB's view of the maps: every write it makes goes through one of
-/// these, to the real maps ([`MapWriter`]) or to memory in unit tests.
-pub trait MapSink {
-    fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()>;
-    fn delete_route(&mut self, prefix: &IpNet) -> Result<()>;
-    fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()>;
-    fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()>;
-    fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
-    fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
-    fn add_port(&mut self, ifindex: u32) -> Result<()>;
-    fn remove_port(&mut self, ifindex: u32) -> Result<()>;
-    fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()>;
-    fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()>;
-}
-
-impl MapSink for MapWriter {
-    fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
-        MapWriter::put_route(self, prefix, entry)
-    }
-    fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
-        MapWriter::delete_route(self, prefix)
-    }
-    fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
-        MapWriter::put_nexthop(self, id, nh)
-    }
-    fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
-        MapWriter::put_group(self, id, group)
-    }
-    fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
-        MapWriter::put_ro_metrics(self, slot, m)
-    }
-    fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
-        MapWriter::put_rw_metrics(self, slot, m)
-    }
-    fn add_port(&mut self, ifindex: u32) -> Result<()> {
-        MapWriter::add_port(self, ifindex)
-    }
-    fn remove_port(&mut self, ifindex: u32) -> Result<()> {
-        MapWriter::remove_port(self, ifindex)
-    }
-    fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()> {
-        MapWriter::put_private_meta(self, dest, meta)
-    }
-    fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()> {
-        MapWriter::delete_private_meta(self, dest)
-    }
-}
-
-#[cfg(test)]
-pub mod memory {
-    //! An in-memory map set for unit tests.
-    use super::MapSink;
-    use anyhow::Result;
-    use common::{NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics};
-    use ipnet::IpNet;
-    use std::{
-        collections::{BTreeMap, BTreeSet},
-        net::IpAddr,
-    };
-
-    #[derive(Default, Debug)]
-    pub struct MemoryMaps {
-        pub routes: BTreeMap<IpNet, RouteEntry>,
-        pub nexthops: BTreeMap<u32, NextHop>,
-        pub groups: BTreeMap<u32, NextHopGroup>,
-        pub private_meta: BTreeMap<IpAddr, PrivateMeta>,
-        pub metrics_ro: BTreeMap<u32, RouteMetrics>,
-        pub metrics_rw: BTreeMap<u32, RouteMetrics>,
-        pub ports: BTreeSet<u32>,
-    }
-
-    impl MapSink for MemoryMaps {
-        fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
-            self.routes.insert(*prefix, *entry);
-            Ok(())
-        }
-        fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
-            self.routes.remove(prefix).map(|_| ()).ok_or_else(|| anyhow::anyhow!("no such route"))
-        }
-        fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
-            self.nexthops.insert(id, *nh);
-            Ok(())
-        }
-        fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
-            self.groups.insert(id, *group);
-            Ok(())
-        }
-        fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
-            self.metrics_ro.insert(slot, *m);
-            Ok(())
-        }
-        fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
-            self.metrics_rw.insert(slot, *m);
-            Ok(())
-        }
-        fn add_port(&mut self, ifindex: u32) -> Result<()> {
-            self.ports.insert(ifindex);
-            Ok(())
-        }
-        fn remove_port(&mut self, ifindex: u32) -> Result<()> {
-            self.ports.remove(&ifindex);
-            Ok(())
-        }
-        fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()> {
-            self.private_meta.insert(dest, *meta);
-            Ok(())
-        }
-        fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()> {
-            self.private_meta.remove(&dest);
-            Ok(())
-        }
     }
 }

@@ -8,8 +8,11 @@
 
 pub mod bpffs;
 pub mod dir24;
+pub mod map_sink;
 pub mod map_writer;
+mod mapped;
 pub mod pin_lock;
+pub mod published;
 pub mod slots;
 
 use crate::{dataplane::map_writer::MapWriter, EBPF_OBJECT};

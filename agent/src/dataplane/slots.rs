@@ -1,5 +1,6 @@
 //! Slot allocation with a grace period: the free list behind `METRICS_RO`,
-//! `METRICS_RW` and `NEXTHOPS`.
+//! `METRICS_RW`, the DIR-24 entries, the `NEXTHOPS` and `NH_GROUPS` slots
+//! (the map writer's `Published`) and the RIB's next hop and group ids.
 //!
 //! A released slot is quarantined first: a program that looked it up just
 //! before the entry referring to it was replaced may still be reading it, so

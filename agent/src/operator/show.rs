@@ -2,7 +2,7 @@
 //! or not the agent is running.
 
 use crate::{
-    dataplane::map_writer::open_pinned,
+    dataplane::map_writer::{open_pinned, PublishedReader},
     operator::{
         control::Request,
         stats::{self, AgentStats},
@@ -15,7 +15,7 @@ use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
 use common::{
     maps,
     route::{V4KeyData, V6KeyData},
-    NextHop, RouteEntry, RouteMetrics, Rtax,
+    RouteEntry, RouteMetrics, Rtax,
 };
 use ipnet::IpNet;
 use std::{
@@ -162,6 +162,8 @@ fn mac(m: &[u8; 6]) -> String {
 #[derive(Debug, serde::Serialize)]
 pub struct NextHopRow {
     pub id: u32,
+    /// The `NEXTHOPS` slot the id's index word names now.
+    pub slot: u32,
     pub ifindex: u32,
     pub dmac: String,
     pub smac: String,
@@ -170,17 +172,13 @@ pub struct NextHopRow {
     pub usable: bool,
 }
 
-/// Next hops in use (non-zero entries).
+/// Published next hops, by id (through `NEXTHOPS_INDEX`, as the program finds them).
 pub fn nexthops(pin_dir: &Path) -> Result<Vec<NextHopRow>> {
-    let arr: Array<MapData, NextHop> = open_pinned(pin_dir, maps::NEXTHOPS)?;
     let mut rows = Vec::new();
-    for (id, nh) in arr.iter().enumerate() {
-        let nh = nh?;
-        if nh == NextHop::default() {
-            continue;
-        }
+    for (id, slot, nh) in PublishedReader::nexthops(pin_dir)?.all()? {
         rows.push(NextHopRow {
-            id: id as u32,
+            id,
+            slot,
             ifindex: nh.ifindex,
             dmac: mac(&nh.dmac),
             smac: mac(&nh.smac),
@@ -319,9 +317,9 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
 }
 
 pub fn print_nexthops(pin_dir: &Path, json: bool) -> Result<()> {
-    let header = format!("{:>6} {:>8} {:<18} {:<18} {:>6} {:>5} usable", "id", "ifindex", "dmac", "smac", "mtu", "vlan");
+    let header = format!("{:>6} {:>6} {:>8} {:<18} {:<18} {:>6} {:>5} usable", "id", "slot", "ifindex", "dmac", "smac", "mtu", "vlan");
     print_rows(&nexthops(pin_dir)?, json, &header, |r| {
-        format!("{:>6} {:>8} {:<18} {:<18} {:>6} {:>5} {}", r.id, r.ifindex, r.dmac, r.smac, r.mtu, r.vlan, r.usable)
+        format!("{:>6} {:>6} {:>8} {:<18} {:<18} {:>6} {:>5} {}", r.id, r.slot, r.ifindex, r.dmac, r.smac, r.mtu, r.vlan, r.usable)
     })
 }
 
