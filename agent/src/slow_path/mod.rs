@@ -10,6 +10,7 @@
 //! A thread per socket rather than a tokio task: the ring loop is a
 //! blocking poll by nature, and the UMEM it owns may not cross threads.
 
+pub mod fragment;
 pub mod icmp;
 pub mod icmp_limit;
 pub mod neighbour_queue;

@@ -8,13 +8,12 @@
 //! Too Big (DF clear: fragmented), SYNs get their MSS clamped. On timeout or
 //! overflow they are dropped. Every outcome is counted.
 
-use crate::slow_path::{icmp::ErrorKind, Shared};
+use crate::slow_path::{fragment::ip_fragment, icmp::ErrorKind, Shared};
 use anyhow::{Context as _, Result};
 use common::{
-    checksum,
     forwarding::{self, Forwarding, IpFacts},
     mss::tcp_clamp_mss,
-    proto::{self, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, IP_DF, IP_MF, IP_OFFSET},
+    proto::{self, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPV4_HLEN, IPV6_HLEN, IP_DF, IP_OFFSET},
     NextHop, RouteMetrics,
 };
 use std::{
@@ -229,68 +228,6 @@ fn with_l2(nh: &NextHop, ether_type: u16, ip: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `ip_do_fragment` (its slow path): the IPv4 packet `ip` in fragments of at
-/// most `mtu` bytes, each payload but the last a multiple of 8 bytes. The
-/// first fragment keeps every option; later ones only those with the copied
-/// flag, the others overwritten with NOPs (`ip_options_fragment`), so all
-/// headers have one length. A fragment of a fragment keeps its offset and,
-/// in the last piece, its MF. `None` when `mtu` holds no 8-byte fragment.
-pub fn ip_fragment(ip: &[u8], mtu: u32) -> Option<Vec<Vec<u8>>> {
-    let ihl = (*ip.first()? & 0x0f) as usize * 4;
-    let len = u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]) as usize;
-    if ihl < IPV4_HLEN || len < ihl || len > ip.len() {
-        return None;
-    }
-    let step = (mtu as usize).checked_sub(ihl)? & !7;
-    if step == 0 {
-        return None;
-    }
-    let frag = u16::from_be_bytes([ip[6], ip[7]]);
-    let (first_offset, last_mf) = ((frag & IP_OFFSET) as usize * 8, frag & IP_MF);
-    let mut later = ip[..ihl].to_vec();
-    ip_options_fragment(&mut later[IPV4_HLEN..]);
-    let payload = &ip[ihl..len];
-    let pieces = payload.chunks(step).enumerate().map(|(i, chunk)| {
-        let mut p = if i == 0 { ip[..ihl].to_vec() } else { later.clone() };
-        let last = (i + 1) * step >= payload.len();
-        let offset = ((first_offset + i * step) / 8) as u16;
-        p[2..4].copy_from_slice(&((ihl + chunk.len()) as u16).to_be_bytes());
-        p[6..8].copy_from_slice(&(offset | if last { last_mf } else { IP_MF }).to_be_bytes());
-        p[10..12].copy_from_slice(&[0, 0]);
-        let c = checksum::checksum(&p).to_be_bytes();
-        p[10..12].copy_from_slice(&c);
-        p.extend_from_slice(chunk);
-        p
-    });
-    Some(pieces.collect())
-}
-
-/// `ip_options_fragment`: every option without the copied flag (0x80)
-/// becomes NOPs, in place.
-fn ip_options_fragment(opts: &mut [u8]) {
-    const IPOPT_END: u8 = 0;
-    const IPOPT_NOOP: u8 = 1;
-    const IPOPT_COPY: u8 = 0x80;
-    let mut i = 0;
-    while i < opts.len() {
-        match opts[i] {
-            IPOPT_END => return,
-            IPOPT_NOOP => i += 1,
-            kind => {
-                let Some(&len) = opts.get(i + 1) else { return };
-                let len = len as usize;
-                if len < 2 || i + len > opts.len() {
-                    return;
-                }
-                if kind & IPOPT_COPY == 0 {
-                    opts[i..i + len].fill(IPOPT_NOOP);
-                }
-                i += len;
-            }
-        }
-    }
-}
-
 /// The destination of the IP packet in `frame`: the neighbour a connected
 /// route's packet waits for, and whose metrics it leaves with.
 pub fn frame_destination(frame: &[u8]) -> Option<IpAddr> {
@@ -395,6 +332,7 @@ impl FrameSender {
 mod tests {
     use super::*;
     use common::Rtax;
+    use common::{checksum, proto::IP_MF};
 
     fn key(s: &str) -> NeighbourKey {
         (3, s.parse().unwrap())
