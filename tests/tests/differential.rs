@@ -1,12 +1,16 @@
 //! The fast path's choice against the kernel's: for 10,000 random
-//! destinations over a 100,000-route table mirrored from rtr's FIB, the route
-//! (its prefix) and next hop (its gateway) that the pinned maps give by the
-//! XDP program's own lookup (the DIR-24 block's entry, else a /32 key into
-//! the LPM trie; then the next hop through NEXTHOPS_INDEX) equal what `ip route get fibmatch` says in
+//! destinations over a 100,000-route table mirrored from rtr's FIB, the next
+//! hop (its gateway) that the real XDP program forwards a frame to (run by
+//! BPF_PROG_TEST_RUN over the agent's pinned maps), and the route (its
+//! prefix) the maps hold for it, equal what `ip route get fibmatch` says in
 //! the same namespace.
 
 use common::RouteEntry;
-use cowroute::{dataplane::map_writer::PublishedReader, operator::control::Request};
+use cowroute::{
+    dataplane::map_writer::PublishedReader,
+    dataplane::{DataPlane, LoadOptions},
+    operator::control::Request,
+};
 use cowroute_tests::{kernel_table, synthetic, *};
 use std::{
     collections::HashMap,
@@ -94,14 +98,32 @@ fn fast_path_choice_of_route_and_next_hop_equals_ip_route_get() {
     let dests = destinations(&table);
     let kernel = kernel_choices(&rtr, &dests);
     assert_eq!(kernel.len(), dests.len(), "one answer per destination");
+    // The judge of the next hop is the XDP program itself: a copy loaded
+    // over the agent's pinned maps runs each destination's frame
+    // (BPF_PROG_TEST_RUN) and the MAC it writes names the gateway.
+    let (mut program, _) = DataPlane::load_pinned(&LoadOptions::default(), &run.pin_dir).expect("the program over the pinned maps");
     let (mut mismatches, mut from_index) = (Vec::new(), 0);
     for (d, k) in dests.iter().zip(&kernel) {
+        let frame = eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], None, ETH_P_IP, &ipv4_udp([10, 1, 0, 2], d.octets(), 64, 64));
+        let (action, out) = test_run(&mut program, &frame).unwrap();
+        let via = match action {
+            XDP_REDIRECT => {
+                gateway_of.get(&<[u8; 6]>::try_from(&out[..6]).unwrap()).cloned().unwrap_or_else(|| format!("{:02x?}", &out[..6]))
+            }
+            other => format!("action {other}"),
+        };
+        // The prefix, by the maps' own record (the program does not say which route it took).
         let (e, indexed) = pinned.lookup(*d).unwrap_or_else(|| panic!("{d}: no route in the maps"));
         from_index += indexed as usize;
         let (_slot, nh) = nexthops.get(e.nexthop).unwrap().unwrap_or_else(|| panic!("{d}: next hop {} not published", e.nexthop));
-        let ours = (prefix_of.get(&e.id).cloned().unwrap_or_default(), gateway_of.get(&nh.dmac).cloned().unwrap_or_default());
+        assert_eq!(
+            gateway_of.get(&nh.dmac),
+            gateway_of.get(&<[u8; 6]>::try_from(&out[..6]).unwrap()),
+            "{d}: the maps' next hop is the one the program used"
+        );
+        let ours = (prefix_of.get(&e.id).cloned().unwrap_or_default(), via);
         if &ours != k {
-            mismatches.push(format!("{d}: maps {ours:?}, kernel {k:?}"));
+            mismatches.push(format!("{d}: program {ours:?}, kernel {k:?}"));
         }
     }
     assert!(mismatches.is_empty(), "{} of {} differ, e.g. {:#?}", mismatches.len(), dests.len(), &mismatches[..mismatches.len().min(10)]);

@@ -249,7 +249,7 @@ impl MapWriter {
     /// and group indexes name stay reserved until every one of its route
     /// entries is rewritten or deleted (the RIB's sweep), and what it
     /// published is returned for the RIB to allocate around.
-    pub fn adopt(&mut self) -> Result<crate::rib::Adopted> {
+    pub fn adopt(&mut self) -> Result<Adopted> {
         self.forget_adopted_dir24();
         let adopted = self.read_adopted()?;
         self.nexthops.adopt();
