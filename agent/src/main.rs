@@ -103,6 +103,16 @@ enum Command {
         /// Burst of the all-destinations limit [default: 50].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         icmp_msgs_burst: Option<u32>,
+        /// Learn path MTUs from the Fragmentation Needed / Packet Too Big
+        /// errors forwarded through here (validated, rate limited) [default:
+        /// on, or the file's `pmtu_learning`].
+        #[arg(long, value_enum)]
+        pmtu_learning: Option<cowroute::slow_path::pmtu::PmtuLearning>,
+        /// Destinations that may hold a learned private copy at once, held
+        /// below --metrics-rw-slots so operator writes always find slots
+        /// [default: half the pool].
+        #[arg(long)]
+        pmtu_max_learned: Option<u32>,
         /// Members of GROUP may use the control socket too (mode 0660);
         /// without it, root and the agent's own user only (mode 0600).
         #[arg(long, value_name = "GROUP")]
@@ -231,6 +241,8 @@ fn real_main() -> Result<()> {
             icmp_ratelimit_ms,
             icmp_msgs_per_sec,
             icmp_msgs_burst,
+            pmtu_learning,
+            pmtu_max_learned,
             control_group,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
@@ -248,6 +260,8 @@ fn real_main() -> Result<()> {
                     icmp_ratelimit_ms,
                     icmp_msgs_per_sec,
                     icmp_msgs_burst,
+                    pmtu_learning,
+                    pmtu_max_learned,
                 },
                 pin_dir: cli.pin_dir,
                 grace: Duration::from_millis(grace_ms),

@@ -97,7 +97,7 @@ pub mod capacity {
     /// AF_XDP sockets: 256 interface slots of `slow_path::MAX_QUEUES` queues.
     pub const SLOW_PATH: u32 = 4_096;
     /// Bytes of path-MTU reports in flight to the agent.
-    pub const PMTU_EVENTS: u32 = 64 * 1024;
+    pub const PMTU_EVENTS: u32 = 256 * 1024;
 }
 
 /// Unit tests need `std`; the library itself never does.

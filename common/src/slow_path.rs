@@ -52,28 +52,47 @@ impl SlowPathHeader {
     }
 }
 
-/// A Fragmentation Needed / Packet Too Big the fast path saw passing
-/// through (`PMTU_EVENTS`): the destination it is about (the quoted packet's)
-/// and the MTU of the hop that could not take it. The agent learns it.
+/// Bytes of a reported packet the fast path copies: a whole ICMPv6 Packet
+/// Too Big (RFC 4443 quotes up to the minimum MTU, 1280) and a whole ICMPv4
+/// error (RFC 1812 4.3.2.3: up to 576), so that the agent can verify the
+/// ICMP checksum over the whole message.
+pub const PMTU_COPY: usize = 1280;
+
+/// A Fragmentation Needed / Packet Too Big the fast path forwarded
+/// (`PMTU_EVENTS`): the whole IP packet carrying it (up to [`PMTU_COPY`]
+/// bytes) and the interface it arrived on. The agent validates it (checksum,
+/// quoted header, the flow's path through this router) before it learns.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PmtuEvent {
     /// 4 or 6.
     pub family: u8,
     pub _pad: [u8; 3],
-    pub mtu: u32,
-    /// The destination, IPv4 in the first four bytes.
-    pub dst: [u8; 16],
+    /// The interface the report arrived on.
+    pub ingress: u32,
+    /// The IP packet's length by its header (IPv4 total length, IPv6 40 +
+    /// payload length).
+    pub len: u32,
+    /// Bytes of it in `packet`: `min(len, PMTU_COPY)`.
+    pub copied: u32,
+    /// The IP packet, from its IP header on, as forwarded (TTL decremented).
+    pub packet: [u8; PMTU_COPY],
 }
 
-const _: () = assert!(core::mem::size_of::<PmtuEvent>() == 24);
+const _: () = assert!(core::mem::size_of::<PmtuEvent>() == 16 + PMTU_COPY);
 
 impl PmtuEvent {
-    pub const fn v4(dst: [u8; 4], mtu: u32) -> PmtuEvent {
-        PmtuEvent { family: 4, _pad: [0; 3], mtu, dst: [dst[0], dst[1], dst[2], dst[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] }
+    /// The event for `packet` (an IP packet) arriving on `ingress`.
+    pub fn from_packet(family: u8, ingress: u32, packet: &[u8]) -> PmtuEvent {
+        let copied = packet.len().min(PMTU_COPY);
+        let mut e = PmtuEvent { family, _pad: [0; 3], ingress, len: packet.len() as u32, copied: copied as u32, packet: [0; PMTU_COPY] };
+        e.packet[..copied].copy_from_slice(&packet[..copied]);
+        e
     }
-    pub const fn v6(dst: [u8; 16], mtu: u32) -> PmtuEvent {
-        PmtuEvent { family: 6, _pad: [0; 3], mtu, dst }
+
+    /// The copied bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.packet[..(self.copied as usize).min(PMTU_COPY)]
     }
 }
 

@@ -185,10 +185,10 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     // DF clear: a router may fragment it (the kernel does, when it is too big).
     let ip = IpFacts { ttl, len: tot_len as u32, may_fragment: frags & IP_DF == 0 };
     // Read before forward() may move the headers (a VLAN tag pushed or popped).
-    let pmtu = if proto == IPPROTO_ICMP && frags & IP_OFFSET == 0 { icmp_frag_needed(ctx, l2.l3_off + Ipv4Hdr::LEN) } else { None };
+    let pmtu = proto == IPPROTO_ICMP && frags & (IP_OFFSET | IP_MF) == 0 && icmp_frag_needed(ctx, l2.l3_off + Ipv4Hdr::LEN);
     let verdict = forward(ctx, l2, route, Packet { ip, tcp, flow }, ip_decrease_ttl)?;
-    if let Some(event) = pmtu {
-        slow_path::report_pmtu(event);
+    if pmtu {
+        slow_path::report_pmtu(ctx, 4, tot_len);
     }
     Ok(verdict)
 }
@@ -226,11 +226,11 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     } else {
         0
     };
-    let pmtu = if next_hdr == IPPROTO_ICMPV6 { icmpv6_packet_too_big(ctx, l2.l3_off + Ipv6Hdr::LEN) } else { None };
+    let pmtu = next_hdr == IPPROTO_ICMPV6 && icmpv6_packet_too_big(ctx, l2.l3_off + Ipv6Hdr::LEN);
     let ip = IpFacts { ttl: hop_limit, len: len as u32, may_fragment: false };
     let verdict = forward(ctx, l2, route, Packet { ip, tcp, flow }, ipv6_decrease_hop_limit)?;
-    if let Some(event) = pmtu {
-        slow_path::report_pmtu(event);
+    if pmtu {
+        slow_path::report_pmtu(ctx, 6, len);
     }
     Ok(verdict)
 }
@@ -361,33 +361,23 @@ fn rewrite_l2(ctx: &XdpContext, l2: &L2, nh: &NextHop) -> Step<usize> {
     Ok(EthHdr::LEN + VLAN_HLEN)
 }
 
-/// An ICMP Fragmentation Needed (3/4) at `off`: the quoted packet's
-/// destination and the next-hop MTU (RFC 1191).
+/// An ICMP Fragmentation Needed (3/4) at `off` (RFC 1191). The agent gets
+/// the whole packet and judges it (see `report_pmtu`).
 #[inline(always)]
-fn icmp_frag_needed(ctx: &XdpContext, off: usize) -> Option<common::slow_path::PmtuEvent> {
-    // type, code, checksum, unused, next-hop MTU; then the quoted IPv4 header.
-    let icmp: *const [u8; 8 + Ipv4Hdr::LEN] = ptr_at(ctx, off)?;
-    let b = unsafe { &*icmp };
-    if b[0] != 3 || b[1] != 4 {
-        return None;
+fn icmp_frag_needed(ctx: &XdpContext, off: usize) -> bool {
+    match ptr_at::<[u8; 2]>(ctx, off) {
+        Some(b) => unsafe { *b == [3, 4] },
+        None => false,
     }
-    let mtu = u16::from_be_bytes([b[6], b[7]]) as u32;
-    Some(common::slow_path::PmtuEvent::v4([b[24], b[25], b[26], b[27]], mtu))
 }
 
-/// An ICMPv6 Packet Too Big (2) at `off`: the quoted packet's destination
-/// and the MTU (RFC 8201).
+/// An ICMPv6 Packet Too Big (2/0) at `off` (RFC 8201).
 #[inline(always)]
-fn icmpv6_packet_too_big(ctx: &XdpContext, off: usize) -> Option<common::slow_path::PmtuEvent> {
-    let icmp: *const [u8; 8 + Ipv6Hdr::LEN] = ptr_at(ctx, off)?;
-    let b = unsafe { &*icmp };
-    if b[0] != 2 {
-        return None;
+fn icmpv6_packet_too_big(ctx: &XdpContext, off: usize) -> bool {
+    match ptr_at::<[u8; 2]>(ctx, off) {
+        Some(b) => unsafe { *b == [2, 0] },
+        None => false,
     }
-    let mtu = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&b[32..48]);
-    Some(common::slow_path::PmtuEvent::v6(dst, mtu))
 }
 
 /// TTL minus one and the checksum updated (common's `ip_decrease_ttl`).

@@ -1,15 +1,17 @@
 //! Handing exception frames to the agent's slow path over AF_XDP.
 
-use crate::packet::{adjust_head, ptr_at_mut};
+use crate::packet::{adjust_head, ptr_at, ptr_at_mut};
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{RingBuf, XskMap},
+    helpers::bpf_xdp_load_bytes,
     macros::btf_map,
     programs::XdpContext,
 };
 use common::{
     capacity,
-    slow_path::{socket_key, PmtuEvent, SlowPathHeader},
+    proto::ETH_P_8021Q,
+    slow_path::{socket_key, PmtuEvent, SlowPathHeader, PMTU_COPY},
     Reason,
 };
 
@@ -22,10 +24,40 @@ pub static SLOW_PATH: XskMap<{ capacity::SLOW_PATH as usize }> = XskMap::new();
 #[btf_map]
 pub static PMTU_EVENTS: RingBuf<PmtuEvent, { capacity::PMTU_EVENTS as usize }> = RingBuf::new();
 
-/// Tells the agent; a full ring loses the report, never the packet.
+/// Tells the agent: copies the forwarded IP packet (`len` bytes by its
+/// header, at most `PMTU_COPY` of them) into the ring, with the ingress
+/// interface. Called after the frame was rewritten, so the IP header is
+/// found behind the egress side's Ethernet header (and tag, if any). A full
+/// ring loses the report, never the packet.
 #[inline(always)]
-pub fn report_pmtu(event: PmtuEvent) {
-    let _ = PMTU_EVENTS.output(event, 0);
+pub fn report_pmtu(ctx: &XdpContext, family: u8, len: usize) {
+    let Some(ether_type) = ptr_at::<[u8; 2]>(ctx, 12) else { return };
+    let l3_off = if unsafe { *ether_type == ETH_P_8021Q.to_be_bytes() } { 18u32 } else { 14u32 };
+    if len == 0 {
+        return;
+    }
+    // min(len, PMTU_COPY) as 1 + a value in 0..PMTU_COPY: a form whose
+    // bounds the verifier sees (the helper refuses a size that may be 0).
+    let n = len as u32 - 1;
+    let copied = if n > PMTU_COPY as u32 - 1 { PMTU_COPY as u32 - 1 } else { n } + 1;
+    let Some(mut entry) = PMTU_EVENTS.reserve(0) else { return };
+    let event = entry.as_mut_ptr();
+    // SAFETY: the entry is ours until submitted or discarded; the helper
+    // writes at most `copied` <= PMTU_COPY bytes into `packet`.
+    let loaded = unsafe {
+        (*event).family = family;
+        (*event)._pad = [0; 3];
+        (*event).ingress = ctx.ingress_ifindex() as u32;
+        (*event).len = len as u32;
+        (*event).copied = copied;
+        let buf = core::ptr::addr_of_mut!((*event).packet) as *mut core::ffi::c_void;
+        bpf_xdp_load_bytes(ctx.ctx, l3_off, buf, copied)
+    };
+    if loaded == 0 {
+        entry.submit(0);
+    } else {
+        entry.discard(0);
+    }
 }
 
 /// Redirects the frame, behind a [`SlowPathHeader`] saying `reason`, to the

@@ -13,6 +13,8 @@
 //! icmp_ratelimit_ms = 1000      # per destination: a burst of 6, then one per this
 //! icmp_msgs_per_sec = 1000      # all destinations: this many a second,
 //! icmp_msgs_burst = 50          # in bursts of at most this
+//! pmtu_learning = "on"          # on | off: path MTU from Frag Needed / Packet Too Big
+//! pmtu_max_learned = 32768      # destinations with a learned copy (below metrics_rw_slots)
 //!
 //! [[route]]
 //! prefix = "10.2.0.0/24"       # required
@@ -58,6 +60,8 @@ pub struct Settings {
     pub icmp_ratelimit_ms: Option<u32>,
     pub icmp_msgs_per_sec: Option<u32>,
     pub icmp_msgs_burst: Option<u32>,
+    pub pmtu_learning: Option<crate::slow_path::pmtu::PmtuLearning>,
+    pub pmtu_max_learned: Option<u32>,
 }
 
 /// Where in the file something was written, for later errors.
@@ -122,6 +126,10 @@ struct RawConfig {
     icmp_msgs_per_sec: Option<Spanned<i64>>,
     #[serde(default)]
     icmp_msgs_burst: Option<Spanned<i64>>,
+    #[serde(default)]
+    pmtu_learning: Option<Spanned<String>>,
+    #[serde(default)]
+    pmtu_max_learned: Option<Spanned<i64>>,
     #[serde(default)]
     route: Vec<Spanned<Table>>,
     #[serde(default)]
@@ -231,6 +239,8 @@ fn parse_settings(ctx: &Ctx, raw: &RawConfig) -> Result<Settings, ConfigError> {
         icmp_ratelimit_ms: number(&raw.icmp_ratelimit_ms, "icmp_ratelimit_ms", 0)?,
         icmp_msgs_per_sec: number(&raw.icmp_msgs_per_sec, "icmp_msgs_per_sec", 0)?,
         icmp_msgs_burst: number(&raw.icmp_msgs_burst, "icmp_msgs_burst", 1)?,
+        pmtu_learning: raw.pmtu_learning.as_ref().map(|v| choice(ctx, "pmtu_learning", v)).transpose()?,
+        pmtu_max_learned: number(&raw.pmtu_max_learned, "pmtu_max_learned", 0)?,
     })
 }
 

@@ -90,7 +90,7 @@ struct Daemon {
     /// Frames waiting for their neighbour, and how they leave once it is known.
     waiting: NeighbourQueue,
     egress: Option<Egress>,
-    pmtu: pmtu::PmtuStats,
+    pmtu: pmtu::Learner,
     /// When each pending neighbour was last solicited.
     asked: HashMap<(u32, IpAddr), Instant>,
     /// Route changes the maps could not carry yet, by prefix (see `apply_route`).
@@ -101,12 +101,12 @@ struct Daemon {
 }
 
 /// A `PMTU_EVENTS` record, as the program wrote it.
-fn pmtu_event(bytes: &[u8]) -> Option<PmtuEvent> {
+fn pmtu_event(bytes: &[u8]) -> Option<Box<PmtuEvent>> {
     if bytes.len() != std::mem::size_of::<PmtuEvent>() {
         return None;
     }
     // SAFETY: PmtuEvent is plain old data of exactly this size.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const PmtuEvent) })
+    Some(Box::new(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const PmtuEvent) }))
 }
 
 impl Daemon {
@@ -164,8 +164,8 @@ impl Daemon {
         let now = Instant::now();
         while let Some(item) = records.next() {
             match pmtu_event(&item) {
-                Some(event) => pmtu::learn(&mut self.rib, &event, self.opts.default_expires, &mut self.pmtu, now),
-                None => self.pmtu.refused += 1,
+                Some(event) => self.pmtu.learn(&mut self.rib, &event, self.opts.default_expires, now),
+                None => self.pmtu.count_malformed(),
             }
         }
     }
@@ -259,6 +259,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         rib.adopt(old);
     }
     let resolve_wait = opts.resolve_wait;
+    let learner = pmtu::Learner::new(eff.pmtu, now);
     let mut d = Daemon {
         opts,
         eff,
@@ -274,7 +275,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         slow_path_mode: SlowPathMode::Kernel,
         waiting: NeighbourQueue::new(16, 1024, Duration::from_secs(3)),
         egress: None,
-        pmtu: pmtu::PmtuStats::default(),
+        pmtu: learner,
         asked: HashMap::new(),
         retry: Default::default(),
         degraded,
@@ -354,6 +355,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     Ok(r) => tracing::info!(
                         interfaces_added = r.interfaces_added, interfaces_removed = r.interfaces_removed, routes_set = r.routes_set,
                         routes_removed = r.routes_removed, neighbours_changed = r.neighbours_changed, tables_changed = r.tables_changed,
+                        pmtu_changed = r.pmtu_changed,
                         needs_restart = ?r.needs_restart, "SIGHUP: config reloaded"
                     ),
                     Err(e) => tracing::error!("SIGHUP: config reload refused; the running config stays: {e:#}"),

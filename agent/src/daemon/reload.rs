@@ -13,6 +13,7 @@ use crate::{
     fib::source::RouteSource,
     rib::RouteInput,
     slow_path::icmp_limit::RateLimits,
+    slow_path::pmtu::{PmtuLearning, PmtuSettings},
     slow_path::SlowPathMode,
 };
 use anyhow::{anyhow, bail, Result};
@@ -33,6 +34,8 @@ pub struct Effective {
     pub load: LoadOptions,
     pub slow_path: SlowPathMode,
     pub icmp_limits: RateLimits,
+    /// Path-MTU learning: on or off, its quota and rate limits (a reload applies them).
+    pub pmtu: PmtuSettings,
 }
 
 /// What the command line gave (`None`: not given).
@@ -47,10 +50,13 @@ pub struct CliSettings {
     pub icmp_ratelimit_ms: Option<u32>,
     pub icmp_msgs_per_sec: Option<u32>,
     pub icmp_msgs_burst: Option<u32>,
+    pub pmtu_learning: Option<PmtuLearning>,
+    pub pmtu_max_learned: Option<u32>,
 }
 
 impl Effective {
     pub fn new(cli: &CliSettings, file: &config::Settings) -> Effective {
+        let pool = cli.metrics_rw_slots.or(file.metrics_rw_slots).unwrap_or(common::capacity::METRICS_RW);
         Effective {
             source: cli.source.or(file.source).unwrap_or(RouteSource::Kernel),
             tables: cli.tables.clone().or_else(|| file.tables.clone()).unwrap_or_else(|| vec![254]),
@@ -71,6 +77,11 @@ impl Effective {
                     msgs_burst: cli.icmp_msgs_burst.or(file.icmp_msgs_burst).unwrap_or(d.msgs_burst),
                 }
             },
+            pmtu: PmtuSettings::new(
+                cli.pmtu_learning.or(file.pmtu_learning).unwrap_or_default(),
+                cli.pmtu_max_learned.or(file.pmtu_max_learned),
+                pool,
+            ),
         }
     }
 
@@ -171,6 +182,8 @@ pub struct ReloadReport {
     pub routes_removed: usize,
     pub neighbours_changed: usize,
     pub tables_changed: bool,
+    /// Path-MTU learning's switch or quota changed (applied at once).
+    pub pmtu_changed: bool,
     /// Settings that changed in the file but wait for a restart.
     pub needs_restart: Vec<&'static str>,
 }
@@ -246,6 +259,11 @@ impl super::Daemon {
         }
         report.interfaces_removed = self.dp.detach_others(&new.ifaces)?;
         report.neighbours_changed = d.set_neighbours.len() + d.unset_neighbours.len();
+        if new_eff.pmtu != self.eff.pmtu {
+            self.pmtu.set_settings(new_eff.pmtu, now);
+            self.eff.pmtu = new_eff.pmtu;
+            report.pmtu_changed = true;
+        }
         report.tables_changed = self.eff.source == RouteSource::Kernel && new_eff.tables != self.eff.tables;
         let unset = !d.unset_neighbours.is_empty();
         self.running = new;
@@ -323,6 +341,11 @@ mod tests {
         let e2 = Effective::new(&cli, &file);
         assert_eq!((e2.source, e2.tables.clone()), (RouteSource::Kernel, vec![254]));
         assert_eq!(e2.needs_restart(&e), vec!["source"]);
+        assert_eq!((e.pmtu.learning, e.pmtu.max_learned), (PmtuLearning::On, 32), "half the pool by default");
+        let file = config("pmtu_learning = \"off\"\npmtu_max_learned = 10\n").settings;
+        let e3 = Effective::new(&CliSettings { pmtu_learning: Some(PmtuLearning::On), ..CliSettings::default() }, &file);
+        assert_eq!((e3.pmtu.learning, e3.pmtu.max_learned), (PmtuLearning::On, 10));
+        assert!(e3.needs_restart(&Effective::new(&CliSettings::default(), &file)).is_empty(), "a reload applies them");
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Daemon {
             netlink: self.netlink.clone(),
             packets: stats::read_counters(&self.counters)?,
             slow_path: self.slow.stats.snapshot(self.slow_path_mode),
-            pmtu: self.pmtu,
+            pmtu: self.pmtu.stats,
             neighbour_queue: self.waiting.stats,
             degraded: self.degraded.clone(),
         })

@@ -101,6 +101,12 @@ pub fn render(s: &AgentStats) -> String {
         counter("cowroute_routes_retried_total", "Route changes carried on a retry.", s.netlink.retried),
         counter("cowroute_pmtu_reports_total", "Fragmentation Needed / Packet Too Big seen passing through.", s.pmtu.reports),
         counter("cowroute_pmtu_learned_total", "Destinations whose MTU was lowered by a report.", s.pmtu.learned),
+        Family {
+            name: "cowroute_pmtu_refused_total",
+            kind: "counter",
+            help: "Path-MTU reports not learned, by reason (validation, rate limits, quota, switch).",
+            samples: s.pmtu.refusals().iter().map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n)).collect(),
+        },
         counter("cowroute_neighbour_queue_held_total", "Packets held for an unresolved neighbour.", s.neighbour_queue.held),
         counter("cowroute_neighbour_queue_released_total", "Held packets sent once the neighbour resolved.", s.neighbour_queue.released),
         counter(

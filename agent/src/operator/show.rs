@@ -265,6 +265,10 @@ pub fn print_stats(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         "netlink: {} events, {} errors, {} overruns; pmtu: {} reports, {} learned; neighbour queue: {} held, {} released, {} dropped",
         s.netlink.events, s.netlink.errors, s.netlink.overruns, s.pmtu.reports, s.pmtu.learned, q.held, q.released, q.dropped
     );
+    let refused: Vec<String> = s.pmtu.refusals().iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{n} {r}")).collect();
+    if !refused.is_empty() {
+        println!("pmtu refused: {}", refused.join(", "));
+    }
     for part in &s.degraded {
         println!("degraded: {part}");
     }

@@ -1,8 +1,20 @@
 //! Read-only questions about what the fast path forwards with.
 
-use crate::rib::{MapSink, Rib};
-use common::RouteMetrics;
+use crate::rib::{cow::Source, MapSink, Rib};
+use common::{RouteKind, RouteMetrics};
 use std::net::IpAddr;
+
+/// Where the fast path sends a destination, for checks that need the path
+/// rather than the metrics (path-MTU learning's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardingPath {
+    pub kind: RouteKind,
+    /// The egress devices: the route's, or every leg's of a multipath route.
+    pub egress: Vec<u32>,
+    /// The MTU the fast path checks without a private copy: the route's
+    /// `RTAX_MTU`, else the smallest egress device MTU (0: none known).
+    pub mtu: u32,
+}
 
 impl<S: MapSink> Rib<S> {
     /// The metrics `dest` forwards with, as the fast path reads them: its
@@ -13,6 +25,30 @@ impl<S: MapSink> Rib<S> {
             Some(p) => Some(p.values),
             None => self.base(dest, true).map(|b| b.shared),
         }
+    }
+
+    /// The type, egress devices and MTU of `dest`'s route (`None`: no route).
+    pub fn forwarding_path(&self, dest: IpAddr) -> Option<ForwardingPath> {
+        let base = self.base(dest, true)?;
+        let route = self.routes.get(&base.covering);
+        let egress: Vec<u32> = match route {
+            Some(r) if !r.input.multipath.is_empty() => r.input.multipath.iter().map(|l| l.dev).collect(),
+            Some(r) => r.input.dev.into_iter().collect(),
+            None => Vec::new(),
+        };
+        let device = egress.iter().filter_map(|i| self.links.get(i)).map(|l| l.mtu).min().unwrap_or(0);
+        let mtu = if base.shared.mtu != 0 { base.shared.mtu } else { device };
+        Some(ForwardingPath { kind: base.kind, egress, mtu })
+    }
+
+    /// Destinations whose private copy holds a learned (path-MTU) value.
+    pub fn learned_copies(&self) -> usize {
+        self.private.values().filter(|p| p.overrides.values().any(|o| o.source == Source::Learned)).count()
+    }
+
+    /// Does `dest`'s private copy hold a learned value?
+    pub fn has_learned(&self, dest: IpAddr) -> bool {
+        self.private.get(&dest).is_some_and(|p| p.overrides.values().any(|o| o.source == Source::Learned))
     }
 }
 

@@ -28,7 +28,7 @@ pub mod cow;
 #[cfg(test)]
 mod cow_model_tests;
 pub mod ecmp;
-mod lookup;
+pub mod lookup;
 pub mod metrics_store;
 mod neighbours;
 mod nexthops;

@@ -15,6 +15,7 @@ pub mod icmp;
 pub mod icmp_limit;
 pub mod neighbour_queue;
 pub mod pmtu;
+pub mod pmtu_report;
 
 use crate::{
     slow_path::icmp::{ErrorKind, IfAddrs},

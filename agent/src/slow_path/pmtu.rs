@@ -1,18 +1,72 @@
 //! Path-MTU learning: the fast path reports every Fragmentation Needed /
-//! Packet Too Big it forwards (`PMTU_EVENTS`); the agent copies-on-write
-//! that destination's MTU (a learned override, expiring like the kernel's
-//! PMTU cache) and its ADVMSS (the MTU less the IP and TCP headers). From
-//! then on the fast path answers oversized packets to it with an ICMP error
-//! of its own, and clamps the MSS of SYNs to it, which saves connections
-//! behind hops that filter ICMP.
+//! Packet Too Big it forwards (`PMTU_EVENTS`, the whole IP packet and the
+//! interface it came in on); the agent copies-on-write that destination's
+//! MTU (a learned override, expiring like the kernel's PMTU cache) and its
+//! ADVMSS (the MTU less the IP and TCP headers). From then on the fast path
+//! answers oversized packets to it with an ICMP error of its own, and clamps
+//! the MSS of SYNs to it, which saves connections behind hops that filter
+//! ICMP.
+//!
+//! A report lowers what every flow to its destination may send, so it is
+//! believed only when it could be genuine. Linux, as an end host, verifies
+//! the ICMP checksum (`icmp_rcv`, `icmpv6_rcv` with the pseudo header),
+//! drops a mangled quote (`icmp_unreach`: IHL below 5; `pskb_may_pull` of
+//! the quoted header and 8 bytes), and hands the quote to the protocol's
+//! error handler, which believes it only for a socket of its own whose
+//! 4-tuple (and, for TCP, in-window sequence number) it names: the quoted
+//! packet must be one it sent. A router has no sockets; the flow's analogue
+//! is its path through this router. So a report is learned only if, in order
+//! (each refusal counted by its reason in [`PmtuStats`]):
+//!
+//! 1. learning is on (`--pmtu-learning`, `pmtu_learning`): else `disabled`;
+//! 2. the whole ICMP message was copied (1280 bytes: RFC 4443's whole PTB,
+//!    RFC 1812's 576-byte ICMPv4): else `truncated`, as its checksum cannot
+//!    be verified; it is an ICMPv4 3/4 or ICMPv6 2/0 with a sane outer
+//!    header: else `malformed`;
+//! 3. its checksum is right (ICMPv6: with the pseudo header): else
+//!    `bad_checksum`;
+//! 4. the quote is a packet that was too big (`bad_quote` otherwise): IPv4
+//!    version 4, IHL at least 5, the quoted header and 8 bytes of payload
+//!    present, its header checksum right, DF set (RFC 1191 sends it only for
+//!    DF packets), its length above the reported MTU; IPv6 version 6, 40 + 8
+//!    bytes, its length above the MTU;
+//! 5. addresses (`bogus_address`): the reporter and the quoted addresses are
+//!    unicast (not multicast, broadcast, loopback, unspecified), and the
+//!    ICMP goes to the quoted packet's source, as an error goes to the
+//!    sender of what caused it;
+//! 6. the quoted flow passes through here (`not_forwarded`): the quoted
+//!    destination has a unicast route here whose egress (one of its legs')
+//!    is the interface the report arrived on: the hop that could not carry
+//!    the packet is beyond that interface, where this router sent it; and
+//!    the quoted source has a unicast route out of another interface: the
+//!    one the report is heading to, back to the flow's sender. A report for
+//!    a destination behind another interface, or about a source on the
+//!    reporter's own side, was not caused by a packet this router forwarded;
+//! 7. the MTU is not above the route's (`RTAX_MTU`) or, without one, the
+//!    egress device's MTU (`above_mtu`): a packet this router sent was no
+//!    larger. It is clamped up to the family minimum (552, the kernel's
+//!    `ip_rt_min_pmtu`; 1280), as `__ip_rt_update_pmtu` and
+//!    `rt6_do_update_pmtu` do, and must lower what the destination has now
+//!    (`not_lower`): learning never raises;
+//! 8. rate limits, after the checks so that forgeries do not spend a genuine
+//!    reporter's tokens: per reporting source and per destination (token
+//!    buckets like `icmp_limit`'s, with the same bounded tables) and overall
+//!    (`rate_limited_source`, `rate_limited_destination`);
+//! 9. a quota: at most `--pmtu-max-learned` destinations (default half the
+//!    `METRICS_RW` pool, always below it) hold a learned copy (`quota`), so
+//!    operator writes always find slots;
+//! 10. the route's MTU is not locked (`locked`); the copy-on-write itself
+//!     may still fail (no route by now, a full pool: `refused`).
 
 use crate::{
     rib::cow::{CowError, Source},
     rib::{MapSink, Rib},
+    slow_path::icmp_limit::{Limiter, RateLimits},
+    slow_path::pmtu_report::{self, Refusal, Report},
 };
-use common::{slow_path::PmtuEvent, Rtax};
+use common::{slow_path::PmtuEvent, RouteKind, Rtax};
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -21,30 +75,101 @@ pub const MIN_PMTU_V4: u32 = 552;
 /// RFC 8200: every IPv6 link carries 1280.
 pub const MIN_PMTU_V6: u32 = 1280;
 
-/// What became of the reports, for `Stats` and Prometheus.
+/// `--pmtu-learning`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PmtuLearning {
+    #[default]
+    On,
+    Off,
+}
+
+/// How learning is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmtuSettings {
+    pub learning: PmtuLearning,
+    /// Destinations with a learned copy at most: below the pool's size.
+    pub max_learned: u32,
+    /// Per reporting source (`per_destination` is the per-source interval),
+    /// and all reports together (`msgs_per_sec`, `msgs_burst`).
+    pub per_source: RateLimits,
+    /// Per quoted destination (no global bucket of its own).
+    pub per_destination: RateLimits,
+}
+
+impl PmtuSettings {
+    /// The defaults for a pool of `pool` private slots.
+    pub fn new(learning: PmtuLearning, max_learned: Option<u32>, pool: u32) -> PmtuSettings {
+        PmtuSettings {
+            learning,
+            max_learned: max_learned.unwrap_or(pool / 2).min(pool.saturating_sub(1)),
+            // A burst of 6, then 10 a second from one reporter; 200 a second overall.
+            per_source: RateLimits { per_destination: Duration::from_millis(100), msgs_per_sec: 200, msgs_burst: 50 },
+            // A burst of 6, then one a second about one destination.
+            per_destination: RateLimits { per_destination: Duration::from_secs(1), msgs_per_sec: 0, msgs_burst: 1 },
+        }
+    }
+}
+
+/// What became of the reports, for `Stats` and Prometheus: each report
+/// counted once, under `learned` or the reason it was refused.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PmtuStats {
     pub reports: u64,
     /// A destination's MTU lowered.
     pub learned: u64,
+    /// Learning is off.
+    pub disabled: u64,
+    pub truncated: u64,
+    pub malformed: u64,
+    pub bad_checksum: u64,
+    pub bad_quote: u64,
+    pub bogus_address: u64,
+    /// The quoted flow does not pass through this router that way.
+    pub not_forwarded: u64,
+    /// Above the route's or device's MTU.
+    pub above_mtu: u64,
     /// Not below what the destination already has.
     pub not_lower: u64,
+    pub rate_limited_source: u64,
+    pub rate_limited_destination: u64,
+    /// `--pmtu-max-learned` destinations hold learned copies already.
+    pub quota: u64,
     /// The route's MTU is locked.
     pub locked: u64,
-    /// No route, a local or non-unicast destination, a full pool, a bad report.
+    /// The copy-on-write failed (no route by now, a full pool, a map error).
     pub refused: u64,
 }
 
-/// The destination and the MTU to learn, clamped to the family's minimum.
-pub fn parse(event: &PmtuEvent) -> Option<(IpAddr, u32)> {
-    match event.family {
-        4 => {
-            let d = &event.dst;
-            Some((IpAddr::V4(Ipv4Addr::new(d[0], d[1], d[2], d[3])), event.mtu.max(MIN_PMTU_V4)))
-        }
-        6 => Some((IpAddr::V6(Ipv6Addr::from(event.dst)), event.mtu.max(MIN_PMTU_V6))),
-        _ => None,
+impl PmtuStats {
+    /// Every refusal reason with its count, for Prometheus and `show stats`.
+    pub fn refusals(&self) -> [(&'static str, u64); 14] {
+        [
+            ("disabled", self.disabled),
+            ("truncated", self.truncated),
+            ("malformed", self.malformed),
+            ("bad_checksum", self.bad_checksum),
+            ("bad_quote", self.bad_quote),
+            ("bogus_address", self.bogus_address),
+            ("not_forwarded", self.not_forwarded),
+            ("above_mtu", self.above_mtu),
+            ("not_lower", self.not_lower),
+            ("rate_limited_source", self.rate_limited_source),
+            ("rate_limited_destination", self.rate_limited_destination),
+            ("quota", self.quota),
+            ("locked", self.locked),
+            ("refused", self.refused),
+        ]
     }
+}
+
+/// The learner: its settings, rate limits and counts.
+#[derive(Debug)]
+pub struct Learner {
+    settings: PmtuSettings,
+    sources: Limiter,
+    destinations: Limiter,
+    pub stats: PmtuStats,
 }
 
 /// IP and TCP headers: what an MSS leaves of the MTU.
@@ -56,91 +181,117 @@ fn tcp_overhead(dest: IpAddr) -> u32 {
     }
 }
 
-/// Learns one report: lowers `dest`'s MTU (and ADVMSS) in its private copy.
-pub fn learn<S: MapSink>(rib: &mut Rib<S>, event: &PmtuEvent, expires: Duration, stats: &mut PmtuStats, now: Instant) {
-    stats.reports += 1;
-    let Some((dest, mtu)) = parse(event) else {
-        stats.refused += 1;
-        return;
-    };
-    let current = rib.destination_metrics(dest, now).and_then(|m| m.values.get("mtu").copied()).unwrap_or(0);
-    if current != 0 && mtu >= current {
-        stats.not_lower += 1;
-        return;
+impl Learner {
+    pub fn new(settings: PmtuSettings, now: Instant) -> Learner {
+        Learner {
+            settings,
+            sources: Limiter::new(settings.per_source, now),
+            destinations: Limiter::new(settings.per_destination, now),
+            stats: PmtuStats::default(),
+        }
     }
-    let expires = (!expires.is_zero()).then(|| now + expires);
-    let result = rib
-        .cow_metrics(dest, Rtax::Mtu, mtu, Source::Learned, expires, now)
-        .and_then(|()| rib.cow_metrics(dest, Rtax::Advmss, mtu - tcp_overhead(dest), Source::Learned, expires, now));
-    match result {
-        Ok(()) => {
-            stats.learned += 1;
-            tracing::info!(%dest, mtu, "path MTU learned");
+
+    pub fn settings(&self) -> PmtuSettings {
+        self.settings
+    }
+
+    /// New settings (a reload); the rate limiters start afresh when theirs change.
+    pub fn set_settings(&mut self, settings: PmtuSettings, now: Instant) {
+        if settings.per_source != self.settings.per_source {
+            self.sources = Limiter::new(settings.per_source, now);
         }
-        Err(CowError::Locked { .. }) => stats.locked += 1,
-        Err(e) => {
-            stats.refused += 1;
-            tracing::debug!(%dest, mtu, error = %e, "path MTU not learned");
+        if settings.per_destination != self.settings.per_destination {
+            self.destinations = Limiter::new(settings.per_destination, now);
         }
+        self.settings = settings;
+    }
+
+    /// A record of the ring that is not a `PmtuEvent`.
+    pub fn count_malformed(&mut self) {
+        self.stats.reports += 1;
+        self.stats.malformed += 1;
+    }
+
+    /// Judges one report by the rule above and learns it when it passes.
+    pub fn learn<S: MapSink>(&mut self, rib: &mut Rib<S>, event: &PmtuEvent, expires: Duration, now: Instant) {
+        self.stats.reports += 1;
+        if self.settings.learning == PmtuLearning::Off {
+            self.stats.disabled += 1;
+            return;
+        }
+        let report = match pmtu_report::parse(event) {
+            Ok(r) => r,
+            Err(refusal) => {
+                let s = &mut self.stats;
+                *match refusal {
+                    Refusal::Truncated => &mut s.truncated,
+                    Refusal::Malformed => &mut s.malformed,
+                    Refusal::BadChecksum => &mut s.bad_checksum,
+                    Refusal::BadQuote => &mut s.bad_quote,
+                    Refusal::BogusAddress => &mut s.bogus_address,
+                } += 1;
+                tracing::debug!(?refusal, ingress = event.ingress, "path MTU report refused");
+                return;
+            }
+        };
+        let Some(mtu) = self.judge(rib, &report, now) else { return };
+        let dest = report.quoted_dst;
+        if !self.sources.allow(report.reporter, false, now) {
+            self.stats.rate_limited_source += 1;
+            return;
+        }
+        if !self.destinations.allow(dest, false, now) {
+            self.stats.rate_limited_destination += 1;
+            return;
+        }
+        if !rib.has_learned(dest) && rib.learned_copies() >= self.settings.max_learned as usize {
+            self.stats.quota += 1;
+            return;
+        }
+        let expires = (!expires.is_zero()).then(|| now + expires);
+        let result = rib
+            .cow_metrics(dest, Rtax::Mtu, mtu, Source::Learned, expires, now)
+            .and_then(|()| rib.cow_metrics(dest, Rtax::Advmss, mtu - tcp_overhead(dest), Source::Learned, expires, now));
+        match result {
+            Ok(()) => {
+                self.stats.learned += 1;
+                tracing::info!(%dest, mtu, reporter = %report.reporter, "path MTU learned");
+            }
+            Err(CowError::Locked { .. }) => self.stats.locked += 1,
+            Err(e) => {
+                self.stats.refused += 1;
+                tracing::debug!(%dest, mtu, error = %e, "path MTU not learned");
+            }
+        }
+    }
+
+    /// Rules 6 and 7: the flow's path through here, and the MTU to learn.
+    fn judge<S: MapSink>(&mut self, rib: &Rib<S>, r: &Report, now: Instant) -> Option<u32> {
+        let towards_dst = rib.forwarding_path(r.quoted_dst).filter(|p| p.kind == RouteKind::Unicast && p.egress.contains(&r.ingress));
+        let towards_src = rib
+            .forwarding_path(r.quoted_src)
+            .filter(|p| p.kind == RouteKind::Unicast && !p.egress.is_empty() && !p.egress.contains(&r.ingress));
+        let (Some(path), Some(_)) = (towards_dst, towards_src) else {
+            self.stats.not_forwarded += 1;
+            tracing::debug!(dest = %r.quoted_dst, src = %r.quoted_src, ingress = r.ingress, "path MTU report for a flow not forwarded that way");
+            return None;
+        };
+        if path.mtu != 0 && r.mtu > path.mtu {
+            self.stats.above_mtu += 1;
+            return None;
+        }
+        let floor = if r.quoted_dst.is_ipv4() { MIN_PMTU_V4 } else { MIN_PMTU_V6 };
+        let mtu = r.mtu.max(floor);
+        let current =
+            rib.destination_metrics(r.quoted_dst, now).and_then(|m| m.values.get("mtu").copied()).filter(|m| *m != 0).unwrap_or(path.mtu);
+        if current != 0 && mtu >= current {
+            self.stats.not_lower += 1;
+            return None;
+        }
+        Some(mtu)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        dataplane::map_writer::memory::MemoryMaps,
-        fib::netlink_mirror::{Event, Link},
-        rib::{Capacities, RouteInput},
-    };
-    use common::{RouteKind, RouteMetrics};
-
-    fn rib() -> (Rib<MemoryMaps>, Instant) {
-        let now = Instant::now();
-        let mut rib = Rib::new(
-            MemoryMaps::default(),
-            Capacities { metrics_ro: 8, metrics_rw: 8, nexthops: 8, nexthop_groups: 2 },
-            Duration::from_secs(1),
-        );
-        rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: [2; 6], mtu: 1500, up: true, vlan: None, rx_queues: 1 }), now)
-            .unwrap();
-        let mut locked = RouteMetrics::DEFAULT;
-        locked.set(Rtax::Mtu, 1400);
-        locked.lock |= Rtax::Mtu.lock_bit();
-        rib.set_route(
-            RouteInput::new(
-                "10.7.0.0/24".parse().unwrap(),
-                RouteKind::Unicast,
-                Some(2),
-                Some("10.2.0.2".parse().unwrap()),
-                RouteMetrics::DEFAULT,
-            ),
-            now,
-        )
-        .unwrap();
-        rib.set_route(
-            RouteInput::new("10.8.0.0/24".parse().unwrap(), RouteKind::Unicast, Some(2), Some("10.2.0.2".parse().unwrap()), locked),
-            now,
-        )
-        .unwrap();
-        (rib, now)
-    }
-
-    #[test]
-    fn a_report_lowers_mtu_and_advmss_once_and_never_below_the_minimum() {
-        let (mut rib, now) = rib();
-        let mut stats = PmtuStats::default();
-        learn(&mut rib, &PmtuEvent::v4([10, 7, 0, 2], 1300), Duration::from_secs(600), &mut stats, now);
-        let m = rib.destination_metrics("10.7.0.2".parse().unwrap(), now).unwrap();
-        assert_eq!((m.values["mtu"], m.values["advmss"]), (1300, 1260));
-        assert!(m.reference.starts_with("rw:") && m.overrides.iter().all(|o| o.source == Source::Learned && o.expires_in == Some(600)));
-        learn(&mut rib, &PmtuEvent::v4([10, 7, 0, 2], 1400), Duration::from_secs(600), &mut stats, now);
-        assert_eq!(rib.destination_metrics("10.7.0.2".parse().unwrap(), now).unwrap().values["mtu"], 1300, "never raised by a report");
-        learn(&mut rib, &PmtuEvent::v4([10, 7, 0, 3], 68), Duration::from_secs(600), &mut stats, now);
-        assert_eq!(rib.destination_metrics("10.7.0.3".parse().unwrap(), now).unwrap().values["mtu"], 552, "clamped to 552");
-        learn(&mut rib, &PmtuEvent::v4([10, 8, 0, 2], 1300), Duration::from_secs(600), &mut stats, now);
-        assert_eq!(rib.destination_metrics("10.8.0.2".parse().unwrap(), now).unwrap().values["mtu"], 1400, "a locked MTU stays");
-        learn(&mut rib, &PmtuEvent::v4([192, 0, 2, 1], 1300), Duration::from_secs(600), &mut stats, now);
-        assert_eq!(stats, PmtuStats { reports: 5, learned: 2, not_lower: 1, locked: 1, refused: 1 });
-    }
-}
+#[path = "pmtu_tests.rs"]
+mod tests;
