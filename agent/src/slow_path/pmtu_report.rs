@@ -228,4 +228,35 @@ mod tests {
         bad.packet[8] ^= 1; // the reporter: the pseudo header no longer matches
         assert_eq!(parse(&bad), Err(Refusal::BadChecksum));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+
+        /// A ring-buffer record is the program's copy of a packet off the
+        /// wire: any bytes, any claimed lengths, either family, are parsed
+        /// or refused, never a panic. A genuine report with bytes flipped
+        /// at random is refused unless the flip left it valid.
+        #[test]
+        fn any_report_bytes_are_parsed_or_refused(
+            family in proptest::prelude::prop_oneof![proptest::prelude::Just(4u8), proptest::prelude::Just(6u8), proptest::prelude::any::<u8>()],
+            len in proptest::prelude::any::<u32>(),
+            copied in proptest::prelude::any::<u32>(),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1400),
+            flip in proptest::collection::vec((0usize..600, proptest::prelude::any::<u8>()), 0..4),
+        ) {
+            let mut e = frag_needed(3, R, S, D, 1400);
+            let _ = parse(&e);
+            for (at, x) in flip {
+                e.packet[at] ^= x;
+            }
+            let _ = parse(&e);
+            let mut raw = frag_needed(3, R, S, D, 1400);
+            raw.family = family;
+            raw.len = len;
+            raw.copied = copied;
+            let n = bytes.len().min(raw.packet.len());
+            raw.packet[..n].copy_from_slice(&bytes[..n]);
+            let _ = parse(&raw);
+        }
+    }
 }
