@@ -184,8 +184,11 @@ enum ShowWhat {
     /// The route entries in ROUTES_V4 and ROUTES_V6; with TARGET, the entry
     /// an address is forwarded by (longest match), or a prefix's own.
     Routes { target: Option<String> },
-    /// The next hops in use.
+    /// The next hops in use, with packets and bytes forwarded through each.
     Nexthops,
+    /// The kernel nexthop objects (`ip nexthop`) the agent carries, and
+    /// their entries.
+    NexthopObjects,
     /// The shared (RO) and private (RW) metric slots in use.
     Metrics,
     /// What the fast path hands to the slow path, by reason.
@@ -300,7 +303,8 @@ fn real_main() -> Result<()> {
             ShowWhat::Stats => show::print_stats(&cli.pin_dir, &cli.control_socket, json),
             ShowWhat::Routes { target } => show::print_routes(&cli.pin_dir, target.as_deref(), json),
             ShowWhat::Slowpath => show::print_slowpath(&cli.pin_dir, &cli.control_socket, json),
-            ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, json),
+            ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, &cli.control_socket, json),
+            ShowWhat::NexthopObjects => show::print_nexthop_objects(&cli.control_socket, json),
             ShowWhat::Metrics => show::print_metrics(&cli.pin_dir, json),
         },
         Command::AttachPeer { iface, pin, drop, reference } => {

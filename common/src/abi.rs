@@ -9,7 +9,8 @@ use crate::{counters::NUM_REASONS, metrics::RTAX_MAX, NextHop, NextHopGroup, Pri
 /// Bumped on every change of meaning in what the maps hold.
 /// 2: `RouteKind::Kernel`, `Reason::KernelRoute`, `PrivateMeta` expiries
 /// indexed by `Rtax::index`, next hops and groups through their indexes.
-pub const VERSION: u32 = 2;
+/// 3: `NH_COUNTERS`, private next hops and groups of kernel nexthop objects.
+pub const VERSION: u32 = 3;
 
 /// The one value of the `ABI_STAMP` map.
 #[repr(C)]

@@ -44,13 +44,15 @@ pub mod maps {
     pub const METRICS_RW: &str = "METRICS_RW";
     pub const EGRESS_PORTS: &str = "EGRESS_PORTS";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Packets and bytes forwarded per next hop id, per CPU (`show nexthops`).
+    pub const NH_COUNTERS: &str = "NH_COUNTERS";
     pub const SLOW_PATH: &str = "SLOW_PATH";
     pub const PMTU_EVENTS: &str = "PMTU_EVENTS";
     pub const PRIVATE_META: &str = "PRIVATE_META";
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
@@ -64,6 +66,7 @@ pub mod maps {
         METRICS_RW,
         EGRESS_PORTS,
         COUNTERS,
+        NH_COUNTERS,
         SLOW_PATH,
         PMTU_EVENTS,
         PRIVATE_META,

@@ -79,6 +79,10 @@ pub static EGRESS_PORTS: DevMapHash<{ capacity::EGRESS_PORTS as usize }> = DevMa
 #[btf_map]
 pub static COUNTERS: PerCpuArray<Counter, { NUM_REASONS as usize }> = PerCpuArray::new();
 
+/// Packets and bytes forwarded per next hop id, per CPU.
+#[btf_map]
+pub static NH_COUNTERS: PerCpuArray<Counter, { capacity::NEXTHOPS as usize }> = PerCpuArray::new();
+
 /// Longest-prefix match of an IPv4 destination: its /24 block's word when
 /// the index has one, else the trie.
 #[inline(always)]
@@ -148,6 +152,18 @@ pub fn route_nexthop_id(route: &RouteEntry, flow_hash: u32) -> Option<u32> {
 #[inline(always)]
 pub fn redirect_to(ifindex: u32) -> Result<u32, u32> {
     EGRESS_PORTS.redirect(ifindex, 0)
+}
+
+/// Counts one frame of `bytes` forwarded through next hop `id` on this CPU.
+#[inline(always)]
+pub fn count_nexthop(id: u32, bytes: usize) {
+    if let Some(c) = NH_COUNTERS.get_ptr_mut(id) {
+        // SAFETY: as in `count`.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+    }
 }
 
 /// Counts one frame of `bytes` under `reason` on this CPU.

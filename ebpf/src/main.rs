@@ -296,6 +296,7 @@ fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
     if let (Some(tcp), true) = (packet.tcp, advmss != 0) {
         mss::clamp_mss(ctx, l3_off + tcp, advmss);
     }
+    fib::count_nexthop(hop.id, frame_len(ctx));
     Ok(Verdict::forwarded(action))
 }
 

@@ -20,15 +20,15 @@ impl Daemon {
     /// (a full table) is kept for a retry, counted, and superseded by any
     /// later change to its prefix.
     pub(super) fn apply_route(&mut self, change: RouteChange, now: Instant) {
-        let prefix = change.prefix();
+        let key = change.key();
         match self.rib.apply_route_change(change.clone(), now) {
             Ok(()) => {
-                self.retry.remove(&prefix);
+                self.retry.remove(&key);
             }
             Err(e) => {
                 self.netlink.errors += 1;
-                if self.retry.insert(prefix, change).is_none() {
-                    tracing::warn!(%prefix, error = %format!("{e:#}"), "route not carried; retried every second");
+                if self.retry.insert(key, change).is_none() {
+                    tracing::warn!(?key, error = %format!("{e:#}"), "route not carried; retried every second");
                 }
             }
         }
@@ -37,14 +37,15 @@ impl Daemon {
 
     /// Once a second: the changes that failed, again.
     pub(super) fn retry_routes(&mut self, now: Instant) {
-        for (prefix, change) in std::mem::take(&mut self.retry) {
+        // Objects first (in key order): the routes through them need them.
+        for (key, change) in std::mem::take(&mut self.retry).into_iter().rev() {
             match self.rib.apply_route_change(change.clone(), now) {
                 Ok(()) => {
                     self.netlink.retried += 1;
-                    tracing::info!(%prefix, "route carried on retry");
+                    tracing::info!(?key, "route carried on retry");
                 }
                 Err(_) => {
-                    self.retry.insert(prefix, change);
+                    self.retry.insert(key, change);
                 }
             }
         }
@@ -54,6 +55,12 @@ impl Daemon {
     /// Makes the RIB hold exactly the feed's table: what it lacks or holds
     /// differently is set, what the feed no longer has is deleted.
     pub(super) fn reconcile(&mut self, now: Instant) {
+        let objects = self.feed.nexthop_objects();
+        for (id, object) in &objects {
+            if self.rib.nexthop_object(*id).map(|o| &o.object) != Some(object) {
+                self.apply_route(RouteChange::SetNexthop(object.clone()), now);
+            }
+        }
         let table = self.feed.table();
         let stale: Vec<_> = self.rib.route_prefixes().filter(|p| !table.contains_key(p)).copied().collect();
         for prefix in stale {
@@ -64,6 +71,10 @@ impl Daemon {
                 self.apply_route(RouteChange::Set(route), now);
             }
         }
+        let stale: Vec<u32> = self.rib.nexthop_objects().map(|o| o.object.id).filter(|id| !objects.contains_key(id)).collect();
+        for id in stale {
+            self.apply_route(RouteChange::DeleteNexthop(id), now);
+        }
     }
 
     /// Applies one netlink event: routes through the route feed's choice,
@@ -72,6 +83,29 @@ impl Daemon {
         match ev {
             Event::Route { route, present, replace } => {
                 if let Some(change) = self.feed.kernel_route(route, present, replace) {
+                    self.apply_route(change, now);
+                }
+                Ok(())
+            }
+            Event::Nexthop { object, present } => {
+                for change in self.feed.kernel_nexthop(object, present) {
+                    self.apply_route(change, now);
+                }
+                Ok(())
+            }
+            Event::Link(link) => {
+                // Down or without carrier: the kernel has removed its nexthop
+                // objects, and the routes through them, without a word.
+                let down = (!link.up).then_some(link.index);
+                self.rib.apply(Event::Link(link), now)?;
+                for change in down.map(|i| self.feed.device_down(i)).unwrap_or_default() {
+                    self.apply_route(change, now);
+                }
+                Ok(())
+            }
+            Event::LinkGone(index) => {
+                self.rib.apply(Event::LinkGone(index), now)?;
+                for change in self.feed.device_down(index) {
                     self.apply_route(change, now);
                 }
                 Ok(())
@@ -87,6 +121,13 @@ impl Daemon {
         let mut overrun = false;
         for ev in batch {
             if ev == Event::Overrun {
+                overrun = true;
+                continue;
+            }
+            if let Event::Undecodable { message_type, error } = &ev {
+                // An event lost all the same: only a dump says what it was.
+                self.netlink.undecodable += 1;
+                tracing::warn!(message_type, error, "undecodable netlink message: resyncing");
                 overrun = true;
                 continue;
             }
@@ -115,18 +156,15 @@ impl Daemon {
         let started = Instant::now();
         let dump = self.mirror.dump().await?;
         self.slow.set_addresses(&dump);
-        let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, Event::Route { .. }));
+        let dump = netlink_mirror::SplitDump::new(dump);
         let now = Instant::now();
-        let mut report = self.rib.resync(rest, now)?;
-        let routes = routes.into_iter().filter_map(|e| match e {
-            Event::Route { route, .. } => Some(route),
-            _ => None,
-        });
-        for change in self.feed.kernel_resync(routes) {
+        let mut report = self.rib.resync(dump.rest, now)?;
+        for change in self.feed.kernel_resync(dump.nexthops, dump.routes) {
             match &change {
                 RouteChange::Delete(_) => report.routes_removed += 1,
                 RouteChange::Set(r) if self.rib.route_metrics_ref(&r.prefix).is_some() => report.routes_changed += 1,
                 RouteChange::Set(_) => report.routes_added += 1,
+                RouteChange::SetNexthop(_) | RouteChange::DeleteNexthop(_) => report.nexthops_changed += 1,
             }
             self.apply_route(change, now);
         }

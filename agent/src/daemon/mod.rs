@@ -93,8 +93,9 @@ struct Daemon {
     pmtu: pmtu::Learner,
     /// When each pending neighbour was last solicited.
     asked: HashMap<(u32, IpAddr), Instant>,
-    /// Route changes the maps could not carry yet, by prefix (see `apply_route`).
-    retry: std::collections::BTreeMap<ipnet::IpNet, crate::rib::RouteChange>,
+    /// Route changes the maps could not carry yet, by prefix or nexthop
+    /// object (see `apply_route`).
+    retry: std::collections::BTreeMap<crate::rib::types::ChangeKey, crate::rib::RouteChange>,
     /// Optional parts that failed to start (slow path, frame sender,
     /// Prometheus): the agent runs on without them, and says so in its stats.
     degraded: Vec<String>,
@@ -280,16 +281,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         retry: Default::default(),
         degraded,
     };
-    // Links, addresses and neighbours first: routes need their devices.
-    let (routes, rest): (Vec<_>, Vec<_>) = dump.into_iter().partition(|e| matches!(e, netlink_mirror::Event::Route { .. }));
-    for ev in rest {
+    // Links, addresses and neighbours first: routes need their devices,
+    // and nexthop objects before the routes through them.
+    let dump = netlink_mirror::SplitDump::new(dump);
+    for ev in dump.rest {
         d.rib.apply(ev, now)?;
     }
-    let kernel_routes = routes.into_iter().filter_map(|e| match e {
-        netlink_mirror::Event::Route { route, .. } => Some(route),
-        _ => None,
-    });
-    for change in d.feed.kernel_resync(kernel_routes) {
+    for change in d.feed.kernel_resync(dump.nexthops, dump.routes) {
         d.apply_route(change, now);
     }
     for (&(index, address), &mac) in &d.running.static_neighbours {

@@ -25,6 +25,7 @@ impl Daemon {
                 metrics_request(&mut self.rib, req, self.opts.default_expires, Instant::now())?
             }
             Request::Stats => serde_json::to_value(self.stats()?)?,
+            Request::NexthopObjects => serde_json::to_value(crate::operator::show::nexthop_object_rows(&self.rib))?,
             Request::Fault { what } => {
                 if std::env::var(control::FAULT_INJECTION_ENV).as_deref() != Ok("1") {
                     anyhow::bail!("fault injection is off (start the agent with {}=1 to test crashes)", control::FAULT_INJECTION_ENV);

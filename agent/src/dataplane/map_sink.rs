@@ -76,11 +76,14 @@ pub mod memory {
         pub metrics_ro: BTreeMap<u32, RouteMetrics>,
         pub metrics_rw: BTreeMap<u32, RouteMetrics>,
         pub ports: BTreeSet<u32>,
+        /// Route entries written, all told (a nexthop replace writes none).
+        pub route_writes: usize,
     }
 
     impl MapSink for MemoryMaps {
         fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
             self.routes.insert(*prefix, *entry);
+            self.route_writes += 1;
             Ok(())
         }
         fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {

@@ -3,8 +3,11 @@
 //! (the lowest priority number wins).
 
 use crate::{
-    fib::netlink_mirror::KernelRoute,
-    rib::{RouteChange as Change, RouteInput},
+    fib::{
+        kernel_nexthops::{KernelNexthops, NexthopDelta},
+        netlink_mirror::KernelRoute,
+    },
+    rib::{types::NexthopObject, RouteChange as Change, RouteInput},
 };
 use ipnet::IpNet;
 use std::{
@@ -59,11 +62,68 @@ impl Candidates {
 pub struct KernelFib {
     tables: BTreeSet<u32>,
     routes: HashMap<IpNet, Candidates>,
+    /// The nexthop objects routes may name (every table's: they are global).
+    nexthops: KernelNexthops,
 }
 
 impl KernelFib {
     pub fn new(tables: impl IntoIterator<Item = u32>) -> KernelFib {
-        KernelFib { tables: tables.into_iter().collect(), routes: HashMap::new() }
+        KernelFib { tables: tables.into_iter().collect(), routes: HashMap::new(), nexthops: KernelNexthops::default() }
+    }
+
+    pub fn nexthops(&self) -> &KernelNexthops {
+        &self.nexthops
+    }
+
+    /// A nexthop object event: the objects set, then what the routes
+    /// through removed objects become, then the removals.
+    pub fn apply_nexthop(&mut self, object: NexthopObject, present: bool) -> Vec<Change> {
+        let delta = self.nexthops.apply(object, present);
+        self.nexthop_changes(delta)
+    }
+
+    /// Device `ifindex` is down or gone: the kernel has removed its nexthop
+    /// objects (and the routes through them) without a word.
+    pub fn flush_dev(&mut self, ifindex: u32) -> Vec<Change> {
+        let delta = self.nexthops.flush_dev(ifindex);
+        self.nexthop_changes(delta)
+    }
+
+    fn nexthop_changes(&mut self, delta: NexthopDelta) -> Vec<Change> {
+        let mut changes: Vec<Change> = delta.set.into_iter().map(Change::SetNexthop).collect();
+        if !delta.removed.is_empty() {
+            changes.extend(self.remove_routes_through(|id| delta.removed.contains(&id)));
+            changes.extend(delta.removed.into_iter().map(Change::DeleteNexthop));
+        }
+        changes
+    }
+
+    /// Removes every candidate route through an object `gone` names (the
+    /// kernel removed them with it); returns the winners' changes.
+    fn remove_routes_through(&mut self, gone: impl Fn(u32) -> bool) -> Vec<Change> {
+        let through = |r: &RouteInput| r.nhid.is_some_and(&gone);
+        let mut changes = Vec::new();
+        self.routes.retain(|prefix, c| {
+            if !c.0.iter().any(|(_, r)| through(r)) {
+                return true;
+            }
+            let before = c.best().cloned();
+            c.0.retain(|(_, r)| !through(r));
+            match c.best() {
+                None => changes.push(Change::Delete(*prefix)),
+                Some(a) if Some(a) != before.as_ref() => changes.push(Change::Set(a.clone())),
+                Some(_) => {}
+            }
+            !c.0.is_empty()
+        });
+        changes
+    }
+
+    /// Replaces every nexthop object with those of a fresh dump (before the
+    /// routes' resync: their objects must be there first).
+    pub fn resync_nexthops(&mut self, dump: impl IntoIterator<Item = NexthopObject>) -> Vec<Change> {
+        let delta = self.nexthops.resync(dump);
+        self.nexthop_changes(delta)
     }
 
     /// Applies one route event; `None` when the prefix's winner did not
@@ -202,5 +262,30 @@ mod tests {
         tos.route = RouteInput::new(tos.route.prefix, RouteKind::Kernel, None, None, RouteMetrics::DEFAULT);
         assert!(matches!(fib.apply(tos.clone(), true, false), Some(Change::Set(i)) if i.kind == RouteKind::Kernel));
         assert!(matches!(fib.apply(tos, false, false), Some(Change::Set(i)) if i.kind == RouteKind::Unicast));
+    }
+
+    /// The kernel removes the routes through a removed nexthop object and
+    /// does not say so (compat mode 0): the FIB does it for the kernel.
+    #[test]
+    fn routes_through_removed_objects_go_with_them() {
+        use crate::rib::types::{NexthopKind, NexthopObject};
+        let mut fib = KernelFib::new([254]);
+        let single = |id, dev| NexthopObject { id, kind: NexthopKind::Single { dev, via: None }, protocol: 0 };
+        assert_eq!(fib.apply_nexthop(single(1, 2), true).len(), 1);
+        fib.apply_nexthop(single(2, 3), true);
+        let through = |p: &str, nhid| KernelRoute {
+            table: 254,
+            priority: 0,
+            route: RouteInput::via_object(p.parse().unwrap(), nhid, RouteMetrics::DEFAULT),
+        };
+        fib.apply(through("10.1.0.0/16", 1), true, false);
+        fib.apply(through("10.2.0.0/16", 2), true, false);
+        // A fallback of a higher priority under the one through object 2.
+        fib.apply(KernelRoute { priority: 100, ..r("10.2.0.0/16", 254, 0, 0) }, true, false);
+        let changes = fib.flush_dev(3);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(matches!(&changes[0], Change::Set(i) if i.prefix.to_string() == "10.2.0.0/16" && i.nhid.is_none()), "the fallback wins");
+        assert_eq!(changes[1], Change::DeleteNexthop(2));
+        assert_eq!(fib.apply_nexthop(single(1, 2), false), vec![Change::Delete("10.1.0.0/16".parse().unwrap()), Change::DeleteNexthop(1)]);
     }
 }

@@ -10,6 +10,7 @@ pub use crate::rib::types::{Event, KernelRoute, Link};
 
 /// `NLM_F_REPLACE` (include/uapi/linux/netlink.h).
 const NLM_F_REPLACE: u16 = 0x100;
+use crate::fib::nexthop_msg::{MirrorMessage, RTNLGRP_NEXTHOP};
 use crate::{rib::ecmp::Leg, rib::RouteInput};
 use anyhow::{Context as _, Result};
 use common::{RouteKind, RouteMetrics, Rtax};
@@ -23,7 +24,8 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
 };
 use rtnetlink::{
-    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST},
+    proto::ConnectionHandle,
     sys::SocketAddr,
     Handle, MulticastGroup,
 };
@@ -31,7 +33,9 @@ use std::net::{IpAddr, SocketAddr as InetSocketAddr, UdpSocket};
 
 pub struct Mirror {
     pub handle: Handle,
-    events: UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+    /// Speaks nexthop messages, which `handle` cannot.
+    nexthop_handle: ConnectionHandle<MirrorMessage>,
+    events: UnboundedReceiver<(NetlinkMessage<MirrorMessage>, SocketAddr)>,
     routes: bool,
 }
 
@@ -48,28 +52,39 @@ fn set_rcvbuf(fd: std::os::fd::RawFd, bytes: u32) -> Result<()> {
 
 impl Mirror {
     /// Subscribes (with a receive buffer of `rcvbuf` bytes), then dumps
-    /// (routes too with `routes`). Returns the mirror and the dump as events.
+    /// (routes and nexthop objects too with `routes`). Returns the mirror
+    /// and the dump as events.
     pub async fn start(routes: bool, rcvbuf: u32) -> Result<(Mirror, Vec<Event>)> {
         let mut groups = vec![MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
         if routes {
             groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
         }
-        let (mut conn, _mc_handle, events) = rtnetlink::new_multicast_connection(&groups).context("netlink subscription")?;
+        let (mut conn, _, events) =
+            rtnetlink::proto::new_connection::<MirrorMessage>(rtnetlink::sys::protocols::NETLINK_ROUTE).context("netlink subscription")?;
         {
             use rtnetlink::sys::AsyncSocket;
             use std::os::fd::AsRawFd;
-            set_rcvbuf(conn.socket_mut().socket_ref().as_raw_fd(), rcvbuf)?;
+            let socket = conn.socket_mut().socket_mut();
+            let mask = groups.iter().fold(0u32, |m, g| m | 1 << (*g as u32 - 1));
+            socket.bind(&SocketAddr::new(0, mask)).context("joining the rtnetlink groups")?;
+            if routes {
+                socket.add_membership(RTNLGRP_NEXTHOP).context("joining RTNLGRP_NEXTHOP")?;
+            }
+            set_rcvbuf(socket.as_raw_fd(), rcvbuf)?;
         }
         tokio::spawn(conn);
         let (conn, handle, _) = rtnetlink::new_connection().context("netlink connection")?;
         tokio::spawn(conn);
-        let mirror = Mirror { handle, events, routes };
+        let (conn, nexthop_handle, _) =
+            rtnetlink::proto::new_connection::<MirrorMessage>(rtnetlink::sys::protocols::NETLINK_ROUTE).context("netlink connection")?;
+        tokio::spawn(conn);
+        let mirror = Mirror { handle, nexthop_handle, events, routes };
         let dump = mirror.dump().await?;
         Ok((mirror, dump))
     }
 
     /// Everything the kernel holds now, as events: links, addresses,
-    /// neighbours, and routes when mirrored.
+    /// neighbours, and nexthop objects then routes when mirrored.
     pub async fn dump(&self) -> Result<Vec<Event>> {
         let handle = &self.handle;
         let mut dump = Vec::new();
@@ -86,6 +101,7 @@ impl Mirror {
             dump.extend(neighbour_event(&msg, true));
         }
         if self.routes {
+            dump.extend(self.dump_nexthops().await?);
             for req in [
                 rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
                 rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
@@ -99,6 +115,26 @@ impl Mirror {
         Ok(dump)
     }
 
+    /// Every nexthop object (RTM_GETNEXTHOP dump).
+    async fn dump_nexthops(&self) -> Result<Vec<Event>> {
+        let mut req = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(MirrorMessage::GetNexthops));
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        req.finalize();
+        let mut replies = self.nexthop_handle.request(req, SocketAddr::new(0, 0)).map_err(|e| anyhow::anyhow!("RTM_GETNEXTHOP: {e}"))?;
+        let mut dump = Vec::new();
+        while let Some(msg) = replies.next().await {
+            match msg.payload {
+                NetlinkPayload::InnerMessage(MirrorMessage::NewNexthop(object)) => dump.push(Event::Nexthop { object, present: true }),
+                NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
+                    anyhow::bail!("dumping nexthops: message type {message_type} undecodable: {error}")
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => anyhow::bail!("dumping nexthops: {e}"),
+                _ => {}
+            }
+        }
+        Ok(dump)
+    }
+
     /// The next batch of events (one netlink message); `None` when the
     /// subscription closed.
     pub async fn next(&mut self) -> Option<Vec<Event>> {
@@ -107,7 +143,14 @@ impl Mirror {
         // table, prefix, TOS and priority, whatever its device.
         let replace = msg.header.flags & NLM_F_REPLACE != 0;
         let inner = match msg.payload {
-            NetlinkPayload::InnerMessage(inner) => inner,
+            NetlinkPayload::InnerMessage(MirrorMessage::Route(inner)) => inner,
+            NetlinkPayload::InnerMessage(MirrorMessage::NewNexthop(object)) => return Some(vec![Event::Nexthop { object, present: true }]),
+            NetlinkPayload::InnerMessage(MirrorMessage::DelNexthop(object)) => {
+                return Some(vec![Event::Nexthop { object, present: false }])
+            }
+            NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
+                return Some(vec![Event::Undecodable { message_type, error }])
+            }
             NetlinkPayload::Overrun(_) => return Some(vec![Event::Overrun]),
             _ => return Some(Vec::new()),
         };
@@ -122,6 +165,29 @@ impl Mirror {
             RouteNetlinkMessage::DelRoute(m) => route_event(&m, false, false).into_iter().collect(),
             _ => Vec::new(),
         })
+    }
+}
+
+/// A dump, by what consumes it: the RIB takes `rest` (links, addresses,
+/// neighbours) first, the route feed then takes the objects and the routes.
+#[derive(Debug, Default)]
+pub struct SplitDump {
+    pub rest: Vec<Event>,
+    pub nexthops: Vec<crate::rib::types::NexthopObject>,
+    pub routes: Vec<KernelRoute>,
+}
+
+impl SplitDump {
+    pub fn new(dump: Vec<Event>) -> SplitDump {
+        let mut split = SplitDump::default();
+        for ev in dump {
+            match ev {
+                Event::Route { route, .. } => split.routes.push(route),
+                Event::Nexthop { object, .. } => split.nexthops.push(object),
+                other => split.rest.push(other),
+            }
+        }
+        split
     }
 }
 
@@ -283,7 +349,7 @@ pub fn route_event(msg: &RouteMessage, present: bool, replace: bool) -> Option<E
         kind = RouteKind::Kernel;
     }
     let (mut dst, mut table, mut dev, mut priority, mut metrics) = (None, h.table as u32, None, 0, RouteMetrics::DEFAULT);
-    let mut multipath = Vec::new();
+    let (mut multipath, mut nhid) = (Vec::new(), None);
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Destination(a) => dst = route_addr(a),
@@ -293,6 +359,7 @@ pub fn route_event(msg: &RouteMessage, present: bool, replace: bool) -> Option<E
             RouteAttribute::Priority(p) => priority = *p,
             RouteAttribute::Metrics(list) => metrics = route_metrics(list),
             RouteAttribute::MultiPath(hops) => multipath = legs(hops),
+            RouteAttribute::NhId(id) => nhid = Some(*id),
             _ => {}
         }
     }
@@ -302,14 +369,18 @@ pub fn route_event(msg: &RouteMessage, present: bool, replace: bool) -> Option<E
         _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     });
     let prefix = IpNet::new(dst, h.destination_prefix_length).ok()?.trunc();
-    // A unicast route with neither a device nor legs (a nexthop object's id
-    // alone, nexthop_compat_mode 0): the kernel's to forward, for now.
-    if kind == RouteKind::Unicast && dev.is_none() && multipath.is_empty() {
+    // A unicast route with neither a device, legs nor a nexthop object: the
+    // kernel's to forward.
+    if kind == RouteKind::Unicast && dev.is_none() && multipath.is_empty() && nhid.is_none() {
         kind = RouteKind::Kernel;
     }
-    let route = match kind {
-        RouteKind::Kernel => RouteInput::new(prefix, kind, None, None, RouteMetrics::DEFAULT),
-        _ => RouteInput { prefix, kind, dev, via, multipath, metrics },
+    let route = match (kind, nhid) {
+        (RouteKind::Kernel, _) => RouteInput::new(prefix, kind, None, None, RouteMetrics::DEFAULT),
+        // Through a nexthop object: only its id, whatever the kernel expanded
+        // it to (compat mode 1), so a replace of the object is not a route
+        // change. A blackhole/unreachable route never names one.
+        (RouteKind::Unicast, Some(id)) => RouteInput::via_object(prefix, id, metrics),
+        _ => RouteInput { prefix, kind, dev, via, multipath, nhid: None, metrics },
     };
     Some(Event::Route { route: KernelRoute { table, priority, route }, present, replace })
 }
@@ -404,6 +475,9 @@ pub struct NetlinkStats {
     pub errors: u64,
     /// Socket overruns (ENOBUFS), each followed by a resync.
     pub overruns: u64,
+    /// Messages that could not be decoded: lost events, resynced like an overrun.
+    #[serde(default)]
+    pub undecodable: u64,
     pub resyncs: u64,
     /// What the last resync changed.
     pub last_resync: Option<crate::rib::ResyncReport>,
@@ -458,9 +532,26 @@ mod tests {
         for m in &kernel {
             assert_eq!(kind_of(m), RouteKind::Kernel, "{m:?}");
         }
-        // A nexthop object's id alone (nexthop_compat_mode 0): the kernel's, for now.
-        let mut nh_only = msg(RouteType::Unicast, vec![RouteAttribute::NhId(7)], |_| {});
-        nh_only.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
-        assert_eq!(kind_of(&nh_only), RouteKind::Kernel);
+        // Neither a device, legs nor a nexthop object.
+        let mut nothing = msg(RouteType::Unicast, vec![], |_| {});
+        nothing.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+        assert_eq!(kind_of(&nothing), RouteKind::Kernel);
+    }
+
+    /// A route through a nexthop object is its id alone, in compat mode 0
+    /// (the id only) and 1 (the id and the kernel's expansion) alike.
+    #[test]
+    fn routes_through_nexthop_objects_carry_the_id_only() {
+        let mut compat0 = msg(RouteType::Unicast, vec![RouteAttribute::NhId(7)], |_| {});
+        compat0.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+        let compat1 = msg(
+            RouteType::Unicast,
+            vec![RouteAttribute::NhId(7), RouteAttribute::Gateway(RouteAddress::Inet("10.0.1.2".parse().unwrap()))],
+            |_| {},
+        );
+        for m in [compat0, compat1] {
+            let Some(Event::Route { route, .. }) = route_event(&m, true, false) else { panic!() };
+            assert_eq!(route.route, RouteInput::via_object("10.9.0.0/24".parse().unwrap(), 7, RouteMetrics::DEFAULT));
+        }
     }
 }

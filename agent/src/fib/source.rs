@@ -6,7 +6,7 @@
 
 use crate::{
     fib::{kernel_fib::KernelFib, netlink_mirror::KernelRoute},
-    rib::{RouteChange, RouteInput},
+    rib::{types::NexthopObject, RouteChange, RouteInput},
 };
 use ipnet::IpNet;
 use std::{collections::BTreeMap, sync::Arc};
@@ -69,12 +69,49 @@ impl Feed {
         }
     }
 
-    /// The routes of a fresh kernel dump (startup is a resync from nothing,
-    /// and so is an overrun): what brings the RIB in line with them.
-    pub fn kernel_resync(&mut self, routes: impl IntoIterator<Item = KernelRoute>) -> Vec<RouteChange> {
+    /// A nexthop object event; only the kernel feed takes it.
+    pub fn kernel_nexthop(&mut self, object: NexthopObject, present: bool) -> Vec<RouteChange> {
         match self {
-            Feed::Kernel(fib) => fib.resync(routes),
+            Feed::Kernel(fib) => fib.apply_nexthop(object, present),
             Feed::Config(_) => Vec::new(),
+        }
+    }
+
+    /// A device went down or away: what the kernel removed with it (its
+    /// nexthop objects and the routes through them, which it does not report).
+    pub fn device_down(&mut self, ifindex: u32) -> Vec<RouteChange> {
+        match self {
+            Feed::Kernel(fib) => fib.flush_dev(ifindex),
+            Feed::Config(_) => Vec::new(),
+        }
+    }
+
+    /// The nexthop objects and routes of a fresh kernel dump (startup is a
+    /// resync from nothing, and so is an overrun): what brings the RIB in
+    /// line with them, objects first.
+    pub fn kernel_resync(
+        &mut self,
+        nexthops: impl IntoIterator<Item = NexthopObject>,
+        routes: impl IntoIterator<Item = KernelRoute>,
+    ) -> Vec<RouteChange> {
+        match self {
+            Feed::Kernel(fib) => {
+                let mut changes = fib.resync_nexthops(nexthops);
+                let deletes_at = changes.iter().position(|c| matches!(c, RouteChange::DeleteNexthop(_))).unwrap_or(changes.len());
+                let deletes = changes.split_off(deletes_at);
+                changes.extend(fib.resync(routes));
+                changes.extend(deletes);
+                changes
+            }
+            Feed::Config(_) => Vec::new(),
+        }
+    }
+
+    /// The nexthop objects this feed wants the RIB to hold.
+    pub fn nexthop_objects(&self) -> BTreeMap<u32, Arc<NexthopObject>> {
+        match self {
+            Feed::Kernel(fib) => fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
+            Feed::Config(_) => BTreeMap::new(),
         }
     }
 

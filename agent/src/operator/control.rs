@@ -32,6 +32,8 @@ pub enum Request {
         dest: Option<String>,
     },
     Stats,
+    /// The kernel nexthop objects the agent carries (`show nexthop-objects`).
+    NexthopObjects,
     /// Fault injection for the crash tests (`panic`): refused unless the
     /// agent runs with COWROUTE_FAULT_INJECTION=1 in its environment.
     Fault {

@@ -11,11 +11,11 @@ use crate::{
 };
 use anyhow::Result;
 use anyhow::{anyhow, bail};
-use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray};
 use common::{
     maps,
     route::{V4KeyData, V6KeyData},
-    RouteEntry, RouteMetrics, Rtax,
+    Counter, RouteEntry, RouteMetrics, Rtax,
 };
 use ipnet::IpNet;
 use std::{
@@ -170,12 +170,23 @@ pub struct NextHopRow {
     pub mtu: u32,
     pub vlan: u16,
     pub usable: bool,
+    /// Forwarded through it (all CPUs), since the maps were made.
+    pub packets: u64,
+    pub bytes: u64,
+    /// The kernel nexthop object it is the entry of (when the agent answers).
+    pub object: Option<u32>,
 }
 
-/// Published next hops, by id (through `NEXTHOPS_INDEX`, as the program finds them).
-pub fn nexthops(pin_dir: &Path) -> Result<Vec<NextHopRow>> {
+/// Published next hops, by id (through `NEXTHOPS_INDEX`, as the program
+/// finds them), with what was forwarded through each, and the kernel
+/// nexthop objects they belong to when an agent answers on `socket`.
+pub fn nexthops(pin_dir: &Path, socket: &Path) -> Result<Vec<NextHopRow>> {
+    let counters: PerCpuArray<MapData, Counter> = open_pinned(pin_dir, maps::NH_COUNTERS)?;
+    let objects: std::collections::BTreeMap<u32, u32> =
+        agent_nexthop_objects(socket).unwrap_or_default().into_iter().filter_map(|o| Some((o.nexthop?, o.id))).collect();
     let mut rows = Vec::new();
     for (id, slot, nh) in PublishedReader::nexthops(pin_dir)?.all()? {
+        let per_cpu = counters.get(&id, 0)?;
         rows.push(NextHopRow {
             id,
             slot,
@@ -185,9 +196,78 @@ pub fn nexthops(pin_dir: &Path) -> Result<Vec<NextHopRow>> {
             mtu: nh.mtu,
             vlan: nh.vlan,
             usable: nh.is_usable(),
+            packets: per_cpu.iter().map(|c| c.packets).sum(),
+            bytes: per_cpu.iter().map(|c| c.bytes).sum(),
+            object: objects.get(&id).copied(),
         });
     }
     Ok(rows)
+}
+
+/// A kernel nexthop object as the agent carries it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NexthopObjectRow {
+    pub id: u32,
+    /// `single`, `group`, `blackhole`, or `kernel` (what the fast path cannot carry).
+    pub kind: String,
+    /// Its own `NEXTHOPS` id (a single nexthop).
+    pub nexthop: Option<u32>,
+    /// Its own `NH_GROUPS` id (a group).
+    pub group: Option<u32>,
+    /// As `ip nexthop` says it: `via 10.0.1.2 dev 3`, `group 1/2,3 resilient buckets 128 idle_timer 120`.
+    pub detail: String,
+    pub protocol: u8,
+}
+
+/// The RIB's nexthop objects, by id.
+pub fn nexthop_object_rows<S: crate::rib::MapSink>(rib: &crate::rib::Rib<S>) -> Vec<NexthopObjectRow> {
+    use crate::rib::{objects::Resolved, types::NexthopKind};
+    let mut rows: Vec<NexthopObjectRow> = rib
+        .nexthop_objects()
+        .map(|o| {
+            let (nexthop, group) = match o.resolved {
+                Resolved::Nexthop(id) => (Some(id), None),
+                Resolved::Group(id) => (None, Some(id)),
+                _ => (None, None),
+            };
+            let (kind, detail) = match &o.object.kind {
+                NexthopKind::Single { dev, via: Some(v) } => ("single", format!("via {v} dev {dev}")),
+                NexthopKind::Single { dev, via: None } => ("single", format!("dev {dev}")),
+                NexthopKind::Blackhole => ("blackhole", "blackhole".to_string()),
+                NexthopKind::KernelOnly(why) => ("kernel", format!("{why}: the kernel forwards")),
+                NexthopKind::Group { members, resilient } => {
+                    let m: Vec<String> = members.iter().map(|(id, w)| if *w == 1 { id.to_string() } else { format!("{id},{w}") }).collect();
+                    let res = resilient.map_or(String::new(), |r| {
+                        format!(" resilient buckets {} idle_timer {} unbalanced_timer {}", r.buckets, r.idle_timer, r.unbalanced_timer)
+                    });
+                    ("group", format!("group {}{res}", m.join("/")))
+                }
+            };
+            let kind = if o.resolved == Resolved::Kernel { "kernel" } else { kind };
+            NexthopObjectRow { id: o.object.id, kind: kind.into(), nexthop, group, detail, protocol: o.object.protocol }
+        })
+        .collect();
+    rows.sort_by_key(|r| r.id);
+    rows
+}
+
+/// The running agent's nexthop objects, when one answers on `socket`.
+fn agent_nexthop_objects(socket: &Path) -> Option<Vec<NexthopObjectRow>> {
+    let answer = crate::operator::control::Client::connect(socket).and_then(|mut c| c.call(&Request::NexthopObjects)).ok()?;
+    serde_json::from_value(answer).ok()
+}
+
+pub fn print_nexthop_objects(socket: &Path, json: bool) -> Result<()> {
+    let rows = agent_nexthop_objects(socket).ok_or_else(|| anyhow::anyhow!("no agent answering on {}", socket.display()))?;
+    let header = format!("{:>8} {:<10} {:<10} detail", "nhid", "kind", "entry");
+    print_rows(&rows, json, &header, |r| {
+        let entry = match (r.nexthop, r.group) {
+            (Some(n), _) => format!("nh {n}"),
+            (_, Some(g)) => format!("group {g}"),
+            _ => "-".into(),
+        };
+        format!("{:>8} {:<10} {:<10} {}", r.id, r.kind, entry, r.detail)
+    })
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -320,10 +400,26 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
     })
 }
 
-pub fn print_nexthops(pin_dir: &Path, json: bool) -> Result<()> {
-    let header = format!("{:>6} {:>6} {:>8} {:<18} {:<18} {:>6} {:>5} usable", "id", "slot", "ifindex", "dmac", "smac", "mtu", "vlan");
-    print_rows(&nexthops(pin_dir)?, json, &header, |r| {
-        format!("{:>6} {:>6} {:>8} {:<18} {:<18} {:>6} {:>5} {}", r.id, r.slot, r.ifindex, r.dmac, r.smac, r.mtu, r.vlan, r.usable)
+pub fn print_nexthops(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
+    let header = format!(
+        "{:>6} {:>6} {:>8} {:<18} {:<18} {:>6} {:>5} {:<6} {:>12} {:>14} nhid",
+        "id", "slot", "ifindex", "dmac", "smac", "mtu", "vlan", "usable", "packets", "bytes"
+    );
+    print_rows(&nexthops(pin_dir, socket)?, json, &header, |r| {
+        format!(
+            "{:>6} {:>6} {:>8} {:<18} {:<18} {:>6} {:>5} {:<6} {:>12} {:>14} {}",
+            r.id,
+            r.slot,
+            r.ifindex,
+            r.dmac,
+            r.smac,
+            r.mtu,
+            r.vlan,
+            r.usable,
+            r.packets,
+            r.bytes,
+            r.object.map_or("-".into(), |o| o.to_string())
+        )
     })
 }
 

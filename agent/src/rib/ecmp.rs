@@ -121,6 +121,37 @@ impl GroupTable {
         Ok((id, true))
     }
 
+    /// A group of its own for a nexthop group object (not shared by legs,
+    /// so that the object can change its members in place), with one
+    /// reference: the object's. Its legs' references are now the group's.
+    pub fn acquire_private(&mut self, legs: Vec<(u32, u32)>, now: Instant) -> Result<u32> {
+        self.ids.reap(now);
+        let Some(id) = self.ids.alloc() else { bail!("NH_GROUPS is full ({} groups)", self.ids.capacity()) };
+        self.groups.insert(id, Group { legs, refs: 1, written: NextHopGroup::EMPTY });
+        Ok(id)
+    }
+
+    /// A private group's new legs; returns the old ones (the caller releases
+    /// their next hops once the group is rewritten).
+    pub fn set_legs(&mut self, id: u32, legs: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+        match self.groups.get_mut(&id) {
+            Some(g) => std::mem::replace(&mut g.legs, legs),
+            None => legs,
+        }
+    }
+
+    /// One more reference to group `id`, held.
+    pub fn retain(&mut self, id: u32) {
+        if let Some(g) = self.groups.get_mut(&id) {
+            g.refs += 1;
+        }
+    }
+
+    /// The bucket table last written for group `id`.
+    pub fn written_table(&self, id: u32) -> Option<&NextHopGroup> {
+        self.groups.get(&id).map(|g| &g.written)
+    }
+
     /// Drops one reference; returns the legs when the group is freed (the
     /// caller releases their next hops).
     pub fn release(&mut self, id: u32, now: Instant) -> Option<Vec<(u32, u32)>> {
@@ -130,7 +161,10 @@ impl GroupTable {
             return None;
         }
         let g = self.groups.remove(&id).expect("present");
-        self.by_legs.remove(&g.legs);
+        // A private group is not the legs' shared one.
+        if self.by_legs.get(&g.legs) == Some(&id) {
+            self.by_legs.remove(&g.legs);
+        }
         self.ids.release(id, now);
         Some(g.legs)
     }

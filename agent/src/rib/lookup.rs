@@ -32,6 +32,7 @@ impl<S: MapSink> Rib<S> {
         let base = self.base(dest, true)?;
         let route = self.routes.get(&base.covering);
         let egress: Vec<u32> = match route {
+            Some(r) if r.input.nhid.is_some() => self.object_devices(r.input.nhid.expect("checked")),
             Some(r) if !r.input.multipath.is_empty() => r.input.multipath.iter().map(|l| l.dev).collect(),
             Some(r) => r.input.dev.into_iter().collect(),
             None => Vec::new(),

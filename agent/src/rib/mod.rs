@@ -18,7 +18,8 @@
 //! replaced or deleted.
 //!
 //! Files: [`types`] (what callers hand in and get back), `routes` (set,
-//! delete, publish), `nexthops` (next hops and ECMP groups), `neighbours`
+//! delete, publish), `nexthops` (next hops and ECMP groups), `objects`
+//! (kernel nexthop objects, one entry each), `neighbours`
 //! (links, local addresses, neighbour hosts), [`cow`] (the copy-on-write
 //! engine), [`adoption`] (adopt, sweep, resync), [`metrics_store`] (interned
 //! RO metric sets), [`ecmp`] (group buckets). May call: the map writer, only
@@ -32,6 +33,9 @@ pub mod lookup;
 pub mod metrics_store;
 mod neighbours;
 mod nexthops;
+pub mod objects;
+#[cfg(test)]
+mod objects_tests;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -68,15 +72,20 @@ struct Route {
     /// A `NEXTHOPS` id, or an `NH_GROUPS` id for a multipath route.
     nexthop: u32,
     id: u32,
+    /// What its entries say: the input's kind, unless its nexthop object
+    /// makes it another (a blackhole object, one the fast path cannot carry).
+    kind: RouteKind,
+    /// `nexthop` is a group (legs, or a group object).
+    multipath: bool,
 }
 
 impl Route {
     /// The flags its entries carry whatever the prefix.
     fn entry_flags(&self) -> u8 {
-        if self.input.multipath.is_empty() {
-            0
-        } else {
+        if self.multipath {
             RouteEntry::MULTIPATH
+        } else {
+            0
         }
     }
 }
@@ -109,6 +118,8 @@ pub struct Rib<S: MapSink> {
     metrics: MetricsStore,
     nexthops: NextHopTable,
     groups: GroupTable,
+    /// Kernel nexthop objects by their id, each with its own fast-path entry.
+    objects: HashMap<u32, objects::ObjectState>,
     links: HashMap<u32, Link>,
     routes: BTreeMap<IpNet, Route>,
     /// Own addresses, with the interfaces that carry each.
@@ -150,6 +161,7 @@ impl<S: MapSink> Rib<S> {
             metrics: MetricsStore::new(capacities.metrics_ro, grace),
             nexthops: NextHopTable::new(capacities.nexthops, grace),
             groups: GroupTable::new(capacities.nexthop_groups, grace),
+            objects: HashMap::new(),
             links: HashMap::new(),
             routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),
@@ -294,7 +306,7 @@ impl<S: MapSink> Rib<S> {
             }
             // Routes go through the FIB mirror's choice first, and an
             // overrun is the daemon's to resync (see `resync`).
-            Event::Route { .. } | Event::Overrun => Ok(()),
+            Event::Route { .. } | Event::Nexthop { .. } | Event::Overrun | Event::Undecodable { .. } => Ok(()),
         }
     }
 }

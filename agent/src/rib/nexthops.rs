@@ -40,6 +40,30 @@ impl NextHopTable {
         Ok((id, true))
     }
 
+    /// A next hop of its own for a nexthop object (not shared by key, so
+    /// that the object can change its device and gateway in place), with
+    /// one reference: the object's.
+    pub(super) fn acquire_private(&mut self, key: NextHopKey, now: Instant) -> Result<u32> {
+        self.ids.reap(now);
+        let Some(id) = self.ids.alloc() else { bail!("NEXTHOPS is full ({} next hops)", self.ids.capacity()) };
+        self.entries.insert(id, (key, 1, NextHop::default()));
+        Ok(id)
+    }
+
+    /// A private next hop's new device and gateway (written by the caller).
+    pub(super) fn rekey(&mut self, id: u32, key: NextHopKey) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.0 = key;
+        }
+    }
+
+    /// One more reference to `id`, held.
+    pub(super) fn retain(&mut self, id: u32) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.1 += 1;
+        }
+    }
+
     pub(super) fn release(&mut self, id: u32, now: Instant) {
         if id == 0 {
             return;
@@ -48,7 +72,10 @@ impl NextHopTable {
         entry.1 -= 1;
         if entry.1 == 0 {
             let (key, _, _) = self.entries.remove(&id).expect("present");
-            self.by_key.remove(&key);
+            // A private next hop is not the key's shared one.
+            if self.by_key.get(&key) == Some(&id) {
+                self.by_key.remove(&key);
+            }
             self.ids.release(id, now);
         }
     }

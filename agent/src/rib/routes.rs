@@ -21,16 +21,17 @@ impl<S: MapSink> Rib<S> {
                 return Err(e);
             }
         }
-        let nexthop = match (input.kind, input.dev) {
+        let (kind, nexthop, multipath) = match (input.kind, input.dev) {
+            (RouteKind::Unicast, _) if input.nhid.is_some() => self.acquire_object(input.nhid.expect("checked")).entry(),
             (RouteKind::Unicast, _) if !input.multipath.is_empty() => match self.acquire_group(&input.multipath, now) {
-                Ok(id) => id,
+                Ok(id) => (RouteKind::Unicast, id, true),
                 Err(e) => {
                     self.metrics.release(interned.reference, now);
                     return Err(e.context(format!("route {}", input.prefix)));
                 }
             },
             (RouteKind::Unicast, Some(dev)) => match self.acquire_nexthop(NextHopKey { ifindex: dev, gateway: input.via }, now) {
-                Ok(id) => id,
+                Ok(id) => (RouteKind::Unicast, id, false),
                 Err(e) => {
                     self.metrics.release(interned.reference, now);
                     return Err(e);
@@ -40,12 +41,12 @@ impl<S: MapSink> Rib<S> {
                 self.metrics.release(interned.reference, now);
                 bail!("unicast route {} has no device", input.prefix)
             }
-            _ => 0,
+            (kind, _) => (kind, 0, false),
         };
         let prefix = input.prefix;
         let id = self.next_route_id;
         self.next_route_id += 1;
-        let old = self.routes.insert(prefix, Route { input, metrics_ref: interned.reference, nexthop, id });
+        let old = self.routes.insert(prefix, Route { input, metrics_ref: interned.reference, nexthop, id, kind, multipath });
         self.republish(&prefix, now)?;
         self.refresh_dependents(&prefix, now)?;
         if let Some(old) = old {
@@ -59,6 +60,8 @@ impl<S: MapSink> Rib<S> {
         match change {
             RouteChange::Set(input) => self.set_route(input, now),
             RouteChange::Delete(prefix) => self.delete_route(&prefix, now).map(|_| ()),
+            RouteChange::SetNexthop(object) => self.set_nexthop_object(object, now),
+            RouteChange::DeleteNexthop(id) => self.delete_nexthop_object(id, now),
         }
     }
 
@@ -78,10 +81,10 @@ impl<S: MapSink> Rib<S> {
 
     pub(super) fn release_route(&mut self, route: &Route, now: Instant) {
         self.metrics.release(route.metrics_ref, now);
-        if route.input.multipath.is_empty() {
-            self.nexthops.release(route.nexthop, now);
-        } else {
+        if route.multipath {
             self.release_group(route.nexthop, now);
+        } else {
+            self.nexthops.release(route.nexthop, now);
         }
     }
 
@@ -108,7 +111,7 @@ impl<S: MapSink> Rib<S> {
             });
         }
         let from_route = |r: &Route, flags: u8| Base {
-            kind: r.input.kind,
+            kind: r.kind,
             nexthop: r.nexthop,
             metrics_ref: r.metrics_ref,
             shared: r.input.metrics,
@@ -158,7 +161,7 @@ impl<S: MapSink> Rib<S> {
             })
         } else {
             self.routes.get(prefix).map(|r| {
-                let mut e = RouteEntry::new(r.input.kind, r.nexthop, r.metrics_ref, r.id);
+                let mut e = RouteEntry::new(r.kind, r.nexthop, r.metrics_ref, r.id);
                 e.flags = r.entry_flags();
                 e
             })

@@ -8,20 +8,71 @@ use ipnet::IpNet;
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 /// What a route source hands the RIB (see `fib::source`): the route a prefix
-/// maps to now, shared with the source's own record, or its removal.
+/// maps to now, shared with the source's own record, or its removal; or a
+/// nexthop object (`ip nexthop`) that routes name by id, or its removal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteChange {
     Set(Arc<RouteInput>),
     Delete(IpNet),
+    SetNexthop(Arc<NexthopObject>),
+    DeleteNexthop(u32),
+}
+
+/// What a change is about: the retry set keeps the latest change per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKey {
+    Prefix(IpNet),
+    Nexthop(u32),
 }
 
 impl RouteChange {
-    pub fn prefix(&self) -> IpNet {
+    pub fn key(&self) -> ChangeKey {
         match self {
-            RouteChange::Set(r) => r.prefix,
-            RouteChange::Delete(p) => *p,
+            RouteChange::Set(r) => ChangeKey::Prefix(r.prefix),
+            RouteChange::Delete(p) => ChangeKey::Prefix(*p),
+            RouteChange::SetNexthop(o) => ChangeKey::Nexthop(o.id),
+            RouteChange::DeleteNexthop(id) => ChangeKey::Nexthop(*id),
         }
     }
+}
+
+/// A kernel nexthop object (`ip nexthop`, RTM_NEWNEXTHOP): what routes with
+/// RTA_NH_ID forward through. Shared the way metrics are: one fast-path
+/// entry per object, however many routes name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NexthopObject {
+    pub id: u32,
+    pub kind: NexthopKind,
+    /// The kernel's `nh_protocol` (who installed it: zebra is 11, `ip` 0).
+    pub protocol: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NexthopKind {
+    /// A device and, unless connected, a gateway (an IPv6 one for an IPv4
+    /// route too: RFC 5549).
+    Single {
+        dev: u32,
+        via: Option<IpAddr>,
+    },
+    Blackhole,
+    /// Other objects (never groups) with weights 1..=65536.
+    Group {
+        members: Vec<(u32, u32)>,
+        resilient: Option<Resilient>,
+    },
+    /// What the fast path cannot carry (an encap, an FDB nexthop): routes
+    /// through it go to the kernel.
+    KernelOnly(&'static str),
+}
+
+/// A resilient group's table parameters, as the kernel reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resilient {
+    pub buckets: u16,
+    /// Seconds (the kernel reports clock_t: USER_HZ).
+    pub idle_timer: u32,
+    pub unbalanced_timer: u32,
 }
 
 /// A route as the agent holds it.
@@ -35,13 +86,22 @@ pub struct RouteInput {
     pub via: Option<IpAddr>,
     /// The legs of a multipath route (then `dev` and `via` are unused).
     pub multipath: Vec<Leg>,
+    /// A nexthop object (RTA_NH_ID): then `dev`, `via` and `multipath` are
+    /// unused, whatever the kernel expanded them to (nexthop_compat_mode 1),
+    /// so that `ip nexthop replace` changes the object and not the route.
+    pub nhid: Option<u32>,
     pub metrics: RouteMetrics,
 }
 
 impl RouteInput {
     /// A route with one next hop (or none, for the types that drop).
     pub fn new(prefix: IpNet, kind: RouteKind, dev: Option<u32>, via: Option<IpAddr>, metrics: RouteMetrics) -> RouteInput {
-        RouteInput { prefix, kind, dev, via, multipath: Vec::new(), metrics }
+        RouteInput { prefix, kind, dev, via, multipath: Vec::new(), nhid: None, metrics }
+    }
+
+    /// A unicast route through nexthop object `nhid`.
+    pub fn via_object(prefix: IpNet, nhid: u32, metrics: RouteMetrics) -> RouteInput {
+        RouteInput { nhid: Some(nhid), ..RouteInput::new(prefix, RouteKind::Unicast, None, None, metrics) }
     }
 }
 
@@ -96,6 +156,9 @@ pub struct ResyncReport {
     pub routes_added: usize,
     pub routes_changed: usize,
     pub routes_removed: usize,
+    /// Nexthop objects set or removed.
+    #[serde(default)]
+    pub nexthops_changed: usize,
 }
 
 /// How `metrics show` describes one destination.
@@ -181,6 +244,16 @@ pub enum Event {
         present: bool,
         /// NLM_F_REPLACE: it replaces the route of the same priority.
         replace: bool,
+    },
+    /// A nexthop object appeared, changed or went (`present`).
+    Nexthop {
+        object: NexthopObject,
+        present: bool,
+    },
+    /// A message that could not be decoded: an event lost, as in an overrun.
+    Undecodable {
+        message_type: u16,
+        error: String,
     },
     /// The subscription's socket overflowed (ENOBUFS): events were lost, and
     /// only a full dump can say what the kernel holds now.
