@@ -5,6 +5,7 @@
 //! depends on the agent crate.
 
 pub mod agent_proc;
+pub mod frr;
 pub mod lab;
 pub mod sh;
 pub mod traffic;

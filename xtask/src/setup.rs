@@ -8,7 +8,8 @@ use std::{
 };
 use xtask::sh;
 
-const DEBIAN_PACKAGES: &[&str] = &["bpftool", "iproute2", "tcpdump", "iputils-ping", "ethtool", "procps", "iputils-tracepath"];
+const DEBIAN_PACKAGES: &[&str] =
+    &["bpftool", "iproute2", "tcpdump", "iputils-ping", "ethtool", "procps", "iputils-tracepath", "frr", "exabgp"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 fn say(what: &str, state: &str) {
@@ -108,6 +109,11 @@ fn debian_packages() -> Result<()> {
     let mut c = sh::cmd("apt-get", &["install", "-y", "-q", "--no-install-recommends"]);
     c.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
     sh::run_visible(&mut c)?;
+    if missing.contains(&"frr") {
+        // The package may start its service in the root namespace; the labs
+        // run their own zebra and bgpd in theirs, and the host's stays untouched.
+        let _ = sh::run(&mut sh::cmd("/usr/lib/frr/frrinit.sh", &["stop"]));
+    }
     Ok(())
 }
 

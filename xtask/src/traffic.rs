@@ -31,6 +31,8 @@ pub struct Received {
     pub ttl: u8,
     /// The interface it arrived on.
     pub ifindex: u32,
+    /// The destination address in its IP header.
+    pub dst: Option<IpAddr>,
 }
 
 /// A UDP socket bound in a namespace, reporting each datagram's TTL.
@@ -103,7 +105,7 @@ impl UdpSink {
             }
             return Err(e.into());
         }
-        let (mut ttl, mut ifindex) = (None, 0);
+        let (mut ttl, mut ifindex, mut dst) = (None, 0, None);
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
@@ -112,8 +114,16 @@ impl UdpSink {
                     (libc::IPPROTO_IP, libc::IP_TTL) | (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
                         ttl = Some(*(data as *const libc::c_int) as u8)
                     }
-                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => ifindex = (*(data as *const libc::in_pktinfo)).ipi_ifindex as u32,
-                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => ifindex = (*(data as *const libc::in6_pktinfo)).ipi6_ifindex,
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        let info = *(data as *const libc::in_pktinfo);
+                        ifindex = info.ipi_ifindex as u32;
+                        dst = Some(IpAddr::from(u32::from_be(info.ipi_addr.s_addr).to_be_bytes()));
+                    }
+                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                        let info = *(data as *const libc::in6_pktinfo);
+                        ifindex = info.ipi6_ifindex;
+                        dst = Some(IpAddr::from(info.ipi6_addr.s6_addr));
+                    }
                     _ => {}
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
@@ -130,7 +140,7 @@ impl UdpSink {
             }
         };
         let ttl = ttl.ok_or_else(|| anyhow!("no TTL control message"))?;
-        Ok(Some(Received { from, port, len: n as usize, ttl, ifindex }))
+        Ok(Some(Received { from, port, len: n as usize, ttl, ifindex, dst }))
     }
 }
 

@@ -294,4 +294,22 @@ pub(crate) mod tests {
             let _ = parse_nexthop(&bytes);
         }
     }
+
+    /// A message the crate cannot read (an RTM_NEWROUTE whose attribute
+    /// claims more bytes than there are) is kept as undecodable, for the
+    /// mirror to resync on, not dropped inside netlink-proto.
+    #[test]
+    fn undecodable_messages_are_kept_not_dropped() {
+        let mut header = NetlinkHeader::default();
+        header.message_type = 24; // RTM_NEWROUTE
+        let mut rtmsg = vec![2u8, 24, 0, 0, 254, 3, 0, 1, 0, 0, 0, 0];
+        rtmsg.extend(nla(1, &[10, 9, 0, 0])); // RTA_DST
+        let good = MirrorMessage::deserialize(&header, &rtmsg).unwrap();
+        assert!(matches!(good, MirrorMessage::Route(RouteNetlinkMessage::NewRoute(_))), "{good:?}");
+        rtmsg[12] = 200; // RTA_DST's length: past the end
+        let bad = MirrorMessage::deserialize(&header, &rtmsg).unwrap();
+        assert!(matches!(bad, MirrorMessage::Undecodable { message_type: 24, .. }), "{bad:?}");
+        header.message_type = RTM_NEWNEXTHOP;
+        assert!(matches!(MirrorMessage::deserialize(&header, &[2, 0]).unwrap(), MirrorMessage::Undecodable { .. }));
+    }
 }

@@ -1,0 +1,261 @@
+//! FRR as the route source: zebra and bgpd in rtr, an ExaBGP speaker in
+//! sink over both rtr-sink links (eBGP, IPv4 and IPv6 sessions). zebra
+//! installs the BGP routes through kernel nexthop objects; cowroute mirrors
+//! them and forwards. 10,000 IPv4 /24s (one leg or the other, 100 over both),
+//! 400 nested /26s through the other leg than their /24, 100 IPv6 /48s and
+//! 10 nested /56s; then half withdrawn. Probes must reach the longest match's
+//! next hop, with nexthop_compat_mode 0 and 1. Kernel forwarding is off in
+//! rtr: what arrives, cowroute forwarded.
+
+use cowroute_tests::*;
+use ipnet::IpNet;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+use xtask::{
+    frr::{ExaBgp, Frr, Session},
+    lab, sh, traffic,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leg {
+    A,
+    B,
+    Both,
+}
+
+/// What sink announces: prefix -> leg, and which of them are withdrawn later.
+fn announcements() -> (BTreeMap<IpNet, Leg>, BTreeSet<IpNet>) {
+    let (mut table, mut withdrawn) = (BTreeMap::new(), BTreeSet::new());
+    let other = |l: Leg| if l == Leg::A { Leg::B } else { Leg::A };
+    for i in 0u32..10_000 {
+        let leg = if i % 100 == 0 {
+            Leg::Both
+        } else if i % 2 == 0 {
+            Leg::A
+        } else {
+            Leg::B
+        };
+        let base: IpNet = format!("10.{}.{}.0/24", 128 + i / 256, i % 256).parse().unwrap();
+        table.insert(base, leg);
+        if i % 2 == 1 {
+            withdrawn.insert(base);
+        }
+        if i % 25 == 0 {
+            let nested: IpNet = format!("10.{}.{}.64/26", 128 + i / 256, i % 256).parse().unwrap();
+            table.insert(nested, other(leg));
+            if i % 50 == 0 {
+                withdrawn.insert(nested);
+            }
+        }
+    }
+    for i in 0u32..100 {
+        let leg = if i % 2 == 0 { Leg::A } else { Leg::B };
+        let base: IpNet = format!("fd00:100:{i:x}::/48").parse().unwrap();
+        table.insert(base, leg);
+        if i % 2 == 1 {
+            withdrawn.insert(base);
+        }
+        if i % 10 == 0 {
+            let nested: IpNet = format!("fd00:100:{i:x}:100::/56").parse().unwrap();
+            table.insert(nested, other(leg));
+            if i % 20 == 0 {
+                withdrawn.insert(nested);
+            }
+        }
+    }
+    (table, withdrawn)
+}
+
+/// ExaBGP API commands announcing (or withdrawing) `prefix` on its legs.
+fn commands(verb: &str, prefix: &IpNet, leg: Leg) -> Vec<String> {
+    let sessions: &[(&str, &str)] = match (prefix, leg) {
+        (IpNet::V4(_), Leg::A) => &[(lab::RTR_SINK_V4, lab::SINK_V4)],
+        (IpNet::V4(_), Leg::B) => &[(lab::RTR_SINK_B_V4, lab::SINK_B_V4)],
+        (IpNet::V4(_), Leg::Both) => &[(lab::RTR_SINK_V4, lab::SINK_V4), (lab::RTR_SINK_B_V4, lab::SINK_B_V4)],
+        (IpNet::V6(_), Leg::A) => &[(lab::RTR_SINK_V6, lab::SINK_V6)],
+        (IpNet::V6(_), Leg::B) => &[(lab::RTR_SINK_B_V6, lab::SINK_B_V6)],
+        (IpNet::V6(_), Leg::Both) => &[(lab::RTR_SINK_V6, lab::SINK_V6), (lab::RTR_SINK_B_V6, lab::SINK_B_V6)],
+    };
+    sessions.iter().map(|(peer, nh)| format!("neighbor {peer} {verb} route {prefix} next-hop {nh}")).collect()
+}
+
+/// The leg the longest match of `addr` in `table` names.
+fn longest_match(table: &BTreeMap<IpNet, Leg>, addr: IpAddr) -> Option<Leg> {
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (0..=max).rev().find_map(|len| table.get(&IpNet::new(addr, len).ok()?.trunc()).copied())
+}
+
+/// Probe addresses: in every 37th /24 outside its /26, every nested /26,
+/// every /48 and /56.
+fn probes(table: &BTreeMap<IpNet, Leg>) -> Vec<IpAddr> {
+    let mut v = Vec::new();
+    for (i, p) in table.keys().enumerate() {
+        let first = match p.addr() {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) + 1).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) + 1).into()),
+        };
+        if p.prefix_len() != 24 || i % 37 == 0 {
+            v.push(first);
+        }
+    }
+    v
+}
+
+fn ifindex(ns: &str, dev: &str) -> u32 {
+    let v: serde_json::Value = serde_json::from_str(&sh::ip(&["-n", ns, "-j", "link", "show", "dev", dev]).unwrap()).unwrap();
+    v[0]["ifindex"].as_u64().unwrap() as u32
+}
+
+/// BGP routes in rtr's kernel table, and in the fast path's maps.
+fn bgp_prefixes(run: &LabRun) -> (BTreeSet<IpNet>, BTreeSet<IpNet>) {
+    let mut kernel = BTreeSet::new();
+    for family in ["-4", "-6"] {
+        let out = sh::ip(&["-n", &run.lab.rtr, family, "-j", "route", "show", "proto", "bgp"]).unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+        kernel.extend(rows.as_array().unwrap().iter().map(|r| r["dst"].as_str().unwrap().parse::<IpNet>().unwrap()));
+    }
+    let rows: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "routes", "--json"])).unwrap();
+    let maps = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["flags"].as_str().unwrap().contains("host"))
+        .map(|r| r["prefix"].as_str().unwrap().parse::<IpNet>().unwrap())
+        .filter(|p| match p {
+            IpNet::V4(v4) => v4.addr().octets()[0] == 10 && v4.addr().octets()[1] >= 128,
+            IpNet::V6(v6) => v6.addr().segments()[..2] == [0xfd00, 0x100],
+        })
+        .collect();
+    (kernel, maps)
+}
+
+/// Waits until the kernel holds exactly `want` BGP prefixes and the maps
+/// hold what the kernel holds.
+fn converge(run: &LabRun, want: &BTreeSet<IpNet>, frr: &Frr, exabgp: &ExaBgp, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (kernel, maps) = bgp_prefixes(run);
+        if &kernel == want && maps == kernel {
+            return start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let missing: Vec<_> = want.difference(&maps).take(5).collect();
+            let extra: Vec<_> = maps.difference(want).take(5).collect();
+            panic!(
+                "{what}: kernel {} / maps {} / wanted {} BGP prefixes; maps lack {missing:?}, have extra {extra:?}\nbgpd: {}\nexabgp: {}",
+                kernel.len(),
+                maps.len(),
+                want.len(),
+                frr.vtysh("show bgp summary").unwrap_or_default(),
+                exabgp.output().chars().rev().take(3000).collect::<String>().chars().rev().collect::<String>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Sends one datagram to each probe; checks each arrived on the leg of its
+/// longest match in `table` (none when it has no match).
+fn check_probes(run: &LabRun, table: &BTreeMap<IpNet, Leg>, probes: &[IpAddr], legs: (u32, u32), port: u16, what: &str) {
+    let v4 = traffic::UdpSink::bind(&run.lab.sink, SocketAddr::new("0.0.0.0".parse().unwrap(), port)).unwrap();
+    let v6 = traffic::UdpSink::bind(&run.lab.sink, SocketAddr::new("::".parse().unwrap(), port + 1)).unwrap();
+    for p in probes {
+        let to = SocketAddr::new(*p, if p.is_ipv4() { port } else { port + 1 });
+        traffic::udp_send(&run.lab.gen, to, 1, 64, 64, Duration::ZERO).unwrap();
+    }
+    let expected: BTreeMap<IpAddr, Option<Leg>> = probes.iter().map(|p| (*p, longest_match(table, *p))).collect();
+    let arriving = expected.values().filter(|l| l.is_some()).count();
+    let mut got = v4.receive(arriving, Duration::from_secs(3)).unwrap();
+    got.extend(v6.receive(arriving - got.len(), Duration::from_secs(3)).unwrap());
+    // Stragglers that should not come.
+    got.extend(v4.receive(1, Duration::from_millis(200)).unwrap());
+    let arrived: BTreeMap<IpAddr, u32> = got.iter().map(|r| (r.dst.expect("destination"), r.ifindex)).collect();
+    let mut wrong = Vec::new();
+    for (p, leg) in &expected {
+        let ok = match (leg, arrived.get(p)) {
+            (None, None) => true,
+            (Some(Leg::A), Some(i)) => *i == legs.0,
+            (Some(Leg::B), Some(i)) => *i == legs.1,
+            (Some(Leg::Both), Some(i)) => *i == legs.0 || *i == legs.1,
+            _ => false,
+        };
+        if !ok {
+            wrong.push(format!("{p}: wanted {leg:?}, arrived on {:?}", arrived.get(p)));
+        }
+    }
+    assert!(wrong.is_empty(), "{what}: {} of {} probes wrong: {:?}", wrong.len(), probes.len(), &wrong[..wrong.len().min(10)]);
+    eprintln!(
+        "{what}: {} probes, {} delivered on the longest match's leg, {} without a route not delivered",
+        probes.len(),
+        arriving,
+        probes.len() - arriving
+    );
+}
+
+fn bgp_routes_through_frr(compat: u8, tag: char) {
+    let run = LabRun::start_custom(&lab_tag(tag), "generic", &["--slow-path", "kernel"], &|lab| lab.hosts_config());
+    let (rtr, sink) = (run.lab.rtr.clone(), run.lab.sink.clone());
+    sh::run(&mut sh::in_ns(&rtr, "sysctl", &["-qw", &format!("net.ipv4.nexthop_compat_mode={compat}")])).unwrap();
+    let (_r2, s1) = run.lab.add_second_link().unwrap();
+    let legs = (ifindex(&sink, &run.lab.sink_if), ifindex(&sink, &s1));
+    for p in ["10.128.0.0/9", "fd00:100::/32"] {
+        sh::ip(&["-n", &sink, "route", "add", "local", p, "dev", "lo"]).unwrap();
+    }
+    let dir = TempDir::new(&format!("frr{tag}"));
+    let bgpd = format!(
+        "hostname rtr\nrouter bgp 65001\n bgp router-id {r}\n no bgp ebgp-requires-policy\n{n}\n address-family ipv6 unicast\n{a}\n exit-address-family\n",
+        r = lab::RTR_SINK_V4,
+        n = [lab::SINK_V4, lab::SINK_B_V4, lab::SINK_V6, lab::SINK_B_V6].map(|p| format!(" neighbor {p} remote-as 65002")).join("\n"),
+        a = [lab::SINK_V6, lab::SINK_B_V6].map(|p| format!("  neighbor {p} activate")).join("\n"),
+    );
+    let frr = Frr::start(&rtr, &dir.0.join("frr"), "hostname rtr\n", &[], &bgpd).unwrap();
+    let (table, withdrawn) = announcements();
+    let first: Vec<String> = table.iter().flat_map(|(p, l)| commands("announce", p, *l)).collect();
+    let then: Vec<String> = withdrawn.iter().flat_map(|p| commands("withdraw", p, table[p])).collect();
+    let sessions: Vec<Session> = [
+        (lab::RTR_SINK_V4, lab::SINK_V4, false),
+        (lab::RTR_SINK_B_V4, lab::SINK_B_V4, false),
+        (lab::RTR_SINK_V6, lab::SINK_V6, true),
+        (lab::RTR_SINK_B_V6, lab::SINK_B_V6, true),
+    ]
+    .map(|(peer, local, ipv6)| Session { peer: peer.into(), local: local.into(), ipv6 })
+    .to_vec();
+    let exabgp = ExaBgp::start(&sink, &dir.0.join("exabgp"), 65002, 65001, &sessions, &first, &then).unwrap();
+
+    let want: BTreeSet<IpNet> = table.keys().copied().collect();
+    let took = converge(&run, &want, &frr, &exabgp, "announce");
+    eprintln!("compat {compat}: {} BGP prefixes in rtr's kernel and in the maps {took:?} after the speaker started", want.len());
+    let objects: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "nexthop-objects", "--json"])).unwrap();
+    let objects = objects.as_array().unwrap();
+    assert!(objects.iter().any(|o| o["kind"] == "group"), "zebra's ECMP routes go through a group object: {objects:?}");
+    assert!(objects.iter().filter(|o| o["kind"] == "single").count() >= 4, "{objects:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.control().call(&cowroute::operator::control::Request::Stats).unwrap()["gateways_unresolved"] != 0 {
+        assert!(Instant::now() < deadline, "gateways unresolved");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let probes = probes(&table);
+    check_probes(&run, &table, &probes, legs, 7800, &format!("compat {compat}, announced"));
+
+    exabgp.go_on().unwrap();
+    let left: BTreeMap<IpNet, Leg> = table.iter().filter(|(p, _)| !withdrawn.contains(p)).map(|(p, l)| (*p, *l)).collect();
+    let want: BTreeSet<IpNet> = left.keys().copied().collect();
+    let took = converge(&run, &want, &frr, &exabgp, "withdraw");
+    eprintln!("compat {compat}: {} withdrawn, {} left, in the maps {took:?} after the withdrawals were sent", withdrawn.len(), want.len());
+    check_probes(&run, &left, &probes, legs, 7810, &format!("compat {compat}, half withdrawn"));
+    drop(exabgp);
+    drop(frr);
+}
+
+#[test]
+fn bgp_routes_from_frr_with_compat_mode_0() {
+    bgp_routes_through_frr(0, 'f');
+}
+
+#[test]
+fn bgp_routes_from_frr_with_compat_mode_1() {
+    bgp_routes_through_frr(1, 'g');
+}
