@@ -235,22 +235,26 @@ impl Lab {
     /// Attaches the pass-only program to the veth peers of rtr (gen's and
     /// sink's ends), which native-mode redirects into a veth need.
     pub fn attach_peer_pass_programs(&self, cowroute_bin: &std::path::Path) -> Result<()> {
-        self.attach_peer_programs(cowroute_bin, false)
-    }
-
-    /// As [`Lab::attach_peer_pass_programs`]; with `sink_drops`, the sink's
-    /// end drops every frame (it still counts them): a benchmark's sink.
-    pub fn attach_peer_programs(&self, cowroute_bin: &std::path::Path, sink_drops: bool) -> Result<()> {
-        for (ns, dev, drop) in [(&self.gen, &self.gen_if, false), (&self.sink, &self.sink_if, sink_drops)] {
-            let pin = self.pass_pin_dir.join(format!("peer-{dev}"));
-            let mut c = Command::new(cowroute_bin);
-            c.args(["--netns", ns, "attach-peer", "--iface", dev, "--pin"]).arg(&pin);
-            if drop {
-                c.arg("--drop");
-            }
-            sh::run(&mut c).with_context(|| format!("attaching the peer program to {dev}"))?;
+        for (ns, dev) in [(&self.gen, &self.gen_if), (&self.sink, &self.sink_if)] {
+            self.attach_peer_pass(cowroute_bin, ns, dev)?;
         }
         Ok(())
+    }
+
+    /// Attaches the pass-only program to `dev` in `ns`, pinned under the
+    /// lab's pin directory (`peer-DEV`).
+    pub fn attach_peer_pass(&self, cowroute_bin: &std::path::Path, ns: &str, dev: &str) -> Result<()> {
+        let pin = self.peer_pin(dev);
+        let mut c = Command::new(cowroute_bin);
+        c.args(["--netns", ns, "attach-peer", "--iface", dev, "--pin"]).arg(&pin);
+        sh::run(&mut c).with_context(|| format!("attaching the peer program to {dev}"))?;
+        Ok(())
+    }
+
+    /// Where the link of a program on the veth end `dev` is pinned; the
+    /// lab's teardown removes it.
+    pub fn peer_pin(&self, dev: &str) -> PathBuf {
+        self.pass_pin_dir.join(format!("peer-{dev}"))
     }
 
     /// The rtr config: connected routes both ways, v4 and v6, with the sink's
