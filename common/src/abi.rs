@@ -4,12 +4,19 @@
 //! `VERSION` is bumped by hand on such a change; `layout` follows the
 //! shared types' sizes by itself.
 
-use crate::{counters::NUM_REASONS, metrics::RTAX_MAX, NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics};
+use crate::{
+    counters::NUM_REASONS,
+    metrics::RTAX_MAX,
+    slow_path::{SlowPathIface, NUM_UNSERVED},
+    NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
+};
 
 /// Bumped on every change of meaning in what the maps hold.
 /// 2: `RouteKind::Kernel`, `Reason::KernelRoute`, `PrivateMeta` expiries
 /// indexed by `Rtax::index`, next hops and groups through their indexes.
-pub const VERSION: u32 = 2;
+/// 3: `SLOW_PATH` keyed by the interface's slot in `SLOW_PATH_IFACES` (no
+/// longer by ifindex modulo 256), the `UNSERVED` counters.
+pub const VERSION: u32 = 3;
 
 /// The one value of the `ABI_STAMP` map.
 #[repr(C)]
@@ -40,6 +47,8 @@ const fn layout() -> u32 {
         core::mem::size_of::<PrivateMeta>(),
         RTAX_MAX,
         NUM_REASONS as usize,
+        core::mem::size_of::<SlowPathIface>(),
+        NUM_UNSERVED as usize,
     ];
     let mut h = 0x811c_9dc5;
     let mut i = 0;

@@ -53,6 +53,8 @@ pub struct Lab {
     pub sink_if: String,
     /// Where the veth peers' pass programs are pinned (native mode).
     pub pass_pin_dir: PathBuf,
+    /// RX and TX queues of each end of the gen-rtr pair.
+    pub queues: u32,
     torn_down: bool,
 }
 
@@ -76,13 +78,21 @@ impl Lab {
             rtr_sink_if: format!("{tag}r1"),
             sink_if: format!("{tag}s0"),
             pass_pin_dir: PathBuf::from(format!("/sys/fs/bpf/cowroute-lab-{tag}")),
+            queues: 1,
             torn_down: false,
         })
     }
 
     /// Builds the lab; on failure removes whatever part of it was built.
     pub fn up(tag: &str) -> Result<Lab> {
-        let lab = Lab::named(tag)?;
+        Lab::up_with_queues(tag, 1)
+    }
+
+    /// As [`Lab::up`], with `queues` RX and TX queues on both ends of the
+    /// gen-rtr pair (a veth takes its RX queue from the sender's TX queue).
+    pub fn up_with_queues(tag: &str, queues: u32) -> Result<Lab> {
+        let mut lab = Lab::named(tag)?;
+        lab.queues = queues;
         lab.teardown_quietly();
         match lab.build() {
             Ok(()) => Ok(lab),
@@ -99,21 +109,13 @@ impl Lab {
             sh::ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         // The pairs are created directly inside the namespaces.
-        sh::ip(&[
-            "link",
-            "add",
-            "name",
-            &self.gen_if,
-            "netns",
-            &self.gen,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.rtr_gen_if,
-            "netns",
-            &self.rtr,
-        ])?;
+        let q = self.queues.to_string();
+        let queues = ["numtxqueues", &q, "numrxqueues", &q];
+        let (ours, peer) = (
+            ["link", "add", "name", &self.gen_if, "netns", &self.gen],
+            ["type", "veth", "peer", "name", &self.rtr_gen_if, "netns", &self.rtr],
+        );
+        sh::ip(&[&ours[..], &queues, &peer, &queues].concat())?;
         sh::ip(&[
             "link",
             "add",
