@@ -22,8 +22,26 @@ pub mod operator;
 pub mod rib;
 pub mod slow_path;
 
-/// The XDP program, built by build.rs with BTF.
+/// The XDP program, built by build.rs with BTF: the production object, with
+/// the forwarding program and the pass program for the far ends of veths.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cowroute"));
+
+/// The bench's XDP programs (`cargo xtask bench`), built beside the
+/// production object from the same crate but never loaded by the agent.
+/// Nothing in the `cowroute` binary refers to it, so the linker leaves it
+/// out of the binary (tests/tests/bench_object.rs checks both).
+#[doc(hidden)]
+pub mod bench_object {
+    pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cowroute-bench"));
+    /// Drops everything: a benchmark sink's veth end.
+    pub const PROG_DROP: &str = "cowroute_drop";
+    /// A minimal forwarder on the kernel's FIB: the bench's yardstick.
+    pub const PROG_REFERENCE: &str = "cowroute_reference";
+    /// The live-frames traffic generator (never attached).
+    pub const PROG_TRAFFICGEN: &str = "cowroute_trafficgen";
+    /// Every program of the bench's object.
+    pub const PROGRAMS: [&str; 3] = [PROG_DROP, PROG_REFERENCE, PROG_TRAFFICGEN];
+}
 
 /// Where the agent pins its maps unless told otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cowroute";

@@ -144,13 +144,6 @@ enum Command {
         iface: String,
         #[arg(long)]
         pin: PathBuf,
-        /// Drop every frame instead (a benchmark's sink).
-        #[arg(long, conflicts_with = "reference")]
-        drop: bool,
-        /// Forward with a minimal program on the kernel's FIB instead (the
-        /// benchmark's yardstick; needs forwarding enabled).
-        #[arg(long)]
-        reference: bool,
     },
 }
 
@@ -307,14 +300,9 @@ fn real_main() -> Result<()> {
             ShowWhat::NexthopObjects => show::print_nexthop_objects(&cli.control_socket, json),
             ShowWhat::Metrics => show::print_metrics(&cli.pin_dir, json),
         },
-        Command::AttachPeer { iface, pin, drop, reference } => {
+        Command::AttachPeer { iface, pin } => {
             let mut dp = DataPlane::load(&LoadOptions { metrics_rw_slots: 1, bpf_debug_log: false })?;
-            let program = match (drop, reference) {
-                (true, _) => dataplane::PROG_DROP,
-                (_, true) => dataplane::PROG_REFERENCE,
-                _ => dataplane::PROG_PASS,
-            };
-            dp.attach_peer_pinned(program, &iface, &pin)
+            dp.attach_peer_pinned(&iface, &pin)
         }
     }
 }

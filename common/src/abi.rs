@@ -4,13 +4,20 @@
 //! `VERSION` is bumped by hand on such a change; `layout` follows the
 //! shared types' sizes by itself.
 
-use crate::{counters::NUM_REASONS, metrics::RTAX_MAX, NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics};
+use crate::{
+    counters::NUM_REASONS,
+    metrics::RTAX_MAX,
+    slow_path::{SlowPathIface, NUM_UNSERVED},
+    NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
+};
 
 /// Bumped on every change of meaning in what the maps hold.
 /// 2: `RouteKind::Kernel`, `Reason::KernelRoute`, `PrivateMeta` expiries
 /// indexed by `Rtax::index`, next hops and groups through their indexes.
-/// 3: `NH_COUNTERS`, private next hops and groups of kernel nexthop objects.
-pub const VERSION: u32 = 3;
+/// 3: `SLOW_PATH` keyed by the interface's slot in `SLOW_PATH_IFACES` (no
+/// longer by ifindex modulo 256), the `UNSERVED` counters.
+/// 4: `NH_COUNTERS`, private next hops and groups of kernel nexthop objects.
+pub const VERSION: u32 = 4;
 
 /// The one value of the `ABI_STAMP` map.
 #[repr(C)]
@@ -41,6 +48,8 @@ const fn layout() -> u32 {
         core::mem::size_of::<PrivateMeta>(),
         RTAX_MAX,
         NUM_REASONS as usize,
+        core::mem::size_of::<SlowPathIface>(),
+        NUM_UNSERVED as usize,
     ];
     let mut h = 0x811c_9dc5;
     let mut i = 0;

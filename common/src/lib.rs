@@ -47,12 +47,16 @@ pub mod maps {
     /// Packets and bytes forwarded per next hop id, per CPU (`show nexthops`).
     pub const NH_COUNTERS: &str = "NH_COUNTERS";
     pub const SLOW_PATH: &str = "SLOW_PATH";
+    /// The slow path's interfaces: ifindex -> `slow_path::SlowPathIface`.
+    pub const SLOW_PATH_IFACES: &str = "SLOW_PATH_IFACES";
+    /// Exceptions for the agent that went to the kernel, per `slow_path::Unserved` cause, per CPU.
+    pub const UNSERVED: &str = "UNSERVED";
     pub const PMTU_EVENTS: &str = "PMTU_EVENTS";
     pub const PRIVATE_META: &str = "PRIVATE_META";
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 19] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
@@ -68,6 +72,8 @@ pub mod maps {
         COUNTERS,
         NH_COUNTERS,
         SLOW_PATH,
+        SLOW_PATH_IFACES,
+        UNSERVED,
         PMTU_EVENTS,
         PRIVATE_META,
     ];
@@ -119,4 +125,5 @@ mod pod {
     unsafe impl aya::Pod for crate::PrivateMeta {}
     unsafe impl aya::Pod for crate::Counter {}
     unsafe impl aya::Pod for crate::abi::AbiStamp {}
+    unsafe impl aya::Pod for crate::slow_path::SlowPathIface {}
 }

@@ -4,14 +4,75 @@
 
 use crate::Reason;
 
-/// RX queues per interface the slow path can serve.
+/// RX queues per interface the slow path can serve: queues 0 to 15 of an
+/// interface get a socket each; an exception on a higher queue goes to the
+/// kernel, counted as [`Unserved::QueueBeyondSlots`].
 pub const MAX_QUEUES: u32 = 16;
 
-/// Where the socket of (`ifindex`, `queue`) sits in `SLOW_PATH`. Interfaces
-/// share the map by ifindex (modulo its size, which the agent checks).
+/// Interfaces the slow path can serve at once: each takes one slot of
+/// [`MAX_QUEUES`] keys in `SLOW_PATH`.
+pub const IFACE_SLOTS: u32 = crate::capacity::SLOW_PATH / MAX_QUEUES;
+
+/// Where the socket of `queue` of the interface in `slot` sits in
+/// `SLOW_PATH`: distinct (slot, queue) pairs never share a key, and a queue
+/// past [`MAX_QUEUES`] (or a slot past [`IFACE_SLOTS`]) has none.
 #[inline(always)]
-pub const fn socket_key(ifindex: u32, queue: u32) -> u32 {
-    (ifindex % (crate::capacity::SLOW_PATH / MAX_QUEUES)) * MAX_QUEUES + queue % MAX_QUEUES
+pub const fn socket_key(slot: u32, queue: u32) -> Option<u32> {
+    if slot >= IFACE_SLOTS || queue >= MAX_QUEUES {
+        return None;
+    }
+    Some(slot * MAX_QUEUES + queue)
+}
+
+/// What the slow path serves on one interface (`SLOW_PATH_IFACES`, keyed by
+/// ifindex; the agent assigns the slots, so interfaces never alias).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlowPathIface {
+    /// The interface's slot: its sockets are at `socket_key(slot, queue)`.
+    pub slot: u32,
+    /// The longest frame, [`SlowPathHeader`] included, that its sockets'
+    /// UMEM frames take (the frame size less the kernel's XDP headroom).
+    pub max_frame: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SlowPathIface>() == 8);
+
+/// Why an exception for the agent went to the kernel instead (the
+/// `UNSERVED` per-CPU counters; the frame is counted under its verdict
+/// reason in `COUNTERS` too). Never silently lost: the stack gets it.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unserved {
+    /// The ingress interface has no slow path (`--slow-path kernel`, or its
+    /// sockets could not be opened).
+    NoInterface = 0,
+    /// The RX queue is at or above [`MAX_QUEUES`].
+    QueueBeyondSlots = 1,
+    /// No socket is bound on the queue (an inactive queue, a socket gone).
+    NoSocket = 2,
+    /// The frame is longer than the sockets' UMEM frames take.
+    TooLong = 3,
+    /// No headroom for the [`SlowPathHeader`].
+    NoHeadroom = 4,
+}
+
+/// Number of [`Unserved`] causes: the size of the `UNSERVED` array.
+pub const NUM_UNSERVED: u32 = 5;
+
+impl Unserved {
+    pub const ALL: [Unserved; NUM_UNSERVED as usize] =
+        [Unserved::NoInterface, Unserved::QueueBeyondSlots, Unserved::NoSocket, Unserved::TooLong, Unserved::NoHeadroom];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Unserved::NoInterface => "no_interface",
+            Unserved::QueueBeyondSlots => "queue_beyond_slots",
+            Unserved::NoSocket => "no_socket",
+            Unserved::TooLong => "too_long",
+            Unserved::NoHeadroom => "no_headroom",
+        }
+    }
 }
 
 /// Put in front of the Ethernet header of every frame handed to the agent.
@@ -101,10 +162,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_stay_in_the_map_and_the_header_round_trips() {
-        assert!(socket_key(u32::MAX, u32::MAX) < crate::capacity::SLOW_PATH);
-        assert_ne!(socket_key(2, 0), socket_key(3, 0));
-        assert_ne!(socket_key(2, 0), socket_key(2, 1));
+    fn keys_stay_in_the_map_never_alias_and_the_header_round_trips() {
+        let mut seen = std::collections::BTreeSet::new();
+        for slot in 0..IFACE_SLOTS {
+            for queue in 0..MAX_QUEUES {
+                let key = socket_key(slot, queue).expect("a key");
+                assert!(key < crate::capacity::SLOW_PATH);
+                assert!(seen.insert(key), "slot {slot} queue {queue} aliases key {key}");
+            }
+        }
+        assert_eq!(socket_key(0, MAX_QUEUES), None);
+        assert_eq!(socket_key(2, 31), None);
+        assert_eq!(socket_key(IFACE_SLOTS, 0), None);
+        assert_eq!(socket_key(u32::MAX, u32::MAX), None);
+        for (i, u) in Unserved::ALL.iter().enumerate() {
+            assert_eq!(*u as usize, i);
+        }
         let h = SlowPathHeader::new(Reason::TooBig, 1300);
         let bytes: [u8; 8] = unsafe { core::mem::transmute(h) };
         let mut frame = bytes.to_vec();

@@ -169,7 +169,13 @@ pub fn count_nexthop(id: u32, bytes: usize) {
 /// Counts one frame of `bytes` under `reason` on this CPU.
 #[inline(always)]
 pub fn count(reason: Reason, bytes: usize) {
-    if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
+    count_in(&COUNTERS, reason as u32, bytes)
+}
+
+/// Counts one frame of `bytes` in slot `index` of a per-CPU counter array.
+#[inline(always)]
+pub fn count_in<const N: usize>(counters: &PerCpuArray<Counter, N>, index: u32, bytes: usize) {
+    if let Some(c) = counters.get_ptr_mut(index) {
         // SAFETY: a per-CPU slot, written only by this CPU with preemption off.
         unsafe {
             (*c).packets += 1;

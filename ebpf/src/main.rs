@@ -10,10 +10,7 @@
 mod abi;
 mod fib;
 mod mss;
-mod packet;
-mod reference;
 mod slow_path;
-mod trafficgen;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
@@ -30,7 +27,8 @@ use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use packet::{adjust_head, frame_len, ptr_at, ptr_at_mut};
+// Shared with the bench's object (the crate's lib); `crate::packet` for the modules.
+use cowroute_ebpf::packet::{self, adjust_head, frame_len, ptr_at, ptr_at_mut};
 
 /// What becomes of a frame, and why. Eight bytes, like the `Result`s it
 /// travels in: the verifier rejects reads of stack bytes a path left
@@ -96,27 +94,6 @@ pub fn cowroute(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn cowroute_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
-}
-
-/// The bench's yardstick: a minimal forwarder on the kernel's FIB (see
-/// `reference.rs`). Never attached by the agent.
-#[xdp]
-pub fn cowroute_reference(ctx: XdpContext) -> u32 {
-    reference::forward(&ctx).unwrap_or(xdp_action::XDP_PASS)
-}
-
-/// The bench's traffic generator, run by BPF_PROG_RUN with live frames
-/// (see `trafficgen.rs`). Never attached.
-#[xdp]
-pub fn cowroute_trafficgen(ctx: XdpContext) -> u32 {
-    trafficgen::generate(&ctx)
-}
-
-/// Drops everything: the sink of a benchmark lab, whose veth still counts
-/// each frame it receives, without a network stack's work per frame.
-#[xdp]
-pub fn cowroute_drop(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_DROP
 }
 
 /// The layer-2 facts the rest of the path needs.
@@ -407,10 +384,4 @@ fn ipv4_checksum_ok(ip: *const Ipv4Hdr) -> bool {
 /// fe80::/10.
 fn is_link_local_v6(addr: &[u8; 16]) -> bool {
     addr[0] == 0xfe && addr[1] & 0xc0 == 0x80
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }

@@ -1,9 +1,9 @@
 //! Handing exception frames to the agent's slow path over AF_XDP.
 
-use crate::packet::{adjust_head, ptr_at, ptr_at_mut};
+use crate::packet::{adjust_head, frame_len, ptr_at, ptr_at_mut};
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{RingBuf, XskMap},
+    btf_maps::{HashMap, PerCpuArray, RingBuf, XskMap},
     helpers::bpf_xdp_load_bytes,
     macros::btf_map,
     programs::XdpContext,
@@ -11,13 +11,23 @@ use aya_ebpf::{
 use common::{
     capacity,
     proto::ETH_P_8021Q,
-    slow_path::{socket_key, PmtuEvent, SlowPathHeader, PMTU_COPY},
-    Reason,
+    slow_path::{socket_key, PmtuEvent, SlowPathHeader, SlowPathIface, Unserved, IFACE_SLOTS, NUM_UNSERVED, PMTU_COPY},
+    Counter, Reason,
 };
 
-/// The agent's AF_XDP sockets, one per (interface, RX queue).
+/// The agent's AF_XDP sockets, one per (interface, RX queue), at
+/// `socket_key(slot, queue)` of the interface's slot.
 #[btf_map]
 pub static SLOW_PATH: XskMap<{ capacity::SLOW_PATH as usize }> = XskMap::new();
+
+/// The interfaces the slow path serves: ifindex -> their slot in
+/// `SLOW_PATH` and the longest frame their sockets take.
+#[btf_map]
+pub static SLOW_PATH_IFACES: HashMap<u32, SlowPathIface, { IFACE_SLOTS as usize }> = HashMap::new();
+
+/// Exceptions for the agent that the kernel got instead, by cause, per CPU.
+#[btf_map]
+pub static UNSERVED: PerCpuArray<Counter, { NUM_UNSERVED as usize }> = PerCpuArray::new();
 
 /// Path-MTU reports for the agent: Fragmentation Needed / Packet Too Big
 /// forwarded through this router.
@@ -61,18 +71,25 @@ pub fn report_pmtu(ctx: &XdpContext, family: u8, len: usize) {
 }
 
 /// Redirects the frame, behind a [`SlowPathHeader`] saying `reason`, to the
-/// agent's socket on this interface and queue (`detail`: see the header). `None` (the frame untouched)
-/// when there is no such socket: the kernel stack takes it.
+/// agent's socket on this interface and queue (`detail`: see the header).
+/// `None` (the frame untouched, for the kernel stack) when no socket can
+/// take it: no slow path on the interface, a queue beyond its slots or
+/// without a socket, a frame longer than the socket's UMEM frames, no
+/// headroom. Each of those is counted in `UNSERVED`.
 #[inline(always)]
 pub fn hand_over(ctx: &XdpContext, reason: Reason, detail: u32) -> Option<u32> {
-    let key = socket_key(ctx.ingress_ifindex() as u32, ctx.rx_queue_index());
-    SLOW_PATH.get(key)?;
+    let len = frame_len(ctx);
+    let served = socket_for(ctx, len);
+    let key = match served {
+        Ok(key) => key,
+        Err(cause) => return unserved(cause, len),
+    };
     if !adjust_head(ctx, -(SlowPathHeader::LEN as i32)) {
-        return None;
+        return unserved(Unserved::NoHeadroom, len);
     }
     let Some(header) = ptr_at_mut::<SlowPathHeader>(ctx, 0) else {
         adjust_head(ctx, SlowPathHeader::LEN as i32);
-        return None;
+        return unserved(Unserved::NoHeadroom, len);
     };
     unsafe { *header = SlowPathHeader::new(reason, detail) };
     match SLOW_PATH.redirect(key, xdp_action::XDP_PASS as u64) {
@@ -80,7 +97,27 @@ pub fn hand_over(ctx: &XdpContext, reason: Reason, detail: u32) -> Option<u32> {
         // The socket went away meanwhile: the frame as it came, to the stack.
         Err(_) => {
             adjust_head(ctx, SlowPathHeader::LEN as i32);
-            None
+            unserved(Unserved::NoSocket, len)
         }
     }
+}
+
+/// The `SLOW_PATH` key of the socket that takes a `len`-byte frame from
+/// this interface and queue, or why there is none.
+#[inline(always)]
+fn socket_for(ctx: &XdpContext, len: usize) -> Result<u32, Unserved> {
+    let iface = unsafe { SLOW_PATH_IFACES.get(&(ctx.ingress_ifindex() as u32)) }.ok_or(Unserved::NoInterface)?;
+    let key = socket_key(iface.slot, ctx.rx_queue_index()).ok_or(Unserved::QueueBeyondSlots)?;
+    if len + SlowPathHeader::LEN > iface.max_frame as usize {
+        return Err(Unserved::TooLong);
+    }
+    SLOW_PATH.get(key).ok_or(Unserved::NoSocket)?;
+    Ok(key)
+}
+
+/// Counts a frame the slow path could not take; `None`: the stack's.
+#[inline(always)]
+fn unserved(cause: Unserved, len: usize) -> Option<u32> {
+    crate::fib::count_in(&UNSERVED, cause as u32, len);
+    None
 }

@@ -138,11 +138,21 @@ impl FastPath {
 /// action and the frame as it left it. Borrows only the program, so the
 /// maps can be written meanwhile from another thread.
 pub fn test_run(dp: &mut DataPlane, frame: &[u8]) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+    test_run_on(dp, frame, None)
+}
+
+/// As [`test_run`]; with `rx`, as if the frame arrived on RX queue `rx.1`
+/// of the interface of ifindex `rx.0` (in the calling thread's namespace).
+pub fn test_run_on(dp: &mut DataPlane, frame: &[u8], rx: Option<(u32, u32)>) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
     let prog: &mut Xdp = dp.ebpf.program_mut(PROG_FORWARD).unwrap().try_into().unwrap();
     let mut out = vec![0u8; frame.len() + 256];
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let ctx: Option<Vec<u8>> =
+        rx.map(|(ifindex, queue)| [0u32, frame.len() as u32, 0, ifindex, queue, 0].iter().flat_map(|w| w.to_ne_bytes()).collect());
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
+    opts.ctx_in = ctx.as_deref();
     let res = prog.test_run(opts)?;
     out.truncate(res.data_size_out as usize);
     Ok((res.return_value, out))
@@ -230,7 +240,14 @@ impl LabRun {
     /// As [`LabRun::start`], with rtr's config made by `config` from the lab.
     pub fn start_custom(tag: &str, mode: &str, extra_args: &[&str], config: &dyn Fn(&xtask::lab::Lab) -> String) -> LabRun {
         require_root();
-        let lab = xtask::lab::Lab::up(tag).expect("lab up");
+        LabRun::start_on(xtask::lab::Lab::up(tag).expect("lab up"), mode, extra_args, config)
+    }
+
+    /// As [`LabRun::start_custom`], on a lab already built (and changed as
+    /// the test needs before the agent starts).
+    pub fn start_on(lab: xtask::lab::Lab, mode: &str, extra_args: &[&str], config: &dyn Fn(&xtask::lab::Lab) -> String) -> LabRun {
+        let tag = lab.tag.clone();
+        let tag = tag.as_str();
         let bin = xtask::agent_proc::cowroute_bin().expect("cowroute binary");
         if mode == "native" {
             lab.attach_peer_pass_programs(&bin).expect("pass programs on the veth peers");
@@ -489,4 +506,40 @@ pub mod kernel_table {
         let _ = std::fs::remove_file(&file);
         r.map(|_| took)
     }
+}
+
+/// Sends one UDP datagram of `len` bytes (IP header included) with `ttl`
+/// and DF set from `ns` to `to`, and returns the first ICMP error about it
+/// that `ns` receives (IP header and all), if one comes within 2 s.
+pub fn icmp_error_about(ns: &str, to: &'static str, ttl: u32, len: usize) -> Option<Vec<u8>> {
+    xtask::traffic::in_netns(ns, move || {
+        let to: std::net::Ipv4Addr = to.parse()?;
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
+        anyhow::ensure!(raw >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let raw = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&raw);
+        let timeout = libc::timeval { tv_sec: 2, tv_usec: 0 };
+        let tv = &timeout as *const _ as *const libc::c_void;
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tv, std::mem::size_of::<libc::timeval>() as u32) };
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        let ufd = std::os::fd::AsRawFd::as_raw_fd(&udp);
+        // DF set whatever the path MTU cache says.
+        let (probe, ttl) = (libc::IP_PMTUDISC_PROBE, ttl as libc::c_int);
+        unsafe { libc::setsockopt(ufd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &probe as *const _ as *const libc::c_void, 4) };
+        unsafe { libc::setsockopt(ufd, libc::IPPROTO_IP, libc::IP_TTL, &ttl as *const _ as *const libc::c_void, 4) };
+        udp.send_to(&vec![0x5a; len - 28], (to, 7995))?;
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n < 0 {
+                return Ok(None);
+            }
+            let p = &buf[..n as usize];
+            // An error (type 3 or 11) quoting a packet to `to`.
+            if p.len() >= 48 && matches!(p[20], 3 | 11) && p[28 + 16..28 + 20] == to.octets() {
+                return Ok(Some(p.to_vec()));
+            }
+        }
+    })
+    .unwrap()
 }

@@ -280,42 +280,6 @@ fn packets_wait_for_an_unresolved_neighbour_and_leave_when_it_resolves() {
     assert_eq!(q2["waiting"], 0, "{q2}");
 }
 
-/// Sends one UDP datagram of `len` bytes (IP header included) with `ttl`
-/// and DF set from `ns` to `to`, and returns the first ICMP error about it
-/// that `ns` receives (IP header and all), if one comes within 2 s.
-fn icmp_error_about(ns: &str, to: &'static str, ttl: u32, len: usize) -> Option<Vec<u8>> {
-    traffic::in_netns(ns, move || {
-        let to: std::net::Ipv4Addr = to.parse()?;
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
-        anyhow::ensure!(raw >= 0, "raw socket: {}", std::io::Error::last_os_error());
-        let raw = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&raw);
-        let timeout = libc::timeval { tv_sec: 2, tv_usec: 0 };
-        let tv = &timeout as *const _ as *const libc::c_void;
-        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, tv, std::mem::size_of::<libc::timeval>() as u32) };
-        let udp = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        let ufd = std::os::fd::AsRawFd::as_raw_fd(&udp);
-        // DF set whatever the path MTU cache says.
-        let (probe, ttl) = (libc::IP_PMTUDISC_PROBE, ttl as libc::c_int);
-        unsafe { libc::setsockopt(ufd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &probe as *const _ as *const libc::c_void, 4) };
-        unsafe { libc::setsockopt(ufd, libc::IPPROTO_IP, libc::IP_TTL, &ttl as *const _ as *const libc::c_void, 4) };
-        udp.send_to(&vec![0x5a; len - 28], (to, 7995))?;
-        let mut buf = vec![0u8; 2048];
-        loop {
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-            if n < 0 {
-                return Ok(None);
-            }
-            let p = &buf[..n as usize];
-            // An error (type 3 or 11) quoting a packet to `to`.
-            if p.len() >= 48 && matches!(p[20], 3 | 11) && p[28 + 16..28 + 20] == to.octets() {
-                return Ok(Some(p.to_vec()));
-            }
-        }
-    })
-    .unwrap()
-}
-
 /// Towards destinations on a connected route whose neighbours rtr has not
 /// resolved, the rules run in the kernel's order, TTL, then MTU, then the
 /// neighbour: a TTL-1 packet gets Time Exceeded and a too-big DF packet

@@ -53,6 +53,8 @@ pub struct Lab {
     pub sink_if: String,
     /// Where the veth peers' pass programs are pinned (native mode).
     pub pass_pin_dir: PathBuf,
+    /// RX and TX queues of each end of the gen-rtr pair.
+    pub queues: u32,
     torn_down: bool,
 }
 
@@ -76,13 +78,21 @@ impl Lab {
             rtr_sink_if: format!("{tag}r1"),
             sink_if: format!("{tag}s0"),
             pass_pin_dir: PathBuf::from(format!("/sys/fs/bpf/cowroute-lab-{tag}")),
+            queues: 1,
             torn_down: false,
         })
     }
 
     /// Builds the lab; on failure removes whatever part of it was built.
     pub fn up(tag: &str) -> Result<Lab> {
-        let lab = Lab::named(tag)?;
+        Lab::up_with_queues(tag, 1)
+    }
+
+    /// As [`Lab::up`], with `queues` RX and TX queues on both ends of the
+    /// gen-rtr pair (a veth takes its RX queue from the sender's TX queue).
+    pub fn up_with_queues(tag: &str, queues: u32) -> Result<Lab> {
+        let mut lab = Lab::named(tag)?;
+        lab.queues = queues;
         lab.teardown_quietly();
         match lab.build() {
             Ok(()) => Ok(lab),
@@ -99,21 +109,13 @@ impl Lab {
             sh::ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         // The pairs are created directly inside the namespaces.
-        sh::ip(&[
-            "link",
-            "add",
-            "name",
-            &self.gen_if,
-            "netns",
-            &self.gen,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.rtr_gen_if,
-            "netns",
-            &self.rtr,
-        ])?;
+        let q = self.queues.to_string();
+        let queues = ["numtxqueues", &q, "numrxqueues", &q];
+        let (ours, peer) = (
+            ["link", "add", "name", &self.gen_if, "netns", &self.gen],
+            ["type", "veth", "peer", "name", &self.rtr_gen_if, "netns", &self.rtr],
+        );
+        sh::ip(&[&ours[..], &queues, &peer, &queues].concat())?;
         sh::ip(&[
             "link",
             "add",
@@ -235,22 +237,26 @@ impl Lab {
     /// Attaches the pass-only program to the veth peers of rtr (gen's and
     /// sink's ends), which native-mode redirects into a veth need.
     pub fn attach_peer_pass_programs(&self, cowroute_bin: &std::path::Path) -> Result<()> {
-        self.attach_peer_programs(cowroute_bin, false)
-    }
-
-    /// As [`Lab::attach_peer_pass_programs`]; with `sink_drops`, the sink's
-    /// end drops every frame (it still counts them): a benchmark's sink.
-    pub fn attach_peer_programs(&self, cowroute_bin: &std::path::Path, sink_drops: bool) -> Result<()> {
-        for (ns, dev, drop) in [(&self.gen, &self.gen_if, false), (&self.sink, &self.sink_if, sink_drops)] {
-            let pin = self.pass_pin_dir.join(format!("peer-{dev}"));
-            let mut c = Command::new(cowroute_bin);
-            c.args(["--netns", ns, "attach-peer", "--iface", dev, "--pin"]).arg(&pin);
-            if drop {
-                c.arg("--drop");
-            }
-            sh::run(&mut c).with_context(|| format!("attaching the peer program to {dev}"))?;
+        for (ns, dev) in [(&self.gen, &self.gen_if), (&self.sink, &self.sink_if)] {
+            self.attach_peer_pass(cowroute_bin, ns, dev)?;
         }
         Ok(())
+    }
+
+    /// Attaches the pass-only program to `dev` in `ns`, pinned under the
+    /// lab's pin directory (`peer-DEV`).
+    pub fn attach_peer_pass(&self, cowroute_bin: &std::path::Path, ns: &str, dev: &str) -> Result<()> {
+        let pin = self.peer_pin(dev);
+        let mut c = Command::new(cowroute_bin);
+        c.args(["--netns", ns, "attach-peer", "--iface", dev, "--pin"]).arg(&pin);
+        sh::run(&mut c).with_context(|| format!("attaching the peer program to {dev}"))?;
+        Ok(())
+    }
+
+    /// Where the link of a program on the veth end `dev` is pinned; the
+    /// lab's teardown removes it.
+    pub fn peer_pin(&self, dev: &str) -> PathBuf {
+        self.pass_pin_dir.join(format!("peer-{dev}"))
     }
 
     /// The rtr config: connected routes both ways, v4 and v6, with the sink's

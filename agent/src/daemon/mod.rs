@@ -84,6 +84,8 @@ struct Daemon {
     mirror: Mirror,
     netlink: NetlinkStats,
     counters: PerCpuArray<MapData, Counter>,
+    /// Exceptions the slow path could not take (`UNSERVED`).
+    unserved: PerCpuArray<MapData, Counter>,
     slow: Arc<slow_path::Shared>,
     slow_path: Option<slow_path::SlowPath>,
     slow_path_mode: SlowPathMode,
@@ -118,12 +120,13 @@ impl Daemon {
             return;
         }
         let links = self.rib.link_indexes();
-        let queues: std::collections::BTreeMap<u32, u32> =
-            self.running.ifaces.iter().filter_map(|i| links.get(i)).map(|&x| (x, self.rib.link(x).map_or(1, |l| l.rx_queues))).collect();
+        let ports: std::collections::BTreeMap<u32, slow_path::Port> =
+            self.running.ifaces.iter().filter_map(|i| links.get(i)).map(|&x| (x, self.slow_path_port(x))).collect();
         let started = (|| -> Result<slow_path::SlowPath> {
-            let map = self.dp.ebpf.take_map(maps::SLOW_PATH).ok_or_else(|| anyhow!("map SLOW_PATH missing from the object"))?;
-            let xsk: aya::maps::XskMap<MapData> = map.try_into()?;
-            slow_path::start(xsk, &queues, self.slow.clone())
+            let mut take = |name: &str| self.dp.ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"));
+            let xsk: aya::maps::XskMap<MapData> = take(maps::SLOW_PATH)?.try_into()?;
+            let ifaces: aya::maps::HashMap<MapData, u32, common::slow_path::SlowPathIface> = take(maps::SLOW_PATH_IFACES)?.try_into()?;
+            slow_path::start(xsk, ifaces, &ports, self.slow.clone())
         })();
         match started {
             Ok(sp) => {
@@ -139,6 +142,11 @@ impl Daemon {
                 self.degraded.push(format!("slow_path: {e:#}"));
             }
         }
+    }
+
+    /// What the slow path needs of interface `index`: its RX queues and MTU.
+    fn slow_path_port(&self, index: u32) -> slow_path::Port {
+        self.rib.link(index).map_or(slow_path::Port { queues: 1, mtu: 1500 }, |l| slow_path::Port { queues: l.rx_queues, mtu: l.mtu })
     }
 
     /// Once a second: expiries, quarantines, queued frames, solicitations.
@@ -250,6 +258,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     };
     let counters: PerCpuArray<MapData, Counter> = crate::dataplane::map_writer::open_pinned(&opts.pin_dir, maps::COUNTERS)?;
+    let unserved: PerCpuArray<MapData, Counter> = crate::dataplane::map_writer::open_pinned(&opts.pin_dir, maps::UNSERVED)?;
     let now = Instant::now();
     let capacities = Capacities { metrics_rw: eff.load.metrics_rw_slots, ..Capacities::default() };
     let mut writer = dp.map_writer()?.with_grace(opts.grace);
@@ -271,6 +280,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         mirror,
         netlink: NetlinkStats::default(),
         counters,
+        unserved,
         slow,
         slow_path: None,
         slow_path_mode: SlowPathMode::Kernel,

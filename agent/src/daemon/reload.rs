@@ -250,9 +250,10 @@ impl super::Daemon {
             attached.push((*iface).clone());
             report.interfaces_added += 1;
             // The slow path serves it too.
-            if let (Some(sp), Some(&index)) = (self.slow_path.as_mut(), links.get(*iface)) {
-                let queues = self.rib.link(index).map_or(1, |l| l.rx_queues);
-                if let Err(e) = sp.add_interface(index, queues) {
+            if let Some(&index) = links.get(*iface) {
+                let port = self.slow_path_port(index);
+                let Some(sp) = self.slow_path.as_mut() else { continue };
+                if let Err(e) = sp.add_interface(index, port) {
                     tracing::warn!(iface = %iface, "slow path: no AF_XDP socket ({e:#}); its exceptions go to the kernel");
                 }
             }

@@ -48,6 +48,7 @@ impl Daemon {
             netlink: self.netlink.clone(),
             packets: stats::read_counters(&self.counters)?,
             slow_path: self.slow.stats.snapshot(self.slow_path_mode),
+            unserved: stats::read_unserved(&self.unserved)?,
             pmtu: self.pmtu.stats,
             neighbour_queue: self.waiting.stats,
             degraded: self.degraded.clone(),

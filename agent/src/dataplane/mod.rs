@@ -30,14 +30,12 @@ use common::abi::AbiStamp;
 use common::maps;
 use std::path::{Path, PathBuf};
 
-/// The forwarding program, and the programs for the far ends of lab veths.
+/// The forwarding program, and the program for the far ends of veths.
+/// The production object holds these two only (the bench's programs are in
+/// [`crate::bench_object`]).
 pub const PROG_FORWARD: &str = "cowroute";
 pub const PROG_PASS: &str = "cowroute_pass";
-pub const PROG_DROP: &str = "cowroute_drop";
-/// The bench's minimal forwarder on the kernel's FIB: loaded only on demand.
-pub const PROG_REFERENCE: &str = "cowroute_reference";
-/// The bench's live-frames traffic generator (never attached).
-pub const PROG_TRAFFICGEN: &str = "cowroute_trafficgen";
+pub const PROGRAMS: [&str; 2] = [PROG_FORWARD, PROG_PASS];
 
 /// How to attach: the operator's choice, or native falling back to generic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -223,7 +221,7 @@ impl DataPlane {
             .override_global("AYA_LOG_LEVEL", &level, false)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps could not be created)")?;
-        for name in [PROG_FORWARD, PROG_PASS, PROG_DROP] {
+        for name in PROGRAMS {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
@@ -289,23 +287,28 @@ impl DataPlane {
         Ok(n)
     }
 
-    /// Attaches `program` (PROG_PASS, PROG_DROP or PROG_REFERENCE) to
-    /// `iface` in native mode and pins the link at `pin`, so that it stays
-    /// after this process exits.
-    pub fn attach_peer_pinned(&mut self, program: &str, iface: &str, pin: &Path) -> Result<()> {
-        let prog = self.xdp(program)?;
-        if prog.fd().is_err() {
-            prog.load().map_err(|e| load_error(program, e))?;
-        }
-        let (id, _) = attach_program(prog, iface, ModeChoice::Native)?;
-        let link = prog.take_link(id)?;
-        let fd_link: FdLink = link.try_into().context("XDP link is not a bpf_link")?;
-        if let Some(parent) = pin.parent() {
-            bpffs::ensure_pin_dir(parent)?;
-        }
-        fd_link.pin(pin).with_context(|| format!("pinning XDP link at {}", pin.display()))?;
-        Ok(())
+    /// Attaches the pass-only program to `iface` in native mode and pins
+    /// the link at `pin`, so that it stays after this process exits.
+    pub fn attach_peer_pinned(&mut self, iface: &str, pin: &Path) -> Result<()> {
+        attach_pinned(self.xdp(PROG_PASS)?, PROG_PASS, iface, pin)
     }
+}
+
+/// Loads `prog` (named `name`) if it is not yet, attaches it to `iface` in
+/// native mode and pins the link at `pin`: it stays after this process
+/// exits, until the pin is removed. Also the bench's, for its own object.
+pub fn attach_pinned(prog: &mut Xdp, name: &str, iface: &str, pin: &Path) -> Result<()> {
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| load_error(name, e))?;
+    }
+    let (id, _) = attach_program(prog, iface, ModeChoice::Native)?;
+    let link = prog.take_link(id)?;
+    let fd_link: FdLink = link.try_into().context("XDP link is not a bpf_link")?;
+    if let Some(parent) = pin.parent() {
+        bpffs::ensure_pin_dir(parent)?;
+    }
+    fd_link.pin(pin).with_context(|| format!("pinning XDP link at {}", pin.display()))?;
+    Ok(())
 }
 
 fn if_index(iface: &str) -> Result<u32> {

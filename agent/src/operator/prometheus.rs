@@ -136,6 +136,12 @@ pub fn render(s: &AgentStats) -> String {
             "Exception frames the kernel dropped at a full slow-path socket.",
             s.slow_path.socket_dropped,
         ),
+        Family {
+            name: "cowroute_slowpath_unserved_total",
+            kind: "counter",
+            help: "Exceptions for the slow path passed to the kernel instead, by cause (no slow path on the interface, queue beyond the slots or without a socket, too long for a UMEM frame, no headroom).",
+            samples: s.unserved.iter().map(|c| (format!("{{cause=\"{}\"}}", c.reason), c.packets)).collect(),
+        },
     ];
     let mut out = String::new();
     for f in families {

@@ -380,10 +380,12 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         .into_iter()
         .filter(|c| c.reason != common::Reason::Forwarded.name() && c.reason != common::Reason::Blackhole.name())
         .collect();
+    let unserved = stats::read_pinned_unserved(pin_dir)?;
     let agent = agent_stats(socket).map(|s| s.slow_path);
     if json {
         let mode = agent.map_or(SlowPathMode::Kernel, |a| a.mode);
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "mode": mode, "agent": agent, "exceptions": exceptions }))?);
+        let all = serde_json::json!({ "mode": mode, "agent": agent, "exceptions": exceptions, "unserved": unserved });
+        println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     match &agent {
@@ -393,6 +395,10 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         ),
         Some(_) => println!("slow path: the kernel stack (the agent runs with --slow-path kernel)"),
         None => println!("slow path: no agent answering; the kernel stack takes what the fast path passes up"),
+    }
+    let passed: Vec<String> = unserved.iter().filter(|c| c.packets > 0).map(|c| format!("{} {}", c.reason, c.packets)).collect();
+    if !passed.is_empty() {
+        println!("passed to the kernel instead of the slow path: {}", passed.join(", "));
     }
     println!("exceptions by reason (TTL, too big and unreachable ones go to the AF_XDP slow path when it runs; the rest to the kernel):");
     print_rows(&exceptions, false, &format!("{:<16} {:>14} {:>16}", "reason", "packets", "bytes"), |c| {

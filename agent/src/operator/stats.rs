@@ -8,7 +8,7 @@ use crate::{
 };
 use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray};
-use common::{maps, Counter, Reason};
+use common::{maps, slow_path::Unserved, Counter, Reason};
 use std::path::Path;
 
 /// Everything the agent counts, in one typed shape: the control socket's
@@ -22,6 +22,10 @@ pub struct AgentStats {
     pub netlink: NetlinkStats,
     pub packets: Vec<ReasonCount>,
     pub slow_path: SlowPathSnapshot,
+    /// Exceptions for the agent that the kernel got instead, by cause
+    /// (`common::slow_path::Unserved`), from the fast path's counters.
+    #[serde(default)]
+    pub unserved: Vec<ReasonCount>,
     pub pmtu: PmtuStats,
     pub neighbour_queue: QueueStats,
     /// Optional parts that failed to start, with why: the agent runs on.
@@ -44,12 +48,21 @@ pub struct ReasonCount {
 }
 
 pub fn read_counters(counters: &PerCpuArray<MapData, Counter>) -> Result<Vec<ReasonCount>> {
-    Reason::ALL
-        .iter()
-        .map(|r| {
-            let per_cpu = counters.get(&(*r as u32), 0)?;
+    read_named(counters, Reason::ALL.iter().map(|r| (*r as u32, r.name())))
+}
+
+/// The `UNSERVED` counters, by cause.
+pub fn read_unserved(counters: &PerCpuArray<MapData, Counter>) -> Result<Vec<ReasonCount>> {
+    read_named(counters, Unserved::ALL.iter().map(|u| (*u as u32, u.name())))
+}
+
+/// Each named slot of a per-CPU counter array, summed over CPUs.
+fn read_named<'a>(counters: &PerCpuArray<MapData, Counter>, slots: impl Iterator<Item = (u32, &'a str)>) -> Result<Vec<ReasonCount>> {
+    slots
+        .map(|(index, name)| {
+            let per_cpu = counters.get(&index, 0)?;
             Ok(ReasonCount {
-                reason: r.name().to_string(),
+                reason: name.to_string(),
                 packets: per_cpu.iter().map(|c| c.packets).sum(),
                 bytes: per_cpu.iter().map(|c| c.bytes).sum(),
             })
@@ -59,4 +72,8 @@ pub fn read_counters(counters: &PerCpuArray<MapData, Counter>) -> Result<Vec<Rea
 
 pub fn read_pinned_counters(pin_dir: &Path) -> Result<Vec<ReasonCount>> {
     read_counters(&open_pinned(pin_dir, maps::COUNTERS)?)
+}
+
+pub fn read_pinned_unserved(pin_dir: &Path) -> Result<Vec<ReasonCount>> {
+    read_unserved(&open_pinned(pin_dir, maps::UNSERVED)?)
 }

@@ -7,6 +7,12 @@
 //!
 //! Zero-copy where the driver offers it, else copy mode (veth). Each socket
 //! has its own UMEM: half the frames feed the fill ring, half carry replies.
+//! The frames are 2048 bytes, or 4096 on an interface whose MTU needs them
+//! (jumbo frames up to some 3,800 bytes reach the agent); the fast path
+//! passes a longer frame to the kernel and counts it (`UNSERVED`), as it
+//! does an exception on a queue past [`MAX_QUEUES`] or without a socket.
+//! Each interface has its own slot of `SLOW_PATH` keys
+//! (`SLOW_PATH_IFACES`), so no two (interface, queue) pairs share a socket.
 //! A thread per socket rather than a tokio task: the ring loop is a
 //! blocking poll by nature, and the UMEM it owns may not cross threads.
 
@@ -16,19 +22,18 @@ pub mod icmp_limit;
 pub mod neighbour_queue;
 pub mod pmtu;
 pub mod pmtu_report;
+mod xsk;
 
 use crate::{
     slow_path::icmp::{ErrorKind, IfAddrs},
     slow_path::icmp_limit::{Limiter, RateLimits},
 };
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{MapData, XskMap};
-use common::slow_path::{socket_key, SlowPathHeader, MAX_QUEUES};
+use aya::maps::{HashMap as BpfHashMap, MapData, XskMap};
+use common::slow_path::{socket_key, SlowPathHeader, SlowPathIface, IFACE_SLOTS, MAX_QUEUES};
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    num::NonZeroU32,
-    ptr::NonNull,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, RwLock,
@@ -36,13 +41,18 @@ use std::{
     thread::JoinHandle,
     time::Instant,
 };
-use xdpilone::{xdp::XdpDesc, BufIdx, IfInfo, Socket, SocketConfig, Umem, UmemConfig};
+use xdpilone::SocketConfig;
+pub use xsk::frame_size_for;
+use xsk::{XskSocket, XDP_PACKET_HEADROOM};
 
-const FRAME_SIZE: u32 = 2048;
-/// Frames per socket: half to receive into, half to send from. 512 KiB a
-/// socket keeps a router's worth of queues under an 8 MiB memlock limit.
-const FRAMES: u32 = 256;
-const RING: u32 = FRAMES / 2;
+/// What the slow path needs to know of an interface it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    /// RX queues (IFLA_NUM_RX_QUEUES): a socket on each, up to [`MAX_QUEUES`].
+    pub queues: u32,
+    /// Its MTU, which sizes the UMEM frames.
+    pub mtu: u32,
+}
 
 /// Where the slow path is: the agent over AF_XDP, or the kernel stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default, serde::Serialize, serde::Deserialize)]
@@ -210,41 +220,17 @@ impl Shared {
     }
 }
 
-/// An anonymous, page-aligned mapping: a UMEM.
-struct Area {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Area {
-    fn new(len: usize) -> Result<Area> {
-        let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("mapping an AF_XDP UMEM");
-        }
-        Ok(Area { ptr: NonNull::new(p as *mut u8).expect("mmap gave an address"), len })
-    }
-
-    fn bytes(&self) -> NonNull<[u8]> {
-        NonNull::slice_from_raw_parts(self.ptr, self.len)
-    }
-}
-
-impl Drop for Area {
-    fn drop(&mut self) {
-        unsafe { libc::munmap(self.ptr.as_ptr() as *mut _, self.len) };
-    }
-}
-
 /// The running slow path: its threads stop, and its sockets close (leaving
 /// the XSKMAP), when this is dropped.
 pub struct SlowPath {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     xsk_map: XskMap<MapData>,
+    /// `SLOW_PATH_IFACES`: each served interface's slot, for the fast path.
+    iface_map: BpfHashMap<MapData, u32, SlowPathIface>,
     shared: Arc<Shared>,
+    /// Each served interface's slot (ifindex -> slot).
+    slots: BTreeMap<u32, u32>,
     /// Which (ifindex, queue) holds each SLOW_PATH key.
     keys: HashMap<u32, (u32, u32)>,
 }
@@ -259,13 +245,31 @@ impl Drop for SlowPath {
     }
 }
 
-/// Opens a socket for every RX queue of every interface in `ifaces`
-/// (ifindex -> RX queues) and puts it into `xsk_map`.
-pub fn start(xsk_map: XskMap<MapData>, ifaces: &BTreeMap<u32, u32>, shared: Arc<Shared>) -> Result<SlowPath> {
-    let mut sp = SlowPath { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), xsk_map, shared, keys: HashMap::new() };
-    for (&ifindex, &queues) in ifaces {
+/// Opens a socket for every RX queue of every interface in `ifaces` and
+/// puts it into `xsk_map`, each interface's slot into `iface_map`.
+pub fn start(
+    xsk_map: XskMap<MapData>,
+    mut iface_map: BpfHashMap<MapData, u32, SlowPathIface>,
+    ifaces: &BTreeMap<u32, Port>,
+    shared: Arc<Shared>,
+) -> Result<SlowPath> {
+    // An earlier agent's interfaces (pinned): their sockets closed with it.
+    let stale: Vec<u32> = iface_map.keys().filter_map(|k| k.ok()).collect();
+    for ifindex in stale {
+        iface_map.remove(&ifindex).with_context(|| format!("SLOW_PATH_IFACES[{ifindex}]"))?;
+    }
+    let mut sp = SlowPath {
+        stop: Arc::new(AtomicBool::new(false)),
+        threads: Vec::new(),
+        xsk_map,
+        iface_map,
+        shared,
+        slots: BTreeMap::new(),
+        keys: HashMap::new(),
+    };
+    for (&ifindex, &port) in ifaces {
         // On error `sp` drops: whatever did open closes again.
-        sp.add_interface(ifindex, queues)?;
+        sp.add_interface(ifindex, port)?;
     }
     Ok(sp)
 }
@@ -276,20 +280,35 @@ impl SlowPath {
         self.keys.len()
     }
 
+    /// The slot of `ifindex`: its own, or the lowest free one.
+    fn slot_for(&self, ifindex: u32) -> Result<u32> {
+        if let Some(&slot) = self.slots.get(&ifindex) {
+            return Ok(slot);
+        }
+        let taken: std::collections::BTreeSet<u32> = self.slots.values().copied().collect();
+        (0..IFACE_SLOTS).find(|s| !taken.contains(s)).ok_or_else(|| {
+            anyhow!("the slow path serves {IFACE_SLOTS} interfaces at most; ifindex {ifindex}'s exceptions go to the kernel")
+        })
+    }
+
     /// Serves `ifindex` too: a socket on each of its active RX queues (at
-    /// most `queues`). Returns how many it opened.
-    pub fn add_interface(&mut self, ifindex: u32, queues: u32) -> Result<usize> {
+    /// most `port.queues`, and [`MAX_QUEUES`]), with UMEM frames for its
+    /// MTU. Returns how many it opened.
+    pub fn add_interface(&mut self, ifindex: u32, port: Port) -> Result<usize> {
+        let Port { queues, mtu } = port;
         if queues > MAX_QUEUES {
             tracing::warn!(
                 ifindex,
                 queues,
                 max = MAX_QUEUES,
-                "more RX queues than the slow path serves; the others' exceptions go to the kernel"
+                "more RX queues than the slow path serves; the others' exceptions go to the kernel (counted: unserved queue_beyond_slots)"
             );
         }
+        let slot = self.slot_for(ifindex)?;
+        let frame_size = frame_size_for(mtu);
         let mut opened_here = 0;
         for queue in 0..queues.clamp(1, MAX_QUEUES) {
-            let key = socket_key(ifindex, queue);
+            let key = socket_key(slot, queue).expect("slot and queue in range");
             match self.keys.get(&key) {
                 Some(&(i, q)) if (i, q) == (ifindex, queue) => continue,
                 Some(other) => return Err(anyhow!("SLOW_PATH key {key} of ifindex {ifindex} queue {queue} is taken by {other:?}")),
@@ -301,9 +320,9 @@ impl SlowPath {
             let (shared, stop_flag) = (self.shared.clone(), self.stop.clone());
             let thread = std::thread::Builder::new().name(format!("slowpath-{ifindex}-{queue}")).spawn(move || {
                 // Zero-copy where the driver offers it; copy mode otherwise (veth).
-                let opened = XskSocket::open(ifindex, queue, SocketConfig::XDP_BIND_ZEROCOPY).or_else(|e| {
+                let opened = XskSocket::open(ifindex, queue, frame_size, SocketConfig::XDP_BIND_ZEROCOPY).or_else(|e| {
                     tracing::debug!(ifindex, queue, error = %format!("{e:#}"), "no zero-copy AF_XDP; copy mode");
-                    XskSocket::open(ifindex, queue, SocketConfig::XDP_BIND_COPY)
+                    XskSocket::open(ifindex, queue, frame_size, SocketConfig::XDP_BIND_COPY)
                 });
                 match opened {
                     Ok(socket) => {
@@ -336,133 +355,12 @@ impl SlowPath {
             self.shared.stats.sockets.fetch_add(1, Ordering::Relaxed);
             opened_here += 1;
         }
+        // Then the fast path may hand the interface's exceptions over.
+        let iface = SlowPathIface { slot, max_frame: frame_size - XDP_PACKET_HEADROOM };
+        self.iface_map.insert(ifindex, iface, 0).with_context(|| format!("SLOW_PATH_IFACES[{ifindex}]"))?;
+        self.slots.insert(ifindex, slot);
+        tracing::debug!(ifindex, slot, frame_size, mtu, "slow path serves the interface");
         Ok(opened_here)
-    }
-}
-
-struct XskSocket {
-    ifindex: u32,
-    // Field order is drop order: the rings and the socket go before the UMEM's memory.
-    rx: xdpilone::RingRx,
-    tx: xdpilone::RingTx,
-    device: xdpilone::DeviceQueue,
-    umem: Umem,
-    _area: Area,
-    /// Frames (UMEM offsets) free to carry a reply.
-    tx_free: Vec<u64>,
-}
-
-impl XskSocket {
-    /// A socket on (`ifindex`, `queue`), bound with `bind_flags` (zero-copy or copy).
-    fn open(ifindex: u32, queue: u32, bind_flags: u16) -> Result<XskSocket> {
-        let area = Area::new((FRAMES * FRAME_SIZE) as usize)?;
-        let config = UmemConfig { fill_size: RING, complete_size: RING, frame_size: FRAME_SIZE, headroom: 0, flags: 0 };
-        // SAFETY: the area outlives the UMEM (field order) and is used only through it.
-        let umem = unsafe { Umem::new(config, area.bytes()) }.map_err(|e| anyhow!("UMEM: {e}"))?;
-        let mut info = IfInfo::invalid();
-        info.from_ifindex(ifindex).map_err(|e| anyhow!("interface: {e}"))?;
-        info.set_queue(queue);
-        let sock = Socket::with_shared(&info, &umem).map_err(|e| anyhow!("socket: {e}"))?;
-        let mut device = umem.fq_cq(&sock).map_err(|e| anyhow!("fill/completion rings: {e}"))?;
-        let cfg = SocketConfig { rx_size: NonZeroU32::new(RING), tx_size: NonZeroU32::new(RING), bind_flags };
-        let user = umem.rx_tx(&sock, &cfg).map_err(|e| anyhow!("rx/tx rings: {e}"))?;
-        let rx = user.map_rx().map_err(|e| anyhow!("rx ring: {e}"))?;
-        let tx = user.map_tx().map_err(|e| anyhow!("tx ring: {e}"))?;
-        umem.bind(&user).map_err(|e| anyhow!("bind: {e}"))?;
-        let offset = |i: u32| umem.frame(BufIdx(i)).expect("in the UMEM").offset;
-        let mut fill = device.fill(RING);
-        fill.insert((0..RING).map(offset));
-        fill.commit();
-        drop(fill);
-        let tx_free = (RING..FRAMES).map(offset).collect();
-        Ok(XskSocket { ifindex, rx, tx, device, umem, _area: area, tx_free })
-    }
-
-    fn rx_fd(&self) -> std::os::fd::RawFd {
-        self.rx.as_raw_fd()
-    }
-
-    fn base(&self) -> *mut u8 {
-        self.umem.frame(BufIdx(0)).expect("frame 0").addr.as_ptr() as *mut u8
-    }
-
-    /// Receives, answers, sends; until `stop`.
-    fn serve(mut self, shared: &Shared, stop: &AtomicBool) {
-        let mut pfd = libc::pollfd { fd: self.rx_fd(), events: libc::POLLIN, revents: 0 };
-        let mut replies: Vec<Vec<u8>> = Vec::new();
-        let mut refill: Vec<u64> = Vec::new();
-        let mut dropped_before = 0;
-        while !stop.load(Ordering::Relaxed) {
-            unsafe { libc::poll(&mut pfd, 1, 100) };
-            let base = self.base();
-            let mut rx = self.rx.receive(RING);
-            while let Some(desc) = rx.read() {
-                // SAFETY: the kernel wrote `len` bytes at `addr` inside the UMEM,
-                // and the frame is ours until it goes back to the fill ring.
-                let frame = unsafe { std::slice::from_raw_parts(base.add(desc.addr as usize), desc.len as usize) };
-                if let Some(reply) = shared.answer(self.ifindex, frame) {
-                    replies.push(reply);
-                }
-                refill.push(desc.addr - desc.addr % FRAME_SIZE as u64);
-            }
-            rx.release();
-            drop(rx);
-            if !refill.is_empty() {
-                let mut fill = self.device.fill(refill.len() as u32);
-                let n = fill.insert(refill.iter().copied()) as usize;
-                fill.commit();
-                drop(fill);
-                refill.drain(..n);
-            }
-            self.send(&mut replies, shared);
-            if let Ok(s) = self.device.statistics_v2() {
-                let dropped = s.rx_dropped + s.rx_ring_full;
-                shared.stats.socket_dropped.fetch_add(dropped - dropped_before, Ordering::Relaxed);
-                dropped_before = dropped;
-            }
-        }
-    }
-
-    /// Puts `replies` on the TX ring and kicks the kernel until all are sent
-    /// (copy mode sends only on `sendto`, some 32 frames a call).
-    fn send(&mut self, replies: &mut Vec<Vec<u8>>, shared: &Shared) {
-        self.reclaim();
-        let base = self.base();
-        for reply in replies.drain(..) {
-            let Some(offset) = self.tx_free.pop() else {
-                shared.stats.tx_full.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let len = reply.len().min(FRAME_SIZE as usize);
-            // SAFETY: a free TX frame inside the UMEM, FRAME_SIZE long.
-            unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), base.add(offset as usize), len) };
-            let mut tx = self.tx.transmit(1);
-            if tx.insert_once(XdpDesc { addr: offset, len: len as u32, options: 0 }) {
-                tx.commit();
-                shared.stats.icmp_sent.fetch_add(1, Ordering::Relaxed);
-            } else {
-                drop(tx);
-                self.tx_free.push(offset);
-                shared.stats.tx_full.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        for _ in 0..64 {
-            if self.tx.pending() == 0 {
-                break;
-            }
-            self.tx.wake();
-            self.reclaim();
-        }
-        self.reclaim();
-    }
-
-    /// Frames the kernel has sent come back as free TX frames.
-    fn reclaim(&mut self) {
-        let mut done = self.device.complete(RING);
-        while let Some(offset) = done.read() {
-            self.tx_free.push(offset);
-        }
-        done.release();
     }
 }
 

@@ -3,6 +3,7 @@
 //! same run. Writes a markdown report, a JSON file with every sample, and SVG
 //! plots to the output directory.
 
+mod bench_programs;
 mod control_plane;
 mod cpus;
 mod fib_scale;

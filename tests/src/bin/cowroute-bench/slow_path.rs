@@ -36,7 +36,7 @@ pub fn measure(frames: usize, runs: usize, progress: &dyn Fn(&str)) -> Result<Ve
         let tag = format!("s{}", std::process::id() % 100_000);
         let lab = Lab::up(&tag)?;
         if mode == "native" {
-            lab.attach_peer_programs(&cowroute_bin()?, false)?;
+            lab.attach_peer_pass_programs(&cowroute_bin()?)?;
         }
         let dir = cowroute_tests::TempDir::new(&tag);
         let config = dir.0.join("rtr.toml");

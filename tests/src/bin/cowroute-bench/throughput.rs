@@ -10,8 +10,9 @@
 //! rtr's veth has GRO on, which gives it a NAPI queue without an XDP program
 //! (kernel forwarding, generic mode). The sink drops at XDP and counts.
 
-use crate::trafficgen::Generator;
+use crate::{bench_programs, trafficgen::Generator};
 use anyhow::{bail, Context as _, Result};
+use cowroute::bench_object::{PROG_DROP, PROG_REFERENCE};
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
@@ -129,7 +130,9 @@ impl Bench {
         let sink_mac = mac_of(&lab.sink, &lab.sink_if)?;
         sh::ip(&["-n", &rtr, "neigh", "replace", lab::SINK_V4, "lladdr", &sink_mac, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
         sh::ip(&["-n", &rtr, "route", "add", "10.50.0.0/16", "via", lab::SINK_V4])?;
-        lab.attach_peer_programs(&cowroute_bin()?, true)?;
+        // gen's end passes (native redirects into it); sink's drops.
+        lab.attach_peer_pass(&cowroute_bin()?, &lab.gen, &lab.gen_if)?;
+        bench_programs::attach(PROG_DROP, &lab.sink, &lab.sink_if, &lab.peer_pin(&lab.sink_if))?;
         // A NAPI queue on rtr's side for the generator's XDP frames when no
         // XDP program is attached there natively, polled by a thread of its
         // own (pinned to ROUTER_CPU for each run).
@@ -160,9 +163,8 @@ impl Bench {
         let forward = if matches!(mode, Mode::Kernel | Mode::Reference) { "net.ipv4.ip_forward=1" } else { "net.ipv4.ip_forward=0" };
         sh::run(&mut sh::in_ns(&self.lab.rtr, "sysctl", &["-qw", forward]))?;
         if mode == Mode::Reference {
-            let mut c = std::process::Command::new(cowroute_bin()?);
-            c.args(["--netns", &self.lab.rtr, "attach-peer", "--reference", "--iface", &self.lab.rtr_gen_if, "--pin"]).arg(&reference_pin);
-            sh::run(&mut c).context("attaching the reference forwarder")?;
+            bench_programs::attach(PROG_REFERENCE, &self.lab.rtr, &self.lab.rtr_gen_if, &reference_pin)
+                .context("attaching the reference forwarder")?;
         } else if mode != Mode::Kernel {
             let m = if mode == Mode::Native { "native" } else { "generic" };
             let args = vec![

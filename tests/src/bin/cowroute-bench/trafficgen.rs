@@ -10,7 +10,7 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
     EbpfLoader,
 };
-use cowroute::{dataplane::PROG_TRAFFICGEN, EBPF_OBJECT};
+use cowroute::bench_object::PROG_TRAFFICGEN;
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -47,11 +47,9 @@ impl Generator {
                 common::netns::enter(&netns)?;
                 crate::cpus::set_affinity(0, &[cpu])?;
                 let ifindex = ifindex(&iface)?;
-                let mut ebpf = EbpfLoader::new()
-                    .override_global("TRAFFICGEN_FLOWS", &flows, true)
-                    .override_global("TRAFFICGEN_HEADERS", &headers, true)
-                    .load(EBPF_OBJECT)
-                    .context("loading the generator")?;
+                let mut loader = EbpfLoader::new();
+                loader.override_global("TRAFFICGEN_FLOWS", &flows, true).override_global("TRAFFICGEN_HEADERS", &headers, true);
+                let mut ebpf = crate::bench_programs::load(&mut loader).context("loading the generator")?;
                 let prog: &mut Xdp = ebpf.program_mut(PROG_TRAFFICGEN).context("no generator program")?.try_into()?;
                 prog.load().context("verifying the generator")?;
                 Ok((ebpf, ifindex))

@@ -5,12 +5,12 @@
 //! names as ingress. On a veth that is straight into the peer's receive
 //! queue, with no socket or skb on the sending side.
 
-use crate::packet::ptr_at_mut;
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_get_prandom_u32, bpf_redirect},
     programs::XdpContext,
 };
+use cowroute_ebpf::packet::ptr_at_mut;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 /// Flows to spread frames over: the UDP source port becomes

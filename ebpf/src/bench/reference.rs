@@ -3,13 +3,13 @@
 //! bench runs it in the same lab as cowroute to tell the cost of the lab
 //! (generator, veth) from the cost of cowroute's program.
 
-use crate::packet::{ptr_at, ptr_at_mut};
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibLookup, BPF_FIB_LKUP_RET_SUCCESS},
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
 use common::checksum;
+use cowroute_ebpf::packet::{ptr_at, ptr_at_mut};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 const AF_INET: u8 = 2;
