@@ -50,8 +50,9 @@ enum Command {
         /// --source config the routes. SIGHUP reloads it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Where routes come from: the kernel's FIB over netlink, or the
-        /// config file's [[route]] list [default: kernel, or the file's `source`].
+        /// Where routes come from: the kernel's FIB over netlink, the config
+        /// file's [[route]] list, or FRR's zebra over FPM (dplane_fpm_nl)
+        /// [default: kernel, or the file's `source`].
         #[arg(long, value_enum)]
         source: Option<RouteSource>,
         /// Kernel routing table to mirror with --source kernel (repeatable)
@@ -88,6 +89,19 @@ enum Command {
         /// SIGINT/SIGTERM detach and unpin (a crash or SIGKILL always leaves it).
         #[arg(long)]
         keep_on_exit: bool,
+        /// With --source fpm: where zebra's dplane_fpm_nl connects (its
+        /// `fpm address A port P`).
+        #[arg(long, default_value = cowroute::fib::fpm::DEFAULT_LISTEN)]
+        fpm_listen: std::net::SocketAddr,
+        /// Accept FPM connections on a non-loopback --fpm-listen address
+        /// (FPM has no authentication: anyone who connects writes routes).
+        #[arg(long)]
+        fpm_allow_remote: bool,
+        /// After zebra reconnects (a restart), seconds its replay must go
+        /// quiet before the routes it did not resend are removed; until
+        /// then they keep forwarding.
+        #[arg(long, default_value_t = cowroute::fib::fpm::SWEEP_AFTER.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+        fpm_sweep_after: u64,
         /// Where exceptions go: the agent over AF_XDP (ICMP errors, rate
         /// limited), or the kernel stack [default: afxdp where the interfaces
         /// take AF_XDP sockets, or the file's `slow_path`].
@@ -232,6 +246,9 @@ fn real_main() -> Result<()> {
             default_expires,
             netlink_rcvbuf,
             keep_on_exit,
+            fpm_listen,
+            fpm_allow_remote,
+            fpm_sweep_after,
             metrics_listen,
             slow_path,
             icmp_ratelimit_ms,
@@ -266,6 +283,9 @@ fn real_main() -> Result<()> {
                 default_expires: Duration::from_secs(default_expires),
                 netlink_rcvbuf,
                 keep_on_exit,
+                fpm_listen,
+                fpm_allow_remote,
+                fpm_sweep_after: Duration::from_secs(fpm_sweep_after),
                 metrics_listen,
                 control_group: control_group.as_deref().map(control::group_id).transpose()?,
             }));

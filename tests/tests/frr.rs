@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 use xtask::{
-    frr::{ExaBgp, Frr, Session},
+    frr::{Daemon, ExaBgp, Frr, Session},
     lab, sh, traffic,
 };
 
@@ -211,7 +211,9 @@ fn bgp_routes_through_frr(compat: u8, tag: char) {
         n = [lab::SINK_V4, lab::SINK_B_V4, lab::SINK_V6, lab::SINK_B_V6].map(|p| format!(" neighbor {p} remote-as 65002")).join("\n"),
         a = [lab::SINK_V6, lab::SINK_B_V6].map(|p| format!("  neighbor {p} activate")).join("\n"),
     );
-    let frr = Frr::start(&rtr, &dir.0.join("frr"), "hostname rtr\n", &[], &bgpd).unwrap();
+    let frr =
+        Frr::start(&rtr, &dir.0.join("frr"), &[Daemon::new("zebra", "hostname rtr\n", &[]), Daemon::new("bgpd", &bgpd, &["-p", "179"])])
+            .unwrap();
     let (table, withdrawn) = announcements();
     let first: Vec<String> = table.iter().flat_map(|(p, l)| commands("announce", p, *l)).collect();
     let then: Vec<String> = withdrawn.iter().flat_map(|p| commands("withdraw", p, table[p])).collect();
@@ -258,4 +260,145 @@ fn bgp_routes_from_frr_with_compat_mode_0() {
 #[test]
 fn bgp_routes_from_frr_with_compat_mode_1() {
     bgp_routes_through_frr(1, 'g');
+}
+
+/// The fast path's prefixes among `of` (FPM: the agent reads no kernel route).
+fn mapped_among(run: &LabRun, of: &BTreeSet<IpNet>) -> BTreeSet<IpNet> {
+    let rows: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "routes", "--json"])).unwrap();
+    rows.as_array().unwrap().iter().filter_map(|r| r["prefix"].as_str()?.parse::<IpNet>().ok()).filter(|p| of.contains(p)).collect()
+}
+
+fn fpm_stats(run: &LabRun) -> serde_json::Value {
+    run.control().call(&cowroute::operator::control::Request::Stats).unwrap()["fpm"].clone()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// `--source fpm`: zebra (with dplane_fpm_nl) pushes its routes, static and
+/// BGP, straight to the agent; the agent reads no route from the kernel.
+/// Then zebra is killed under traffic while a tenth of the BGP routes are
+/// withdrawn, and restarted: no datagram to a route zebra resends is lost,
+/// and the withdrawn ones are swept once its replay is done.
+#[test]
+fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
+    let run =
+        LabRun::start_custom(&lab_tag('p'), "generic", &["--source", "fpm", "--slow-path", "kernel", "--fpm-sweep-after", "20"], &|lab| {
+            lab.hosts_config()
+        });
+    let (rtr, sink) = (run.lab.rtr.clone(), run.lab.sink.clone());
+    let (_r2, s1) = run.lab.add_second_link().unwrap();
+    let legs = (ifindex(&sink, &run.lab.sink_if), ifindex(&sink, &s1));
+    for p in ["10.128.0.0/9", "10.60.0.0/24", "fd00:100::/32"] {
+        sh::ip(&["-n", &sink, "route", "add", "local", p, "dev", "lo"]).unwrap();
+    }
+    // 2,000 /24s and 20 /48s over BGP, a static route each way.
+    let mut table: BTreeMap<IpNet, Leg> = BTreeMap::new();
+    for i in 0u32..2000 {
+        table.insert(format!("10.{}.{}.0/24", 128 + i / 256, i % 256).parse().unwrap(), if i % 2 == 0 { Leg::A } else { Leg::B });
+    }
+    for i in 0u32..20 {
+        table.insert(format!("fd00:100:{i:x}::/48").parse().unwrap(), if i % 2 == 0 { Leg::A } else { Leg::B });
+    }
+    let withdrawn: BTreeSet<IpNet> = table.keys().enumerate().filter(|(i, _)| i % 10 == 3).map(|(_, p)| *p).collect();
+    let dir = TempDir::new("fpmp");
+    let bgpd = format!(
+        "hostname rtr\nrouter bgp 65001\n bgp router-id {r}\n no bgp ebgp-requires-policy\n{n}\n address-family ipv6 unicast\n{a}\n exit-address-family\n",
+        r = lab::RTR_SINK_V4,
+        n = [lab::SINK_V4, lab::SINK_B_V4, lab::SINK_V6, lab::SINK_B_V6].map(|p| format!(" neighbor {p} remote-as 65002")).join("\n"),
+        a = [lab::SINK_V6, lab::SINK_B_V6].map(|p| format!("  neighbor {p} activate")).join("\n"),
+    );
+    let staticd = format!("hostname rtr\nip route 10.60.0.0/24 {}\n", lab::SINK_B_V4);
+    let zebra = "hostname rtr\nfpm address 127.0.0.1 port 2620\n";
+    let mut frr = Frr::start(
+        &rtr,
+        &dir.0.join("frr"),
+        &[
+            Daemon::new("zebra", zebra, &["-M", "dplane_fpm_nl"]),
+            Daemon::new("staticd", &staticd, &[]),
+            Daemon::new("bgpd", &bgpd, &["-p", "179"]),
+        ],
+    )
+    .unwrap();
+    let first: Vec<String> = table.iter().flat_map(|(p, l)| commands("announce", p, *l)).collect();
+    let then: Vec<String> = withdrawn.iter().flat_map(|p| commands("withdraw", p, table[p])).collect();
+    let sessions: Vec<Session> = [
+        (lab::RTR_SINK_V4, lab::SINK_V4, false),
+        (lab::RTR_SINK_B_V4, lab::SINK_B_V4, false),
+        (lab::RTR_SINK_V6, lab::SINK_V6, true),
+        (lab::RTR_SINK_B_V6, lab::SINK_B_V6, true),
+    ]
+    .map(|(peer, local, ipv6)| Session { peer: peer.into(), local: local.into(), ipv6 })
+    .to_vec();
+    let exabgp = ExaBgp::start(&sink, &dir.0.join("exabgp"), 65002, 65001, &sessions, &first, &then).unwrap();
+    let mut ours: BTreeSet<IpNet> = table.keys().copied().collect();
+    ours.insert("10.60.0.0/24".parse().unwrap());
+    let took = wait_for("zebra's routes over FPM in the maps", Duration::from_secs(60), || mapped_among(&run, &ours) == ours);
+    let s = fpm_stats(&run);
+    eprintln!("fpm: {} prefixes in the maps {took:?} after the speaker started; stats {s}", ours.len());
+    assert_eq!(s["connected"], true);
+    assert_eq!(s["errors"], 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.control().call(&cowroute::operator::control::Request::Stats).unwrap()["gateways_unresolved"] != 0 {
+        assert!(Instant::now() < deadline, "gateways unresolved");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut with_static = table.clone();
+    with_static.insert("10.60.0.0/24".parse().unwrap(), Leg::B);
+    let probes = probes(&with_static);
+    check_probes(&run, &with_static, &probes, legs, 7820, "fpm");
+
+    // zebra killed under traffic; a tenth withdrawn while it is down; zebra back.
+    let kept: Vec<SocketAddr> =
+        ["10.128.0.1:7830", "10.128.1.1:7830", "[fd00:100::1]:7831", "10.60.0.1:7830"].iter().map(|a| a.parse().unwrap()).collect();
+    assert!(kept.iter().all(|a| !withdrawn.iter().any(|w| w.contains(&a.ip()))));
+    let receivers = [SocketAddr::new("0.0.0.0".parse().unwrap(), 7830), SocketAddr::new("::".parse().unwrap(), 7831)]
+        .map(|a| traffic::UdpSink::bind(&sink, a).unwrap());
+    let per_flow = 4000;
+    let streams: Vec<_> = kept
+        .iter()
+        .map(|to| {
+            let (gen, to) = (run.lab.gen.clone(), *to);
+            std::thread::spawn(move || traffic::udp_send(&gen, to, per_flow, 64, 64, Duration::from_millis(4)).unwrap())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    // A crash of zebra, and what watchfrr does about it: the daemons that
+    // talked to it are restarted with it (bgpd does not find a new zebra by itself).
+    for d in ["zebra", "bgpd", "staticd"] {
+        frr.kill(d);
+    }
+    wait_for("the agent to see zebra gone", Duration::from_secs(5), || fpm_stats(&run)["connected"] == false);
+    exabgp.go_on().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(mapped_among(&run, &ours), ours, "zebra down: every route still in the maps");
+    for d in ["zebra", "staticd", "bgpd"] {
+        frr.start_daemon(d).unwrap();
+    }
+    let left: BTreeSet<IpNet> = ours.difference(&withdrawn).copied().collect();
+    let swept = wait_for("the withdrawn routes swept after zebra's replay", Duration::from_secs(90), || {
+        let m = mapped_among(&run, &ours);
+        assert!(left.is_subset(&m), "a route zebra resends left the maps: {:?}", left.difference(&m).take(3).collect::<Vec<_>>());
+        m == left
+    });
+    let s = fpm_stats(&run);
+    eprintln!("fpm: zebra restarted; {} withdrawn routes swept {swept:?} later; stats {s}", withdrawn.len());
+    assert!(s["connections"].as_u64() >= Some(2) && s["swept"].as_u64() >= Some(withdrawn.len() as u64), "{s}");
+    streams.into_iter().for_each(|t| t.join().unwrap());
+    let got = receivers[0].receive(3 * per_flow, Duration::from_secs(3)).unwrap().len()
+        + receivers[1].receive(per_flow, Duration::from_secs(3)).unwrap().len();
+    assert_eq!(got, 4 * per_flow, "no datagram lost to a route zebra resent");
+    let mut left_table = with_static.clone();
+    left_table.retain(|p, _| !withdrawn.contains(p));
+    check_probes(&run, &left_table, &probes, legs, 7840, "fpm after zebra's restart");
+    let kernel_bgp = bgp_prefixes(&run).0;
+    eprintln!("fpm: rtr's kernel holds {} of the BGP prefixes (zebra's kernel dataplane installs them too)", kernel_bgp.len());
+    drop(exabgp);
+    drop(frr);
 }

@@ -24,64 +24,90 @@ fn frr_ids() -> Result<(u32, u32)> {
     Ok((id("-u")?, id("-g")?))
 }
 
-/// zebra and bgpd in one namespace.
+/// One FRR daemon of an instance: its name, config and extra arguments.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub name: &'static str,
+    pub conf: String,
+    pub args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn new(name: &'static str, conf: &str, args: &[&str]) -> Daemon {
+        Daemon { name, conf: conf.to_string(), args: args.iter().map(|a| a.to_string()).collect() }
+    }
+}
+
+/// FRR daemons (zebra first) in one namespace.
 pub struct Frr {
     pub dir: PathBuf,
     pub ns: String,
-    daemons: Vec<&'static str>,
+    specs: Vec<Daemon>,
+    running: Vec<&'static str>,
 }
 
 impl Frr {
-    /// Starts zebra (with `zebra_args`, e.g. `-M dplane_fpm_nl`) and bgpd in
-    /// `ns`, configured with `zebra_conf` and `bgpd_conf`, in `dir`.
-    pub fn start(ns: &str, dir: &Path, zebra_conf: &str, zebra_args: &[&str], bgpd_conf: &str) -> Result<Frr> {
+    /// Starts `daemons` in order (zebra first: the others connect to it) in
+    /// `ns`, each with its config, in `dir`.
+    pub fn start(ns: &str, dir: &Path, daemons: &[Daemon]) -> Result<Frr> {
         if !Path::new(FRR_DAEMONS).join("zebra").exists() {
             bail!("FRR is not installed ({FRR_DAEMONS}/zebra missing): run `cargo xtask setup`");
         }
         std::fs::create_dir_all(dir)?;
         let (uid, gid) = frr_ids()?;
-        let mut frr = Frr { dir: dir.to_path_buf(), ns: ns.to_string(), daemons: Vec::new() };
-        for (name, conf) in [("zebra", zebra_conf), ("bgpd", bgpd_conf)] {
-            let (cfg, log) = (dir.join(format!("{name}.conf")), dir.join(format!("{name}.log")));
-            std::fs::write(&cfg, conf)?;
+        for d in daemons {
+            let (cfg, log) = (dir.join(format!("{}.conf", d.name)), dir.join(format!("{}.log", d.name)));
+            std::fs::write(&cfg, &d.conf)?;
             std::fs::write(&log, "")?;
             for p in [&cfg, &log] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
             }
         }
         std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-        let zebra_extra: Vec<&str> = zebra_args.to_vec();
-        for (name, extra) in [("zebra", zebra_extra), ("bgpd", vec!["-p", "179"])] {
-            let d = dir.display();
-            let mut args: Vec<String> = vec![
-                "-d".into(),
-                "-N".into(),
-                ns.into(),
-                "-f".into(),
-                format!("{d}/{name}.conf"),
-                "-i".into(),
-                format!("{d}/{name}.pid"),
-                "-z".into(),
-                format!("{d}/zserv.api"),
-                "--vty_socket".into(),
-                d.to_string(),
-                "--log".into(),
-                format!("file:{d}/{name}.log"),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-            sh::run(&mut sh::in_ns(ns, &format!("{FRR_DAEMONS}/{name}"), &argv)).with_context(|| format!("starting {name} in {ns}"))?;
-            frr.daemons.push(name);
-            // bgpd connects to zebra's socket: wait for it.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !dir.join(format!("{name}.vty")).exists() {
-                if Instant::now() > deadline {
-                    bail!("{name} did not start in {ns}: {}", std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let mut frr = Frr { dir: dir.to_path_buf(), ns: ns.to_string(), specs: daemons.to_vec(), running: Vec::new() };
+        for d in daemons {
+            frr.start_daemon(d.name)?;
         }
         Ok(frr)
+    }
+
+    /// Starts (again) daemon `name` of this instance; returns once its vty is up.
+    pub fn start_daemon(&mut self, name: &str) -> Result<()> {
+        let spec = self.specs.iter().find(|d| d.name == name).cloned().with_context(|| format!("no FRR daemon {name} here"))?;
+        let d = self.dir.display();
+        let vty = self.dir.join(format!("{name}.vty"));
+        let _ = std::fs::remove_file(&vty);
+        let mut args: Vec<String> = [
+            "-d",
+            "-N",
+            &self.ns,
+            "-f",
+            &format!("{d}/{name}.conf"),
+            "-i",
+            &format!("{d}/{name}.pid"),
+            "-z",
+            &format!("{d}/zserv.api"),
+            "--vty_socket",
+            &d.to_string(),
+            "--log",
+            &format!("file:{d}/{name}.log"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(spec.args.iter().cloned());
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        sh::run(&mut sh::in_ns(&self.ns, &format!("{FRR_DAEMONS}/{name}"), &argv))
+            .with_context(|| format!("starting {name} in {}", self.ns))?;
+        self.running.push(spec.name);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !vty.exists() {
+            if Instant::now() > deadline {
+                bail!("{name} did not start in {}: {}", self.ns, self.log(name));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// `vtysh -c CMD` against this instance.
@@ -100,7 +126,7 @@ impl Frr {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             wait_gone(pid);
         }
-        self.daemons.retain(|d| *d != daemon);
+        self.running.retain(|d| *d != daemon);
     }
 
     /// A daemon's log, for a failing test's message.
@@ -119,7 +145,7 @@ fn wait_gone(pid: i32) {
 impl Drop for Frr {
     fn drop(&mut self) {
         // bgpd first, so zebra need not tell it; SIGTERM lets zebra remove its routes.
-        for daemon in self.daemons.clone().iter().rev() {
+        for daemon in self.running.clone().iter().rev() {
             if let Some(pid) = self.pid(daemon) {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
                 wait_gone(pid);

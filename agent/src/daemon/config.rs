@@ -5,7 +5,7 @@
 //!
 //! ```toml
 //! interfaces = ["eth1", "eth2"]
-//! source = "kernel"             # kernel | config
+//! source = "kernel"             # kernel | config | fpm
 //! tables = [254, 1000]          # kernel tables to mirror
 //! xdp_mode = "auto"             # auto | native | generic
 //! metrics_rw_slots = 65536      # the private metrics pool
@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(c.settings.metrics_rw_slots, Some(1024));
         assert_eq!(p("").unwrap().settings, Settings::default());
         let e = |src: &str| p(src).unwrap_err().to_string();
-        assert_eq!(e("source = \"bgp\"\n"), "lab.toml:1:10: source: unknown value \"bgp\" (one of: kernel, config)");
+        assert_eq!(e("source = \"bgp\"\n"), "lab.toml:1:10: source: unknown value \"bgp\" (one of: kernel, config, fpm)");
         assert_eq!(e("\ntables = [254, -1]\n"), "lab.toml:2:10: tables: -1 is not a routing table id (1 to 4294967295)");
         assert_eq!(e("tables = []\n"), "lab.toml:1:10: tables: empty: name at least one table (254 is main)");
         assert_eq!(e("xdp_mode = \"turbo\"\n"), "lab.toml:1:12: xdp_mode: unknown value \"turbo\" (one of: auto, native, generic)");

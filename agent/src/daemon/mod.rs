@@ -12,6 +12,7 @@ mod kernel_events;
 mod neighbour_wait;
 pub mod reload;
 mod requests;
+mod route_feeds;
 
 use crate::{
     daemon::{
@@ -63,6 +64,12 @@ pub struct RunOptions {
     pub netlink_rcvbuf: u32,
     /// Leave the data plane in place on exit.
     pub keep_on_exit: bool,
+    /// `--source fpm`: where zebra connects, and whether a non-loopback address may be used.
+    pub fpm_listen: std::net::SocketAddr,
+    pub fpm_allow_remote: bool,
+    /// After zebra reconnects: how long its replay must go quiet before what
+    /// it did not resend is swept.
+    pub fpm_sweep_after: Duration,
     /// The Prometheus endpoint's address, when wanted.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// A group whose members may use the control socket besides root.
@@ -101,6 +108,9 @@ struct Daemon {
     /// Optional parts that failed to start (slow path, frame sender,
     /// Prometheus): the agent runs on without them, and says so in its stats.
     degraded: Vec<String>,
+    /// `--source fpm`: what the FPM listener hears, and when it last did.
+    fpm_rx: Option<tokio::sync::mpsc::Receiver<crate::fib::fpm::FpmInput>>,
+    fpm_quiet: crate::fib::fpm::Quiet,
 }
 
 /// A `PMTU_EVENTS` record, as the program wrote it.
@@ -156,6 +166,7 @@ impl Daemon {
             tracing::error!(error = %e, "expiring overrides");
         }
         self.rib.reap(now);
+        self.sweep_fpm(now);
         self.retry_routes(now);
         self.waiting.expire(now);
         self.release_resolved();
@@ -211,6 +222,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         bail!("--source config needs --config FILE (the route list)");
     }
     let feed = Feed::new(eff.source, &eff.tables);
+    let fpm_rx = match eff.source {
+        RouteSource::Fpm => Some(crate::daemon::route_feeds::listen_fpm(opts.fpm_listen, opts.fpm_allow_remote).await?),
+        _ => None,
+    };
     // Subscribe, then dump: no change between the two is lost.
     let (mirror, dump) = Mirror::start(eff.source == RouteSource::Kernel, opts.netlink_rcvbuf).await?;
     let (misses_tx, mut misses) = tokio::sync::mpsc::channel::<slow_path::NeighbourMiss>(4096);
@@ -290,6 +305,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         asked: HashMap::new(),
         retry: Default::default(),
         degraded,
+        fpm_rx,
+        fpm_quiet: Default::default(),
     };
     // Links, addresses and neighbours first: routes need their devices,
     // and nexthop objects before the routes through them.
@@ -368,6 +385,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     ),
                     Err(e) => tracing::error!("SIGHUP: config reload refused; the running config stays: {e:#}"),
                 }
+            }
+            input = async { d.fpm_rx.as_mut().expect("guarded").recv().await }, if d.fpm_rx.is_some() => {
+                let input = input.ok_or_else(|| anyhow!("the FPM listener stopped"))?;
+                d.fpm_input(input, Instant::now());
             }
             batch = d.mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;

@@ -52,6 +52,7 @@ impl Daemon {
             pmtu: self.pmtu.stats,
             neighbour_queue: self.waiting.stats,
             degraded: self.degraded.clone(),
+            fpm: self.feed.fpm_stats(),
         })
     }
 }

@@ -157,6 +157,11 @@ impl KernelFib {
         }
     }
 
+    /// Removes every route to `prefix` (a route source's sweep).
+    pub fn remove_prefix(&mut self, prefix: &IpNet) -> Option<Change> {
+        self.routes.remove(prefix).map(|_| Change::Delete(*prefix))
+    }
+
     /// Mirrors `tables` from now on; a resync brings the routes in line.
     pub fn set_tables(&mut self, tables: impl IntoIterator<Item = u32>) {
         self.tables = tables.into_iter().collect();

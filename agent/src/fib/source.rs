@@ -1,11 +1,11 @@
 //! The route-source seam. Every feed of routes (the kernel FIB over netlink,
-//! the config file's `[[route]]` list; FRR's FPM stream next) turns what it
+//! the config file's `[[route]]` list, FRR's FPM stream) turns what it
 //! hears into the same [`RouteChange`]s, and the daemon hands them to the RIB
 //! through one door ([`crate::rib::Rib::apply_route_change`]). Links,
 //! addresses and neighbours are not routes: they always come from the kernel.
 
 use crate::{
-    fib::{kernel_fib::KernelFib, netlink_mirror::KernelRoute},
+    fib::{fpm::FpmRoutes, kernel_fib::KernelFib, netlink_mirror::KernelRoute},
     rib::{types::NexthopObject, RouteChange, RouteInput},
 };
 use ipnet::IpNet;
@@ -18,6 +18,8 @@ pub enum RouteSource {
     Kernel,
     /// The `[[route]]` list of the config file.
     Config,
+    /// FRR's zebra over FPM (`dplane_fpm_nl`), listening on --fpm-listen.
+    Fpm,
 }
 
 /// The config file's routes as a feed: a (re)load yields the differences.
@@ -44,6 +46,8 @@ impl ConfigRoutes {
 pub enum Feed {
     Kernel(KernelFib),
     Config(ConfigRoutes),
+    /// Boxed: its stats make it the largest, and there is one feed.
+    Fpm(Box<FpmRoutes>),
 }
 
 impl Feed {
@@ -51,6 +55,7 @@ impl Feed {
         match source {
             RouteSource::Kernel => Feed::Kernel(KernelFib::new(tables.iter().copied())),
             RouteSource::Config => Feed::Config(ConfigRoutes::default()),
+            RouteSource::Fpm => Feed::Fpm(Box::new(FpmRoutes::new(tables.iter().copied()))),
         }
     }
 
@@ -58,6 +63,7 @@ impl Feed {
         match self {
             Feed::Kernel(_) => RouteSource::Kernel,
             Feed::Config(_) => RouteSource::Config,
+            Feed::Fpm(_) => RouteSource::Fpm,
         }
     }
 
@@ -65,7 +71,7 @@ impl Feed {
     pub fn kernel_route(&mut self, route: KernelRoute, present: bool, replace: bool) -> Option<RouteChange> {
         match self {
             Feed::Kernel(fib) => fib.apply(route, present, replace),
-            Feed::Config(_) => None,
+            Feed::Config(_) | Feed::Fpm(_) => None,
         }
     }
 
@@ -73,7 +79,7 @@ impl Feed {
     pub fn kernel_nexthop(&mut self, object: NexthopObject, present: bool) -> Vec<RouteChange> {
         match self {
             Feed::Kernel(fib) => fib.apply_nexthop(object, present),
-            Feed::Config(_) => Vec::new(),
+            Feed::Config(_) | Feed::Fpm(_) => Vec::new(),
         }
     }
 
@@ -82,7 +88,8 @@ impl Feed {
     pub fn device_down(&mut self, ifindex: u32) -> Vec<RouteChange> {
         match self {
             Feed::Kernel(fib) => fib.flush_dev(ifindex),
-            Feed::Config(_) => Vec::new(),
+            // zebra says what it does about a device going down.
+            Feed::Config(_) | Feed::Fpm(_) => Vec::new(),
         }
     }
 
@@ -103,7 +110,7 @@ impl Feed {
                 changes.extend(deletes);
                 changes
             }
-            Feed::Config(_) => Vec::new(),
+            Feed::Config(_) | Feed::Fpm(_) => Vec::new(),
         }
     }
 
@@ -111,6 +118,7 @@ impl Feed {
     pub fn nexthop_objects(&self) -> BTreeMap<u32, Arc<NexthopObject>> {
         match self {
             Feed::Kernel(fib) => fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
+            Feed::Fpm(f) => f.fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
             Feed::Config(_) => BTreeMap::new(),
         }
     }
@@ -120,7 +128,7 @@ impl Feed {
     pub fn configured(&mut self, routes: &BTreeMap<IpNet, RouteInput>) -> Vec<RouteChange> {
         match self {
             Feed::Config(c) => c.replace(routes),
-            Feed::Kernel(_) => Vec::new(),
+            Feed::Kernel(_) | Feed::Fpm(_) => Vec::new(),
         }
     }
 
@@ -128,14 +136,32 @@ impl Feed {
     pub fn table(&self) -> BTreeMap<IpNet, Arc<RouteInput>> {
         match self {
             Feed::Kernel(fib) => fib.winners().map(|r| (r.prefix, r.clone())).collect(),
+            Feed::Fpm(f) => f.fib.winners().map(|r| (r.prefix, r.clone())).collect(),
             Feed::Config(c) => c.routes.clone(),
         }
     }
 
     /// The kernel tables mirrored from now on (a resync follows).
     pub fn set_tables(&mut self, tables: &[u32]) {
-        if let Feed::Kernel(fib) = self {
-            fib.set_tables(tables.iter().copied());
+        match self {
+            Feed::Kernel(fib) => fib.set_tables(tables.iter().copied()),
+            Feed::Fpm(f) => f.fib.set_tables(tables.iter().copied()),
+            Feed::Config(_) => {}
+        }
+    }
+
+    /// The FPM feed, with `--source fpm`.
+    pub fn fpm(&mut self) -> Option<&mut FpmRoutes> {
+        match self {
+            Feed::Fpm(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub fn fpm_stats(&self) -> Option<crate::fib::fpm::FpmStats> {
+        match self {
+            Feed::Fpm(f) => Some(f.stats.clone()),
+            _ => None,
         }
     }
 }

@@ -36,6 +36,7 @@ pub fn render(s: &AgentStats) -> String {
         s.packets.iter().map(|r| (format!("{{reason=\"{}\"}}", r.reason), value(r))).collect()
     };
     let c = &s.rib.cow;
+    let fpm = s.fpm.clone().unwrap_or_default();
     let cow_ops = [
         ("cows", c.cows),
         ("writes_in_place", c.writes_in_place),
@@ -99,6 +100,12 @@ pub fn render(s: &AgentStats) -> String {
             s.netlink.retry_pending,
         ),
         counter("cowroute_routes_retried_total", "Route changes carried on a retry.", s.netlink.retried),
+        counter("cowroute_netlink_undecodable_total", "Netlink messages that did not decode: each ends in a resync.", s.netlink.undecodable),
+        gauge("cowroute_fpm_connected", "1 while zebra's FPM connection is up (--source fpm).", fpm.connected as u64),
+        counter("cowroute_fpm_connections_total", "FPM connections accepted.", fpm.connections),
+        counter("cowroute_fpm_frames_total", "FPM frames applied.", fpm.frames),
+        counter("cowroute_fpm_errors_total", "Bad FPM frames (each closes its connection).", fpm.errors),
+        counter("cowroute_fpm_swept_total", "Routes and nexthops zebra did not resend after a reconnect, removed.", fpm.swept),
         counter("cowroute_pmtu_reports_total", "Fragmentation Needed / Packet Too Big seen passing through.", s.pmtu.reports),
         counter("cowroute_pmtu_learned_total", "Destinations whose MTU was lowered by a report.", s.pmtu.learned),
         Family {

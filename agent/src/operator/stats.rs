@@ -30,6 +30,9 @@ pub struct AgentStats {
     pub neighbour_queue: QueueStats,
     /// Optional parts that failed to start, with why: the agent runs on.
     pub degraded: Vec<String>,
+    /// `--source fpm`: the FPM connection and what came over it.
+    #[serde(default)]
+    pub fpm: Option<crate::fib::fpm::FpmStats>,
 }
 
 impl AgentStats {

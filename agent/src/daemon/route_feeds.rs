@@ -1,0 +1,67 @@
+//! Route feeds other than the kernel's netlink: FRR's FPM stream. Its
+//! frames become route changes through the same seam as the kernel FIB's
+//! (`fib::source::Feed`), applied by the same door (`apply_route`).
+
+use super::Daemon;
+use crate::fib::fpm::{self, FpmInput};
+use anyhow::{bail, Context as _, Result};
+use std::{net::SocketAddr, time::Instant};
+use tokio::sync::mpsc;
+
+/// Listens for zebra's FPM connection on `addr`: loopback only unless
+/// `allow_remote` (FPM has no authentication).
+pub(super) async fn listen_fpm(addr: SocketAddr, allow_remote: bool) -> Result<mpsc::Receiver<FpmInput>> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        bail!("--fpm-listen {addr}: not a loopback address; FPM has no authentication, so anyone who connects writes routes (add --fpm-allow-remote to mean it)");
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("FPM: listening on {addr}"))?;
+    tracing::info!(%addr, "FPM: waiting for zebra (dplane_fpm_nl)");
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(fpm::serve(listener, tx));
+    Ok(rx)
+}
+
+impl Daemon {
+    /// One thing the FPM listener heard.
+    pub(super) fn fpm_input(&mut self, input: FpmInput, now: Instant) {
+        let Some(feed) = self.feed.fpm() else { return };
+        match input {
+            FpmInput::Connected(peer) => {
+                feed.connected();
+                feed.stats.listen = self.opts.fpm_listen.to_string();
+                tracing::info!(%peer, stale = feed.sweep_pending(), "FPM: zebra connected; what it does not resend is swept once it goes quiet");
+                self.fpm_quiet.heard(now);
+            }
+            FpmInput::Frame(frame) => {
+                let changes = feed.frame(frame);
+                self.fpm_quiet.heard(now);
+                for change in changes {
+                    self.apply_route(change, now);
+                }
+            }
+            FpmInput::Error(e) => {
+                tracing::warn!(error = %e, "FPM: bad frame; connection closed (zebra reconnects and replays)");
+                feed.error(&e);
+            }
+            FpmInput::Closed => {
+                tracing::warn!("FPM: zebra disconnected; its routes stay until it reconnects and replays");
+                feed.closed();
+            }
+        }
+    }
+
+    /// After a reconnect, once zebra's replay has gone quiet: what it did
+    /// not resend is removed.
+    pub(super) fn sweep_fpm(&mut self, now: Instant) {
+        let quiet = self.fpm_quiet.for_at_least(now, self.opts.fpm_sweep_after);
+        let Some(feed) = self.feed.fpm() else { return };
+        if !(feed.sweep_pending() && quiet && feed.stats.connected) {
+            return;
+        }
+        let changes = feed.sweep();
+        tracing::info!(removed = changes.len(), "FPM: replay done; routes zebra did not resend removed");
+        for change in changes {
+            self.apply_route(change, now);
+        }
+    }
+}
