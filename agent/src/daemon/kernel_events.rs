@@ -6,7 +6,7 @@ use super::Daemon;
 use crate::{
     dataplane::map_writer::MapWriter,
     fib::netlink_mirror::{self, Event},
-    rib::{Rib, RouteChange},
+    rib::{Rib, RibError, RouteChange},
 };
 use anyhow::{anyhow, Result};
 use std::{
@@ -17,25 +17,31 @@ use std::{
 
 impl Daemon {
     /// Applies one route change from the feed. One the maps cannot carry
-    /// (a full table) is kept for a retry, counted, and superseded by any
-    /// later change to its prefix.
+    /// yet (a full table: [`RibError::is_retryable`]) is kept for a retry,
+    /// counted, and superseded by any later change to its prefix; one that
+    /// would fail the same way again is counted and logged, not retried.
     pub(super) fn apply_route(&mut self, change: RouteChange, now: Instant) {
         let prefix = change.prefix();
         match self.rib.apply_route_change(change.clone(), now) {
             Ok(()) => {
                 self.retry.remove(&prefix);
             }
-            Err(e) => {
+            Err(e) if e.is_retryable() => {
                 self.netlink.errors += 1;
                 if self.retry.insert(prefix, change).is_none() {
-                    tracing::warn!(%prefix, error = %format!("{e:#}"), "route not carried; retried every second");
+                    tracing::warn!(%prefix, error = %crate::error_chain(&e), "route not carried; retried every second");
                 }
+            }
+            Err(e) => {
+                self.netlink.errors += 1;
+                self.retry.remove(&prefix);
+                tracing::error!(%prefix, error = %crate::error_chain(&e), "route not carried");
             }
         }
         self.netlink.retry_pending = self.retry.len() as u64;
     }
 
-    /// Once a second: the changes that failed, again.
+    /// Once a second: the changes that failed for want of room, again.
     pub(super) fn retry_routes(&mut self, now: Instant) {
         for (prefix, change) in std::mem::take(&mut self.retry) {
             match self.rib.apply_route_change(change.clone(), now) {
@@ -43,8 +49,11 @@ impl Daemon {
                     self.netlink.retried += 1;
                     tracing::info!(%prefix, "route carried on retry");
                 }
-                Err(_) => {
+                Err(e) if e.is_retryable() => {
                     self.retry.insert(prefix, change);
+                }
+                Err(e) => {
+                    tracing::error!(%prefix, error = %crate::error_chain(&e), "route not carried on retry; no longer retried");
                 }
             }
         }
@@ -68,7 +77,7 @@ impl Daemon {
 
     /// Applies one netlink event: routes through the route feed's choice,
     /// the rest straight to the RIB.
-    pub(super) fn apply_event(&mut self, ev: Event, now: Instant) -> Result<()> {
+    pub(super) fn apply_event(&mut self, ev: Event, now: Instant) -> Result<(), RibError> {
         match ev {
             Event::Route { route, present, replace } => {
                 if let Some(change) = self.feed.kernel_route(route, present, replace) {
@@ -96,7 +105,7 @@ impl Daemon {
             self.netlink.events += 1;
             if let Err(e) = self.apply_event(ev.clone(), Instant::now()) {
                 self.netlink.errors += 1;
-                tracing::error!(?ev, error = %e, "applying netlink event");
+                tracing::error!(?ev, error = %crate::error_chain(&e), "applying netlink event");
             }
         }
         if overrun {

@@ -28,6 +28,7 @@ pub mod cow;
 #[cfg(test)]
 mod cow_model_tests;
 pub mod ecmp;
+pub mod error;
 pub mod lookup;
 pub mod metrics_store;
 mod neighbours;
@@ -45,8 +46,8 @@ use crate::{
     rib::ecmp::GroupTable,
     rib::metrics_store::MetricsStore,
 };
-use anyhow::Result;
 use common::{MetricsRef, NextHop, PrivateMeta, RouteEntry, RouteKind, RouteMetrics, Rtax};
+pub use error::{Pool, RibError, WantedBy};
 use ipnet::IpNet;
 use nexthops::NextHopTable;
 use std::{
@@ -263,7 +264,7 @@ impl<S: MapSink> Rib<S> {
         matches!(self.neighbours.get(&(ifindex, addr)), Some(Some(_)))
     }
 
-    pub fn apply(&mut self, event: Event, now: Instant) -> Result<()> {
+    pub fn apply(&mut self, event: Event, now: Instant) -> Result<(), RibError> {
         match event {
             Event::Link(link) => self.link_changed(link),
             Event::LinkGone(index) => {
