@@ -89,13 +89,17 @@ impl Daemon {
         }
     }
 
-    /// Applies a batch of events in order; an overrun among them ends in a
-    /// resync. An event the maps cannot carry is logged and counted, and the
-    /// rest go on.
+    /// Applies a batch of events in order; an overrun (or a message that
+    /// could not be decoded) among them ends in a resync. An event the maps
+    /// cannot carry is logged and counted, and the rest go on.
     pub(super) async fn apply_batch(&mut self, batch: Vec<Event>) -> Result<()> {
         let mut overrun = false;
         for ev in batch {
-            if ev == Event::Overrun {
+            if ev.needs_resync() {
+                match ev {
+                    Event::Undecodable => self.netlink.undecodable += 1,
+                    _ => self.netlink.overruns += 1,
+                }
                 overrun = true;
                 continue;
             }
@@ -109,7 +113,6 @@ impl Daemon {
             }
         }
         if overrun {
-            self.netlink.overruns += 1;
             self.resync().await?;
         }
         Ok(())

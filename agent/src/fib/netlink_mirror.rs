@@ -10,7 +10,7 @@ pub use crate::rib::types::{Event, KernelRoute, Link};
 
 /// `NLM_F_REPLACE` (include/uapi/linux/netlink.h).
 const NLM_F_REPLACE: u16 = 0x100;
-use crate::{rib::ecmp::Leg, rib::RouteInput};
+use crate::{fib::netlink_codec, rib::ecmp::Leg, rib::RouteInput};
 use anyhow::{Context as _, Result};
 use common::{RouteKind, RouteMetrics, Rtax};
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
@@ -54,7 +54,7 @@ impl Mirror {
         if routes {
             groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
         }
-        let (mut conn, _mc_handle, events) = rtnetlink::new_multicast_connection(&groups).context("netlink subscription")?;
+        let (mut conn, events) = subscribe(&groups).context("netlink subscription")?;
         {
             use rtnetlink::sys::AsyncSocket;
             use std::os::fd::AsRawFd;
@@ -103,25 +103,57 @@ impl Mirror {
     /// subscription closed.
     pub async fn next(&mut self) -> Option<Vec<Event>> {
         let (msg, _) = self.events.next().await?;
-        // NLM_F_REPLACE: the route replaces the kernel's one of the same
-        // table, prefix, TOS and priority, whatever its device.
-        let replace = msg.header.flags & NLM_F_REPLACE != 0;
-        let inner = match msg.payload {
-            NetlinkPayload::InnerMessage(inner) => inner,
-            NetlinkPayload::Overrun(_) => return Some(vec![Event::Overrun]),
-            _ => return Some(Vec::new()),
-        };
-        Some(match inner {
-            RouteNetlinkMessage::NewLink(m) => link_event(&m).into_iter().collect(),
-            RouteNetlinkMessage::DelLink(m) => vec![Event::LinkGone(m.header.index)],
-            RouteNetlinkMessage::NewAddress(m) => address_event(&m, true).into_iter().collect(),
-            RouteNetlinkMessage::DelAddress(m) => address_event(&m, false).into_iter().collect(),
-            RouteNetlinkMessage::NewNeighbour(m) => neighbour_event(&m, true).into_iter().collect(),
-            RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
-            RouteNetlinkMessage::NewRoute(m) => route_event(&m, true, replace).into_iter().collect(),
-            RouteNetlinkMessage::DelRoute(m) => route_event(&m, false, false).into_iter().collect(),
-            _ => Vec::new(),
-        })
+        Some(events(msg))
+    }
+}
+
+/// The subscription: the multicast `groups` on a connection whose codec
+/// turns an undecodable message into a resync ([`netlink_codec`]), as
+/// `rtnetlink::new_multicast_connection` subscribes.
+#[allow(clippy::type_complexity)]
+fn subscribe(
+    groups: &[MulticastGroup],
+) -> std::io::Result<(
+    rtnetlink::proto::Connection<RouteNetlinkMessage, rtnetlink::sys::TokioSocket, netlink_codec::ResyncingCodec>,
+    UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+)> {
+    let (mut conn, _handle, events) =
+        rtnetlink::proto::new_connection_with_codec::<RouteNetlinkMessage, rtnetlink::sys::TokioSocket, netlink_codec::ResyncingCodec>(
+            rtnetlink::sys::protocols::NETLINK_ROUTE,
+        )?;
+    use rtnetlink::sys::AsyncSocket as _;
+    let bits = groups.iter().filter(|g| !g.need_via_add_membership()).fold(0u32, |all, g| all | 1 << (*g as u32 - 1));
+    conn.socket_mut().socket_mut().bind(&SocketAddr::new(0, bits))?;
+    for group in groups.iter().filter(|g| g.need_via_add_membership()) {
+        conn.socket_mut().socket_mut().add_membership(*group as u32)?;
+    }
+    Ok((conn, events))
+}
+
+/// One netlink message of the subscription as events. An overrun (ENOBUFS)
+/// and a message the codec could not decode both ask for a resync.
+pub fn events(msg: NetlinkMessage<RouteNetlinkMessage>) -> Vec<Event> {
+    // NLM_F_REPLACE: the route replaces the kernel's one of the same
+    // table, prefix, TOS and priority, whatever its device.
+    let replace = msg.header.flags & NLM_F_REPLACE != 0;
+    if netlink_codec::is_undecodable_marker(&msg.payload) {
+        return vec![Event::Undecodable];
+    }
+    let inner = match msg.payload {
+        NetlinkPayload::InnerMessage(inner) => inner,
+        NetlinkPayload::Overrun(_) => return vec![Event::Overrun],
+        _ => return Vec::new(),
+    };
+    match inner {
+        RouteNetlinkMessage::NewLink(m) => link_event(&m).into_iter().collect(),
+        RouteNetlinkMessage::DelLink(m) => vec![Event::LinkGone(m.header.index)],
+        RouteNetlinkMessage::NewAddress(m) => address_event(&m, true).into_iter().collect(),
+        RouteNetlinkMessage::DelAddress(m) => address_event(&m, false).into_iter().collect(),
+        RouteNetlinkMessage::NewNeighbour(m) => neighbour_event(&m, true).into_iter().collect(),
+        RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
+        RouteNetlinkMessage::NewRoute(m) => route_event(&m, true, replace).into_iter().collect(),
+        RouteNetlinkMessage::DelRoute(m) => route_event(&m, false, false).into_iter().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -404,6 +436,9 @@ pub struct NetlinkStats {
     pub errors: u64,
     /// Socket overruns (ENOBUFS), each followed by a resync.
     pub overruns: u64,
+    /// Messages of the subscription that could not be decoded (their
+    /// change is unknown), each followed by a resync as an overrun is.
+    pub undecodable: u64,
     pub resyncs: u64,
     /// What the last resync changed.
     pub last_resync: Option<crate::rib::ResyncReport>,

@@ -295,7 +295,7 @@ impl<S: MapSink> Rib<S> {
             }
             // Routes go through the FIB mirror's choice first, and an
             // overrun is the daemon's to resync (see `resync`).
-            Event::Route { .. } | Event::Overrun => Ok(()),
+            Event::Route { .. } | Event::Overrun | Event::Undecodable => Ok(()),
         }
     }
 }
