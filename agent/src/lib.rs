@@ -45,3 +45,16 @@ pub mod bench_object {
 
 /// Where the agent pins its maps unless told otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/cowroute";
+
+/// An error and its causes, `outer: inner: ...`, as anyhow's `{:#}` prints
+/// them: for typed errors logged where they are handled.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

@@ -6,7 +6,7 @@ use super::Daemon;
 use crate::{
     dataplane::map_writer::MapWriter,
     fib::netlink_mirror::{self, Event},
-    rib::{Rib, RouteChange},
+    rib::{Rib, RibError, RouteChange},
 };
 use anyhow::{anyhow, Result};
 use std::{
@@ -17,25 +17,31 @@ use std::{
 
 impl Daemon {
     /// Applies one route change from the feed. One the maps cannot carry
-    /// (a full table) is kept for a retry, counted, and superseded by any
-    /// later change to its prefix.
+    /// yet (a full table: [`RibError::is_retryable`]) is kept for a retry,
+    /// counted, and superseded by any later change to its prefix; one that
+    /// would fail the same way again is counted and logged, not retried.
     pub(super) fn apply_route(&mut self, change: RouteChange, now: Instant) {
         let key = change.key();
         match self.rib.apply_route_change(change.clone(), now) {
             Ok(()) => {
                 self.retry.remove(&key);
             }
-            Err(e) => {
+            Err(e) if e.is_retryable() => {
                 self.netlink.errors += 1;
                 if self.retry.insert(key, change).is_none() {
-                    tracing::warn!(?key, error = %format!("{e:#}"), "route not carried; retried every second");
+                    tracing::warn!(?key, error = %crate::error_chain(&e), "route not carried; retried every second");
                 }
+            }
+            Err(e) => {
+                self.netlink.errors += 1;
+                self.retry.remove(&key);
+                tracing::error!(?key, error = %crate::error_chain(&e), "route not carried");
             }
         }
         self.netlink.retry_pending = self.retry.len() as u64;
     }
 
-    /// Once a second: the changes that failed, again.
+    /// Once a second: the changes that failed for want of room, again.
     pub(super) fn retry_routes(&mut self, now: Instant) {
         // Objects first (in key order): the routes through them need them.
         for (key, change) in std::mem::take(&mut self.retry).into_iter().rev() {
@@ -44,8 +50,11 @@ impl Daemon {
                     self.netlink.retried += 1;
                     tracing::info!(?key, "route carried on retry");
                 }
-                Err(_) => {
+                Err(e) if e.is_retryable() => {
                     self.retry.insert(key, change);
+                }
+                Err(e) => {
+                    tracing::error!(?key, error = %crate::error_chain(&e), "route not carried on retry; no longer retried");
                 }
             }
         }
@@ -79,7 +88,7 @@ impl Daemon {
 
     /// Applies one netlink event: routes through the route feed's choice,
     /// the rest straight to the RIB.
-    pub(super) fn apply_event(&mut self, ev: Event, now: Instant) -> Result<()> {
+    pub(super) fn apply_event(&mut self, ev: Event, now: Instant) -> Result<(), RibError> {
         match ev {
             Event::Route { route, present, replace } => {
                 if let Some(change) = self.feed.kernel_route(route, present, replace) {
@@ -114,20 +123,17 @@ impl Daemon {
         }
     }
 
-    /// Applies a batch of events in order; an overrun among them ends in a
-    /// resync. An event the maps cannot carry is logged and counted, and the
-    /// rest go on.
+    /// Applies a batch of events in order; an overrun (or a message that
+    /// could not be decoded) among them ends in a resync. An event the maps
+    /// cannot carry is logged and counted, and the rest go on.
     pub(super) async fn apply_batch(&mut self, batch: Vec<Event>) -> Result<()> {
         let mut overrun = false;
         for ev in batch {
-            if ev == Event::Overrun {
-                overrun = true;
-                continue;
-            }
-            if let Event::Undecodable { message_type, error } = &ev {
-                // An event lost all the same: only a dump says what it was.
-                self.netlink.undecodable += 1;
-                tracing::warn!(message_type, error, "undecodable netlink message: resyncing");
+            if ev.needs_resync() {
+                match ev {
+                    Event::Undecodable => self.netlink.undecodable += 1,
+                    _ => self.netlink.overruns += 1,
+                }
                 overrun = true;
                 continue;
             }
@@ -137,11 +143,10 @@ impl Daemon {
             self.netlink.events += 1;
             if let Err(e) = self.apply_event(ev.clone(), Instant::now()) {
                 self.netlink.errors += 1;
-                tracing::error!(?ev, error = %e, "applying netlink event");
+                tracing::error!(?ev, error = %crate::error_chain(&e), "applying netlink event");
             }
         }
         if overrun {
-            self.netlink.overruns += 1;
             self.resync().await?;
         }
         Ok(())

@@ -309,12 +309,12 @@ impl super::Daemon {
         let current: Vec<(u32, IpAddr)> = self.rib.static_neighbours().filter(|k| !old.static_neighbours.contains_key(k)).collect();
         for (index, addr) in current {
             if let Err(e) = self.rib.unset_static_neighbour(index, addr, now) {
-                tracing::error!("config reload rollback incomplete (neighbours): {e:#}");
+                tracing::error!("config reload rollback incomplete (neighbours): {}", crate::error_chain(&e));
             }
         }
         for (&(index, addr), &mac) in &old.static_neighbours {
             if let Err(e) = self.rib.set_static_neighbour(index, addr, mac, now) {
-                tracing::error!("config reload rollback incomplete (neighbours): {e:#}");
+                tracing::error!("config reload rollback incomplete (neighbours): {}", crate::error_chain(&e));
             }
         }
         if !attached.is_empty() {

@@ -2,14 +2,30 @@
 //! answered on the daemon's loop: the one writer of the maps.
 
 use super::Daemon;
-use crate::rib::{MapSink, Rib};
+use crate::rib::{MapSink, Rib, RibError};
 use crate::{
-    operator::control::{self, Request, Response},
+    operator::control::{self, ControlError, Request, Response},
     operator::stats::{self, AgentStats},
-    rib::cow::Source,
+    rib::cow::{CowError, Source},
 };
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use std::time::{Duration, Instant};
+
+/// Why a metrics request was refused: its fields, the COW engine, or the
+/// RIB behind it. The client reads the message.
+#[derive(Debug, thiserror::Error)]
+enum MetricsRequestError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Cow(#[from] CowError),
+    #[error(transparent)]
+    Rib(#[from] RibError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("not a metrics request: {0}")]
+    NotMetrics(String),
+}
 
 impl Daemon {
     pub(super) fn handle(&mut self, req: Request) -> Response {
@@ -59,7 +75,12 @@ impl Daemon {
 
 /// The metrics requests, on any RIB: outside input (the control socket's
 /// lines) meets the COW engine here, so this is what the fuzz test drives.
-fn metrics_request<S: MapSink>(rib: &mut Rib<S>, req: Request, default_expires: Duration, now: Instant) -> Result<serde_json::Value> {
+fn metrics_request<S: MapSink>(
+    rib: &mut Rib<S>,
+    req: Request,
+    default_expires: Duration,
+    now: Instant,
+) -> Result<serde_json::Value, MetricsRequestError> {
     Ok(match req {
         Request::MetricsSet { dest, metric, value, expires } => {
             let dest = control::parse_dest(&dest)?;
@@ -74,14 +95,14 @@ fn metrics_request<S: MapSink>(rib: &mut Rib<S>, req: Request, default_expires: 
         }
         Request::MetricsShow { dest: Some(dest) } => {
             let dest = control::parse_dest(&dest)?;
-            let m = rib.destination_metrics(dest, now).ok_or_else(|| anyhow!("no route to {dest}"))?;
+            let m = rib.destination_metrics(dest, now).ok_or(CowError::NoRoute(dest))?;
             serde_json::to_value(vec![m])?
         }
         Request::MetricsShow { dest: None } => {
             let all: Vec<_> = rib.private_copies().filter_map(|(d, _)| rib.destination_metrics(*d, now)).collect();
             serde_json::to_value(all)?
         }
-        other => anyhow::bail!("not a metrics request: {other:?}"),
+        other => return Err(MetricsRequestError::NotMetrics(format!("{other:?}"))),
     })
 }
 
@@ -132,7 +153,11 @@ mod tests {
             }
             for line in lines {
                 if let Ok(req) = serde_json::from_str::<Request>(&line) {
-                    let _ = metrics_request(&mut rib, req, Duration::from_secs(600), now);
+                    // Refused for what the line says, never for the maps (these never fail).
+                    if let Err(e) = metrics_request(&mut rib, req, Duration::from_secs(600), now) {
+                        let map = matches!(e, MetricsRequestError::Cow(CowError::Map(_)) | MetricsRequestError::Rib(_) | MetricsRequestError::Json(_));
+                        prop_assert!(!map, "{:?}", e);
+                    }
                 }
                 let s = rib.summary();
                 prop_assert_eq!(s.metrics_rw_in_use, rib.private_copies().count());

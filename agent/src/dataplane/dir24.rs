@@ -18,7 +18,7 @@
 //! This module is the bookkeeping; [`Dir24Store`] is where its writes go
 //! (the real maps, or a model in the tests).
 
-use crate::dataplane::slots::SlotAllocator;
+use crate::dataplane::{map_error::MapError, slots::SlotAllocator};
 use common::RouteEntry;
 use ipnet::Ipv4Net;
 use std::{
@@ -34,7 +34,7 @@ pub const BLOCKS_PER_ELEMENT: usize = 256;
 /// Where the index's writes land.
 pub trait Dir24Store {
     /// Fills entry slot `slot` (not yet referenced by any block).
-    fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> anyhow::Result<()>;
+    fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<(), MapError>;
     /// Sets block `block` (a /24: the address's top 24 bits) to `word`.
     fn set_block(&mut self, block: u32, word: u32);
 }
@@ -136,7 +136,7 @@ impl Dir24 {
     }
 
     /// `prefix` now routes with `entry` (added or replaced).
-    pub fn put(&mut self, prefix: &Ipv4Net, entry: &RouteEntry, now: Instant, store: &mut impl Dir24Store) -> anyhow::Result<()> {
+    pub fn put(&mut self, prefix: &Ipv4Net, entry: &RouteEntry, now: Instant, store: &mut impl Dir24Store) -> Result<(), MapError> {
         let (net, len) = key(prefix);
         if len > 24 {
             if self.long.insert((net, len)) {
@@ -237,7 +237,7 @@ mod tests {
     }
 
     impl Dir24Store for Model {
-        fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> anyhow::Result<()> {
+        fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<(), MapError> {
             self.entries.insert(slot, *entry);
             Ok(())
         }

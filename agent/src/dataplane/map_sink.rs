@@ -1,8 +1,7 @@
 //! The RIB's door to the maps ([`MapSink`]), and an in-memory sink for
 //! unit tests.
 
-use crate::dataplane::map_writer::MapWriter;
-use anyhow::Result;
+use crate::dataplane::{map_error::MapError, map_writer::MapWriter};
 use common::{NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -10,47 +9,47 @@ use std::net::IpAddr;
 /// The RIB's view of the maps: every write it makes goes through one of
 /// these, to the real maps ([`MapWriter`]) or to memory in unit tests.
 pub trait MapSink {
-    fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()>;
-    fn delete_route(&mut self, prefix: &IpNet) -> Result<()>;
-    fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()>;
-    fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()>;
-    fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
-    fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()>;
-    fn add_port(&mut self, ifindex: u32) -> Result<()>;
-    fn remove_port(&mut self, ifindex: u32) -> Result<()>;
-    fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()>;
-    fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()>;
+    fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError>;
+    fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError>;
+    fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), MapError>;
+    fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<(), MapError>;
+    fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError>;
+    fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError>;
+    fn add_port(&mut self, ifindex: u32) -> Result<(), MapError>;
+    fn remove_port(&mut self, ifindex: u32) -> Result<(), MapError>;
+    fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<(), MapError>;
+    fn delete_private_meta(&mut self, dest: IpAddr) -> Result<(), MapError>;
 }
 
 impl MapSink for MapWriter {
-    fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
+    fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
         MapWriter::put_route(self, prefix, entry)
     }
-    fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
+    fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError> {
         MapWriter::delete_route(self, prefix)
     }
-    fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
+    fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), MapError> {
         MapWriter::put_nexthop(self, id, nh)
     }
-    fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
+    fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<(), MapError> {
         MapWriter::put_group(self, id, group)
     }
-    fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
+    fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError> {
         MapWriter::put_ro_metrics(self, slot, m)
     }
-    fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
+    fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError> {
         MapWriter::put_rw_metrics(self, slot, m)
     }
-    fn add_port(&mut self, ifindex: u32) -> Result<()> {
+    fn add_port(&mut self, ifindex: u32) -> Result<(), MapError> {
         MapWriter::add_port(self, ifindex)
     }
-    fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+    fn remove_port(&mut self, ifindex: u32) -> Result<(), MapError> {
         MapWriter::remove_port(self, ifindex)
     }
-    fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()> {
+    fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<(), MapError> {
         MapWriter::put_private_meta(self, dest, meta)
     }
-    fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()> {
+    fn delete_private_meta(&mut self, dest: IpAddr) -> Result<(), MapError> {
         MapWriter::delete_private_meta(self, dest)
     }
 }
@@ -58,9 +57,8 @@ impl MapSink for MapWriter {
 #[cfg(test)]
 pub mod memory {
     //! An in-memory map set for unit tests.
-    use super::MapSink;
-    use anyhow::Result;
-    use common::{NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics};
+    use super::{MapError, MapSink};
+    use common::{maps, NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics};
     use ipnet::IpNet;
     use std::{
         collections::{BTreeMap, BTreeSet},
@@ -78,46 +76,62 @@ pub mod memory {
         pub ports: BTreeSet<u32>,
         /// Route entries written, all told (a nexthop replace writes none).
         pub route_writes: usize,
+        /// Routes the tries hold at most (`None`: no limit), to test a full map.
+        pub route_capacity: Option<usize>,
     }
 
     impl MapSink for MemoryMaps {
-        fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
+        fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
+            let map = if prefix.addr().is_ipv4() { maps::ROUTES_V4 } else { maps::ROUTES_V6 };
+            match self.route_capacity {
+                Some(n) if self.routes.len() >= n && !self.routes.contains_key(prefix) => {
+                    return Err(MapError::Full { map, capacity: n as u32 })
+                }
+                _ => {}
+            }
             self.routes.insert(*prefix, *entry);
             self.route_writes += 1;
             Ok(())
         }
-        fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
-            self.routes.remove(prefix).map(|_| ()).ok_or_else(|| anyhow::anyhow!("no such route"))
+        fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError> {
+            let map = if prefix.addr().is_ipv4() { maps::ROUTES_V4 } else { maps::ROUTES_V6 };
+            let error = Box::new(aya::maps::MapError::KeyNotFound);
+            self.routes.remove(prefix).map(|_| ()).ok_or(MapError::Update {
+                map,
+                key: prefix.to_string(),
+                what: "no such route".into(),
+                error,
+            })
         }
-        fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
+        fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), MapError> {
             self.nexthops.insert(id, *nh);
             Ok(())
         }
-        fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
+        fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<(), MapError> {
             self.groups.insert(id, *group);
             Ok(())
         }
-        fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
+        fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError> {
             self.metrics_ro.insert(slot, *m);
             Ok(())
         }
-        fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
+        fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError> {
             self.metrics_rw.insert(slot, *m);
             Ok(())
         }
-        fn add_port(&mut self, ifindex: u32) -> Result<()> {
+        fn add_port(&mut self, ifindex: u32) -> Result<(), MapError> {
             self.ports.insert(ifindex);
             Ok(())
         }
-        fn remove_port(&mut self, ifindex: u32) -> Result<()> {
+        fn remove_port(&mut self, ifindex: u32) -> Result<(), MapError> {
             self.ports.remove(&ifindex);
             Ok(())
         }
-        fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<()> {
+        fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<(), MapError> {
             self.private_meta.insert(dest, *meta);
             Ok(())
         }
-        fn delete_private_meta(&mut self, dest: IpAddr) -> Result<()> {
+        fn delete_private_meta(&mut self, dest: IpAddr) -> Result<(), MapError> {
             self.private_meta.remove(&dest);
             Ok(())
         }

@@ -25,16 +25,17 @@
 //! An adopted data plane (an earlier agent's pins) keeps every slot its
 //! indexes name reserved until none of its route entries remains.
 
+pub use crate::dataplane::map_error::MapError;
 #[cfg(test)]
 pub use crate::dataplane::map_sink::memory;
 pub use crate::dataplane::map_sink::MapSink;
 pub use crate::dataplane::published::{IndexedMaps, PublishStore, Published, PublishedReader};
 use crate::dataplane::{
     dir24::{self, Dir24, Dir24Stats, Dir24Store},
+    map_error::{access, update},
     mapped::MappedArray,
     published,
 };
-use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, Map, MapData},
     Ebpf,
@@ -97,19 +98,19 @@ pub fn meta_key(dest: std::net::IpAddr) -> [u8; 16] {
     }
 }
 
-pub(crate) fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
-    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
-    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+pub(crate) fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T, MapError> {
+    let map = ebpf.take_map(name).ok_or_else(|| MapError::Missing { map: name.into(), detail: "" })?;
+    access(T::try_from(map), name, || format!("map {name} has an unexpected type"))
 }
 
 /// Opens a pinned map as its typed view.
-pub fn open_pinned<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &str) -> Result<T> {
+pub fn open_pinned<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &str) -> Result<T, MapError> {
     let path = dir.join(name);
-    let data = MapData::from_pin(&path).with_context(|| {
+    let data = access(MapData::from_pin(&path), name, || {
         format!("opening pinned map {} (is the agent running, or was it ever started with this --pin-dir?)", path.display())
     })?;
-    let map = Map::from_map_data(data).with_context(|| format!("pinned map {}", path.display()))?;
-    T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type", path.display()))
+    let map = access(Map::from_map_data(data), name, || format!("pinned map {}", path.display()))?;
+    access(T::try_from(map), name, || format!("pinned map {} has an unexpected type", path.display()))
 }
 
 fn is_absent(e: &aya::maps::MapError) -> bool {
@@ -132,15 +133,21 @@ fn absent_is_fine(result: Result<(), aya::maps::MapError>) -> Result<(), aya::ma
 pub fn route_entries(
     v4: &LpmTrie<MapData, V4KeyData, RouteEntry>,
     v6: &LpmTrie<MapData, V6KeyData, RouteEntry>,
-) -> Result<Vec<(IpNet, RouteEntry)>> {
+) -> Result<Vec<(IpNet, RouteEntry)>, MapError> {
     let mut all = Vec::new();
+    let prefix = |addr: IpAddr, len: u32, map: &'static str| {
+        IpNet::new(addr, len as u8).map_err(|_| MapError::Layout {
+            path: map.into(),
+            detail: format!("{map} holds a key of prefix length {len}: a map of another layout"),
+        })
+    };
     for item in v4.iter() {
-        let (k, e) = item.context("reading ROUTES_V4")?;
-        all.push((IpNet::new(std::net::Ipv4Addr::from(k.data()).into(), k.prefix_len() as u8)?, e));
+        let (k, e) = access(item, maps::ROUTES_V4, || "reading ROUTES_V4".into())?;
+        all.push((prefix(std::net::Ipv4Addr::from(k.data()).into(), k.prefix_len(), maps::ROUTES_V4)?, e));
     }
     for item in v6.iter() {
-        let (k, e) = item.context("reading ROUTES_V6")?;
-        all.push((IpNet::new(std::net::Ipv6Addr::from(k.data()).into(), k.prefix_len() as u8)?, e));
+        let (k, e) = access(item, maps::ROUTES_V6, || "reading ROUTES_V6".into())?;
+        all.push((prefix(std::net::Ipv6Addr::from(k.data()).into(), k.prefix_len(), maps::ROUTES_V6)?, e));
     }
     Ok(all)
 }
@@ -155,7 +162,7 @@ struct Dir24Maps {
 }
 
 impl Dir24Store for Dir24Maps {
-    fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<()> {
+    fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<(), MapError> {
         // SAFETY: in bounds (checked), aligned, no reader yet.
         unsafe { self.entries.at(slot as usize).write_volatile(*entry) };
         Ok(())
@@ -176,7 +183,7 @@ fn v6_key(prefix: &ipnet::Ipv6Net) -> Key<V6KeyData> {
 
 impl MapWriter {
     /// Takes the writable maps out of a freshly loaded object.
-    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<MapWriter> {
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<MapWriter, MapError> {
         Ok(MapWriter {
             routes_v4: take(ebpf, maps::ROUTES_V4)?,
             dir24: Dir24::new(capacity::ROUTES_V4_DIR24_ENTRIES, DEFAULT_GRACE),
@@ -210,12 +217,12 @@ impl MapWriter {
 
     /// Publishes `entry` as the route for `prefix` (insert or atomic
     /// replace); an IPv4 route then reaches the DIR-24 index.
-    pub fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<()> {
-        match prefix {
-            IpNet::V4(p) => self.routes_v4.insert(&v4_key(p), entry, 0),
-            IpNet::V6(p) => self.routes_v6.insert(&v6_key(p), entry, 0),
-        }
-        .with_context(|| format!("writing route {prefix}"))?;
+    pub fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
+        let (result, map) = match prefix {
+            IpNet::V4(p) => (self.routes_v4.insert(&v4_key(p), entry, 0), maps::ROUTES_V4),
+            IpNet::V6(p) => (self.routes_v6.insert(&v6_key(p), entry, 0), maps::ROUTES_V6),
+        };
+        update(result, map, prefix, || format!("writing route {prefix}"))?;
         self.adopted_route_replaced(prefix);
         if let IpNet::V4(p) = prefix {
             self.dir24.put(p, entry, Instant::now(), &mut self.dir24_maps)?;
@@ -225,15 +232,15 @@ impl MapWriter {
 
     /// Removes `prefix` from its trie, then from the DIR-24 index (which
     /// asked the trie, or named the route being removed, meanwhile).
-    pub fn delete_route(&mut self, prefix: &IpNet) -> Result<()> {
-        let removed = match prefix {
-            IpNet::V4(p) => self.routes_v4.remove(&v4_key(p)),
-            IpNet::V6(p) => self.routes_v6.remove(&v6_key(p)),
+    pub fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError> {
+        let (removed, map) = match prefix {
+            IpNet::V4(p) => (self.routes_v4.remove(&v4_key(p)), maps::ROUTES_V4),
+            IpNet::V6(p) => (self.routes_v6.remove(&v6_key(p)), maps::ROUTES_V6),
         };
         if removed.as_ref().err().is_none_or(is_absent) {
             self.adopted_route_replaced(prefix);
         }
-        removed.with_context(|| format!("deleting route {prefix}"))?;
+        update(removed, map, prefix, || format!("deleting route {prefix}"))?;
         if let IpNet::V4(p) = prefix {
             self.dir24.delete(p, Instant::now(), &mut self.dir24_maps);
         }
@@ -249,7 +256,7 @@ impl MapWriter {
     /// and group indexes name stay reserved until every one of its route
     /// entries is rewritten or deleted (the RIB's sweep), and what it
     /// published is returned for the RIB to allocate around.
-    pub fn adopt(&mut self) -> Result<Adopted> {
+    pub fn adopt(&mut self) -> Result<Adopted, MapError> {
         self.forget_adopted_dir24();
         let adopted = self.read_adopted()?;
         self.nexthops.adopt();
@@ -280,7 +287,7 @@ impl MapWriter {
 
     /// What an earlier agent published into these (adopted) maps: every
     /// route key, and every slot those entries refer to.
-    fn read_adopted(&self) -> Result<Adopted> {
+    fn read_adopted(&self) -> Result<Adopted, MapError> {
         let mut a = Adopted::default();
         for (prefix, e) in route_entries(&self.routes_v4, &self.routes_v6)? {
             a.prefixes.push(prefix);
@@ -321,13 +328,13 @@ impl MapWriter {
     }
 
     /// Next hop `id` holds `nh` from now on (fresh slot, one word switched).
-    pub fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<()> {
+    pub fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), MapError> {
         self.nexthops.publish(id, nh, Instant::now())
     }
 
     /// ECMP group `id` has `group`'s buckets from now on: a flow sees the
     /// old buckets or the new ones, never a mix.
-    pub fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<()> {
+    pub fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<(), MapError> {
         self.groups.publish(id, group, Instant::now())
     }
 
@@ -348,34 +355,41 @@ impl MapWriter {
         &self.groups
     }
 
-    pub fn put_private_meta(&mut self, dest: std::net::IpAddr, meta: &PrivateMeta) -> Result<()> {
-        self.private_meta.insert(meta_key(dest), meta, 0).with_context(|| format!("recording {dest}'s private copy in PRIVATE_META"))
+    pub fn put_private_meta(&mut self, dest: std::net::IpAddr, meta: &PrivateMeta) -> Result<(), MapError> {
+        let result = self.private_meta.insert(meta_key(dest), meta, 0);
+        update(result, maps::PRIVATE_META, dest, || format!("recording {dest}'s private copy in PRIVATE_META"))
     }
 
-    pub fn delete_private_meta(&mut self, dest: std::net::IpAddr) -> Result<()> {
-        absent_is_fine(self.private_meta.remove(&meta_key(dest)))
-            .with_context(|| format!("forgetting {dest}'s private copy in PRIVATE_META"))
+    pub fn delete_private_meta(&mut self, dest: std::net::IpAddr) -> Result<(), MapError> {
+        let result = absent_is_fine(self.private_meta.remove(&meta_key(dest)));
+        update(result, maps::PRIVATE_META, dest, || format!("forgetting {dest}'s private copy in PRIVATE_META"))
     }
 
     /// Fills a shared slot. Only for a slot no route refers to yet (or to the
     /// same contents): the program never sees it half-written.
-    pub fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
-        self.metrics_ro.set(slot, m, 0).with_context(|| format!("writing METRICS_RO slot {slot}"))
+    pub fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError> {
+        update(self.metrics_ro.set(slot, m, 0), maps::METRICS_RO, slot, || format!("writing METRICS_RO slot {slot}"))
     }
 
-    pub fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<()> {
-        self.metrics_rw.set(slot, m, 0).with_context(|| format!("writing METRICS_RW slot {slot}"))
+    pub fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError> {
+        update(self.metrics_rw.set(slot, m, 0), maps::METRICS_RW, slot, || format!("writing METRICS_RW slot {slot}"))
     }
 
-    pub fn add_port(&mut self, ifindex: u32) -> Result<()> {
-        self.egress_ports
-            .insert(ifindex, ifindex, None, 0)
-            .with_context(|| format!("adding ifindex {ifindex} to EGRESS_PORTS (does the driver support XDP redirect?)"))
+    pub fn add_port(&mut self, ifindex: u32) -> Result<(), MapError> {
+        let result = self.egress_ports.insert(ifindex, ifindex, None, 0).map_err(|e| match e {
+            aya::maps::xdp::XdpMapError::MapError(e) => e,
+            // No program is chained to the port (None): not reached.
+            aya::maps::xdp::XdpMapError::ChainedProgramNotSupported => aya::maps::MapError::ProgramNotLoaded,
+        });
+        update(result, maps::EGRESS_PORTS, ifindex, || {
+            format!("adding ifindex {ifindex} to EGRESS_PORTS (does the driver support XDP redirect?)")
+        })
     }
 
     /// Removes a port; one the kernel already dropped (its device was
     /// unregistered) is not an error.
-    pub fn remove_port(&mut self, ifindex: u32) -> Result<()> {
-        absent_is_fine(self.egress_ports.remove(ifindex)).with_context(|| format!("removing ifindex {ifindex} from EGRESS_PORTS"))
+    pub fn remove_port(&mut self, ifindex: u32) -> Result<(), MapError> {
+        let result = absent_is_fine(self.egress_ports.remove(ifindex));
+        update(result, maps::EGRESS_PORTS, ifindex, || format!("removing ifindex {ifindex} from EGRESS_PORTS"))
     }
 }

@@ -2,7 +2,7 @@
 //! and the next-hop and group indexes are written with plain (atomic)
 //! stores, no syscall each.
 
-use anyhow::{anyhow, Context as _, Result};
+use crate::dataplane::map_error::{access, MapError};
 use aya::{
     maps::{Map, MapData},
     Ebpf,
@@ -26,37 +26,37 @@ unsafe impl<T> Send for MappedArray<T> {}
 
 impl<T> MappedArray<T> {
     /// Maps `name`'s `len` elements of `T`, writable.
-    pub(crate) fn take(ebpf: &mut Ebpf, name: &str, len: usize) -> Result<MappedArray<T>> {
+    pub(crate) fn take(ebpf: &mut Ebpf, name: &'static str, len: usize) -> Result<MappedArray<T>, MapError> {
         let map = match ebpf.take_map(name) {
             Some(Map::Array(data)) => data,
-            _ => return Err(anyhow!("map {name} missing from the object or not an array")),
+            _ => return Err(MapError::Missing { map: name.into(), detail: " or not an array" }),
         };
         Self::map(map, name, len, libc::PROT_READ | libc::PROT_WRITE)
     }
 
     /// Maps a pinned map's `len` elements of `T`, read-only.
-    pub(crate) fn open_pinned(dir: &Path, name: &str, len: usize) -> Result<MappedArray<T>> {
+    pub(crate) fn open_pinned(dir: &Path, name: &'static str, len: usize) -> Result<MappedArray<T>, MapError> {
         let path = dir.join(name);
-        let map = MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))?;
+        let map = access(MapData::from_pin(&path), name, || format!("opening pinned map {}", path.display()))?;
         Self::map(map, name, len, libc::PROT_READ)
     }
 
     /// Maps `len` elements of `T` (the map's value size must be a multiple
     /// of 8 and of `T`'s size: the kernel pads elements to 8).
-    pub(crate) fn map(map: MapData, name: &str, len: usize, prot: libc::c_int) -> Result<MappedArray<T>> {
+    pub(crate) fn map(map: MapData, name: &'static str, len: usize, prot: libc::c_int) -> Result<MappedArray<T>, MapError> {
         let bytes = len * std::mem::size_of::<T>();
-        let info = map.info().with_context(|| format!("reading {name}'s definition"))?;
+        let info = access(map.info(), name, || format!("reading {name}'s definition"))?;
         let have = info.value_size() as usize * info.max_entries() as usize;
         if have != bytes || info.value_size() % 8 != 0 {
-            return Err(anyhow!(
-                "{name} holds {have} bytes ({} B values), this agent maps {bytes}: a map of another layout",
-                info.value_size()
-            ));
+            let detail =
+                format!("{name} holds {have} bytes ({} B values), this agent maps {bytes}: a map of another layout", info.value_size());
+            return Err(MapError::Layout { path: name.into(), detail });
         }
         // SAFETY: a shared mapping of the map's own pages, of its size.
         let p = unsafe { libc::mmap(std::ptr::null_mut(), bytes, prot, libc::MAP_SHARED, map.fd().as_fd().as_raw_fd(), 0) };
         if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("mapping {name} (BPF_F_MMAPABLE)"));
+            let error = std::io::Error::last_os_error();
+            return Err(MapError::Os { map: name, what: format!("mapping {name} (BPF_F_MMAPABLE)"), error });
         }
         Ok(MappedArray { base: p as *mut T, len, _map: map })
     }

@@ -8,6 +8,7 @@
 
 pub mod bpffs;
 pub mod dir24;
+pub mod map_error;
 pub mod map_sink;
 pub mod map_writer;
 mod mapped;
@@ -15,7 +16,13 @@ pub mod pin_lock;
 pub mod published;
 pub mod slots;
 
-use crate::{dataplane::map_writer::MapWriter, EBPF_OBJECT};
+use crate::{
+    dataplane::{
+        map_error::{access, MapError},
+        map_writer::MapWriter,
+    },
+    EBPF_OBJECT,
+};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::MapInfo,
@@ -90,28 +97,36 @@ fn is_link_pin(path: &Path) -> bool {
 
 /// Checks the ABI stamp of the data plane pinned under `dir`: an agent
 /// adopts only maps made by a build of the same ABI (see `common::abi`).
-fn check_pinned_stamp(dir: &Path) -> Result<()> {
+fn check_pinned_stamp(dir: &Path) -> Result<(), MapError> {
     let path = dir.join(maps::ABI_STAMP);
     let detach = format!(
         "run `cowroute --pin-dir {} detach` to remove the old data plane first (forwarding stops until this agent attaches)",
         dir.display()
     );
+    let abi = |detail: String| MapError::Abi { dir: dir.to_owned(), detail };
     let pinned = match aya::maps::MapData::from_pin(&path) {
         Ok(data) => {
-            let array = aya::maps::Array::<_, AbiStamp>::try_from(aya::maps::Map::Array(data))?;
-            array.get(&0, 0).with_context(|| format!("reading {}", path.display()))?
+            let array = access(aya::maps::Array::<_, AbiStamp>::try_from(aya::maps::Map::Array(data)), maps::ABI_STAMP, || {
+                format!("pinned map {} has an unexpected type", path.display())
+            })?;
+            access(array.get(&0, 0), maps::ABI_STAMP, || format!("reading {}", path.display()))?
         }
-        Err(_) => bail!("the data plane pinned under {} has no ABI stamp (an earlier cowroute made it): {detach}", dir.display()),
+        Err(_) => {
+            return Err(abi(format!(
+                "the data plane pinned under {} has no ABI stamp (an earlier cowroute made it): {detach}",
+                dir.display()
+            )))
+        }
     };
     if pinned != common::abi::STAMP {
-        bail!(
+        return Err(abi(format!(
             "the data plane pinned under {} was made by a cowroute of another ABI (version {}, layout {:#x}; this one is version {}, layout {:#x}): {detach}",
             dir.display(),
             pinned.version,
             pinned.layout,
             common::abi::STAMP.version,
             common::abi::STAMP.layout
-        );
+        )));
     }
     Ok(())
 }
@@ -119,15 +134,16 @@ fn check_pinned_stamp(dir: &Path) -> Result<()> {
 /// Checks that every map pinned under `dir` has the layout this program's
 /// object defines (key and value sizes, capacity, flags): a program built
 /// with other structures must not read an earlier one's maps.
-fn check_pinned_layout(dir: &Path, opts: &LoadOptions) -> Result<()> {
-    let obj = aya_obj::Object::parse(EBPF_OBJECT).context("parsing the eBPF object")?;
+fn check_pinned_layout(dir: &Path, opts: &LoadOptions) -> Result<(), MapError> {
+    let obj = aya_obj::Object::parse(EBPF_OBJECT)
+        .map_err(|e| MapError::Layout { path: "cowroute.bpf.o".into(), detail: format!("parsing the eBPF object: {e}") })?;
     for name in maps::ALL {
         let path = dir.join(name);
         if !path.exists() {
             continue;
         }
-        let info = MapInfo::from_pin(&path).with_context(|| format!("reading pinned map {}", path.display()))?;
-        let def = obj.maps.get(name).ok_or_else(|| anyhow!("map {name} missing from the object"))?;
+        let info = access(MapInfo::from_pin(&path), name, || format!("reading pinned map {}", path.display()))?;
+        let def = obj.maps.get(name).ok_or_else(|| MapError::Missing { map: name.to_string(), detail: "" })?;
         let max = if [maps::METRICS_RW, maps::PRIVATE_META].contains(&name) { opts.metrics_rw_slots } else { def.max_entries() };
         // The kernel makes a DEVMAP read-only to programs by itself.
         let kernel_flags = if name == maps::EGRESS_PORTS { aya_obj::generated::BPF_F_RDONLY_PROG } else { 0 };
@@ -139,10 +155,11 @@ fn check_pinned_layout(dir: &Path, opts: &LoadOptions) -> Result<()> {
             } else {
                 String::new()
             };
-            bail!(
+            let detail = format!(
                 "{} was pinned by a cowroute with another map layout (key {} B, value {} B, {} entries, flags {:#x}; this one needs {} B, {} B, {}, {:#x}): {hint}run `cowroute --pin-dir {} detach` to remove the old data plane first (forwarding stops until this agent attaches)",
                 path.display(), have.0, have.1, have.2, have.3, want.0, want.1, want.2, want.3, dir.display()
             );
+            return Err(MapError::Layout { path, detail });
         }
     }
     Ok(())
@@ -242,7 +259,7 @@ impl DataPlane {
     }
 
     /// Takes the writable maps; call after pinning.
-    pub fn map_writer(&mut self) -> Result<MapWriter> {
+    pub fn map_writer(&mut self) -> Result<MapWriter, MapError> {
         MapWriter::from_ebpf(&mut self.ebpf)
     }
 

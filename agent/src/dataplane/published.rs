@@ -3,11 +3,11 @@
 //! word, and frees the old slot after the grace period (see `map_writer`).
 
 use crate::dataplane::{
+    map_error::{access, update, MapError},
     map_writer::{open_pinned, take, DEFAULT_GRACE},
     mapped::MappedArray,
     slots::SlotAllocator,
 };
-use anyhow::{anyhow, ensure, Context as _, Result};
 use aya::maps::{Array, MapData};
 use aya::Ebpf;
 use common::{capacity, maps, NextHop, NextHopGroup};
@@ -22,8 +22,8 @@ use std::{
 /// memory in the tests.
 pub trait PublishStore<T> {
     /// Fills `slot`, which no index word names.
-    fn write_slot(&mut self, slot: u32, value: &T) -> Result<()>;
-    fn read_slot(&self, slot: u32) -> Result<T>;
+    fn write_slot(&mut self, slot: u32, value: &T) -> Result<(), MapError>;
+    fn read_slot(&self, slot: u32) -> Result<T, MapError>;
     /// `id`'s index word: 0 (none) or 1 + its slot.
     fn word(&self, id: u32) -> u32;
     /// Switches `id`'s word: one aligned store, ordered after the slot's fill.
@@ -34,24 +34,26 @@ pub trait PublishStore<T> {
 pub struct IndexedMaps<T: aya::Pod> {
     index: MappedArray<AtomicU32>,
     slots: Array<MapData, T>,
+    /// The slot map's name, for errors.
+    name: &'static str,
 }
 
 /// `id`'s slot and value as the fast path finds them: its word, then the
 /// slot the word names (none for a 0 word).
-fn lookup<T>(store: &impl PublishStore<T>, id: u32) -> Result<Option<(u32, T)>> {
+fn lookup<T>(store: &impl PublishStore<T>, id: u32) -> Result<Option<(u32, T)>, MapError> {
     match store.word(id) {
         0 => Ok(None),
-        w => Ok(Some((w - 1, store.read_slot(w - 1).with_context(|| format!("reading the slot of id {id}"))?))),
+        w => Ok(Some((w - 1, store.read_slot(w - 1).map_err(|e| e.within(format!("reading the slot of id {id}")))?))),
     }
 }
 
 impl<T: aya::Pod> PublishStore<T> for IndexedMaps<T> {
-    fn write_slot(&mut self, slot: u32, value: &T) -> Result<()> {
+    fn write_slot(&mut self, slot: u32, value: &T) -> Result<(), MapError> {
         // A syscall: done (and visible) before the word's store below.
-        self.slots.set(slot, value, 0).with_context(|| format!("writing slot {slot}"))
+        update(self.slots.set(slot, value, 0), self.name, slot, || format!("writing slot {slot}"))
     }
-    fn read_slot(&self, slot: u32) -> Result<T> {
-        self.slots.get(&slot, 0).with_context(|| format!("reading slot {slot}"))
+    fn read_slot(&self, slot: u32) -> Result<T, MapError> {
+        access(self.slots.get(&slot, 0), self.name, || format!("reading slot {slot}"))
     }
     fn word(&self, id: u32) -> u32 {
         if id as usize >= self.index.len {
@@ -96,8 +98,9 @@ pub(crate) const GROUPS: Kind = Kind {
 /// id's word to it, and quarantines the old slot for the grace period. Ids
 /// stay what the RIB handed out; only the slots behind them move.
 pub struct Published<T, S> {
-    /// For errors: "next hop", "ECMP group".
+    /// For errors: "next hop", "ECMP group", and the slot map's name.
     what: &'static str,
+    map: &'static str,
     store: S,
     ids: u32,
     slots: SlotAllocator,
@@ -109,36 +112,45 @@ pub struct Published<T, S> {
 
 impl<T: aya::Pod + PartialEq> Published<T, IndexedMaps<T>> {
     /// Takes `kind`'s maps out of a freshly loaded object.
-    pub(crate) fn take(ebpf: &mut Ebpf, kind: &Kind) -> Result<Self> {
-        let store = IndexedMaps { index: MappedArray::take(ebpf, kind.index, kind.ids as usize)?, slots: take(ebpf, kind.slots)? };
-        Ok(Published::new(kind.what, store, kind.ids, kind.slot_count, DEFAULT_GRACE))
+    pub(crate) fn take(ebpf: &mut Ebpf, kind: &Kind) -> Result<Self, MapError> {
+        let store = IndexedMaps {
+            index: MappedArray::take(ebpf, kind.index, kind.ids as usize)?,
+            slots: take(ebpf, kind.slots)?,
+            name: kind.slots,
+        };
+        Ok(Published::new(kind.what, store, kind.ids, kind.slot_count, DEFAULT_GRACE).in_map(kind.slots))
     }
 }
 
 impl<T: Copy + PartialEq, S: PublishStore<T>> Published<T, S> {
     pub(crate) fn new(what: &'static str, store: S, ids: u32, slots: u32, grace: Duration) -> Published<T, S> {
-        Published { what, store, ids, slots: SlotAllocator::new(0, slots, grace), current: StdHashMap::new(), adopted: Vec::new() }
+        let slots = SlotAllocator::new(0, slots, grace);
+        Published { what, map: what, store, ids, slots, current: StdHashMap::new(), adopted: Vec::new() }
+    }
+
+    /// Names the slot map in errors.
+    fn in_map(mut self, map: &'static str) -> Self {
+        self.map = map;
+        self
     }
 
     /// `id` now holds `value`; readers move to it at one store.
-    pub fn publish(&mut self, id: u32, value: &T, now: Instant) -> Result<()> {
-        ensure!(id < self.ids, "{} id {id} is beyond the index ({} ids)", self.what, self.ids);
+    pub fn publish(&mut self, id: u32, value: &T, now: Instant) -> Result<(), MapError> {
+        let (map, what) = (self.map, self.what);
+        if id >= self.ids {
+            return Err(MapError::BeyondIndex { map, what, id, ids: self.ids });
+        }
         if matches!(self.current.get(&id), Some((_, v)) if v == value) {
             return Ok(());
         }
         self.slots.reap(now);
         let Some(slot) = self.slots.alloc() else {
-            return Err(anyhow!(
-                "no free {} slot for id {id}: {} of {} in use, {} waiting out the grace period (too many changes within it)",
-                self.what,
-                self.slots.in_use(),
-                self.slots.capacity(),
-                self.slots.quarantined()
-            ));
+            let (in_use, capacity, quarantined) = (self.slots.in_use(), self.slots.capacity(), self.slots.quarantined());
+            return Err(MapError::NoFreeSlot { map, what, id, in_use, capacity, quarantined });
         };
         if let Err(e) = self.store.write_slot(slot, value) {
             self.slots.release(slot, now);
-            return Err(e.context(format!("publishing {} {id}", self.what)));
+            return Err(e.within(format!("publishing {what} {id}")));
         }
         self.store.set_word(id, slot + 1);
         if let Some((old, _)) = self.current.insert(id, (slot, *value)) {
@@ -157,12 +169,12 @@ impl<T: Copy + PartialEq, S: PublishStore<T>> Published<T, S> {
     }
 
     /// `id`'s slot and value as the fast path finds them.
-    pub fn get(&self, id: u32) -> Result<Option<(u32, T)>> {
+    pub fn get(&self, id: u32) -> Result<Option<(u32, T)>, MapError> {
         lookup(&self.store, id)
     }
 
     /// What `slot` holds (an old slot stays intact for its grace period).
-    pub fn read_slot(&self, slot: u32) -> Result<T> {
+    pub fn read_slot(&self, slot: u32) -> Result<T, MapError> {
         self.store.read_slot(slot)
     }
 
@@ -200,32 +212,33 @@ impl<T: Copy + PartialEq, S: PublishStore<T>> Published<T, S> {
 pub struct PublishedReader<T: aya::Pod>(IndexedMaps<T>);
 
 impl PublishedReader<NextHop> {
-    pub fn nexthops(dir: &Path) -> Result<Self> {
+    pub fn nexthops(dir: &Path) -> Result<Self, MapError> {
         Self::open(dir, &NEXTHOPS)
     }
 }
 
 impl PublishedReader<NextHopGroup> {
-    pub fn groups(dir: &Path) -> Result<Self> {
+    pub fn groups(dir: &Path) -> Result<Self, MapError> {
         Self::open(dir, &GROUPS)
     }
 }
 
 impl<T: aya::Pod> PublishedReader<T> {
-    pub(crate) fn open(dir: &Path, kind: &Kind) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, kind: &Kind) -> Result<Self, MapError> {
         Ok(PublishedReader(IndexedMaps {
             index: MappedArray::open_pinned(dir, kind.index, kind.ids as usize)?,
             slots: open_pinned(dir, kind.slots)?,
+            name: kind.slots,
         }))
     }
 
     /// `id`'s slot and value; `None` when its word is 0 (or it is out of range).
-    pub fn get(&self, id: u32) -> Result<Option<(u32, T)>> {
+    pub fn get(&self, id: u32) -> Result<Option<(u32, T)>, MapError> {
         lookup(&self.0, id)
     }
 
     /// Every id whose word names a slot: (id, slot, value).
-    pub fn all(&self) -> Result<Vec<(u32, u32, T)>> {
+    pub fn all(&self) -> Result<Vec<(u32, u32, T)>, MapError> {
         let mut all = Vec::new();
         for id in 0..self.0.index.len as u32 {
             if let Some((slot, v)) = lookup(&self.0, id)? {
@@ -249,14 +262,19 @@ mod tests {
     }
 
     impl PublishStore<u64> for Model {
-        fn write_slot(&mut self, slot: u32, value: &u64) -> Result<()> {
+        fn write_slot(&mut self, slot: u32, value: &u64) -> Result<(), MapError> {
             assert!(!self.words.values().any(|w| *w == slot + 1), "slot {slot} is filled while a word names it");
             self.slots.insert(slot, *value);
             self.log.push(format!("fill {slot}"));
             Ok(())
         }
-        fn read_slot(&self, slot: u32) -> Result<u64> {
-            self.slots.get(&slot).copied().ok_or_else(|| anyhow!("slot {slot} never filled"))
+        fn read_slot(&self, slot: u32) -> Result<u64, MapError> {
+            let error = Box::new(aya::maps::MapError::KeyNotFound);
+            self.slots.get(&slot).copied().ok_or_else(|| MapError::Access {
+                map: "model".into(),
+                what: format!("slot {slot} never filled"),
+                error,
+            })
         }
         fn word(&self, id: u32) -> u32 {
             self.words.get(&id).copied().unwrap_or(0)
@@ -301,7 +319,9 @@ mod tests {
         let (old, _) = p.get(0).unwrap().unwrap();
         p.publish(0, &2, t).unwrap();
         // Both slots taken, one of them quarantined: a clear error, nothing changes.
-        let err = p.publish(1, &3, t + GRACE / 2).unwrap_err().to_string();
+        let err = p.publish(1, &3, t + GRACE / 2).unwrap_err();
+        assert!(matches!(err, MapError::NoFreeSlot { id: 1, in_use: 1, capacity: 2, quarantined: 1, .. }) && err.is_full(), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("no free value slot for id 1") && err.contains("1 waiting out the grace period"), "{err}");
         assert_eq!((p.store.word(1), p.store.slots[&old]), (0, 1));
         p.publish(1, &3, t + GRACE).unwrap();
@@ -312,7 +332,9 @@ mod tests {
     fn ids_beyond_the_index_are_refused_and_a_withdrawn_id_names_nothing() {
         let t = Instant::now();
         let mut p = published(2, 4);
-        let err = p.publish(2, &1, t).unwrap_err().to_string();
+        let err = p.publish(2, &1, t).unwrap_err();
+        assert!(matches!(err, MapError::BeyondIndex { id: 2, ids: 2, .. }) && !err.is_full(), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("value id 2 is beyond the index (2 ids)"), "{err}");
         p.publish(1, &5, t).unwrap();
         let (slot, _) = p.get(1).unwrap().unwrap();

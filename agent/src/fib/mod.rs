@@ -1,16 +1,18 @@
 //! Where routes come from, and the kernel state they need.
 //!
 //! Owns: the netlink subscription and dumps ([`netlink_mirror`]: links,
-//! addresses, neighbours, routes, nexthop objects in [`nexthop_msg`]), the
-//! choice among the kernel's candidate routes ([`kernel_fib`]), the kernel's
-//! nexthop objects and what it does to them unannounced ([`kernel_nexthops`]),
-//! zebra's FPM stream ([`fpm`]), and the seam every route source plugs into
+//! addresses, neighbours, routes, nexthop objects in [`nexthop_msg`];
+//! [`netlink_codec`]: what cannot be decoded is a resync, never a silent
+//! loss), the choice among the kernel's candidate routes ([`kernel_fib`]),
+//! the kernel's nexthop objects and what it does to them unannounced
+//! ([`kernel_nexthops`]), zebra's FPM stream ([`fpm`]), and the seam every route source plugs into
 //! ([`source`]). May call: the RIB's route types only; it never
 //! writes a map.
 
 pub mod fpm;
 pub mod kernel_fib;
 pub mod kernel_nexthops;
+pub mod netlink_codec;
 pub mod netlink_mirror;
 pub mod nexthop_msg;
 pub mod source;

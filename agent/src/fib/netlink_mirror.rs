@@ -11,7 +11,7 @@ pub use crate::rib::types::{Event, KernelRoute, Link};
 /// `NLM_F_REPLACE` (include/uapi/linux/netlink.h).
 const NLM_F_REPLACE: u16 = 0x100;
 use crate::fib::nexthop_msg::{MirrorMessage, RTNLGRP_NEXTHOP};
-use crate::{rib::ecmp::Leg, rib::RouteInput};
+use crate::{fib::netlink_codec, rib::ecmp::Leg, rib::RouteInput};
 use anyhow::{Context as _, Result};
 use common::{RouteKind, RouteMetrics, Rtax};
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
@@ -59,18 +59,11 @@ impl Mirror {
         if routes {
             groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
         }
-        let (mut conn, _, events) =
-            rtnetlink::proto::new_connection::<MirrorMessage>(rtnetlink::sys::protocols::NETLINK_ROUTE).context("netlink subscription")?;
+        let (mut conn, events) = subscribe(&groups, routes).context("netlink subscription")?;
         {
             use rtnetlink::sys::AsyncSocket;
             use std::os::fd::AsRawFd;
-            let socket = conn.socket_mut().socket_mut();
-            let mask = groups.iter().fold(0u32, |m, g| m | 1 << (*g as u32 - 1));
-            socket.bind(&SocketAddr::new(0, mask)).context("joining the rtnetlink groups")?;
-            if routes {
-                socket.add_membership(RTNLGRP_NEXTHOP).context("joining RTNLGRP_NEXTHOP")?;
-            }
-            set_rcvbuf(socket.as_raw_fd(), rcvbuf)?;
+            set_rcvbuf(conn.socket_mut().socket_ref().as_raw_fd(), rcvbuf)?;
         }
         tokio::spawn(conn);
         let (conn, handle, _) = rtnetlink::new_connection().context("netlink connection")?;
@@ -139,32 +132,68 @@ impl Mirror {
     /// subscription closed.
     pub async fn next(&mut self) -> Option<Vec<Event>> {
         let (msg, _) = self.events.next().await?;
-        // NLM_F_REPLACE: the route replaces the kernel's one of the same
-        // table, prefix, TOS and priority, whatever its device.
-        let replace = msg.header.flags & NLM_F_REPLACE != 0;
-        let inner = match msg.payload {
-            NetlinkPayload::InnerMessage(MirrorMessage::Route(inner)) => inner,
-            NetlinkPayload::InnerMessage(MirrorMessage::NewNexthop(object)) => return Some(vec![Event::Nexthop { object, present: true }]),
-            NetlinkPayload::InnerMessage(MirrorMessage::DelNexthop(object)) => {
-                return Some(vec![Event::Nexthop { object, present: false }])
-            }
-            NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
-                return Some(vec![Event::Undecodable { message_type, error }])
-            }
-            NetlinkPayload::Overrun(_) => return Some(vec![Event::Overrun]),
-            _ => return Some(Vec::new()),
-        };
-        Some(match inner {
-            RouteNetlinkMessage::NewLink(m) => link_event(&m).into_iter().collect(),
-            RouteNetlinkMessage::DelLink(m) => vec![Event::LinkGone(m.header.index)],
-            RouteNetlinkMessage::NewAddress(m) => address_event(&m, true).into_iter().collect(),
-            RouteNetlinkMessage::DelAddress(m) => address_event(&m, false).into_iter().collect(),
-            RouteNetlinkMessage::NewNeighbour(m) => neighbour_event(&m, true).into_iter().collect(),
-            RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
-            RouteNetlinkMessage::NewRoute(m) => route_event(&m, true, replace).into_iter().collect(),
-            RouteNetlinkMessage::DelRoute(m) => route_event(&m, false, false).into_iter().collect(),
-            _ => Vec::new(),
-        })
+        Some(events(msg))
+    }
+}
+
+/// The subscription: the multicast `groups` (and RTNLGRP_NEXTHOP with
+/// `nexthops`) on a connection whose codec turns a datagram it cannot frame
+/// into a resync ([`netlink_codec`]); a message it frames but cannot read
+/// arrives as [`MirrorMessage::Undecodable`], a resync too.
+#[allow(clippy::type_complexity)]
+fn subscribe(
+    groups: &[MulticastGroup],
+    nexthops: bool,
+) -> std::io::Result<(
+    rtnetlink::proto::Connection<MirrorMessage, rtnetlink::sys::TokioSocket, netlink_codec::ResyncingCodec>,
+    UnboundedReceiver<(NetlinkMessage<MirrorMessage>, SocketAddr)>,
+)> {
+    let (mut conn, _handle, events) =
+        rtnetlink::proto::new_connection_with_codec::<MirrorMessage, rtnetlink::sys::TokioSocket, netlink_codec::ResyncingCodec>(
+            rtnetlink::sys::protocols::NETLINK_ROUTE,
+        )?;
+    use rtnetlink::sys::AsyncSocket as _;
+    let bits = groups.iter().filter(|g| !g.need_via_add_membership()).fold(0u32, |all, g| all | 1 << (*g as u32 - 1));
+    conn.socket_mut().socket_mut().bind(&SocketAddr::new(0, bits))?;
+    for group in groups.iter().filter(|g| g.need_via_add_membership()) {
+        conn.socket_mut().socket_mut().add_membership(*group as u32)?;
+    }
+    if nexthops {
+        conn.socket_mut().socket_mut().add_membership(RTNLGRP_NEXTHOP)?;
+    }
+    Ok((conn, events))
+}
+
+/// One netlink message of the subscription as events. An overrun (ENOBUFS)
+/// and a message that could not be decoded both ask for a resync.
+pub fn events(msg: NetlinkMessage<MirrorMessage>) -> Vec<Event> {
+    // NLM_F_REPLACE: the route replaces the kernel's one of the same
+    // table, prefix, TOS and priority, whatever its device.
+    let replace = msg.header.flags & NLM_F_REPLACE != 0;
+    if netlink_codec::is_undecodable_marker(&msg.payload) {
+        return vec![Event::Undecodable];
+    }
+    let inner = match msg.payload {
+        NetlinkPayload::InnerMessage(MirrorMessage::Route(inner)) => inner,
+        NetlinkPayload::InnerMessage(MirrorMessage::NewNexthop(object)) => return vec![Event::Nexthop { object, present: true }],
+        NetlinkPayload::InnerMessage(MirrorMessage::DelNexthop(object)) => return vec![Event::Nexthop { object, present: false }],
+        NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
+            tracing::warn!(message_type, error, "netlink: an undecodable message; resyncing");
+            return vec![Event::Undecodable];
+        }
+        NetlinkPayload::Overrun(_) => return vec![Event::Overrun],
+        _ => return Vec::new(),
+    };
+    match inner {
+        RouteNetlinkMessage::NewLink(m) => link_event(&m).into_iter().collect(),
+        RouteNetlinkMessage::DelLink(m) => vec![Event::LinkGone(m.header.index)],
+        RouteNetlinkMessage::NewAddress(m) => address_event(&m, true).into_iter().collect(),
+        RouteNetlinkMessage::DelAddress(m) => address_event(&m, false).into_iter().collect(),
+        RouteNetlinkMessage::NewNeighbour(m) => neighbour_event(&m, true).into_iter().collect(),
+        RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
+        RouteNetlinkMessage::NewRoute(m) => route_event(&m, true, replace).into_iter().collect(),
+        RouteNetlinkMessage::DelRoute(m) => route_event(&m, false, false).into_iter().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -475,7 +504,8 @@ pub struct NetlinkStats {
     pub errors: u64,
     /// Socket overruns (ENOBUFS), each followed by a resync.
     pub overruns: u64,
-    /// Messages that could not be decoded: lost events, resynced like an overrun.
+    /// Messages of the subscription that could not be decoded (their
+    /// change is unknown), each followed by a resync as an overrun is.
     #[serde(default)]
     pub undecodable: u64,
     pub resyncs: u64,

@@ -2,7 +2,6 @@
 //! maps) to change metrics. A Unix stream socket, mode 0600, one JSON request
 //! per line and one JSON response per line.
 
-use anyhow::{anyhow, bail, Context as _, Result};
 use common::Rtax;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -62,17 +61,75 @@ impl Response {
     }
 }
 
+/// What the control protocol refuses or fails with: a request's fields
+/// (parse), its size and pace (limits), who may ask (access), and the
+/// socket itself. Rendered to the client as its message.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0:?} is not an IPv4 or IPv6 address")]
+    BadAddress(String),
+    #[error("unknown metric {0:?} (one of: {names})", names = metric_names())]
+    UnknownMetric(String),
+    #[error("{value} is out of range for {metric} (at most {max})")]
+    OutOfRange { metric: String, value: u64, max: u32 },
+    #[error("--expires {0} is too long (at most {MAX_EXPIRES_SECS} seconds; 0 means until reset)")]
+    ExpiresTooLong(u64),
+    #[error("--expires {0}: beyond this clock's range")]
+    ExpiresBeyondClock(u64),
+    /// A request line longer than [`MAX_REQUEST_BYTES`].
+    #[error("a request longer than {MAX_REQUEST_BYTES} bytes")]
+    TooLong,
+    /// No complete request within [`IDLE_TIMEOUT`].
+    #[error("idle for {IDLE_TIMEOUT:?}: closed")]
+    Idle,
+    #[error("bad group name {0:?}")]
+    BadGroupName(String),
+    #[error("--control-group {0:?}: no such group")]
+    NoSuchGroup(String),
+    #[error("another agent is listening on {}", .0.display())]
+    InUse(std::path::PathBuf),
+    /// Setting the socket up (its directory, file, mode, group).
+    #[error("{what}")]
+    Socket {
+        what: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("no agent running: cannot connect to the control socket {} ({error})", .path.display())]
+    NoAgent { path: std::path::PathBuf, error: std::io::Error },
+    #[error("the agent closed the control connection")]
+    Closed,
+    #[error("agent stopping")]
+    Stopping,
+    #[error("bad response from the agent")]
+    BadResponse(#[source] serde_json::Error),
+    /// The agent refused the request: its message.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn metric_names() -> String {
+    Rtax::ALL.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+}
+
+fn socket_error(what: String) -> impl FnOnce(std::io::Error) -> ControlError {
+    move |error| ControlError::Socket { what, error }
+}
+
 /// A destination: an IPv4 or IPv6 address.
-pub fn parse_dest(s: &str) -> Result<IpAddr> {
-    s.parse().map_err(|_| anyhow!("{s:?} is not an IPv4 or IPv6 address"))
+pub fn parse_dest(s: &str) -> Result<IpAddr, ControlError> {
+    s.parse().map_err(|_| ControlError::BadAddress(s.to_string()))
 }
 
 /// A metric by its `ip route` name, and a value in the kernel's range.
-pub fn parse_metric_value(name: &str, value: u64) -> Result<(Rtax, u32)> {
-    let names: Vec<&str> = Rtax::ALL.iter().map(|m| m.name()).collect();
-    let m = Rtax::from_name(name).ok_or_else(|| anyhow!("unknown metric {name:?} (one of: {})", names.join(", ")))?;
+pub fn parse_metric_value(name: &str, value: u64) -> Result<(Rtax, u32), ControlError> {
+    let m = Rtax::from_name(name).ok_or_else(|| ControlError::UnknownMetric(name.to_string()))?;
     if value > m.max_value() as u64 {
-        bail!("{value} is out of range for {name} (at most {})", m.max_value());
+        return Err(ControlError::OutOfRange { metric: name.to_string(), value, max: m.max_value() });
     }
     Ok((m, value as u32))
 }
@@ -81,15 +138,15 @@ pub use crate::rib::cow::MAX_EXPIRES_SECS;
 
 /// When an override set at `now` expires: after `secs` (or `default`), never
 /// for 0. A lifetime beyond [`MAX_EXPIRES_SECS`] is refused, never wrapped.
-pub fn parse_expires(secs: Option<u64>, default: Duration, now: Instant) -> Result<Option<Instant>> {
+pub fn parse_expires(secs: Option<u64>, default: Duration, now: Instant) -> Result<Option<Instant>, ControlError> {
     let d = secs.map(Duration::from_secs).unwrap_or(default);
     if d.as_secs() > MAX_EXPIRES_SECS {
-        bail!("--expires {} is too long (at most {MAX_EXPIRES_SECS} seconds; 0 means until reset)", d.as_secs());
+        return Err(ControlError::ExpiresTooLong(d.as_secs()));
     }
     if d.is_zero() {
         return Ok(None);
     }
-    now.checked_add(d).map(Some).ok_or_else(|| anyhow!("--expires {}: beyond this clock's range", d.as_secs()))
+    now.checked_add(d).map(Some).ok_or(ControlError::ExpiresBeyondClock(d.as_secs()))
 }
 
 /// A request and where its answer goes, for the daemon's one writer.
@@ -130,12 +187,12 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
 }
 
 /// A group by name, for `--control-group`.
-pub fn group_id(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name).map_err(|_| anyhow!("bad group name {name:?}"))?;
+pub fn group_id(name: &str) -> Result<u32, ControlError> {
+    let c = std::ffi::CString::new(name).map_err(|_| ControlError::BadGroupName(name.to_string()))?;
     // SAFETY: getgrnam returns a pointer into static storage or null; read at once.
     let g = unsafe { libc::getgrnam(c.as_ptr()) };
     if g.is_null() {
-        bail!("--control-group {name:?}: no such group");
+        return Err(ControlError::NoSuchGroup(name.to_string()));
     }
     Ok(unsafe { (*g).gr_gid })
 }
@@ -144,7 +201,7 @@ pub fn group_id(name: &str) -> Result<u32> {
 /// `calls`, and its answer written back. A slow, idle, flooding or
 /// unauthorised client costs a connection slot at most; an accept error is
 /// waited out, never the end of the control socket.
-pub async fn serve(listener: tokio::net::UnixListener, access: Access, calls: mpsc::Sender<Call>) -> Result<()> {
+pub async fn serve(listener: tokio::net::UnixListener, access: Access, calls: mpsc::Sender<Call>) -> Result<(), ControlError> {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -191,25 +248,25 @@ impl Drop for SocketFile {
 /// agent is listening there. The socket is created 0600 (0660 and owned by
 /// `access.group` when set) with no window in between: the umask is set
 /// before bind.
-pub fn bind(path: &Path, access: Access) -> Result<(tokio::net::UnixListener, SocketFile)> {
+pub fn bind(path: &Path, access: Access) -> Result<(tokio::net::UnixListener, SocketFile), ControlError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(socket_error(format!("creating {}", dir.display())))?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            bail!("another agent is listening on {}", path.display());
+            return Err(ControlError::InUse(path.to_owned()));
         }
-        std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+        std::fs::remove_file(path).map_err(socket_error(format!("removing the stale socket {}", path.display())))?;
     }
     let mode = if access.group.is_some() { 0o660 } else { 0o600 };
     // SAFETY: umask only swaps the process's file mode mask.
     let old = unsafe { libc::umask(0o777 & !mode) };
     let bound = tokio::net::UnixListener::bind(path);
     unsafe { libc::umask(old) };
-    let listener = bound.with_context(|| format!("binding {}", path.display()))?;
+    let listener = bound.map_err(socket_error(format!("binding {}", path.display())))?;
     let file = SocketFile(path.to_owned());
     if let Some(gid) = access.group {
-        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| format!("giving {} to group {gid}", path.display()))?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(socket_error(format!("giving {} to group {gid}", path.display())))?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok((listener, file))
@@ -217,23 +274,23 @@ pub fn bind(path: &Path, access: Access) -> Result<(tokio::net::UnixListener, So
 
 /// Reads one request line of at most [`MAX_REQUEST_BYTES`] within
 /// [`IDLE_TIMEOUT`]: `None` at the end of the stream.
-async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u8>>> {
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u8>>, ControlError> {
     use tokio::io::AsyncBufReadExt as _;
     use tokio::io::AsyncReadExt as _;
     let mut line = Vec::new();
     let read = tokio::time::timeout(IDLE_TIMEOUT, reader.take(MAX_REQUEST_BYTES as u64 + 1).read_until(b'\n', &mut line))
         .await
-        .map_err(|_| anyhow!("idle for {IDLE_TIMEOUT:?}: closed"))??;
+        .map_err(|_| ControlError::Idle)??;
     if read == 0 {
         return Ok(None);
     }
     if line.last() != Some(&b'\n') && line.len() > MAX_REQUEST_BYTES {
-        bail!("a request longer than {MAX_REQUEST_BYTES} bytes");
+        return Err(ControlError::TooLong);
     }
     Ok(Some(line))
 }
 
-async fn connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> Result<()> {
+async fn connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -> Result<(), ControlError> {
     use tokio::io::AsyncWriteExt as _;
     let (read, mut write) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read);
@@ -243,7 +300,7 @@ async fn connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -
             Ok(None) => return Ok(()),
             Err(e) => {
                 // Said to the client, then the connection ends.
-                let mut out = serde_json::to_vec(&Response::error(format!("bad request: {e:#}")))?;
+                let mut out = serde_json::to_vec(&Response::error(format!("bad request: {e}")))?;
                 out.push(b'\n');
                 let _ = write.write_all(&out).await;
                 return Err(e);
@@ -252,7 +309,7 @@ async fn connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) -
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => {
                 let (tx, rx) = oneshot::channel();
-                calls.send((req, tx)).await.map_err(|_| anyhow!("agent stopping"))?;
+                calls.send((req, tx)).await.map_err(|_| ControlError::Stopping)?;
                 rx.await.unwrap_or_else(|_| Response::error("agent stopping"))
             }
             Err(e) => Response::error(format!("bad request: {e}")),
@@ -270,26 +327,25 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn connect(path: &Path) -> Result<Client> {
-        let stream = UnixStream::connect(path)
-            .map_err(|e| anyhow!("no agent running: cannot connect to the control socket {} ({e})", path.display()))?;
+    pub fn connect(path: &Path) -> Result<Client, ControlError> {
+        let stream = UnixStream::connect(path).map_err(|error| ControlError::NoAgent { path: path.to_owned(), error })?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Client { reader: BufReader::new(stream.try_clone()?), writer: stream })
     }
 
     /// Sends one request; an error response becomes an error.
-    pub fn call(&mut self, req: &Request) -> Result<serde_json::Value> {
+    pub fn call(&mut self, req: &Request) -> Result<serde_json::Value, ControlError> {
         let mut line = serde_json::to_vec(req)?;
         line.push(b'\n');
         self.writer.write_all(&line)?;
         let mut answer = String::new();
         if self.reader.read_line(&mut answer)? == 0 {
-            bail!("the agent closed the control connection");
+            return Err(ControlError::Closed);
         }
-        let r: Response = serde_json::from_str(&answer).context("bad response from the agent")?;
+        let r: Response = serde_json::from_str(&answer).map_err(ControlError::BadResponse)?;
         match (r.ok, r.error) {
             (true, _) => Ok(r.data.unwrap_or(serde_json::Value::Null)),
-            (false, e) => Err(anyhow!(e.unwrap_or_else(|| "request failed".into()))),
+            (false, e) => Err(ControlError::Refused(e.unwrap_or_else(|| "request failed".into()))),
         }
     }
 }
@@ -317,6 +373,20 @@ mod tests {
         assert!(parse_metric_value("hoplimit", 256).unwrap_err().to_string().contains("at most 255"));
         assert!(parse_metric_value("mtux", 1).unwrap_err().to_string().contains("unknown metric \"mtux\""));
         assert!(parse_metric_value("rtt", 1 << 33).is_err());
+        assert!(matches!(parse_dest("sink"), Err(ControlError::BadAddress(s)) if s == "sink"));
+        assert!(matches!(parse_metric_value("mtu", 65521), Err(ControlError::OutOfRange { value: 65521, max: 65520, .. })));
+        assert!(matches!(parse_metric_value("mtux", 1), Err(ControlError::UnknownMetric(_))));
+    }
+
+    #[tokio::test]
+    async fn a_request_line_beyond_the_limit_is_refused_as_too_long() {
+        let mut long = vec![b'x'; MAX_REQUEST_BYTES + 10];
+        long.push(b'\n');
+        let e = read_request(&mut &long[..]).await.unwrap_err();
+        assert!(matches!(e, ControlError::TooLong), "{e:?}");
+        assert_eq!(e.to_string(), format!("a request longer than {MAX_REQUEST_BYTES} bytes"));
+        let line = read_request(&mut &b"{\"op\":\"stats\"}\n"[..]).await.unwrap();
+        assert_eq!(line.as_deref(), Some(&b"{\"op\":\"stats\"}\n"[..]));
     }
 
     #[test]
@@ -327,8 +397,9 @@ mod tests {
         assert_eq!(parse_expires(Some(0), default, now).unwrap(), None);
         assert_eq!(parse_expires(Some(MAX_EXPIRES_SECS), default, now).unwrap(), Some(now + Duration::from_secs(MAX_EXPIRES_SECS)));
         for secs in [MAX_EXPIRES_SECS + 1, u64::MAX / 2, u64::MAX] {
-            let e = parse_expires(Some(secs), default, now).unwrap_err().to_string();
-            assert!(e.contains("too long"), "{e}");
+            let e = parse_expires(Some(secs), default, now).unwrap_err();
+            assert!(matches!(e, ControlError::ExpiresTooLong(s) if s == secs), "{e:?}");
+            assert!(e.to_string().contains("too long"), "{e}");
         }
     }
 }

@@ -93,6 +93,11 @@ pub fn render(s: &AgentStats) -> String {
         counter("cowroute_netlink_events_total", "Netlink events applied.", s.netlink.events),
         counter("cowroute_netlink_errors_total", "Netlink events the maps could not carry.", s.netlink.errors),
         counter("cowroute_netlink_overruns_total", "Netlink socket overruns (ENOBUFS).", s.netlink.overruns),
+        counter(
+            "cowroute_netlink_undecodable_total",
+            "Netlink messages that could not be decoded (each answered by a resync).",
+            s.netlink.undecodable,
+        ),
         counter("cowroute_netlink_resyncs_total", "Full resyncs from a fresh dump.", s.netlink.resyncs),
         gauge(
             "cowroute_routes_retry_pending",
@@ -234,12 +239,14 @@ mod tests {
         stats.packets = vec![super::ReasonCount { reason: "forwarded".into(), packets: 3, bytes: 180 }];
         stats.rib.cow.cows = 2;
         stats.netlink.resyncs = 1;
+        stats.netlink.undecodable = 4;
         let text = super::render(&stats);
         assert!(text.contains("# TYPE cowroute_packets_total counter\ncowroute_packets_total{reason=\"forwarded\"} 3\n"), "{text}");
         assert!(text.contains("cowroute_bytes_total{reason=\"forwarded\"} 180\n"));
         assert!(text.contains("# TYPE cowroute_routes gauge\ncowroute_routes 7\n"));
         assert!(text.contains("cowroute_cow_operations_total{op=\"cows\"} 2\n"));
         assert!(text.contains("cowroute_netlink_resyncs_total 1\n"));
+        assert!(text.contains("# TYPE cowroute_netlink_undecodable_total counter\ncowroute_netlink_undecodable_total 4\n"), "{text}");
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

@@ -342,8 +342,16 @@ pub fn print_stats(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         r.cow.failures
     );
     println!(
-        "netlink: {} events, {} errors, {} overruns; pmtu: {} reports, {} learned; neighbour queue: {} held, {} released, {} dropped",
-        s.netlink.events, s.netlink.errors, s.netlink.overruns, s.pmtu.reports, s.pmtu.learned, q.held, q.released, q.dropped
+        "netlink: {} events, {} errors, {} overruns, {} undecodable; pmtu: {} reports, {} learned; neighbour queue: {} held, {} released, {} dropped",
+        s.netlink.events,
+        s.netlink.errors,
+        s.netlink.overruns,
+        s.netlink.undecodable,
+        s.pmtu.reports,
+        s.pmtu.learned,
+        q.held,
+        q.released,
+        q.dropped
     );
     let refused: Vec<String> = s.pmtu.refusals().iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{n} {r}")).collect();
     if !refused.is_empty() {

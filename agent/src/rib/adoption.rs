@@ -1,9 +1,8 @@
 //! Taking over an earlier agent's pinned maps (adopt, then sweep), and
 //! resynchronising with a fresh kernel dump after a netlink overrun.
 
-use super::{MapSink, Rib};
+use super::{MapSink, Rib, RibError};
 use crate::rib::{cow::Source, types::Event, Adopted, AdoptionReport, ResyncReport};
-use anyhow::Result;
 use common::Rtax;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -29,7 +28,7 @@ impl<S: MapSink> Rib<S> {
     /// published is published again from this agent's state (so none still
     /// refers to an earlier slot), or deleted; then its slots are released
     /// into quarantine.
-    pub fn sweep_adopted(&mut self, now: Instant) -> Result<AdoptionReport> {
+    pub fn sweep_adopted(&mut self, now: Instant) -> Result<AdoptionReport, RibError> {
         let mut report = AdoptionReport::default();
         // The earlier private copies first, so that their host entries are
         // published with them below.
@@ -50,7 +49,9 @@ impl<S: MapSink> Rib<S> {
                 };
                 match self.cow_metrics(dest, m, values.get(m), source, expires, now) {
                     Ok(()) => kept = true,
-                    Err(e) => tracing::info!(%dest, metric = m.name(), error = %e, "an earlier private override not kept"),
+                    Err(e) => {
+                        tracing::info!(%dest, metric = m.name(), error = %crate::error_chain(&e), "an earlier private override not kept")
+                    }
                 }
             }
             if !kept {
@@ -75,7 +76,7 @@ impl<S: MapSink> Rib<S> {
     /// Makes links, addresses and neighbours equal to `dump` (a fresh dump
     /// after an overrun): what changed is applied, what is gone is removed.
     /// Routes are the FIB mirror's (see `fib_mirror::KernelFib::resync`).
-    pub fn resync(&mut self, dump: Vec<Event>, now: Instant) -> Result<ResyncReport> {
+    pub fn resync(&mut self, dump: Vec<Event>, now: Instant) -> Result<ResyncReport, RibError> {
         let mut report = ResyncReport::default();
         let (mut links, mut addrs, mut neighbours) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for ev in dump {

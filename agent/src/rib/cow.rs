@@ -5,6 +5,7 @@
 //! copy is derived again. Learned values (path MTU) never override a metric
 //! the route locks (`RTAX_LOCK`); the operator's do.
 
+use crate::dataplane::map_writer::MapError;
 use common::{RouteMetrics, Rtax};
 use ipnet::IpNet;
 use std::{collections::BTreeMap, net::IpAddr, time::Instant};
@@ -67,7 +68,7 @@ pub fn words_changed(a: &RouteMetrics, b: &RouteMetrics) -> usize {
     a.as_array().iter().zip(b.as_array()).filter(|(x, y)| x != y).count()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum CowError {
     #[error("the private metrics pool is exhausted: all {capacity} METRICS_RW slots are in use or in their grace period; {dest} keeps its shared metrics")]
     PoolExhausted { dest: IpAddr, capacity: u32 },
@@ -79,8 +80,8 @@ pub enum CowError {
     NotUnicast { dest: IpAddr, kind: &'static str },
     #[error("{metric} of {dest} is locked by its route (RTAX_LOCK): not learned")]
     Locked { dest: IpAddr, metric: &'static str },
-    #[error("writing the maps failed: {0}")]
-    Map(String),
+    #[error("writing the maps failed")]
+    Map(#[from] MapError),
 }
 
 /// The COW engine's counters.
@@ -103,8 +104,7 @@ pub struct CowStats {
 // ---- the engine: copy-on-write on the RIB ----------------------------
 
 use super::types::{DestinationMetrics, OverrideInfo};
-use super::{host_prefix, named_values, MapSink, Rib};
-use anyhow::Result;
+use super::{host_prefix, named_values, MapSink, Rib, RibError};
 use common::{MetricsRef, PrivateMeta, RouteKind};
 
 impl<S: MapSink> Rib<S> {
@@ -147,7 +147,7 @@ impl<S: MapSink> Rib<S> {
             None => self.sink.delete_private_meta(dest),
         };
         if let Err(e) = result {
-            tracing::warn!(%dest, error = %format!("{e:#}"), "private copy not recorded for restarts");
+            tracing::warn!(%dest, error = %crate::error_chain(&e), "private copy not recorded for restarts");
         }
     }
 
@@ -163,7 +163,6 @@ impl<S: MapSink> Rib<S> {
         if source == Source::Learned && base.shared.is_locked(metric) {
             return Err(CowError::Locked { dest, metric: metric.name() });
         }
-        let map_err = |e: anyhow::Error| CowError::Map(format!("{e:#}"));
         let ov = Override { value, source, expires };
         if let Some(p) = self.private.get(&dest) {
             let mut overrides = p.overrides.clone();
@@ -172,7 +171,7 @@ impl<S: MapSink> Rib<S> {
             let (slot, old_values) = (p.slot, p.values);
             if words_changed(&old_values, &values) <= 1 {
                 // One word: readers see the old value or the new one.
-                self.sink.put_rw_metrics(slot, &values).map_err(map_err)?;
+                self.sink.put_rw_metrics(slot, &values)?;
                 let p = self.private.get_mut(&dest).expect("present");
                 p.overrides = overrides;
                 p.values = values;
@@ -191,14 +190,14 @@ impl<S: MapSink> Rib<S> {
         // Fill the slot completely before anything refers to it ...
         if let Err(e) = self.sink.put_rw_metrics(slot, &values) {
             self.rw.release(slot, now);
-            return Err(map_err(e));
+            return Err(e.into());
         }
         self.private.insert(dest, PrivateCopy { slot, overrides, values, covering: base.covering });
         // ... then publish it with one entry update.
         if let Err(e) = self.publish(&host_prefix(dest)) {
             self.private.remove(&dest);
             self.rw.release(slot, now);
-            return Err(map_err(e));
+            return Err(e.into());
         }
         self.cow_stats.cows += 1;
         Ok(())
@@ -215,7 +214,6 @@ impl<S: MapSink> Rib<S> {
         covering: IpNet,
         now: Instant,
     ) -> Result<(), CowError> {
-        let map_err = |e: anyhow::Error| CowError::Map(format!("{e:#}"));
         self.rw.reap(now);
         let Some(slot) = self.rw.alloc() else {
             self.cow_stats.failures += 1;
@@ -223,10 +221,10 @@ impl<S: MapSink> Rib<S> {
         };
         if let Err(e) = self.sink.put_rw_metrics(slot, &values) {
             self.rw.release(slot, now);
-            return Err(map_err(e));
+            return Err(e.into());
         }
         let old = self.private.insert(dest, PrivateCopy { slot, overrides, values, covering }).expect("had a copy");
-        self.publish(&host_prefix(dest)).map_err(map_err)?;
+        self.publish(&host_prefix(dest))?;
         self.rw.release(old.slot, now);
         self.cow_stats.copies_replaced += 1;
         Ok(())
@@ -234,7 +232,7 @@ impl<S: MapSink> Rib<S> {
 
     /// Destroys `dest`'s private copy: unpublish first (restore the shared
     /// reference, or delete the clone), then quarantine the slot.
-    pub fn reset_metrics(&mut self, dest: IpAddr, now: Instant) -> Result<bool> {
+    pub fn reset_metrics(&mut self, dest: IpAddr, now: Instant) -> Result<bool, RibError> {
         let Some(p) = self.private.remove(&dest) else { return Ok(false) };
         self.publish(&host_prefix(dest))?;
         self.rw.release(p.slot, now);
@@ -246,8 +244,8 @@ impl<S: MapSink> Rib<S> {
     /// Brings `dest`'s private copy in line with its base after a route
     /// change: destroyed when its covering route is gone or no longer
     /// unicast, else derived again from the (new) shared metrics.
-    pub(super) fn rederive(&mut self, dest: IpAddr, now: Instant) -> Result<()> {
-        let Some(p) = self.private.get(&dest).cloned() else { return self.publish(&host_prefix(dest)) };
+    pub(super) fn rederive(&mut self, dest: IpAddr, now: Instant) -> Result<(), RibError> {
+        let Some(p) = self.private.get(&dest).cloned() else { return Ok(self.publish(&host_prefix(dest))?) };
         let base = self.base(dest, true).filter(|b| b.kind == RouteKind::Unicast);
         let base = match base {
             Some(b) if self.routes.contains_key(&p.covering) || b.covering == p.covering => b,
@@ -258,14 +256,14 @@ impl<S: MapSink> Rib<S> {
             if base.covering != p.covering {
                 self.private.get_mut(&dest).expect("present").covering = base.covering;
             }
-            return self.publish(&host_prefix(dest));
+            return Ok(self.publish(&host_prefix(dest))?);
         }
         if words_changed(&p.values, &values) <= 1 {
             self.sink.put_rw_metrics(p.slot, &values)?;
             let c = self.private.get_mut(&dest).expect("present");
             c.values = values;
             c.covering = base.covering;
-            return self.publish(&host_prefix(dest));
+            return Ok(self.publish(&host_prefix(dest))?);
         }
         match self.replace_copy(dest, p.overrides, values, base.covering, now) {
             Ok(()) => Ok(()),
@@ -273,12 +271,12 @@ impl<S: MapSink> Rib<S> {
                 tracing::warn!(%dest, "no METRICS_RW slot to derive the private copy again; dropping it");
                 self.reset_metrics(dest, now).map(|_| ())
             }
-            Err(e) => Err(anyhow::anyhow!(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Removes overrides whose time has come; a copy without overrides is destroyed.
-    pub fn expire(&mut self, now: Instant) -> Result<usize> {
+    pub fn expire(&mut self, now: Instant) -> Result<usize, RibError> {
         let due: Vec<IpAddr> = self
             .private
             .iter()

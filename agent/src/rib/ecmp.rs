@@ -6,8 +6,10 @@
 //! on the other legs stay where they are (resilient hashing, RFC 2992's
 //! concern with hash-threshold).
 
-use crate::dataplane::slots::SlotAllocator;
-use anyhow::{bail, Result};
+use crate::{
+    dataplane::slots::SlotAllocator,
+    rib::error::{full, Pool, RibError},
+};
 use common::NextHopGroup;
 use std::{
     collections::HashMap,
@@ -109,13 +111,13 @@ impl GroupTable {
     /// The group for `legs` (next hop id, weight), with one more reference;
     /// `true` when it is new (the caller writes it, and its legs' references
     /// are now the group's).
-    pub fn acquire(&mut self, legs: Vec<(u32, u32)>, now: Instant) -> Result<(u32, bool)> {
+    pub fn acquire(&mut self, legs: Vec<(u32, u32)>, now: Instant) -> Result<(u32, bool), RibError> {
         if let Some(&id) = self.by_legs.get(&legs) {
             self.groups.get_mut(&id).expect("indexed").refs += 1;
             return Ok((id, false));
         }
         self.ids.reap(now);
-        let Some(id) = self.ids.alloc() else { bail!("NH_GROUPS is full ({} groups)", self.ids.capacity()) };
+        let Some(id) = self.ids.alloc() else { return Err(full(Pool::NhGroups, self.ids.capacity())) };
         self.by_legs.insert(legs.clone(), id);
         self.groups.insert(id, Group { legs, refs: 1, written: NextHopGroup::EMPTY });
         Ok((id, true))
@@ -124,9 +126,9 @@ impl GroupTable {
     /// A group of its own for a nexthop group object (not shared by legs,
     /// so that the object can change its members in place), with one
     /// reference: the object's. Its legs' references are now the group's.
-    pub fn acquire_private(&mut self, legs: Vec<(u32, u32)>, now: Instant) -> Result<u32> {
+    pub fn acquire_private(&mut self, legs: Vec<(u32, u32)>, now: Instant) -> Result<u32, RibError> {
         self.ids.reap(now);
-        let Some(id) = self.ids.alloc() else { bail!("NH_GROUPS is full ({} groups)", self.ids.capacity()) };
+        let Some(id) = self.ids.alloc() else { return Err(full(Pool::NhGroups, self.ids.capacity())) };
         self.groups.insert(id, Group { legs, refs: 1, written: NextHopGroup::EMPTY });
         Ok(id)
     }

@@ -29,6 +29,7 @@ pub mod cow;
 #[cfg(test)]
 mod cow_model_tests;
 pub mod ecmp;
+pub mod error;
 pub mod lookup;
 pub mod metrics_store;
 mod neighbours;
@@ -49,8 +50,8 @@ use crate::{
     rib::ecmp::GroupTable,
     rib::metrics_store::MetricsStore,
 };
-use anyhow::Result;
 use common::{MetricsRef, NextHop, PrivateMeta, RouteEntry, RouteKind, RouteMetrics, Rtax};
+pub use error::{Pool, RibError, WantedBy};
 use ipnet::IpNet;
 use nexthops::NextHopTable;
 use std::{
@@ -275,7 +276,7 @@ impl<S: MapSink> Rib<S> {
         matches!(self.neighbours.get(&(ifindex, addr)), Some(Some(_)))
     }
 
-    pub fn apply(&mut self, event: Event, now: Instant) -> Result<()> {
+    pub fn apply(&mut self, event: Event, now: Instant) -> Result<(), RibError> {
         match event {
             Event::Link(link) => self.link_changed(link),
             Event::LinkGone(index) => {
@@ -306,7 +307,7 @@ impl<S: MapSink> Rib<S> {
             }
             // Routes go through the FIB mirror's choice first, and an
             // overrun is the daemon's to resync (see `resync`).
-            Event::Route { .. } | Event::Nexthop { .. } | Event::Overrun | Event::Undecodable { .. } => Ok(()),
+            Event::Route { .. } | Event::Nexthop { .. } | Event::Overrun | Event::Undecodable => Ok(()),
         }
     }
 }

@@ -2,9 +2,8 @@
 //! made of, and the neighbour host entries (a /32 or /128 per known
 //! neighbour under a connected route, like the kernel's cached clones).
 
-use super::{host_prefix, MapSink, NeighbourHost, NextHopKey, Rib, Route};
+use super::{host_prefix, MapSink, NeighbourHost, NextHopKey, Rib, RibError, Route, WantedBy};
 use crate::rib::types::Link;
-use anyhow::Result;
 use common::RouteKind;
 use ipnet::IpNet;
 use std::{collections::BTreeSet, net::IpAddr, time::Instant};
@@ -16,21 +15,21 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// A neighbour the operator configured with its MAC.
-    pub fn set_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: [u8; 6], now: Instant) -> Result<()> {
+    pub fn set_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, mac: [u8; 6], now: Instant) -> Result<(), RibError> {
         self.static_neighbours.insert((ifindex, addr));
         self.neighbour_changed(ifindex, addr, Some(Some(mac)), now)
     }
 
     /// The operator no longer sets this neighbour: it is forgotten until
     /// the kernel reports it (a resync or its next change).
-    pub fn unset_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, now: Instant) -> Result<()> {
+    pub fn unset_static_neighbour(&mut self, ifindex: u32, addr: IpAddr, now: Instant) -> Result<(), RibError> {
         if self.static_neighbours.remove(&(ifindex, addr)) {
             self.neighbour_changed(ifindex, addr, None, now)?;
         }
         Ok(())
     }
 
-    pub(super) fn link_changed(&mut self, link: Link) -> Result<()> {
+    pub(super) fn link_changed(&mut self, link: Link) -> Result<(), RibError> {
         let index = link.index;
         if self.links.get(&index) == Some(&link) {
             return Ok(());
@@ -46,7 +45,7 @@ impl<S: MapSink> Rib<S> {
     /// RTM_NEWADDR / RTM_DELADDR of `addr` on `index`. The kernel sends
     /// NEWADDR again whenever an address's attributes change (lifetimes,
     /// flags), so an address is a set of interfaces, not a count.
-    pub(super) fn address_changed(&mut self, index: u32, addr: IpAddr, present: bool, now: Instant) -> Result<()> {
+    pub(super) fn address_changed(&mut self, index: u32, addr: IpAddr, present: bool, now: Instant) -> Result<(), RibError> {
         let mut on = self.local_addrs.get(&addr).cloned().unwrap_or_default();
         if present {
             on.insert(index);
@@ -57,7 +56,7 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// `addr` is an address of the interfaces `on` (none: not ours).
-    pub(super) fn set_local_address(&mut self, addr: IpAddr, on: BTreeSet<u32>, now: Instant) -> Result<()> {
+    pub(super) fn set_local_address(&mut self, addr: IpAddr, on: BTreeSet<u32>, now: Instant) -> Result<(), RibError> {
         let ours = !on.is_empty();
         if ours {
             self.local_addrs.insert(addr, on);
@@ -68,12 +67,18 @@ impl<S: MapSink> Rib<S> {
             // A local address has no private metrics.
             return self.reset_metrics(addr, now).map(|_| ());
         }
-        self.publish(&host_prefix(addr))
+        Ok(self.publish(&host_prefix(addr))?)
     }
 
     /// `state`: `Some(Some(mac))` usable, `Some(None)` known but unusable,
     /// `None` gone.
-    pub(super) fn neighbour_changed(&mut self, ifindex: u32, addr: IpAddr, state: Option<Option<[u8; 6]>>, now: Instant) -> Result<()> {
+    pub(super) fn neighbour_changed(
+        &mut self,
+        ifindex: u32,
+        addr: IpAddr,
+        state: Option<Option<[u8; 6]>>,
+        now: Instant,
+    ) -> Result<(), RibError> {
         let key = (ifindex, addr);
         let before = self.neighbours.get(&key).copied();
         match state {
@@ -98,7 +103,7 @@ impl<S: MapSink> Rib<S> {
 
     /// Makes the host entry of neighbour `addr` match the neighbour table and
     /// the covering connected route.
-    pub(super) fn refresh_neighbour_host(&mut self, addr: IpAddr, now: Instant) -> Result<()> {
+    pub(super) fn refresh_neighbour_host(&mut self, addr: IpAddr, now: Instant) -> Result<(), RibError> {
         let wanted = self
             .neighbours
             .keys()
@@ -120,13 +125,13 @@ impl<S: MapSink> Rib<S> {
                 return Ok(());
             }
         }
-        let interned = self.metrics.intern(&metrics, now).map_err(|e| anyhow::anyhow!("neighbour {addr}: {e}"))?;
+        let interned = self.metrics.intern(&metrics, now).map_err(|e| RibError::from(e).wanted_by(WantedBy::Neighbour(addr)))?;
         debug_assert_eq!(interned.reference, covering_ref);
         let nexthop = match self.acquire_nexthop(NextHopKey { ifindex, gateway: Some(addr) }, now) {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.release(interned.reference, now);
-                return Err(e);
+                return Err(e.wanted_by(WantedBy::Neighbour(addr)));
             }
         };
         self.neighbour_hosts.insert(addr, NeighbourHost { ifindex, covering, metrics_ref: interned.reference, nexthop });
@@ -138,7 +143,7 @@ impl<S: MapSink> Rib<S> {
         Ok(())
     }
 
-    pub(super) fn refresh_neighbour_hosts_under(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
+    pub(super) fn refresh_neighbour_hosts_under(&mut self, prefix: &IpNet, now: Instant) -> Result<(), RibError> {
         let addrs: BTreeSet<IpAddr> = self
             .neighbours
             .keys()

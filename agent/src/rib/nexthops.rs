@@ -3,9 +3,14 @@
 //! one `NH_GROUPS` entry per set of legs. An entry is recomputed from its
 //! link and neighbour whenever either changes.
 
-use super::{MapSink, NextHopKey, Rib};
-use crate::{dataplane::slots::SlotAllocator, rib::ecmp::Leg};
-use anyhow::{bail, Result};
+use super::{MapSink, NextHopKey, Rib, RibError};
+use crate::{
+    dataplane::slots::SlotAllocator,
+    rib::{
+        ecmp::Leg,
+        error::{full, Pool},
+    },
+};
 use common::NextHop;
 use std::{
     collections::HashMap,
@@ -28,13 +33,13 @@ impl NextHopTable {
     }
 
     /// The id for `key`, with one more reference; `true` when newly allocated.
-    pub(super) fn acquire(&mut self, key: NextHopKey, now: Instant) -> Result<(u32, bool)> {
+    pub(super) fn acquire(&mut self, key: NextHopKey, now: Instant) -> Result<(u32, bool), RibError> {
         if let Some(&id) = self.by_key.get(&key) {
             self.entries.get_mut(&id).expect("indexed").1 += 1;
             return Ok((id, false));
         }
         self.ids.reap(now);
-        let Some(id) = self.ids.alloc() else { bail!("NEXTHOPS is full ({} next hops)", self.ids.capacity()) };
+        let Some(id) = self.ids.alloc() else { return Err(full(Pool::NextHops, self.ids.capacity())) };
         self.by_key.insert(key, id);
         self.entries.insert(id, (key, 1, NextHop::default()));
         Ok((id, true))
@@ -43,9 +48,9 @@ impl NextHopTable {
     /// A next hop of its own for a nexthop object (not shared by key, so
     /// that the object can change its device and gateway in place), with
     /// one reference: the object's.
-    pub(super) fn acquire_private(&mut self, key: NextHopKey, now: Instant) -> Result<u32> {
+    pub(super) fn acquire_private(&mut self, key: NextHopKey, now: Instant) -> Result<u32, RibError> {
         self.ids.reap(now);
-        let Some(id) = self.ids.alloc() else { bail!("NEXTHOPS is full ({} next hops)", self.ids.capacity()) };
+        let Some(id) = self.ids.alloc() else { return Err(full(Pool::NextHops, self.ids.capacity())) };
         self.entries.insert(id, (key, 1, NextHop::default()));
         Ok(id)
     }
@@ -82,7 +87,7 @@ impl NextHopTable {
 }
 
 impl<S: MapSink> Rib<S> {
-    pub(super) fn acquire_nexthop(&mut self, key: NextHopKey, now: Instant) -> Result<u32> {
+    pub(super) fn acquire_nexthop(&mut self, key: NextHopKey, now: Instant) -> Result<u32, RibError> {
         let (id, new) = self.nexthops.acquire(key, now)?;
         if new {
             if let Err(e) = self.write_nexthop(id) {
@@ -94,7 +99,7 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// Recomputes next hop `id` from its link and neighbour and writes it when changed.
-    pub(super) fn write_nexthop(&mut self, id: u32) -> Result<()> {
+    pub(super) fn write_nexthop(&mut self, id: u32) -> Result<(), RibError> {
         let Some(&(key, _, old)) = self.nexthops.entries.get(&id) else { return Ok(()) };
         let mut nh = NextHop::default();
         if let Some(link) = self.links.get(&key.ifindex) {
@@ -118,7 +123,7 @@ impl<S: MapSink> Rib<S> {
         if nh.ifindex != 0 && self.ports.insert(nh.ifindex) {
             if let Err(e) = self.sink.add_port(nh.ifindex) {
                 self.ports.remove(&nh.ifindex);
-                return Err(e);
+                return Err(e.into());
             }
         }
         if nh != old || old == NextHop::default() {
@@ -136,7 +141,7 @@ impl<S: MapSink> Rib<S> {
 
     /// An ECMP group for `legs`: a next hop per leg, then the group (shared
     /// with routes of the same legs). On error nothing is held.
-    pub(super) fn acquire_group(&mut self, legs: &[Leg], now: Instant) -> Result<u32> {
+    pub(super) fn acquire_group(&mut self, legs: &[Leg], now: Instant) -> Result<u32, RibError> {
         let mut ids: Vec<(u32, u32)> = Vec::with_capacity(legs.len());
         for leg in legs {
             match self.acquire_nexthop(NextHopKey { ifindex: leg.dev, gateway: leg.via }, now) {
@@ -171,7 +176,7 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// Writes group `id`'s buckets when its legs' usability moved them.
-    pub(super) fn write_group(&mut self, id: u32) -> Result<()> {
+    pub(super) fn write_group(&mut self, id: u32) -> Result<(), RibError> {
         let usable = |nh: u32| self.nexthops.entries.get(&nh).is_some_and(|(_, _, n)| n.is_usable());
         let Some(table) = self.groups.recompute(id, usable) else { return Ok(()) };
         self.sink.put_group(id, &table)?;
@@ -179,7 +184,7 @@ impl<S: MapSink> Rib<S> {
         Ok(())
     }
 
-    pub(super) fn refresh_nexthops(&mut self, wanted: impl Fn(&NextHopKey) -> bool) -> Result<()> {
+    pub(super) fn refresh_nexthops(&mut self, wanted: impl Fn(&NextHopKey) -> bool) -> Result<(), RibError> {
         let ids: Vec<u32> = self.nexthops.entries.iter().filter(|(_, (k, _, _))| wanted(k)).map(|(id, _)| *id).collect();
         for id in ids {
             self.write_nexthop(id)?;

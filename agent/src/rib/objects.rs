@@ -8,7 +8,7 @@
 
 use super::{MapSink, NextHopKey, Rib};
 use crate::rib::types::{NexthopKind, NexthopObject};
-use anyhow::Result;
+use crate::rib::RibError;
 use common::RouteKind;
 use ipnet::IpNet;
 use std::{sync::Arc, time::Instant};
@@ -102,7 +102,7 @@ impl<S: MapSink> Rib<S> {
     /// or members rewrites its one entry in place (the publish rule: fresh
     /// slot, then the index word); routes are rewritten only when what they
     /// publish changes kind.
-    pub fn set_nexthop_object(&mut self, object: Arc<NexthopObject>, now: Instant) -> Result<()> {
+    pub fn set_nexthop_object(&mut self, object: Arc<NexthopObject>, now: Instant) -> Result<(), RibError> {
         let old = self.objects.get(&object.id).cloned();
         if old.as_ref().is_some_and(|o| o.object == object) {
             return Ok(());
@@ -144,7 +144,7 @@ impl<S: MapSink> Rib<S> {
 
     /// Removes nexthop object `id`. The kernel removed the routes through it
     /// (the feed deletes them first); any left go to the kernel.
-    pub fn delete_nexthop_object(&mut self, id: u32, now: Instant) -> Result<()> {
+    pub fn delete_nexthop_object(&mut self, id: u32, now: Instant) -> Result<(), RibError> {
         let Some(old) = self.objects.remove(&id) else { return Ok(()) };
         let rewritten = self.rewrite_routes_through(id, now);
         self.release_resolved(old.resolved, now);
@@ -185,7 +185,7 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// A fresh entry for `object` of kind `shape`, written.
-    fn install_object(&mut self, object: &NexthopObject, shape: Resolved, now: Instant) -> Result<Resolved> {
+    fn install_object(&mut self, object: &NexthopObject, shape: Resolved, now: Instant) -> Result<Resolved, RibError> {
         Ok(match (shape, &object.kind) {
             (Resolved::Nexthop(_), NexthopKind::Single { dev, via }) => {
                 let id = self.nexthops.acquire_private(NextHopKey { ifindex: *dev, gateway: *via }, now)?;
@@ -218,7 +218,7 @@ impl<S: MapSink> Rib<S> {
     /// Sets every route through object `nhid` again (what it publishes
     /// changed kind). A scan: this is rare (an object changing kind, or
     /// appearing after the routes that name it).
-    fn rewrite_routes_through(&mut self, nhid: u32, now: Instant) -> Result<()> {
+    fn rewrite_routes_through(&mut self, nhid: u32, now: Instant) -> Result<(), RibError> {
         let through: Vec<IpNet> = self.routes.iter().filter(|(_, r)| r.input.nhid == Some(nhid)).map(|(p, _)| *p).collect();
         for prefix in through {
             let input = self.routes[&prefix].input.clone();

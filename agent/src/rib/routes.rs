@@ -2,23 +2,22 @@
 //! (`publish_entry`): local address, route, or neighbour host, with a
 //! destination's private copy on top.
 
-use super::{host_prefix, is_host, Base, MapSink, NextHopKey, Rib, Route, RouteChange, RouteInput};
-use crate::rib::metrics_store::MetricsStoreError;
-use anyhow::{bail, Result};
+use super::{host_prefix, is_host, Base, MapSink, NextHopKey, Rib, RibError, Route, RouteChange, RouteInput, WantedBy};
+use crate::{dataplane::map_writer::MapError, rib::metrics_store::MetricsStoreError};
 use common::{MetricsRef, RouteEntry, RouteKind, RouteMetrics};
 use ipnet::IpNet;
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
 impl<S: MapSink> Rib<S> {
     /// Adds or replaces a route. On error nothing has changed.
-    pub fn set_route(&mut self, input: impl Into<Arc<RouteInput>>, now: Instant) -> Result<()> {
+    pub fn set_route(&mut self, input: impl Into<Arc<RouteInput>>, now: Instant) -> Result<(), RibError> {
         let input: Arc<RouteInput> = input.into();
-        let interned =
-            self.metrics.intern(&input.metrics, now).map_err(|e: MetricsStoreError| anyhow::anyhow!("route {}: {e}", input.prefix))?;
+        let by = WantedBy::Route(input.prefix);
+        let interned = self.metrics.intern(&input.metrics, now).map_err(|e: MetricsStoreError| RibError::from(e).wanted_by(by))?;
         if let Some(m) = interned.fill {
             if let Err(e) = self.sink.put_ro_metrics(interned.reference.slot(), &m) {
                 self.metrics.release(interned.reference, now);
-                return Err(e);
+                return Err(e.into());
             }
         }
         let (kind, nexthop, multipath) = match (input.kind, input.dev) {
@@ -27,19 +26,19 @@ impl<S: MapSink> Rib<S> {
                 Ok(id) => (RouteKind::Unicast, id, true),
                 Err(e) => {
                     self.metrics.release(interned.reference, now);
-                    return Err(e.context(format!("route {}", input.prefix)));
+                    return Err(e.wanted_by(by));
                 }
             },
             (RouteKind::Unicast, Some(dev)) => match self.acquire_nexthop(NextHopKey { ifindex: dev, gateway: input.via }, now) {
                 Ok(id) => (RouteKind::Unicast, id, false),
                 Err(e) => {
                     self.metrics.release(interned.reference, now);
-                    return Err(e);
+                    return Err(e.wanted_by(by));
                 }
             },
             (RouteKind::Unicast, None) => {
                 self.metrics.release(interned.reference, now);
-                bail!("unicast route {} has no device", input.prefix)
+                return Err(RibError::NoDevice(input.prefix));
             }
             (kind, _) => (kind, 0, false),
         };
@@ -56,7 +55,7 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// The one door for routes from any source (`fib::source`).
-    pub fn apply_route_change(&mut self, change: RouteChange, now: Instant) -> Result<()> {
+    pub fn apply_route_change(&mut self, change: RouteChange, now: Instant) -> Result<(), RibError> {
         match change {
             RouteChange::Set(input) => self.set_route(input, now),
             RouteChange::Delete(prefix) => self.delete_route(&prefix, now).map(|_| ()),
@@ -65,7 +64,7 @@ impl<S: MapSink> Rib<S> {
         }
     }
 
-    pub fn delete_route(&mut self, prefix: &IpNet, now: Instant) -> Result<bool> {
+    pub fn delete_route(&mut self, prefix: &IpNet, now: Instant) -> Result<bool, RibError> {
         let Some(old) = self.routes.remove(prefix) else { return Ok(false) };
         self.republish(prefix, now)?;
         self.refresh_dependents(prefix, now)?;
@@ -141,13 +140,13 @@ impl<S: MapSink> Rib<S> {
         None
     }
 
-    pub(super) fn publish(&mut self, prefix: &IpNet) -> Result<()> {
+    pub(super) fn publish(&mut self, prefix: &IpNet) -> Result<(), MapError> {
         self.publish_entry(prefix).map(|_| ())
     }
 
     /// The one place that decides what an exact prefix maps to. Returns
     /// whether it maps to an entry (else it was deleted).
-    pub(super) fn publish_entry(&mut self, prefix: &IpNet) -> Result<bool> {
+    pub(super) fn publish_entry(&mut self, prefix: &IpNet) -> Result<bool, MapError> {
         let entry = if is_host(prefix) {
             let addr = prefix.addr();
             let private = self.private.get(&addr).map(|p| p.slot);
@@ -174,16 +173,16 @@ impl<S: MapSink> Rib<S> {
 
     /// Publishes `prefix`, first bringing a private copy at that destination
     /// in line with its (possibly new) base.
-    pub(super) fn republish(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
+    pub(super) fn republish(&mut self, prefix: &IpNet, now: Instant) -> Result<(), RibError> {
         if is_host(prefix) && self.private.contains_key(&prefix.addr()) {
             return self.rederive(prefix.addr(), now);
         }
-        self.publish(prefix)
+        Ok(self.publish(prefix)?)
     }
 
     /// Routes at `prefix` changed: everything derived from routes inside it
     /// (neighbour host entries, private copies) follows.
-    pub(super) fn refresh_dependents(&mut self, prefix: &IpNet, now: Instant) -> Result<()> {
+    pub(super) fn refresh_dependents(&mut self, prefix: &IpNet, now: Instant) -> Result<(), RibError> {
         self.refresh_neighbour_hosts_under(prefix, now)?;
         let addrs: Vec<IpAddr> =
             self.private.iter().filter(|(a, p)| prefix.contains(*a) || p.covering == *prefix).map(|(a, _)| *a).collect();

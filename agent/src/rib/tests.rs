@@ -234,6 +234,7 @@ fn full_ro_store_fails_cleanly() {
     rib.apply(Event::Link(Link { index: 2, name: "a".into(), mac: MAC_A, mtu: 1500, up: true, vlan: None, rx_queues: 1 }), now).unwrap();
     rib.set_route(route("10.1.0.0/24", 2, None, 1400), now).unwrap();
     let err = rib.set_route(route("10.3.0.0/24", 2, None, 1300), now).unwrap_err();
+    assert!(matches!(err, RibError::PoolFull { pool: Pool::MetricsRo, .. }), "{err:?}");
     assert!(err.to_string().contains("METRICS_RO is full"), "{err}");
     assert!(!rib.sink().routes.contains_key(&net("10.3.0.0/24")));
     assert_eq!(rib.summary().routes, 1);

@@ -250,14 +250,19 @@ pub enum Event {
         object: NexthopObject,
         present: bool,
     },
-    /// A message that could not be decoded: an event lost, as in an overrun.
-    Undecodable {
-        message_type: u16,
-        error: String,
-    },
     /// The subscription's socket overflowed (ENOBUFS): events were lost, and
     /// only a full dump can say what the kernel holds now.
     Overrun,
+    /// A message of the subscription could not be decoded: its change is
+    /// lost as an overrun's are, and a full dump follows as well.
+    Undecodable,
+}
+
+impl Event {
+    /// Events were lost: only a full dump can say what the kernel holds.
+    pub fn needs_resync(&self) -> bool {
+        matches!(self, Event::Overrun | Event::Undecodable)
+    }
 }
 
 /// A kernel route, as far as the fast path can carry it.

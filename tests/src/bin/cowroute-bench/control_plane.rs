@@ -81,7 +81,7 @@ pub fn cow_latency(dests: usize) -> Result<CowFigures> {
     };
     let cow = phase(&mut |rib, a| Ok(rib.cow_metrics(a, Rtax::Mtu, 1400, Source::Operator, None, Instant::now())?))?;
     let write = phase(&mut |rib, a| Ok(rib.cow_metrics(a, Rtax::Mtu, 1450, Source::Operator, None, Instant::now())?))?;
-    let destroy = phase(&mut |rib, a| rib.reset_metrics(a, Instant::now()).map(|_| ()))?;
+    let destroy = phase(&mut |rib, a| Ok(rib.reset_metrics(a, Instant::now()).map(|_| ())?))?;
     Ok(CowFigures { cow, write, destroy })
 }
 
