@@ -129,6 +129,47 @@ pub fn parse_frame(payload: &[u8]) -> Result<Frame, FpmError> {
     Ok(frame)
 }
 
+/// An FPM frame around netlink messages, as dplane_fpm_nl writes it.
+pub fn frame_of(messages: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = messages.concat();
+    let mut f = vec![FPM_VERSION, FPM_TYPE_NETLINK];
+    f.extend(((body.len() + FPM_HEADER) as u16).to_be_bytes());
+    f.extend(body);
+    f
+}
+
+/// An RTM_NEWROUTE (or, `!add`, RTM_DELROUTE) of `prefix` via `gateway` out
+/// of `oif` in the main table, as zebra encodes a BGP route: for tests and
+/// the bench, which play zebra.
+pub fn route_message(prefix: IpNet, gateway: std::net::IpAddr, oif: u32, add: bool) -> Vec<u8> {
+    use netlink_packet_route::{
+        route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
+        AddressFamily,
+    };
+    let addr = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v4) => RouteAddress::Inet(v4),
+        std::net::IpAddr::V6(v6) => RouteAddress::Inet6(v6),
+    };
+    let mut m = RouteMessage::default();
+    m.header = RouteHeader {
+        address_family: if prefix.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 },
+        destination_prefix_length: prefix.prefix_len(),
+        table: 254,
+        protocol: RouteProtocol::Bgp,
+        scope: RouteScope::Universe,
+        kind: RouteType::Unicast,
+        ..Default::default()
+    };
+    m.attributes = vec![RouteAttribute::Destination(addr(prefix.addr())), RouteAttribute::Gateway(addr(gateway)), RouteAttribute::Oif(oif)];
+    let inner = if add { RouteNetlinkMessage::NewRoute(m) } else { RouteNetlinkMessage::DelRoute(m) };
+    let mut msg = NetlinkMessage::new(rtnetlink::packet_core::NetlinkHeader::default(), NetlinkPayload::InnerMessage(inner));
+    msg.header.flags = rtnetlink::packet_core::NLM_F_REQUEST;
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
+}
+
 /// How the FPM source is doing.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FpmStats {

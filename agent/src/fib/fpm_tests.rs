@@ -1,57 +1,18 @@
 //! The FPM frame parser and feed against frames as zebra builds them.
 
 use super::*;
-use netlink_packet_route::{
-    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
-    AddressFamily,
-};
-use rtnetlink::packet_core::{NetlinkHeader, NLM_F_REQUEST};
-
-fn route_msg(prefix: &str, gw: &str, oif: u32) -> RouteMessage {
-    let net: ipnet::Ipv4Net = prefix.parse().unwrap();
-    let mut m = RouteMessage::default();
-    m.header = RouteHeader {
-        address_family: AddressFamily::Inet,
-        destination_prefix_length: net.prefix_len(),
-        table: 254,
-        protocol: RouteProtocol::Bgp,
-        scope: RouteScope::Universe,
-        kind: RouteType::Unicast,
-        ..Default::default()
-    };
-    m.attributes = vec![
-        RouteAttribute::Destination(RouteAddress::Inet(net.addr())),
-        RouteAttribute::Gateway(RouteAddress::Inet(gw.parse().unwrap())),
-        RouteAttribute::Oif(oif),
-    ];
-    m
-}
-
-fn netlink(msg: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | flags;
-    let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-    m.finalize();
-    let mut buf = vec![0; m.buffer_len()];
-    m.serialize(&mut buf);
-    buf
-}
-
-/// An FPM frame around netlink messages, as dplane_fpm_nl writes it.
-pub(crate) fn fpm_frame(messages: &[Vec<u8>]) -> Vec<u8> {
-    let body: Vec<u8> = messages.concat();
-    let mut f = vec![1, 1];
-    f.extend(((body.len() + 4) as u16).to_be_bytes());
-    f.extend(body);
-    f
-}
 
 fn new_route(prefix: &str, gw: &str) -> Vec<u8> {
-    netlink(RouteNetlinkMessage::NewRoute(route_msg(prefix, gw, 2)), 0)
+    route_message(prefix.parse().unwrap(), gw.parse().unwrap(), 2, true)
 }
 
 fn del_route(prefix: &str, gw: &str) -> Vec<u8> {
-    netlink(RouteNetlinkMessage::DelRoute(route_msg(prefix, gw, 2)), 0)
+    route_message(prefix.parse().unwrap(), gw.parse().unwrap(), 2, false)
+}
+
+/// An FPM frame around netlink messages.
+fn fpm_frame(messages: &[Vec<u8>]) -> Vec<u8> {
+    frame_of(messages)
 }
 
 fn frames_of(bytes: &[u8]) -> Result<Vec<Frame>, FpmError> {

@@ -55,16 +55,16 @@ fn gateways_again(lab: &Lab) -> Result<Vec<kernel_table::Gateway>> {
     kernel_table::gateways(lab, 4)
 }
 
-fn stats(c: &mut Client) -> Result<serde_json::Value> {
+pub(crate) fn stats(c: &mut Client) -> Result<serde_json::Value> {
     c.call(&Request::Stats).context("agent stats")
 }
 
-fn get(v: &serde_json::Value, path: &[&str]) -> u64 {
+pub(crate) fn get(v: &serde_json::Value, path: &[&str]) -> u64 {
     path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
 }
 
 /// MiB of `field` (`VmRSS`, `RssAnon`) in `/proc/PID/status`.
-fn status_mib(pid: u32, field: &str) -> f64 {
+pub(crate) fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -7,6 +7,7 @@ mod bench_programs;
 mod control_plane;
 mod cpus;
 mod fib_scale;
+mod fpm_scale;
 mod plots;
 mod program_cost;
 mod slow_path;
@@ -119,6 +120,8 @@ struct Report {
     dir24: Vec<control_plane::Dir24Figures>,
     /// One per run.
     fib: Vec<fib_scale::FibScaleFigures>,
+    /// One per run: a full table over FPM.
+    fpm: Vec<fpm_scale::FpmScaleFigures>,
     slow_path: Vec<slow_path::SlowPathFigures>,
 }
 
@@ -227,6 +230,11 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
+    if cfg.only.as_deref() == Some("fpm") {
+        let f = fpm_scale::measure(cfg.fib_routes, &say)?;
+        say(&serde_json::to_string_pretty(&f)?);
+        return Ok(());
+    }
     if cfg.only.as_deref() == Some("fib") {
         let fib = fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?;
         say(&serde_json::to_string_pretty(&fib)?);
@@ -246,6 +254,11 @@ fn main() -> Result<()> {
         ));
         fib.push(fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?);
     }
+    let mut fpm = Vec::new();
+    for run in 1..=FIB_RUNS {
+        say(&format!("FPM source, run {run}/{FIB_RUNS}: {} routes from a zebra stand-in", cfg.fib_routes));
+        fpm.push(fpm_scale::measure(cfg.fib_routes, &say)?);
+    }
     let slow_frames = if cfg.quick { 50_000 } else { 200_000 };
     say(&format!("slow path: {slow_frames} TTL-1 datagrams a run, each answered with Time Exceeded"));
     let slow_path = slow_path::measure(slow_frames, 3, &say)?;
@@ -261,6 +274,7 @@ fn main() -> Result<()> {
         memory,
         dir24,
         fib,
+        fpm,
         slow_path,
     };
     std::fs::write(cfg.out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
@@ -363,6 +377,11 @@ fn markdown(r: &Report) -> String {
     s += &format!(
         "\nThe agent's own rates, the kernel out of the way: a new agent started against the full table was ready (dump, every route in the maps) in {} s ({} routes/s); stopped while the kernel took {} replaces and resumed, it applied the backlog in {} s ({} routes/s).\n\n",
         f(|x| x.startup_seconds, 1), f(|x| x.startup_routes_per_second, 0), last.churn_routes, f(|x| x.backlog_seconds, 2), f(|x| x.backlog_routes_per_second, 0)
+    );
+    let g = |pick: fn(&fpm_scale::FpmScaleFigures) -> f64, digits: usize| fmt(&summarize(r.fpm.iter().map(pick).collect()), digits);
+    s += &format!(
+        "## FPM source at scale (`--source fpm`), {} runs\n\nThe bench plays zebra's dplane_fpm_nl: {} IPv4 routes, one RTM_NEWROUTE frame each, over TCP to the agent in a lab router. The maps held every route {} s after the first byte ({} routes/s; goal: under 3 s); the sender was done after {} s. The agent's own memory grew {} bytes per route.\n\n",
+        r.fpm.len(), r.fpm.last().map_or(0, |x| x.routes), g(|x| x.mirrored_seconds, 2), g(|x| x.routes_per_second, 0), g(|x| x.send_seconds, 2), g(|x| x.agent_bytes_per_route, 0)
     );
     s += "\n## Slow path (AF_XDP, copy mode): ICMP errors the agent answers\n\ngen floods rtr with TTL-1 datagrams from one socket; every one is handed to the agent, which answers with Time Exceeded (rate limits off). 3 runs.\n\n| XDP mode | offered frames/s | answered frames/s | dropped at a full socket |\n|---|---:|---:|---:|\n";
     for p in &r.slow_path {

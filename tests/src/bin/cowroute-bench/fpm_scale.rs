@@ -1,0 +1,102 @@
+//! FPM at scale (`--source fpm`): the bench plays zebra's dplane_fpm_nl,
+//! connecting to the agent in a lab router and sending a full table, one
+//! route per frame as zebra does. Records how long until the maps hold
+//! every route, and the agent's own memory per route.
+
+use crate::fib_scale::{get, stats, status_mib};
+use anyhow::{bail, Result};
+use cowroute::{fib::fpm, operator::control::Client};
+use cowroute_tests::{kernel_table, synthetic};
+use std::{
+    io::Write,
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+use xtask::{agent_proc::AgentProc, lab::Lab, sh};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FpmScaleFigures {
+    pub routes: usize,
+    /// From the first byte sent until the maps held every route.
+    pub mirrored_seconds: f64,
+    pub routes_per_second: f64,
+    /// Of which the sender's own time (encoding is done before).
+    pub send_seconds: f64,
+    /// The agent's own memory (RssAnon) per route, from before to after.
+    pub agent_bytes_per_route: f64,
+}
+
+fn ifindex(ns: &str, dev: &str) -> Result<u32> {
+    let v: serde_json::Value = serde_json::from_str(&sh::ip(&["-n", ns, "-j", "link", "show", "dev", dev])?)?;
+    Ok(v[0]["ifindex"].as_u64().unwrap_or(0) as u32)
+}
+
+pub fn measure(routes: usize, progress: &dyn Fn(&str)) -> Result<FpmScaleFigures> {
+    let tag = format!("m{}", std::process::id() % 100_000);
+    let lab = Lab::up(&tag)?;
+    let dir = cowroute_tests::TempDir::new(&tag);
+    let config = dir.0.join("rtr.toml");
+    std::fs::write(&config, lab.hosts_config())?;
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}"));
+    let args: Vec<String> =
+        ["--config", &config.display().to_string(), "--xdp-mode", "generic", "--source", "fpm", "--slow-path", "kernel"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let agent = AgentProc::start(&lab.rtr, &pin_dir, &args, false)?;
+    let mut client = Client::connect(&agent.control_socket)?;
+    let gateways = kernel_table::gateways(&lab, 4)?;
+    let oif = ifindex(&lab.rtr, &lab.rtr_sink_if)?;
+    let base = get(&stats(&mut client)?, &["routes"]);
+    let before = status_mib(agent.pid(), "RssAnon");
+
+    progress(&format!("  FPM: encoding {routes} routes, one RTM_NEWROUTE frame each"));
+    let table = synthetic::v4_kernel_table(routes, 17);
+    let mut stream = Vec::with_capacity(routes * 64);
+    for (i, p) in table.iter().enumerate() {
+        let gw: IpAddr = gateways[i % gateways.len()].addr.parse()?;
+        stream.extend(fpm::frame_of(&[fpm::route_message(*p, gw, oif, true)]));
+    }
+    let addr = fpm::DEFAULT_LISTEN.parse()?;
+    let mut conn = xtask::traffic::in_netns(&lab.rtr, move || Ok(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?))?;
+    let start = Instant::now();
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    let (close_tx, close) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let r = conn.write_all(&stream).map(|_| start.elapsed().as_secs_f64());
+        let _ = sent_tx.send(r);
+        // Held open until the figures are taken: a closed connection is a zebra gone.
+        let _ = close.recv();
+    });
+    let want = base + routes as u64;
+    let mut last_line = Instant::now();
+    loop {
+        let s = stats(&mut client)?;
+        if get(&s, &["routes"]) >= want {
+            break;
+        }
+        if last_line.elapsed() >= Duration::from_secs(1) {
+            progress(&format!("  FPM: agent has {} of {want} routes ({:.1} s)", get(&s, &["routes"]), start.elapsed().as_secs_f64()));
+            last_line = Instant::now();
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("{routes} routes over FPM not in the maps after 600 s: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mirrored = start.elapsed().as_secs_f64();
+    let after = status_mib(agent.pid(), "RssAnon");
+    let send_seconds = sent.recv_timeout(Duration::from_secs(60))??;
+    let _ = close_tx.send(());
+    drop(client);
+    drop(agent);
+    lab.down()?;
+    Ok(FpmScaleFigures {
+        routes,
+        mirrored_seconds: mirrored,
+        routes_per_second: routes as f64 / mirrored,
+        send_seconds,
+        agent_bytes_per_route: (after - before) * 1048576.0 / routes as f64,
+    })
+}
