@@ -493,15 +493,29 @@ pub mod kernel_table {
     /// Runs `ip -batch` in rtr with one `route VERB PREFIX via GW [extra]` per
     /// prefix, gateways taken in turn. Returns how long the kernel took.
     pub fn batch(lab: &Lab, verb: &str, table: &[IpNet], gateways: &[Gateway], extra: &str) -> Result<Duration> {
+        batch_lines(lab, &route_lines(verb, table, gateways, extra))
+    }
+
+    /// One `route VERB PREFIX via GW [extra]` line per prefix, gateways taken in turn.
+    pub fn route_lines(verb: &str, table: &[IpNet], gateways: &[Gateway], extra: &str) -> String {
         let mut cmds = String::with_capacity(table.len() * 48);
         for (i, p) in table.iter().enumerate() {
             let gw = &gateways[i % gateways.len()].addr;
             cmds += &format!("route {verb} {p} via {gw} {extra}\n");
         }
-        let file = std::env::temp_dir().join(format!("cowroute-{}-{verb}.batch", lab.tag));
+        cmds
+    }
+
+    /// Runs `ip -batch` in rtr with `cmds` (one `ip` command a line, without
+    /// the `ip`). Returns how long the kernel took.
+    pub fn batch_lines(lab: &Lab, cmds: &str) -> Result<Duration> {
+        static FILES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = std::env::temp_dir().join(format!("cowroute-{}-{}-{n}.batch", lab.tag, std::process::id()));
         std::fs::write(&file, cmds)?;
+        let what = cmds.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         let start = Instant::now();
-        let r = sh::run(sh::cmd("ip", &["-n", &lab.rtr, "-batch"]).arg(&file)).with_context(|| format!("ip -batch route {verb}"));
+        let r = sh::run(sh::cmd("ip", &["-n", &lab.rtr, "-batch"]).arg(&file)).with_context(|| format!("ip -batch ({what} ...)"));
         let took = start.elapsed();
         let _ = std::fs::remove_file(&file);
         r.map(|_| took)

@@ -50,6 +50,9 @@ enum Cmd {
         /// Smaller tables, fewer and shorter runs (under 2 minutes).
         #[arg(long)]
         quick: bool,
+        /// One section alone, printed, no report: cost, lab, fib or nexthops.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Bring the lab up or down by hand.
     Lab {
@@ -137,7 +140,7 @@ fn real_main() -> Result<()> {
             c.args(&args).env("COWROUTE_BIN", &bin);
             sh::run_visible(&mut c)
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, only } => {
             require_root("cargo xtask bench")?;
             setup::setup()?;
             let bin = build(true)?;
@@ -147,6 +150,9 @@ fn real_main() -> Result<()> {
             c.args(["--out", &setup::workspace_root().join("target/bench").display().to_string()]).env("COWROUTE_BIN", &bin);
             if quick {
                 c.arg("--quick");
+            }
+            if let Some(section) = only {
+                c.args(["--only", &section]);
             }
             sh::run_visible(&mut c)
         }

@@ -50,21 +50,17 @@ pub struct FibScaleFigures {
     pub map_memory_total_mib: f64,
 }
 
-/// The lab's gateways again (their neighbour entries are in place already).
-fn gateways_again(lab: &Lab) -> Result<Vec<kernel_table::Gateway>> {
-    kernel_table::gateways(lab, 4)
-}
-
-pub(crate) fn stats(c: &mut Client) -> Result<serde_json::Value> {
+pub fn stats(c: &mut Client) -> Result<serde_json::Value> {
     c.call(&Request::Stats).context("agent stats")
 }
 
-pub(crate) fn get(v: &serde_json::Value, path: &[&str]) -> u64 {
+/// The number at `path` in a stats answer (0 when absent).
+pub fn get(v: &serde_json::Value, path: &[&str]) -> u64 {
     path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
 }
 
 /// MiB of `field` (`VmRSS`, `RssAnon`) in `/proc/PID/status`.
-pub(crate) fn status_mib(pid: u32, field: &str) -> f64 {
+pub fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -88,42 +84,43 @@ fn map_memory(pin_dir: &Path) -> Result<Vec<MapMemory>> {
         .collect()
 }
 
-/// Runs `ip -batch` on a thread and polls the agent until `done` holds,
-/// with a progress line every second. Returns (kernel seconds, seconds until done).
-#[allow(clippy::too_many_arguments)] // a bench step: each argument is one knob of the run
-fn timed_batch(
+/// Runs `ip -batch` of `cmds` on a thread and polls the agent until `done`
+/// holds, with a progress line (`what`: the batch, in a few words) every
+/// second. Returns (kernel seconds, seconds until done).
+pub fn timed_batch(
     lab: &Lab,
     client: &mut Client,
-    verb: &'static str,
-    table: Vec<ipnet::IpNet>,
-    gateways: Vec<kernel_table::Gateway>,
-    extra: &'static str,
+    what: &str,
+    cmds: String,
     done: &dyn Fn(&serde_json::Value) -> bool,
     progress: &dyn Fn(&str),
 ) -> Result<(f64, f64)> {
     let lab_named = Lab::named(&lab.tag)?;
     let start = Instant::now();
-    let n = table.len();
     let kernel = std::thread::spawn(move || {
-        let r = kernel_table::batch(&lab_named, verb, &table, &gateways, extra);
+        let r = kernel_table::batch_lines(&lab_named, &cmds);
         std::mem::forget(lab_named); // names only: the lab is torn down by its owner
         r
     });
     let mut last_line = Instant::now();
-    let mut kernel_seconds = None;
+    let (mut kernel, mut kernel_took) = (Some(kernel), None);
     loop {
         let s = stats(client)?;
-        if kernel.is_finished() && kernel_seconds.is_none() {
-            kernel_seconds = Some(start.elapsed().as_secs_f64());
+        // A failed batch fails the step now, not after the timeout.
+        if let Some(k) = kernel.take_if(|k| k.is_finished()) {
+            kernel_took = Some(k.join().map_err(|_| anyhow::anyhow!("ip -batch thread panicked"))??);
         }
         if done(&s) {
             let took = start.elapsed().as_secs_f64();
-            let k = kernel.join().map_err(|_| anyhow::anyhow!("ip -batch thread panicked"))??;
+            let k = match kernel.take() {
+                Some(k) => k.join().map_err(|_| anyhow::anyhow!("ip -batch thread panicked"))??,
+                None => kernel_took.expect("joined"),
+            };
             return Ok((k.as_secs_f64(), took));
         }
         if last_line.elapsed() >= Duration::from_secs(1) {
             progress(&format!(
-                "  {verb} {n}: agent has {} routes, {} events, {} overruns ({:.1} s)",
+                "  {what}: agent has {} routes, {} events, {} overruns ({:.1} s)",
                 get(&s, &["routes"]),
                 get(&s, &["netlink", "events"]),
                 get(&s, &["netlink", "overruns"]),
@@ -132,37 +129,64 @@ fn timed_batch(
             last_line = Instant::now();
         }
         if start.elapsed() > Duration::from_secs(600) {
-            bail!("{verb} of {n} routes not applied after 600 s: {s}");
+            bail!("{what}: not applied after 600 s: {s}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// A lab whose rtr runs the agent on its kernel's FIB (`--source kernel`,
+/// generic XDP, a receive buffer for a full table's burst of notifications).
+pub struct ScaleLab {
+    pub lab: Lab,
+    pub pin_dir: PathBuf,
+    /// `cowroute run` arguments.
+    args: Vec<String>,
+    _config_dir: cowroute_tests::TempDir,
+}
+
+impl ScaleLab {
+    /// Builds lab `letter` + this process's id and rtr's config.
+    pub fn up(letter: char) -> Result<ScaleLab> {
+        let tag = format!("{letter}{}", std::process::id() % 100_000);
+        let lab = Lab::up(&tag)?;
+        let dir = cowroute_tests::TempDir::new(&tag);
+        let config = dir.0.join("rtr.toml");
+        std::fs::write(&config, lab.hosts_config())?;
+        let args = ["--config", &config.display().to_string(), "--xdp-mode", "generic", "--netlink-rcvbuf", "536870912"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Ok(ScaleLab { pin_dir: PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}")), lab, args, _config_dir: dir })
+    }
+
+    /// Starts the agent (a fresh one each call) and waits up to `ready_within` for "ready".
+    pub fn agent(&self, ready_within: Duration) -> Result<AgentProc> {
+        AgentProc::start_within(&self.lab.rtr, &self.pin_dir, &self.args, false, ready_within)
+    }
+
+    pub fn down(self) -> Result<()> {
+        self.lab.down()
+    }
+}
+
 pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<FibScaleFigures> {
-    let tag = format!("f{}", std::process::id() % 100_000);
-    let lab = Lab::up(&tag)?;
-    let dir = cowroute_tests::TempDir::new(&tag);
-    let config = dir.0.join("rtr.toml");
-    std::fs::write(&config, lab.hosts_config())?;
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}"));
-    // A receive buffer for a full table's burst of notifications.
-    let args: Vec<String> = ["--config", &config.display().to_string(), "--xdp-mode", "generic", "--netlink-rcvbuf", "536870912"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let agent = AgentProc::start(&lab.rtr, &pin_dir, &args, false)?;
+    let scale = ScaleLab::up('f')?;
+    let (lab, pin_dir) = (&scale.lab, &scale.pin_dir);
+    let agent = scale.agent(Duration::from_secs(30))?;
     let mut client = Client::connect(&agent.control_socket)?;
-    let gateways = kernel_table::gateways(&lab, 4)?;
+    let gateways = kernel_table::gateways(lab, 4)?;
     let base = stats(&mut client)?;
     let (base_routes, base_overruns) = (get(&base, &["routes"]), get(&base, &["netlink", "overruns"]));
 
     progress(&format!("  generating {routes} routes (Internet-like prefix lengths)"));
     let table = synthetic::v4_kernel_table(routes, 17);
     let want = base_routes + routes as u64;
+    let cmds = kernel_table::route_lines("add", &table, &gateways, "");
     let (kernel_insert, mirrored) =
-        timed_batch(&lab, &mut client, "add", table.clone(), gateways.clone(), "", &|s| get(s, &["routes"]) >= want, progress)?;
+        timed_batch(lab, &mut client, &format!("add {routes}"), cmds, &|s| get(s, &["routes"]) >= want, progress)?;
     let (rss, private) = (status_mib(agent.pid(), "VmRSS"), status_mib(agent.pid(), "RssAnon"));
-    let maps = map_memory(&pin_dir)?;
+    let maps = map_memory(pin_dir)?;
 
     // Churn: the first `churn` routes replaced with a new MTU (a new shared
     // metric set each route moves to). Done when the agent has applied that
@@ -170,14 +194,12 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     let before = stats(&mut client)?;
     let (events0, overruns0) = (get(&before, &["netlink", "events"]), get(&before, &["netlink", "overruns"]));
     let quiet = std::cell::Cell::new((0u64, Instant::now()));
-    let churned = table[..churn.min(table.len())].to_vec();
+    let churned = kernel_table::route_lines("replace", &table[..churn.min(table.len())], &gateways, "mtu 1400");
     let (churn_kernel, churn_secs) = timed_batch(
-        &lab,
+        lab,
         &mut client,
-        "replace",
+        &format!("replace {churn}"),
         churned,
-        gateways,
-        "mtu 1400",
         &|s| {
             let events = get(s, &["netlink", "events"]);
             if events - events0 >= churn as u64 {
@@ -201,7 +223,7 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     progress(&format!("  backlog: agent stopped while the kernel takes {churn} replaces, then resumed"));
     let events0 = get(&after, &["netlink", "events"]);
     unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
-    let back = kernel_table::batch(&lab, "replace", &table[..churn.min(table.len())], &gateways_again(&lab)?, "mtu 1360");
+    let back = kernel_table::batch(lab, "replace", &table[..churn.min(table.len())], &gateways, "mtu 1360");
     let resumed = Instant::now();
     unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
     back?;
@@ -224,10 +246,10 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     drop(agent);
     progress(&format!("  startup: a new agent against the {routes}-route table"));
     let started = Instant::now();
-    let agent = AgentProc::start_within(&lab.rtr, &pin_dir, &args, false, Duration::from_secs(300))?;
+    let agent = scale.agent(Duration::from_secs(300))?;
     let startup = started.elapsed().as_secs_f64();
     drop(agent);
-    lab.down()?;
+    scale.down()?;
     Ok(FibScaleFigures {
         routes,
         kernel_insert_seconds: kernel_insert,

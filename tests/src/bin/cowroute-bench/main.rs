@@ -8,6 +8,7 @@ mod control_plane;
 mod cpus;
 mod fib_scale;
 mod fpm_scale;
+mod nexthop_scale;
 mod plots;
 mod program_cost;
 mod slow_path;
@@ -36,7 +37,9 @@ struct Config {
     memory_routes: usize,
     fib_routes: usize,
     fib_churn: usize,
-    /// `--only cost|lab|fib`: that section alone, printed, no report.
+    /// Routes through kernel nexthop objects (`nexthops`).
+    nh_routes: usize,
+    /// `--only cost|lab|fib|nexthops`: that section alone, printed, no report.
     only: Option<String>,
 }
 
@@ -58,6 +61,7 @@ fn config() -> Config {
             memory_routes: 100_000,
             fib_routes: 100_000,
             fib_churn: 20_000,
+            nh_routes: 100_000,
             only,
         }
     } else {
@@ -73,6 +77,7 @@ fn config() -> Config {
             memory_routes: 1_000_000,
             fib_routes: 1_000_000,
             fib_churn: 100_000,
+            nh_routes: 1_000_000,
             only,
         }
     }
@@ -122,6 +127,7 @@ struct Report {
     fib: Vec<fib_scale::FibScaleFigures>,
     /// One per run: a full table over FPM.
     fpm: Vec<fpm_scale::FpmScaleFigures>,
+    nexthops: nexthop_scale::NexthopScaleFigures,
     slow_path: Vec<slow_path::SlowPathFigures>,
 }
 
@@ -240,6 +246,13 @@ fn main() -> Result<()> {
         say(&serde_json::to_string_pretty(&fib)?);
         return Ok(());
     }
+    if cfg.only.as_deref() == Some("nexthops") {
+        say(&format!("kernel nexthop objects: {} routes through 1,064 objects, cold start, ip nexthop replace", cfg.nh_routes));
+        let nh = nexthop_scale::measure(cfg.nh_routes, &say)?;
+        say(&serde_json::to_string_pretty(&nh)?);
+        println!("{}", nexthops_markdown(&nh));
+        return Ok(());
+    }
     say(&format!("COW engine: {} destinations, COW / write / destroy, {COW_RUNS} runs", cfg.cow_dests));
     let cow = (0..COW_RUNS).map(|_| control_plane::cow_latency(cfg.cow_dests)).collect::<Result<Vec<_>>>()?;
     say(&format!("metrics memory: {} routes, 10 distinct metric sets", cfg.memory_routes));
@@ -259,6 +272,8 @@ fn main() -> Result<()> {
         say(&format!("FPM source, run {run}/{FIB_RUNS}: {} routes from a zebra stand-in", cfg.fib_routes));
         fpm.push(fpm_scale::measure(cfg.fib_routes, &say)?);
     }
+    say(&format!("kernel nexthop objects: {} routes through 1,064 objects, cold start, ip nexthop replace", cfg.nh_routes));
+    let nexthops = nexthop_scale::measure(cfg.nh_routes, &say)?;
     let slow_frames = if cfg.quick { 50_000 } else { 200_000 };
     say(&format!("slow path: {slow_frames} TTL-1 datagrams a run, each answered with Time Exceeded"));
     let slow_path = slow_path::measure(slow_frames, 3, &say)?;
@@ -275,6 +290,7 @@ fn main() -> Result<()> {
         dir24,
         fib,
         fpm,
+        nexthops,
         slow_path,
     };
     std::fs::write(cfg.out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
@@ -383,6 +399,7 @@ fn markdown(r: &Report) -> String {
         "## FPM source at scale (`--source fpm`), {} runs\n\nThe bench plays zebra's dplane_fpm_nl: {} IPv4 routes, one RTM_NEWROUTE frame each, over TCP to the agent in a lab router. The maps held every route {} s after the first byte ({} routes/s; goal: under 3 s); the sender was done after {} s. The agent's own memory grew {} bytes per route.\n\n",
         r.fpm.len(), r.fpm.last().map_or(0, |x| x.routes), g(|x| x.mirrored_seconds, 2), g(|x| x.routes_per_second, 0), g(|x| x.send_seconds, 2), g(|x| x.agent_bytes_per_route, 0)
     );
+    s += &nexthops_markdown(&r.nexthops);
     s += "\n## Slow path (AF_XDP, copy mode): ICMP errors the agent answers\n\ngen floods rtr with TTL-1 datagrams from one socket; every one is handed to the agent, which answers with Time Exceeded (rate limits off). 3 runs.\n\n| XDP mode | offered frames/s | answered frames/s | dropped at a full socket |\n|---|---:|---:|---:|\n";
     for p in &r.slow_path {
         s += &format!(
@@ -392,6 +409,54 @@ fn markdown(r: &Report) -> String {
             fmt(&p.answered_pps, 0),
             p.socket_dropped_share.median * 100.0
         );
+    }
+    s
+}
+
+/// The `nexthops` section of the report.
+fn nexthops_markdown(n: &nexthop_scale::NexthopScaleFigures) -> String {
+    let mut s = format!(
+        "\n## Kernel nexthop objects at scale (`--source kernel`, lab router, nexthop_compat_mode 0), 1 run\n\n{} single nexthop objects over {} gateways and {} groups of 4 (object 1 a member of each): the agent carried them all {:.2} s after their `ip -batch` began. {} IPv4 routes (`route add PREFIX nhid ID`, half through the singles, half through the groups) with `ip -batch`: the kernel took {:.1} s; the maps held every route {:.1} s after the batch began ({:.0} routes/s). Netlink overruns: {}. Agent RssAnon {:.0} MiB, {:.0} bytes per route over the load. A new agent started against the full table was ready in {:.1} s ({:.0} routes/s; its stats: {} routes; RssAnon {:.0} MiB).\n\n",
+        n.singles, n.gateways, n.groups, n.objects_seconds, n.routes, n.kernel_insert_seconds, n.mirrored_seconds, n.mirrored_routes_per_second,
+        n.overruns, n.agent_private_mib, n.agent_private_bytes_per_route, n.startup_seconds, n.startup_routes_per_second, n.startup_routes, n.startup_agent_private_mib
+    );
+    s += &format!(
+        "`ip nexthop replace id 1` (object 1: {} routes straight through it, {} through the groups), {} times between two gateways. \"ip\" is the command's run time (any `ip` command here takes {} ms: `ip nexthop get`); \"entry\" is from the command's issue until object 1's NEXTHOPS entry, read from the pinned maps as the fast path reads it, held the new MAC; \"settled\" until the agent's netlink event count last moved.\n\n| compat mode | ip ms | entry ms | settled ms | events | overruns | NEXTHOPS entries republished | NH_GROUPS republished | route entries kept | routes before / after |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        n.object1_direct_routes, n.object1_group_routes, n.replaces.len(), fmt(&n.ip_floor_ms, 2)
+    );
+    s += &format!(
+        "| 0 (median, min–max) | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
+        fmt(&n.replace_kernel_ms, 2),
+        fmt(&n.replace_entry_ms, 2),
+        fmt(&n.replace_settled_ms, 0),
+        n.replaces.iter().map(|r| r.events.to_string()).collect::<Vec<_>>().join(", "),
+        n.replaces.iter().map(|r| r.overruns).sum::<u64>(),
+        n.replaces.iter().map(|r| r.nexthops_republished.to_string()).collect::<Vec<_>>().join(", "),
+        n.replaces.iter().map(|r| r.groups_republished.to_string()).collect::<Vec<_>>().join(", "),
+        n.replaces.iter().all(|r| r.route_entries_kept),
+        n.replaces[0].routes_before,
+        n.replaces.last().map_or(0, |r| r.routes_after)
+    );
+    let c = &n.compat1;
+    s += &format!(
+        "| 1 | {:.1} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} / {} |\n",
+        c.kernel_ms,
+        c.entry_ms,
+        c.settled_ms,
+        c.events,
+        c.overruns,
+        c.nexthops_republished,
+        c.groups_republished,
+        c.route_entries_kept,
+        c.routes_before,
+        c.routes_after
+    );
+    let others: Vec<String> = n.replaces.iter().chain([c]).flat_map(|r| r.other_nexthop_ids.iter().map(|id| id.to_string())).collect();
+    if !others.is_empty() {
+        s += &format!("\nBesides object 1's, NEXTHOPS ids {} moved within those windows: not object 1's, so other events of the lab meanwhile (a neighbour's state), counted in the same columns.\n", others.join(", "));
+    }
+    if n.compat1_over_limit {
+        s += "\nWith compat mode 1 the agent took over 60 s to settle at this size.\n";
     }
     s
 }
