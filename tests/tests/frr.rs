@@ -402,3 +402,69 @@ fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
     drop(exabgp);
     drop(frr);
 }
+
+/// What is not zebra's FPM stream never reaches the maps: a frame of the
+/// wrong version is counted and closes the connection, the routes already
+/// in stay, and the next connection is served. A non-loopback listen
+/// address is refused unless asked for.
+#[test]
+fn bad_fpm_input_is_counted_closes_the_connection_and_touches_no_route() {
+    use cowroute::fib::fpm::{frame_of, route_message};
+    use std::io::{Read, Write};
+    let run = LabRun::start_custom(&lab_tag('b'), "generic", &["--source", "fpm", "--slow-path", "kernel"], &|lab| lab.hosts_config());
+    let oif = ifindex(&run.lab.rtr, &run.lab.rtr_sink_if);
+    let connect = || {
+        let addr: SocketAddr = cowroute::fib::fpm::DEFAULT_LISTEN.parse().unwrap();
+        xtask::traffic::in_netns(&run.lab.rtr, move || Ok(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?)).unwrap()
+    };
+    let route = |p: &str| frame_of(&[route_message(p.parse().unwrap(), lab::SINK_V4.parse().unwrap(), oif, true)]);
+    let mut conn = connect();
+    conn.write_all(&route("10.70.0.0/16")).unwrap();
+    let want: BTreeSet<IpNet> = ["10.70.0.0/16".parse().unwrap()].into();
+    wait_for("the route over FPM", Duration::from_secs(3), || mapped_among(&run, &want) == want);
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("wrong version", [&[2u8][..], &route("10.71.0.0/16")[1..]].concat()),
+        ("unknown type", [&[1u8, 9][..], &route("10.71.0.0/16")[2..]].concat()),
+        ("oversized length", vec![1, 1, 0xff, 0xff, 0, 0, 0, 0]),
+        ("undecodable netlink", {
+            let mut f = route("10.71.0.0/16");
+            let n = f.len();
+            f[n - 8] = 0x40; // the last attribute claims 64 bytes
+            f
+        }),
+    ];
+    for (i, (what, bytes)) in cases.iter().enumerate() {
+        if i > 0 {
+            conn = connect();
+        }
+        conn.write_all(bytes).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        assert_eq!(conn.read(&mut [0u8; 16]).unwrap_or(1), 0, "{what}: the agent closed the connection");
+        let s = fpm_stats(&run);
+        assert_eq!(s["errors"].as_u64(), Some(i as u64 + 1), "{what}: counted: {s}");
+        assert_eq!(mapped_among(&run, &["10.70.0.0/16".parse().unwrap(), "10.71.0.0/16".parse().unwrap()].into()), want, "{what}");
+    }
+    // The next connection is served as before.
+    let mut conn = connect();
+    conn.write_all(&route("10.72.0.0/16")).unwrap();
+    let want: BTreeSet<IpNet> = ["10.70.0.0/16".parse().unwrap(), "10.72.0.0/16".parse().unwrap()].into();
+    wait_for("a good connection after bad ones", Duration::from_secs(3), || mapped_among(&run, &want) == want);
+
+    // Only loopback without --fpm-allow-remote.
+    let bin = xtask::agent_proc::cowroute_bin().unwrap();
+    let out = sh::output(std::process::Command::new(bin).args([
+        "--pin-dir",
+        "/sys/fs/bpf/cowroute-fpm-remote-none",
+        "run",
+        "--source",
+        "fpm",
+        "--fpm-listen",
+        "192.0.2.1:2620",
+        "--iface",
+        "lo",
+    ]))
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--fpm-listen 192.0.2.1:2620: not a loopback address") && err.contains("--fpm-allow-remote"), "{err}");
+}
