@@ -57,6 +57,39 @@ impl Candidates {
     fn best(&self) -> Option<&Arc<RouteInput>> {
         self.0.first().map(|(_, r)| r)
     }
+
+    /// The nexthop objects its routes name.
+    fn nhids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().filter_map(|(_, r)| r.nhid)
+    }
+}
+
+/// How many candidate routes name each nexthop object: a removed object
+/// with none costs no scan of the table.
+#[derive(Debug, Default)]
+struct ObjectUse(HashMap<u32, u32>);
+
+impl ObjectUse {
+    fn add(&mut self, ids: impl Iterator<Item = u32>) {
+        for id in ids {
+            *self.0.entry(id).or_default() += 1;
+        }
+    }
+
+    fn sub(&mut self, ids: impl Iterator<Item = u32>) {
+        for id in ids {
+            if let Some(n) = self.0.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.0.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn used(&self, id: u32) -> bool {
+        self.0.contains_key(&id)
+    }
 }
 
 pub struct KernelFib {
@@ -64,11 +97,17 @@ pub struct KernelFib {
     routes: HashMap<IpNet, Candidates>,
     /// The nexthop objects routes may name (every table's: they are global).
     nexthops: KernelNexthops,
+    object_use: ObjectUse,
 }
 
 impl KernelFib {
     pub fn new(tables: impl IntoIterator<Item = u32>) -> KernelFib {
-        KernelFib { tables: tables.into_iter().collect(), routes: HashMap::new(), nexthops: KernelNexthops::default() }
+        KernelFib {
+            tables: tables.into_iter().collect(),
+            routes: HashMap::new(),
+            nexthops: KernelNexthops::default(),
+            object_use: ObjectUse::default(),
+        }
     }
 
     pub fn nexthops(&self) -> &KernelNexthops {
@@ -91,8 +130,10 @@ impl KernelFib {
 
     fn nexthop_changes(&mut self, delta: NexthopDelta) -> Vec<Change> {
         let mut changes: Vec<Change> = delta.set.into_iter().map(Change::SetNexthop).collect();
-        if !delta.removed.is_empty() {
+        if delta.removed.iter().any(|id| self.object_use.used(*id)) {
             changes.extend(self.remove_routes_through(|id| delta.removed.contains(&id)));
+        }
+        if !delta.removed.is_empty() {
             changes.extend(delta.removed.into_iter().map(Change::DeleteNexthop));
         }
         changes
@@ -103,11 +144,14 @@ impl KernelFib {
     fn remove_routes_through(&mut self, gone: impl Fn(u32) -> bool) -> Vec<Change> {
         let through = |r: &RouteInput| r.nhid.is_some_and(&gone);
         let mut changes = Vec::new();
+        let object_use = &mut self.object_use;
         self.routes.retain(|prefix, c| {
             if !c.0.iter().any(|(_, r)| through(r)) {
                 return true;
             }
             let before = c.best().cloned();
+            let gone: Vec<u32> = c.0.iter().filter(|(_, r)| through(r)).filter_map(|(_, r)| r.nhid).collect();
+            object_use.sub(gone.into_iter());
             c.0.retain(|(_, r)| !through(r));
             match c.best() {
                 None => changes.push(Change::Delete(*prefix)),
@@ -137,6 +181,7 @@ impl KernelFib {
         let rank = rank(&route);
         let before = self.winner(&prefix).cloned();
         let slot = self.routes.entry(prefix).or_default();
+        self.object_use.sub(slot.nhids());
         if present {
             if replace {
                 slot.remove_priority(route.priority);
@@ -144,9 +189,10 @@ impl KernelFib {
             slot.insert(rank, Arc::new(route.route));
         } else {
             slot.remove(rank);
-            if slot.0.is_empty() {
-                self.routes.remove(&prefix);
-            }
+        }
+        self.object_use.add(slot.nhids());
+        if slot.0.is_empty() {
+            self.routes.remove(&prefix);
         }
         let after = self.winner(&prefix).cloned();
         match (before, after) {
@@ -159,7 +205,9 @@ impl KernelFib {
 
     /// Removes every route to `prefix` (a route source's sweep).
     pub fn remove_prefix(&mut self, prefix: &IpNet) -> Option<Change> {
-        self.routes.remove(prefix).map(|_| Change::Delete(*prefix))
+        let gone = self.routes.remove(prefix)?;
+        self.object_use.sub(gone.nhids());
+        Some(Change::Delete(*prefix))
     }
 
     /// Mirrors `tables` from now on; a resync brings the routes in line.
@@ -171,11 +219,15 @@ impl KernelFib {
     /// overrun); returns the changes that make the maps equal to it.
     pub fn resync(&mut self, dump: impl IntoIterator<Item = KernelRoute>) -> Vec<Change> {
         let old = std::mem::take(&mut self.routes);
+        self.object_use = ObjectUse::default();
         for route in dump {
             if self.tables.contains(&route.table) {
                 let rank = rank(&route);
                 self.routes.entry(route.route.prefix).or_default().insert(rank, Arc::new(route.route));
             }
+        }
+        for c in self.routes.values() {
+            self.object_use.add(c.nhids());
         }
         let mut changes = Vec::new();
         for (prefix, routes) in &old {
