@@ -121,6 +121,11 @@ impl Mirror {
                 NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
                     anyhow::bail!("dumping nexthops: message type {message_type} undecodable: {error}")
                 }
+                // A kernel without nexthop objects (before 5.3): none to mirror.
+                NetlinkPayload::Error(e) if e.code.map(|c| c.get()) == Some(-libc::EOPNOTSUPP) => {
+                    tracing::info!("this kernel has no nexthop objects (RTM_GETNEXTHOP: EOPNOTSUPP)");
+                    return Ok(Vec::new());
+                }
                 NetlinkPayload::Error(e) if e.code.is_some() => anyhow::bail!("dumping nexthops: {e}"),
                 _ => {}
             }
