@@ -43,7 +43,9 @@ impl Daemon {
 
     /// Once a second: the changes that failed for want of room, again.
     pub(super) fn retry_routes(&mut self, now: Instant) {
-        // Objects first (in key order): the routes through them need them.
+        // Nexthop objects first (keys sort prefixes before objects: reversed),
+        // since the routes through them need them; a group retried before a
+        // member is set again when the member comes (`Rib::set_nexthop_object`).
         for (key, change) in std::mem::take(&mut self.retry).into_iter().rev() {
             match self.rib.apply_route_change(change.clone(), now) {
                 Ok(()) => {

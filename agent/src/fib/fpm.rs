@@ -59,19 +59,25 @@ pub enum FpmError {
 #[derive(Debug, Default)]
 pub struct FpmDecoder {
     buf: Vec<u8>,
+    /// Where the next frame starts: consumed bytes are dropped once per
+    /// push, not once per frame (a read holds thousands).
+    start: usize,
 }
 
 impl FpmDecoder {
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.start);
+        self.start = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame's netlink payload; `None` until one is in.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FpmError> {
-        if self.buf.len() < FPM_HEADER {
+        let buf = &self.buf[self.start..];
+        if buf.len() < FPM_HEADER {
             return Ok(None);
         }
-        let (version, kind, len) = (self.buf[0], self.buf[1], u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize);
+        let (version, kind, len) = (buf[0], buf[1], u16::from_be_bytes([buf[2], buf[3]]) as usize);
         if version != FPM_VERSION {
             return Err(FpmError::Version(version));
         }
@@ -81,11 +87,11 @@ impl FpmDecoder {
         if !(FPM_HEADER + NLMSG_HEADER..=MAX_FRAME).contains(&len) {
             return Err(FpmError::Length(len));
         }
-        if self.buf.len() < len {
+        if buf.len() < len {
             return Ok(None);
         }
-        let frame = self.buf[FPM_HEADER..len].to_vec();
-        self.buf.drain(..len);
+        let frame = buf[FPM_HEADER..len].to_vec();
+        self.start += len;
         Ok(Some(frame))
     }
 }

@@ -26,6 +26,11 @@ fn rank(route: &KernelRoute) -> Rank {
     (route.priority, route.route.kind != common::RouteKind::Kernel, route.route.dev)
 }
 
+/// A route message that names no device, leg or nexthop object.
+fn names_no_nexthop(r: &RouteInput) -> bool {
+    r.dev.is_none() && r.via.is_none() && r.multipath.is_empty() && r.nhid.is_none()
+}
+
 /// The routes to one prefix, best first. Nearly always exactly one, so a
 /// vector sized to fit: a map per prefix would cost a B-tree node of eleven
 /// slots for each of a full table's million prefixes (2 KiB a route).
@@ -48,9 +53,14 @@ impl Candidates {
         self.0.retain(|((p, _, _), _)| *p != priority);
     }
 
-    fn remove(&mut self, rank: Rank) {
-        if let Ok(i) = self.0.binary_search_by_key(&rank, |(r, _)| *r) {
-            self.0.remove(i);
+    /// Whether there was one of that rank.
+    fn remove(&mut self, rank: Rank) -> bool {
+        match self.0.binary_search_by_key(&rank, |(r, _)| *r) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -187,8 +197,11 @@ impl KernelFib {
                 slot.remove_priority(route.priority);
             }
             slot.insert(rank, Arc::new(route.route));
-        } else {
-            slot.remove(rank);
+        } else if !slot.remove(rank) && names_no_nexthop(&route.route) {
+            // A delete naming only prefix, table and priority (zebra's
+            // RTM_DELROUTE over FPM) takes the route of that priority, as
+            // the kernel's fib_table_delete matches when no nexthop is given.
+            slot.remove_priority(route.priority);
         }
         self.object_use.add(slot.nhids());
         if slot.0.is_empty() {
@@ -344,5 +357,28 @@ mod tests {
         assert!(matches!(&changes[0], Change::Set(i) if i.prefix.to_string() == "10.2.0.0/16" && i.nhid.is_none()), "the fallback wins");
         assert_eq!(changes[1], Change::DeleteNexthop(2));
         assert_eq!(fib.apply_nexthop(single(1, 2), false), vec![Change::Delete("10.1.0.0/16".parse().unwrap()), Change::DeleteNexthop(1)]);
+    }
+
+    /// zebra's RTM_DELROUTE over FPM names the prefix, table and priority
+    /// only: it removes the route of that priority, whatever its next hop.
+    #[test]
+    fn a_delete_naming_no_nexthop_removes_the_route_of_its_priority() {
+        let mut fib = KernelFib::new([254]);
+        let through = KernelRoute {
+            table: 254,
+            priority: 20,
+            route: RouteInput::via_object("10.1.0.0/16".parse().unwrap(), 7, RouteMetrics::DEFAULT),
+        };
+        fib.apply(through, true, false);
+        fib.apply(KernelRoute { priority: 20, ..r("10.2.0.0/16", 254, 0, 0) }, true, false);
+        for p in ["10.1.0.0/16", "10.2.0.0/16"] {
+            let bare = KernelRoute {
+                table: 254,
+                priority: 20,
+                route: RouteInput::new(p.parse().unwrap(), RouteKind::Kernel, None, None, RouteMetrics::DEFAULT),
+            };
+            assert_eq!(fib.apply(bare, false, false), Some(Change::Delete(p.parse().unwrap())), "{p}");
+        }
+        assert!(fib.is_empty());
     }
 }

@@ -83,7 +83,9 @@ impl KernelNexthops {
             self.objects.remove(&id);
             delta.removed.insert(id);
         }
-        for (_, object) in dump {
+        // Singles before groups: a group's members are there when it comes.
+        let (groups, singles): (Vec<_>, Vec<_>) = dump.into_values().partition(|o| matches!(o.kind, NexthopKind::Group { .. }));
+        for object in singles.into_iter().chain(groups) {
             let d = self.apply(object, true);
             delta.set.extend(d.set);
         }

@@ -172,6 +172,10 @@ impl NetlinkDeserializable for MirrorMessage {
             RTM_NEWNEXTHOP | RTM_DELNEXTHOP => match parse_nexthop(payload) {
                 Ok(o) if header.message_type == RTM_NEWNEXTHOP => MirrorMessage::NewNexthop(o),
                 Ok(o) => MirrorMessage::DelNexthop(o),
+                // A delete needs the id alone (zebra's over FPM carries nothing else).
+                Err(NexthopDecodeError::Empty(id)) if header.message_type == RTM_DELNEXTHOP => {
+                    MirrorMessage::DelNexthop(NexthopObject { id, kind: NexthopKind::KernelOnly("deleted"), protocol: payload[2] })
+                }
                 Err(e) => undecodable(e.to_string()),
             },
             _ => match RouteNetlinkMessage::deserialize(header, payload) {
@@ -311,5 +315,16 @@ pub(crate) mod tests {
         assert!(matches!(bad, MirrorMessage::Undecodable { message_type: 24, .. }), "{bad:?}");
         header.message_type = RTM_NEWNEXTHOP;
         assert!(matches!(MirrorMessage::deserialize(&header, &[2, 0]).unwrap(), MirrorMessage::Undecodable { .. }));
+    }
+
+    /// zebra's RTM_DELNEXTHOP carries NHA_ID alone: a delete, not an error.
+    #[test]
+    fn a_delete_with_only_the_id_is_a_delete() {
+        let mut header = NetlinkHeader::default();
+        header.message_type = RTM_DELNEXTHOP;
+        let del = nhmsg(AF_INET, &[nla(NHA_ID, &9u32.to_ne_bytes())]);
+        assert!(matches!(MirrorMessage::deserialize(&header, &del).unwrap(), MirrorMessage::DelNexthop(NexthopObject { id: 9, .. })));
+        header.message_type = RTM_NEWNEXTHOP;
+        assert!(matches!(MirrorMessage::deserialize(&header, &del).unwrap(), MirrorMessage::Undecodable { .. }), "an add needs a nexthop");
     }
 }

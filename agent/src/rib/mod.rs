@@ -121,6 +121,9 @@ pub struct Rib<S: MapSink> {
     groups: GroupTable,
     /// Kernel nexthop objects by their id, each with its own fast-path entry.
     objects: HashMap<u32, objects::ObjectState>,
+    /// How many routes name each object: an object nothing names costs no
+    /// scan of the routes when it changes kind.
+    object_routes: HashMap<u32, u32>,
     links: HashMap<u32, Link>,
     routes: BTreeMap<IpNet, Route>,
     /// Own addresses, with the interfaces that carry each.
@@ -163,6 +166,7 @@ impl<S: MapSink> Rib<S> {
             nexthops: NextHopTable::new(capacities.nexthops, grace),
             groups: GroupTable::new(capacities.nexthop_groups, grace),
             objects: HashMap::new(),
+            object_routes: HashMap::new(),
             links: HashMap::new(),
             routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),

@@ -103,8 +103,34 @@ impl<S: MapSink> Rib<S> {
     /// slot, then the index word); routes are rewritten only when what they
     /// publish changes kind.
     pub fn set_nexthop_object(&mut self, object: Arc<NexthopObject>, now: Instant) -> Result<(), RibError> {
+        let (id, single) = (object.id, !matches!(object.kind, NexthopKind::Group { .. }));
+        self.apply_object(object, false, now)?;
+        if single {
+            self.refresh_groups_with(id, now)?;
+        }
+        Ok(())
+    }
+
+    /// The groups with member `member` again: a member that appeared after
+    /// its group, or changed kind, changes what the group can carry.
+    fn refresh_groups_with(&mut self, member: u32, now: Instant) -> Result<(), RibError> {
+        let groups: Vec<Arc<NexthopObject>> = self
+            .objects
+            .values()
+            .filter(|o| matches!(&o.object.kind, NexthopKind::Group { members, .. } if members.iter().any(|(m, _)| *m == member)))
+            .map(|o| o.object.clone())
+            .collect();
+        for g in groups {
+            self.apply_object(g, true, now)?;
+        }
+        Ok(())
+    }
+
+    /// Sets `object`; `again`: even when it is what the RIB holds (its
+    /// members changed under it).
+    fn apply_object(&mut self, object: Arc<NexthopObject>, again: bool, now: Instant) -> Result<(), RibError> {
         let old = self.objects.get(&object.id).cloned();
-        if old.as_ref().is_some_and(|o| o.object == object) {
+        if !again && old.as_ref().is_some_and(|o| o.object == object) {
             return Ok(());
         }
         let wanted = self.object_shape(&object);
@@ -148,7 +174,8 @@ impl<S: MapSink> Rib<S> {
         let Some(old) = self.objects.remove(&id) else { return Ok(()) };
         let rewritten = self.rewrite_routes_through(id, now);
         self.release_resolved(old.resolved, now);
-        rewritten
+        rewritten?;
+        self.refresh_groups_with(id, now)
     }
 
     /// The kind of entry `object` gets (with placeholder ids).
@@ -216,9 +243,12 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// Sets every route through object `nhid` again (what it publishes
-    /// changed kind). A scan: this is rare (an object changing kind, or
-    /// appearing after the routes that name it).
+    /// changed kind). A scan, only when routes name it: an object changing
+    /// kind, or appearing after the routes that name it, is rare.
     fn rewrite_routes_through(&mut self, nhid: u32, now: Instant) -> Result<(), RibError> {
+        if !self.object_routes.contains_key(&nhid) {
+            return Ok(());
+        }
         let through: Vec<IpNet> = self.routes.iter().filter(|(_, r)| r.input.nhid == Some(nhid)).map(|(p, _)| *p).collect();
         for prefix in through {
             let input = self.routes[&prefix].input.clone();

@@ -129,3 +129,27 @@ fn objects_and_routes_release_everything_they_hold() {
     assert_eq!((rib.summary().nexthops, rib.summary().nexthop_groups), (0, 0));
     assert!(rib.nexthop_objects().next().is_none());
 }
+
+/// A group set before its members (ids in the other order, a replay) is
+/// the kernel's until they come; then it is carried, and its routes follow.
+/// A member changing kind takes its group with it.
+#[test]
+fn a_group_follows_members_that_come_late_or_change_kind() {
+    let (mut rib, now) = rib();
+    rib.set_nexthop_object(group(1, &[(20, 1), (21, 1)]), now).unwrap();
+    rib.set_route(through("10.8.0.0/16", 1), now).unwrap();
+    assert_eq!(entry(&rib, "10.8.0.0/16").kind(), Some(RouteKind::Kernel));
+    rib.set_nexthop_object(single(20, 2, "10.1.0.9"), now).unwrap();
+    assert_eq!(entry(&rib, "10.8.0.0/16").kind(), Some(RouteKind::Kernel), "one member still missing");
+    rib.set_nexthop_object(single(21, 3, "10.2.0.9"), now).unwrap();
+    let e = entry(&rib, "10.8.0.0/16");
+    assert!(e.kind() == Some(RouteKind::Unicast) && e.is_multipath(), "{e:?}");
+    rib.set_nexthop_object(Arc::new(NexthopObject { id: 21, kind: NexthopKind::KernelOnly("encap (lwtunnel)"), protocol: 0 }), now)
+        .unwrap();
+    assert_eq!(entry(&rib, "10.8.0.0/16").kind(), Some(RouteKind::Kernel), "a member the fast path cannot carry");
+    rib.delete_route(&"10.8.0.0/16".parse().unwrap(), now).unwrap();
+    for id in [1, 20, 21] {
+        rib.delete_nexthop_object(id, now).unwrap();
+    }
+    assert_eq!((rib.summary().nexthops, rib.summary().nexthop_groups), (0, 0), "nothing held");
+}

@@ -45,6 +45,9 @@ impl<S: MapSink> Rib<S> {
         let prefix = input.prefix;
         let id = self.next_route_id;
         self.next_route_id += 1;
+        if let Some(nhid) = input.nhid {
+            *self.object_routes.entry(nhid).or_default() += 1;
+        }
         let old = self.routes.insert(prefix, Route { input, metrics_ref: interned.reference, nexthop, id, kind, multipath });
         self.republish(&prefix, now)?;
         self.refresh_dependents(&prefix, now)?;
@@ -80,6 +83,14 @@ impl<S: MapSink> Rib<S> {
 
     pub(super) fn release_route(&mut self, route: &Route, now: Instant) {
         self.metrics.release(route.metrics_ref, now);
+        if let Some(nhid) = route.input.nhid {
+            if let Some(n) = self.object_routes.get_mut(&nhid) {
+                *n -= 1;
+                if *n == 0 {
+                    self.object_routes.remove(&nhid);
+                }
+            }
+        }
         if route.multipath {
             self.release_group(route.nexthop, now);
         } else {
