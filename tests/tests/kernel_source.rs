@@ -117,7 +117,19 @@ fn kernel_source_refuses_a_config_with_routes() {
 /// Sends `n` UDP datagrams gen -> sink (10.2.0.2) and returns how many arrived.
 fn udp_through(run: &LabRun, port: u16, n: usize) -> usize {
     let to: SocketAddr = format!("{}:{port}", lab::SINK_V4).parse().unwrap();
-    let sink = traffic::UdpSink::bind(&run.lab.sink, to).unwrap();
+    // Bound again and again in the loops below: a busy machine has seen the
+    // port still held for a moment (EADDRINUSE).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let sink = loop {
+        match traffic::UdpSink::bind(&run.lab.sink, to) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("binding {to} in sink: {e}; again");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("binding {to} in sink: {e}"),
+        }
+    };
     traffic::udp_send(&run.lab.gen, to, n, 100, 64, Duration::from_millis(1)).unwrap();
     sink.receive(n, Duration::from_millis(800)).unwrap().len()
 }
