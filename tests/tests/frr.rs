@@ -195,6 +195,22 @@ fn check_probes(run: &LabRun, table: &BTreeMap<IpNet, Leg>, probes: &[IpAddr], l
     );
 }
 
+/// ExaBGP in sink, over both rtr-sink links (IPv4 and IPv6 sessions):
+/// announces `table` at once, withdraws `withdrawn` on `go_on`.
+fn speaker(sink: &str, dir: &std::path::Path, table: &BTreeMap<IpNet, Leg>, withdrawn: &BTreeSet<IpNet>) -> ExaBgp {
+    let first: Vec<String> = table.iter().flat_map(|(p, l)| commands("announce", p, *l)).collect();
+    let then: Vec<String> = withdrawn.iter().flat_map(|p| commands("withdraw", p, table[p])).collect();
+    let sessions: Vec<Session> = [
+        (lab::RTR_SINK_V4, lab::SINK_V4, false),
+        (lab::RTR_SINK_B_V4, lab::SINK_B_V4, false),
+        (lab::RTR_SINK_V6, lab::SINK_V6, true),
+        (lab::RTR_SINK_B_V6, lab::SINK_B_V6, true),
+    ]
+    .map(|(peer, local, ipv6)| Session { peer: peer.into(), local: local.into(), ipv6 })
+    .to_vec();
+    ExaBgp::start(sink, dir, 65002, 65001, &sessions, &first, &then).unwrap()
+}
+
 fn bgp_routes_through_frr(compat: u8, tag: char) {
     let run = LabRun::start_custom(&lab_tag(tag), "generic", &["--slow-path", "kernel"], &|lab| lab.hosts_config());
     let (rtr, sink) = (run.lab.rtr.clone(), run.lab.sink.clone());
@@ -215,17 +231,7 @@ fn bgp_routes_through_frr(compat: u8, tag: char) {
         Frr::start(&rtr, &dir.0.join("frr"), &[Daemon::new("zebra", "hostname rtr\n", &[]), Daemon::new("bgpd", &bgpd, &["-p", "179"])])
             .unwrap();
     let (table, withdrawn) = announcements();
-    let first: Vec<String> = table.iter().flat_map(|(p, l)| commands("announce", p, *l)).collect();
-    let then: Vec<String> = withdrawn.iter().flat_map(|p| commands("withdraw", p, table[p])).collect();
-    let sessions: Vec<Session> = [
-        (lab::RTR_SINK_V4, lab::SINK_V4, false),
-        (lab::RTR_SINK_B_V4, lab::SINK_B_V4, false),
-        (lab::RTR_SINK_V6, lab::SINK_V6, true),
-        (lab::RTR_SINK_B_V6, lab::SINK_B_V6, true),
-    ]
-    .map(|(peer, local, ipv6)| Session { peer: peer.into(), local: local.into(), ipv6 })
-    .to_vec();
-    let exabgp = ExaBgp::start(&sink, &dir.0.join("exabgp"), 65002, 65001, &sessions, &first, &then).unwrap();
+    let exabgp = speaker(&sink, &dir.0.join("exabgp"), &table, &withdrawn);
 
     let want: BTreeSet<IpNet> = table.keys().copied().collect();
     let took = converge(&run, &want, &frr, &exabgp, "announce");
@@ -326,17 +332,7 @@ fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
         ],
     )
     .unwrap();
-    let first: Vec<String> = table.iter().flat_map(|(p, l)| commands("announce", p, *l)).collect();
-    let then: Vec<String> = withdrawn.iter().flat_map(|p| commands("withdraw", p, table[p])).collect();
-    let sessions: Vec<Session> = [
-        (lab::RTR_SINK_V4, lab::SINK_V4, false),
-        (lab::RTR_SINK_B_V4, lab::SINK_B_V4, false),
-        (lab::RTR_SINK_V6, lab::SINK_V6, true),
-        (lab::RTR_SINK_B_V6, lab::SINK_B_V6, true),
-    ]
-    .map(|(peer, local, ipv6)| Session { peer: peer.into(), local: local.into(), ipv6 })
-    .to_vec();
-    let exabgp = ExaBgp::start(&sink, &dir.0.join("exabgp"), 65002, 65001, &sessions, &first, &then).unwrap();
+    let exabgp = speaker(&sink, &dir.0.join("exabgp"), &table, &withdrawn);
     let mut ours: BTreeSet<IpNet> = table.keys().copied().collect();
     ours.insert("10.60.0.0/24".parse().unwrap());
     let took = wait_for("zebra's routes over FPM in the maps", Duration::from_secs(60), || mapped_among(&run, &ours) == ours);
