@@ -112,7 +112,7 @@ impl<S: MapSink> Rib<S> {
                 report.addresses += 1;
             }
         }
-        let known: Vec<(u32, IpAddr)> = self.neighbours.keys().copied().collect();
+        let known: Vec<(u32, IpAddr)> = self.neighbours.keys().map(|&(a, i)| (i, a)).collect();
         for key in known {
             if !neighbours.contains_key(&key) && !self.static_neighbours.contains(&key) {
                 self.neighbour_changed(key.0, key.1, None, now)?;
@@ -123,7 +123,7 @@ impl<S: MapSink> Rib<S> {
             if self.static_neighbours.contains(&(index, addr)) {
                 continue;
             }
-            if self.neighbours.get(&(index, addr)) != Some(&mac) {
+            if self.neighbours.get(&(addr, index)) != Some(&mac) {
                 self.neighbour_changed(index, addr, Some(mac), now)?;
                 report.neighbours += 1;
             }

@@ -128,8 +128,8 @@ pub struct Rib<S: MapSink> {
     routes: BTreeMap<IpNet, Route>,
     /// Own addresses, with the interfaces that carry each.
     local_addrs: BTreeMap<IpAddr, BTreeSet<u32>>,
-    /// Known neighbours, `Some(mac)` when usable.
-    neighbours: BTreeMap<(u32, IpAddr), Option<[u8; 6]>>,
+    /// Known neighbours by (address, interface), `Some(mac)` when usable.
+    neighbours: BTreeMap<(IpAddr, u32), Option<[u8; 6]>>,
     /// Neighbours set by configuration: kernel events do not override them.
     static_neighbours: BTreeSet<(u32, IpAddr)>,
     neighbour_hosts: BTreeMap<IpAddr, NeighbourHost>,
@@ -277,7 +277,7 @@ impl<S: MapSink> Rib<S> {
     }
 
     pub fn neighbour_resolved(&self, ifindex: u32, addr: IpAddr) -> bool {
-        matches!(self.neighbours.get(&(ifindex, addr)), Some(Some(_)))
+        matches!(self.neighbours.get(&(addr, ifindex)), Some(Some(_)))
     }
 
     pub fn apply(&mut self, event: Event, now: Instant) -> Result<(), RibError> {

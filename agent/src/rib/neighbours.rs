@@ -79,7 +79,7 @@ impl<S: MapSink> Rib<S> {
         state: Option<Option<[u8; 6]>>,
         now: Instant,
     ) -> Result<(), RibError> {
-        let key = (ifindex, addr);
+        let key = (addr, ifindex);
         let before = self.neighbours.get(&key).copied();
         match state {
             Some(s) => self.neighbours.insert(key, s),
@@ -106,9 +106,8 @@ impl<S: MapSink> Rib<S> {
     pub(super) fn refresh_neighbour_host(&mut self, addr: IpAddr, now: Instant) -> Result<(), RibError> {
         let wanted = self
             .neighbours
-            .keys()
-            .filter(|(_, a)| *a == addr)
-            .find_map(|&(ifindex, _)| self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, r.input.metrics)));
+            .range((addr, 0)..=(addr, u32::MAX))
+            .find_map(|(&(_, ifindex), _)| self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, r.input.metrics)));
         let current = self.neighbour_hosts.get(&addr).cloned();
         let Some((ifindex, covering, metrics)) = wanted else {
             if let Some(old) = current {
@@ -144,12 +143,14 @@ impl<S: MapSink> Rib<S> {
     }
 
     pub(super) fn refresh_neighbour_hosts_under(&mut self, prefix: &IpNet, now: Instant) -> Result<(), RibError> {
+        // Ranges of the prefix's addresses, not scans: a full table's load
+        // calls this once a route.
+        let (lo, hi) = (prefix.network(), prefix.broadcast());
         let addrs: BTreeSet<IpAddr> = self
             .neighbours
-            .keys()
-            .map(|(_, a)| *a)
-            .filter(|a| prefix.contains(a))
-            .chain(self.neighbour_hosts.iter().filter(|(_, h)| h.covering == *prefix).map(|(a, _)| *a))
+            .range((lo, 0)..=(hi, u32::MAX))
+            .map(|((a, _), _)| *a)
+            .chain(self.neighbour_hosts.range(lo..=hi).filter(|(_, h)| h.covering == *prefix).map(|(a, _)| *a))
             .collect();
         for addr in addrs {
             self.refresh_neighbour_host(addr, now)?;

@@ -116,7 +116,7 @@ impl<S: MapSink> Rib<S> {
                 nh.flags |= NextHop::LINK_UP;
             }
         }
-        if let Some(Some(mac)) = key.gateway.and_then(|g| self.neighbours.get(&(key.ifindex, g))) {
+        if let Some(Some(mac)) = key.gateway.and_then(|g| self.neighbours.get(&(g, key.ifindex))) {
             nh.dmac = *mac;
             nh.flags |= NextHop::RESOLVED;
         }

@@ -195,8 +195,8 @@ impl<S: MapSink> Rib<S> {
     /// (neighbour host entries, private copies) follows.
     pub(super) fn refresh_dependents(&mut self, prefix: &IpNet, now: Instant) -> Result<(), RibError> {
         self.refresh_neighbour_hosts_under(prefix, now)?;
-        let addrs: Vec<IpAddr> =
-            self.private.iter().filter(|(a, p)| prefix.contains(*a) || p.covering == *prefix).map(|(a, _)| *a).collect();
+        // A copy's covering route contains it: only the prefix's range.
+        let addrs: Vec<IpAddr> = self.private.range(prefix.network()..=prefix.broadcast()).map(|(a, _)| *a).collect();
         for addr in addrs {
             self.rederive(addr, now)?;
         }
