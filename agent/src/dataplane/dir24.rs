@@ -35,16 +35,28 @@ pub const BLOCKS_PER_ELEMENT: usize = 256;
 pub trait Dir24Store {
     /// Fills entry slot `slot` (not yet referenced by any block).
     fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<(), MapError>;
+    /// What slot `slot` holds (as last written).
+    fn read_entry(&self, slot: u32) -> RouteEntry;
     /// Sets block `block` (a /24: the address's top 24 bits) to `word`.
     fn set_block(&mut self, block: u32, word: u32);
 }
 
-/// A ≤/24 prefix's copy in the entries array.
+/// A ≤/24 prefix's copy in the entries array: its slot, or none (no free
+/// slot was left; its blocks ask the trie). Four bytes a route: the entry
+/// itself is read back from the slot when needed.
 #[derive(Clone, Copy, Debug)]
-struct Indexed {
-    /// `None`: no free slot was left; its blocks ask the trie.
-    slot: Option<u32>,
-    entry: RouteEntry,
+struct Indexed(u32);
+
+impl Indexed {
+    const NONE: u32 = u32::MAX;
+
+    fn new(slot: Option<u32>) -> Indexed {
+        Indexed(slot.unwrap_or(Indexed::NONE))
+    }
+
+    fn slot(self) -> Option<u32> {
+        (self.0 != Indexed::NONE).then_some(self.0)
+    }
 }
 
 pub struct Dir24 {
@@ -130,8 +142,8 @@ impl Dir24 {
         let len = d - 1;
         let net = (b << 8) & mask(len);
         match self.short.get(&(net, len)) {
-            Some(Indexed { slot: Some(s), .. }) => s + 1,
-            _ => 0,
+            Some(i) => i.slot().map_or(0, |s| s + 1),
+            None => 0,
         }
     }
 
@@ -149,8 +161,8 @@ impl Dir24 {
             }
             return Ok(());
         }
-        let old = self.short.get(&(net, len)).copied();
-        if matches!(old, Some(o) if o.entry == *entry && o.slot.is_some()) {
+        let old = self.short.get(&(net, len)).and_then(|i| i.slot());
+        if old.is_some_and(|s| store.read_entry(s) == *entry) {
             return Ok(());
         }
         self.slots.reap(now);
@@ -159,7 +171,7 @@ impl Dir24 {
             Some(s) => store.write_entry(s, entry)?,
             None => self.unindexed += 1,
         }
-        self.short.insert((net, len), Indexed { slot, entry: *entry });
+        self.short.insert((net, len), Indexed::new(slot));
         let depth = len + 1;
         for b in blocks_of(net, len) {
             if self.depth[b as usize] <= depth {
@@ -169,7 +181,7 @@ impl Dir24 {
                 }
             }
         }
-        if let Some(Indexed { slot: Some(s), .. }) = old {
+        if let Some(s) = old {
             self.slots.release(s, now);
             self.indexed -= 1;
         }
@@ -195,7 +207,7 @@ impl Dir24 {
         let Some(gone) = self.short.remove(&(net, len)) else { return };
         // The blocks it owned fall to the longest shorter prefix covering it.
         let parent = (0..len).rev().map(|l| (net & mask(l), l)).find(|k| self.short.contains_key(k));
-        let (depth, word) = match parent.and_then(|k| self.short.get(&k).map(|i| (k.1, i.slot))) {
+        let (depth, word) = match parent.and_then(|k| self.short.get(&k).map(|i| (k.1, i.slot()))) {
             Some((l, slot)) => (l + 1, slot.map_or(0, |s| s + 1)),
             None => (0, 0),
         };
@@ -207,7 +219,7 @@ impl Dir24 {
                 }
             }
         }
-        if let Some(s) = gone.slot {
+        if let Some(s) = gone.slot() {
             self.slots.release(s, now);
             self.indexed -= 1;
         }
@@ -240,6 +252,9 @@ mod tests {
         fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<(), MapError> {
             self.entries.insert(slot, *entry);
             Ok(())
+        }
+        fn read_entry(&self, slot: u32) -> RouteEntry {
+            self.entries[&slot]
         }
         fn set_block(&mut self, block: u32, word: u32) {
             if word == 0 {
