@@ -47,6 +47,10 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
+/// FPM frames taken from the listener's queue in one turn of the loop
+/// (bounded, so that control calls and netlink are served during a replay).
+const FPM_FRAMES_PER_TURN: usize = 4096;
+
 pub struct RunOptions {
     pub ifaces: Vec<String>,
     /// The config file; optional with `--source kernel`.
@@ -389,6 +393,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             input = async { d.fpm_rx.as_mut().expect("guarded").recv().await }, if d.fpm_rx.is_some() => {
                 let input = input.ok_or_else(|| anyhow!("the FPM listener stopped"))?;
                 d.fpm_input(input, Instant::now());
+                // A replay is a million frames: what is queued already is
+                // taken in this turn, not one select round each.
+                for _ in 0..FPM_FRAMES_PER_TURN {
+                    let Some(input) = d.fpm_rx.as_mut().and_then(|rx| rx.try_recv().ok()) else { break };
+                    d.fpm_input(input, Instant::now());
+                }
             }
             batch = d.mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
