@@ -414,7 +414,7 @@ pub fn route_event(msg: &RouteMessage, present: bool, replace: bool) -> Option<E
         // it to (compat mode 1), so a replace of the object is not a route
         // change. A blackhole/unreachable route never names one.
         (RouteKind::Unicast, Some(id)) => RouteInput::via_object(prefix, id, metrics),
-        _ => RouteInput { prefix, kind, dev, via, multipath, nhid: None, metrics },
+        _ => RouteInput { prefix, kind, dev, via, multipath, nhid: None, metrics: metrics.into() },
     };
     Some(Event::Route { route: KernelRoute { table, priority, route }, present, replace })
 }

@@ -107,7 +107,7 @@ impl<S: MapSink> Rib<S> {
         let wanted = self
             .neighbours
             .range((addr, 0)..=(addr, u32::MAX))
-            .find_map(|(&(_, ifindex), _)| self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, r.input.metrics)));
+            .find_map(|(&(_, ifindex), _)| self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, *r.input.metrics)));
         let current = self.neighbour_hosts.get(&addr).cloned();
         let Some((ifindex, covering, metrics)) = wanted else {
             if let Some(old) = current {

@@ -299,7 +299,7 @@ fn covering_route_changes_rederive_and_its_removal_destroys() {
     m.set(Rtax::Mtu, 1450);
     m.set(Rtax::Hoplimit, 32);
     m.lock = Rtax::Mtu.lock_bit();
-    let replaced = RouteInput { metrics: m, ..route("10.2.0.0/24", 3, Some("10.2.0.254"), 0) };
+    let replaced = RouteInput { metrics: m.into(), ..route("10.2.0.0/24", 3, Some("10.2.0.254"), 0) };
     rib.set_route(replaced, now).unwrap();
     let host = rib.sink().routes[&net("10.2.0.9/32")];
     let v = rib.sink().metrics_rw[&host.metrics.slot()];

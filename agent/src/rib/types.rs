@@ -90,13 +90,46 @@ pub struct RouteInput {
     /// unused, whatever the kernel expanded them to (nexthop_compat_mode 1),
     /// so that `ip nexthop replace` changes the object and not the route.
     pub nhid: Option<u32>,
-    pub metrics: RouteMetrics,
+    pub metrics: Metrics,
+}
+
+/// A route's metrics as the RIB and the feeds hold them: nothing for the
+/// all-zero default that nearly every route has, else one shared copy.
+/// Eight bytes in each of a full table's routes, not sixty-eight.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Metrics(Option<Arc<RouteMetrics>>);
+
+static DEFAULT_METRICS: RouteMetrics = RouteMetrics::DEFAULT;
+
+impl From<RouteMetrics> for Metrics {
+    fn from(m: RouteMetrics) -> Metrics {
+        Metrics((m != RouteMetrics::DEFAULT).then(|| Arc::new(m)))
+    }
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = RouteMetrics;
+    fn deref(&self) -> &RouteMetrics {
+        self.0.as_deref().unwrap_or(&DEFAULT_METRICS)
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl PartialEq<RouteMetrics> for Metrics {
+    fn eq(&self, other: &RouteMetrics) -> bool {
+        **self == *other
+    }
 }
 
 impl RouteInput {
     /// A route with one next hop (or none, for the types that drop).
     pub fn new(prefix: IpNet, kind: RouteKind, dev: Option<u32>, via: Option<IpAddr>, metrics: RouteMetrics) -> RouteInput {
-        RouteInput { prefix, kind, dev, via, multipath: Vec::new(), nhid: None, metrics }
+        RouteInput { prefix, kind, dev, via, multipath: Vec::new(), nhid: None, metrics: metrics.into() }
     }
 
     /// A unicast route through nexthop object `nhid`.
