@@ -31,46 +31,111 @@ fn names_no_nexthop(r: &RouteInput) -> bool {
     r.dev.is_none() && r.via.is_none() && r.multipath.is_empty() && r.nhid.is_none()
 }
 
-/// The routes to one prefix, best first. Nearly always exactly one, so a
-/// vector sized to fit: a map per prefix would cost a B-tree node of eleven
-/// slots for each of a full table's million prefixes (2 KiB a route).
-#[derive(Debug, Default)]
-struct Candidates(Vec<(Rank, Arc<RouteInput>)>);
+/// The routes to one prefix, best first. Nearly always exactly one, held
+/// inline (no allocation of its own: the map's slot is all a prefix costs);
+/// a map per prefix would cost a B-tree node of eleven slots for each of a
+/// full table's million prefixes (2 KiB a route).
+#[derive(Debug)]
+enum Candidates {
+    One(Arc<RouteInput>, Rank),
+    /// None, or several (sorted by rank).
+    Many(Box<[(Rank, Arc<RouteInput>)]>),
+}
+
+impl Default for Candidates {
+    fn default() -> Self {
+        Candidates::Many(Box::new([]))
+    }
+}
 
 impl Candidates {
+    fn as_slice(&self) -> Vec<(Rank, &Arc<RouteInput>)> {
+        match self {
+            Candidates::One(r, rank) => vec![(*rank, r)],
+            Candidates::Many(v) => v.iter().map(|(rank, r)| (*rank, r)).collect(),
+        }
+    }
+
+    /// Changes the candidates as a vector (the rare case of several).
+    fn edit<T>(&mut self, f: impl FnOnce(&mut Vec<(Rank, Arc<RouteInput>)>) -> T) -> T {
+        let mut v: Vec<(Rank, Arc<RouteInput>)> = match std::mem::take(self) {
+            Candidates::One(r, rank) => vec![(rank, r)],
+            Candidates::Many(v) => v.into_vec(),
+        };
+        let out = f(&mut v);
+        *self = if v.len() == 1 {
+            let (rank, r) = v.pop().expect("one");
+            Candidates::One(r, rank)
+        } else {
+            Candidates::Many(v.into_boxed_slice())
+        };
+        out
+    }
+
     fn insert(&mut self, rank: Rank, route: Arc<RouteInput>) {
-        match self.0.binary_search_by_key(&rank, |(r, _)| *r) {
-            Ok(i) => self.0[i].1 = route,
-            Err(i) => {
-                self.0.reserve_exact(1);
-                self.0.insert(i, (rank, route));
-            }
+        match self {
+            Candidates::Many(v) if v.is_empty() => *self = Candidates::One(route, rank),
+            Candidates::One(r, same) if *same == rank => *r = route,
+            _ => self.edit(|v| match v.binary_search_by_key(&rank, |(r, _)| *r) {
+                Ok(i) => v[i].1 = route,
+                Err(i) => v.insert(i, (rank, route)),
+            }),
         }
     }
 
     /// `ip route replace`: the kernel's route of this priority is gone.
     fn remove_priority(&mut self, priority: u32) {
-        self.0.retain(|((p, _, _), _)| *p != priority);
+        self.retain(|(p, _, _), _| p != priority);
+    }
+
+    /// Keeps the candidates `keep` says yes to.
+    fn retain(&mut self, keep: impl Fn(Rank, &RouteInput) -> bool) {
+        let all = match self {
+            Candidates::One(r, rank) => keep(*rank, r),
+            Candidates::Many(v) => v.iter().all(|(rank, r)| keep(*rank, r)),
+        };
+        if all {
+            return;
+        }
+        self.edit(|v| v.retain(|(rank, r)| keep(*rank, r)));
     }
 
     /// Whether there was one of that rank.
     fn remove(&mut self, rank: Rank) -> bool {
-        match self.0.binary_search_by_key(&rank, |(r, _)| *r) {
+        if let Candidates::One(_, one) = self {
+            let found = *one == rank;
+            if found {
+                *self = Candidates::default();
+            }
+            return found;
+        }
+        self.edit(|v| match v.binary_search_by_key(&rank, |(r, _)| *r) {
             Ok(i) => {
-                self.0.remove(i);
+                v.remove(i);
                 true
             }
             Err(_) => false,
-        }
+        })
     }
 
     fn best(&self) -> Option<&Arc<RouteInput>> {
-        self.0.first().map(|(_, r)| r)
+        match self {
+            Candidates::One(r, _) => Some(r),
+            Candidates::Many(v) => v.first().map(|(_, r)| r),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Candidates::Many(v) if v.is_empty())
     }
 
     /// The nexthop objects its routes name.
     fn nhids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.0.iter().filter_map(|(_, r)| r.nhid)
+        let (one, many) = match self {
+            Candidates::One(r, _) => (r.nhid, &[][..]),
+            Candidates::Many(v) => (None, &v[..]),
+        };
+        one.into_iter().chain(many.iter().filter_map(|(_, r)| r.nhid))
     }
 }
 
@@ -156,19 +221,19 @@ impl KernelFib {
         let mut changes = Vec::new();
         let object_use = &mut self.object_use;
         self.routes.retain(|prefix, c| {
-            if !c.0.iter().any(|(_, r)| through(r)) {
+            if !c.as_slice().iter().any(|(_, r)| through(r)) {
                 return true;
             }
             let before = c.best().cloned();
-            let gone: Vec<u32> = c.0.iter().filter(|(_, r)| through(r)).filter_map(|(_, r)| r.nhid).collect();
+            let gone: Vec<u32> = c.as_slice().iter().filter(|(_, r)| through(r)).filter_map(|(_, r)| r.nhid).collect();
             object_use.sub(gone.into_iter());
-            c.0.retain(|(_, r)| !through(r));
+            c.retain(|_, r| !through(r));
             match c.best() {
                 None => changes.push(Change::Delete(*prefix)),
                 Some(a) if Some(a) != before.as_ref() => changes.push(Change::Set(a.clone())),
                 Some(_) => {}
             }
-            !c.0.is_empty()
+            !c.is_empty()
         });
         changes
     }
@@ -204,7 +269,7 @@ impl KernelFib {
             slot.remove_priority(route.priority);
         }
         self.object_use.add(slot.nhids());
-        if slot.0.is_empty() {
+        if slot.is_empty() {
             self.routes.remove(&prefix);
         }
         let after = self.winner(&prefix).cloned();
