@@ -1,7 +1,8 @@
 //! FPM at scale (`--source fpm`): the bench plays zebra's dplane_fpm_nl,
 //! connecting to the agent in a lab router and sending a full table, one
 //! route per frame as zebra does. Records how long until the maps hold
-//! every route, and the agent's own memory per route.
+//! every route, and the agent's own memory per route with an IPv6 table on
+//! top (a full table's shape: 1M IPv4 and 200k IPv6 routes).
 
 use crate::fib_scale::{get, stats, status_mib};
 use anyhow::{bail, Result};
@@ -23,8 +24,15 @@ pub struct FpmScaleFigures {
     pub routes_per_second: f64,
     /// Of which the sender's own time (encoding is done before).
     pub send_seconds: f64,
-    /// The agent's own memory (RssAnon) per route, from before to after.
+    /// The agent's own memory (RssAnon) per IPv4 route, from before to after.
     pub agent_bytes_per_route: f64,
+    /// IPv6 routes sent after the IPv4 table.
+    pub v6_routes: usize,
+    pub v6_seconds: f64,
+    /// RssAnon per route, IPv4 and IPv6 together, from before the first
+    /// route to after the last: what `show routes` and adoption need is all
+    /// kept (the RIB, the feed's record, the map writer's index).
+    pub memory_bytes_per_route: f64,
 }
 
 fn ifindex(ns: &str, dev: &str) -> Result<u32> {
@@ -32,7 +40,30 @@ fn ifindex(ns: &str, dev: &str) -> Result<u32> {
     Ok(v[0]["ifindex"].as_u64().unwrap_or(0) as u32)
 }
 
-pub fn measure(routes: usize, progress: &dyn Fn(&str)) -> Result<FpmScaleFigures> {
+/// Polls until the agent holds `want` routes (with a progress line a second).
+fn wait_for_routes(client: &mut Client, want: u64, start: Instant, what: &str, progress: &dyn Fn(&str)) -> Result<f64> {
+    let mut last_line = Instant::now();
+    loop {
+        let s = stats(client)?;
+        if get(&s, &["routes"]) >= want {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        if last_line.elapsed() >= Duration::from_secs(1) {
+            progress(&format!(
+                "  FPM: agent has {} of {want} routes ({what}, {:.1} s)",
+                get(&s, &["routes"]),
+                start.elapsed().as_secs_f64()
+            ));
+            last_line = Instant::now();
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("{what} over FPM not in the maps after 600 s: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Result<FpmScaleFigures> {
     let tag = format!("m{}", std::process::id() % 100_000);
     let lab = Lab::up(&tag)?;
     let dir = cowroute_tests::TempDir::new(&tag);
@@ -63,31 +94,33 @@ pub fn measure(routes: usize, progress: &dyn Fn(&str)) -> Result<FpmScaleFigures
     let start = Instant::now();
     let (sent_tx, sent) = std::sync::mpsc::channel();
     let (close_tx, close) = std::sync::mpsc::channel::<()>();
+    let (more_tx, more) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
         let r = conn.write_all(&stream).map(|_| start.elapsed().as_secs_f64());
         let _ = sent_tx.send(r);
+        if let Ok(v6) = more.recv() {
+            let _ = conn.write_all(&v6);
+        }
         // Held open until the figures are taken: a closed connection is a zebra gone.
         let _ = close.recv();
     });
     let want = base + routes as u64;
-    let mut last_line = Instant::now();
-    loop {
-        let s = stats(&mut client)?;
-        if get(&s, &["routes"]) >= want {
-            break;
-        }
-        if last_line.elapsed() >= Duration::from_secs(1) {
-            progress(&format!("  FPM: agent has {} of {want} routes ({:.1} s)", get(&s, &["routes"]), start.elapsed().as_secs_f64()));
-            last_line = Instant::now();
-        }
-        if start.elapsed() > Duration::from_secs(600) {
-            bail!("{routes} routes over FPM not in the maps after 600 s: {s}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mirrored = start.elapsed().as_secs_f64();
+    let mirrored = wait_for_routes(&mut client, want, start, &format!("{routes} IPv4 routes"), progress)?;
     let after = status_mib(agent.pid(), "RssAnon");
     let send_seconds = sent.recv_timeout(Duration::from_secs(60))??;
+
+    // The IPv6 table on the same connection (a new one would make every
+    // route stale until the sweep).
+    progress(&format!("  FPM: {v6_routes} IPv6 routes on top"));
+    let gw6: IpAddr = xtask::lab::SINK_V6.parse()?;
+    let mut v6_stream = Vec::with_capacity(v6_routes * 80);
+    for p in synthetic::v6_table(v6_routes, 23) {
+        v6_stream.extend(fpm::frame_of(&[fpm::route_message(p, gw6, oif, true)]));
+    }
+    let v6_start = Instant::now();
+    more_tx.send(v6_stream)?;
+    let v6_seconds = wait_for_routes(&mut client, want + v6_routes as u64, v6_start, &format!("{v6_routes} IPv6 routes"), progress)?;
+    let all = status_mib(agent.pid(), "RssAnon");
     let _ = close_tx.send(());
     drop(client);
     drop(agent);
@@ -98,5 +131,8 @@ pub fn measure(routes: usize, progress: &dyn Fn(&str)) -> Result<FpmScaleFigures
         routes_per_second: routes as f64 / mirrored,
         send_seconds,
         agent_bytes_per_route: (after - before) * 1048576.0 / routes as f64,
+        v6_routes,
+        v6_seconds,
+        memory_bytes_per_route: (all - before) * 1048576.0 / (routes + v6_routes) as f64,
     })
 }
