@@ -47,9 +47,10 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-/// FPM frames taken from the listener's queue in one turn of the loop
-/// (bounded, so that control calls and netlink are served during a replay).
-const FPM_FRAMES_PER_TURN: usize = 4096;
+/// FPM reads (each a batch of frames) taken from the listener's queue in
+/// one turn of the loop (bounded, so that control calls and netlink are
+/// served during a replay).
+const FPM_READS_PER_TURN: usize = 16;
 
 pub struct RunOptions {
     pub ifaces: Vec<String>,
@@ -395,7 +396,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 d.fpm_input(input, Instant::now());
                 // A replay is a million frames: what is queued already is
                 // taken in this turn, not one select round each.
-                for _ in 0..FPM_FRAMES_PER_TURN {
+                for _ in 0..FPM_READS_PER_TURN {
                     let Some(input) = d.fpm_rx.as_mut().and_then(|rx| rx.try_recv().ok()) else { break };
                     d.fpm_input(input, Instant::now());
                 }

@@ -16,7 +16,8 @@ pub(super) async fn listen_fpm(addr: SocketAddr, allow_remote: bool) -> Result<m
     }
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("FPM: listening on {addr}"))?;
     tracing::info!(%addr, "FPM: waiting for zebra (dplane_fpm_nl)");
-    let (tx, rx) = mpsc::channel(1024);
+    // Each item is one read's frames (thousands): a few in flight are plenty.
+    let (tx, rx) = mpsc::channel(4);
     tokio::spawn(fpm::serve(listener, tx));
     Ok(rx)
 }
@@ -32,11 +33,13 @@ impl Daemon {
                 tracing::info!(%peer, stale = feed.sweep_pending(), "FPM: zebra connected; what it does not resend is swept once it goes quiet");
                 self.fpm_quiet.heard(now);
             }
-            FpmInput::Frame(frame) => {
-                let changes = feed.frame(frame);
+            FpmInput::Frames(frames) => {
                 self.fpm_quiet.heard(now);
-                for change in changes {
-                    self.apply_route(change, now);
+                for frame in frames {
+                    let Some(feed) = self.feed.fpm() else { return };
+                    for change in feed.frame(frame) {
+                        self.apply_route(change, now);
+                    }
                 }
             }
             FpmInput::Error(e) => {

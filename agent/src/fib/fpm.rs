@@ -199,7 +199,9 @@ pub struct FpmStats {
 #[derive(Debug)]
 pub enum FpmInput {
     Connected(SocketAddr),
-    Frame(Frame),
+    /// The whole frames of one read, in order: one hand-over (and one
+    /// wake-up of the daemon) per read, not per frame.
+    Frames(Vec<Frame>),
     /// A bad frame: counted; the connection is closed.
     Error(FpmError),
     Closed,
@@ -228,18 +230,21 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>) {
                 Ok(n) => n,
             };
             decoder.push(&buf[..n]);
-            loop {
-                let input = match decoder.next_frame().and_then(|f| f.map(|f| parse_frame(&f)).transpose()) {
-                    Ok(None) => break,
-                    Ok(Some(frame)) => FpmInput::Frame(frame),
-                    Err(e) => {
-                        let _ = tx.send(FpmInput::Error(e)).await;
-                        break 'conn;
-                    }
-                };
-                if tx.send(input).await.is_err() {
-                    return;
+            let mut frames = Vec::new();
+            let error = loop {
+                match decoder.next_frame().and_then(|f| f.map(|f| parse_frame(&f)).transpose()) {
+                    Ok(None) => break None,
+                    Ok(Some(frame)) => frames.push(frame),
+                    Err(e) => break Some(e),
                 }
+            };
+            // The frames before a bad one are zebra's word too.
+            if !frames.is_empty() && tx.send(FpmInput::Frames(frames)).await.is_err() {
+                return;
+            }
+            if let Some(e) = error {
+                let _ = tx.send(FpmInput::Error(e)).await;
+                break 'conn;
             }
         }
         if tx.send(FpmInput::Closed).await.is_err() {
