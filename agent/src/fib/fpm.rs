@@ -223,7 +223,7 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>) {
             return;
         }
         let mut decoder = FpmDecoder::default();
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         'conn: loop {
             let n = match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
