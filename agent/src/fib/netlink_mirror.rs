@@ -133,11 +133,18 @@ impl Mirror {
         Ok(dump)
     }
 
-    /// The next batch of events (one netlink message); `None` when the
-    /// subscription closed.
+    /// The next batch of events: the next netlink message and up to 1,023
+    /// queued behind it (a backlog costs a turn of the daemon's loop a
+    /// batch, not a message); `None` once the subscription closed.
     pub async fn next(&mut self) -> Option<Vec<Event>> {
         let (msg, _) = self.events.next().await?;
-        Some(events(msg))
+        let mut batch = events(msg);
+        // Empty for now, or closed: the next call says which.
+        for _ in 1..1024 {
+            let Ok((msg, _)) = self.events.try_recv() else { break };
+            batch.extend(events(msg));
+        }
+        Some(batch)
     }
 }
 
