@@ -298,6 +298,9 @@ impl KernelFib {
     pub fn resync(&mut self, dump: impl IntoIterator<Item = KernelRoute>) -> Vec<Change> {
         let old = std::mem::take(&mut self.routes);
         self.object_use = ObjectUse::default();
+        let dump = dump.into_iter();
+        // Sized once for the dump (a full table's growth rehashes it 20 times).
+        self.routes.reserve(dump.size_hint().0.max(old.len()));
         for route in dump {
             if self.tables.contains(&route.table) {
                 let rank = rank(&route);
