@@ -306,3 +306,21 @@ pub struct KernelRoute {
     pub priority: u32,
     pub route: RouteInput,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_metrics_hold_nothing_and_others_read_through() {
+        assert_eq!(Metrics::from(RouteMetrics::DEFAULT), Metrics::default());
+        assert!(Metrics::from(RouteMetrics::DEFAULT).0.is_none(), "no allocation for the all-zero set");
+        let mut m = RouteMetrics::DEFAULT;
+        m.mtu = 1400;
+        let shared = Metrics::from(m);
+        assert_eq!((shared.mtu, *shared), (1400, m));
+        assert!(shared == m && shared != Metrics::default());
+        let route = RouteInput::new("10.0.0.0/8".parse().unwrap(), RouteKind::Unicast, Some(2), None, m);
+        assert_eq!(route.clone().metrics, shared, "equal by value");
+    }
+}
