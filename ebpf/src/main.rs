@@ -140,7 +140,11 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::pass(Reason::Malformed));
     }
     if ihl != Ipv4Hdr::LEN {
-        return Err(Verdict::pass(Reason::IpOptions));
+        // The agent processes the options of what it forwards; the rest (local,
+        // group or no route) is the stack's.
+        let unicast =
+            dst[0] & 0xf0 != 0xe0 && dst != [255; 4] && fib::route_lookup_v4(dst).is_some_and(|r| r.kind() == Some(RouteKind::Unicast));
+        return Err(if unicast { Verdict::exception(Reason::IpOptions, 0) } else { Verdict::pass(Reason::IpOptions) });
     }
     if !ipv4_checksum_ok(ip) {
         return Err(Verdict::pass(Reason::Malformed));
@@ -193,7 +197,9 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::pass(Reason::LinkLocal));
     }
     if next_hdr == IPV6_NEXTHDR_HOP {
-        return Err(Verdict::pass(Reason::IpOptions));
+        // Hop-by-hop options (the only ones a router reads): the agent's, as for IPv4.
+        let unicast = fib::route_lookup_v6(dst).is_some_and(|r| r.kind() == Some(RouteKind::Unicast));
+        return Err(if unicast { Verdict::exception(Reason::IpOptions, 0) } else { Verdict::pass(Reason::IpOptions) });
     }
     let route = fib::route_lookup_v6(dst).ok_or(Verdict::exception(Reason::NoRoute, 0))?;
     let tcp = (next_hdr == IPPROTO_TCP).then_some(Ipv6Hdr::LEN);
@@ -254,9 +260,8 @@ fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
         // No device to send on: the kernel's.
         Forwarding::LinkDown => return Err(Verdict::pass(Reason::NoNeighbour)),
         Forwarding::TtlExceeded => return Err(Verdict::exception(Reason::TtlExceeded, 0)),
-        // DF clear: the kernel fragments it.
-        Forwarding::TooBig { may_fragment: true, .. } => return Err(Verdict::pass(Reason::TooBig)),
-        Forwarding::TooBig { mtu, may_fragment: false } => return Err(Verdict::exception(Reason::TooBig, mtu)),
+        // DF set: Fragmentation Needed; DF clear: the agent fragments it (it reads DF itself).
+        Forwarding::TooBig { mtu, .. } => return Err(Verdict::exception(Reason::TooBig, mtu)),
         // The agent holds the packet while the neighbour is resolved (the
         // detail names the next hop: 16 bits of it).
         Forwarding::NoNeighbour => {

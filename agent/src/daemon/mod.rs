@@ -13,6 +13,7 @@ mod neighbour_wait;
 pub mod reload;
 mod requests;
 mod route_feeds;
+mod transit;
 
 use crate::{
     daemon::{
@@ -233,7 +234,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     // Subscribe, then dump: no change between the two is lost.
     let (mirror, dump) = Mirror::start(eff.source == RouteSource::Kernel, opts.netlink_rcvbuf).await?;
-    let (misses_tx, mut misses) = tokio::sync::mpsc::channel::<slow_path::NeighbourMiss>(4096);
+    let (misses_tx, mut misses) = tokio::sync::mpsc::channel::<slow_path::Handoff>(4096);
     let slow = slow_path::Shared::new(eff.icmp_limits, misses_tx);
     slow.set_addresses(&dump);
     // Everything the config names must exist before anything is loaded.
@@ -407,8 +408,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 d.release_resolved();
             }
             miss = misses.recv() => {
-                let Some(miss) = miss else { continue };
-                d.hold_for_neighbour(miss, Instant::now());
+                match miss {
+                    Some(slow_path::Handoff::Miss(miss)) => d.hold_for_neighbour(miss, Instant::now()),
+                    Some(slow_path::Handoff::Transit(held)) => d.forward_transit(held, Instant::now()),
+                    None => continue,
+                }
             }
             call = calls.recv() => {
                 let Some((req, reply)) = call else { bail!("control socket server stopped") };

@@ -149,6 +149,12 @@ pub fn render(s: &AgentStats) -> String {
             s.slow_path.socket_dropped,
         ),
         Family {
+            name: "cowroute_slowpath_transit_total",
+            kind: "counter",
+            help: "Packets in transit the slow path finished itself (options, hop-by-hop headers, fragmentation), by outcome.",
+            samples: transit_samples(&s.slow_path.transit),
+        },
+        Family {
             name: "cowroute_slowpath_unserved_total",
             kind: "counter",
             help: "Exceptions for the slow path passed to the kernel instead, by cause (no slow path on the interface, queue beyond the slots or without a socket, too long for a UMEM frame, no headroom).",
@@ -228,6 +234,24 @@ async fn answer(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> Result<()> 
     stream.write_all(reply.as_bytes()).await?;
     stream.shutdown().await?;
     Ok(())
+}
+
+/// The transit counters as labelled samples.
+fn transit_samples(t: &crate::slow_path::transit::TransitSnapshot) -> Vec<(String, u64)> {
+    [
+        ("frames", t.frames),
+        ("options_forwarded", t.options_forwarded),
+        ("hop_by_hop_forwarded", t.hop_by_hop_forwarded),
+        ("source_routes_refused", t.source_routes_refused),
+        ("parameter_problems", t.parameter_problems),
+        ("header_drops", t.header_drops),
+        ("no_route", t.no_route),
+        ("fragmented", t.fragmented),
+        ("fragments", t.fragments),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), v))
+    .collect()
 }
 
 #[cfg(test)]

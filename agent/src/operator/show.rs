@@ -404,6 +404,16 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         Some(_) => println!("slow path: the kernel stack (the agent runs with --slow-path kernel)"),
         None => println!("slow path: no agent answering; the kernel stack takes what the fast path passes up"),
     }
+    if let Some(t) = agent.as_ref().map(|a| a.transit).filter(|t| t.frames > 0) {
+        println!(
+            "transit: {} frames, {} with options forwarded, {} with hop-by-hop forwarded, {} source routes refused, {} parameter problems, {} dropped, {} without a route, {} fragmented into {} fragments",
+            t.frames, t.options_forwarded, t.hop_by_hop_forwarded, t.source_routes_refused, t.parameter_problems, t.header_drops, t.no_route, t.fragmented, t.fragments
+        );
+    }
+    match &agent {
+        Some(_) => {}
+        None => println!("slow path: no agent answering; the kernel stack takes what the fast path passes up"),
+    }
     let passed: Vec<String> = unserved.iter().filter(|c| c.packets > 0).map(|c| format!("{} {}", c.reason, c.packets)).collect();
     if !passed.is_empty() {
         println!("passed to the kernel instead of the slow path: {}", passed.join(", "));

@@ -42,6 +42,14 @@ impl<S: MapSink> Rib<S> {
         Some(ForwardingPath { kind: base.kind, egress, mtu })
     }
 
+    /// The next hop (its id) the fast path sends `dest` through, for the
+    /// packets the slow path forwards itself; `None`: no unicast route, or
+    /// a multipath one (the leg is the fast path's choice).
+    pub fn forwarding_nexthop(&self, dest: IpAddr) -> Option<u32> {
+        let base = self.base(dest, true)?;
+        (base.kind == RouteKind::Unicast && base.flags & common::RouteEntry::MULTIPATH == 0).then_some(base.nexthop)
+    }
+
     /// Destinations whose private copy holds a learned (path-MTU) value.
     pub fn learned_copies(&self) -> usize {
         self.private.values().filter(|p| p.overrides.values().any(|o| o.source == Source::Learned)).count()

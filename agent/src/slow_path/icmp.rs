@@ -34,6 +34,13 @@ pub enum ErrorKind {
     Unreachable,
     /// A prohibit route.
     Prohibited,
+    /// A header field the router cannot process (`ip_options_compile`,
+    /// `ip6_parse_tlv`): `pointer` is the offending byte's offset from the
+    /// IP header; `code` the ICMPv6 code (IPv4's is always 0).
+    ParameterProblem {
+        code: u8,
+        pointer: u32,
+    },
 }
 
 impl ErrorKind {
@@ -63,6 +70,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Prohibited => "prohibited",
+            ErrorKind::ParameterProblem { .. } => "parameter_problem",
         }
     }
 
@@ -77,6 +85,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => (3, 0, [0; 4]),
             ErrorKind::Unreachable => (3, 1, [0; 4]),
             ErrorKind::Prohibited => (3, 13, [0; 4]),
+            ErrorKind::ParameterProblem { pointer, .. } => (12, 0, [pointer.min(255) as u8, 0, 0, 0]),
         }
     }
 
@@ -87,6 +96,7 @@ impl ErrorKind {
             ErrorKind::TooBig { mtu } => (2, 0, mtu.to_be_bytes()),
             ErrorKind::NoRoute | ErrorKind::Unreachable => (1, 0, [0; 4]),
             ErrorKind::Prohibited => (1, 1, [0; 4]),
+            ErrorKind::ParameterProblem { code, pointer } => (4, code, pointer.to_be_bytes()),
         }
     }
 }

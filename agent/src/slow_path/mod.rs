@@ -19,9 +19,12 @@
 pub mod fragment;
 pub mod icmp;
 pub mod icmp_limit;
+pub mod ip_options;
+pub mod ipv6_hbh;
 pub mod neighbour_queue;
 pub mod pmtu;
 pub mod pmtu_report;
+pub mod transit;
 mod xsk;
 
 use crate::{
@@ -82,8 +85,10 @@ pub struct SlowPathStats {
     /// Frames the kernel could not put on a socket's RX ring (ring full,
     /// no free frame): a burst beyond what the slow path takes in.
     pub socket_dropped: AtomicU64,
-    /// Neighbour misses the daemon's queue had no room for.
+    /// Neighbour misses (and transit frames) the daemon's queue had no room for.
     pub misses_dropped: AtomicU64,
+    /// Packets in transit the agent forwards itself.
+    pub transit: transit::TransitStats,
 }
 
 impl SlowPathStats {
@@ -100,6 +105,7 @@ impl SlowPathStats {
             tx_full: g(&self.tx_full),
             socket_dropped: g(&self.socket_dropped),
             misses_dropped: g(&self.misses_dropped),
+            transit: self.transit.snapshot(),
         }
     }
 }
@@ -117,6 +123,8 @@ pub struct SlowPathSnapshot {
     pub tx_full: u64,
     pub socket_dropped: u64,
     pub misses_dropped: u64,
+    #[serde(default)]
+    pub transit: transit::TransitSnapshot,
 }
 
 /// A frame whose next hop has no neighbour yet, for the daemon's queue.
@@ -128,18 +136,28 @@ pub struct NeighbourMiss {
     pub held: neighbour_queue::Held,
 }
 
+/// What a socket thread hands the daemon.
+#[derive(Debug)]
+pub enum Handoff {
+    /// A frame to hold until its neighbour is resolved.
+    Miss(NeighbourMiss),
+    /// A frame in transit to finish ([`transit`]): options, hop-by-hop
+    /// header, or too big with DF clear.
+    Transit(neighbour_queue::Held),
+}
+
 /// What the socket threads share with the daemon.
 pub struct Shared {
     /// Addresses of each interface, kept current by the daemon: the errors' source.
     pub ifaddrs: RwLock<HashMap<u32, IfAddrs>>,
     pub limiter: Mutex<Limiter>,
     pub stats: SlowPathStats,
-    /// Where neighbour misses go (the daemon's loop).
-    pub misses: tokio::sync::mpsc::Sender<NeighbourMiss>,
+    /// Where neighbour misses and transit frames go (the daemon's loop).
+    pub misses: tokio::sync::mpsc::Sender<Handoff>,
 }
 
 impl Shared {
-    pub fn new(limits: RateLimits, misses: tokio::sync::mpsc::Sender<NeighbourMiss>) -> Arc<Shared> {
+    pub fn new(limits: RateLimits, misses: tokio::sync::mpsc::Sender<Handoff>) -> Arc<Shared> {
         Arc::new(Shared {
             ifaddrs: RwLock::new(HashMap::new()),
             limiter: Mutex::new(Limiter::new(limits, Instant::now())),
@@ -180,9 +198,17 @@ impl Shared {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        if header.reason() == Some(common::Reason::NoNeighbour) {
-            let miss = NeighbourMiss { nexthop: header.detail, held: neighbour_queue::Held { ingress: ifindex, frame: original.to_vec() } };
-            if self.misses.try_send(miss).is_err() {
+        let held = || neighbour_queue::Held { ingress: ifindex, frame: original.to_vec() };
+        let handoff = match header.reason() {
+            Some(common::Reason::NoNeighbour) => Some(Handoff::Miss(NeighbourMiss { nexthop: header.detail, held: held() })),
+            Some(r) if transit::is_transit(r, original) => {
+                transit::TransitStats::bump(&stats.transit.frames, 1);
+                Some(Handoff::Transit(held()))
+            }
+            _ => None,
+        };
+        if let Some(handoff) = handoff {
+            if self.misses.try_send(handoff).is_err() {
                 stats.misses_dropped.fetch_add(1, Ordering::Relaxed);
             }
             return None;

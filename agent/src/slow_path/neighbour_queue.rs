@@ -266,7 +266,12 @@ impl Egress {
                         stats.send_failed += 1;
                     }
                     (Ok(()), 1) => stats.forwarded += 1,
-                    (Ok(()), _) => stats.fragmented += 1,
+                    (Ok(()), n) => {
+                        stats.fragmented += 1;
+                        let transit = &self.slow.stats.transit;
+                        crate::slow_path::transit::TransitStats::bump(&transit.fragmented, 1);
+                        crate::slow_path::transit::TransitStats::bump(&transit.fragments, n as u64);
+                    }
                 }
                 stats.mss_clamped += u64::from(mss_clamped);
             }
@@ -275,15 +280,26 @@ impl Egress {
                     ErrorKind::TooBig { .. } => stats.too_big += 1,
                     _ => stats.ttl_exceeded += 1,
                 }
-                let Some(reply) = self.slow.error_reply(held.ingress, &held.frame, kind) else { return };
-                match self.sender.send(held.ingress, &reply) {
-                    Ok(()) => stats.icmp_sent += 1,
-                    Err(e) => tracing::debug!(error = %format!("{e:#}"), "ICMP error about a released frame not sent"),
-                }
+                stats.icmp_sent += u64::from(self.send_error(held, kind));
             }
             Release::FragmentFailed => stats.fragment_failed += 1,
             Release::Unusable => stats.send_failed += 1,
             Release::Malformed => stats.malformed += 1,
+        }
+    }
+}
+
+impl Egress {
+    /// Sends the ICMP error `kind` about `held` back out of its ingress
+    /// interface, if the rules and rate limits allow: whether it went.
+    pub fn send_error(&self, held: &Held, kind: ErrorKind) -> bool {
+        let Some(reply) = self.slow.error_reply(held.ingress, &held.frame, kind) else { return false };
+        match self.sender.send(held.ingress, &reply) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "ICMP error about a held frame not sent");
+                false
+            }
         }
     }
 }

@@ -1,0 +1,57 @@
+//! Packets in transit the slow path finishes (IPv4 options, IPv6 hop-by-hop
+//! headers, DF clear and too big): processed as the kernel's receive path
+//! does ([`crate::slow_path::transit`]), then sent on through the neighbour
+//! queue, whose release applies the forwarding rules and fragments.
+
+use super::Daemon;
+use crate::slow_path::{
+    ip_options,
+    neighbour_queue::{self, Held},
+    transit::{self, Prepared, TransitStats},
+    NeighbourMiss,
+};
+use std::{net::Ipv4Addr, time::Instant};
+
+impl Daemon {
+    pub(super) fn forward_transit(&mut self, held: Held, now: Instant) {
+        let slow = self.slow.clone();
+        let stats = &slow.stats.transit;
+        let nexthop = neighbour_queue::frame_destination(&held.frame).and_then(|d| self.rib.forwarding_nexthop(d));
+        let Some((nexthop, key)) = nexthop.and_then(|id| Some((id, self.rib.nexthop_key(id)?))) else {
+            TransitStats::bump(&stats.no_route, 1);
+            return;
+        };
+        let prepared = {
+            let addrs = slow.ifaddrs.read().expect("not poisoned");
+            let v4 = |i: u32| addrs.get(&i).and_then(|a| a.v4).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let is_local = |a: Ipv4Addr| addrs.values().any(|x| x.v4 == Some(a));
+            let ctx = ip_options::Context {
+                ingress: v4(held.ingress),
+                egress: v4(key.ifindex),
+                accept_source_route: ip_options::accept_source_route(self.rib.link_name(held.ingress)),
+                now_ms: ip_options::ms_since_midnight(),
+                is_local: &is_local,
+            };
+            transit::prepare(&held.frame, &ctx)
+        };
+        match prepared {
+            Prepared::Forward { frame, options } => {
+                if options {
+                    let v4 = frame.len() > 13 && frame[12..14] == [0x08, 0x00];
+                    TransitStats::bump(if v4 { &stats.options_forwarded } else { &stats.hop_by_hop_forwarded }, 1);
+                }
+                self.hold_for_neighbour(NeighbourMiss { nexthop, held: Held { ingress: held.ingress, frame } }, now);
+            }
+            Prepared::Error { frame, kind } => {
+                TransitStats::bump(&stats.parameter_problems, 1);
+                if let Some(egress) = &self.egress {
+                    if egress.send_error(&Held { ingress: held.ingress, frame }, kind) {
+                        slow.stats.icmp_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            Prepared::SourceRouteRefused => TransitStats::bump(&stats.source_routes_refused, 1),
+            Prepared::Drop => TransitStats::bump(&stats.header_drops, 1),
+        }
+    }
+}
