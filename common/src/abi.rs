@@ -17,7 +17,8 @@ use crate::{
 /// 3: `SLOW_PATH` keyed by the interface's slot in `SLOW_PATH_IFACES` (no
 /// longer by ifindex modulo 256), the `UNSERVED` counters.
 /// 4: `NH_COUNTERS`, private next hops and groups of kernel nexthop objects.
-pub const VERSION: u32 = 4;
+/// 5: `ROUTES_V6_INDEX` and its entries in front of `ROUTES_V6`.
+pub const VERSION: u32 = 5;
 
 /// The one value of the `ABI_STAMP` map.
 #[repr(C)]

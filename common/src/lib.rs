@@ -32,6 +32,12 @@ pub mod maps {
     pub const ROUTES_V4_DIR24: &str = "ROUTES_V4_DIR24";
     pub const ROUTES_V4_DIR24_ENTRIES: &str = "ROUTES_V4_DIR24_ENTRIES";
     pub const ROUTES_V6: &str = "ROUTES_V6";
+    /// The IPv6 index: hash buckets keyed `[stage, top bits high, low]`
+    /// (/32, /40, /48, /56, /64), each word 0, or 1 + the slot in
+    /// `ROUTES_V6_INDEX_ENTRIES` of the bucket's route, maybe flagged
+    /// "search on" (the agent's `v6index.rs`).
+    pub const ROUTES_V6_INDEX: &str = "ROUTES_V6_INDEX";
+    pub const ROUTES_V6_INDEX_ENTRIES: &str = "ROUTES_V6_INDEX_ENTRIES";
     /// Next hops as the fast path finds them: `NEXTHOPS_INDEX` maps a next
     /// hop id to 1 + its slot in `NEXTHOPS` (0: none), [`crate::capacity::INDEX_WORDS`]
     /// ids per element.
@@ -56,12 +62,14 @@ pub mod maps {
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 21] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
         ROUTES_V4_DIR24_ENTRIES,
         ROUTES_V6,
+        ROUTES_V6_INDEX,
+        ROUTES_V6_INDEX_ENTRIES,
         NEXTHOPS_INDEX,
         NEXTHOPS,
         NH_GROUPS_INDEX,
@@ -89,6 +97,10 @@ pub mod capacity {
     /// grace period.
     pub const ROUTES_V4_DIR24_ENTRIES: u32 = 1_500_000;
     pub const ROUTES_V6: u32 = 1_000_000;
+    /// IPv6 index buckets (allocated as used: the map is BPF_F_NO_PREALLOC).
+    pub const ROUTES_V6_INDEX: u32 = 4_000_000;
+    /// Copies of ≤/64 routes' entries, with room for those in their grace period.
+    pub const ROUTES_V6_INDEX_ENTRIES: u32 = 1_000_000;
     /// Next hop ids (`NEXTHOPS_INDEX` words).
     pub const NEXTHOPS: u32 = 65_536;
     /// ECMP group ids (`NH_GROUPS_INDEX` words).

@@ -6,7 +6,7 @@
 //! line that every packet reads.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_RDONLY_PROG},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG},
     btf_maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
@@ -37,6 +37,23 @@ pub static ROUTES_V4_DIR24_ENTRIES: Array<RouteEntry, { capacity::ROUTES_V4_DIR2
 
 #[btf_map]
 pub static ROUTES_V6: LpmTrie<V6KeyData, RouteEntry, { capacity::ROUTES_V6 as usize }> = LpmTrie::new();
+
+/// The IPv6 index in front of ROUTES_V6 (see the agent's `v6index.rs`):
+/// buckets keyed `[stage, top bits high, low]`, each word 0 ("ask the
+/// trie") or 1 + a slot of ROUTES_V6_INDEX_ENTRIES, maybe `V6_LONGER`
+/// ("search on"). Not preallocated: a replaced element is freed only once
+/// no program can hold it.
+#[btf_map]
+pub static ROUTES_V6_INDEX: HashMap<[u32; 3], u32, { capacity::ROUTES_V6_INDEX as usize }, { BPF_F_NO_PREALLOC as usize }> = HashMap::new();
+
+/// Copies of the entries of ≤/64 routes that ROUTES_V6_INDEX points at;
+/// mapped into the agent, as the DIR-24 entries are.
+#[btf_map]
+pub static ROUTES_V6_INDEX_ENTRIES: Array<RouteEntry, { capacity::ROUTES_V6_INDEX_ENTRIES as usize }, { BPF_F_MMAPABLE as usize }> =
+    Array::new();
+
+/// A ROUTES_V6_INDEX word's flag: a longer prefix lies inside the bucket.
+const V6_LONGER: u32 = 1 << 31;
 
 /// An id's index word: 0 (none) or 1 + its slot. The agent fills a fresh
 /// slot, then switches the word (one aligned store, mapped like the DIR-24
@@ -97,10 +114,40 @@ pub fn route_lookup_v4(dst: V4KeyData) -> Option<&'static RouteEntry> {
     ROUTES_V4.get(&Key::new(32, dst))
 }
 
-/// Longest-prefix match of an IPv6 destination.
+/// Longest-prefix match of an IPv6 destination: its index word's entry
+/// when the index has one, else the trie.
 #[inline(always)]
 pub fn route_lookup_v6(dst: V6KeyData) -> Option<&'static RouteEntry> {
-    ROUTES_V6.get(&Key::new(128, dst))
+    let top = u64::from_be_bytes([dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], dst[6], dst[7]]);
+    match v6_index_word(top) & !V6_LONGER {
+        0 => ROUTES_V6.get(&Key::new(128, dst)),
+        w => ROUTES_V6_INDEX_ENTRIES.get(w - 1),
+    }
+}
+
+/// The index's word for an address's top 64 bits (the agent's
+/// `v6index::search`): the /48 bucket answers, or sends the search on to
+/// /56 and /64; without one, /40 then /32 answer; 0: the trie decides.
+#[inline(always)]
+fn v6_index_word(top: u64) -> u32 {
+    match v6_bucket(48, top) {
+        Some(w48) if w48 & V6_LONGER != 0 => match v6_bucket(56, top) {
+            None => w48,
+            Some(w56) if w56 & V6_LONGER != 0 => v6_bucket(64, top).unwrap_or(w56),
+            Some(w56) => w56,
+        },
+        Some(w48) => w48,
+        None => v6_bucket(40, top).or_else(|| v6_bucket(32, top)).unwrap_or(0),
+    }
+}
+
+/// The word of the /`stage` bucket holding `top`, read once.
+#[inline(always)]
+fn v6_bucket(stage: u32, top: u64) -> Option<u32> {
+    let bucket = top & (u64::MAX << (64 - stage));
+    let key = [stage, (bucket >> 32) as u32, bucket as u32];
+    // SAFETY: one aligned 4-byte load of an element the kernel keeps alive.
+    unsafe { ROUTES_V6_INDEX.get(&key).map(|w| core::ptr::read_volatile(w)) }
 }
 
 /// The kernel's `dst_metrics_ptr`: follow a tagged reference to its metrics,

@@ -441,20 +441,32 @@ pub mod synthetic {
         table
     }
 
-    /// `n` random IPv6 prefixes under 2000::/3, mostly /48 and /32-/44.
+    /// An Internet-like IPv6 prefix-length mix: most /48, then /29-/44,
+    /// /52-/64, a few longer.
+    pub fn v6_prefix_len(r: u64) -> u8 {
+        match r % 100 {
+            0..=59 => 48,
+            60..=66 => 32,
+            67..=69 => 29,
+            70..=72 => 36,
+            73..=78 => 40,
+            79..=84 => 44,
+            85..=89 => 56,
+            90..=92 => 52,
+            93..=96 => 64,
+            97..=98 => 96,
+            _ => 128,
+        }
+    }
+
+    /// `n` random IPv6 prefixes under 2000::/3 ([`v6_prefix_len`]).
     pub fn v6_table(n: usize, seed: u64) -> Vec<IpNet> {
         let mut rng = Rng::new(seed);
         let mut set = std::collections::HashSet::with_capacity(n);
         while set.len() < n {
             let (a, b) = (rng.next_u64(), rng.next_u64());
             let addr = Ipv6Addr::from(((a as u128) << 64 | b as u128) & !(0xe000u128 << 112) | (0x2000u128 << 112));
-            let len = match b % 10 {
-                0..=5 => 48,
-                6 => 32,
-                7 => 40,
-                8 => 44,
-                _ => 56,
-            };
+            let len = v6_prefix_len(b >> 7);
             set.insert(IpNet::new(addr.into(), len).unwrap().trunc());
         }
         set.into_iter().collect()

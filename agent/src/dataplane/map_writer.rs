@@ -17,6 +17,8 @@
 //! - `ROUTES_V4_DIR24` and its entries: a changed route's copy goes into a
 //!   fresh slot, then the blocks' words (one aligned store each, release
 //!   order) switch to it, the old slot waits out the grace ([`Dir24`]).
+//! - `ROUTES_V6_INDEX` and its entries: the same, a bucket being one hash
+//!   element that an update replaces whole ([`V6Index`]).
 //! - `NEXTHOPS`, `NH_GROUPS`: routes name a stable id; the fast path reads the
 //!   id's word in `NEXTHOPS_INDEX` / `NH_GROUPS_INDEX` (1 + slot, 0 = none),
 //!   then the slot. [`Published`] is the only writer of both: fresh slot, one
@@ -35,6 +37,7 @@ use crate::dataplane::{
     map_error::{access, update},
     mapped::MappedArray,
     published,
+    v6index::{V6Index, V6IndexStats, V6IndexStore},
 };
 use aya::{
     maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, Map, MapData},
@@ -79,6 +82,9 @@ pub struct MapWriter {
     dir24: Dir24,
     dir24_maps: Dir24Maps,
     routes_v6: LpmTrie<MapData, V6KeyData, RouteEntry>,
+    /// Follows every ROUTES_V6 write into the IPv6 index.
+    v6index: V6Index,
+    v6index_maps: V6IndexMaps,
     nexthops: Published<NextHop, IndexedMaps<NextHop>>,
     groups: Published<NextHopGroup, IndexedMaps<NextHopGroup>>,
     /// An earlier agent's route keys not yet rewritten or deleted by this
@@ -177,6 +183,29 @@ impl Dir24Store for Dir24Maps {
     }
 }
 
+/// The IPv6 index's two maps, where [`V6Index`]'s writes land: a bucket is
+/// one hash element (a syscall each), an entry a slot no bucket names yet.
+struct V6IndexMaps {
+    buckets: HashMap<MapData, [u32; 3], u32>,
+    entries: MappedArray<RouteEntry>,
+}
+
+impl V6IndexStore for V6IndexMaps {
+    fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<(), MapError> {
+        // SAFETY: in bounds (checked), aligned, no reader yet.
+        unsafe { self.entries.at(slot as usize).write_volatile(*entry) };
+        std::sync::atomic::fence(Ordering::Release);
+        Ok(())
+    }
+    fn set_bucket(&mut self, key: [u32; 3], word: Option<u32>) -> Result<(), MapError> {
+        let result = match word {
+            Some(w) => self.buckets.insert(key, w, 0),
+            None => absent_is_fine(self.buckets.remove(&key)),
+        };
+        update(result, maps::ROUTES_V6_INDEX, format!("{key:?}"), || format!("writing IPv6 index bucket {key:?}"))
+    }
+}
+
 fn v4_key(prefix: &ipnet::Ipv4Net) -> Key<V4KeyData> {
     Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
 }
@@ -196,6 +225,11 @@ impl MapWriter {
                 entries: MappedArray::take(ebpf, maps::ROUTES_V4_DIR24_ENTRIES, capacity::ROUTES_V4_DIR24_ENTRIES as usize)?,
             },
             routes_v6: take(ebpf, maps::ROUTES_V6)?,
+            v6index: V6Index::new(capacity::ROUTES_V6_INDEX_ENTRIES, DEFAULT_GRACE),
+            v6index_maps: V6IndexMaps {
+                buckets: take(ebpf, maps::ROUTES_V6_INDEX)?,
+                entries: MappedArray::take(ebpf, maps::ROUTES_V6_INDEX_ENTRIES, capacity::ROUTES_V6_INDEX_ENTRIES as usize)?,
+            },
             nexthops: Published::take(ebpf, &published::NEXTHOPS)?,
             groups: Published::take(ebpf, &published::GROUPS)?,
             adopted_prefixes: HashSet::new(),
@@ -215,12 +249,13 @@ impl MapWriter {
 
     pub fn set_grace(&mut self, grace: Duration) {
         self.dir24.set_grace(grace);
+        self.v6index.set_grace(grace);
         self.nexthops.set_grace(grace);
         self.groups.set_grace(grace);
     }
 
     /// Publishes `entry` as the route for `prefix` (insert or atomic
-    /// replace); an IPv4 route then reaches the DIR-24 index.
+    /// replace); it then reaches the DIR-24 or the IPv6 index.
     pub fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
         let (result, map) = match prefix {
             IpNet::V4(p) => (self.routes_v4.insert(&v4_key(p), entry, 0), maps::ROUTES_V4),
@@ -228,13 +263,14 @@ impl MapWriter {
         };
         update(result, map, prefix, || format!("writing route {prefix}"))?;
         self.adopted_route_replaced(prefix);
-        if let IpNet::V4(p) = prefix {
-            self.dir24.put(p, entry, Instant::now(), &mut self.dir24_maps)?;
+        match prefix {
+            IpNet::V4(p) => self.dir24.put(p, entry, Instant::now(), &mut self.dir24_maps)?,
+            IpNet::V6(p) => self.v6index.put(p, entry, Instant::now(), &mut self.v6index_maps)?,
         }
         Ok(())
     }
 
-    /// Removes `prefix` from its trie, then from the DIR-24 index (which
+    /// Removes `prefix` from its trie, then from its index (which
     /// asked the trie, or named the route being removed, meanwhile).
     pub fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError> {
         let (removed, map) = match prefix {
@@ -245,14 +281,19 @@ impl MapWriter {
             self.adopted_route_replaced(prefix);
         }
         update(removed, map, prefix, || format!("deleting route {prefix}"))?;
-        if let IpNet::V4(p) = prefix {
-            self.dir24.delete(p, Instant::now(), &mut self.dir24_maps);
+        match prefix {
+            IpNet::V4(p) => self.dir24.delete(p, Instant::now(), &mut self.dir24_maps),
+            IpNet::V6(p) => self.v6index.delete(p, Instant::now(), &mut self.v6index_maps)?,
         }
         Ok(())
     }
 
     pub fn dir24_stats(&self) -> Dir24Stats {
         self.dir24.stats()
+    }
+
+    pub fn v6index_stats(&self) -> V6IndexStats {
+        self.v6index.stats()
     }
 
     /// Takes over what an earlier agent published into these (pinned) maps:
@@ -262,6 +303,7 @@ impl MapWriter {
     /// published is returned for the RIB to allocate around.
     pub fn adopt(&mut self) -> Result<Adopted, MapError> {
         self.forget_adopted_dir24();
+        self.forget_adopted_v6index()?;
         let adopted = self.read_adopted()?;
         self.nexthops.adopt();
         self.groups.adopt();
@@ -287,6 +329,20 @@ impl MapWriter {
             }
         }
         self.dir24.forget_adopted(referenced, Instant::now());
+    }
+
+    /// An earlier agent's IPv6 index: every bucket removed (the trie
+    /// answers), the slots they named free after the grace period.
+    fn forget_adopted_v6index(&mut self) -> Result<(), MapError> {
+        let buckets = &mut self.v6index_maps.buckets;
+        let found = buckets.iter().collect::<Result<Vec<_>, _>>();
+        let found = access(found, maps::ROUTES_V6_INDEX, || "reading ROUTES_V6_INDEX".into())?;
+        for (key, _) in &found {
+            update(absent_is_fine(buckets.remove(key)), maps::ROUTES_V6_INDEX, format!("{key:?}"), || "clearing ROUTES_V6_INDEX".into())?;
+        }
+        let referenced = found.iter().map(|(_, w)| w & !crate::dataplane::v6index::LONGER).filter(|&w| w != 0).map(|w| w - 1);
+        self.v6index.forget_adopted(referenced.collect::<BTreeSet<_>>(), Instant::now());
+        Ok(())
     }
 
     /// What an earlier agent published into these (adopted) maps: every

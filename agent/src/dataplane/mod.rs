@@ -15,6 +15,7 @@ mod mapped;
 pub mod pin_lock;
 pub mod published;
 pub mod slots;
+pub mod v6index;
 
 use crate::{
     dataplane::{
