@@ -127,10 +127,7 @@ impl Dir24 {
     /// zeroed the blocks, so until the routes are published again the
     /// trie answers.
     pub fn forget_adopted(&mut self, referenced: impl IntoIterator<Item = u32>, now: Instant) {
-        for slot in referenced {
-            self.slots.reserve(slot);
-        }
-        self.slots.release_reserved(now);
+        self.slots.release_adopted(referenced, now);
     }
 
     /// The word block `b` should hold.

@@ -102,6 +102,15 @@ impl SlotAllocator {
         }
     }
 
+    /// An earlier agent's entries named `referenced`: they are reusable only
+    /// after the grace period (its readers may still hold them).
+    pub fn release_adopted(&mut self, referenced: impl IntoIterator<Item = u32>, now: Instant) {
+        for slot in referenced {
+            self.reserve(slot);
+        }
+        self.release_reserved(now);
+    }
+
     /// The adopted entries are gone: reserved slots become reusable after
     /// the grace period, like any released slot. The allocation front moves
     /// past the last of them (the slots it passes that no one refers to are

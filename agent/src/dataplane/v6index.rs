@@ -135,10 +135,7 @@ impl V6Index {
     /// An earlier agent's index: its slots (as its words named them) are
     /// reusable after the grace period. The caller has removed its buckets.
     pub fn forget_adopted(&mut self, referenced: impl IntoIterator<Item = u32>, now: Instant) {
-        for slot in referenced {
-            self.slots.reserve(slot);
-        }
-        self.slots.release_reserved(now);
+        self.slots.release_adopted(referenced, now);
     }
 
     /// The longest prefix up to `max` long covering `addr`.
