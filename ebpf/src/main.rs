@@ -28,7 +28,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 // Shared with the bench's object (the crate's lib); `crate::packet` for the modules.
-use cowroute_ebpf::packet::{self, adjust_head, frame_len, ptr_at, ptr_at_mut};
+use cowroute_ebpf::packet::{self, adjust_head, adjust_tail, frame_len, ptr_at, ptr_at_mut};
 
 /// What becomes of a frame, and why. Eight bytes, like the `Result`s it
 /// travels in: the verifier rejects reads of stack bytes a path left
@@ -278,6 +278,7 @@ fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
     if let (Some(tcp), true) = (packet.tcp, advmss != 0) {
         mss::clamp_mss(ctx, l3_off + tcp, advmss);
     }
+    trim_to_packet(ctx, l3_off + packet.ip.len as usize);
     fib::count_nexthop(hop.id, frame_len(ctx));
     Ok(Verdict::forwarded(action))
 }
@@ -342,6 +343,18 @@ fn rewrite_l2(ctx: &XdpContext, l2: &L2, nh: &NextHop) -> Step<usize> {
     let tci = (nh.vlan & 0x0fff).to_be_bytes();
     unsafe { *tag = [tpid[0], tpid[1], tci[0], tci[1]] };
     Ok(EthHdr::LEN + VLAN_HLEN)
+}
+
+/// Drops what follows the IP packet (Ethernet padding, a trailer), as
+/// `ip_rcv_core` / `ip6_rcv_core` trim the skb to the header's length: the
+/// next link gets the packet only. `end`: the packet's end in the frame.
+#[inline(always)]
+fn trim_to_packet(ctx: &XdpContext, end: usize) {
+    let excess = frame_len(ctx).saturating_sub(end);
+    if excess > 0 && excess < 0xffff {
+        // Cannot fail: the frame stays longer than its headers.
+        adjust_tail(ctx, -(excess as i32));
+    }
 }
 
 /// An ICMP Fragmentation Needed (3/4) at `off` (RFC 1191). The agent gets

@@ -34,3 +34,11 @@ pub fn adjust_head(ctx: &XdpContext, delta: i32) -> bool {
     // call are not used after it (callers re-derive them).
     unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(ctx.ctx, delta) == 0 }
 }
+
+/// Moves the end of the frame by `delta` bytes (negative: shorten it).
+#[inline(always)]
+pub fn adjust_tail(ctx: &XdpContext, delta: i32) -> bool {
+    // SAFETY: as for adjust_head: the helper checks the bounds, and callers
+    // re-derive any packet pointer after it.
+    unsafe { aya_ebpf::helpers::bpf_xdp_adjust_tail(ctx.ctx, delta) == 0 }
+}

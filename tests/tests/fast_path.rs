@@ -337,12 +337,18 @@ fn malformed_frames_are_never_forwarded() {
 }
 
 #[test]
-fn ethernet_padding_beyond_the_ip_packet_is_fine() {
+fn ethernet_padding_and_trailers_beyond_the_ip_packet_are_trimmed_as_linux_trims_them() {
     let mut fp = fixture();
-    let mut f = frame4([10, 2, 0, 2], 64, 28);
-    f.extend_from_slice(&[0u8; 18]);
-    let o = fp.run(&f).unwrap();
-    assert_eq!(o.reason, Reason::Forwarded);
+    for trailer in [&[0u8; 18][..], &[0xa5; 1], &[0x5a; 200]] {
+        let mut f = frame4([10, 2, 0, 2], 64, 28);
+        f.extend_from_slice(trailer);
+        let o = fp.run(&f).unwrap();
+        assert_forwarded(&o, &eth(GW_MAC, RTR_OUT_MAC, None, ETH_P_IP, &ipv4_udp(SRC4, [10, 2, 0, 2], 63, 28)));
+        let mut f = frame6(v6(2, 2), 64, 8);
+        f.extend_from_slice(trailer);
+        let o = fp.run(&f).unwrap();
+        assert_forwarded(&o, &eth(GW_MAC, RTR_OUT_MAC, None, ETH_P_IPV6, &ipv6_udp(SRC6, v6(2, 2), 63, 8)));
+    }
 }
 
 proptest! {
