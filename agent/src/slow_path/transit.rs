@@ -200,4 +200,35 @@ mod tests {
         assert!(!is_transit(Reason::TooBig, &v6), "IPv6 never fragments in transit");
         let Prepared::Forward { options: false, .. } = prepare(&v4(&[], 0), &ctx()) else { panic!("as it is") };
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+
+        /// Whatever arrives (options and hop-by-hop headers of any bytes,
+        /// any frame at all), processing never panics, and what it sends on
+        /// or quotes is the frame it got, options rewritten in place.
+        #[test]
+        fn any_options_or_frame_are_processed_without_panic(
+            opts in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..=40),
+            hbh in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            accept in proptest::prelude::any::<bool>(),
+        ) {
+            let ctx = ip_options::Context { accept_source_route: accept, is_local: &|a| a.octets()[3] == 1, ..ctx() };
+            let mut opts = opts;
+            opts.truncate(opts.len() / 4 * 4);
+            let mut v6 = vec![0x60, 0, 0, 0, 0, hbh.len() as u8, IPV6_NEXTHDR_HOP, 64];
+            v6.extend_from_slice(&[0xfd; 32]);
+            v6.extend_from_slice(&hbh);
+            for frame in [v4(&opts, 0), eth(ETH_P_IPV6, &v6), junk.clone(), eth(ETH_P_IP, &junk), eth(ETH_P_IPV6, &junk)] {
+                match prepare(&frame, &ctx) {
+                    Prepared::Forward { frame: out, .. } | Prepared::Error { frame: out, .. } => {
+                        proptest::prop_assert_eq!(out.len(), frame.len())
+                    }
+                    Prepared::SourceRouteRefused | Prepared::Drop => {}
+                }
+                let _ = is_transit(Reason::TooBig, &frame);
+            }
+        }
+    }
 }
