@@ -18,7 +18,8 @@ use crate::{
 /// longer by ifindex modulo 256), the `UNSERVED` counters.
 /// 4: `NH_COUNTERS`, private next hops and groups of kernel nexthop objects.
 /// 5: `ROUTES_V6_INDEX` and its entries in front of `ROUTES_V6`.
-pub const VERSION: u32 = 5;
+/// 6: `INGRESS_PORTS`, the ingress-validation reasons, `RouteEntry::ADDRESS`.
+pub const VERSION: u32 = 6;
 
 /// The one value of the `ABI_STAMP` map.
 #[repr(C)]
@@ -51,6 +52,7 @@ const fn layout() -> u32 {
         NUM_REASONS as usize,
         core::mem::size_of::<SlowPathIface>(),
         NUM_UNSERVED as usize,
+        core::mem::size_of::<crate::ingress::IngressPort>(),
     ];
     let mut h = 0x811c_9dc5;
     let mut i = 0;

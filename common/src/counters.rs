@@ -14,7 +14,8 @@ pub enum Reason {
     VlanStacked = 3,
     /// Multicast or broadcast destination.
     Multicast = 4,
-    /// IPv6 link-local source or destination: never forwarded.
+    /// IPv6 link-local destination (the stack's), or a link-local source
+    /// of a packet to be forwarded (Destination Unreachable, beyond scope).
     LinkLocal = 5,
     /// No route matches the destination.
     NoRoute = 6,
@@ -43,10 +44,33 @@ pub enum Reason {
     /// The route is one only the kernel can carry (encap, TOS, source
     /// prefix, throw, ...): passed to the stack.
     KernelRoute = 18,
+    /// Addressed to another MAC (PACKET_OTHERHOST: a promiscuous or bridged
+    /// port, a macvlan's frame): never routed, the stack's.
+    OtherHost = 19,
+    /// An 802.1Q tag with no VLAN sub-interface for it here: the stack's
+    /// (it drops it as PACKET_OTHERHOST).
+    VlanUnknown = 20,
+    /// The ingress interface is not (yet) in `INGRESS_PORTS`: the stack's.
+    PortUnknown = 21,
+    /// Martian source: multicast or limited broadcast.
+    SourceGroup = 22,
+    /// Martian source: 0/8, or IPv6 `::` on a forwarded packet.
+    SourceZero = 23,
+    /// Martian source: 127/8 (without `route_localnet`), `::1`.
+    SourceLoopback = 24,
+    /// Martian destination: 0/8.
+    DestinationZero = 25,
+    /// Martian destination: 127/8 (without `route_localnet`), `::1`.
+    DestinationLoopback = 26,
+    /// The source is one of the router's addresses (no `accept_local`).
+    SourceLocal = 27,
+    /// `rp_filter`: no route back to the source (loose), or not through the
+    /// ingress interface (strict).
+    SourceReversePath = 28,
 }
 
 /// Number of reasons: the size of the `COUNTERS` array.
-pub const NUM_REASONS: u32 = 19;
+pub const NUM_REASONS: u32 = 29;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -69,6 +93,16 @@ impl Reason {
         Reason::BadReference,
         Reason::NoHeadroom,
         Reason::KernelRoute,
+        Reason::OtherHost,
+        Reason::VlanUnknown,
+        Reason::PortUnknown,
+        Reason::SourceGroup,
+        Reason::SourceZero,
+        Reason::SourceLoopback,
+        Reason::DestinationZero,
+        Reason::DestinationLoopback,
+        Reason::SourceLocal,
+        Reason::SourceReversePath,
     ];
 
     pub fn from_u8(v: u8) -> Option<Reason> {
@@ -96,6 +130,16 @@ impl Reason {
             Reason::BadReference => "bad_reference",
             Reason::NoHeadroom => "no_headroom",
             Reason::KernelRoute => "kernel_route",
+            Reason::OtherHost => "other_host",
+            Reason::VlanUnknown => "vlan_unknown",
+            Reason::PortUnknown => "port_unknown",
+            Reason::SourceGroup => "martian_source_group",
+            Reason::SourceZero => "martian_source_zero",
+            Reason::SourceLoopback => "martian_source_loopback",
+            Reason::DestinationZero => "martian_destination_zero",
+            Reason::DestinationLoopback => "martian_destination_loopback",
+            Reason::SourceLocal => "martian_source_local",
+            Reason::SourceReversePath => "rp_filter",
         }
     }
 

@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod counters;
 pub mod flow_hash;
 pub mod forwarding;
+pub mod ingress;
 pub mod metrics;
 pub mod mss;
 #[cfg(feature = "user")]
@@ -59,10 +60,12 @@ pub mod maps {
     pub const UNSERVED: &str = "UNSERVED";
     pub const PMTU_EVENTS: &str = "PMTU_EVENTS";
     pub const PRIVATE_META: &str = "PRIVATE_META";
+    /// Interfaces frames arrive on: `ingress::IngressKey` -> `ingress::IngressPort`.
+    pub const INGRESS_PORTS: &str = "INGRESS_PORTS";
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
@@ -84,6 +87,7 @@ pub mod maps {
         UNSERVED,
         PMTU_EVENTS,
         PRIVATE_META,
+        INGRESS_PORTS,
     ];
 }
 
@@ -115,6 +119,8 @@ pub mod capacity {
     pub const METRICS_RO: u32 = 16_384;
     pub const METRICS_RW: u32 = 65_536;
     pub const EGRESS_PORTS: u32 = 1_024;
+    /// Interfaces and VLAN sub-interfaces frames arrive on.
+    pub const INGRESS_PORTS: u32 = 4_096;
     /// AF_XDP sockets: 256 interface slots of `slow_path::MAX_QUEUES` queues.
     pub const SLOW_PATH: u32 = 4_096;
     /// Bytes of path-MTU reports in flight to the agent.
@@ -138,4 +144,6 @@ mod pod {
     unsafe impl aya::Pod for crate::Counter {}
     unsafe impl aya::Pod for crate::abi::AbiStamp {}
     unsafe impl aya::Pod for crate::slow_path::SlowPathIface {}
+    unsafe impl aya::Pod for crate::ingress::IngressKey {}
+    unsafe impl aya::Pod for crate::ingress::IngressPort {}
 }

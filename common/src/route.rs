@@ -75,6 +75,10 @@ impl RouteEntry {
     pub const CLONE: u8 = 0x2;
     /// `nexthop` names an ECMP group in `NH_GROUPS`.
     pub const MULTIPATH: u8 = 0x4;
+    /// A local entry that is one of the router's interface addresses (what
+    /// `fib_validate_source` refuses as a source), not a broadcast or
+    /// other local route.
+    pub const ADDRESS: u8 = 0x8;
 
     pub const fn new(kind: RouteKind, nexthop: u32, metrics: MetricsRef, id: u32) -> RouteEntry {
         RouteEntry { nexthop, metrics, kind: kind as u8, flags: 0, _pad: 0, id }

@@ -13,6 +13,7 @@ use aya_ebpf::{
 use common::{
     capacity::{self, INDEX_WORDS},
     counters::NUM_REASONS,
+    ingress::{IngressKey, IngressPort},
     route::V4KeyData,
     route::V6KeyData,
     Counter, MetricsRef, NextHop, NextHopGroup, PrivateMeta, Reason, RouteEntry, RouteMetrics,
@@ -91,6 +92,12 @@ pub static PRIVATE_META: HashMap<[u8; 16], PrivateMeta, { capacity::METRICS_RW a
 /// Egress devices, keyed by ifindex.
 #[btf_map]
 pub static EGRESS_PORTS: DevMapHash<{ capacity::EGRESS_PORTS as usize }> = DevMapHash::new();
+
+/// The interfaces (and VLAN sub-interfaces) frames arrive on: their MACs
+/// and the sysctls source validation reads (`common::ingress`).
+#[btf_map]
+pub static INGRESS_PORTS: HashMap<IngressKey, IngressPort, { capacity::INGRESS_PORTS as usize }, { BPF_F_RDONLY_PROG as usize }> =
+    HashMap::new();
 
 /// Packets and bytes per verdict reason, per CPU.
 #[btf_map]

@@ -9,6 +9,7 @@
 
 mod abi;
 mod fib;
+mod ingress;
 mod mss;
 mod slow_path;
 
@@ -17,6 +18,7 @@ use aya_log_ebpf::debug;
 use common::{
     checksum, flow_hash,
     forwarding::{self, Forwarding, IpFacts},
+    ingress::{IngressKey, IngressPort, SourceCheck},
     proto::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
         IPV6_HLEN, IPV6_NEXTHDR_HOP, IP_DF, IP_MF, IP_OFFSET, VLAN_HLEN,
@@ -100,19 +102,27 @@ pub fn cowroute_pass(_ctx: XdpContext) -> u32 {
 struct L2 {
     /// Offset of the IP header: 14, or 18 behind one 802.1Q tag.
     l3_off: usize,
-    /// The frame arrived with an 802.1Q tag.
+    /// The frame arrived with an 802.1Q tag (VID 0 included: it is removed on egress).
     tagged: bool,
+    /// The interface (`vid`: the VLAN sub-interface) it arrived on.
+    ingress: IngressKey,
+    port: &'static IngressPort,
 }
 
+/// Layer 2 as the kernel sees it (`eth_type_trans`, `vlan_do_receive`):
+/// only IP frames addressed to the ingress interface's own MAC, untagged,
+/// priority-tagged (VID 0) or tagged for a VLAN sub-interface, are routed.
 fn route_frame(ctx: &XdpContext) -> Step<Verdict> {
     let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(Verdict::pass(Reason::Malformed))?;
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    let mut l2 = L2 { l3_off: EthHdr::LEN, tagged: false };
+    let (mut l3_off, mut tagged, mut vid) = (EthHdr::LEN, false, 0);
     if ether_type == ETH_P_8021Q {
         // The tag names the ingress sub-interface; routing is on the inner packet.
-        let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2).ok_or(Verdict::pass(Reason::Malformed))?;
-        ether_type = u16::from_be_bytes(unsafe { *inner });
-        l2 = L2 { l3_off: EthHdr::LEN + VLAN_HLEN, tagged: true };
+        let tag: *const [u8; 4] = ptr_at(ctx, EthHdr::LEN).ok_or(Verdict::pass(Reason::Malformed))?;
+        let tag = unsafe { *tag };
+        vid = u16::from_be_bytes([tag[0], tag[1]]) as u32 & 0x0fff;
+        ether_type = u16::from_be_bytes([tag[2], tag[3]]);
+        (l3_off, tagged) = (EthHdr::LEN + VLAN_HLEN, true);
         if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
             return Err(Verdict::pass(Reason::VlanStacked));
         }
@@ -122,9 +132,17 @@ fn route_frame(ctx: &XdpContext) -> Step<Verdict> {
     if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 {
         return Err(Verdict::pass(Reason::NotIp));
     }
-    if unsafe { (*eth).dst_addr[0] } & 1 != 0 {
+    let dmac = unsafe { (*eth).dst_addr };
+    if dmac[0] & 1 != 0 {
         return Err(Verdict::pass(Reason::Multicast));
     }
+    let ingress = IngressKey { ifindex: ctx.ingress_ifindex() as u32, vid };
+    let missing = if vid != 0 { Reason::VlanUnknown } else { Reason::PortUnknown };
+    let port = ingress::port(&ingress).ok_or(Verdict::pass(missing))?;
+    if !port.is_for_us(&dmac) {
+        return Err(Verdict::pass(Reason::OtherHost));
+    }
+    let l2 = L2 { l3_off, tagged, ingress, port };
     if ether_type == ETH_P_IP {
         route_v4(ctx, &l2)
     } else {
@@ -134,26 +152,35 @@ fn route_frame(ctx: &XdpContext) -> Step<Verdict> {
 
 fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l2.l3_off).ok_or(Verdict::pass(Reason::Malformed))?;
-    let (vihl, tot_len, ttl, dst) = unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).tot_len) as usize, (*ip).ttl, (*ip).dst_addr) };
+    let (vihl, tot_len, ttl, src, dst) =
+        unsafe { ((*ip).vihl, u16::from_be_bytes((*ip).tot_len) as usize, (*ip).ttl, (*ip).src_addr, (*ip).dst_addr) };
     let ihl = (vihl & 0x0f) as usize * 4;
     if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN || tot_len < ihl || l2.l3_off + tot_len > frame_len(ctx) {
         return Err(Verdict::pass(Reason::Malformed));
     }
+    if ingress::ipv4_is_multicast(dst) || ingress::ipv4_is_lbcast(dst) {
+        return Err(Verdict::pass(Reason::Multicast));
+    }
+    if let Some(martian) = ingress::ipv4_martian(src, dst, l2.port.has(IngressPort::ROUTE_LOCALNET)) {
+        return Err(Verdict::drop(martian));
+    }
+    let route = fib::route_lookup_v4(dst);
     if ihl != Ipv4Hdr::LEN {
-        // The agent processes the options of what it forwards; the rest (local,
-        // group or no route) is the stack's.
-        let unicast =
-            dst[0] & 0xf0 != 0xe0 && dst != [255; 4] && fib::route_lookup_v4(dst).is_some_and(|r| r.kind() == Some(RouteKind::Unicast));
-        return Err(if unicast { Verdict::exception(Reason::IpOptions, 0) } else { Verdict::pass(Reason::IpOptions) });
+        // The agent processes the options of what it forwards (from a valid
+        // source); the rest (local, no route, another type) is the stack's.
+        return Err(match route {
+            Some(r) if r.kind() == Some(RouteKind::Unicast) => {
+                validate_source_v4(l2, src, &next_hop_of(r, 0)?)?;
+                Verdict::exception(Reason::IpOptions, 0)
+            }
+            _ => Verdict::pass(Reason::IpOptions),
+        });
     }
     if !ipv4_checksum_ok(ip) {
         return Err(Verdict::pass(Reason::Malformed));
     }
-    if dst[0] & 0xf0 == 0xe0 || dst == [255; 4] {
-        return Err(Verdict::pass(Reason::Multicast));
-    }
-    let route = fib::route_lookup_v4(dst).ok_or(Verdict::exception(Reason::NoRoute, 0))?;
-    let (src, proto, frags) = unsafe { ((*ip).src_addr, *(ip as *const u8).add(9), u16::from_be_bytes((*ip).frags)) };
+    let route = route.ok_or(Verdict::exception(Reason::NoRoute, 0))?;
+    let (proto, frags) = unsafe { (*(ip as *const u8).add(9), u16::from_be_bytes((*ip).frags)) };
     // The TCP header, when this is TCP and the first (or only) fragment.
     let tcp = (proto == IPPROTO_TCP && frags & IP_OFFSET == 0).then_some(Ipv4Hdr::LEN);
     let flow = if route.is_multipath() {
@@ -163,15 +190,30 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     } else {
         0
     };
+    let hop = next_hop_of(route, flow)?;
+    validate_source_v4(l2, src, &hop)?;
     // DF clear: a router may fragment it (the kernel does, when it is too big).
     let ip = IpFacts { ttl, len: tot_len as u32, may_fragment: frags & IP_DF == 0 };
     // Read before forward() may move the headers (a VLAN tag pushed or popped).
     let pmtu = proto == IPPROTO_ICMP && frags & (IP_OFFSET | IP_MF) == 0 && icmp_frag_needed(ctx, l2.l3_off + Ipv4Hdr::LEN);
-    let verdict = forward(ctx, l2, route, Packet { ip, tcp, flow }, ip_decrease_ttl)?;
+    let verdict = forward(ctx, l2, hop, Packet { ip, tcp }, ip_decrease_ttl)?;
     if pmtu {
         slow_path::report_pmtu(ctx, 4, tot_len);
     }
     Ok(verdict)
+}
+
+/// `fib_validate_source` on a packet about to be forwarded through `hop`:
+/// its source against the FIB, as the ingress port's sysctls ask.
+#[inline(always)]
+fn validate_source_v4(l2: &L2, src: [u8; 4], hop: &Hop) -> Step<()> {
+    let hairpin = ingress::leaves_by(hop.nh, &l2.ingress);
+    let reverse = ingress::source_route(fib::route_lookup_v4(src), &l2.ingress, l2.port.rp_filter == 1);
+    match ingress::fib_validate_source(l2.port, hairpin, reverse) {
+        SourceCheck::Valid => Ok(()),
+        SourceCheck::Invalid(reason) => Err(Verdict::drop(reason)),
+        SourceCheck::Kernel => Err(Verdict::pass(Reason::KernelRoute)),
+    }
 }
 
 fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
@@ -193,15 +235,28 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     if dst[0] == 0xff {
         return Err(Verdict::pass(Reason::Multicast));
     }
-    if is_link_local_v6(&dst) || is_link_local_v6(&src) {
+    if let Some(martian) = ingress::ipv6_martian(&src, &dst) {
+        return Err(Verdict::drop(martian));
+    }
+    if ingress::ipv6_is_link_local(&dst) {
         return Err(Verdict::pass(Reason::LinkLocal));
+    }
+    let route = fib::route_lookup_v6(dst).ok_or(Verdict::exception(Reason::NoRoute, 0))?;
+    if route.kind() == Some(RouteKind::Unicast) && hop_limit > 1 {
+        // `ip6_forward`, after the hop limit: no unspecified source, and a
+        // link-local one gets Destination Unreachable (beyond scope).
+        if ingress::ipv6_is_unspecified(&src) {
+            return Err(Verdict::drop(Reason::SourceZero));
+        }
+        if ingress::ipv6_is_link_local(&src) {
+            return Err(Verdict::exception(Reason::LinkLocal, 0));
+        }
     }
     if next_hdr == IPV6_NEXTHDR_HOP {
         // Hop-by-hop options (the only ones a router reads): the agent's, as for IPv4.
-        let unicast = fib::route_lookup_v6(dst).is_some_and(|r| r.kind() == Some(RouteKind::Unicast));
+        let unicast = route.kind() == Some(RouteKind::Unicast);
         return Err(if unicast { Verdict::exception(Reason::IpOptions, 0) } else { Verdict::pass(Reason::IpOptions) });
     }
-    let route = fib::route_lookup_v6(dst).ok_or(Verdict::exception(Reason::NoRoute, 0))?;
     let tcp = (next_hdr == IPPROTO_TCP).then_some(Ipv6Hdr::LEN);
     let flow = if route.is_multipath() {
         let ports = l4_ports(ctx, l2.l3_off + Ipv6Hdr::LEN, next_hdr);
@@ -209,9 +264,10 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     } else {
         0
     };
+    let hop = next_hop_of(route, flow)?;
     let pmtu = next_hdr == IPPROTO_ICMPV6 && icmpv6_packet_too_big(ctx, l2.l3_off + Ipv6Hdr::LEN);
     let ip = IpFacts { ttl: hop_limit, len: len as u32, may_fragment: false };
-    let verdict = forward(ctx, l2, route, Packet { ip, tcp, flow }, ipv6_decrease_hop_limit)?;
+    let verdict = forward(ctx, l2, hop, Packet { ip, tcp }, ipv6_decrease_hop_limit)?;
     if pmtu {
         slow_path::report_pmtu(ctx, 6, len);
     }
@@ -224,8 +280,6 @@ struct Packet {
     ip: IpFacts,
     /// Offset of the TCP header from the IP header, when there is one.
     tcp: Option<usize>,
-    /// The 5-tuple's hash (multipath routes only): picks the ECMP leg.
-    flow: u32,
 }
 
 /// The source and destination ports of a TCP, UDP or SCTP header at `off`
@@ -241,20 +295,13 @@ fn l4_ports(ctx: &XdpContext, off: usize, proto: u8) -> [u8; 4] {
     }
 }
 
-/// The family-independent rest of the path: route type and next hop, then
-/// the forwarding rules in the kernel's order (TTL, MTU, neighbour: common's
+/// The family-independent rest of the path, once the route's type and next
+/// hop are known (the flow's leg, for multipath): the forwarding rules in the kernel's order (TTL, MTU, neighbour: common's
 /// [`forwarding::ip_forward_check`], one verdict per outcome here); then
 /// redirect, rewrite, decrement, clamp. Generic over the decrement (BPF has
 /// no indirect calls: each family gets a copy).
 #[inline(always)]
-fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(
-    ctx: &XdpContext,
-    l2: &L2,
-    route: &RouteEntry,
-    packet: Packet,
-    decrease_ttl: D,
-) -> Step<Verdict> {
-    let hop = next_hop_of(route, packet.flow)?;
+fn forward<D: Fn(&XdpContext, usize) -> Step<()>>(ctx: &XdpContext, l2: &L2, hop: Hop, packet: Packet, decrease_ttl: D) -> Step<Verdict> {
     match forwarding::ip_forward_check(&packet.ip, hop.metrics, hop.nh) {
         Forwarding::Forward => {}
         // No device to send on: the kernel's.
@@ -293,7 +340,9 @@ struct Hop {
 }
 
 /// Turns a route into a next hop (the flow's leg, for a multipath route) and
-/// its metrics, or the verdict its type calls for.
+/// its metrics, or the verdict its type calls for. Inlined: a `Step<Hop>`
+/// returned through the stack is read back in pieces the verifier refuses.
+#[inline(always)]
 fn next_hop_of(route: &RouteEntry, flow: u32) -> Step<Hop> {
     match route.kind() {
         Some(RouteKind::Unicast) => {}
@@ -397,9 +446,4 @@ fn ipv4_checksum_ok(ip: *const Ipv4Hdr) -> bool {
         sum += u16::from_be_bytes(unsafe { [(*words)[2 * i], (*words)[2 * i + 1]] }) as u32;
     }
     checksum::fold(sum) == 0xffff
-}
-
-/// fe80::/10.
-fn is_link_local_v6(addr: &[u8; 16]) -> bool {
-    addr[0] == 0xfe && addr[1] & 0xc0 == 0x80
 }

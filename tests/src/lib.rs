@@ -21,6 +21,15 @@ pub fn require_root() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "this test loads BPF programs and builds namespaces: run it as root (cargo xtask test)");
 }
 
+/// The MAC of `dev` in namespace `ns`.
+pub fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
+    let out = xtask::sh::ip(&["-n", ns, "-j", "link", "show", "dev", dev]).expect("ip link show");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+    let s = v[0]["address"].as_str().expect("an address");
+    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).expect("hex")).collect();
+    b.try_into().expect("6 bytes")
+}
+
 /// An Ethernet frame around `l3`, with an optional 802.1Q tag.
 pub fn eth(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, ether_type: u16, l3: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(18 + l3.len());
@@ -106,6 +115,18 @@ impl FastPath {
         let maps = dp.map_writer().expect("maps");
         let counters = PerCpuArray::try_from(dp.ebpf.take_map(maps::COUNTERS).expect("COUNTERS")).expect("typed");
         FastPath { dp, maps, counters }
+    }
+
+    /// Frames to `mac` arriving on `ifindex` (1, loopback: where test runs
+    /// arrive) with VLAN `vid` (0: untagged) are for this router, with
+    /// rp_filter and the rest off.
+    pub fn accept_on(&mut self, ifindex: u32, vid: u32, mac: [u8; 6]) {
+        let port = common::ingress::IngressPort { mac, lower_mac: mac, ..Default::default() };
+        self.set_port(ifindex, vid, port);
+    }
+
+    pub fn set_port(&mut self, ifindex: u32, vid: u32, port: common::ingress::IngressPort) {
+        self.maps.put_ingress_port(common::ingress::IngressKey { ifindex, vid }, &port).expect("INGRESS_PORTS");
     }
 
     fn counts(&self) -> Vec<u64> {

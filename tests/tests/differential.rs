@@ -104,7 +104,9 @@ fn fast_path_choice_of_route_and_next_hop_equals_ip_route_get() {
     let (mut program, _) = DataPlane::load_pinned(&LoadOptions::default(), &run.pin_dir).expect("the program over the pinned maps");
     let (mut mismatches, mut from_index) = (Vec::new(), 0);
     for (d, k) in dests.iter().zip(&kernel) {
-        let frame = eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], None, ETH_P_IP, &ipv4_udp([10, 1, 0, 2], d.octets(), 64, 64));
+        // Test runs arrive on loopback (ifindex 1 in every namespace, rtr's
+        // too, whose port the agent published): to its MAC, all zeros.
+        let frame = eth([0; 6], [2, 0, 0, 0, 0, 2], None, ETH_P_IP, &ipv4_udp([10, 1, 0, 2], d.octets(), 64, 64));
         let (action, out) = test_run(&mut program, &frame).unwrap();
         let via = match action {
             XDP_REDIRECT => {

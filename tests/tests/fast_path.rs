@@ -39,6 +39,9 @@ fn route(fp: &mut FastPath, prefix: &str, kind: RouteKind, nexthop: u32, metrics
 fn fixture() -> FastPath {
     let mut fp = FastPath::load();
     fp.maps.add_port(PORT).expect("loopback in EGRESS_PORTS");
+    // Test runs arrive on loopback: untagged, and on a VLAN 100 sub-interface.
+    fp.accept_on(PORT, 0, RTR_IN_MAC);
+    fp.accept_on(PORT, 100, RTR_IN_MAC);
     let nh = NextHop { ifindex: PORT, mtu: 1500, dmac: GW_MAC, smac: RTR_OUT_MAC, vlan: 0, flags: NextHop::USABLE };
     fp.maps.put_nexthop(1, &nh).unwrap();
     fp.maps.put_nexthop(2, &NextHop { vlan: 200, ..nh }).unwrap();
@@ -579,4 +582,130 @@ fn a_next_hop_rewritten_under_traffic_is_never_seen_half_written() {
     let n = publishes.load(Ordering::Relaxed);
     eprintln!("{FRAMES} frames during {n} publishes: {seen:x?}");
     assert!(seen.len() == 2 && n > 1_000, "frames went through both values while the next hop changed: {n} publishes, {seen:x?}");
+}
+
+fn udp4(src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    eth(RTR_IN_MAC, HOST_MAC, None, ETH_P_IP, &ipv4_udp(src, dst, ttl, 100))
+}
+
+fn udp6(src: [u8; 16], dst: [u8; 16], hop: u8) -> Vec<u8> {
+    eth(RTR_IN_MAC, HOST_MAC, None, ETH_P_IPV6, &ipv6_udp(src, dst, hop, 64))
+}
+
+fn addr6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+/// Layer 2 as the kernel sees it: another host's MAC, a VLAN with no
+/// sub-interface and an interface not yet known go to the stack; a
+/// priority tag (VID 0) is the parent's.
+#[test]
+fn frames_for_other_hosts_unknown_vlans_and_unknown_ports_are_not_routed() {
+    let mut fp = fixture();
+    let ip = ipv4_udp(SRC4, [10, 2, 0, 2], 64, 100);
+    let other = eth([0x02, 0, 0, 0, 0, 0x99], HOST_MAC, None, ETH_P_IP, &ip);
+    assert_eq!(fp.run_not_forwarded(&other).reason, Reason::OtherHost);
+    let v6 = eth([0x02, 0, 0, 0, 0, 0x99], HOST_MAC, None, ETH_P_IPV6, &ipv6_udp(SRC6, v6(2, 2), 64, 64));
+    assert_eq!(fp.run_not_forwarded(&v6).reason, Reason::OtherHost);
+    let o = fp.run_not_forwarded(&eth(RTR_IN_MAC, HOST_MAC, Some(300), ETH_P_IP, &ip));
+    assert_eq!((o.action, o.reason), (XDP_PASS, Reason::VlanUnknown));
+    // Priority-tagged: routed on the parent, the tag gone on egress.
+    let o = fp.run(&eth(RTR_IN_MAC, HOST_MAC, Some(0x2000), ETH_P_IP, &ip)).unwrap();
+    assert_forwarded(&o, &eth(GW_MAC, RTR_OUT_MAC, None, ETH_P_IP, &ipv4_udp(SRC4, [10, 2, 0, 2], 63, 100)));
+    // A VLAN sub-interface with its own MAC also takes its parent's.
+    let own = common::ingress::IngressPort { mac: [0x02, 0, 0, 0, 0, 0x77], lower_mac: RTR_IN_MAC, ..Default::default() };
+    fp.set_port(PORT, 100, own);
+    assert_eq!(fp.run(&eth([0x02, 0, 0, 0, 0, 0x77], HOST_MAC, Some(100), ETH_P_IP, &ip)).unwrap().reason, Reason::Forwarded);
+    assert_eq!(fp.run(&eth(RTR_IN_MAC, HOST_MAC, Some(100), ETH_P_IP, &ip)).unwrap().reason, Reason::Forwarded);
+    fp.maps.delete_ingress_port(common::ingress::IngressKey { ifindex: PORT, vid: 0 }).unwrap();
+    let o = fp.run_not_forwarded(&eth(RTR_IN_MAC, HOST_MAC, None, ETH_P_IP, &ip));
+    assert_eq!((o.action, o.reason), (XDP_PASS, Reason::PortUnknown));
+}
+
+/// `ip_route_input_slow`'s and `ip6_rcv_core`'s martians: dropped, each
+/// under its own reason; `route_localnet` lets 127/8 through.
+#[test]
+fn martian_sources_and_destinations_are_dropped_each_with_its_reason() {
+    let mut fp = fixture();
+    let far = [10, 2, 0, 2];
+    let cases4 = [
+        ([224, 0, 0, 5], far, Reason::SourceGroup),
+        ([255, 255, 255, 255], far, Reason::SourceGroup),
+        ([0, 1, 2, 3], far, Reason::SourceZero),
+        ([0, 0, 0, 0], far, Reason::SourceZero),
+        (SRC4, [0, 0, 0, 9], Reason::DestinationZero),
+        (SRC4, [127, 0, 0, 1], Reason::DestinationLoopback),
+        ([127, 0, 0, 1], far, Reason::SourceLoopback),
+    ];
+    for (src, dst, reason) in cases4 {
+        let o = fp.run_not_forwarded(&udp4(src, dst, 64));
+        assert_eq!((o.action, o.reason), (XDP_DROP, reason), "{src:?} -> {dst:?}");
+    }
+    // Class E is routable to Linux.
+    assert_eq!(fp.run(&udp4([240, 0, 0, 1], far, 64)).unwrap().reason, Reason::Forwarded);
+    fp.set_port(PORT, 0, common::ingress::IngressPort { flags: common::ingress::IngressPort::ROUTE_LOCALNET, ..port_in() });
+    assert_eq!(fp.run(&udp4([127, 0, 0, 1], far, 64)).unwrap().reason, Reason::Forwarded, "route_localnet");
+
+    let dst = v6(2, 2);
+    let cases6 = [
+        (SRC6, addr6("::1"), Reason::DestinationLoopback),
+        (addr6("::1"), dst, Reason::SourceLoopback),
+        (addr6("ff02::1"), dst, Reason::SourceGroup),
+        (addr6("::"), dst, Reason::SourceZero),
+    ];
+    for (src, dst, reason) in cases6 {
+        let o = fp.run_not_forwarded(&udp6(src, dst, 64));
+        assert_eq!((o.action, o.reason), (XDP_DROP, reason), "{src:?} -> {dst:?}");
+    }
+    // A link-local source beyond its link: Destination Unreachable from the
+    // agent (beyond scope), unless the hop limit runs out first.
+    let o = fp.run_not_forwarded(&udp6(addr6("fe80::2"), dst, 64));
+    assert_eq!((o.action, o.reason), (XDP_PASS, Reason::LinkLocal));
+    assert_eq!(fp.run_not_forwarded(&udp6(addr6("fe80::2"), dst, 1)).reason, Reason::TtlExceeded);
+    assert_eq!(fp.run_not_forwarded(&udp6(SRC6, addr6("fe80::2"), 64)).reason, Reason::LinkLocal);
+}
+
+fn port_in() -> common::ingress::IngressPort {
+    common::ingress::IngressPort { mac: RTR_IN_MAC, lower_mac: RTR_IN_MAC, ..Default::default() }
+}
+
+/// `fib_validate_source`: one of our addresses as source is refused unless
+/// `accept_local`; strict `rp_filter` wants the route back through the
+/// ingress interface (and VLAN), loose just a route.
+#[test]
+fn sources_are_validated_as_rp_filter_and_accept_local_say() {
+    use common::ingress::IngressPort;
+    let mut fp = fixture();
+    let mut own = RouteEntry::new(RouteKind::Local, 0, MetricsRef::DEFAULT, 0);
+    own.flags = RouteEntry::HOST | RouteEntry::ADDRESS;
+    fp.maps.put_route(&net("10.9.0.2/32"), &own).unwrap();
+    let far = [10, 2, 0, 2];
+    let verdict = |fp: &mut FastPath, src: [u8; 4]| fp.run(&udp4(src, far, 64)).unwrap().reason;
+    assert_eq!(verdict(&mut fp, [10, 9, 0, 2]), Reason::SourceLocal);
+    assert_eq!(verdict(&mut fp, [10, 9, 0, 1]), Reason::Forwarded, "a local route that is no address (rp_filter off)");
+    assert_eq!(verdict(&mut fp, [172, 16, 0, 1]), Reason::Forwarded, "no route back: fine without rp_filter");
+    fp.set_port(PORT, 0, IngressPort { flags: IngressPort::ACCEPT_LOCAL, ..port_in() });
+    assert_eq!(verdict(&mut fp, [10, 9, 0, 2]), Reason::Forwarded, "accept_local");
+
+    // Strict: 10.3.0.0/24 leaves by the ingress port untagged (valid),
+    // 10.4.0.0/24 by VLAN 200 on it (another interface), 172.16/12 nowhere.
+    fp.set_port(PORT, 0, IngressPort { rp_filter: 1, ..port_in() });
+    assert_eq!(verdict(&mut fp, [10, 3, 0, 7]), Reason::Forwarded);
+    assert_eq!(verdict(&mut fp, [10, 4, 0, 7]), Reason::SourceReversePath);
+    assert_eq!(verdict(&mut fp, [172, 16, 0, 1]), Reason::SourceReversePath);
+    assert_eq!(verdict(&mut fp, [192, 0, 2, 1]), Reason::SourceReversePath, "a blackhole route back is no route");
+    assert_eq!(verdict(&mut fp, [10, 9, 0, 2]), Reason::SourceLocal);
+    let o = fp.run(&udp4([10, 4, 0, 7], far, 1)).unwrap();
+    assert_eq!((o.action, o.reason), (XDP_DROP, Reason::SourceReversePath), "validation comes before the TTL");
+    // Loose: any route back will do.
+    fp.set_port(PORT, 0, IngressPort { rp_filter: 2, ..port_in() });
+    assert_eq!(verdict(&mut fp, [10, 4, 0, 7]), Reason::Forwarded);
+    assert_eq!(verdict(&mut fp, [172, 16, 0, 1]), Reason::SourceReversePath);
+    // IPv4 options are validated before they go to the agent.
+    let mut ip = ipv4_udp([172, 16, 0, 1], far, 64, 100);
+    ip.splice(20..20, [1, 1, 1, 0]);
+    ip[0] = 0x46;
+    ip[2..4].copy_from_slice(&104u16.to_be_bytes());
+    fix_ipv4_checksum(&mut ip);
+    assert_eq!(fp.run(&eth(RTR_IN_MAC, HOST_MAC, None, ETH_P_IP, &ip)).unwrap().reason, Reason::SourceReversePath);
 }

@@ -95,13 +95,14 @@ fn exceptions_on_queues_past_the_slots_go_to_the_kernel_counted() {
     // The boundary, by the program over the agent's pinned maps, as if the
     // frame arrived on r0's queue 15 (the last with a socket) and 16.
     let (pin_dir, rtr, r0) = (run.pin_dir.clone(), run.lab.rtr.clone(), run.lab.rtr_gen_if.clone());
+    let r0_mac = mac_of(&rtr, &r0);
     let actions = traffic::in_netns(&rtr, move || {
         let name = std::ffi::CString::new(r0)?;
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
         anyhow::ensure!(ifindex != 0, "no r0 in rtr");
         let (mut program, _) = DataPlane::load_pinned(&LoadOptions::default(), &pin_dir)?;
         let dst = lab::SINK_V4.parse::<std::net::Ipv4Addr>()?.octets();
-        let frame = eth([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], None, ETH_P_IP, &ipv4_udp([10, 1, 0, 2], dst, 1, 64));
+        let frame = eth(r0_mac, [2, 0, 0, 0, 0, 2], None, ETH_P_IP, &ipv4_udp([10, 1, 0, 2], dst, 1, 64));
         let mut actions = Vec::new();
         for queue in [15, 16] {
             actions.push(test_run_on(&mut program, &frame, Some((ifindex, queue)))?.0);

@@ -10,14 +10,6 @@ use xtask::{lab, sh, traffic};
 
 const MARK: &[u8; 8] = b"COWOPT\x00\x00";
 
-fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
-    let out = sh::ip(&["-n", ns, "-j", "link", "show", "dev", dev]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let s = v[0]["address"].as_str().unwrap();
-    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
-    b.try_into().unwrap()
-}
-
 fn v4(s: &str) -> [u8; 4] {
     s.parse::<std::net::Ipv4Addr>().unwrap().octets()
 }

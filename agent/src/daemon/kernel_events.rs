@@ -105,6 +105,8 @@ impl Daemon {
                 Ok(())
             }
             Event::Link(link) => {
+                // Its sysctls first: its ingress port is published with them.
+                self.refresh_port_sysctls(link.index, &link.name);
                 // Down or without carrier: the kernel has removed its nexthop
                 // objects, and the routes through them, without a word.
                 let down = (!link.up).then_some(link.index);
@@ -122,6 +124,22 @@ impl Daemon {
                 Ok(())
             }
             other => self.rib.apply(other, now),
+        }
+    }
+
+    /// Reads link `index`'s source-validation sysctls; the RIB republishes
+    /// its ingress port when they changed.
+    pub(super) fn refresh_port_sysctls(&mut self, index: u32, name: &str) {
+        let Some(sysctls) = crate::fib::sysctl::port_sysctls(name) else { return };
+        if let Err(e) = self.rib.set_port_sysctls(index, sysctls) {
+            tracing::error!(index, name, error = %crate::error_chain(&e), "publishing an ingress port");
+        }
+    }
+
+    /// Every link's sysctls again (once a second: no event announces them).
+    pub(super) fn refresh_all_port_sysctls(&mut self) {
+        for (name, index) in self.rib.link_indexes() {
+            self.refresh_port_sysctls(index, &name);
         }
     }
 

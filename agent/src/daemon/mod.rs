@@ -177,6 +177,7 @@ impl Daemon {
         self.waiting.expire(now);
         self.release_resolved();
         self.solicit_pending(Duration::from_secs(3));
+        self.refresh_all_port_sysctls();
         if ticks.is_multiple_of(30) {
             if let Ok(c) = stats::read_counters(&self.counters) {
                 let fwd = c.iter().find(|r| r.reason == common::Reason::Forwarded.name()).map_or(0, |r| r.packets);
@@ -318,6 +319,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // and nexthop objects before the routes through them.
     let dump = netlink_mirror::SplitDump::new(dump);
     for ev in dump.rest {
+        if let netlink_mirror::Event::Link(l) = &ev {
+            d.refresh_port_sysctls(l.index, &l.name.clone());
+        }
         d.rib.apply(ev, now)?;
     }
     for change in d.feed.kernel_resync(dump.nexthops, dump.routes) {

@@ -2,7 +2,10 @@
 //! unit tests.
 
 use crate::dataplane::{map_error::MapError, map_writer::MapWriter};
-use common::{NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics};
+use common::{
+    ingress::{IngressKey, IngressPort},
+    NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
+};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -19,6 +22,8 @@ pub trait MapSink {
     fn remove_port(&mut self, ifindex: u32) -> Result<(), MapError>;
     fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<(), MapError>;
     fn delete_private_meta(&mut self, dest: IpAddr) -> Result<(), MapError>;
+    fn put_ingress_port(&mut self, key: IngressKey, port: &IngressPort) -> Result<(), MapError>;
+    fn delete_ingress_port(&mut self, key: IngressKey) -> Result<(), MapError>;
 }
 
 impl MapSink for MapWriter {
@@ -52,13 +57,22 @@ impl MapSink for MapWriter {
     fn delete_private_meta(&mut self, dest: IpAddr) -> Result<(), MapError> {
         MapWriter::delete_private_meta(self, dest)
     }
+    fn put_ingress_port(&mut self, key: IngressKey, port: &IngressPort) -> Result<(), MapError> {
+        MapWriter::put_ingress_port(self, key, port)
+    }
+    fn delete_ingress_port(&mut self, key: IngressKey) -> Result<(), MapError> {
+        MapWriter::delete_ingress_port(self, key)
+    }
 }
 
 #[cfg(test)]
 pub mod memory {
     //! An in-memory map set for unit tests.
     use super::{MapError, MapSink};
-    use common::{maps, NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics};
+    use common::{
+        ingress::{IngressKey, IngressPort},
+        maps, NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
+    };
     use ipnet::IpNet;
     use std::{
         collections::{BTreeMap, BTreeSet},
@@ -74,6 +88,7 @@ pub mod memory {
         pub metrics_ro: BTreeMap<u32, RouteMetrics>,
         pub metrics_rw: BTreeMap<u32, RouteMetrics>,
         pub ports: BTreeSet<u32>,
+        pub ingress_ports: BTreeMap<IngressKey, IngressPort>,
         /// Route entries written, all told (a nexthop replace writes none).
         pub route_writes: usize,
         /// Routes the tries hold at most (`None`: no limit), to test a full map.
@@ -133,6 +148,14 @@ pub mod memory {
         }
         fn delete_private_meta(&mut self, dest: IpAddr) -> Result<(), MapError> {
             self.private_meta.remove(&dest);
+            Ok(())
+        }
+        fn put_ingress_port(&mut self, key: IngressKey, port: &IngressPort) -> Result<(), MapError> {
+            self.ingress_ports.insert(key, *port);
+            Ok(())
+        }
+        fn delete_ingress_port(&mut self, key: IngressKey) -> Result<(), MapError> {
+            self.ingress_ports.remove(&key);
             Ok(())
         }
     }

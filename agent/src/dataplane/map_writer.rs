@@ -45,6 +45,7 @@ use aya::{
 };
 use common::capacity;
 use common::{
+    ingress::{IngressKey, IngressPort},
     maps,
     route::{V4KeyData, V6KeyData},
     NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
@@ -74,6 +75,8 @@ pub struct Adopted {
     /// Private copies: the destination, the values its slot holds, and
     /// their record (which are overridden, by whom, until when).
     pub private: Vec<(IpAddr, RouteMetrics, PrivateMeta)>,
+    /// The ingress ports it published: republished or deleted by this agent.
+    pub ingress_ports: Vec<IngressKey>,
 }
 
 pub struct MapWriter {
@@ -93,6 +96,7 @@ pub struct MapWriter {
     metrics_ro: Array<MapData, RouteMetrics>,
     metrics_rw: Array<MapData, RouteMetrics>,
     egress_ports: DevMapHash<MapData>,
+    ingress_ports: HashMap<MapData, IngressKey, IngressPort>,
     private_meta: HashMap<MapData, [u8; 16], PrivateMeta>,
 }
 
@@ -236,6 +240,7 @@ impl MapWriter {
             metrics_ro: take(ebpf, maps::METRICS_RO)?,
             metrics_rw: take(ebpf, maps::METRICS_RW)?,
             egress_ports: take(ebpf, maps::EGRESS_PORTS)?,
+            ingress_ports: take(ebpf, maps::INGRESS_PORTS)?,
             private_meta: take(ebpf, maps::PRIVATE_META)?,
         })
     }
@@ -371,6 +376,7 @@ impl MapWriter {
                 a.nexthops.insert(e.nexthop);
             }
         }
+        a.ingress_ports = self.ingress_ports.keys().filter_map(Result::ok).collect();
         Ok(a)
     }
 
@@ -443,6 +449,21 @@ impl MapWriter {
         });
         update(result, maps::EGRESS_PORTS, ifindex, || {
             format!("adding ifindex {ifindex} to EGRESS_PORTS (does the driver support XDP redirect?)")
+        })
+    }
+
+    /// Frames arriving on `key` are judged by `port` from now on (one element replaced whole).
+    pub fn put_ingress_port(&mut self, key: IngressKey, port: &IngressPort) -> Result<(), MapError> {
+        let result = self.ingress_ports.insert(key, port, 0);
+        update(result, maps::INGRESS_PORTS, format!("{}/{}", key.ifindex, key.vid), || {
+            format!("publishing ingress port ifindex {} vlan {}", key.ifindex, key.vid)
+        })
+    }
+
+    pub fn delete_ingress_port(&mut self, key: IngressKey) -> Result<(), MapError> {
+        let result = absent_is_fine(self.ingress_ports.remove(&key));
+        update(result, maps::INGRESS_PORTS, format!("{}/{}", key.ifindex, key.vid), || {
+            format!("removing ingress port ifindex {} vlan {}", key.ifindex, key.vid)
         })
     }
 

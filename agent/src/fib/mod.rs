@@ -5,7 +5,8 @@
 //! [`netlink_codec`]: what cannot be decoded is a resync, never a silent
 //! loss), the choice among the kernel's candidate routes ([`kernel_fib`]),
 //! the kernel's nexthop objects and what it does to them unannounced
-//! ([`kernel_nexthops`]), zebra's FPM stream ([`fpm`]), and the seam every route source plugs into
+//! ([`kernel_nexthops`]), zebra's FPM stream ([`fpm`]), the interfaces' source-validation sysctls
+//! ([`sysctl`]), and the seam every route source plugs into
 //! ([`source`]). May call: the RIB's route types only; it never
 //! writes a map.
 
@@ -16,3 +17,4 @@ pub mod netlink_codec;
 pub mod netlink_mirror;
 pub mod nexthop_msg;
 pub mod source;
+pub mod sysctl;

@@ -22,6 +22,7 @@ impl<S: MapSink> Rib<S> {
         old.groups.iter().filter(|id| **id != 0).for_each(|id| self.groups.ids_mut().reserve(*id));
         self.adopted = old.prefixes;
         self.adopted_private = old.private;
+        self.adopt_ingress_ports(old.ingress_ports);
     }
 
     /// After the first full programming: every key the earlier agent
@@ -66,6 +67,7 @@ impl<S: MapSink> Rib<S> {
                 report.routes_removed += 1;
             }
         }
+        self.sweep_adopted_ingress()?;
         report.slots_released = self.metrics.release_reserved(now)
             + self.rw.release_reserved(now)
             + self.nexthops.ids.release_reserved(now)

@@ -30,6 +30,7 @@ pub mod cow;
 mod cow_model_tests;
 pub mod ecmp;
 pub mod error;
+pub mod ingress_ports;
 pub mod lookup;
 pub mod metrics_store;
 mod neighbours;
@@ -125,6 +126,12 @@ pub struct Rib<S: MapSink> {
     /// scan of the routes when it changes kind.
     object_routes: HashMap<u32, u32>,
     links: HashMap<u32, Link>,
+    /// Each link's source-validation sysctls, once read (`set_port_sysctls`).
+    port_sysctls: BTreeMap<u32, types::PortSysctls>,
+    /// `INGRESS_PORTS` as published.
+    ingress_ports: BTreeMap<common::ingress::IngressKey, common::ingress::IngressPort>,
+    /// An earlier agent's ports, kept until the adoption sweep.
+    adopted_ingress: BTreeSet<common::ingress::IngressKey>,
     routes: BTreeMap<IpNet, Route>,
     /// Own addresses, with the interfaces that carry each.
     local_addrs: BTreeMap<IpAddr, BTreeSet<u32>>,
@@ -168,6 +175,9 @@ impl<S: MapSink> Rib<S> {
             objects: HashMap::new(),
             object_routes: HashMap::new(),
             links: HashMap::new(),
+            port_sysctls: BTreeMap::new(),
+            ingress_ports: BTreeMap::new(),
+            adopted_ingress: BTreeSet::new(),
             routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),
             neighbours: BTreeMap::new(),
@@ -282,7 +292,10 @@ impl<S: MapSink> Rib<S> {
 
     pub fn apply(&mut self, event: Event, now: Instant) -> Result<(), RibError> {
         match event {
-            Event::Link(link) => self.link_changed(link),
+            Event::Link(link) => {
+                self.link_changed(link)?;
+                self.publish_ingress_ports()
+            }
             Event::LinkGone(index) => {
                 if let Some(mut link) = self.links.get(&index).cloned() {
                     link.up = false;
@@ -294,7 +307,8 @@ impl<S: MapSink> Rib<S> {
                 if self.ports.remove(&index) {
                     self.sink.remove_port(index)?;
                 }
-                Ok(())
+                self.port_sysctls.remove(&index);
+                self.publish_ingress_ports()
             }
             Event::Address { index, addr, present } => self.address_changed(index, addr, present, now),
             Event::Neighbour { index, addr, mac } => {

@@ -117,7 +117,7 @@ impl<S: MapSink> Rib<S> {
                 shared: RouteMetrics::DEFAULT,
                 covering: host,
                 id: 0,
-                flags: RouteEntry::HOST,
+                flags: RouteEntry::HOST | RouteEntry::ADDRESS,
             });
         }
         let from_route = |r: &Route, flags: u8| Base {

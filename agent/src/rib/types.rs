@@ -3,6 +3,7 @@
 
 use crate::rib::cow::{CowStats, Source};
 use crate::rib::ecmp::Leg;
+use common::ingress::IngressPort;
 use common::{RouteKind, RouteMetrics};
 use ipnet::IpNet;
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
@@ -249,6 +250,25 @@ pub struct Link {
     pub vlan: Option<(u32, u16)>,
     /// RX queues (IFLA_NUM_RX_QUEUES): a slow-path socket for each.
     pub rx_queues: u32,
+}
+
+/// An interface's source-validation sysctls, as the kernel combines
+/// `conf/all` and `conf/DEV` (`IN_DEV_RPFILTER`: the larger; the others: either).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortSysctls {
+    pub rp_filter: u8,
+    pub accept_local: bool,
+    pub route_localnet: bool,
+    pub send_redirects: bool,
+}
+
+impl PortSysctls {
+    /// As `IngressPort::flags`.
+    pub fn flags(&self) -> u8 {
+        (if self.accept_local { IngressPort::ACCEPT_LOCAL } else { 0 })
+            | (if self.route_localnet { IngressPort::ROUTE_LOCALNET } else { 0 })
+            | (if self.send_redirects { IngressPort::SEND_REDIRECTS } else { 0 })
+    }
 }
 
 /// What the kernel says changed (netlink), in the RIB's terms.

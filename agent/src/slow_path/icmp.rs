@@ -34,6 +34,9 @@ pub enum ErrorKind {
     Unreachable,
     /// A prohibit route.
     Prohibited,
+    /// An IPv6 packet from a link-local source that would leave its link
+    /// (`ip6_forward`: Destination Unreachable, beyond scope of source).
+    BeyondScope,
     /// A header field the router cannot process (`ip_options_compile`,
     /// `ip6_parse_tlv`): `pointer` is the offending byte's offset from the
     /// IP header; `code` the ICMPv6 code (IPv4's is always 0).
@@ -53,6 +56,7 @@ impl ErrorKind {
             Reason::NoRoute => ErrorKind::NoRoute,
             Reason::Unreachable => ErrorKind::Unreachable,
             Reason::Prohibit => ErrorKind::Prohibited,
+            Reason::LinkLocal => ErrorKind::BeyondScope,
             _ => return None,
         })
     }
@@ -70,6 +74,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Prohibited => "prohibited",
+            ErrorKind::BeyondScope => "beyond_scope",
             ErrorKind::ParameterProblem { .. } => "parameter_problem",
         }
     }
@@ -85,6 +90,8 @@ impl ErrorKind {
             ErrorKind::NoRoute => (3, 0, [0; 4]),
             ErrorKind::Unreachable => (3, 1, [0; 4]),
             ErrorKind::Prohibited => (3, 13, [0; 4]),
+            // IPv4 has no scopes: not sent (host unreachable, were it).
+            ErrorKind::BeyondScope => (3, 1, [0; 4]),
             ErrorKind::ParameterProblem { pointer, .. } => (12, 0, [pointer.min(255) as u8, 0, 0, 0]),
         }
     }
@@ -96,6 +103,7 @@ impl ErrorKind {
             ErrorKind::TooBig { mtu } => (2, 0, mtu.to_be_bytes()),
             ErrorKind::NoRoute | ErrorKind::Unreachable => (1, 0, [0; 4]),
             ErrorKind::Prohibited => (1, 1, [0; 4]),
+            ErrorKind::BeyondScope => (1, 2, [0; 4]),
             ErrorKind::ParameterProblem { code, pointer } => (4, code, pointer.to_be_bytes()),
         }
     }
@@ -133,6 +141,9 @@ impl Refusal {
 pub struct IfAddrs {
     pub v4: Option<Ipv4Addr>,
     pub v6: Option<Ipv6Addr>,
+    /// The source of errors to a link-local address (source address
+    /// selection prefers the same scope, RFC 6724 rule 2).
+    pub v6_link_local: Option<Ipv6Addr>,
 }
 
 /// An error ready to send, and whom it goes to (for rate limiting).
@@ -169,7 +180,7 @@ fn reply_l2(frame: &[u8], ether_type: u16) -> Result<(Vec<u8>, usize), Refusal> 
 pub fn error_for(frame: &[u8], kind: ErrorKind, ours: &IfAddrs) -> Result<Reply, Refusal> {
     match ethernet_payload(frame).ok_or(Refusal::Malformed)?.0 {
         ETH_P_IP => error_v4(frame, kind, ours.v4.ok_or(Refusal::NoSourceAddress)?),
-        ETH_P_IPV6 => error_v6(frame, kind, ours.v6.ok_or(Refusal::NoSourceAddress)?),
+        ETH_P_IPV6 => error_v6(frame, kind, ours),
         _ => Err(Refusal::Malformed),
     }
 }
@@ -259,7 +270,7 @@ fn v6_upper_layer(ip: &[u8]) -> Option<(u8, usize)> {
     None
 }
 
-fn error_v6(frame: &[u8], kind: ErrorKind, src: Ipv6Addr) -> Result<Reply, Refusal> {
+fn error_v6(frame: &[u8], kind: ErrorKind, ours: &IfAddrs) -> Result<Reply, Refusal> {
     let (mut out, l3) = reply_l2(frame, ETH_P_IPV6)?;
     let ip = frame.get(l3..).ok_or(Refusal::Malformed)?;
     if ip.len() < 40 || ip[0] >> 4 != 6 {
@@ -271,6 +282,11 @@ fn error_v6(frame: &[u8], kind: ErrorKind, src: Ipv6Addr) -> Result<Reply, Refus
     if orig_src.is_unspecified() || orig_src.is_multicast() || orig_src.is_loopback() {
         return Err(Refusal::NotUnicastSource);
     }
+    let src = match orig_src.is_unicast_link_local() {
+        true => ours.v6_link_local.or(ours.v6),
+        false => ours.v6,
+    }
+    .ok_or(Refusal::NoSourceAddress)?;
     let (upper, off) = v6_upper_layer(ip).ok_or(Refusal::Malformed)?;
     if upper == 44 {
         return Err(Refusal::LaterFragment);
@@ -309,7 +325,8 @@ mod tests {
     use proptest::prelude::*;
 
     const US4: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-    const OURS: IfAddrs = IfAddrs { v4: Some(US4), v6: Some(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1)) };
+    const OURS: IfAddrs = IfAddrs { v4: Some(US4), v6: Some(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1)), v6_link_local: Some(US6_LL) };
+    const US6_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
     fn eth(ether_type: u16, l3: &[u8]) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];

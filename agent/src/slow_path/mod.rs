@@ -182,10 +182,21 @@ impl Shared {
         let e = all.entry(index).or_default();
         match (addr, present) {
             (IpAddr::V4(a), true) if e.v4.is_none() => e.v4 = Some(a),
+            (IpAddr::V6(a), true) if a.is_unicast_link_local() && e.v6_link_local.is_none() => {
+                e.v6_link_local = Some(a);
+                e.v6.get_or_insert(a);
+            }
             // A global address beats a link-local one as the errors' source.
             (IpAddr::V6(a), true) if e.v6.is_none_or(|v| v.is_unicast_link_local() && !a.is_unicast_link_local()) => e.v6 = Some(a),
             (IpAddr::V4(a), false) if e.v4 == Some(a) => e.v4 = None,
-            (IpAddr::V6(a), false) if e.v6 == Some(a) => e.v6 = None,
+            (IpAddr::V6(a), false) if e.v6 == Some(a) || e.v6_link_local == Some(a) => {
+                if e.v6_link_local == Some(a) {
+                    e.v6_link_local = None;
+                }
+                if e.v6 == Some(a) {
+                    e.v6 = e.v6_link_local;
+                }
+            }
             _ => {}
         }
     }

@@ -91,6 +91,7 @@ fn load(family: &'static str, table: &[IpNet], progress: &dyn Fn(&str)) -> Resul
     progress(&format!("{family} table of {} prefixes", table.len() + 1));
     let mut fp = FastPath::load();
     fp.maps.add_port(1)?;
+    fp.accept_on(1, 0, [2; 6]);
     let nh = NextHop { ifindex: 1, mtu: 1500, dmac: [2, 0, 0, 0, 0, 2], smac: [2, 0, 0, 0, 0, 1], vlan: 0, flags: NextHop::USABLE };
     fp.maps.put_nexthop(1, &nh)?;
     let mut m = RouteMetrics::DEFAULT;
