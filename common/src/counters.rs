@@ -54,11 +54,11 @@ pub enum Reason {
     PortUnknown = 21,
     /// Martian source: multicast or limited broadcast.
     SourceGroup = 22,
-    /// Martian source: 0/8, or IPv6 `::` on a forwarded packet.
+    /// Martian source: 0.0.0.0, or IPv6 `::` on a forwarded packet.
     SourceZero = 23,
     /// Martian source: 127/8 (without `route_localnet`), `::1`.
     SourceLoopback = 24,
-    /// Martian destination: 0/8.
+    /// Martian destination: 0.0.0.0.
     DestinationZero = 25,
     /// Martian destination: 127/8 (without `route_localnet`), `::1`.
     DestinationLoopback = 26,

@@ -79,10 +79,12 @@ pub const fn ipv4_is_lbcast(a: [u8; 4]) -> bool {
     a[0] == 255 && a[1] == 255 && a[2] == 255 && a[3] == 255
 }
 
-/// 0/8.
+/// 0.0.0.0: since Linux 5.3 the rest of 0/8 is ordinary unicast
+/// ("Allow 0.0.0.0/8 as a valid address range"), as the kernel-differential
+/// suite confirms on 6.18.
 #[inline(always)]
 pub const fn ipv4_is_zeronet(a: [u8; 4]) -> bool {
-    a[0] == 0
+    u32::from_be_bytes(a) == 0
 }
 
 /// 127/8.
@@ -102,8 +104,7 @@ pub const fn ipv4_martian(src: [u8; 4], dst: [u8; 4], route_localnet: bool) -> O
     }
     if ipv4_is_zeronet(src) {
         // 0.0.0.0 to 0.0.0.0 is the kernel's "broadcast input": not ours to judge.
-        let zero = src[1] == 0 && src[2] == 0 && src[3] == 0 && u32::from_be_bytes(dst) == 0;
-        return if zero { None } else { Some(Reason::SourceZero) };
+        return if ipv4_is_zeronet(dst) { None } else { Some(Reason::SourceZero) };
     }
     if ipv4_is_zeronet(dst) {
         return Some(Reason::DestinationZero);
@@ -242,11 +243,13 @@ mod tests {
         assert_eq!(ipv4_martian(host, far, false), None);
         assert_eq!(ipv4_martian([224, 0, 0, 1], far, false), Some(Reason::SourceGroup));
         assert_eq!(ipv4_martian([255; 4], far, false), Some(Reason::SourceGroup));
-        assert_eq!(ipv4_martian([0, 1, 2, 3], far, false), Some(Reason::SourceZero));
+        assert_eq!(ipv4_martian([0; 4], far, false), Some(Reason::SourceZero));
+        assert_eq!(ipv4_martian([0, 1, 2, 3], far, false), None, "the rest of 0/8 is unicast since Linux 5.3");
         assert_eq!(ipv4_martian([0; 4], [0; 4], false), None, "0 to 0 is the stack's broadcast input");
-        assert_eq!(ipv4_martian(host, [0, 0, 0, 1], false), Some(Reason::DestinationZero));
-        // Zero source beats a zero or loopback destination.
-        assert_eq!(ipv4_martian([0, 0, 0, 5], [127, 0, 0, 1], false), Some(Reason::SourceZero));
+        assert_eq!(ipv4_martian(host, [0; 4], false), Some(Reason::DestinationZero));
+        assert_eq!(ipv4_martian(host, [0, 0, 0, 1], false), None);
+        // A zero source beats a loopback destination.
+        assert_eq!(ipv4_martian([0; 4], [127, 0, 0, 1], false), Some(Reason::SourceZero));
         assert_eq!(ipv4_martian(host, [127, 0, 0, 1], false), Some(Reason::DestinationLoopback));
         assert_eq!(ipv4_martian([127, 0, 0, 1], [127, 0, 0, 1], false), Some(Reason::DestinationLoopback));
         assert_eq!(ipv4_martian([127, 0, 0, 1], far, false), Some(Reason::SourceLoopback));

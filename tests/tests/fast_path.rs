@@ -631,9 +631,8 @@ fn martian_sources_and_destinations_are_dropped_each_with_its_reason() {
     let cases4 = [
         ([224, 0, 0, 5], far, Reason::SourceGroup),
         ([255, 255, 255, 255], far, Reason::SourceGroup),
-        ([0, 1, 2, 3], far, Reason::SourceZero),
         ([0, 0, 0, 0], far, Reason::SourceZero),
-        (SRC4, [0, 0, 0, 9], Reason::DestinationZero),
+        (SRC4, [0, 0, 0, 0], Reason::DestinationZero),
         (SRC4, [127, 0, 0, 1], Reason::DestinationLoopback),
         ([127, 0, 0, 1], far, Reason::SourceLoopback),
     ];
@@ -641,8 +640,9 @@ fn martian_sources_and_destinations_are_dropped_each_with_its_reason() {
         let o = fp.run_not_forwarded(&udp4(src, dst, 64));
         assert_eq!((o.action, o.reason), (XDP_DROP, reason), "{src:?} -> {dst:?}");
     }
-    // Class E is routable to Linux.
+    // Class E and the rest of 0/8 are routable to Linux.
     assert_eq!(fp.run(&udp4([240, 0, 0, 1], far, 64)).unwrap().reason, Reason::Forwarded);
+    assert_eq!(fp.run(&udp4([0, 1, 2, 3], far, 64)).unwrap().reason, Reason::Forwarded);
     fp.set_port(PORT, 0, common::ingress::IngressPort { flags: common::ingress::IngressPort::ROUTE_LOCALNET, ..port_in() });
     assert_eq!(fp.run(&udp4([127, 0, 0, 1], far, 64)).unwrap().reason, Reason::Forwarded, "route_localnet");
 

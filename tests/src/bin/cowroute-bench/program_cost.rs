@@ -91,8 +91,11 @@ fn load(family: &'static str, table: &[IpNet], progress: &dyn Fn(&str)) -> Resul
     progress(&format!("{family} table of {} prefixes", table.len() + 1));
     let mut fp = FastPath::load();
     fp.maps.add_port(1)?;
-    fp.accept_on(1, 0, [2; 6]);
-    let nh = NextHop { ifindex: 1, mtu: 1500, dmac: [2, 0, 0, 0, 0, 2], smac: [2, 0, 0, 0, 0, 1], vlan: 0, flags: NextHop::USABLE };
+    // The kernel reuses the buffer between repetitions: the forwarded frame,
+    // to the next hop's MAC, must still be for the port.
+    let port_mac = [2, 0, 0, 0, 0, 2];
+    fp.accept_on(1, 0, port_mac);
+    let nh = NextHop { ifindex: 1, mtu: 1500, dmac: port_mac, smac: [2, 0, 0, 0, 0, 1], vlan: 0, flags: NextHop::USABLE };
     fp.maps.put_nexthop(1, &nh)?;
     let mut m = RouteMetrics::DEFAULT;
     m.mtu = 1500;
@@ -106,11 +109,11 @@ fn load(family: &'static str, table: &[IpNet], progress: &dyn Fn(&str)) -> Resul
         }
     }
     let (probe, frame) = if family == "ipv4" {
-        ("10.2.0.0/24".parse::<IpNet>()?, eth([2; 6], [4; 6], None, ETH_P_IP, &ipv4_udp([10, 1, 0, 2], [10, 2, 0, 2], 255, 50)))
+        ("10.2.0.0/24".parse::<IpNet>()?, eth(port_mac, [4; 6], None, ETH_P_IP, &ipv4_udp([10, 1, 0, 2], [10, 2, 0, 2], 255, 50)))
     } else {
         let dst = "2001:db8:2::2".parse::<Ipv6Addr>()?.octets();
         let src = "2001:db8:1::2".parse::<Ipv6Addr>()?.octets();
-        ("2001:db8:2::/48".parse::<IpNet>()?, eth([2; 6], [4; 6], None, ETH_P_IPV6, &ipv6_udp(src, dst, 255, 10)))
+        ("2001:db8:2::/48".parse::<IpNet>()?, eth(port_mac, [4; 6], None, ETH_P_IPV6, &ipv6_udp(src, dst, 255, 10)))
     };
     fp.maps.put_route(&probe, &entry)?;
     let outcome = fp.run(&frame)?;
