@@ -18,7 +18,7 @@ use crate::{
 /// longer by ifindex modulo 256), the `UNSERVED` counters.
 /// 4: `NH_COUNTERS`, private next hops and groups of kernel nexthop objects.
 /// 5: `ROUTES_V6_INDEX` and its entries in front of `ROUTES_V6`.
-/// 6: `INGRESS_PORTS`, the ingress-validation reasons, `RouteEntry::ADDRESS`.
+/// 6: `INGRESS_PORTS`, `LOCAL_V4`, the ingress-validation reasons, `RouteEntry::ADDRESS`.
 pub const VERSION: u32 = 6;
 
 /// The one value of the `ABI_STAMP` map.

@@ -206,17 +206,22 @@ pub enum SourceCheck {
 /// check: the source's route must be unicast (or local with
 /// `accept_local`); strict mode wants it through the ingress interface,
 /// loose mode just wants one.
+///
+/// Lazy, as the kernel is: `is_address` (a hash of the router's addresses)
+/// is asked only without `rp_filter`, `source` (a route lookup) only with.
 #[inline(always)]
-pub const fn fib_validate_source(port: &IngressPort, hairpin: bool, source: SourceRoute) -> SourceCheck {
+pub fn fib_validate_source(
+    port: &IngressPort,
+    hairpin: bool,
+    is_address: impl FnOnce() -> bool,
+    source: impl FnOnce() -> SourceRoute,
+) -> SourceCheck {
     let rpf = port.rp_filter;
     let accept_local = port.has(IngressPort::ACCEPT_LOCAL);
     if rpf == 0 && !(hairpin && port.has(IngressPort::SEND_REDIRECTS)) {
-        return match (accept_local, source) {
-            (false, SourceRoute::Address) => SourceCheck::Invalid(Reason::SourceLocal),
-            _ => SourceCheck::Valid,
-        };
+        return if !accept_local && is_address() { SourceCheck::Invalid(Reason::SourceLocal) } else { SourceCheck::Valid };
     }
-    match source {
+    match source() {
         SourceRoute::None | SourceRoute::Reject if rpf != 0 => SourceCheck::Invalid(Reason::SourceReversePath),
         SourceRoute::None | SourceRoute::Reject => SourceCheck::Valid,
         SourceRoute::Kernel => SourceCheck::Kernel,
@@ -273,38 +278,43 @@ mod tests {
         assert!(ipv6_is_link_local(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]) && !ipv6_is_link_local(&host));
     }
 
+    /// The check with the source's route `s` (and `s` the only truth about addresses).
+    fn fib_check(port: &IngressPort, hairpin: bool, s: SourceRoute) -> SourceCheck {
+        fib_validate_source(port, hairpin, || s == SourceRoute::Address, || s)
+    }
+
     #[test]
-    fn source_validation_as_fib_validate_source() {
+    fn source_validation_as_fib_check() {
         use SourceCheck::*;
         use SourceRoute as S;
         let off = port(0, 0);
-        assert_eq!(fib_validate_source(&off, false, S::None), Valid);
-        assert_eq!(fib_validate_source(&off, false, S::Reject), Valid, "no full check without rp_filter");
-        assert_eq!(fib_validate_source(&off, false, S::Local), Valid, "only interface addresses, without rp_filter");
-        assert_eq!(fib_validate_source(&off, false, S::Address), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_validate_source(&port(0, IngressPort::ACCEPT_LOCAL), false, S::Address), Valid);
+        assert_eq!(fib_check(&off, false, S::None), Valid);
+        assert_eq!(fib_check(&off, false, S::Reject), Valid, "no full check without rp_filter");
+        assert_eq!(fib_check(&off, false, S::Local), Valid, "only interface addresses, without rp_filter");
+        assert_eq!(fib_check(&off, false, S::Address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&port(0, IngressPort::ACCEPT_LOCAL), false, S::Address), Valid);
         // Back out of the ingress interface with send_redirects: the full check.
         let redirects = port(0, IngressPort::SEND_REDIRECTS);
-        assert_eq!(fib_validate_source(&redirects, false, S::Reject), Valid);
-        assert_eq!(fib_validate_source(&redirects, true, S::Reject), Valid, "fib_lookup fails: the last resort");
-        assert_eq!(fib_validate_source(&redirects, true, S::Address), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_validate_source(&redirects, true, S::Local), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_validate_source(&redirects, true, S::None), Valid);
-        assert_eq!(fib_validate_source(&redirects, true, S::Unicast { via_ingress: false }), Valid);
+        assert_eq!(fib_check(&redirects, false, S::Reject), Valid);
+        assert_eq!(fib_check(&redirects, true, S::Reject), Valid, "fib_lookup fails: the last resort");
+        assert_eq!(fib_check(&redirects, true, S::Address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&redirects, true, S::Local), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&redirects, true, S::None), Valid);
+        assert_eq!(fib_check(&redirects, true, S::Unicast { via_ingress: false }), Valid);
 
         let strict = port(1, 0);
-        assert_eq!(fib_validate_source(&strict, false, S::Unicast { via_ingress: true }), Valid);
-        assert_eq!(fib_validate_source(&strict, false, S::Unicast { via_ingress: false }), Invalid(Reason::SourceReversePath));
-        assert_eq!(fib_validate_source(&strict, false, S::None), Invalid(Reason::SourceReversePath));
-        assert_eq!(fib_validate_source(&strict, false, S::Address), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_validate_source(&strict, false, S::Kernel), Kernel);
-        assert_eq!(fib_validate_source(&port(1, IngressPort::ACCEPT_LOCAL), false, S::Address), Kernel);
+        assert_eq!(fib_check(&strict, false, S::Unicast { via_ingress: true }), Valid);
+        assert_eq!(fib_check(&strict, false, S::Unicast { via_ingress: false }), Invalid(Reason::SourceReversePath));
+        assert_eq!(fib_check(&strict, false, S::None), Invalid(Reason::SourceReversePath));
+        assert_eq!(fib_check(&strict, false, S::Address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&strict, false, S::Kernel), Kernel);
+        assert_eq!(fib_check(&port(1, IngressPort::ACCEPT_LOCAL), false, S::Address), Kernel);
 
         let loose = port(2, IngressPort::ACCEPT_LOCAL);
-        assert_eq!(fib_validate_source(&loose, false, S::Unicast { via_ingress: false }), Valid);
-        assert_eq!(fib_validate_source(&loose, false, S::None), Invalid(Reason::SourceReversePath));
-        assert_eq!(fib_validate_source(&loose, false, S::Reject), Invalid(Reason::SourceReversePath));
-        assert_eq!(fib_validate_source(&loose, false, S::Local), Valid);
+        assert_eq!(fib_check(&loose, false, S::Unicast { via_ingress: false }), Valid);
+        assert_eq!(fib_check(&loose, false, S::None), Invalid(Reason::SourceReversePath));
+        assert_eq!(fib_check(&loose, false, S::Reject), Invalid(Reason::SourceReversePath));
+        assert_eq!(fib_check(&loose, false, S::Local), Valid);
     }
 
     #[test]

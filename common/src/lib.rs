@@ -62,10 +62,12 @@ pub mod maps {
     pub const PRIVATE_META: &str = "PRIVATE_META";
     /// Interfaces frames arrive on: `ingress::IngressKey` -> `ingress::IngressPort`.
     pub const INGRESS_PORTS: &str = "INGRESS_PORTS";
+    /// The router's own IPv4 addresses (the `rp_filter` 0 source check).
+    pub const LOCAL_V4: &str = "LOCAL_V4";
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
@@ -88,6 +90,7 @@ pub mod maps {
         PMTU_EVENTS,
         PRIVATE_META,
         INGRESS_PORTS,
+        LOCAL_V4,
     ];
 }
 
@@ -121,6 +124,8 @@ pub mod capacity {
     pub const EGRESS_PORTS: u32 = 1_024;
     /// Interfaces and VLAN sub-interfaces frames arrive on.
     pub const INGRESS_PORTS: u32 = 4_096;
+    /// The router's own IPv4 addresses.
+    pub const LOCAL_V4: u32 = 4_096;
     /// AF_XDP sockets: 256 interface slots of `slow_path::MAX_QUEUES` queues.
     pub const SLOW_PATH: u32 = 4_096;
     /// Bytes of path-MTU reports in flight to the agent.

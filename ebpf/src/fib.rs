@@ -99,6 +99,10 @@ pub static EGRESS_PORTS: DevMapHash<{ capacity::EGRESS_PORTS as usize }> = DevMa
 pub static INGRESS_PORTS: HashMap<IngressKey, IngressPort, { capacity::INGRESS_PORTS as usize }, { BPF_F_RDONLY_PROG as usize }> =
     HashMap::new();
 
+/// The router's own IPv4 addresses: the source check without `rp_filter`.
+#[btf_map]
+pub static LOCAL_V4: HashMap<[u8; 4], u8, { capacity::LOCAL_V4 as usize }, { BPF_F_RDONLY_PROG as usize }> = HashMap::new();
+
 /// Packets and bytes per verdict reason, per CPU.
 #[btf_map]
 pub static COUNTERS: PerCpuArray<Counter, { NUM_REASONS as usize }> = PerCpuArray::new();

@@ -4,7 +4,7 @@
 
 pub use common::ingress::*;
 
-use crate::fib::{self, INGRESS_PORTS};
+use crate::fib::{self, INGRESS_PORTS, LOCAL_V4};
 use common::{NextHop, NextHopGroup, RouteEntry, RouteKind};
 
 /// The interface, or VLAN sub-interface (`vid` non-zero), a frame arrived on.
@@ -12,6 +12,13 @@ use common::{NextHop, NextHopGroup, RouteEntry, RouteKind};
 pub fn port(key: &IngressKey) -> Option<&'static IngressPort> {
     // SAFETY: a read-only value the agent replaces whole.
     unsafe { INGRESS_PORTS.get(key) }
+}
+
+/// `addr` is one of the router's IPv4 addresses (`inet_lookup_ifaddr_rcu`).
+#[inline(always)]
+pub fn is_local_v4(addr: [u8; 4]) -> bool {
+    // SAFETY: only whether the key is there is read.
+    unsafe { LOCAL_V4.get(&addr).is_some() }
 }
 
 /// The source's reverse route as `fib_validate_source` asks it.

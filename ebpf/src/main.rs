@@ -208,8 +208,9 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
 #[inline(always)]
 fn validate_source_v4(l2: &L2, src: [u8; 4], hop: &Hop) -> Step<()> {
     let hairpin = ingress::leaves_by(hop.nh, &l2.ingress);
-    let reverse = ingress::source_route(fib::route_lookup_v4(src), &l2.ingress, l2.port.rp_filter == 1);
-    match ingress::fib_validate_source(l2.port, hairpin, reverse) {
+    let is_address = || ingress::is_local_v4(src);
+    let reverse = || ingress::source_route(fib::route_lookup_v4(src), &l2.ingress, l2.port.rp_filter == 1);
+    match ingress::fib_validate_source(l2.port, hairpin, is_address, reverse) {
         SourceCheck::Valid => Ok(()),
         SourceCheck::Invalid(reason) => Err(Verdict::drop(reason)),
         SourceCheck::Kernel => Err(Verdict::pass(Reason::KernelRoute)),

@@ -27,6 +27,7 @@
 //! An adopted data plane (an earlier agent's pins) keeps every slot its
 //! indexes name reserved until none of its route entries remains.
 
+use crate::dataplane::local_addrs::LocalAddrsV4;
 pub use crate::dataplane::map_error::MapError;
 #[cfg(test)]
 pub use crate::dataplane::map_sink::memory;
@@ -97,6 +98,7 @@ pub struct MapWriter {
     metrics_rw: Array<MapData, RouteMetrics>,
     egress_ports: DevMapHash<MapData>,
     ingress_ports: HashMap<MapData, IngressKey, IngressPort>,
+    local_v4: LocalAddrsV4,
     private_meta: HashMap<MapData, [u8; 16], PrivateMeta>,
 }
 
@@ -241,6 +243,7 @@ impl MapWriter {
             metrics_rw: take(ebpf, maps::METRICS_RW)?,
             egress_ports: take(ebpf, maps::EGRESS_PORTS)?,
             ingress_ports: take(ebpf, maps::INGRESS_PORTS)?,
+            local_v4: LocalAddrsV4::new(take(ebpf, maps::LOCAL_V4)?),
             private_meta: take(ebpf, maps::PRIVATE_META)?,
         })
     }
@@ -268,6 +271,7 @@ impl MapWriter {
         };
         update(result, map, prefix, || format!("writing route {prefix}"))?;
         self.adopted_route_replaced(prefix);
+        self.local_v4.put(prefix, entry)?;
         match prefix {
             IpNet::V4(p) => self.dir24.put(p, entry, Instant::now(), &mut self.dir24_maps)?,
             IpNet::V6(p) => self.v6index.put(p, entry, Instant::now(), &mut self.v6index_maps)?,
@@ -286,6 +290,7 @@ impl MapWriter {
             self.adopted_route_replaced(prefix);
         }
         update(removed, map, prefix, || format!("deleting route {prefix}"))?;
+        self.local_v4.delete(prefix)?;
         match prefix {
             IpNet::V4(p) => self.dir24.delete(p, Instant::now(), &mut self.dir24_maps),
             IpNet::V6(p) => self.v6index.delete(p, Instant::now(), &mut self.v6index_maps)?,
@@ -310,6 +315,7 @@ impl MapWriter {
         self.forget_adopted_dir24();
         self.forget_adopted_v6index()?;
         let adopted = self.read_adopted()?;
+        self.local_v4.adopt();
         self.nexthops.adopt();
         self.groups.adopt();
         self.adopted_prefixes = adopted.prefixes.iter().copied().collect();

@@ -8,6 +8,7 @@
 
 pub mod bpffs;
 pub mod dir24;
+pub mod local_addrs;
 pub mod map_error;
 pub mod map_sink;
 pub mod map_writer;
