@@ -38,12 +38,23 @@ pub struct IngressPort {
     pub rp_filter: u8,
     /// [`IngressPort::ACCEPT_LOCAL`], [`IngressPort::ROUTE_LOCALNET`],
     /// [`IngressPort::SEND_REDIRECTS`]: each `all` OR `DEV`, as the kernel
-    /// reads them.
+    /// reads them; [`IngressPort::PRESENT`].
     pub flags: u8,
     pub _pad: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<IngressPort>() == 16 && core::mem::size_of::<IngressKey>() == 8);
+
+/// Where a port lives: the `INGRESS_PORTS` array's index, for an untagged
+/// port whose ifindex fits; else `INGRESS_VLAN_PORTS`.
+#[inline(always)]
+pub const fn array_slot(key: &IngressKey) -> Option<u32> {
+    if key.vid == 0 && key.ifindex < crate::capacity::INGRESS_PORTS {
+        Some(key.ifindex)
+    } else {
+        None
+    }
+}
 
 impl IngressPort {
     /// `accept_local`: a source that is one of the router's addresses is valid.
@@ -53,6 +64,9 @@ impl IngressPort {
     /// `send_redirects`: a packet leaving by its ingress interface gets
     /// the full source check (`fib_validate_source`).
     pub const SEND_REDIRECTS: u8 = 0x4;
+    /// An element of the `INGRESS_PORTS` array that holds a port (the
+    /// others are zeros).
+    pub const PRESENT: u8 = 0x80;
 
     /// `eth_type_trans`: the frame is addressed to this interface (a group
     /// address is the caller's to have handled).

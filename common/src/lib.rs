@@ -60,14 +60,18 @@ pub mod maps {
     pub const UNSERVED: &str = "UNSERVED";
     pub const PMTU_EVENTS: &str = "PMTU_EVENTS";
     pub const PRIVATE_META: &str = "PRIVATE_META";
-    /// Interfaces frames arrive on: `ingress::IngressKey` -> `ingress::IngressPort`.
+    /// Untagged ports by ifindex (an array: one inlined load per frame):
+    /// `ingress::IngressPort`, `IngressPort::PRESENT` set where there is one.
     pub const INGRESS_PORTS: &str = "INGRESS_PORTS";
+    /// VLAN sub-interfaces, and ports whose ifindex is beyond
+    /// `INGRESS_PORTS`: `ingress::IngressKey` -> `ingress::IngressPort`.
+    pub const INGRESS_VLAN_PORTS: &str = "INGRESS_VLAN_PORTS";
     /// The router's own IPv4 addresses (the `rp_filter` 0 source check).
     pub const LOCAL_V4: &str = "LOCAL_V4";
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
@@ -90,6 +94,7 @@ pub mod maps {
         PMTU_EVENTS,
         PRIVATE_META,
         INGRESS_PORTS,
+        INGRESS_VLAN_PORTS,
         LOCAL_V4,
     ];
 }
@@ -122,8 +127,10 @@ pub mod capacity {
     pub const METRICS_RO: u32 = 16_384;
     pub const METRICS_RW: u32 = 65_536;
     pub const EGRESS_PORTS: u32 = 1_024;
-    /// Interfaces and VLAN sub-interfaces frames arrive on.
+    /// Untagged ports with an ifindex below this are in the array.
     pub const INGRESS_PORTS: u32 = 4_096;
+    /// VLAN sub-interfaces and the rest.
+    pub const INGRESS_VLAN_PORTS: u32 = 4_096;
     /// The router's own IPv4 addresses.
     pub const LOCAL_V4: u32 = 4_096;
     /// AF_XDP sockets: 256 interface slots of `slow_path::MAX_QUEUES` queues.

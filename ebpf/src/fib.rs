@@ -96,7 +96,12 @@ pub static EGRESS_PORTS: DevMapHash<{ capacity::EGRESS_PORTS as usize }> = DevMa
 /// The interfaces (and VLAN sub-interfaces) frames arrive on: their MACs
 /// and the sysctls source validation reads (`common::ingress`).
 #[btf_map]
-pub static INGRESS_PORTS: HashMap<IngressKey, IngressPort, { capacity::INGRESS_PORTS as usize }, { BPF_F_RDONLY_PROG as usize }> =
+pub static INGRESS_PORTS: Array<IngressPort, { capacity::INGRESS_PORTS as usize }, { BPF_F_RDONLY_PROG as usize }> = Array::new();
+
+/// VLAN sub-interfaces (keyed by parent and VID), and untagged ports whose
+/// ifindex is beyond INGRESS_PORTS.
+#[btf_map]
+pub static INGRESS_VLAN_PORTS: HashMap<IngressKey, IngressPort, { capacity::INGRESS_VLAN_PORTS as usize }, { BPF_F_RDONLY_PROG as usize }> =
     HashMap::new();
 
 /// The router's own IPv4 addresses: the source check without `rp_filter`.

@@ -4,14 +4,17 @@
 
 pub use common::ingress::*;
 
-use crate::fib::{self, INGRESS_PORTS, LOCAL_V4};
+use crate::fib::{self, INGRESS_PORTS, INGRESS_VLAN_PORTS, LOCAL_V4};
 use common::{NextHop, NextHopGroup, RouteEntry, RouteKind};
 
 /// The interface, or VLAN sub-interface (`vid` non-zero), a frame arrived on.
 #[inline(always)]
 pub fn port(key: &IngressKey) -> Option<&'static IngressPort> {
-    // SAFETY: a read-only value the agent replaces whole.
-    unsafe { INGRESS_PORTS.get(key) }
+    match array_slot(key) {
+        Some(slot) => INGRESS_PORTS.get(slot).filter(|p| p.has(IngressPort::PRESENT)),
+        // SAFETY: a read-only value the agent replaces whole.
+        None => unsafe { INGRESS_VLAN_PORTS.get(key) },
+    }
 }
 
 /// `addr` is one of the router's IPv4 addresses (`inet_lookup_ifaddr_rcu`).

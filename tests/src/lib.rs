@@ -125,7 +125,8 @@ impl FastPath {
         self.set_port(ifindex, vid, port);
     }
 
-    pub fn set_port(&mut self, ifindex: u32, vid: u32, port: common::ingress::IngressPort) {
+    pub fn set_port(&mut self, ifindex: u32, vid: u32, mut port: common::ingress::IngressPort) {
+        port.flags |= common::ingress::IngressPort::PRESENT;
         self.maps.put_ingress_port(common::ingress::IngressKey { ifindex, vid }, &port).expect("INGRESS_PORTS");
     }
 

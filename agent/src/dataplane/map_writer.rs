@@ -97,7 +97,8 @@ pub struct MapWriter {
     metrics_ro: Array<MapData, RouteMetrics>,
     metrics_rw: Array<MapData, RouteMetrics>,
     egress_ports: DevMapHash<MapData>,
-    ingress_ports: HashMap<MapData, IngressKey, IngressPort>,
+    ingress_ports: Array<MapData, IngressPort>,
+    ingress_vlan_ports: HashMap<MapData, IngressKey, IngressPort>,
     local_v4: LocalAddrsV4,
     private_meta: HashMap<MapData, [u8; 16], PrivateMeta>,
 }
@@ -243,6 +244,7 @@ impl MapWriter {
             metrics_rw: take(ebpf, maps::METRICS_RW)?,
             egress_ports: take(ebpf, maps::EGRESS_PORTS)?,
             ingress_ports: take(ebpf, maps::INGRESS_PORTS)?,
+            ingress_vlan_ports: take(ebpf, maps::INGRESS_VLAN_PORTS)?,
             local_v4: LocalAddrsV4::new(take(ebpf, maps::LOCAL_V4)?),
             private_meta: take(ebpf, maps::PRIVATE_META)?,
         })
@@ -382,7 +384,11 @@ impl MapWriter {
                 a.nexthops.insert(e.nexthop);
             }
         }
-        a.ingress_ports = self.ingress_ports.keys().filter_map(Result::ok).collect();
+        let present = |(i, p): (u32, Result<IngressPort, _>)| {
+            p.ok().filter(|p| p.has(IngressPort::PRESENT)).map(|_| IngressKey { ifindex: i, vid: 0 })
+        };
+        a.ingress_ports = (0..self.ingress_ports.len()).zip(self.ingress_ports.iter()).filter_map(present).collect();
+        a.ingress_ports.extend(self.ingress_vlan_ports.keys().filter_map(Result::ok));
         Ok(a)
     }
 
@@ -460,15 +466,21 @@ impl MapWriter {
 
     /// Frames arriving on `key` are judged by `port` from now on (one element replaced whole).
     pub fn put_ingress_port(&mut self, key: IngressKey, port: &IngressPort) -> Result<(), MapError> {
-        let result = self.ingress_ports.insert(key, port, 0);
-        update(result, maps::INGRESS_PORTS, format!("{}/{}", key.ifindex, key.vid), || {
+        let (result, map) = match common::ingress::array_slot(&key) {
+            Some(slot) => (self.ingress_ports.set(slot, port, 0), maps::INGRESS_PORTS),
+            None => (self.ingress_vlan_ports.insert(key, port, 0), maps::INGRESS_VLAN_PORTS),
+        };
+        update(result, map, format!("{}/{}", key.ifindex, key.vid), || {
             format!("publishing ingress port ifindex {} vlan {}", key.ifindex, key.vid)
         })
     }
 
     pub fn delete_ingress_port(&mut self, key: IngressKey) -> Result<(), MapError> {
-        let result = absent_is_fine(self.ingress_ports.remove(&key));
-        update(result, maps::INGRESS_PORTS, format!("{}/{}", key.ifindex, key.vid), || {
+        let (result, map) = match common::ingress::array_slot(&key) {
+            Some(slot) => (self.ingress_ports.set(slot, IngressPort::default(), 0), maps::INGRESS_PORTS),
+            None => (absent_is_fine(self.ingress_vlan_ports.remove(&key)), maps::INGRESS_VLAN_PORTS),
+        };
+        update(result, map, format!("{}/{}", key.ifindex, key.vid), || {
             format!("removing ingress port ifindex {} vlan {}", key.ifindex, key.vid)
         })
     }

@@ -21,7 +21,10 @@ fn wanted(links: &HashMap<u32, Link>, sysctls: &BTreeMap<u32, PortSysctls>) -> B
             Some((parent, vid)) => (IngressKey { ifindex: parent, vid: vid as u32 }, links.get(&parent).map_or(link.mac, |p| p.mac)),
             None => (IngressKey { ifindex: link.index, vid: 0 }, link.mac),
         };
-        ports.insert(key, IngressPort { mac: link.mac, lower_mac, rp_filter: s.rp_filter.min(2), flags: s.flags(), _pad: 0 });
+        ports.insert(
+            key,
+            IngressPort { mac: link.mac, lower_mac, rp_filter: s.rp_filter.min(2), flags: s.flags() | IngressPort::PRESENT, _pad: 0 },
+        );
     }
     ports
 }
@@ -101,13 +104,19 @@ mod tests {
         rib.set_port_sysctls(5, PortSysctls { accept_local: true, rp_filter: 7, ..Default::default() }).unwrap();
         let ports = &rib.sink().ingress_ports;
         let parent = ports[&IngressKey { ifindex: 2, vid: 0 }];
-        assert_eq!((parent.mac, parent.lower_mac, parent.rp_filter, parent.flags), ([2, 0, 0, 0, 0, 0x22], [2, 0, 0, 0, 0, 0x22], 1, 0));
+        assert_eq!(
+            (parent.mac, parent.lower_mac, parent.rp_filter, parent.flags),
+            ([2, 0, 0, 0, 0, 0x22], [2, 0, 0, 0, 0, 0x22], 1, IngressPort::PRESENT)
+        );
         let vlan = ports[&IngressKey { ifindex: 2, vid: 100 }];
-        assert_eq!((vlan.mac, vlan.lower_mac, vlan.rp_filter, vlan.flags), ([2, 0, 0, 0, 0, 0x55], [2, 0, 0, 0, 0, 0x22], 2, 1));
+        assert_eq!(
+            (vlan.mac, vlan.lower_mac, vlan.rp_filter, vlan.flags),
+            ([2, 0, 0, 0, 0, 0x55], [2, 0, 0, 0, 0, 0x22], 2, 1 | IngressPort::PRESENT)
+        );
         assert_eq!(ports.len(), 2);
 
         rib.set_port_sysctls(2, PortSysctls { rp_filter: 2, send_redirects: true, ..Default::default() }).unwrap();
-        assert_eq!(rib.sink().ingress_ports[&IngressKey { ifindex: 2, vid: 0 }].flags, IngressPort::SEND_REDIRECTS);
+        assert_eq!(rib.sink().ingress_ports[&IngressKey { ifindex: 2, vid: 0 }].flags, IngressPort::SEND_REDIRECTS | IngressPort::PRESENT);
         rib.apply(Event::LinkGone(5), now).unwrap();
         assert_eq!(rib.sink().ingress_ports.keys().copied().collect::<Vec<_>>(), vec![IngressKey { ifindex: 2, vid: 0 }]);
         assert_eq!(rib.ingress_ports(), &rib.sink().ingress_ports);
