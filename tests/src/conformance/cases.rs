@@ -588,7 +588,11 @@ pub fn sysctl_phases(env: &Env) -> Vec<Phase> {
         c.from4(&format!("{p}: src loopback"), "127.0.0.5");
         let ip = Ip4 { src: v4("10.99.0.10"), ttl: 1, ..c.ip4(ROUTED4) };
         c.udp4(&format!("{p}: src with no route, ttl 1"), ip);
-        c.echo4(&format!("{p}: echo to rtr from sink's subnet"), Ip4 { src: v4("10.2.0.78"), ..c.ip4(lab::RTR_GEN_V4) }, env.rtr_gen_mac);
+        c.echo4(
+            &format!("{p}: echo to rtr from sink's subnet"),
+            Ip4 { src: v4(super::runner::SPOOF_SINK_V4), ..c.ip4(lab::RTR_GEN_V4) },
+            env.rtr_gen_mac,
+        );
         c.from6(&format!("{p}: v6 src in sink's subnet, from gen"), v6(super::runner::SPOOF_SINK_V6));
     };
     let mut phases = Vec::new();

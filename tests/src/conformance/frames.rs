@@ -305,7 +305,7 @@ pub fn mask(f: &mut [u8], ours: &[[u8; 4]], ours6: &[[u8; 16]]) {
     let Some((off, et)) = l3_of(f) else { return };
     let ip = &mut f[off..];
     if et == 0x0800 && ip.len() >= 20 && ip[0] >> 4 == 4 {
-        let from_us = ours.iter().any(|a| ip[12..16] == *a);
+        let from_us = ip[12] == 127 || ours.iter().any(|a| ip[12..16] == *a);
         let ts = mask_timestamps(ip);
         if from_us || ts {
             ip[10..12].fill(0);

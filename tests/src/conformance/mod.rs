@@ -42,9 +42,20 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[];
 /// The known difference covering case `name`, if any.
 pub fn known_difference(name: &str) -> Option<&'static KnownDifference> {
     KNOWN_DIFFERENCES.iter().find(|k| match k.case.strip_prefix("corpus:") {
-        Some(tokens) => name.starts_with("corpus ") && tokens.split_whitespace().all(|t| name.split_whitespace().any(|n| n == t)),
+        Some(tokens) => {
+            name.starts_with("corpus ") && tokens.split_whitespace().all(|t| name.split_whitespace().any(|n| token_matches(t, n)))
+        }
         None => k.case == name,
     })
+}
+
+/// A known difference's token against a corpus name's: equal, or a
+/// prefix of it when the token ends with `*`.
+fn token_matches(pattern: &str, token: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => token.starts_with(prefix),
+        None => pattern == token,
+    }
 }
 
 /// What one run saw, per case, after masking.
@@ -315,6 +326,20 @@ impl SuiteOutcome {
     /// Differences no known difference covers.
     pub fn unexpected(&self) -> Vec<&Difference> {
         self.differences().filter(|d| d.known.is_none()).collect()
+    }
+
+    /// What Linux did with each hand-written case, one line each.
+    pub fn linux_table(&self) -> String {
+        let mut s = String::new();
+        for p in &self.phases {
+            let linux = p.seen(Mode::Linux);
+            for (i, c) in p.cases.iter().enumerate().filter(|(_, c)| !c.name.starts_with("corpus ")) {
+                let what: Vec<String> = linux.per_case[i].iter().map(|(side, f)| format!("{side:?}: {}", describe(f))).collect();
+                let what = if what.is_empty() { "dropped".to_string() } else { what.join("; ") };
+                s += &format!("[{}] {}: {what}\n", p.name, c.name);
+            }
+        }
+        s
     }
 
     /// Known differences of hand-written cases that did not show (fixed:

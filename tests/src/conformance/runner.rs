@@ -46,6 +46,10 @@ pub const BEHIND_GEN_V6: &str = "fd00:11::/32";
 /// permanent neighbours of rtr at sink's MAC.
 pub const SPOOF_SINK_V4: &str = "10.2.0.77";
 pub const SPOOF_SINK_V6: &str = "fd00:2::77";
+/// Destinations Linux treats as unicast and resolves (permanent
+/// neighbours of rtr, so no resolution ever times out during a run).
+pub const SINK_NETWORK_V4: &str = "10.2.0.0";
+pub const LINK_LOCAL_DST_V6: &str = "fe80::1234";
 /// How long after the last frame the captures keep listening.
 const SETTLE: Duration = Duration::from_millis(600);
 
@@ -58,16 +62,24 @@ pub enum Mode {
     CowrouteKernelOff,
     /// cowroute on rtr, kernel forwarding on (what it passes, the kernel forwards).
     CowrouteKernelOn,
+    /// Linux again: the oracle against itself, which proves the lab
+    /// deterministic (`cargo xtask bench --only conformance` runs it).
+    LinuxAgain,
 }
 
 impl Mode {
     pub const ALL: [Mode; 3] = [Mode::Linux, Mode::CowrouteKernelOff, Mode::CowrouteKernelOn];
+
+    pub fn from_name(name: &str) -> Option<Mode> {
+        [Mode::Linux, Mode::CowrouteKernelOff, Mode::CowrouteKernelOn, Mode::LinuxAgain].into_iter().find(|m| m.name() == name)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Linux => "linux",
             Mode::CowrouteKernelOff => "cowroute/forwarding-off",
             Mode::CowrouteKernelOn => "cowroute/forwarding-on",
+            Mode::LinuxAgain => "linux-again",
         }
     }
 }
@@ -196,6 +208,11 @@ impl Env {
             (lab::SINK2_V6, &l.rtr_sink_if, sink_mac),
             (SPOOF_SINK_V4, &l.rtr_sink_if, sink_mac),
             (SPOOF_SINK_V6, &l.rtr_sink_if, sink_mac),
+            // Unicast to Linux, so resolved: sink's network address, and a
+            // link-local destination (Linux forwards it back out of the
+            // interface it came in on).
+            (SINK_NETWORK_V4, &l.rtr_sink_if, sink_mac),
+            (LINK_LOCAL_DST_V6, &l.rtr_gen_if, gen_mac),
         ];
         for (addr, dev, mac) in neighbours {
             ip(&["neigh", "replace", addr, "lladdr", &mac_text(mac), "dev", dev, "nud", "permanent"]);
@@ -371,7 +388,8 @@ pub struct Captured {
 /// cowroute modes, `frames` sent from gen at `rate`, sink and gen captured.
 pub fn run(l: &Lab, env: &Env, mode: Mode, sysctls: Sysctls, frames: &[Vec<u8>], rate: u32, say: &(dyn Fn(&str) + Sync)) -> Captured {
     env.set_rtr(l, mode, sysctls);
-    let agent = (mode != Mode::Linux).then(|| LabAgent::start(l, "generic", &AGENT_ARGS, &|lab| lab.hosts_config()));
+    let agent = matches!(mode, Mode::CowrouteKernelOff | Mode::CowrouteKernelOn)
+        .then(|| LabAgent::start(l, "generic", &AGENT_ARGS, &|lab| lab.hosts_config()));
     // The agent logs ready once attached; give its mirror a moment.
     std::thread::sleep(Duration::from_millis(if agent.is_some() { 300 } else { 50 }));
     let backlog = softnet_drops();
