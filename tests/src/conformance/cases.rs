@@ -247,6 +247,21 @@ fn basics_v4(c: &mut Cases) {
         let f = c.eth(ETH_P_IP, &p);
         c.add("v4 icmp error ttl 1", f);
     }
+    c.udp4("v4 tos 0x7a, ttl 1", Ip4 { tos: 0x7a, ttl: 1, ..c.ip4(ROUTED4) });
+    {
+        // IHL 6 over an echo request: the ICMP header's first word reads as
+        // an option (type 8, length 0: a parameter problem), and the "ICMP
+        // type" behind the header is the echo's identifier byte.
+        let mut p = Ip4 { proto: 1, ..c.ip4(ROUTED4) }.packet(&icmp_echo(c.seq()));
+        p[0] = 0x46;
+        refix(&mut p);
+        let f = c.eth(ETH_P_IP, &p);
+        c.add("v4 icmp echo with ihl 6", f);
+    }
+    c.udp4_edited("v4 udp sent as protocol 1 (icmp type 48), ttl 1", Ip4 { ttl: 1, ..c.ip4(ROUTED4) }, |p| {
+        p[9] = 1;
+        refix(p)
+    });
     c.udp4("v4 first fragment forwarded", Ip4 { frag: 0x2000, ..c.ip4(ROUTED4) });
     c.udp4("v4 later fragment forwarded", Ip4 { frag: 0x0010, ..c.ip4(ROUTED4) });
     c.udp4("v4 later fragment ttl 1", Ip4 { frag: 0x0010, ttl: 1, ..c.ip4(ROUTED4) });
@@ -330,6 +345,9 @@ fn martians_v4(c: &mut Cases) {
     }
     // Errors about martian or unanswerable sources: Linux routes its errors.
     for (name, src) in [
+        ("v4 src gen's subnet broadcast, ttl 1", "10.1.0.255"),
+        ("v4 src zero network, ttl 1", "0.1.2.3"),
+        ("v4 src link-local, ttl 1", "169.254.1.1"),
         ("v4 src class e, ttl 1", "240.0.0.1"),
         ("v4 src loopback, ttl 1", "127.0.0.1"),
         ("v4 src sink's subnet (spoofed), ttl 1", super::runner::SPOOF_SINK_V4),
@@ -416,6 +434,8 @@ fn sizes_and_routes(c: &mut Cases) {
     let ip = Ip4 { frag: 0x2000 | 0x0100, ..c.ip4(MTU4) };
     let f = c.eth(ETH_P_IP, &ip.udp(c.seq(), 1380));
     c.add("v4 later fragment too big: fragmented again", f);
+    c.opt4("v4 option record route to an unreachable route", "10.53.0.9", &[7, 7, 4, 0, 0, 0, 0, 1], df, 32);
+    c.opt4("v4 option nops to no route", "10.99.0.9", &[1, 1, 1, 1], df, 32);
     c.to4("v4 blackhole route", "10.52.0.1");
     c.to4("v4 unreachable route", "10.53.0.1");
     c.to4("v4 prohibit route", "10.54.0.1");
@@ -478,6 +498,21 @@ fn basics_v6(c: &mut Cases) {
     c.ext6("v6 hop-by-hop after destination options", ROUTED6, 60, &[0, 0, 1, 4, 0, 0, 0, 0, 17, 0, 1, 4, 0, 0, 0, 0]);
     c.ext6("v6 hop-by-hop then fragment", ROUTED6, 0, &[44, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 1, 0, 0, 0, 7]);
     c.ext6("v6 first fragment of two", ROUTED6, 44, &[17, 0, 0, 1, 0, 0, 0, 43]);
+    c.ext6("v6 later fragment forwarded", ROUTED6, 44, &[17, 0, 0, 8, 0, 0, 0, 44]);
+    c.ext6("v6 later fragment to an unreachable route", "fd00:53::9", 44, &[17, 0, 0, 8, 0, 0, 0, 45]);
+    let ip = Ip6 { hop_limit: 1, ..c.ip6(ROUTED6) };
+    let f = c.eth(ETH_P_IPV6, &ip.udp_behind(44, &[17, 0, 0, 8, 0, 0, 0, 46], c.seq(), 32));
+    c.add("v6 later fragment, hop limit 1", f);
+    let ip = c.ip6(ROUTED6);
+    let mut p = ip.udp_behind(0, &[17, 0, 1, 4, 0, 0, 0, 0], c.seq(), 32);
+    p[4..6].fill(0);
+    let f = c.eth(ETH_P_IPV6, &p);
+    c.add("v6 payload length 0 behind hop-by-hop", f);
+    let ip = c.ip6(NO_ROUTE6);
+    let mut p = ip.packet(58, &icmpv6_echo(&ip.src, &ip.dst, c.seq()));
+    p[4..6].fill(0);
+    let f = c.eth(ETH_P_IPV6, &p);
+    c.add("v6 echo with payload length 0 to no route", f);
     c.ext6("v6 routing type 0 segments left 0", ROUTED6, 43, &[17, 0, 0, 0, 0, 0, 0, 0]);
     let mut rt2 = vec![17, 2, 2, 0, 0, 0, 0, 0];
     rt2.extend_from_slice(&v6("fd00:50::2"));
