@@ -495,6 +495,8 @@ fn basics_v6(c: &mut Cases) {
         c.add(name, f);
     }
     c.ext6("v6 hop-by-hop padn", ROUTED6, 0, &[17, 0, 1, 4, 0, 0, 0, 0]);
+    c.ext6("v6 hop-by-hop unknown option to no route", NO_ROUTE6, 0, &[17, 0, 0x9e, 2, 0, 0, 1, 0]);
+    c.ext6("v6 hop-by-hop padn to no route", "fd00:99::2", 0, &[17, 0, 1, 4, 0, 0, 0, 0]);
     c.ext6("v6 hop-by-hop after destination options", ROUTED6, 60, &[0, 0, 1, 4, 0, 0, 0, 0, 17, 0, 1, 4, 0, 0, 0, 0]);
     c.ext6("v6 hop-by-hop then fragment", ROUTED6, 0, &[44, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 1, 0, 0, 0, 7]);
     c.ext6("v6 first fragment of two", ROUTED6, 44, &[17, 0, 0, 1, 0, 0, 0, 43]);

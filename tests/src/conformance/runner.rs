@@ -5,7 +5,7 @@
 //! rate limits, hosts that never answer what they receive.
 
 use super::frames::v4;
-use crate::LabAgent;
+use crate::{mac_of, LabAgent};
 use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
@@ -119,14 +119,6 @@ pub struct Env {
     /// rtr's IPv4 and IPv6 addresses (link-local included).
     pub rtr_v4: Vec<[u8; 4]>,
     pub rtr_v6: Vec<[u8; 16]>,
-}
-
-pub fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
-    let out = sh::ip(&["-n", ns, "-j", "link", "show", "dev", dev]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let s = v[0]["address"].as_str().unwrap();
-    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
-    b.try_into().unwrap()
 }
 
 /// `dev`'s link-local address, once duplicate address detection is done
