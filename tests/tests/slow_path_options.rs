@@ -22,8 +22,9 @@ fn options_extension_headers_and_fragments_leave_as_linux_forwards_them() {
     let env = Env::prepare(&l);
     let mut c = cases::Cases::new(&env);
     cases::options(&mut c);
+    let phase = cases::Phase { name: "options", sysctls: Sysctls::DEFAULT, cases: c.list };
     let say = |m: &str| eprintln!("[slow_path_options] {m}");
-    let out = conformance::run_phase(&l, &env, "options", Sysctls::DEFAULT, c.list, &[Mode::Linux, Mode::CowrouteKernelOff], 1000, &say);
+    let out = conformance::run_phase(&l, &env, phase, &[Mode::Linux, Mode::CowrouteKernelOff], 1000, &say);
 
     // The oracle did what the cases are about.
     let linux = out.seen(Mode::Linux);

@@ -372,19 +372,11 @@ impl PhaseOutcome {
     }
 }
 
-/// Runs `cases` in `modes` (Linux first) with `sysctls`, `rate` frames a
+/// Runs `phase`'s cases in `modes` (Linux first) with its sysctls, `rate` frames a
 /// second; fails when a capture socket or a CPU's backlog dropped a frame
 /// (the comparison would not be sound).
-pub fn run_phase(
-    l: &Lab,
-    env: &Env,
-    name: &'static str,
-    sysctls: Sysctls,
-    cases: Vec<Case>,
-    modes: &[Mode],
-    rate: u32,
-    say: &(dyn Fn(&str) + Sync),
-) -> PhaseOutcome {
+pub fn run_phase(l: &Lab, env: &Env, phase: cases::Phase, modes: &[Mode], rate: u32, say: &(dyn Fn(&str) + Sync)) -> PhaseOutcome {
+    let cases::Phase { name, sysctls, cases } = phase;
     assert_eq!(modes.first(), Some(&Mode::Linux), "Linux runs first: it is the oracle");
     let index = Index::new(&cases);
     let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.frame.clone()).collect();
@@ -473,11 +465,12 @@ pub fn run_suite(tag: &str, generated: usize, modes: &[Mode], say: &(dyn Fn(&str
     let mut cases = cases::default_phase(&env);
     let hand = cases.len();
     cases.extend(corpus::generate(&env, corpus::SEED, hand as u32, generated));
-    let mut phases = vec![run_phase(&l, &env, "default", Sysctls::DEFAULT, cases, modes, RATE, say)];
+    let default = cases::Phase { name: "default", sysctls: Sysctls::DEFAULT, cases };
+    let mut phases = vec![run_phase(&l, &env, default, modes, RATE, say)];
     let mut hand_written = hand;
     for p in cases::sysctl_phases(&env) {
         hand_written += p.cases.len();
-        phases.push(run_phase(&l, &env, p.name, p.sysctls, p.cases, modes, RATE, say));
+        phases.push(run_phase(&l, &env, p, modes, RATE, say));
     }
     SuiteOutcome { phases, hand_written, default_hand_written: hand, generated, seconds: t.elapsed().as_secs_f64() }
 }
