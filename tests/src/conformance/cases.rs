@@ -262,6 +262,12 @@ fn basics_v4(c: &mut Cases) {
         p[9] = 1;
         refix(p)
     });
+    {
+        let mut p = Ip4 { proto: 1, ttl: 1, ..c.ip4(ROUTED4) }.packet(&icmp_echo(c.seq()));
+        set_tot_len(&mut p, 20);
+        let f = c.eth(ETH_P_IP, &p);
+        c.add("v4 icmp echo cut to its ip header, ttl 1", f);
+    }
     c.udp4("v4 first fragment forwarded", Ip4 { frag: 0x2000, ..c.ip4(ROUTED4) });
     c.udp4("v4 later fragment forwarded", Ip4 { frag: 0x0010, ..c.ip4(ROUTED4) });
     c.udp4("v4 later fragment ttl 1", Ip4 { frag: 0x0010, ttl: 1, ..c.ip4(ROUTED4) });
@@ -418,6 +424,8 @@ fn more_options(c: &mut Cases) {
     c.udp4("v4 option record route, ttl 1", ip);
     let ip = Ip4 { ttl: 1, opts: vec![68, 12, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0], ..c.ip4(ROUTED4) };
     c.udp4("v4 option timestamp, ttl 1", ip);
+    let ip = Ip4 { ttl: 1, opts: vec![0, 0x30, 0x39, 0x3a], ..c.ip4(ROUTED4) };
+    c.udp4("v4 option eol then garbage, ttl 1", ip);
     c.opt4("v4 option router alert to rtr", lab::RTR_GEN_V4, &[148, 4, 0, 0], df, 64);
     c.opt4("v4 option record route, df set too big", MTU4, &[7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1], df, 1380);
 }
