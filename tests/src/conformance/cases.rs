@@ -128,6 +128,24 @@ impl<'a> Cases<'a> {
         self.udp6(name, ip);
     }
 
+    /// A UDP frame to `dst`, either family.
+    fn to(&mut self, name: &str, dst: &str) {
+        match dst.contains(':') {
+            true => self.to6(name, dst),
+            false => self.to4(name, dst),
+        }
+    }
+
+    /// A UDP frame to group address `dst` (either family), to `mac`.
+    fn group_frame(&mut self, name: &str, dst: &str, mac: [u8; 6]) {
+        let (p, et) = match dst.contains(':') {
+            true => (self.ip6(dst).udp(self.seq(), 32), ETH_P_IPV6),
+            false => (self.ip4(dst).udp(self.seq(), 32), ETH_P_IP),
+        };
+        let f = eth_tagged(mac, self.env.gen_mac, &[], et, &p);
+        self.add(name, f);
+    }
+
     fn echo4(&mut self, name: &str, ip: Ip4, dst_mac: [u8; 6]) {
         let p = Ip4 { proto: 1, ..ip }.packet(&icmp_echo(self.seq()));
         let f = eth_tagged(dst_mac, self.env.gen_mac, &[], ETH_P_IP, &p);
@@ -226,14 +244,33 @@ pub fn default_phase(env: &Env) -> Vec<Case> {
     c.list
 }
 
-fn basics_v4(c: &mut Cases) {
-    c.udp4("v4 udp forwarded", c.ip4(ROUTED4));
-    c.tcp4("v4 tcp syn forwarded", c.ip4(ROUTED4));
-    c.echo4("v4 icmp echo forwarded", c.ip4(ROUTED4), c.env.rtr_gen_mac);
-    c.udp4("v4 udp tos 0xb8 forwarded", Ip4 { tos: 0xb8, ..c.ip4(ROUTED4) });
-    for ttl in [0u8, 1, 2] {
-        c.udp4(&format!("v4 ttl {ttl}"), Ip4 { ttl, ..c.ip4(ROUTED4) });
+/// The plain cases of either family: UDP, TCP SYN and echo forwarded, a
+/// DSCP, TTL / hop limit 0, 1 and 2.
+fn plain(c: &mut Cases, v6: bool) {
+    let (fam, ttl, echo, tos) =
+        if v6 { ("v6", "hop limit", "icmpv6 echo", "traffic class") } else { ("v4", "ttl", "icmp echo", "udp tos") };
+    let udp = |c: &mut Cases, name: String, ttl: u8, tos: u8| match v6 {
+        true => c.udp6(&name, Ip6 { hop_limit: ttl, tclass: tos, ..c.ip6(ROUTED6) }),
+        false => c.udp4(&name, Ip4 { ttl, tos, ..c.ip4(ROUTED4) }),
+    };
+    udp(c, format!("{fam} udp forwarded"), 64, 0);
+    match v6 {
+        true => c.tcp6("v6 tcp syn forwarded", c.ip6(ROUTED6)),
+        false => c.tcp4("v4 tcp syn forwarded", c.ip4(ROUTED4)),
     }
+    let name = format!("{fam} {echo} forwarded");
+    match v6 {
+        true => c.echo6(&name, c.ip6(ROUTED6), c.env.rtr_gen_mac),
+        false => c.echo4(&name, c.ip4(ROUTED4), c.env.rtr_gen_mac),
+    }
+    udp(c, format!("{fam} {tos} 0xb8 forwarded"), 64, 0xb8);
+    for t in [0u8, 1, 2] {
+        udp(c, format!("{fam} {ttl} {t}"), t, 0);
+    }
+}
+
+fn basics_v4(c: &mut Cases) {
+    plain(c, false);
     c.tcp4("v4 tcp syn ttl 1", Ip4 { ttl: 1, ..c.ip4(ROUTED4) });
     {
         // An ICMP error (host unreachable, quoting a datagram) with TTL 1:
@@ -377,13 +414,16 @@ fn martians_v4(c: &mut Cases) {
         ("v4 dst link-local 169.254.1.1", "169.254.1.1"),
         ("v4 dst documentation 198.51.100.1", "198.51.100.1"),
     ];
-    for (name, dst) in destinations {
-        c.to4(name, dst);
-    }
-    let p = c.ip4("239.1.2.3").udp(c.seq(), 32);
-    let f = eth_tagged(MULTICAST_MAC_V4, c.env.gen_mac, &[], ETH_P_IP, &p);
-    c.add("v4 dst multicast 239.1.2.3, multicast MAC", f);
+    destinations_then_group(c, &destinations, ("v4 dst multicast 239.1.2.3, multicast MAC", "239.1.2.3", MULTICAST_MAC_V4));
     c.echo4("v4 echo to all-hosts 224.0.0.1", c.ip4("224.0.0.1"), [0x01, 0x00, 0x5e, 0, 0, 1]);
+}
+
+/// A UDP frame to each of `destinations`, then one to a group address at its group MAC.
+fn destinations_then_group(c: &mut Cases, destinations: &[(&str, &str)], group: (&str, &str, [u8; 6])) {
+    for (name, dst) in destinations {
+        c.to(name, dst);
+    }
+    c.group_frame(group.0, group.1, group.2);
 }
 
 fn local_and_l2_v4(c: &mut Cases) {
@@ -471,13 +511,7 @@ fn sizes_and_routes(c: &mut Cases) {
 }
 
 fn basics_v6(c: &mut Cases) {
-    c.udp6("v6 udp forwarded", c.ip6(ROUTED6));
-    c.tcp6("v6 tcp syn forwarded", c.ip6(ROUTED6));
-    c.echo6("v6 icmpv6 echo forwarded", c.ip6(ROUTED6), c.env.rtr_gen_mac);
-    c.udp6("v6 traffic class 0xb8 forwarded", Ip6 { tclass: 0xb8, ..c.ip6(ROUTED6) });
-    for h in [0u8, 1, 2] {
-        c.udp6(&format!("v6 hop limit {h}"), Ip6 { hop_limit: h, ..c.ip6(ROUTED6) });
-    }
+    plain(c, true);
     {
         // An ICMPv6 error (destination unreachable) with hop limit 1.
         let ip = Ip6 { hop_limit: 1, ..c.ip6(ROUTED6) };
@@ -578,12 +612,7 @@ fn martians_v6(c: &mut Cases) {
         ("v6 dst documentation 2001:db8::1", "2001:db8::1"),
         ("v6 dst unique-local fd12:3456::1", "fd12:3456::1"),
     ];
-    for (name, dst) in destinations {
-        c.to6(name, dst);
-    }
-    let p = c.ip6("ff0e::1").udp(c.seq(), 32);
-    let f = eth_tagged(MULTICAST_MAC_V6, c.env.gen_mac, &[], ETH_P_IPV6, &p);
-    c.add("v6 dst multicast ff0e::1, multicast MAC", f);
+    destinations_then_group(c, &destinations, ("v6 dst multicast ff0e::1, multicast MAC", "ff0e::1", MULTICAST_MAC_V6));
 }
 
 fn local_and_l2_v6(c: &mut Cases) {

@@ -39,10 +39,11 @@ impl Gen {
         self.rng.next_u64() as u8
     }
     /// One of `items` with weights.
-    fn weighted<T: Copy>(&mut self, items: &[(u64, T)]) -> T {
-        let total: u64 = items.iter().map(|(w, _)| w).sum();
+    /// One of `items` (several lists read as one) with weights.
+    fn weighted<T: Copy>(&mut self, items: &[&[(u64, T)]]) -> T {
+        let total: u64 = items.iter().flat_map(|l| l.iter()).map(|(w, _)| w).sum();
         let mut r = self.below(total);
-        for (w, t) in items {
+        for (w, t) in items.iter().flat_map(|l| l.iter()) {
             if r < *w {
                 return *t;
             }
@@ -109,14 +110,12 @@ const SRC4: &[(&str, &str)] = &[
     ("subnet-bcast", "10.1.0.255"),
 ];
 
+/// The destinations by what rtr's routes do with them, either family.
+const BY_ROUTE: &[(u64, Dst)] =
+    &[(40, Dst::Routed), (8, Dst::Mtu), (8, Dst::Local), (4, Dst::Blackhole), (4, Dst::Unreachable), (4, Dst::Prohibit), (4, Dst::NoRoute)];
+
+/// IPv4 special destinations (with [`BY_ROUTE`]).
 const DST4: &[(u64, Dst)] = &[
-    (40, Dst::Routed),
-    (8, Dst::Mtu),
-    (8, Dst::Local),
-    (4, Dst::Blackhole),
-    (4, Dst::Unreachable),
-    (4, Dst::Prohibit),
-    (4, Dst::NoRoute),
     (3, Dst::Special("classe-routed", "240.1.0.9")),
     (2, Dst::Special("classe-unrouted", "250.0.0.9")),
     (3, Dst::Special("multicast", "239.1.2.3")),
@@ -147,14 +146,8 @@ const SRC6: &[(&str, &str)] = &[
     ("gen", lab::GEN_V6),
 ];
 
+/// IPv6 special destinations (with [`BY_ROUTE`]).
 const DST6: &[(u64, Dst)] = &[
-    (40, Dst::Routed),
-    (8, Dst::Mtu),
-    (8, Dst::Local),
-    (4, Dst::Blackhole),
-    (4, Dst::Unreachable),
-    (4, Dst::Prohibit),
-    (4, Dst::NoRoute),
     (3, Dst::Special("multicast-global", "ff0e::1")),
     (2, Dst::Special("allnodes", "ff02::1")),
     (2, Dst::Special("loopback", "::1")),
@@ -232,7 +225,7 @@ fn base_l4(g: &mut Gen, src: &[u8], dst: &[u8], seq: u32, v6: bool, tags: &mut V
 fn frame_v4(g: &mut Gen, env: &Env, seq: u32, tags: &mut Vec<String>) -> Vec<u8> {
     tags.push("v4".into());
     let (src_tag, src) = if g.pct(70) { ("own", own_src4(seq)) } else { g.pick(SRC4).map_second(v4) };
-    let mut dst = g.weighted(DST4);
+    let mut dst = g.weighted(&[BY_ROUTE, DST4]);
     if src_tag != "own" && dst.draws_ip_error() {
         dst = Dst::Routed;
     }
@@ -314,7 +307,7 @@ fn frame_v6(g: &mut Gen, env: &Env, seq: u32, tags: &mut Vec<String>) -> Vec<u8>
         70..=72 => ("gen-ll", env.gen_ll),
         _ => g.pick(SRC6).map_second(v6),
     };
-    let dst = g.weighted(DST6);
+    let dst = g.weighted(&[BY_ROUTE, DST6]);
     let r = g.rng.next_u64() as u16;
     let mut dst_addr = match dst {
         Dst::Routed => v6("fd00:50::"),
