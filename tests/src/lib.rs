@@ -12,6 +12,8 @@ use cowroute::{
 };
 
 pub use common::proto::{ETH_P_IP, ETH_P_IPV6};
+
+pub mod conformance;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_REDIRECT: u32 = 4;
@@ -268,20 +270,8 @@ impl LabRun {
     /// As [`LabRun::start_custom`], on a lab already built (and changed as
     /// the test needs before the agent starts).
     pub fn start_on(lab: xtask::lab::Lab, mode: &str, extra_args: &[&str], config: &dyn Fn(&xtask::lab::Lab) -> String) -> LabRun {
-        let tag = lab.tag.clone();
-        let tag = tag.as_str();
-        let bin = xtask::agent_proc::cowroute_bin().expect("cowroute binary");
-        if mode == "native" {
-            lab.attach_peer_pass_programs(&bin).expect("pass programs on the veth peers");
-        }
-        let dir = TempDir::new(tag);
-        let cfg = dir.0.join("rtr.toml");
-        std::fs::write(&cfg, config(&lab)).unwrap();
-        let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/cowroute-test-{tag}"));
-        let mut args: Vec<String> = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.into()];
-        args.extend(extra_args.iter().map(|s| s.to_string()));
-        let agent = xtask::agent_proc::AgentProc::start(&lab.rtr, &pin_dir, &args, false).expect("agent ready");
-        LabRun { agent, lab, pin_dir, run_args: args, _config_dir: dir }
+        let (agent, pin_dir, run_args, dir) = spawn_agent(&lab, mode, extra_args, config);
+        LabRun { agent, lab, pin_dir, run_args, _config_dir: dir }
     }
 
     /// Starts the agent again with the same arguments (the previous one
@@ -317,6 +307,59 @@ impl LabRun {
     }
 }
 
+/// Starts the agent on `lab`'s rtr in `mode` (native also gets the veth
+/// peers their pass programs) with rtr's config made by `config`; waits for
+/// "ready". Returns it, its pin directory, its `run` arguments and the
+/// directory holding its config.
+fn spawn_agent(
+    lab: &xtask::lab::Lab,
+    mode: &str,
+    extra_args: &[&str],
+    config: &dyn Fn(&xtask::lab::Lab) -> String,
+) -> (xtask::agent_proc::AgentProc, std::path::PathBuf, Vec<String>, TempDir) {
+    let tag = lab.tag.as_str();
+    let bin = xtask::agent_proc::cowroute_bin().expect("cowroute binary");
+    if mode == "native" {
+        lab.attach_peer_pass_programs(&bin).expect("pass programs on the veth peers");
+    }
+    let dir = TempDir::new(tag);
+    let cfg = dir.0.join("rtr.toml");
+    std::fs::write(&cfg, config(lab)).unwrap();
+    let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/cowroute-test-{tag}"));
+    let mut args: Vec<String> = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.into()];
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    let agent = xtask::agent_proc::AgentProc::start(&lab.rtr, &pin_dir, &args, false).expect("agent ready");
+    (agent, pin_dir, args, dir)
+}
+
+/// The agent on a lab that outlives it (the lab is borrowed, not owned):
+/// stopped, and its pins removed, on drop.
+pub struct LabAgent {
+    pub agent: xtask::agent_proc::AgentProc,
+    pub pin_dir: std::path::PathBuf,
+    _config_dir: TempDir,
+}
+
+impl LabAgent {
+    /// As [`LabRun::start_on`], leaving the lab to the caller.
+    pub fn start(lab: &xtask::lab::Lab, mode: &str, extra_args: &[&str], config: &dyn Fn(&xtask::lab::Lab) -> String) -> LabAgent {
+        let (agent, pin_dir, _, dir) = spawn_agent(lab, mode, extra_args, config);
+        LabAgent { agent, pin_dir, _config_dir: dir }
+    }
+
+    /// A control-socket client to the running agent.
+    pub fn control(&self) -> cowroute::operator::control::Client {
+        cowroute::operator::control::Client::connect(&self.agent.control_socket).expect("control socket")
+    }
+}
+
+impl Drop for LabAgent {
+    fn drop(&mut self) {
+        let _ = self.agent.stop();
+        let _ = cowroute::dataplane::detach(&self.pin_dir);
+    }
+}
+
 /// `bpftool -j map dump pinned PATH`: the typed ("formatted") entries.
 pub fn bpftool_dump(path: &std::path::Path) -> Vec<serde_json::Value> {
     let out = xtask::sh::run(xtask::sh::cmd("bpftool", &["-j", "map", "dump", "pinned"]).arg(path)).expect("bpftool map dump");
@@ -331,7 +374,7 @@ pub fn find_v4_route(dump: &[serde_json::Value], addr: [u8; 4], prefix_len: u32)
 
 /// The one's-complement sum of `l4` and the IPv4 or IPv6 pseudo header of
 /// `src`, `dst` and `proto`.
-fn l4_sum(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u32 {
+pub fn l4_sum(src: &[u8], dst: &[u8], proto: u8, l4: &[u8]) -> u32 {
     let mut pseudo = Vec::with_capacity(40);
     pseudo.extend_from_slice(src);
     pseudo.extend_from_slice(dst);

@@ -4,6 +4,7 @@
 //! plots to the output directory.
 
 mod bench_programs;
+mod conformance;
 mod control_plane;
 mod cpus;
 mod fib_scale;
@@ -39,7 +40,8 @@ struct Config {
     fib_churn: usize,
     /// Routes through kernel nexthop objects (`nexthops`).
     nh_routes: usize,
-    /// `--only cost|lab|fib|nexthops`: that section alone, printed, no report.
+    /// `--only cost|lab|fib|fpm|nexthops|conformance`: that section alone,
+    /// printed, no report (conformance also writes its key of bench.json).
     only: Option<String>,
 }
 
@@ -130,6 +132,7 @@ struct Report {
     nexthops: nexthop_scale::NexthopScaleFigures,
     slow_path: Vec<slow_path::SlowPathFigures>,
     control_plane: ControlPlane,
+    conformance: cowroute_tests::conformance::Figures,
 }
 
 /// The control plane's headline figures, under stable keys.
@@ -256,6 +259,18 @@ fn main() -> Result<()> {
         say(&serde_json::to_string_pretty(&fib)?);
         return Ok(());
     }
+    if cfg.only.as_deref() == Some("conformance") {
+        let f = conformance::measure(conformance_frames(&cfg), &say)?;
+        // The section's key in bench.json, the rest of the file kept.
+        let path = cfg.out.join("bench.json");
+        let mut json: serde_json::Value =
+            std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_else(|| serde_json::json!({}));
+        json["conformance"] = serde_json::to_value(&f)?;
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+        say(&format!("wrote the conformance figures to {}", path.display()));
+        anyhow::ensure!(f.unexpected_differences == 0 && f.linux_against_linux == 0, "differences from Linux: see above");
+        return Ok(());
+    }
     if cfg.only.as_deref() == Some("nexthops") {
         say(&format!("kernel nexthop objects: {} routes through 1,064 objects, cold start, ip nexthop replace", cfg.nh_routes));
         let nh = nexthop_scale::measure(cfg.nh_routes, &say)?;
@@ -287,6 +302,8 @@ fn main() -> Result<()> {
     let slow_frames = if cfg.quick { 50_000 } else { 200_000 };
     say(&format!("slow path: {slow_frames} TTL-1 datagrams a run, each answered with Time Exceeded"));
     let slow_path = slow_path::measure(slow_frames, 3, &say)?;
+    say(&format!("conformance: {} generated frames and the hand-written cases against Linux", conformance_frames(&cfg)));
+    let conformance = conformance::measure(conformance_frames(&cfg), &say)?;
 
     let memory_per_route = summarize(fpm.iter().map(|f| f.memory_bytes_per_route).collect());
     let report = Report {
@@ -304,6 +321,7 @@ fn main() -> Result<()> {
         nexthops,
         slow_path,
         control_plane: ControlPlane { memory_bytes_per_route: memory_per_route.median, memory_bytes_per_route_runs: memory_per_route },
+        conformance,
     };
     std::fs::write(cfg.out.join("bench.json"), serde_json::to_string_pretty(&report)?)?;
     plots::write(
@@ -316,6 +334,15 @@ fn main() -> Result<()> {
     println!("{md}");
     say(&format!("wrote {}/report.md, bench.json, ns_per_packet.svg, pps_per_mode.svg", cfg.out.display()));
     Ok(())
+}
+
+/// Generated frames of the conformance section: 200,000 (20,000 with --quick).
+fn conformance_frames(cfg: &Config) -> usize {
+    if cfg.quick {
+        20_000
+    } else {
+        200_000
+    }
 }
 
 fn num_cpus() -> usize {
@@ -423,6 +450,11 @@ fn markdown(r: &Report) -> String {
             p.socket_dropped_share.median * 100.0
         );
     }
+    let c = &r.conformance;
+    s += &format!(
+        "\n## Conformance with Linux\n\n{} hand-written cases and {} generated frames ({} frames a run) through rtr in the runs {:?}, compared byte for byte with the Linux run: {} differences, {} of them known (pending fixes, listed in the README), {} unexpected; Linux against Linux: {}. {:.0} s.\n",
+        c.hand_written_cases, c.generated_frames, c.frames_per_run, c.runs, c.differences, c.known_differences, c.unexpected_differences, c.linux_against_linux, c.seconds
+    );
     s
 }
 
