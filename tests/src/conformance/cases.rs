@@ -386,7 +386,10 @@ fn martians_v4(c: &mut Cases) {
     for (name, src) in sources {
         c.from4(name, src);
     }
-    // Errors about martian or unanswerable sources: Linux routes its errors.
+    // Errors about martian or unanswerable sources: Linux routes its errors
+    // (one to its own address stays in rtr).
+    let ip = Ip4 { src: v4(lab::RTR_GEN_V4), ..c.ip4(NO_ROUTE4) };
+    c.udp4("v4 src rtr's gen-side address, no route", ip);
     for (name, src) in [
         ("v4 src gen's subnet broadcast, ttl 1", "10.1.0.255"),
         ("v4 src zero network, ttl 1", "0.1.2.3"),

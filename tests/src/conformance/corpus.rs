@@ -85,7 +85,10 @@ impl Dst {
     }
     /// Linux answers it through `ip_error` (IPv4).
     fn draws_ip_error(self) -> bool {
-        matches!(self, Dst::Unreachable | Dst::Prohibit | Dst::NoRoute | Dst::Special("classe-unrouted" | "linklocal" | "doc", _))
+        matches!(
+            self,
+            Dst::Unreachable | Dst::Prohibit | Dst::NoRoute | Dst::Special("classe-unrouted" | "linklocal" | "doc" | "zeronet", _)
+        )
     }
     /// Delivered to rtr itself (or might be): no fragments to it.
     fn local_ish(self) -> bool {

@@ -53,8 +53,6 @@ const OPTIONS_NO_ROUTE: &str = "pending fast-path fix: an IPv4 packet with optio
 const JUMBO: &str = "pending fast-path fix: IPv6 payload length 0 behind a hop-by-hop header is a jumbogram candidate \
      to Linux (ip6_rcv_core skips the length check, the options decide: forwarded, or a parameter problem); cowroute \
      drops it as malformed";
-const ZERO_NETWORK: &str = "pending fast-path fix: 0.0.0.0/8 other than 0.0.0.0 is unicast to Linux 6.18 (a source \
-     is forwarded; a destination is routed, here to Net Unreachable); cowroute drops it as a martian";
 const ACCEPT_LOCAL: &str = "pending fast-path fix: accept_local=1 with rp_filter=1: the ingress interface's own address \
      as source passes fib_validate_source (the route back leaves by that interface): Linux forwards it, cowroute drops it";
 const HOP_BY_HOP_FIRST: &str = "pending fast-path fix: Linux reads the hop-by-hop header before it routes \
@@ -62,7 +60,7 @@ const HOP_BY_HOP_FIRST: &str = "pending fast-path fix: Linux reads the hop-by-ho
      toward no route; cowroute answers the missing route first";
 const ERROR_ROUTING: &str = "pending slow-path fix: cowroute sends ICMP errors back out of the ingress interface to the \
      frame's source MAC; Linux routes them (icmp_send -> ip_route_output): none when it has no route back (192.0.2.1, \
-     0.1.2.3, 169.254.1.1, ULA/site-local/v4-mapped sources, fe80::1, rtr's own IPv6 addresses), out of another interface \
+     0.1.2.3, 169.254.1.1, ULA/site-local/v4-mapped sources, fe80::1; to one of rtr's own addresses as source, itself), out of another interface \
      when the route says so (sink's subnet), to the link broadcast for a subnet-broadcast source";
 const ERROR_OPTIONS: &str = "pending slow-path fix: Linux's ICMP errors about a packet with options echo them \
      (ip_options_echo: RR and TS with rtr's address added) and quote the header as input processing left it (the RR \
@@ -94,8 +92,6 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("v4 option record route to an unreachable route", OPTIONS_NO_ROUTE),
     known("v4 option nops to no route", OPTIONS_NO_ROUTE),
     known("v6 payload length 0 behind hop-by-hop", JUMBO),
-    known("v4 src zero network 0.1.2.3", ZERO_NETWORK),
-    known("v4 dst zero network 0.1.2.3", ZERO_NETWORK),
     known("accept_local=1 rp_filter=1: src rtr's gen-side address", ACCEPT_LOCAL),
     known("v6 hop-by-hop unknown option to no route", HOP_BY_HOP_FIRST),
     known("v6 src link-local fe80::1", ERROR_ROUTING),
@@ -104,6 +100,8 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("v4 src documentation (no route back), ttl 1", ERROR_ROUTING),
     known("v4 src gen's subnet broadcast, ttl 1", ERROR_ROUTING),
     known("v4 src link-local, ttl 1", ERROR_ROUTING),
+    known("v4 src zero network, ttl 1", ERROR_ROUTING),
+    known("v4 src rtr's gen-side address, no route", ERROR_ROUTING),
     known("v6 src sink's subnet (spoofed), hop limit 1", ERROR_ROUTING),
     known("v6 src documentation (no route back), hop limit 1", ERROR_ROUTING),
     known("v6 src v4-mapped, hop limit 1", ERROR_ROUTING),
@@ -122,11 +120,9 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("v6 echo with payload length 0 to no route", UNREADABLE_ICMP),
     // The generated corpus, by what its frames were given (first match wins).
     known("corpus: v6 dst=linklocal", LINK_LOCAL_DESTINATION),
-    known("corpus: v4 dst=zeronet", ZERO_NETWORK),
-    known("corpus: v4 src=zeronet", ZERO_NETWORK),
     known("corpus: v4 dst=dbcast", SUBNET_BROADCAST),
     known("corpus: v6 src=gen-ll", LINK_LOCAL_SOURCE),
-    known("corpus: v4 opt=* dst=unreachable|prohibit|noroute|classe-unrouted|linklocal|doc", OPTIONS_NO_ROUTE),
+    known("corpus: v4 opt=* dst=unreachable|prohibit|noroute|classe-unrouted|linklocal|doc|zeronet", OPTIONS_NO_ROUTE),
     known("corpus: v6 ext=hbh-* plen=0", JUMBO),
     known("corpus: v6 ext=hbh-* dst=noroute|doc|v4mapped|unspecified|sitelocal|unreachable|prohibit", HOP_BY_HOP_FIRST),
     known("corpus: v6 nh=0 dst=noroute|doc|v4mapped|unspecified|sitelocal|unreachable|prohibit", HOP_BY_HOP_FIRST),
@@ -134,10 +130,11 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("corpus: src=sink-subnet", ERROR_ROUTING),
     known("corpus: src=v4mapped", ERROR_ROUTING),
     known("corpus: src=linklocal", ERROR_ROUTING),
+    known("corpus: v4 src=zeronet", ERROR_ROUTING),
     known("corpus: src=ula", ERROR_ROUTING),
     known("corpus: src=sitelocal", ERROR_ROUTING),
     known("corpus: src=subnet-bcast", ERROR_ROUTING),
-    known("corpus: v6 src=rtr-gen|rtr-sink", ERROR_ROUTING),
+    known("corpus: src=rtr-gen|rtr-sink", ERROR_ROUTING),
     known("corpus: v4 opt=rr|ts|eol", ERROR_OPTIONS),
     known("corpus: v4 tos=*", ERROR_TOS),
     known("corpus: v6 dst=mtu", TOO_BIG_HOP_LIMIT),
