@@ -167,10 +167,15 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     let route = fib::route_lookup_v4(dst);
     if ihl != Ipv4Hdr::LEN {
         // The agent processes the options of what it forwards (from a valid
-        // source); the rest (local, no route, another type) is the stack's.
-        return Err(match route {
-            Some(r) if r.kind() == Some(RouteKind::Unicast) => {
+        // source), and of what has no route or a reject route (the kernel
+        // reads options before it answers for the route); local and the
+        // kernel's own route kinds are the stack's.
+        return Err(match route.map(|r| (r, r.kind())) {
+            Some((r, Some(RouteKind::Unicast))) => {
                 validate_source_v4(l2, src, &next_hop_of(r, 0)?)?;
+                Verdict::exception(Reason::IpOptions, 0)
+            }
+            None | Some((_, Some(RouteKind::Blackhole | RouteKind::Unreachable | RouteKind::Prohibit))) => {
                 Verdict::exception(Reason::IpOptions, 0)
             }
             _ => Verdict::pass(Reason::IpOptions),
@@ -242,7 +247,11 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     if ingress::ipv6_is_link_local(&dst) {
         return Err(Verdict::pass(Reason::LinkLocal));
     }
-    let route = fib::route_lookup_v6(dst).ok_or(Verdict::exception(Reason::NoRoute, 0))?;
+    let Some(route) = fib::route_lookup_v6(dst) else {
+        // `ip6_rcv_core` reads hop-by-hop options before the route: the agent's.
+        let reason = if next_hdr == IPV6_NEXTHDR_HOP { Reason::IpOptions } else { Reason::NoRoute };
+        return Err(Verdict::exception(reason, 0));
+    };
     if route.kind() == Some(RouteKind::Unicast) && hop_limit > 1 {
         // `ip6_forward`, after the hop limit: no unspecified source, and a
         // link-local one gets Destination Unreachable (beyond scope).
@@ -255,8 +264,8 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     }
     if next_hdr == IPV6_NEXTHDR_HOP {
         // Hop-by-hop options (the only ones a router reads): the agent's, as for IPv4.
-        let unicast = route.kind() == Some(RouteKind::Unicast);
-        return Err(if unicast { Verdict::exception(Reason::IpOptions, 0) } else { Verdict::pass(Reason::IpOptions) });
+        let agents = matches!(route.kind(), Some(RouteKind::Unicast | RouteKind::Blackhole | RouteKind::Unreachable | RouteKind::Prohibit));
+        return Err(if agents { Verdict::exception(Reason::IpOptions, 0) } else { Verdict::pass(Reason::IpOptions) });
     }
     let tcp = (next_hdr == IPPROTO_TCP).then_some(Ipv6Hdr::LEN);
     let flow = if route.is_multipath() {

@@ -5,34 +5,54 @@
 
 use super::Daemon;
 use crate::slow_path::{
+    icmp::ErrorKind,
     ip_options,
     neighbour_queue::{self, Held},
     transit::{self, Prepared, TransitStats},
     NeighbourMiss,
 };
+use common::RouteKind;
 use std::{net::Ipv4Addr, time::Instant};
 
 impl Daemon {
     pub(super) fn forward_transit(&mut self, held: Held, now: Instant) {
         let slow = self.slow.clone();
         let stats = &slow.stats.transit;
-        let nexthop = neighbour_queue::frame_destination(&held.frame).and_then(|d| self.rib.forwarding_nexthop(d));
-        let Some((nexthop, key)) = nexthop.and_then(|id| Some((id, self.rib.nexthop_key(id)?))) else {
-            TransitStats::bump(&stats.no_route, 1);
-            return;
-        };
+        let dest = neighbour_queue::frame_destination(&held.frame);
+        let route = dest.and_then(|d| self.rib.forwarding_nexthop(d)).and_then(|id| Some((id, self.rib.nexthop_key(id)?)));
+        // The kernel reads the options before it answers for the route
+        // (a bad option draws its parameter problem even towards no route).
         let prepared = {
             let addrs = slow.ifaddrs.read().expect("not poisoned");
             let v4 = |i: u32| addrs.get(&i).and_then(|a| a.v4).unwrap_or(Ipv4Addr::UNSPECIFIED);
             let is_local = |a: Ipv4Addr| addrs.values().any(|x| x.v4 == Some(a));
             let ctx = ip_options::Context {
                 ingress: v4(held.ingress),
-                egress: v4(key.ifindex),
+                egress: route.map_or(Ipv4Addr::UNSPECIFIED, |(_, key)| v4(key.ifindex)),
                 accept_source_route: ip_options::accept_source_route(self.rib.link_name(held.ingress)),
                 now_ms: ip_options::ms_since_midnight(),
                 is_local: &is_local,
             };
             transit::prepare(&held.frame, &ctx)
+        };
+        let Some((nexthop, _)) = route else {
+            if !matches!(prepared, Prepared::Forward { .. }) {
+                return self.transit_refused(held.ingress, prepared);
+            }
+            TransitStats::bump(&stats.no_route, 1);
+            // No route, unreachable, prohibit: the route's error, as `ip_error` sends it.
+            let kind = match dest.and_then(|d| self.rib.forwarding_path(d)).map(|p| p.kind) {
+                None => Some(ErrorKind::NoRoute),
+                Some(RouteKind::Unreachable) => Some(ErrorKind::Unreachable),
+                Some(RouteKind::Prohibit) => Some(ErrorKind::Prohibited),
+                _ => None,
+            };
+            if let (Some(kind), Some(egress)) = (kind, &self.egress) {
+                if egress.send_error(&held, kind) {
+                    slow.stats.icmp_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            return;
         };
         match prepared {
             Prepared::Forward { frame, options } => {
@@ -42,10 +62,21 @@ impl Daemon {
                 }
                 self.hold_for_neighbour(NeighbourMiss { nexthop, held: Held { ingress: held.ingress, frame } }, now);
             }
+            refused => self.transit_refused(held.ingress, refused),
+        }
+    }
+
+    /// A transit frame the receive path refuses: counted, answered with its
+    /// parameter problem where there is one.
+    fn transit_refused(&mut self, ingress: u32, prepared: Prepared) {
+        let slow = self.slow.clone();
+        let stats = &slow.stats.transit;
+        match prepared {
+            Prepared::Forward { .. } => {}
             Prepared::Error { frame, kind } => {
                 TransitStats::bump(&stats.parameter_problems, 1);
                 if let Some(egress) = &self.egress {
-                    if egress.send_error(&Held { ingress: held.ingress, frame }, kind) {
+                    if egress.send_error(&Held { ingress, frame }, kind) {
                         slow.stats.icmp_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }

@@ -197,7 +197,8 @@ fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr) -> Result<Reply, Refus
     }
     let ihl = (ip[0] & 0x0f) as usize * 4;
     let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    if ihl < 20 || tot_len < ihl || ip.len() < ihl {
+    // `ip_rcv_core` drops a bad header (options included) before any error.
+    if ihl < 20 || tot_len < ihl || ip.len() < ihl || !checksum::verifies(&ip[..ihl]) {
         return Err(Refusal::Malformed);
     }
     let orig_src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
