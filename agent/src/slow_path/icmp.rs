@@ -209,9 +209,12 @@ fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr) -> Result<Reply, Refus
         return Err(Refusal::LaterFragment);
     }
     if ip[9] == IPPROTO_ICMP {
-        let icmp_type = *ip.get(ihl).ok_or(Refusal::Malformed)?;
-        // Errors: unreachable, source quench, redirect, time exceeded, parameter problem.
-        if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) {
+        // `icmp_send`: the type as the header's length places it, within the
+        // packet; none about an error (unreachable, source quench, redirect,
+        // time exceeded, parameter problem), an unknown type (> NR_ICMP_TYPES)
+        // or a type it cannot read.
+        let icmp_type = *ip[..tot_len.min(ip.len())].get(ihl).ok_or(Refusal::AboutIcmpError)?;
+        if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) || icmp_type > 18 {
             return Err(Refusal::AboutIcmpError);
         }
     }
@@ -225,7 +228,8 @@ fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr) -> Result<Reply, Refus
     let total = (20 + icmp.len()) as u16;
     let mut hdr = [0u8; 20];
     hdr[0] = 0x45;
-    hdr[1] = 0xc0; // precedence: internetwork control, as the kernel's errors
+    // Precedence internetwork control, the packet's TOS bits kept (`icmp_send`).
+    hdr[1] = (ip[1] & 0x1e) | 0xc0;
     hdr[2..4].copy_from_slice(&total.to_be_bytes());
     hdr[4..6].copy_from_slice(&next_ip_id().to_be_bytes());
     hdr[8] = 64;
@@ -288,15 +292,23 @@ fn error_v6(frame: &[u8], kind: ErrorKind, ours: &IfAddrs) -> Result<Reply, Refu
         false => ours.v6,
     }
     .ok_or(Refusal::NoSourceAddress)?;
-    let (upper, off) = v6_upper_layer(ip).ok_or(Refusal::Malformed)?;
-    if upper == 44 {
-        return Err(Refusal::LaterFragment);
-    }
-    if upper == IPPROTO_ICMPV6 && *ip.get(off).ok_or(Refusal::Malformed)? < 128 {
-        return Err(Refusal::AboutIcmpError);
-    }
     let len = 40 + u16::from_be_bytes([ip[4], ip[5]]) as usize;
-    let quote = &ip[..len.min(ip.len()).min(V6_ERROR_MAX - 48)];
+    let packet = &ip[..len.min(ip.len())];
+    // `icmp6_send`'s `is_ineligible`: no error about an ICMPv6 error, nor
+    // about one whose type is not within the packet; later fragments, and
+    // packets whose extension headers run past their end (which show no
+    // upper layer), do get errors.
+    if let Some((IPPROTO_ICMPV6, off)) = v6_upper_layer(packet) {
+        if packet.get(off).is_none_or(|t| *t < 128) {
+            return Err(Refusal::AboutIcmpError);
+        }
+    }
+    let mut quote = ip[..len.min(ip.len()).min(V6_ERROR_MAX - 48)].to_vec();
+    if matches!(kind, ErrorKind::TooBig { .. }) {
+        // `ip6_forward` has decremented the hop limit when it finds the packet too big.
+        quote[7] = quote[7].saturating_sub(1);
+    }
+    let quote = &quote[..];
     let (icmp_type, code, rest) = kind.v6();
     let mut icmp = vec![icmp_type, code, 0, 0];
     icmp.extend_from_slice(&rest);
@@ -383,11 +395,24 @@ mod tests {
         let mut echo = v4_packet(1, 36, 1, 0);
         echo[20] = 8;
         assert!(error_for(&eth(ETH_P_IP, &echo), ErrorKind::TimeExceeded, &OURS).is_ok(), "an echo request gets one");
+        let mut unknown = v4_packet(1, 36, 1, 0);
+        unknown[20] = 19;
+        assert_eq!(error_for(&eth(ETH_P_IP, &unknown), ErrorKind::TimeExceeded, &OURS), Err(Refusal::AboutIcmpError), "type > 18");
+        let mut bad_sum = echo.clone();
+        bad_sum[10] ^= 1;
+        assert_eq!(error_for(&eth(ETH_P_IP, &bad_sum), ErrorKind::TimeExceeded, &OURS), Err(Refusal::Malformed), "a bad header");
         assert_eq!(error_for(&eth(ETH_P_IP, &v4_packet(17, 8, 1, 0x0010)), ErrorKind::TimeExceeded, &OURS), Err(Refusal::LaterFragment));
-        let mut bcast = v4_packet(17, 8, 1, 0);
-        bcast[12..16].copy_from_slice(&[255; 4]);
+        let from = |src: [u8; 4]| {
+            let mut p = v4_packet(17, 8, 1, 0);
+            p[12..16].copy_from_slice(&src);
+            p[10..12].fill(0);
+            let c = checksum::checksum(&p[..20]).to_be_bytes();
+            p[10..12].copy_from_slice(&c);
+            p
+        };
+        let bcast = from([255; 4]);
         assert_eq!(error_for(&eth(ETH_P_IP, &bcast), ErrorKind::TimeExceeded, &OURS), Err(Refusal::NotUnicastSource));
-        bcast[12..16].copy_from_slice(&[224, 0, 0, 5]);
+        let bcast = from([224, 0, 0, 5]);
         assert_eq!(error_for(&eth(ETH_P_IP, &bcast), ErrorKind::TimeExceeded, &OURS), Err(Refusal::NotUnicastSource));
         let none = IfAddrs::default();
         assert_eq!(error_for(&eth(ETH_P_IP, &v4_packet(17, 8, 1, 0)), ErrorKind::NoRoute, &none), Err(Refusal::NoSourceAddress));
@@ -409,6 +434,7 @@ mod tests {
         let ip = &r.frame[14..];
         assert_eq!(ip.len(), 1280, "RFC 4443: at most the minimum MTU");
         assert_eq!((ip[6], ip[7]), (58, 64));
+        assert_eq!(ip[48 + 7], 0, "the quote's hop limit as ip6_forward left it (1, decremented)");
         let icmp = &ip[40..];
         assert_eq!((icmp[0], icmp[1], u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]])), (2, 0, 1300));
         let mut sum = checksum::sum_be_words(&ip[8..40], 0);

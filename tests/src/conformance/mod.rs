@@ -60,16 +60,6 @@ const ERROR_OPTIONS: &str = "pending slow-path fix: Linux's ICMP errors about a 
      (ip_options_echo: RR and TS with rtr's address added) and quote the header as input processing left it (the RR \
      slot filled with the ingress address, the bytes after an EOL zeroed, the old checksum kept); cowroute's errors \
      carry no options and quote the header as forwarding would have changed it, checksum recomputed";
-const ERROR_TOS: &str =
-    "pending slow-path fix: Linux's ICMP errors have TOS (tos & IPTOS_TOS_MASK) | 0xc0 (icmp_send); cowroute's are 0xc0";
-const TOO_BIG_HOP_LIMIT: &str = "pending slow-path fix: Linux's Packet Too Big quotes the packet with its hop limit \
-     already decremented (ip6_forward); cowroute quotes the packet as received";
-const ICMP_UNKNOWN_TYPE: &str = "pending slow-path fix: Linux sends no ICMP error about an ICMP message of a type it does \
-     not know (> 18, read at the IHL's offset; icmp_send's icmp_pointers check); cowroute sends one";
-const V6_LATER_FRAGMENT: &str = "pending slow-path fix: Linux sends ICMPv6 errors about non-first fragments too \
-     (icmp6_send only leaves out errors about errors); cowroute sends none";
-const UNREADABLE_ICMP: &str = "pending slow-path fix: Linux sends no ICMP or ICMPv6 error about an ICMP packet whose \
-     type it cannot read (IPv4 total length 20, IPv6 payload length 0: icmp_send, is_ineligible); cowroute sends one";
 
 const fn known(case: &'static str, reason: &'static str) -> KnownDifference {
     KnownDifference { case, reason }
@@ -102,14 +92,6 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("v4 option timestamp, ttl 1", ERROR_OPTIONS),
     known("v4 option record route, df set too big", ERROR_OPTIONS),
     known("v4 option eol then garbage, ttl 1", ERROR_OPTIONS),
-    known("v4 icmp echo cut to its ip header, ttl 1", UNREADABLE_ICMP),
-    known("v4 tos 0x7a, ttl 1", ERROR_TOS),
-    known("v6 too big: packet too big", TOO_BIG_HOP_LIMIT),
-    known("v4 icmp echo with ihl 6", ICMP_UNKNOWN_TYPE),
-    known("v4 udp sent as protocol 1 (icmp type 48), ttl 1", ICMP_UNKNOWN_TYPE),
-    known("v6 later fragment to an unreachable route", V6_LATER_FRAGMENT),
-    known("v6 later fragment, hop limit 1", V6_LATER_FRAGMENT),
-    known("v6 echo with payload length 0 to no route", UNREADABLE_ICMP),
     // The generated corpus, by what its frames were given (first match wins).
     known("corpus: v6 dst=linklocal", LINK_LOCAL_DESTINATION),
     known("corpus: v4 dst=dbcast", SUBNET_BROADCAST),
@@ -125,13 +107,6 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("corpus: src=subnet-bcast", ERROR_ROUTING),
     known("corpus: src=rtr-gen|rtr-sink", ERROR_ROUTING),
     known("corpus: v4 opt=rr|ts|eol", ERROR_OPTIONS),
-    known("corpus: v4 tos=*", ERROR_TOS),
-    known("corpus: v6 dst=mtu", TOO_BIG_HOP_LIMIT),
-    known("corpus: v4 icmp ihl=*", ICMP_UNKNOWN_TYPE),
-    known("corpus: v4 proto=1", ICMP_UNKNOWN_TYPE),
-    known("corpus: v6 nh=44", V6_LATER_FRAGMENT),
-    known("corpus: v6 icmp plen=0", UNREADABLE_ICMP),
-    known("corpus: v4 icmp totlen=20", UNREADABLE_ICMP),
 ];
 
 /// The known difference covering case `name`, if any.
