@@ -86,7 +86,12 @@ fn forwarding_state(run: &LabRun) -> (Vec<String>, Vec<String>, Vec<String>) {
         out.dedup();
         out
     };
-    let routes = rows(json(&["show", "routes", "--json"]), &["prefix", "kind", "flags"]);
+    let mut routes = rows(json(&["show", "routes", "--json"]), &["prefix", "kind", "flags"]);
+    // Link-local neighbours come and go with the hosts' own neighbour
+    // discovery (a router solicitation seconds after the lab is up leaves a
+    // STALE entry): their host entries are the kernel's churn, not state the
+    // adoption could lose.
+    routes.retain(|r| !(r.starts_with("\"fe80:") && r.contains("clone")));
     let nexthops = rows(json(&["show", "nexthops", "--json"]), &["ifindex", "dmac", "smac", "mtu", "vlan", "usable"]);
     let mut private: Vec<String> = json(&["metrics", "show", "--json"])
         .as_array()
