@@ -50,8 +50,9 @@ fn sigkill_and_restart_three_times_under_traffic_loses_nothing() {
     let overrides = shown[0]["overrides"].as_array().unwrap();
     let by = |name: &str| overrides.iter().find(|o| o["metric"] == name).unwrap_or_else(|| panic!("{name} kept: {shown}")).clone();
     assert_eq!((by("mtu")["value"].as_u64(), by("mtu")["expires_in"].is_null()), (Some(1300), true), "{shown}");
+    // Counted down meanwhile: three restarts take 10-20 s on a loaded machine.
     let left = by("hoplimit")["expires_in"].as_u64().unwrap();
-    assert!(by("hoplimit")["value"] == 32 && (290..=300).contains(&left), "{shown}");
+    assert!(by("hoplimit")["value"] == 32 && (270..=300).contains(&left), "{shown}");
     assert!(run.agent.log().contains("private_kept=1"), "{}", run.agent.log());
 
     // `detach` refuses while the agent runs ...
