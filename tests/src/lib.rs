@@ -623,6 +623,9 @@ pub fn icmp_error_about(ns: &str, to: &'static str, ttl: u32, len: usize) -> Opt
         loop {
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
             if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
                 return Ok(None);
             }
             let p = &buf[..n as usize];

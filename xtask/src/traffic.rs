@@ -100,7 +100,8 @@ impl UdpSink {
         let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut msg, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
-            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+            // A signal (the test harness's, a child's) is not a failure: try again.
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) {
                 return Ok(None);
             }
             return Err(e.into());
