@@ -8,6 +8,7 @@
 //! neighbour). May call every other folder; nothing calls it but main.
 
 pub mod config;
+mod error_routing;
 mod kernel_events;
 mod neighbour_wait;
 pub mod reload;
@@ -27,11 +28,7 @@ use crate::{
     },
     operator::{control, stats},
     rib::{Capacities, Rib},
-    slow_path::{
-        self,
-        neighbour_queue::{Egress, NeighbourQueue},
-        pmtu, SlowPathMode,
-    },
+    slow_path::{self, egress::Egress, neighbour_queue::NeighbourQueue, pmtu, SlowPathMode},
 };
 use anyhow::{anyhow, bail, Result};
 use aya::maps::{MapData, PerCpuArray};
@@ -175,7 +172,7 @@ impl Daemon {
         self.sweep_fpm(now);
         self.retry_routes(now);
         self.waiting.expire(now);
-        self.release_resolved();
+        self.release_resolved(now);
         self.solicit_pending(Duration::from_secs(3));
         self.refresh_all_port_sysctls();
         if ticks.is_multiple_of(30) {
@@ -409,12 +406,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             batch = d.mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;
                 d.apply_batch(batch).await?;
-                d.release_resolved();
+                d.release_resolved(Instant::now());
             }
             miss = misses.recv() => {
                 match miss {
                     Some(slow_path::Handoff::Miss(miss)) => d.hold_for_neighbour(miss, Instant::now()),
                     Some(slow_path::Handoff::Transit(held)) => d.forward_transit(held, Instant::now()),
+                    Some(slow_path::Handoff::Error(error)) => d.route_error(error, Instant::now()),
                     None => continue,
                 }
             }

@@ -22,16 +22,23 @@ impl Daemon {
             self.waiting.stats.dropped += 1;
             return;
         };
-        if self.rib.usable_nexthop(key.ifindex, addr).is_some() {
+        self.hold_at((key.ifindex, addr), miss.held, now);
+    }
+
+    /// `held` waits for neighbour `key`; the first one has the kernel
+    /// resolve it.
+    pub(super) fn hold_at(&mut self, key: neighbour_queue::NeighbourKey, held: neighbour_queue::Held, now: Instant) {
+        let (ifindex, addr) = key;
+        if self.rib.usable_nexthop(ifindex, addr).is_some() {
             // Resolved meanwhile: waits for nothing.
-            self.waiting.hold((key.ifindex, addr), miss.held, now);
-            self.release_resolved();
+            self.waiting.hold(key, held, now);
+            self.release_resolved(now);
             return;
         }
-        if self.waiting.hold((key.ifindex, addr), miss.held, now) {
+        if self.waiting.hold(key, held, now) {
             let handle = self.mirror.handle.clone();
             tokio::spawn(async move {
-                if let Err(e) = netlink_mirror::resolve(handle, key.ifindex, addr).await {
+                if let Err(e) = netlink_mirror::resolve(handle, ifindex, addr).await {
                     tracing::debug!(error = %format!("{e:#}"), "neighbour resolution request");
                 }
             });
@@ -41,8 +48,8 @@ impl Daemon {
     /// Releases the frames of every neighbour that is now resolved, each by
     /// the fast path's rules with its destination's metrics as they are now
     /// (no route: the device's MTU). Without a frame sender they are dropped,
-    /// counted.
-    pub(super) fn release_resolved(&mut self) {
+    /// counted. The errors due about them are routed.
+    pub(super) fn release_resolved(&mut self, now: Instant) {
         for key in self.waiting.keys() {
             let Some(nh) = self.rib.usable_nexthop(key.0, key.1) else { continue };
             for held in self.waiting.release(&key) {
@@ -52,7 +59,9 @@ impl Daemon {
                 };
                 let metrics =
                     neighbour_queue::frame_destination(&held.frame).and_then(|d| self.rib.forwarding_metrics(d)).unwrap_or_default();
-                egress.release(&held, &nh, &metrics, &mut self.waiting.stats);
+                if let Some(kind) = egress.release(&held, &nh, &metrics, &mut self.waiting.stats) {
+                    self.send_error(held, kind, now);
+                }
             }
         }
     }

@@ -37,7 +37,7 @@ impl Daemon {
         };
         let Some((nexthop, _)) = route else {
             if !matches!(prepared, Prepared::Forward { .. }) {
-                return self.transit_refused(held.ingress, prepared);
+                return self.transit_refused(held.ingress, prepared, now);
             }
             TransitStats::bump(&stats.no_route, 1);
             // No route, unreachable, prohibit: the route's error, as `ip_error` sends it.
@@ -47,10 +47,8 @@ impl Daemon {
                 Some(RouteKind::Prohibit) => Some(ErrorKind::Prohibited),
                 _ => None,
             };
-            if let (Some(kind), Some(egress)) = (kind, &self.egress) {
-                if egress.send_error(&held, kind) {
-                    slow.stats.icmp_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+            if let Some(kind) = kind {
+                self.send_error(held, kind, now);
             }
             return;
         };
@@ -60,26 +58,22 @@ impl Daemon {
                     let v4 = frame.len() > 13 && frame[12..14] == [0x08, 0x00];
                     TransitStats::bump(if v4 { &stats.options_forwarded } else { &stats.hop_by_hop_forwarded }, 1);
                 }
-                self.hold_for_neighbour(NeighbourMiss { nexthop, held: Held { ingress: held.ingress, frame } }, now);
+                self.hold_for_neighbour(NeighbourMiss { nexthop, held: Held::transit(held.ingress, frame) }, now);
             }
-            refused => self.transit_refused(held.ingress, refused),
+            refused => self.transit_refused(held.ingress, refused, now),
         }
     }
 
     /// A transit frame the receive path refuses: counted, answered with its
     /// parameter problem where there is one.
-    fn transit_refused(&mut self, ingress: u32, prepared: Prepared) {
+    fn transit_refused(&mut self, ingress: u32, prepared: Prepared, now: Instant) {
         let slow = self.slow.clone();
         let stats = &slow.stats.transit;
         match prepared {
             Prepared::Forward { .. } => {}
             Prepared::Error { frame, kind } => {
                 TransitStats::bump(&stats.parameter_problems, 1);
-                if let Some(egress) = &self.egress {
-                    if egress.send_error(&Held { ingress, frame }, kind) {
-                        slow.stats.icmp_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
+                self.send_error(Held::transit(ingress, frame), kind, now);
             }
             Prepared::SourceRouteRefused => TransitStats::bump(&stats.source_routes_refused, 1),
             Prepared::Drop => TransitStats::bump(&stats.header_drops, 1),

@@ -142,7 +142,12 @@ pub fn render(s: &AgentStats) -> String {
             s.slow_path.refused,
         ),
         counter("cowroute_slowpath_malformed_total", "Frames the slow path could not read: dropped.", s.slow_path.malformed),
-        counter("cowroute_slowpath_tx_full_total", "Replies dropped for want of a TX frame.", s.slow_path.tx_full),
+        counter(
+            "cowroute_slowpath_no_route_back_total",
+            "ICMP errors not sent: no route back to their destination, or one to the router itself.",
+            s.slow_path.no_route_back,
+        ),
+        counter("cowroute_slowpath_send_failed_total", "ICMP errors the device refused.", s.slow_path.send_failed),
         counter(
             "cowroute_slowpath_socket_dropped_total",
             "Exception frames the kernel dropped at a full slow-path socket.",

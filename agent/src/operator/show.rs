@@ -398,8 +398,8 @@ pub fn print_slowpath(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
     }
     match &agent {
         Some(a) if a.mode == SlowPathMode::Afxdp => println!(
-            "slow path: the agent over AF_XDP ({} sockets): {} frames, {} ICMP errors sent, {} rate-limited, {} refused, {} malformed, {} without a TX frame, {} dropped at a full socket",
-            a.sockets, a.frames, a.icmp_sent, a.rate_limited, a.refused, a.malformed, a.tx_full, a.socket_dropped
+            "slow path: the agent over AF_XDP ({} sockets): {} frames, {} ICMP errors sent, {} rate-limited, {} refused, {} without a route back, {} malformed, {} not sent, {} dropped at a full socket",
+            a.sockets, a.frames, a.icmp_sent, a.rate_limited, a.refused, a.no_route_back, a.malformed, a.send_failed, a.socket_dropped
         ),
         Some(_) => println!("slow path: the kernel stack (the agent runs with --slow-path kernel)"),
         None => println!("slow path: no agent answering; the kernel stack takes what the fast path passes up"),

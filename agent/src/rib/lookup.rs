@@ -16,7 +16,50 @@ pub struct ForwardingPath {
     pub mtu: u32,
 }
 
+/// Where an ICMP error to an address leaves, as `icmp_send` routes it
+/// (`ip_route_output` / `ip6_dst_lookup` on the error's destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorRoute {
+    /// Out of `ifindex` to neighbour `neighbour` (a gateway, or the
+    /// destination itself on a connected route).
+    Via { ifindex: u32, neighbour: IpAddr },
+    /// To one of the router's own addresses: the kernel delivers such an
+    /// error to itself, nothing goes on the wire.
+    ToSelf,
+    /// No route back (none, or blackhole, unreachable, prohibit, a route
+    /// only the kernel carries): the kernel sends no error.
+    NoRoute,
+}
+
 impl<S: MapSink> Rib<S> {
+    /// How an ICMP error to `to` leaves; `ingress` is where the packet it
+    /// is about came in, the scope of a link-local `to` (icmp6_send's
+    /// `icmp6_iif`).
+    pub fn error_route(&self, to: IpAddr, ingress: u32) -> ErrorRoute {
+        if let IpAddr::V6(v6) = to {
+            if v6.is_unicast_link_local() {
+                return ErrorRoute::Via { ifindex: ingress, neighbour: to };
+            }
+        }
+        let Some(base) = self.base(to, true) else { return ErrorRoute::NoRoute };
+        let nexthop = match base.kind {
+            RouteKind::Local => return ErrorRoute::ToSelf,
+            RouteKind::Unicast if base.flags & common::RouteEntry::MULTIPATH != 0 => {
+                // The leg of bucket 0: one fixed choice among equals.
+                match self.groups.written_table(base.nexthop) {
+                    Some(table) => table.buckets[0],
+                    None => return ErrorRoute::NoRoute,
+                }
+            }
+            RouteKind::Unicast => base.nexthop,
+            _ => return ErrorRoute::NoRoute,
+        };
+        match self.nexthop_key(nexthop) {
+            Some(key) => ErrorRoute::Via { ifindex: key.ifindex, neighbour: key.gateway.unwrap_or(to) },
+            None => ErrorRoute::NoRoute,
+        }
+    }
+
     /// The metrics `dest` forwards with, as the fast path reads them: its
     /// private copy when it has one, else its route's shared metrics (a
     /// neighbour host's are its connected route's). `None`: no route.
@@ -91,5 +134,60 @@ mod tests {
         assert_eq!((private.mtu, private.advmss), (1300, 1360), "the private copy: the shared metrics and the override");
         assert_eq!(rib.forwarding_metrics(neighbour), Some(shared), "its neighbours keep the shared ones");
         assert_eq!(rib.forwarding_metrics("192.0.2.1".parse().unwrap()), None);
+    }
+}
+
+#[cfg(test)]
+mod error_route_tests {
+    use super::ErrorRoute;
+    use crate::{
+        dataplane::map_writer::memory::MemoryMaps,
+        rib::{
+            types::{Event, Link},
+            Capacities, Rib, RouteInput,
+        },
+    };
+    use common::{RouteKind, RouteMetrics};
+    use std::{
+        net::IpAddr,
+        time::{Duration, Instant},
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_error_leaves_as_its_route_back_says_or_not_at_all() {
+        let now = Instant::now();
+        let mut rib = Rib::new(MemoryMaps::default(), Capacities::default(), Duration::from_secs(1));
+        for i in [3, 4] {
+            let link =
+                Link { index: i, name: format!("if{i}"), mac: [2, 0, 0, 0, 0, i as u8], mtu: 1500, up: true, vlan: None, rx_queues: 1 };
+            rib.apply(Event::Link(link), now).unwrap();
+        }
+        let route =
+            |p: &str, kind, dev, via: Option<&str>| RouteInput::new(p.parse().unwrap(), kind, dev, via.map(ip), RouteMetrics::DEFAULT);
+        rib.set_route(route("10.1.0.0/24", RouteKind::Unicast, Some(3), None), now).unwrap();
+        rib.set_route(route("10.2.0.0/24", RouteKind::Unicast, Some(4), None), now).unwrap();
+        rib.set_route(route("10.9.0.0/16", RouteKind::Unicast, Some(4), Some("10.2.0.254")), now).unwrap();
+        rib.set_route(route("10.66.0.0/16", RouteKind::Blackhole, None, None), now).unwrap();
+        rib.set_route(route("10.67.0.0/16", RouteKind::Unreachable, None, None), now).unwrap();
+        rib.apply(Event::Address { index: 3, addr: ip("10.1.0.1"), present: true }, now).unwrap();
+
+        let via = |ifindex, n: &str| ErrorRoute::Via { ifindex, neighbour: ip(n) };
+        // Connected: to the source itself, on whichever link its route names
+        // (not the ingress: a spoofed source's error goes where it claims to be).
+        assert_eq!(rib.error_route(ip("10.1.0.2"), 3), via(3, "10.1.0.2"));
+        assert_eq!(rib.error_route(ip("10.2.0.7"), 3), via(4, "10.2.0.7"));
+        // Behind a gateway: to the gateway.
+        assert_eq!(rib.error_route(ip("10.9.1.1"), 3), via(4, "10.2.0.254"));
+        // None back: no route, a blackhole, an unreachable route.
+        for to in ["192.0.2.1", "10.66.0.1", "10.67.0.1"] {
+            assert_eq!(rib.error_route(ip(to), 3), ErrorRoute::NoRoute, "{to}");
+        }
+        assert_eq!(rib.error_route(ip("10.1.0.1"), 3), ErrorRoute::ToSelf);
+        // A link-local source is on the link the packet came in on.
+        assert_eq!(rib.error_route(ip("fe80::1"), 4), via(4, "fe80::1"));
     }
 }

@@ -271,11 +271,16 @@ impl<S: MapSink> Rib<S> {
         self.nexthops.entries.get(&id).map(|(k, _, _)| *k)
     }
 
-    /// The next hop through neighbour `addr` on `ifindex`, as written to the
-    /// fast path, once it is usable.
+    /// The next hop through neighbour `addr` on `ifindex` once it is usable:
+    /// as written to the fast path, or (a neighbour no route leads to, such
+    /// as a link-local one an ICMP error goes to) as the links make it.
     pub fn usable_nexthop(&self, ifindex: u32, addr: IpAddr) -> Option<NextHop> {
-        let id = self.nexthops.by_key.get(&NextHopKey { ifindex, gateway: Some(addr) })?;
-        self.nexthops.entries.get(id).map(|(_, _, nh)| *nh).filter(|nh| nh.is_usable())
+        let key = NextHopKey { ifindex, gateway: Some(addr) };
+        let nh = match self.nexthops.by_key.get(&key) {
+            Some(id) => self.nexthops.entries.get(id).map(|(_, _, nh)| *nh)?,
+            None => self.nexthop_for(key),
+        };
+        Some(nh).filter(|nh| nh.is_usable())
     }
 
     pub fn link(&self, ifindex: u32) -> Option<&Link> {

@@ -101,6 +101,28 @@ impl<S: MapSink> Rib<S> {
     /// Recomputes next hop `id` from its link and neighbour and writes it when changed.
     pub(super) fn write_nexthop(&mut self, id: u32) -> Result<(), RibError> {
         let Some(&(key, _, old)) = self.nexthops.entries.get(&id) else { return Ok(()) };
+        let nh = self.nexthop_for(key);
+        if nh.ifindex != 0 && self.ports.insert(nh.ifindex) {
+            if let Err(e) = self.sink.add_port(nh.ifindex) {
+                self.ports.remove(&nh.ifindex);
+                return Err(e.into());
+            }
+        }
+        if nh != old || old == NextHop::default() {
+            self.sink.put_nexthop(id, &nh)?;
+            self.nexthops.entries.get_mut(&id).expect("present").2 = nh;
+            if nh.is_usable() != old.is_usable() {
+                // ECMP groups with this leg rebalance over their usable legs.
+                for group in self.groups.containing(id) {
+                    self.write_group(group)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Next hop `key` as the links and neighbours make it now.
+    pub(super) fn nexthop_for(&self, key: NextHopKey) -> NextHop {
         let mut nh = NextHop::default();
         if let Some(link) = self.links.get(&key.ifindex) {
             nh.mtu = link.mtu;
@@ -120,23 +142,7 @@ impl<S: MapSink> Rib<S> {
             nh.dmac = *mac;
             nh.flags |= NextHop::RESOLVED;
         }
-        if nh.ifindex != 0 && self.ports.insert(nh.ifindex) {
-            if let Err(e) = self.sink.add_port(nh.ifindex) {
-                self.ports.remove(&nh.ifindex);
-                return Err(e.into());
-            }
-        }
-        if nh != old || old == NextHop::default() {
-            self.sink.put_nexthop(id, &nh)?;
-            self.nexthops.entries.get_mut(&id).expect("present").2 = nh;
-            if nh.is_usable() != old.is_usable() {
-                // ECMP groups with this leg rebalance over their usable legs.
-                for group in self.groups.containing(id) {
-                    self.write_group(group)?;
-                }
-            }
-        }
-        Ok(())
+        nh
     }
 
     /// An ECMP group for `legs`: a next hop per leg, then the group (shared

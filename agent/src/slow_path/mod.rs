@@ -2,11 +2,13 @@
 //! each attached interface, in the `SLOW_PATH` XSKMAP, each served by a
 //! thread. The fast path hands it the frames that need an ICMP error behind
 //! a [`SlowPathHeader`] saying why; the thread builds the error
-//! ([`crate::slow_path::icmp`]), asks the rate limiter ([`crate::slow_path::icmp_limit`]) and sends
-//! it back out of the ingress interface on the same socket's TX ring.
+//! ([`crate::slow_path::icmp`]) and asks the rate limiter
+//! ([`crate::slow_path::icmp_limit`]), and the daemon routes what is let
+//! through as `icmp_send` routes it (the route back to the source, its
+//! neighbour; none, none sent) and sends it ([`egress`]).
 //!
 //! Zero-copy where the driver offers it, else copy mode (veth). Each socket
-//! has its own UMEM: half the frames feed the fill ring, half carry replies.
+//! has its own UMEM, all of it for the fill ring.
 //! The frames are 2048 bytes, or 4096 on an interface whose MTU needs them
 //! (jumbo frames up to some 3,800 bytes reach the agent); the fast path
 //! passes a longer frame to the kernel and counts it (`UNSERVED`), as it
@@ -16,6 +18,7 @@
 //! A thread per socket rather than a tokio task: the ring loop is a
 //! blocking poll by nature, and the UMEM it owns may not cross threads.
 
+pub mod egress;
 pub mod fragment;
 pub mod icmp;
 pub mod icmp_limit;
@@ -80,8 +83,11 @@ pub struct SlowPathStats {
     pub refused: AtomicU64,
     /// Frames the slow path could not read: dropped and counted.
     pub malformed: AtomicU64,
-    /// Replies with no free TX frame.
-    pub tx_full: AtomicU64,
+    /// ICMP errors with no route back to their destination (the kernel
+    /// sends none either), or to one of the router's own addresses.
+    pub no_route_back: AtomicU64,
+    /// ICMP errors the device refused (the AF_PACKET send failed).
+    pub send_failed: AtomicU64,
     /// Frames the kernel could not put on a socket's RX ring (ring full,
     /// no free frame): a burst beyond what the slow path takes in.
     pub socket_dropped: AtomicU64,
@@ -102,7 +108,8 @@ impl SlowPathStats {
             rate_limited: g(&self.rate_limited),
             refused: g(&self.refused),
             malformed: g(&self.malformed),
-            tx_full: g(&self.tx_full),
+            no_route_back: g(&self.no_route_back),
+            send_failed: g(&self.send_failed),
             socket_dropped: g(&self.socket_dropped),
             misses_dropped: g(&self.misses_dropped),
             transit: self.transit.snapshot(),
@@ -120,7 +127,10 @@ pub struct SlowPathSnapshot {
     pub rate_limited: u64,
     pub refused: u64,
     pub malformed: u64,
-    pub tx_full: u64,
+    #[serde(default)]
+    pub no_route_back: u64,
+    #[serde(default)]
+    pub send_failed: u64,
     pub socket_dropped: u64,
     pub misses_dropped: u64,
     #[serde(default)]
@@ -144,6 +154,18 @@ pub enum Handoff {
     /// A frame in transit to finish ([`transit`]): options, hop-by-hop
     /// header, or too big with DF clear.
     Transit(neighbour_queue::Held),
+    /// An ICMP error to route and send.
+    Error(AdmittedError),
+}
+
+/// An ICMP error the rules and the rate limits let through, built with the
+/// ingress interface's addresses: the daemon routes it.
+#[derive(Debug)]
+pub struct AdmittedError {
+    /// The frame it is about, as it arrived.
+    pub about: neighbour_queue::Held,
+    pub kind: ErrorKind,
+    pub reply: icmp::Reply,
 }
 
 /// What the socket threads share with the daemon.
@@ -201,43 +223,50 @@ impl Shared {
         }
     }
 
-    /// Answers one frame from the fast path: the reply to send, if any.
-    pub fn answer(&self, ifindex: u32, frame: &[u8]) -> Option<Vec<u8>> {
+    /// The addresses of interface `ifindex` (an error's source).
+    pub fn addresses(&self, ifindex: u32) -> IfAddrs {
+        self.ifaddrs.read().expect("not poisoned").get(&ifindex).copied().unwrap_or_default()
+    }
+
+    /// Takes one frame from the fast path: a neighbour miss, a frame in
+    /// transit, or an admitted ICMP error, for the daemon; whether it was
+    /// handed over (what is not is counted).
+    pub fn answer(&self, ifindex: u32, frame: &[u8]) -> bool {
         let stats = &self.stats;
         stats.frames.fetch_add(1, Ordering::Relaxed);
         let Some((header, original)) = SlowPathHeader::parse(frame) else {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return false;
         };
-        let held = || neighbour_queue::Held { ingress: ifindex, frame: original.to_vec() };
+        let held = || neighbour_queue::Held::transit(ifindex, original.to_vec());
         let handoff = match header.reason() {
-            Some(common::Reason::NoNeighbour) => Some(Handoff::Miss(NeighbourMiss { nexthop: header.detail, held: held() })),
+            Some(common::Reason::NoNeighbour) => Handoff::Miss(NeighbourMiss { nexthop: header.detail, held: held() }),
             Some(r) if transit::is_transit(r, original) => {
                 transit::TransitStats::bump(&stats.transit.frames, 1);
-                Some(Handoff::Transit(held()))
+                Handoff::Transit(held())
             }
-            _ => None,
+            reason => {
+                let Some(kind) = reason.and_then(|r| ErrorKind::for_reason(r, header.detail)) else {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                };
+                let Some(reply) = self.admit_error(ifindex, original, kind) else { return false };
+                Handoff::Error(AdmittedError { about: held(), kind, reply })
+            }
         };
-        if let Some(handoff) = handoff {
-            if self.misses.try_send(handoff).is_err() {
-                stats.misses_dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            return None;
+        if self.misses.try_send(handoff).is_err() {
+            stats.misses_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
-        let Some(kind) = header.reason().and_then(|r| ErrorKind::for_reason(r, header.detail)) else {
-            stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        self.error_reply(ifindex, original, kind)
+        true
     }
 
     /// The ICMP error `kind` about `original` (a frame as it arrived on
     /// `ifindex`), from that interface's address, if the rules and the rate
     /// limits allow one; what gets none is counted here.
-    pub fn error_reply(&self, ifindex: u32, original: &[u8], kind: ErrorKind) -> Option<Vec<u8>> {
+    pub fn admit_error(&self, ifindex: u32, original: &[u8], kind: ErrorKind) -> Option<icmp::Reply> {
         let stats = &self.stats;
-        let ours = self.ifaddrs.read().expect("not poisoned").get(&ifindex).copied().unwrap_or_default();
-        let reply = match icmp::error_for(original, kind, &ours) {
+        let reply = match icmp::error_for(original, kind, &self.addresses(ifindex)) {
             Ok(r) => r,
             Err(icmp::Refusal::Malformed) => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +282,7 @@ impl Shared {
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        Some(reply.frame)
+        Some(reply)
     }
 }
 
@@ -425,11 +454,11 @@ mod tests {
                 frame.extend_from_slice(&[reason, 0, 0, 5, 0, 0]);
             }
             frame.extend_from_slice(&body);
-            let reply = s.answer(2, &frame);
+            let handed = s.answer(2, &frame);
             let st = &s.stats;
             let counted = st.refused.load(Ordering::Relaxed) + st.malformed.load(Ordering::Relaxed) + st.rate_limited.load(Ordering::Relaxed) + st.misses_dropped.load(Ordering::Relaxed);
             prop_assert_eq!(st.frames.load(Ordering::Relaxed), 1);
-            prop_assert_eq!(counted + u64::from(reply.is_some()), 1, "each frame: answered, or counted once");
+            prop_assert_eq!(counted + u64::from(handed), 1, "each frame: handed to the daemon, or counted once");
         }
     }
 }

@@ -8,8 +8,7 @@
 //! Too Big (DF clear: fragmented), SYNs get their MSS clamped. On timeout or
 //! overflow they are dropped. Every outcome is counted.
 
-use crate::slow_path::{fragment::ip_fragment, icmp::ErrorKind, Shared};
-use anyhow::{Context as _, Result};
+use crate::slow_path::{fragment::ip_fragment, icmp::ErrorKind};
 use common::{
     forwarding::{self, Forwarding, IpFacts},
     mss::tcp_clamp_mss,
@@ -19,7 +18,6 @@ use common::{
 use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -54,19 +52,29 @@ pub struct QueueStats {
     pub send_failed: u64,
     /// SYNs sent on with their MSS clamped to the destination's advmss.
     pub mss_clamped: u64,
-    /// ICMP errors sent back about released frames (the rest were refused
-    /// or rate limited: the slow path's `refused` / `rate_limited`).
+    /// The agent's own ICMP errors that waited for their neighbour here
+    /// and left (the slow path's `icmp_sent` counts them too).
     pub icmp_sent: u64,
     /// Waiting now.
     pub waiting: usize,
 }
 
 /// A frame waiting for its neighbour, as it arrived, and the interface it
-/// came in on (where an error about it goes back out).
+/// came in on (the scope of the errors about it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub ingress: u32,
     pub frame: Vec<u8>,
+    /// The agent's own frame (an ICMP error), not one in transit: it leaves
+    /// as it is, only its link header set, none of the forwarding rules.
+    pub originated: bool,
+}
+
+impl Held {
+    /// A frame in transit that came in on `ingress`.
+    pub fn transit(ingress: u32, frame: Vec<u8>) -> Held {
+        Held { ingress, frame, originated: false }
+    }
 }
 
 #[derive(Debug)]
@@ -215,7 +223,7 @@ pub fn forward_frame(frame: &[u8], nh: &NextHop, metrics: &RouteMetrics) -> Rele
 }
 
 /// `ip` behind the next hop's Ethernet header (and VLAN tag).
-fn with_l2(nh: &NextHop, ether_type: u16, ip: &[u8]) -> Vec<u8> {
+pub(super) fn with_l2(nh: &NextHop, ether_type: u16, ip: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(proto::ETH_HLEN + proto::VLAN_HLEN + ip.len());
     out.extend_from_slice(&nh.dmac);
     out.extend_from_slice(&nh.smac);
@@ -240,110 +248,6 @@ pub fn frame_destination(frame: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// How released frames leave and errors about them go back: out of a
-/// device over AF_PACKET, the errors built and rate limited as the slow
-/// path's own.
-pub struct Egress {
-    sender: FrameSender,
-    slow: Arc<Shared>,
-}
-
-impl Egress {
-    pub fn new(slow: Arc<Shared>) -> Result<Egress> {
-        Ok(Egress { sender: FrameSender::new()?, slow })
-    }
-
-    /// Forwards `held` through `nh` with the destination's `metrics` (see
-    /// [`forward_frame`]), or sends the ICMP error due back out of its
-    /// ingress interface; counts the outcome in `stats`.
-    pub fn release(&self, held: &Held, nh: &NextHop, metrics: &RouteMetrics, stats: &mut QueueStats) {
-        match forward_frame(&held.frame, nh, metrics) {
-            Release::Send { frames, mss_clamped } => {
-                let sent = frames.iter().try_for_each(|f| self.sender.send(nh.ifindex, f));
-                match (sent, frames.len()) {
-                    (Err(e), _) => {
-                        tracing::debug!(error = %format!("{e:#}"), "released frame not sent");
-                        stats.send_failed += 1;
-                    }
-                    (Ok(()), 1) => stats.forwarded += 1,
-                    (Ok(()), n) => {
-                        stats.fragmented += 1;
-                        let transit = &self.slow.stats.transit;
-                        crate::slow_path::transit::TransitStats::bump(&transit.fragmented, 1);
-                        crate::slow_path::transit::TransitStats::bump(&transit.fragments, n as u64);
-                    }
-                }
-                stats.mss_clamped += u64::from(mss_clamped);
-            }
-            Release::Error(kind) => {
-                match kind {
-                    ErrorKind::TooBig { .. } => stats.too_big += 1,
-                    _ => stats.ttl_exceeded += 1,
-                }
-                stats.icmp_sent += u64::from(self.send_error(held, kind));
-            }
-            Release::FragmentFailed => stats.fragment_failed += 1,
-            Release::Unusable => stats.send_failed += 1,
-            Release::Malformed => stats.malformed += 1,
-        }
-    }
-}
-
-impl Egress {
-    /// Sends the ICMP error `kind` about `held` back out of its ingress
-    /// interface, if the rules and rate limits allow: whether it went.
-    pub fn send_error(&self, held: &Held, kind: ErrorKind) -> bool {
-        let Some(reply) = self.slow.error_reply(held.ingress, &held.frame, kind) else { return false };
-        match self.sender.send(held.ingress, &reply) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %format!("{e:#}"), "ICMP error about a held frame not sent");
-                false
-            }
-        }
-    }
-}
-
-/// Sends whole Ethernet frames out of a device (AF_PACKET): how released
-/// frames leave.
-pub struct FrameSender {
-    fd: std::os::fd::OwnedFd,
-}
-
-impl FrameSender {
-    pub fn new() -> Result<FrameSender> {
-        use std::os::fd::FromRawFd;
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("AF_PACKET socket for released frames");
-        }
-        Ok(FrameSender { fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) } })
-    }
-
-    pub fn send(&self, ifindex: u32, frame: &[u8]) -> Result<()> {
-        use std::os::fd::AsRawFd;
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_ifindex = ifindex as i32;
-        sa.sll_halen = 6;
-        sa.sll_addr[..6].copy_from_slice(&frame[..6]);
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr() as *const _,
-                frame.len(),
-                0,
-                &sa as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("sending a released frame on ifindex {ifindex}"));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +259,7 @@ mod tests {
     }
 
     fn held(byte: u8) -> Held {
-        Held { ingress: 2, frame: vec![byte] }
+        Held::transit(2, vec![byte])
     }
 
     const NH: NextHop = NextHop { ifindex: 3, mtu: 1500, dmac: [9; 6], smac: [8; 6], vlan: 0, flags: NextHop::USABLE };

@@ -1,5 +1,5 @@
 //! One AF_XDP socket of the slow path: its UMEM (sized for the interface's
-//! MTU), its rings, and the loop that receives, answers and sends.
+//! MTU), its rings, and the loop that receives and hands frames over.
 
 use super::Shared;
 use anyhow::{anyhow, Context as _, Result};
@@ -9,7 +9,7 @@ use std::{
     ptr::NonNull,
     sync::atomic::{AtomicBool, Ordering},
 };
-use xdpilone::{xdp::XdpDesc, BufIdx, IfInfo, Socket, SocketConfig, Umem, UmemConfig};
+use xdpilone::{BufIdx, IfInfo, Socket, SocketConfig, Umem, UmemConfig};
 
 /// Bytes of UMEM per socket, whatever its frame size: 512 KiB a socket
 /// keeps a router's worth of queues under an 8 MiB memlock limit.
@@ -64,18 +64,16 @@ pub(super) struct XskSocket {
     frame_size: u32,
     // Field order is drop order: the rings and the socket go before the UMEM's memory.
     rx: xdpilone::RingRx,
-    tx: xdpilone::RingTx,
     device: xdpilone::DeviceQueue,
     umem: Umem,
     _area: Area,
-    /// Frames (UMEM offsets) free to carry a reply.
-    tx_free: Vec<u64>,
 }
 
 impl XskSocket {
-    /// Frames a socket's ring takes: half of its UMEM's frames.
+    /// Frames a socket's ring takes: all of its UMEM's (nothing is sent
+    /// from it: the daemon routes the errors).
     pub(super) fn ring(frame_size: u32) -> u32 {
-        UMEM_BYTES / frame_size / 2
+        UMEM_BYTES / frame_size
     }
 
     /// A socket on (`ifindex`, `queue`) with UMEM frames of `frame_size`
@@ -91,18 +89,16 @@ impl XskSocket {
         info.set_queue(queue);
         let sock = Socket::with_shared(&info, &umem).map_err(|e| anyhow!("socket: {e}"))?;
         let mut device = umem.fq_cq(&sock).map_err(|e| anyhow!("fill/completion rings: {e}"))?;
-        let cfg = SocketConfig { rx_size: NonZeroU32::new(ring), tx_size: NonZeroU32::new(ring), bind_flags };
-        let user = umem.rx_tx(&sock, &cfg).map_err(|e| anyhow!("rx/tx rings: {e}"))?;
+        let cfg = SocketConfig { rx_size: NonZeroU32::new(ring), tx_size: None, bind_flags };
+        let user = umem.rx_tx(&sock, &cfg).map_err(|e| anyhow!("rx ring: {e}"))?;
         let rx = user.map_rx().map_err(|e| anyhow!("rx ring: {e}"))?;
-        let tx = user.map_tx().map_err(|e| anyhow!("tx ring: {e}"))?;
         umem.bind(&user).map_err(|e| anyhow!("bind: {e}"))?;
         let offset = |i: u32| umem.frame(BufIdx(i)).expect("in the UMEM").offset;
         let mut fill = device.fill(ring);
         fill.insert((0..ring).map(offset));
         fill.commit();
         drop(fill);
-        let tx_free = (ring..2 * ring).map(offset).collect();
-        Ok(XskSocket { ifindex, frame_size, rx, tx, device, umem, _area: area, tx_free })
+        Ok(XskSocket { ifindex, frame_size, rx, device, umem, _area: area })
     }
 
     pub(super) fn rx_fd(&self) -> std::os::fd::RawFd {
@@ -113,10 +109,9 @@ impl XskSocket {
         self.umem.frame(BufIdx(0)).expect("frame 0").addr.as_ptr() as *mut u8
     }
 
-    /// Receives, answers, sends; until `stop`.
+    /// Receives, hands each frame to [`Shared::answer`]; until `stop`.
     pub(super) fn serve(mut self, shared: &Shared, stop: &AtomicBool) {
         let mut pfd = libc::pollfd { fd: self.rx_fd(), events: libc::POLLIN, revents: 0 };
-        let mut replies: Vec<Vec<u8>> = Vec::new();
         let mut refill: Vec<u64> = Vec::new();
         let mut dropped_before = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -127,9 +122,7 @@ impl XskSocket {
                 // SAFETY: the kernel wrote `len` bytes at `addr` inside the UMEM,
                 // and the frame is ours until it goes back to the fill ring.
                 let frame = unsafe { std::slice::from_raw_parts(base.add(desc.addr as usize), desc.len as usize) };
-                if let Some(reply) = shared.answer(self.ifindex, frame) {
-                    replies.push(reply);
-                }
+                shared.answer(self.ifindex, frame);
                 refill.push(desc.addr - desc.addr % self.frame_size as u64);
             }
             rx.release();
@@ -141,55 +134,12 @@ impl XskSocket {
                 drop(fill);
                 refill.drain(..n);
             }
-            self.send(&mut replies, shared);
             if let Ok(s) = self.device.statistics_v2() {
                 let dropped = s.rx_dropped + s.rx_ring_full;
                 shared.stats.socket_dropped.fetch_add(dropped - dropped_before, Ordering::Relaxed);
                 dropped_before = dropped;
             }
         }
-    }
-
-    /// Puts `replies` on the TX ring and kicks the kernel until all are sent
-    /// (copy mode sends only on `sendto`, some 32 frames a call).
-    fn send(&mut self, replies: &mut Vec<Vec<u8>>, shared: &Shared) {
-        self.reclaim();
-        let base = self.base();
-        for reply in replies.drain(..) {
-            let Some(offset) = self.tx_free.pop() else {
-                shared.stats.tx_full.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let len = reply.len().min(self.frame_size as usize);
-            // SAFETY: a free TX frame inside the UMEM, frame_size long.
-            unsafe { std::ptr::copy_nonoverlapping(reply.as_ptr(), base.add(offset as usize), len) };
-            let mut tx = self.tx.transmit(1);
-            if tx.insert_once(XdpDesc { addr: offset, len: len as u32, options: 0 }) {
-                tx.commit();
-                shared.stats.icmp_sent.fetch_add(1, Ordering::Relaxed);
-            } else {
-                drop(tx);
-                self.tx_free.push(offset);
-                shared.stats.tx_full.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        for _ in 0..64 {
-            if self.tx.pending() == 0 {
-                break;
-            }
-            self.tx.wake();
-            self.reclaim();
-        }
-        self.reclaim();
-    }
-
-    /// Frames the kernel has sent come back as free TX frames.
-    fn reclaim(&mut self) {
-        let mut done = self.device.complete(Self::ring(self.frame_size));
-        while let Some(offset) = done.read() {
-            self.tx_free.push(offset);
-        }
-        done.release();
     }
 }
 
@@ -205,7 +155,7 @@ mod tests {
         assert_eq!(frame_size_for(1767), 4096);
         assert_eq!(frame_size_for(9000), 4096);
         assert_eq!(frame_size_for(u32::MAX), 4096);
-        assert_eq!(XskSocket::ring(2048), 128);
-        assert_eq!(XskSocket::ring(4096), 64);
+        assert_eq!(XskSocket::ring(2048), 256);
+        assert_eq!(XskSocket::ring(4096), 128);
     }
 }

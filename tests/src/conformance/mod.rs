@@ -52,10 +52,6 @@ const JUMBO: &str = "pending fast-path fix: IPv6 payload length 0 behind a hop-b
      drops it as malformed";
 const ACCEPT_LOCAL: &str = "pending fast-path fix: accept_local=1 with rp_filter=1: the ingress interface's own address \
      as source passes fib_validate_source (the route back leaves by that interface): Linux forwards it, cowroute drops it";
-const ERROR_ROUTING: &str = "pending slow-path fix: cowroute sends ICMP errors back out of the ingress interface to the \
-     frame's source MAC; Linux routes them (icmp_send -> ip_route_output): none when it has no route back (192.0.2.1, \
-     0.1.2.3, 169.254.1.1, ULA/site-local/v4-mapped sources, fe80::1; to one of rtr's own addresses as source, itself), out of another interface \
-     when the route says so (sink's subnet), to the link broadcast for a subnet-broadcast source";
 const ERROR_OPTIONS: &str = "pending slow-path fix: Linux's ICMP errors about a packet with options echo them \
      (ip_options_echo: RR and TS with rtr's address added) and quote the header as input processing left it (the RR \
      slot filled with the ingress address, the bytes after an EOL zeroed, the old checksum kept); cowroute's errors \
@@ -76,18 +72,6 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("v4 option record route to an unreachable route", ERROR_OPTIONS),
     known("v6 payload length 0 behind hop-by-hop", JUMBO),
     known("accept_local=1 rp_filter=1: src rtr's gen-side address", ACCEPT_LOCAL),
-    known("v6 src link-local fe80::1", ERROR_ROUTING),
-    known("v6 src rtr's link-local", ERROR_ROUTING),
-    known("v4 src sink's subnet (spoofed), ttl 1", ERROR_ROUTING),
-    known("v4 src documentation (no route back), ttl 1", ERROR_ROUTING),
-    known("v4 src gen's subnet broadcast, ttl 1", ERROR_ROUTING),
-    known("v4 src link-local, ttl 1", ERROR_ROUTING),
-    known("v4 src zero network, ttl 1", ERROR_ROUTING),
-    known("v4 src rtr's gen-side address, no route", ERROR_ROUTING),
-    known("v6 src sink's subnet (spoofed), hop limit 1", ERROR_ROUTING),
-    known("v6 src documentation (no route back), hop limit 1", ERROR_ROUTING),
-    known("v6 src v4-mapped, hop limit 1", ERROR_ROUTING),
-    known("accept_local=1: src with no route, ttl 1", ERROR_ROUTING),
     known("v4 option record route, ttl 1", ERROR_OPTIONS),
     known("v4 option timestamp, ttl 1", ERROR_OPTIONS),
     known("v4 option record route, df set too big", ERROR_OPTIONS),
@@ -97,15 +81,6 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("corpus: v4 dst=dbcast", SUBNET_BROADCAST),
     known("corpus: v6 src=gen-ll", LINK_LOCAL_SOURCE),
     known("corpus: v6 ext=hbh-* plen=0", JUMBO),
-    known("corpus: src=doc", ERROR_ROUTING),
-    known("corpus: src=sink-subnet", ERROR_ROUTING),
-    known("corpus: src=v4mapped", ERROR_ROUTING),
-    known("corpus: src=linklocal", ERROR_ROUTING),
-    known("corpus: v4 src=zeronet", ERROR_ROUTING),
-    known("corpus: src=ula", ERROR_ROUTING),
-    known("corpus: src=sitelocal", ERROR_ROUTING),
-    known("corpus: src=subnet-bcast", ERROR_ROUTING),
-    known("corpus: src=rtr-gen|rtr-sink", ERROR_ROUTING),
     known("corpus: v4 opt=rr|ts|eol", ERROR_OPTIONS),
 ];
 

@@ -1,0 +1,55 @@
+//! ICMP errors leave as `icmp_send` sends them: routed to their
+//! destination (the source of the packet they are about) by the RIB, from
+//! the egress interface's address (IPv4; IPv6 the ingress's), to the
+//! route's neighbour; none when
+//! there is no route back, nothing on the wire when the route back is the
+//! router itself; held for a neighbour not yet resolved, as the kernel
+//! queues it on the neighbour entry.
+
+use super::Daemon;
+use crate::{
+    rib::lookup::ErrorRoute,
+    slow_path::{egress::relink, icmp, icmp::ErrorKind, neighbour_queue::Held, AdmittedError},
+};
+use std::{sync::atomic::Ordering, time::Instant};
+
+impl Daemon {
+    /// The ICMP error `kind` about `about` (a frame as it arrived), if the
+    /// rules and rate limits allow one, routed.
+    pub(super) fn send_error(&mut self, about: Held, kind: ErrorKind, now: Instant) {
+        if let Some(reply) = self.slow.admit_error(about.ingress, &about.frame, kind) {
+            self.route_error(AdmittedError { about, kind, reply }, now);
+        }
+    }
+
+    /// Routes and sends an admitted error; what cannot go is counted.
+    pub(super) fn route_error(&mut self, error: AdmittedError, now: Instant) {
+        let slow = self.slow.clone();
+        let AdmittedError { about, kind, reply } = error;
+        let (ifindex, neighbour) = match self.rib.error_route(reply.to, about.ingress) {
+            ErrorRoute::Via { ifindex, neighbour } => (ifindex, neighbour),
+            ErrorRoute::ToSelf | ErrorRoute::NoRoute => {
+                slow.stats.no_route_back.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        // IPv4: from the egress interface's address (`ip_route_output`'s
+        // choice when icmp_send leaves the source open); IPv6: the ingress
+        // interface's, as the reply was built (icmp6_send selects the source
+        // on the input device).
+        let frame = match (reply.to, ifindex == about.ingress) {
+            (std::net::IpAddr::V4(_), false) => {
+                icmp::error_for(&about.frame, kind, &slow.addresses(ifindex)).map_or(reply.frame, |r| r.frame)
+            }
+            _ => reply.frame,
+        };
+        match self.rib.usable_nexthop(ifindex, neighbour) {
+            Some(nh) => {
+                let sent = relink(&frame, &nh).is_some_and(|f| self.egress.as_ref().is_some_and(|e| e.send(nh.ifindex, &f)));
+                let counter = if sent { &slow.stats.icmp_sent } else { &slow.stats.send_failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            None => self.hold_at((ifindex, neighbour), Held { ingress: about.ingress, frame, originated: true }, now),
+        }
+    }
+}
