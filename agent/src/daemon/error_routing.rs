@@ -27,7 +27,8 @@ impl Daemon {
         let slow = self.slow.clone();
         let AdmittedError { about, kind, reply } = error;
         let (ifindex, neighbour) = match self.rib.error_route(reply.to, about.ingress) {
-            ErrorRoute::Via { ifindex, neighbour } => (ifindex, neighbour),
+            ErrorRoute::Via { ifindex, neighbour } => (ifindex, Some(neighbour)),
+            ErrorRoute::LinkBroadcast { ifindex } => (ifindex, None),
             ErrorRoute::ToSelf | ErrorRoute::NoRoute => {
                 slow.stats.no_route_back.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -43,13 +44,23 @@ impl Daemon {
             }
             _ => reply.frame,
         };
-        match self.rib.usable_nexthop(ifindex, neighbour) {
+        let nexthop = match neighbour {
+            Some(neighbour) => self.rib.usable_nexthop(ifindex, neighbour),
+            None => self.rib.link_broadcast_nexthop(ifindex),
+        };
+        match nexthop {
             Some(nh) => {
                 let sent = relink(&frame, &nh).is_some_and(|f| self.egress.as_ref().is_some_and(|e| e.send(nh.ifindex, &f)));
                 let counter = if sent { &slow.stats.icmp_sent } else { &slow.stats.send_failed };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-            None => self.hold_at((ifindex, neighbour), Held { ingress: about.ingress, frame, originated: true }, now),
+            None => match neighbour {
+                Some(neighbour) => self.hold_at((ifindex, neighbour), Held { ingress: about.ingress, frame, originated: true }, now),
+                // The link is down: nowhere to send it.
+                None => {
+                    slow.stats.send_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            },
         }
     }
 }

@@ -17,11 +17,7 @@
 //! what was lost. It never reaches the maps.
 
 use crate::{
-    fib::{
-        kernel_fib::KernelFib,
-        netlink_mirror::{route_event, Event},
-        nexthop_msg::MirrorMessage,
-    },
+    fib::{kernel_fib::KernelFib, netlink_mirror::Event, nexthop_msg::MirrorMessage, route_msg::route_event},
     rib::types::{ChangeKey, RouteChange},
 };
 use ipnet::IpNet;

@@ -16,5 +16,6 @@ pub mod kernel_nexthops;
 pub mod netlink_codec;
 pub mod netlink_mirror;
 pub mod nexthop_msg;
+pub mod route_msg;
 pub mod source;
 pub mod sysctl;

@@ -11,16 +11,13 @@ pub use crate::rib::types::{Event, KernelRoute, Link};
 /// `NLM_F_REPLACE` (include/uapi/linux/netlink.h).
 const NLM_F_REPLACE: u16 = 0x100;
 use crate::fib::nexthop_msg::{MirrorMessage, RTNLGRP_NEXTHOP};
-use crate::{fib::netlink_codec, rib::ecmp::Leg, rib::RouteInput};
+use crate::fib::{netlink_codec, route_msg::route_event};
 use anyhow::{Context as _, Result};
-use common::{RouteKind, RouteMetrics, Rtax};
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
-use ipnet::IpNet;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{InfoData, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
-    route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteNextHop, RouteNextHopFlags, RouteType, RouteVia},
     RouteNetlinkMessage,
 };
 use rtnetlink::{
@@ -199,8 +196,8 @@ pub fn events(msg: NetlinkMessage<MirrorMessage>) -> Vec<Event> {
     match inner {
         RouteNetlinkMessage::NewLink(m) => link_event(&m).into_iter().collect(),
         RouteNetlinkMessage::DelLink(m) => vec![Event::LinkGone(m.header.index)],
-        RouteNetlinkMessage::NewAddress(m) => address_event(&m, true).into_iter().collect(),
-        RouteNetlinkMessage::DelAddress(m) => address_event(&m, false).into_iter().collect(),
+        RouteNetlinkMessage::NewAddress(m) => address_event(&m, true),
+        RouteNetlinkMessage::DelAddress(m) => address_event(&m, false),
         RouteNetlinkMessage::NewNeighbour(m) => neighbour_event(&m, true).into_iter().collect(),
         RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
         RouteNetlinkMessage::NewRoute(m) => route_event(&m, true, replace).into_iter().collect(),
@@ -270,160 +267,43 @@ pub fn link_event(msg: &LinkMessage) -> Option<Event> {
     Some(Event::Link(link))
 }
 
-pub fn address_event(msg: &AddressMessage, present: bool) -> Option<Event> {
+/// An address message's events: the address, and for IPv4 the subnet
+/// broadcast addresses it gives the router, as `fib_add_ifaddr` adds
+/// broadcast routes: the prefix's all-ones host below /31 (unless the
+/// prefix is 0/8), and an explicit `brd` other than 255.255.255.255.
+pub fn address_event(msg: &AddressMessage, present: bool) -> Vec<Event> {
+    let find = |want: fn(&AddressAttribute) -> Option<IpAddr>| msg.attributes.iter().find_map(want);
     // IFA_LOCAL is the interface's own address on point-to-point links;
-    // IFA_ADDRESS otherwise.
-    let local = msg.attributes.iter().find_map(|a| match a {
+    // IFA_ADDRESS (the peer there) otherwise.
+    let local = find(|a| match a {
         AddressAttribute::Local(ip) => Some(*ip),
         _ => None,
     });
-    let addr = local.or_else(|| {
-        msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(ip) => Some(*ip),
-            _ => None,
-        })
-    })?;
-    Some(Event::Address { index: msg.header.index, addr, present })
-}
-
-fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+    let address = find(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
         _ => None,
-    }
-}
-
-/// RTA_METRICS into a metric set (every RTAX value; CC_ALGO is a name in
-/// netlink and is not carried).
-pub fn route_metrics(list: &[RouteMetric]) -> RouteMetrics {
-    let mut m = RouteMetrics::DEFAULT;
-    for metric in list {
-        let (rtax, v) = match metric {
-            RouteMetric::Lock(v) => (Rtax::Lock, *v),
-            RouteMetric::Mtu(v) => (Rtax::Mtu, *v),
-            RouteMetric::Window(v) => (Rtax::Window, *v),
-            RouteMetric::Rtt(v) => (Rtax::Rtt, *v),
-            RouteMetric::RttVar(v) => (Rtax::Rttvar, *v),
-            RouteMetric::SsThresh(v) => (Rtax::Ssthresh, *v),
-            RouteMetric::Cwnd(v) => (Rtax::Cwnd, *v),
-            RouteMetric::Advmss(v) => (Rtax::Advmss, *v),
-            RouteMetric::Reordering(v) => (Rtax::Reordering, *v),
-            RouteMetric::Hoplimit(v) => (Rtax::Hoplimit, *v),
-            RouteMetric::InitCwnd(v) => (Rtax::Initcwnd, *v),
-            RouteMetric::Features(v) => (Rtax::Features, *v),
-            RouteMetric::RtoMin(v) => (Rtax::RtoMin, *v),
-            RouteMetric::InitRwnd(v) => (Rtax::Initrwnd, *v),
-            RouteMetric::QuickAck(v) => (Rtax::Quickack, *v),
-            RouteMetric::FastopenNoCookie(v) => (Rtax::FastopenNoCookie, *v),
-            _ => continue,
-        };
-        m.set(rtax, v);
-    }
-    m
-}
-
-/// RTA_GATEWAY, or RTA_VIA (an IPv6 gateway of an IPv4 route, RFC 5549).
-fn gateway(attrs: &[RouteAttribute]) -> Option<IpAddr> {
-    attrs.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(a) => route_addr(a),
-        RouteAttribute::Via(RouteVia::Inet(a)) => Some(IpAddr::V4(*a)),
-        RouteAttribute::Via(RouteVia::Inet6(a)) => Some(IpAddr::V6(*a)),
-        _ => None,
-    })
-}
-
-/// RTA_MULTIPATH's legs; dead legs (RTNH_F_DEAD) are left out.
-fn legs(hops: &[RouteNextHop]) -> Vec<Leg> {
-    hops.iter()
-        .filter(|h| !h.flags.contains(RouteNextHopFlags::Dead))
-        .map(|h| Leg { dev: h.interface_index, via: gateway(&h.attributes), weight: u32::from(h.hops) + 1 })
-        .collect()
-}
-
-/// Why the fast path cannot reproduce a kernel route (then its prefix maps
-/// to a pass-to-kernel entry): never forward such a route's packets by what
-/// the entry would lack, and never let a covering route take them.
-fn kernel_only(msg: &RouteMessage) -> Option<&'static str> {
-    let h = &msg.header;
-    match h.kind {
-        RouteType::Throw => return Some("throw"),
-        RouteType::Nat => return Some("nat"),
-        RouteType::Multicast => return Some("multicast"),
-        RouteType::ExternalResolve => return Some("xresolve"),
-        _ => {}
-    }
-    if h.source_prefix_length != 0 {
-        return Some("source-specific");
-    }
-    if h.tos != 0 {
-        return Some("TOS-keyed");
-    }
-    for attr in &msg.attributes {
-        match attr {
-            RouteAttribute::Encap(_) | RouteAttribute::EncapType(_) => return Some("encap (lwtunnel)"),
-            RouteAttribute::Iif(_) => return Some("input-interface-specific"),
-            RouteAttribute::MultiPath(hops) if hops.iter().any(|h| h.attributes.iter().any(|a| matches!(a, RouteAttribute::Encap(_)))) => {
-                return Some("multipath leg with an encap")
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// A route message as a [`KernelRoute`]; `None` for what names no route the
-/// fast path needs (an unknown type). What it cannot reproduce becomes a
-/// [`RouteKind::Kernel`] entry: its packets go to the stack.
-pub fn route_event(msg: &RouteMessage, present: bool, replace: bool) -> Option<Event> {
-    let h = &msg.header;
-    let mut kind = match h.kind {
-        RouteType::Unicast => RouteKind::Unicast,
-        RouteType::Local | RouteType::Broadcast | RouteType::Anycast => RouteKind::Local,
-        RouteType::BlackHole => RouteKind::Blackhole,
-        RouteType::Unreachable => RouteKind::Unreachable,
-        RouteType::Prohibit => RouteKind::Prohibit,
-        RouteType::Throw | RouteType::Nat | RouteType::Multicast | RouteType::ExternalResolve => RouteKind::Kernel,
-        _ => return None,
-    };
-    if kernel_only(msg).is_some() {
-        kind = RouteKind::Kernel;
-    }
-    let (mut dst, mut table, mut dev, mut priority, mut metrics) = (None, h.table as u32, None, 0, RouteMetrics::DEFAULT);
-    let (mut multipath, mut nhid) = (Vec::new(), None);
-    for attr in &msg.attributes {
-        match attr {
-            RouteAttribute::Destination(a) => dst = route_addr(a),
-            // RTA_TABLE carries tables above 255; the header's byte cannot.
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Oif(i) => dev = Some(*i),
-            RouteAttribute::Priority(p) => priority = *p,
-            RouteAttribute::Metrics(list) => metrics = route_metrics(list),
-            RouteAttribute::MultiPath(hops) => multipath = legs(hops),
-            RouteAttribute::NhId(id) => nhid = Some(*id),
-            _ => {}
-        }
-    }
-    let via = gateway(&msg.attributes);
-    let dst = dst.unwrap_or(match h.address_family {
-        netlink_packet_route::AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-        _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     });
-    let prefix = IpNet::new(dst, h.destination_prefix_length).ok()?.trunc();
-    // A unicast route with neither a device, legs nor a nexthop object: the
-    // kernel's to forward.
-    if kind == RouteKind::Unicast && dev.is_none() && multipath.is_empty() && nhid.is_none() {
-        kind = RouteKind::Kernel;
+    let Some(addr) = local.or(address) else { return Vec::new() };
+    let index = msg.header.index;
+    let mut events = vec![Event::Address { index, addr, present }];
+    let (Some(IpAddr::V4(prefix_addr)), IpAddr::V4(_)) = (address.or(local), addr) else { return events };
+    let mut broadcasts = Vec::new();
+    let len = u32::from(msg.header.prefix_len.min(32));
+    let host_mask = u32::MAX.checked_shr(len).unwrap_or(0);
+    let prefix = u32::from(prefix_addr) & !host_mask;
+    if len < 31 && prefix >> 24 != 0 {
+        broadcasts.push(std::net::Ipv4Addr::from(prefix | host_mask));
     }
-    let route = match (kind, nhid) {
-        (RouteKind::Kernel, _) => RouteInput::new(prefix, kind, None, None, RouteMetrics::DEFAULT),
-        // Through a nexthop object: only its id, whatever the kernel expanded
-        // it to (compat mode 1), so a replace of the object is not a route
-        // change. A blackhole/unreachable route never names one.
-        (RouteKind::Unicast, Some(id)) => RouteInput::via_object(prefix, id, metrics),
-        _ => RouteInput { prefix, kind, dev, via, multipath, nhid: None, metrics: metrics.into() },
-    };
-    Some(Event::Route { route: KernelRoute { table, priority, route }, present, replace })
+    if let Some(brd) = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Broadcast(b) => Some(*b),
+        _ => None,
+    }) {
+        if !brd.is_broadcast() && !brd.is_unspecified() && !broadcasts.contains(&brd) {
+            broadcasts.push(brd);
+        }
+    }
+    events.extend(broadcasts.into_iter().map(|b| Event::Broadcast { index, addr: IpAddr::V4(b), of: addr, present }));
+    events
 }
 
 /// Neighbour states whose link-layer address may be used to forward
@@ -533,67 +413,54 @@ pub struct NetlinkStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_route::{
-        route::{RouteHeader, RouteLwEnCapType},
-        AddressFamily,
-    };
+    use netlink_packet_route::AddressFamily;
+    use std::net::Ipv4Addr;
 
-    fn msg(kind: RouteType, extra: Vec<RouteAttribute>, tweak: impl Fn(&mut RouteHeader)) -> RouteMessage {
-        let mut m = RouteMessage::default();
-        m.header.address_family = AddressFamily::Inet;
-        m.header.destination_prefix_length = 24;
-        m.header.table = 254;
-        m.header.kind = kind;
-        tweak(&mut m.header);
-        m.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet("10.9.0.0".parse().unwrap())), RouteAttribute::Oif(2)];
-        m.attributes.extend(extra);
+    fn v4(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn address(local: &str, prefix_len: u8, brd: Option<&str>) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.prefix_len = prefix_len;
+        m.header.index = 7;
+        m.attributes = vec![AddressAttribute::Address(v4(local)), AddressAttribute::Local(v4(local))];
+        m.attributes.extend(brd.map(|b| AddressAttribute::Broadcast(b.parse::<Ipv4Addr>().unwrap())));
         m
     }
 
-    fn kind_of(m: &RouteMessage) -> RouteKind {
-        match route_event(m, true, false) {
-            Some(Event::Route { route, .. }) => route.route.kind,
-            other => panic!("{other:?}"),
-        }
+    fn broadcasts(m: &AddressMessage) -> Vec<IpAddr> {
+        let events = address_event(m, true);
+        assert!(matches!(events[0], Event::Address { index: 7, present: true, .. }));
+        events[1..]
+            .iter()
+            .map(|e| match e {
+                Event::Broadcast { index: 7, addr, of, present: true } if m.attributes.contains(&AddressAttribute::Local(*of)) => *addr,
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 
-    /// What the fast path cannot reproduce is never dropped (a covering
-    /// route would take its packets) nor forwarded without its meaning: it
-    /// becomes a pass-to-kernel entry at its prefix.
+    /// The broadcast routes `fib_add_ifaddr` adds, as `ip route show table
+    /// local` lists them for these addresses.
     #[test]
-    fn routes_the_fast_path_cannot_reproduce_become_kernel_entries() {
-        assert_eq!(kind_of(&msg(RouteType::Unicast, vec![], |_| {})), RouteKind::Unicast);
-        let kernel = [
-            msg(RouteType::Throw, vec![], |_| {}),
-            msg(RouteType::Nat, vec![], |_| {}),
-            msg(RouteType::Unicast, vec![], |h| h.tos = 0x10),
-            msg(RouteType::Unicast, vec![], |h| h.source_prefix_length = 16),
-            msg(RouteType::Unicast, vec![RouteAttribute::EncapType(RouteLwEnCapType::Seg6)], |_| {}),
-            msg(RouteType::Unicast, vec![RouteAttribute::Iif(3)], |_| {}),
-        ];
-        for m in &kernel {
-            assert_eq!(kind_of(m), RouteKind::Kernel, "{m:?}");
-        }
-        // Neither a device, legs nor a nexthop object.
-        let mut nothing = msg(RouteType::Unicast, vec![], |_| {});
-        nothing.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
-        assert_eq!(kind_of(&nothing), RouteKind::Kernel);
-    }
-
-    /// A route through a nexthop object is its id alone, in compat mode 0
-    /// (the id only) and 1 (the id and the kernel's expansion) alike.
-    #[test]
-    fn routes_through_nexthop_objects_carry_the_id_only() {
-        let mut compat0 = msg(RouteType::Unicast, vec![RouteAttribute::NhId(7)], |_| {});
-        compat0.attributes.retain(|a| !matches!(a, RouteAttribute::Oif(_)));
-        let compat1 = msg(
-            RouteType::Unicast,
-            vec![RouteAttribute::NhId(7), RouteAttribute::Gateway(RouteAddress::Inet("10.0.1.2".parse().unwrap()))],
-            |_| {},
+    fn an_ipv4_address_gives_the_broadcasts_the_kernel_adds_routes_for() {
+        assert_eq!(broadcasts(&address("10.9.1.1", 24, None)), [v4("10.9.1.255")]);
+        assert_eq!(broadcasts(&address("10.9.1.1", 24, Some("10.9.1.255"))), [v4("10.9.1.255")], "brd + adds no second one");
+        assert_eq!(broadcasts(&address("10.9.2.1", 24, Some("10.9.2.77"))), [v4("10.9.2.255"), v4("10.9.2.77")]);
+        assert_eq!(broadcasts(&address("10.9.3.1", 31, None)), Vec::<IpAddr>::new(), "/31 and /32 have no broadcast");
+        assert_eq!(broadcasts(&address("10.9.3.1", 32, None)), Vec::<IpAddr>::new());
+        assert_eq!(
+            broadcasts(&address("10.9.4.1", 8, Some("255.255.255.255"))),
+            [v4("10.255.255.255")],
+            "the limited broadcast is no route"
         );
-        for m in [compat0, compat1] {
-            let Some(Event::Route { route, .. }) = route_event(&m, true, false) else { panic!() };
-            assert_eq!(route.route, RouteInput::via_object("10.9.0.0/24".parse().unwrap(), 7, RouteMetrics::DEFAULT));
-        }
+        assert_eq!(broadcasts(&address("0.0.0.9", 8, None)), Vec::<IpAddr>::new(), "0/8 gets none");
+        let mut v6 = AddressMessage::default();
+        v6.header.family = AddressFamily::Inet6;
+        v6.header.prefix_len = 64;
+        v6.attributes = vec![AddressAttribute::Address("2001:db8::1".parse().unwrap())];
+        assert_eq!(address_event(&v6, false).len(), 1, "IPv6 has no broadcast");
     }
 }

@@ -81,6 +81,7 @@ impl<S: MapSink> Rib<S> {
     pub fn resync(&mut self, dump: Vec<Event>, now: Instant) -> Result<ResyncReport, RibError> {
         let mut report = ResyncReport::default();
         let (mut links, mut addrs, mut neighbours) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let mut broadcasts: BTreeMap<IpAddr, BTreeSet<(u32, IpAddr)>> = BTreeMap::new();
         for ev in dump {
             match ev {
                 Event::Link(l) => {
@@ -88,6 +89,9 @@ impl<S: MapSink> Rib<S> {
                 }
                 Event::Address { index, addr, present: true } => {
                     addrs.entry(addr).or_insert_with(BTreeSet::new).insert(index);
+                }
+                Event::Broadcast { index, addr, of, present: true } => {
+                    broadcasts.entry(addr).or_default().insert((index, of));
                 }
                 Event::Neighbour { index, addr, mac } => {
                     neighbours.insert((index, addr), mac);
@@ -111,6 +115,14 @@ impl<S: MapSink> Rib<S> {
             let on = addrs.get(&addr).cloned().unwrap_or_default();
             if self.local_addrs.get(&addr).cloned().unwrap_or_default() != on {
                 self.set_local_address(addr, on, now)?;
+                report.addresses += 1;
+            }
+        }
+        let all: BTreeSet<IpAddr> = self.broadcasts.keys().chain(broadcasts.keys()).copied().collect();
+        for addr in all {
+            let by = broadcasts.get(&addr).cloned().unwrap_or_default();
+            if self.broadcasts.get(&addr).cloned().unwrap_or_default() != by {
+                self.set_broadcast(addr, by)?;
                 report.addresses += 1;
             }
         }

@@ -23,6 +23,9 @@ pub enum ErrorRoute {
     /// Out of `ifindex` to neighbour `neighbour` (a gateway, or the
     /// destination itself on a connected route).
     Via { ifindex: u32, neighbour: IpAddr },
+    /// To a subnet's broadcast address: out of that subnet's interface, to
+    /// the link broadcast (the kernel's broadcast route).
+    LinkBroadcast { ifindex: u32 },
     /// To one of the router's own addresses: the kernel delivers such an
     /// error to itself, nothing goes on the wire.
     ToSelf,
@@ -40,6 +43,9 @@ impl<S: MapSink> Rib<S> {
             if v6.is_unicast_link_local() {
                 return ErrorRoute::Via { ifindex: ingress, neighbour: to };
             }
+        }
+        if let Some(ifindex) = self.broadcast_link(to) {
+            return ErrorRoute::LinkBroadcast { ifindex };
         }
         let Some(base) = self.base(to, true) else { return ErrorRoute::NoRoute };
         let nexthop = match base.kind {

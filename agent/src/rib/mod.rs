@@ -135,6 +135,8 @@ pub struct Rib<S: MapSink> {
     routes: BTreeMap<IpNet, Route>,
     /// Own addresses, with the interfaces that carry each.
     local_addrs: BTreeMap<IpAddr, BTreeSet<u32>>,
+    /// Subnet broadcast addresses, with the (interface, address) pairs that give each.
+    broadcasts: BTreeMap<IpAddr, BTreeSet<(u32, IpAddr)>>,
     /// Known neighbours by (address, interface), `Some(mac)` when usable.
     neighbours: BTreeMap<(IpAddr, u32), Option<[u8; 6]>>,
     /// Neighbours set by configuration: kernel events do not override them.
@@ -180,6 +182,7 @@ impl<S: MapSink> Rib<S> {
             adopted_ingress: BTreeSet::new(),
             routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),
+            broadcasts: BTreeMap::new(),
             neighbours: BTreeMap::new(),
             static_neighbours: BTreeSet::new(),
             neighbour_hosts: BTreeMap::new(),
@@ -283,6 +286,16 @@ impl<S: MapSink> Rib<S> {
         Some(nh).filter(|nh| nh.is_usable())
     }
 
+    /// The next hop to the link broadcast out of `ifindex` (a subnet
+    /// broadcast destination, as the kernel's NUD_NOARP entry for it), if
+    /// the link is up.
+    pub fn link_broadcast_nexthop(&self, ifindex: u32) -> Option<NextHop> {
+        let mut nh = self.nexthop_for(NextHopKey { ifindex, gateway: None });
+        nh.dmac = [0xff; 6];
+        nh.flags |= NextHop::RESOLVED;
+        Some(nh).filter(|nh| nh.is_usable())
+    }
+
     pub fn link(&self, ifindex: u32) -> Option<&Link> {
         self.links.get(&ifindex)
     }
@@ -316,6 +329,7 @@ impl<S: MapSink> Rib<S> {
                 self.publish_ingress_ports()
             }
             Event::Address { index, addr, present } => self.address_changed(index, addr, present, now),
+            Event::Broadcast { index, addr, of, present } => self.broadcast_changed(index, addr, of, present),
             Event::Neighbour { index, addr, mac } => {
                 if self.static_neighbours.contains(&(index, addr)) {
                     return Ok(());

@@ -70,6 +70,33 @@ impl<S: MapSink> Rib<S> {
         Ok(self.publish(&host_prefix(addr))?)
     }
 
+    /// A subnet broadcast address came or went with address `of` on `index`.
+    pub(super) fn broadcast_changed(&mut self, index: u32, addr: IpAddr, of: IpAddr, present: bool) -> Result<(), RibError> {
+        let mut by = self.broadcasts.get(&addr).cloned().unwrap_or_default();
+        if present {
+            by.insert((index, of));
+        } else {
+            by.remove(&(index, of));
+        }
+        self.set_broadcast(addr, by)
+    }
+
+    /// `addr` is a subnet broadcast address by the (interface, address)
+    /// pairs `by` (none: no longer).
+    pub(super) fn set_broadcast(&mut self, addr: IpAddr, by: BTreeSet<(u32, IpAddr)>) -> Result<(), RibError> {
+        if by.is_empty() {
+            self.broadcasts.remove(&addr);
+        } else {
+            self.broadcasts.insert(addr, by);
+        }
+        Ok(self.publish(&host_prefix(addr))?)
+    }
+
+    /// The interface whose subnet broadcast address `addr` is, if it is one.
+    pub fn broadcast_link(&self, addr: IpAddr) -> Option<u32> {
+        self.broadcasts.get(&addr).and_then(|by| by.first()).map(|&(index, _)| index)
+    }
+
     /// `state`: `Some(Some(mac))` usable, `Some(None)` known but unusable,
     /// `None` gone.
     pub(super) fn neighbour_changed(

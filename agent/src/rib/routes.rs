@@ -109,16 +109,23 @@ impl<S: MapSink> Rib<S> {
     /// covering route).
     pub(super) fn base(&self, addr: IpAddr, clone: bool) -> Option<Base> {
         let host = host_prefix(addr);
+        let delivered_locally = |flags: u8| Base {
+            kind: RouteKind::Local,
+            nexthop: 0,
+            metrics_ref: MetricsRef::DEFAULT,
+            shared: RouteMetrics::DEFAULT,
+            covering: host,
+            id: 0,
+            flags: RouteEntry::HOST | flags,
+        };
         if self.local_addrs.contains_key(&addr) {
-            return Some(Base {
-                kind: RouteKind::Local,
-                nexthop: 0,
-                metrics_ref: MetricsRef::DEFAULT,
-                shared: RouteMetrics::DEFAULT,
-                covering: host,
-                id: 0,
-                flags: RouteEntry::HOST | RouteEntry::ADDRESS,
-            });
+            return Some(delivered_locally(RouteEntry::ADDRESS));
+        }
+        if self.broadcasts.contains_key(&addr) {
+            // The kernel's broadcast route: delivered locally, never
+            // forwarded; not one of the router's addresses (no source is
+            // refused for it).
+            return Some(delivered_locally(0));
         }
         let from_route = |r: &Route, flags: u8| Base {
             kind: r.kind,

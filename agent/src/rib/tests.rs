@@ -540,3 +540,23 @@ mod event_sequences {
         }
     }
 }
+
+#[test]
+fn a_subnet_broadcast_is_delivered_locally_not_forwarded_nor_an_address() {
+    let (mut rib, now) = rib();
+    rib.set_route(route("10.1.0.0/24", 2, None, 0), now).unwrap();
+    let (bcast, own) = ("10.1.0.255".parse().unwrap(), "10.1.0.1".parse().unwrap());
+    // The kernel's NUD_NOARP entry for the broadcast would forward it to the link broadcast.
+    rib.apply(Event::Neighbour { index: 2, addr: bcast, mac: Some([0xff; 6]) }, now).unwrap();
+    assert_eq!(rib.sink().routes[&net("10.1.0.255/32")].kind, RouteKind::Unicast as u8);
+    rib.apply(Event::Broadcast { index: 2, addr: bcast, of: own, present: true }, now).unwrap();
+    let entry = rib.sink().routes[&net("10.1.0.255/32")];
+    assert_eq!((entry.kind, entry.flags & RouteEntry::ADDRESS), (RouteKind::Local as u8, 0), "local, but no source it refuses");
+    assert_eq!(rib.error_route(bcast, 3), lookup::ErrorRoute::LinkBroadcast { ifindex: 2 });
+    let nh = rib.link_broadcast_nexthop(2).unwrap();
+    assert_eq!((nh.ifindex, nh.dmac, nh.smac), (2, [0xff; 6], MAC_A));
+    // Gone with its address: back to what the neighbour says.
+    rib.apply(Event::Broadcast { index: 2, addr: bcast, of: own, present: false }, now).unwrap();
+    assert_eq!(rib.sink().routes[&net("10.1.0.255/32")].kind, RouteKind::Unicast as u8);
+    assert_eq!(rib.error_route(bcast, 3), lookup::ErrorRoute::Via { ifindex: 2, neighbour: bcast });
+}

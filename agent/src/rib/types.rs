@@ -281,6 +281,15 @@ pub enum Event {
         addr: IpAddr,
         present: bool,
     },
+    /// A subnet broadcast address that address `of` on `index` gives the
+    /// router (the kernel's RTN_BROADCAST route in the local table): its
+    /// packets are delivered locally (bc_forwarding off), never forwarded.
+    Broadcast {
+        index: u32,
+        addr: IpAddr,
+        of: IpAddr,
+        present: bool,
+    },
     /// A neighbour entry; `mac` is set when it may be used to forward.
     Neighbour {
         index: u32,

@@ -36,8 +36,6 @@ pub struct KnownDifference {
     pub reason: &'static str,
 }
 
-const SUBNET_BROADCAST: &str = "pending fast-path fix: a subnet's broadcast address as destination: Linux delivers it \
-     locally (bc_forwarding=0) and forwards nothing, cowroute forwards it (to the link broadcast)";
 const ROUTE_LOCALNET: &str = "pending fast-path fix: route_localnet=1: Linux delivers 127/8 locally (answering from \
      127.0.0.5) and still drops its own 127.0.0.1 as a source; cowroute has no route to 127/8 and forwards 127.0.0.1";
 const LINK_LOCAL_SOURCE: &str = "pending fast-path fix: an IPv6 link-local source to a global destination: Linux answers \
@@ -65,8 +63,6 @@ const fn known(case: &'static str, reason: &'static str) -> KnownDifference {
 /// are all pending fixes (the fast path's ingress validation, the slow
 /// path's ICMP errors); none is intended.
 pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
-    known("v4 dst gen's subnet broadcast", SUBNET_BROADCAST),
-    known("v4 dst sink's subnet broadcast", SUBNET_BROADCAST),
     known("route_localnet=1: dst 127.0.0.5", ROUTE_LOCALNET),
     known("v6 dst link-local fe80::1234", LINK_LOCAL_DESTINATION),
     known("v4 option record route to an unreachable route", ERROR_OPTIONS),
@@ -78,7 +74,6 @@ pub const KNOWN_DIFFERENCES: &[KnownDifference] = &[
     known("v4 option eol then garbage, ttl 1", ERROR_OPTIONS),
     // The generated corpus, by what its frames were given (first match wins).
     known("corpus: v6 dst=linklocal", LINK_LOCAL_DESTINATION),
-    known("corpus: v4 dst=dbcast", SUBNET_BROADCAST),
     known("corpus: v6 src=gen-ll", LINK_LOCAL_SOURCE),
     known("corpus: v6 ext=hbh-* plen=0", JUMBO),
     known("corpus: v4 opt=rr|ts|eol", ERROR_OPTIONS),
