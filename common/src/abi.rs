@@ -19,7 +19,9 @@ use crate::{
 /// 4: `NH_COUNTERS`, private next hops and groups of kernel nexthop objects.
 /// 5: `ROUTES_V6_INDEX` and its entries in front of `ROUTES_V6`.
 /// 6: `INGRESS_PORTS`, `LOCAL_V4`, the ingress-validation reasons, `RouteEntry::ADDRESS`.
-pub const VERSION: u32 = 6;
+/// 7: `Reason::LinkLocalTransit`; a local host entry's next hop is its
+/// device's (`fib_validate_source` with `accept_local` matches it).
+pub const VERSION: u32 = 7;
 
 /// The one value of the `ABI_STAMP` map.
 #[repr(C)]

@@ -14,8 +14,9 @@ pub enum Reason {
     VlanStacked = 3,
     /// Multicast or broadcast destination.
     Multicast = 4,
-    /// IPv6 link-local destination (the stack's), or a link-local source
-    /// of a packet to be forwarded (Destination Unreachable, beyond scope).
+    /// IPv6 link-local destination that is the router's own (the stack's),
+    /// or a link-local source of a packet to be forwarded (Destination
+    /// Unreachable, beyond scope).
     LinkLocal = 5,
     /// No route matches the destination.
     NoRoute = 6,
@@ -67,10 +68,13 @@ pub enum Reason {
     /// `rp_filter`: no route back to the source (loose), or not through the
     /// ingress interface (strict).
     SourceReversePath = 28,
+    /// IPv6 link-local destination that is not the router's: forwarded back
+    /// out of the link it came from (`ip6_forward`), by the agent.
+    LinkLocalTransit = 29,
 }
 
 /// Number of reasons: the size of the `COUNTERS` array.
-pub const NUM_REASONS: u32 = 29;
+pub const NUM_REASONS: u32 = 30;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -103,6 +107,7 @@ impl Reason {
         Reason::DestinationLoopback,
         Reason::SourceLocal,
         Reason::SourceReversePath,
+        Reason::LinkLocalTransit,
     ];
 
     pub fn from_u8(v: u8) -> Option<Reason> {
@@ -140,6 +145,7 @@ impl Reason {
             Reason::DestinationLoopback => "martian_destination_loopback",
             Reason::SourceLocal => "martian_source_local",
             Reason::SourceReversePath => "rp_filter",
+            Reason::LinkLocalTransit => "link_local_transit",
         }
     }
 

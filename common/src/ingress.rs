@@ -193,6 +193,10 @@ pub enum SourceRoute {
     Address,
     /// Another local route (broadcast, anycast, a custom local route).
     Local,
+    /// A local route (an address or not) whose device is the interface the
+    /// packet arrived on: known only when strict mode asks. (A variant, not
+    /// a field of the two above: the verifier's path count grows with one.)
+    LocalOnIngress,
     /// Blackhole, unreachable, prohibit: `fib_lookup` fails on them, as
     /// when no route covers the source.
     Reject,
@@ -218,8 +222,8 @@ pub enum SourceCheck {
 /// `send_redirects` on) the kernel only refuses a source that is one of its
 /// addresses, and with `accept_local` not even that. Otherwise the full
 /// check: the source's route must be unicast (or local with
-/// `accept_local`); strict mode wants it through the ingress interface,
-/// loose mode just wants one.
+/// `accept_local`); strict mode wants it through the ingress interface (a
+/// local route: on it), loose mode just wants one.
 ///
 /// Lazy, as the kernel is: `is_address` (a hash of the router's addresses)
 /// is asked only without `rp_filter`, `source` (a route lookup) only with.
@@ -239,10 +243,14 @@ pub fn fib_validate_source(
         SourceRoute::None | SourceRoute::Reject if rpf != 0 => SourceCheck::Invalid(Reason::SourceReversePath),
         SourceRoute::None | SourceRoute::Reject => SourceCheck::Valid,
         SourceRoute::Kernel => SourceCheck::Kernel,
-        SourceRoute::Address | SourceRoute::Local if !accept_local => SourceCheck::Invalid(Reason::SourceLocal),
-        // Local with accept_local: the local route's device is the kernel's to match.
+        SourceRoute::Address | SourceRoute::Local | SourceRoute::LocalOnIngress if !accept_local => {
+            SourceCheck::Invalid(Reason::SourceLocal)
+        }
+        // Local with accept_local, strict: valid on the ingress interface
+        // (`fib_info_nh_uses_dev`); else `e_rpf`, which the kernel says
+        // (a local entry whose device is unknown here is its to match too).
         SourceRoute::Address | SourceRoute::Local if rpf == 1 => SourceCheck::Kernel,
-        SourceRoute::Address | SourceRoute::Local => SourceCheck::Valid,
+        SourceRoute::Address | SourceRoute::Local | SourceRoute::LocalOnIngress => SourceCheck::Valid,
         SourceRoute::Unicast { via_ingress: false } if rpf == 1 => SourceCheck::Invalid(Reason::SourceReversePath),
         SourceRoute::Unicast { .. } => SourceCheck::Valid,
     }
@@ -304,15 +312,16 @@ mod tests {
         let off = port(0, 0);
         assert_eq!(fib_check(&off, false, S::None), Valid);
         assert_eq!(fib_check(&off, false, S::Reject), Valid, "no full check without rp_filter");
-        assert_eq!(fib_check(&off, false, S::Local), Valid, "only interface addresses, without rp_filter");
-        assert_eq!(fib_check(&off, false, S::Address), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_check(&port(0, IngressPort::ACCEPT_LOCAL), false, S::Address), Valid);
+        let (address, local) = (S::Address, S::Local);
+        assert_eq!(fib_check(&off, false, local), Valid, "only interface addresses, without rp_filter");
+        assert_eq!(fib_check(&off, false, address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&port(0, IngressPort::ACCEPT_LOCAL), false, address), Valid);
         // Back out of the ingress interface with send_redirects: the full check.
         let redirects = port(0, IngressPort::SEND_REDIRECTS);
         assert_eq!(fib_check(&redirects, false, S::Reject), Valid);
         assert_eq!(fib_check(&redirects, true, S::Reject), Valid, "fib_lookup fails: the last resort");
-        assert_eq!(fib_check(&redirects, true, S::Address), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_check(&redirects, true, S::Local), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&redirects, true, address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&redirects, true, local), Invalid(Reason::SourceLocal));
         assert_eq!(fib_check(&redirects, true, S::None), Valid);
         assert_eq!(fib_check(&redirects, true, S::Unicast { via_ingress: false }), Valid);
 
@@ -320,15 +329,19 @@ mod tests {
         assert_eq!(fib_check(&strict, false, S::Unicast { via_ingress: true }), Valid);
         assert_eq!(fib_check(&strict, false, S::Unicast { via_ingress: false }), Invalid(Reason::SourceReversePath));
         assert_eq!(fib_check(&strict, false, S::None), Invalid(Reason::SourceReversePath));
-        assert_eq!(fib_check(&strict, false, S::Address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&strict, false, address), Invalid(Reason::SourceLocal));
         assert_eq!(fib_check(&strict, false, S::Kernel), Kernel);
-        assert_eq!(fib_check(&port(1, IngressPort::ACCEPT_LOCAL), false, S::Address), Kernel);
+        let strict_accept_local = port(1, IngressPort::ACCEPT_LOCAL);
+        assert_eq!(fib_check(&strict_accept_local, false, S::LocalOnIngress), Valid, "the ingress interface's own address");
+        assert_eq!(fib_check(&strict, false, S::LocalOnIngress), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&strict_accept_local, false, address), Kernel, "another interface's: e_rpf, the kernel's to say");
 
         let loose = port(2, IngressPort::ACCEPT_LOCAL);
         assert_eq!(fib_check(&loose, false, S::Unicast { via_ingress: false }), Valid);
         assert_eq!(fib_check(&loose, false, S::None), Invalid(Reason::SourceReversePath));
         assert_eq!(fib_check(&loose, false, S::Reject), Invalid(Reason::SourceReversePath));
-        assert_eq!(fib_check(&loose, false, S::Local), Valid);
+        assert_eq!(fib_check(&loose, false, local), Valid);
+        assert_eq!(fib_check(&loose, false, address), Valid);
     }
 
     #[test]

@@ -43,9 +43,33 @@ pub fn ethernet_payload(frame: &[u8]) -> Option<(u16, usize)> {
     Some((inner, ETH_HLEN + VLAN_HLEN))
 }
 
+/// The length of the IPv6 packet whose header starts `ip` (`ip.len()`: all
+/// the frame holds from there), as `ip6_rcv_core` takes it: the payload
+/// length plus the header, except that payload length 0 behind a hop-by-hop
+/// header is a jumbogram candidate, which is all there is (its options
+/// decide: `ipv6_hop_jumbo`). At least `IPV6_HLEN` of `ip` is read.
+pub fn ipv6_packet_len(ip: &[u8]) -> usize {
+    let payload = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    if payload == 0 && ip[6] == IPV6_NEXTHDR_HOP {
+        return ip.len();
+    }
+    IPV6_HLEN + payload
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_packet_is_its_payload_length_unless_a_jumbogram_candidate() {
+        let mut ip = [0u8; 60];
+        ip[4..7].copy_from_slice(&[0, 8, IPPROTO_UDP]);
+        assert_eq!(ipv6_packet_len(&ip), 48);
+        ip[4..7].copy_from_slice(&[0, 0, IPPROTO_UDP]);
+        assert_eq!(ipv6_packet_len(&ip), 40);
+        ip[6] = IPV6_NEXTHDR_HOP;
+        assert_eq!(ipv6_packet_len(&ip), 60, "payload length 0 behind hop-by-hop: all of it");
+    }
 
     #[test]
     fn payload_behind_one_tag_or_none() {

@@ -31,6 +31,11 @@ pub fn source_route(route: Option<&RouteEntry>, ingress: &IngressKey, need_dev: 
     let Some(r) = route else { return SourceRoute::None };
     match r.kind() {
         Some(RouteKind::Unicast) => SourceRoute::Unicast { via_ingress: need_dev && uses_ingress(r, ingress) },
+        // Its next hop is its device's (none known: id 0, not on it); never
+        // a group.
+        Some(RouteKind::Local) if need_dev && fib::nexthop(r.nexthop).is_some_and(|nh| leaves_by(nh, ingress)) => {
+            SourceRoute::LocalOnIngress
+        }
         Some(RouteKind::Local) if r.flags & RouteEntry::ADDRESS != 0 => SourceRoute::Address,
         Some(RouteKind::Local) => SourceRoute::Local,
         Some(RouteKind::Blackhole | RouteKind::Unreachable | RouteKind::Prohibit) => SourceRoute::Reject,

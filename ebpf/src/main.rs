@@ -164,6 +164,11 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     if let Some(martian) = ingress::ipv4_martian(src, dst, l2.port.has(IngressPort::ROUTE_LOCALNET)) {
         return Err(Verdict::drop(martian));
     }
+    if ingress::ipv4_is_loopback(dst) {
+        // Not a martian with `route_localnet`: the local table's 127/8 route
+        // delivers it to the stack.
+        return Err(Verdict::pass(Reason::Local));
+    }
     let route = fib::route_lookup_v4(dst);
     if ihl != Ipv4Hdr::LEN {
         // The agent processes the options of what it forwards (from a valid
@@ -244,28 +249,32 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     if let Some(martian) = ingress::ipv6_martian(&src, &dst) {
         return Err(Verdict::drop(martian));
     }
+    let route = fib::route_lookup_v6(dst);
     if ingress::ipv6_is_link_local(&dst) {
-        return Err(Verdict::pass(Reason::LinkLocal));
+        // The router's own: the stack's. Another: `ip6_forward` sends it
+        // back out of the link it came from, which the agent does.
+        let own = route.is_some_and(|r| r.kind() == Some(RouteKind::Local));
+        return Err(if own { Verdict::pass(Reason::LinkLocal) } else { Verdict::exception(Reason::LinkLocalTransit, 0) });
     }
-    let Some(route) = fib::route_lookup_v6(dst) else {
+    let Some(route) = route else {
         // `ip6_rcv_core` reads hop-by-hop options before the route: the agent's.
         let reason = if next_hdr == IPV6_NEXTHDR_HOP { Reason::IpOptions } else { Reason::NoRoute };
         return Err(Verdict::exception(reason, 0));
     };
-    if route.kind() == Some(RouteKind::Unicast) && hop_limit > 1 {
-        // `ip6_forward`, after the hop limit: no unspecified source, and a
-        // link-local one gets Destination Unreachable (beyond scope).
-        if ingress::ipv6_is_unspecified(&src) {
-            return Err(Verdict::drop(Reason::SourceZero));
-        }
-        if ingress::ipv6_is_link_local(&src) {
-            return Err(Verdict::exception(Reason::LinkLocal, 0));
-        }
+    // `ip6_forward`, after the hop limit: no unspecified source, and a
+    // link-local one gets Destination Unreachable (beyond scope), but only
+    // once `ip6_rcv` has read the hop-by-hop options (the agent's then).
+    let forwarded = route.kind() == Some(RouteKind::Unicast) && hop_limit > 1;
+    if forwarded && ingress::ipv6_is_unspecified(&src) {
+        return Err(Verdict::drop(Reason::SourceZero));
     }
     if next_hdr == IPV6_NEXTHDR_HOP {
         // Hop-by-hop options (the only ones a router reads): the agent's, as for IPv4.
         let agents = matches!(route.kind(), Some(RouteKind::Unicast | RouteKind::Blackhole | RouteKind::Unreachable | RouteKind::Prohibit));
         return Err(if agents { Verdict::exception(Reason::IpOptions, 0) } else { Verdict::pass(Reason::IpOptions) });
+    }
+    if forwarded && ingress::ipv6_is_link_local(&src) {
+        return Err(Verdict::exception(Reason::LinkLocal, 0));
     }
     let tcp = (next_hdr == IPPROTO_TCP).then_some(Ipv6Hdr::LEN);
     let flow = if route.is_multipath() {

@@ -72,6 +72,7 @@ fn fixture() -> FastPath {
     route(&mut fp, "fd00:2::/64", RouteKind::Unicast, 1, MetricsRef::DEFAULT);
     route(&mut fp, "fd00:3::/64", RouteKind::Unicast, 1, MetricsRef::read_only(1));
     route(&mut fp, "fd00:4::/64", RouteKind::Unicast, 2, MetricsRef::DEFAULT);
+    route(&mut fp, "fe80::1/128", RouteKind::Local, 0, MetricsRef::DEFAULT);
     fp
 }
 
@@ -270,7 +271,12 @@ fn multicast_link_local_options_and_non_ip_are_left_to_the_stack() {
     let mut ll = v6(1, 0);
     ll[0] = 0xfe;
     ll[1] = 0x80;
+    // Link-local: the router's own address is the stack's; another's goes
+    // back out of its link, which the agent does (`ip6_forward`).
     assert_eq!(fp.run_not_forwarded(&frame6(ll, 64, 64)).reason, Reason::LinkLocal);
+    ll[15] = 9;
+    let o = fp.run_not_forwarded(&frame6(ll, 64, 64));
+    assert_eq!((o.action, o.reason), (XDP_PASS, Reason::LinkLocalTransit));
     // IPv4 options (IHL 6) and an IPv6 hop-by-hop header.
     let mut opt = ipv4_udp(SRC4, [10, 2, 0, 2], 64, 100);
     opt.insert(20, 0);
@@ -645,6 +651,8 @@ fn martian_sources_and_destinations_are_dropped_each_with_its_reason() {
     assert_eq!(fp.run(&udp4([0, 1, 2, 3], far, 64)).unwrap().reason, Reason::Forwarded);
     fp.set_port(PORT, 0, common::ingress::IngressPort { flags: common::ingress::IngressPort::ROUTE_LOCALNET, ..port_in() });
     assert_eq!(fp.run(&udp4([127, 0, 0, 1], far, 64)).unwrap().reason, Reason::Forwarded, "route_localnet");
+    let o = fp.run_not_forwarded(&udp4(SRC4, [127, 0, 0, 1], 64));
+    assert_eq!((o.action, o.reason), (XDP_PASS, Reason::Local), "route_localnet: 127/8 is the stack's");
 
     let dst = v6(2, 2);
     let cases6 = [
@@ -662,7 +670,8 @@ fn martian_sources_and_destinations_are_dropped_each_with_its_reason() {
     let o = fp.run_not_forwarded(&udp6(addr6("fe80::2"), dst, 64));
     assert_eq!((o.action, o.reason), (XDP_PASS, Reason::LinkLocal));
     assert_eq!(fp.run_not_forwarded(&udp6(addr6("fe80::2"), dst, 1)).reason, Reason::TtlExceeded);
-    assert_eq!(fp.run_not_forwarded(&udp6(SRC6, addr6("fe80::2"), 64)).reason, Reason::LinkLocal);
+    assert_eq!(fp.run_not_forwarded(&udp6(SRC6, addr6("fe80::1"), 64)).reason, Reason::LinkLocal);
+    assert_eq!(fp.run_not_forwarded(&udp6(SRC6, addr6("fe80::2"), 64)).reason, Reason::LinkLocalTransit);
 }
 
 fn port_in() -> common::ingress::IngressPort {

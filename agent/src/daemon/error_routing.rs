@@ -9,7 +9,7 @@
 use super::Daemon;
 use crate::{
     rib::lookup::ErrorRoute,
-    slow_path::{egress::relink, icmp, icmp::ErrorKind, neighbour_queue::Held, AdmittedError},
+    slow_path::{egress::relink, icmp::ErrorKind, neighbour_queue::Held, AdmittedError},
 };
 use std::{sync::atomic::Ordering, time::Instant};
 
@@ -17,7 +17,7 @@ impl Daemon {
     /// The ICMP error `kind` about `about` (a frame as it arrived), if the
     /// rules and rate limits allow one, routed.
     pub(super) fn send_error(&mut self, about: Held, kind: ErrorKind, now: Instant) {
-        if let Some(reply) = self.slow.admit_error(about.ingress, &about.frame, kind) {
+        if let Some(reply) = self.slow.admit_error(about.ingress, about.arrived(), kind) {
             self.route_error(AdmittedError { about, kind, reply }, now);
         }
     }
@@ -39,9 +39,7 @@ impl Daemon {
         // interface's, as the reply was built (icmp6_send selects the source
         // on the input device).
         let frame = match (reply.to, ifindex == about.ingress) {
-            (std::net::IpAddr::V4(_), false) => {
-                icmp::error_for(&about.frame, kind, &slow.addresses(ifindex)).map_or(reply.frame, |r| r.frame)
-            }
+            (std::net::IpAddr::V4(_), false) => slow.error_from(ifindex, about.arrived(), kind).map_or(reply.frame, |r| r.frame),
             _ => reply.frame,
         };
         let nexthop = match neighbour {
@@ -55,7 +53,9 @@ impl Daemon {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             None => match neighbour {
-                Some(neighbour) => self.hold_at((ifindex, neighbour), Held { ingress: about.ingress, frame, originated: true }, now),
+                Some(neighbour) => {
+                    self.hold_at((ifindex, neighbour), Held { ingress: about.ingress, frame, originated: true, arrived: None }, now)
+                }
                 // The link is down: nowhere to send it.
                 None => {
                     slow.stats.send_failed.fetch_add(1, Ordering::Relaxed);

@@ -122,7 +122,7 @@ impl<S: MapSink> Rib<S> {
         for addr in all {
             let by = broadcasts.get(&addr).cloned().unwrap_or_default();
             if self.broadcasts.get(&addr).cloned().unwrap_or_default() != by {
-                self.set_broadcast(addr, by)?;
+                self.set_broadcast(addr, by, now)?;
                 report.addresses += 1;
             }
         }

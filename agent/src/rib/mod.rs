@@ -137,6 +137,9 @@ pub struct Rib<S: MapSink> {
     local_addrs: BTreeMap<IpAddr, BTreeSet<u32>>,
     /// Subnet broadcast addresses, with the (interface, address) pairs that give each.
     broadcasts: BTreeMap<IpAddr, BTreeSet<(u32, IpAddr)>>,
+    /// The next hop of the device each local host entry's kernel route
+    /// names (an address's first interface, a broadcast's): held for it.
+    local_devices: BTreeMap<IpAddr, u32>,
     /// Known neighbours by (address, interface), `Some(mac)` when usable.
     neighbours: BTreeMap<(IpAddr, u32), Option<[u8; 6]>>,
     /// Neighbours set by configuration: kernel events do not override them.
@@ -183,6 +186,7 @@ impl<S: MapSink> Rib<S> {
             routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),
             broadcasts: BTreeMap::new(),
+            local_devices: BTreeMap::new(),
             neighbours: BTreeMap::new(),
             static_neighbours: BTreeSet::new(),
             neighbour_hosts: BTreeMap::new(),
@@ -329,7 +333,7 @@ impl<S: MapSink> Rib<S> {
                 self.publish_ingress_ports()
             }
             Event::Address { index, addr, present } => self.address_changed(index, addr, present, now),
-            Event::Broadcast { index, addr, of, present } => self.broadcast_changed(index, addr, of, present),
+            Event::Broadcast { index, addr, of, present } => self.broadcast_changed(index, addr, of, present, now),
             Event::Neighbour { index, addr, mac } => {
                 if self.static_neighbours.contains(&(index, addr)) {
                     return Ok(());

@@ -63,6 +63,7 @@ impl<S: MapSink> Rib<S> {
         } else {
             self.local_addrs.remove(&addr);
         }
+        self.hold_local_device(addr, now);
         if ours && self.private.contains_key(&addr) {
             // A local address has no private metrics.
             return self.reset_metrics(addr, now).map(|_| ());
@@ -71,25 +72,50 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// A subnet broadcast address came or went with address `of` on `index`.
-    pub(super) fn broadcast_changed(&mut self, index: u32, addr: IpAddr, of: IpAddr, present: bool) -> Result<(), RibError> {
+    pub(super) fn broadcast_changed(&mut self, index: u32, addr: IpAddr, of: IpAddr, present: bool, now: Instant) -> Result<(), RibError> {
         let mut by = self.broadcasts.get(&addr).cloned().unwrap_or_default();
         if present {
             by.insert((index, of));
         } else {
             by.remove(&(index, of));
         }
-        self.set_broadcast(addr, by)
+        self.set_broadcast(addr, by, now)
     }
 
     /// `addr` is a subnet broadcast address by the (interface, address)
     /// pairs `by` (none: no longer).
-    pub(super) fn set_broadcast(&mut self, addr: IpAddr, by: BTreeSet<(u32, IpAddr)>) -> Result<(), RibError> {
+    pub(super) fn set_broadcast(&mut self, addr: IpAddr, by: BTreeSet<(u32, IpAddr)>, now: Instant) -> Result<(), RibError> {
         if by.is_empty() {
             self.broadcasts.remove(&addr);
         } else {
             self.broadcasts.insert(addr, by);
         }
+        self.hold_local_device(addr, now);
         Ok(self.publish(&host_prefix(addr))?)
+    }
+
+    /// Holds the next hop of the device local host entry `addr` is on (as
+    /// the kernel's local route names one), releasing the one it held. Best
+    /// effort: without one (the table full) the fast path leaves the
+    /// `accept_local` check that needs it to the kernel.
+    fn hold_local_device(&mut self, addr: IpAddr, now: Instant) {
+        let device = match self.local_addrs.get(&addr) {
+            Some(on) => on.first().copied(),
+            None => self.broadcast_link(addr),
+        };
+        let want = device.map(|ifindex| NextHopKey { ifindex, gateway: None });
+        let held = self.local_devices.get(&addr).copied();
+        if held.and_then(|id| self.nexthop_key(id)) == want {
+            return;
+        }
+        let new = want.and_then(|key| self.acquire_nexthop(key, now).ok());
+        if let Some(id) = held {
+            self.local_devices.remove(&addr);
+            self.nexthops.release(id, now);
+        }
+        if let Some(id) = new {
+            self.local_devices.insert(addr, id);
+        }
     }
 
     /// The interface whose subnet broadcast address `addr` is, if it is one.

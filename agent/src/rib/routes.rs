@@ -111,7 +111,7 @@ impl<S: MapSink> Rib<S> {
         let host = host_prefix(addr);
         let delivered_locally = |flags: u8| Base {
             kind: RouteKind::Local,
-            nexthop: 0,
+            nexthop: self.local_devices.get(&addr).copied().unwrap_or(0),
             metrics_ref: MetricsRef::DEFAULT,
             shared: RouteMetrics::DEFAULT,
             covering: host,

@@ -9,9 +9,10 @@
 //! the minimum MTU, 1280, RFC 4443 2.4(c)). No error is sent about an ICMP
 //! error, about a non-first fragment, or to a source that is not one host.
 
+use crate::slow_path::ip_options;
 use common::{
     checksum,
-    proto::{ethernet_payload, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
+    proto::{ethernet_payload, ipv6_packet_len, ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
     Reason,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -122,6 +123,9 @@ pub enum Refusal {
     LaterFragment,
     /// The ingress interface has no address of this family.
     NoSourceAddress,
+    /// Its IPv4 options cannot be echoed (`__ip_options_echo` fails on a
+    /// slot cut short).
+    OptionsEcho,
 }
 
 impl Refusal {
@@ -132,6 +136,7 @@ impl Refusal {
             Refusal::NotUnicastSource => "not_unicast_source",
             Refusal::LaterFragment => "later_fragment",
             Refusal::NoSourceAddress => "no_source_address",
+            Refusal::OptionsEcho => "options_echo",
         }
     }
 }
@@ -176,10 +181,11 @@ fn reply_l2(frame: &[u8], ether_type: u16) -> Result<(Vec<u8>, usize), Refusal> 
 }
 
 /// The error `kind` for `frame` (an Ethernet frame as it arrived), from the
-/// ingress interface's addresses `ours`.
-pub fn error_for(frame: &[u8], kind: ErrorKind, ours: &IfAddrs) -> Result<Reply, Refusal> {
+/// interface addresses `ours`; `is_local` names the router's IPv4
+/// addresses (a prespecified timestamp's turn).
+pub fn error_for(frame: &[u8], kind: ErrorKind, ours: &IfAddrs, is_local: &dyn Fn(Ipv4Addr) -> bool) -> Result<Reply, Refusal> {
     match ethernet_payload(frame).ok_or(Refusal::Malformed)?.0 {
-        ETH_P_IP => error_v4(frame, kind, ours.v4.ok_or(Refusal::NoSourceAddress)?),
+        ETH_P_IP => error_v4(frame, kind, ours.v4.ok_or(Refusal::NoSourceAddress)?, is_local),
         ETH_P_IPV6 => error_v6(frame, kind, ours),
         _ => Err(Refusal::Malformed),
     }
@@ -189,7 +195,7 @@ fn v4_source_ok(a: Ipv4Addr) -> bool {
     !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() || a.octets()[0] >= 240)
 }
 
-fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr) -> Result<Reply, Refusal> {
+fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr, is_local: &dyn Fn(Ipv4Addr) -> bool) -> Result<Reply, Refusal> {
     let (mut out, l3) = reply_l2(frame, ETH_P_IP)?;
     let ip = frame.get(l3..).ok_or(Refusal::Malformed)?;
     if ip.len() < 20 || ip[0] >> 4 != 4 {
@@ -218,16 +224,35 @@ fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr) -> Result<Reply, Refus
             return Err(Refusal::AboutIcmpError);
         }
     }
-    let quote = &ip[..tot_len.min(ip.len()).min(V4_ERROR_MAX - 28)];
+    // The packet as the receive path left it (its options compiled: the
+    // record route and timestamp written, `src` being `spec_dst`), and the
+    // reply's own options echoed from them.
+    let mut quote = ip[..tot_len.min(ip.len())].to_vec();
+    let ctx = ip_options::Context {
+        ingress: src,
+        egress: Ipv4Addr::UNSPECIFIED,
+        accept_source_route: false,
+        now_ms: ip_options::ms_since_midnight(),
+        is_local,
+    };
+    let options = match ihl > 20 {
+        true => {
+            let compiled = ip_options::receive_options(&mut quote, &ctx);
+            ip_options::echo_options(&quote, &compiled, &ctx).ok_or(Refusal::OptionsEcho)?
+        }
+        false => Vec::new(),
+    };
+    let hlen = 20 + options.len();
+    quote.truncate(V4_ERROR_MAX - hlen - 8);
     let (icmp_type, code, rest) = kind.v4();
     let mut icmp = vec![icmp_type, code, 0, 0];
     icmp.extend_from_slice(&rest);
-    icmp.extend_from_slice(quote);
+    icmp.extend_from_slice(&quote);
     let c = checksum::checksum(&icmp).to_be_bytes();
     icmp[2..4].copy_from_slice(&c);
-    let total = (20 + icmp.len()) as u16;
-    let mut hdr = [0u8; 20];
-    hdr[0] = 0x45;
+    let total = (hlen + icmp.len()) as u16;
+    let mut hdr = vec![0u8; 20];
+    hdr[0] = 0x40 | (hlen / 4) as u8;
     // Precedence internetwork control, the packet's TOS bits kept (`icmp_send`).
     hdr[1] = (ip[1] & 0x1e) | 0xc0;
     hdr[2..4].copy_from_slice(&total.to_be_bytes());
@@ -236,6 +261,7 @@ fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr) -> Result<Reply, Refus
     hdr[9] = IPPROTO_ICMP;
     hdr[12..16].copy_from_slice(&src.octets());
     hdr[16..20].copy_from_slice(&orig_src.octets());
+    hdr.extend_from_slice(&options);
     let c = checksum::checksum(&hdr).to_be_bytes();
     hdr[10..12].copy_from_slice(&c);
     out.extend_from_slice(&hdr);
@@ -292,8 +318,8 @@ fn error_v6(frame: &[u8], kind: ErrorKind, ours: &IfAddrs) -> Result<Reply, Refu
         false => ours.v6,
     }
     .ok_or(Refusal::NoSourceAddress)?;
-    let len = 40 + u16::from_be_bytes([ip[4], ip[5]]) as usize;
-    let packet = &ip[..len.min(ip.len())];
+    // A jumbogram candidate is quoted whole, as the kernel left it untrimmed.
+    let packet = &ip[..ipv6_packet_len(ip).min(ip.len())];
     // `icmp6_send`'s `is_ineligible`: no error about an ICMPv6 error, nor
     // about one whose type is not within the packet; later fragments, and
     // packets whose extension headers run past their end (which show no
@@ -303,7 +329,7 @@ fn error_v6(frame: &[u8], kind: ErrorKind, ours: &IfAddrs) -> Result<Reply, Refu
             return Err(Refusal::AboutIcmpError);
         }
     }
-    let mut quote = ip[..len.min(ip.len()).min(V6_ERROR_MAX - 48)].to_vec();
+    let mut quote = packet[..packet.len().min(V6_ERROR_MAX - 48)].to_vec();
     if matches!(kind, ErrorKind::TooBig { .. }) {
         // `ip6_forward` has decremented the hop limit when it finds the packet too big.
         quote[7] = quote[7].saturating_sub(1);
@@ -361,7 +387,7 @@ mod tests {
     #[test]
     fn time_exceeded_v4_is_addressed_back_and_checksummed() {
         let f = eth(ETH_P_IP, &v4_packet(17, 100, 1, 0));
-        let r = error_for(&f, ErrorKind::TimeExceeded, &OURS).unwrap();
+        let r = error_for(&f, ErrorKind::TimeExceeded, &OURS, &|_| false).unwrap();
         assert_eq!(r.to, IpAddr::from([10, 1, 0, 2]));
         assert_eq!(&r.frame[0..6], &f[6..12], "to the sender's MAC");
         assert_eq!(&r.frame[6..12], &f[0..6], "from the MAC it was sent to");
@@ -375,10 +401,48 @@ mod tests {
         assert_eq!(&icmp[8..], &f[14..], "the whole (short) packet quoted");
     }
 
+    /// `v4_packet` with `opts` (a multiple of 4 bytes) after its header.
+    fn v4_with_options(opts: &[u8], payload_len: usize, ttl: u8) -> Vec<u8> {
+        let mut p = v4_packet(17, payload_len, ttl, 0);
+        p.splice(20..20, opts.iter().copied());
+        p[0] = 0x45 + (opts.len() / 4) as u8;
+        p[2..4].copy_from_slice(&((20 + opts.len() + payload_len) as u16).to_be_bytes());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&p[..20 + opts.len()]).to_be_bytes();
+        p[10..12].copy_from_slice(&c);
+        p
+    }
+
+    #[test]
+    fn an_error_about_options_echoes_them_and_quotes_the_packet_as_received() {
+        let rr = [7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let f = eth(ETH_P_IP, &v4_with_options(&rr, 1000, 1));
+        let r = error_for(&f, ErrorKind::TooBig { mtu: 1300 }, &OURS, &|_| false).unwrap();
+        let ip = &r.frame[14..];
+        assert_eq!((ip[0], ip.len()), (0x48, 576), "its options in the header, the quote 12 bytes shorter");
+        assert!(checksum::verifies(&ip[..32]));
+        assert_eq!(&ip[20..32], &[7, 11, 12, 10, 1, 0, 1, 10, 1, 0, 1, 0], "the record route, and its own address");
+        let icmp = &ip[32..];
+        assert!(checksum::verifies(icmp));
+        let quoted = &icmp[8..];
+        assert_eq!(quoted.len(), 576 - 32 - 8);
+        assert_eq!(&quoted[20..32], &[7, 11, 8, 10, 1, 0, 1, 0, 0, 0, 0, 1], "the receive path's record");
+        assert_eq!(quoted[10..12], f[14 + 10..14 + 12], "its checksum as it came");
+        assert_eq!(quoted[32..], f[14 + 32..14 + 32 + quoted.len() - 32]);
+        // An echo the kernel cannot make: no error.
+        let cut = eth(ETH_P_IP, &v4_with_options(&[7, 9, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8, 1));
+        assert_eq!(error_for(&cut, ErrorKind::TimeExceeded, &OURS, &|_| false), Err(Refusal::OptionsEcho));
+        // After an EOL, zeros; no options to echo.
+        let eol = eth(ETH_P_IP, &v4_with_options(&[0, 0x30, 0x39, 0x3a], 8, 1));
+        let r = error_for(&eol, ErrorKind::TimeExceeded, &OURS, &|_| false).unwrap();
+        assert_eq!(r.frame[14], 0x45);
+        assert_eq!(r.frame[14 + 28 + 20..14 + 28 + 24], [0, 0, 0, 0]);
+    }
+
     #[test]
     fn frag_needed_carries_the_mtu_and_quotes_at_most_576_bytes() {
         let f = eth(ETH_P_IP, &v4_packet(6, 1380, 64, 0x4000));
-        let r = error_for(&f, ErrorKind::TooBig { mtu: 1300 }, &OURS).unwrap();
+        let r = error_for(&f, ErrorKind::TooBig { mtu: 1300 }, &OURS, &|_| false).unwrap();
         let ip = &r.frame[14..];
         assert_eq!(ip.len(), 576, "RFC 1812: at most 576 bytes");
         let icmp = &ip[20..];
@@ -391,17 +455,28 @@ mod tests {
     fn no_error_about_errors_fragments_or_group_sources() {
         let mut icmp_err = v4_packet(1, 36, 1, 0);
         icmp_err[20] = 11;
-        assert_eq!(error_for(&eth(ETH_P_IP, &icmp_err), ErrorKind::TimeExceeded, &OURS), Err(Refusal::AboutIcmpError));
+        assert_eq!(error_for(&eth(ETH_P_IP, &icmp_err), ErrorKind::TimeExceeded, &OURS, &|_| false), Err(Refusal::AboutIcmpError));
         let mut echo = v4_packet(1, 36, 1, 0);
         echo[20] = 8;
-        assert!(error_for(&eth(ETH_P_IP, &echo), ErrorKind::TimeExceeded, &OURS).is_ok(), "an echo request gets one");
+        assert!(error_for(&eth(ETH_P_IP, &echo), ErrorKind::TimeExceeded, &OURS, &|_| false).is_ok(), "an echo request gets one");
         let mut unknown = v4_packet(1, 36, 1, 0);
         unknown[20] = 19;
-        assert_eq!(error_for(&eth(ETH_P_IP, &unknown), ErrorKind::TimeExceeded, &OURS), Err(Refusal::AboutIcmpError), "type > 18");
+        assert_eq!(
+            error_for(&eth(ETH_P_IP, &unknown), ErrorKind::TimeExceeded, &OURS, &|_| false),
+            Err(Refusal::AboutIcmpError),
+            "type > 18"
+        );
         let mut bad_sum = echo.clone();
         bad_sum[10] ^= 1;
-        assert_eq!(error_for(&eth(ETH_P_IP, &bad_sum), ErrorKind::TimeExceeded, &OURS), Err(Refusal::Malformed), "a bad header");
-        assert_eq!(error_for(&eth(ETH_P_IP, &v4_packet(17, 8, 1, 0x0010)), ErrorKind::TimeExceeded, &OURS), Err(Refusal::LaterFragment));
+        assert_eq!(
+            error_for(&eth(ETH_P_IP, &bad_sum), ErrorKind::TimeExceeded, &OURS, &|_| false),
+            Err(Refusal::Malformed),
+            "a bad header"
+        );
+        assert_eq!(
+            error_for(&eth(ETH_P_IP, &v4_packet(17, 8, 1, 0x0010)), ErrorKind::TimeExceeded, &OURS, &|_| false),
+            Err(Refusal::LaterFragment)
+        );
         let from = |src: [u8; 4]| {
             let mut p = v4_packet(17, 8, 1, 0);
             p[12..16].copy_from_slice(&src);
@@ -411,11 +486,14 @@ mod tests {
             p
         };
         let bcast = from([255; 4]);
-        assert_eq!(error_for(&eth(ETH_P_IP, &bcast), ErrorKind::TimeExceeded, &OURS), Err(Refusal::NotUnicastSource));
+        assert_eq!(error_for(&eth(ETH_P_IP, &bcast), ErrorKind::TimeExceeded, &OURS, &|_| false), Err(Refusal::NotUnicastSource));
         let bcast = from([224, 0, 0, 5]);
-        assert_eq!(error_for(&eth(ETH_P_IP, &bcast), ErrorKind::TimeExceeded, &OURS), Err(Refusal::NotUnicastSource));
+        assert_eq!(error_for(&eth(ETH_P_IP, &bcast), ErrorKind::TimeExceeded, &OURS, &|_| false), Err(Refusal::NotUnicastSource));
         let none = IfAddrs::default();
-        assert_eq!(error_for(&eth(ETH_P_IP, &v4_packet(17, 8, 1, 0)), ErrorKind::NoRoute, &none), Err(Refusal::NoSourceAddress));
+        assert_eq!(
+            error_for(&eth(ETH_P_IP, &v4_packet(17, 8, 1, 0)), ErrorKind::NoRoute, &none, &|_| false),
+            Err(Refusal::NoSourceAddress)
+        );
     }
 
     fn v6_packet(next: u8, payload: &[u8]) -> Vec<u8> {
@@ -430,7 +508,7 @@ mod tests {
     #[test]
     fn packet_too_big_v6_with_pseudo_header_checksum_and_1280_limit() {
         let f = eth(ETH_P_IPV6, &v6_packet(17, &[7u8; 1400]));
-        let r = error_for(&f, ErrorKind::TooBig { mtu: 1300 }, &OURS).unwrap();
+        let r = error_for(&f, ErrorKind::TooBig { mtu: 1300 }, &OURS, &|_| false).unwrap();
         let ip = &r.frame[14..];
         assert_eq!(ip.len(), 1280, "RFC 4443: at most the minimum MTU");
         assert_eq!((ip[6], ip[7]), (58, 64));
@@ -444,16 +522,19 @@ mod tests {
         // An ICMPv6 error behind a destination-options header is still an error.
         let mut ext = vec![58, 0, 0, 0, 0, 0, 0, 0];
         ext.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(error_for(&eth(ETH_P_IPV6, &v6_packet(60, &ext)), ErrorKind::TimeExceeded, &OURS), Err(Refusal::AboutIcmpError));
+        assert_eq!(
+            error_for(&eth(ETH_P_IPV6, &v6_packet(60, &ext)), ErrorKind::TimeExceeded, &OURS, &|_| false),
+            Err(Refusal::AboutIcmpError)
+        );
         let echo = [128u8, 0, 0, 0, 0, 0, 0, 0];
-        assert!(error_for(&eth(ETH_P_IPV6, &v6_packet(58, &echo)), ErrorKind::TimeExceeded, &OURS).is_ok());
+        assert!(error_for(&eth(ETH_P_IPV6, &v6_packet(58, &echo)), ErrorKind::TimeExceeded, &OURS, &|_| false).is_ok());
     }
 
     #[test]
     fn a_vlan_tag_is_kept_in_the_reply() {
         let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0, 0, 100, 0x08, 0];
         f.extend_from_slice(&v4_packet(17, 8, 1, 0));
-        let r = error_for(&f, ErrorKind::TimeExceeded, &OURS).unwrap();
+        let r = error_for(&f, ErrorKind::TimeExceeded, &OURS, &|_| false).unwrap();
         assert_eq!(&r.frame[12..18], &[0x81, 0, 0, 100, 0x08, 0]);
     }
 
@@ -468,7 +549,7 @@ mod tests {
                 f[12..14].copy_from_slice(&t.to_be_bytes());
             }
             if let Some(kind) = ErrorKind::for_reason(Reason::from_u8(reason).unwrap(), 1300) {
-                if let Ok(r) = error_for(&f, kind, &OURS) {
+                if let Ok(r) = error_for(&f, kind, &OURS, &|_| false) {
                     prop_assert!(r.frame.len() <= 18 + V6_ERROR_MAX);
                 }
             }

@@ -6,7 +6,9 @@
 //! device; accepted: `ip_options_rcv_srr` for a destination that is not
 //! ours), and `ip_forward_options` (the record-route slot rewritten with the
 //! egress address, the header checksum recomputed). A router alert is for
-//! `ip_ra_chain` sockets, of which the agent has none: forwarded.
+//! `ip_ra_chain` sockets, of which the agent has none: forwarded. And, for
+//! the ICMP errors about such a packet, `__ip_options_echo` with
+//! `ip_options_build`: the reply's own record route and timestamp.
 
 use common::checksum;
 use std::net::Ipv4Addr;
@@ -50,13 +52,25 @@ pub enum Outcome {
     SourceRouteRefused,
 }
 
-/// What `ip_options_compile` notes for the forward path.
-#[derive(Default)]
-struct Compiled {
-    /// Offset of the record-route option, when an address is due.
-    rr_needaddr: Option<usize>,
+/// What `ip_options_compile` notes (the kernel's `struct ip_options`, the
+/// parts a router uses): where the options are and what they still need.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compiled {
+    /// Offset of the record-route option, and whether an address is due.
+    rr: Option<(usize, bool)>,
+    /// Offset of the timestamp option, and whether it took an address, a time.
+    ts: Option<(usize, bool, bool)>,
     /// A source route, and whether it is strict.
     srr: Option<bool>,
+}
+
+/// `ip_options_compile` on receipt of the IPv4 packet `ip` (its header
+/// checksum checked), in place, the checksum left as it came. A bad option
+/// stops it where the kernel stops: what was compiled before it is what
+/// the Parameter Problem echoes.
+pub fn receive_options(ip: &mut [u8], ctx: &Context) -> Compiled {
+    let ihl = ((ip[0] & 0x0f) as usize * 4).min(ip.len());
+    compile(ip, ihl, ctx).unwrap_or_else(|(_, so_far)| so_far)
 }
 
 /// Processes the options of the IPv4 packet `ip` (its header checksum
@@ -65,7 +79,7 @@ pub fn forward_options(ip: &mut [u8], ctx: &Context) -> Outcome {
     let ihl = ((ip[0] & 0x0f) as usize * 4).min(ip.len());
     let compiled = match compile(ip, ihl, ctx) {
         Ok(c) => c,
-        Err(pointer) => return Outcome::ParameterProblem { pointer: pointer as u8 },
+        Err((pointer, _)) => return Outcome::ParameterProblem { pointer: pointer as u8 },
     };
     match compiled.srr {
         Some(_) if !ctx.accept_source_route => return Outcome::SourceRouteRefused,
@@ -74,7 +88,7 @@ pub fn forward_options(ip: &mut [u8], ctx: &Context) -> Outcome {
         Some(true) => return Outcome::ParameterProblem { pointer: 16 },
         _ => {}
     }
-    if let Some(rr) = compiled.rr_needaddr {
+    if let Some((rr, true)) = compiled.rr {
         let slot = rr + ip[rr + 2] as usize - 5;
         ip[slot..slot + 4].copy_from_slice(&ctx.egress.octets());
     }
@@ -85,9 +99,17 @@ pub fn forward_options(ip: &mut [u8], ctx: &Context) -> Outcome {
 }
 
 /// `ip_options_compile` with a route: `Err` is the offset of the offending
-/// byte. It writes as it goes, as the kernel does.
-fn compile(ip: &mut [u8], ihl: usize, ctx: &Context) -> Result<Compiled, usize> {
+/// byte and what was compiled before it. It writes as it goes, as the
+/// kernel does.
+fn compile(ip: &mut [u8], ihl: usize, ctx: &Context) -> Result<Compiled, (usize, Compiled)> {
     let mut c = Compiled::default();
+    match compile_into(ip, ihl, ctx, &mut c) {
+        Ok(()) => Ok(c),
+        Err(pointer) => Err((pointer, c)),
+    }
+}
+
+fn compile_into(ip: &mut [u8], ihl: usize, ctx: &Context, c: &mut Compiled) -> Result<(), usize> {
     let (mut rr_seen, mut ts_seen) = (false, false);
     let mut o = 20;
     while o < ihl {
@@ -131,21 +153,22 @@ fn compile(ip: &mut [u8], ihl: usize, ctx: &Context) -> Result<Compiled, usize> 
                 if ptr < 4 {
                     return Err(o + 2);
                 }
-                if ptr <= optlen {
+                let needaddr = ptr <= optlen;
+                if needaddr {
                     if ptr + 3 > optlen {
                         return Err(o + 2);
                     }
                     ip[o + ptr - 1..o + ptr + 3].copy_from_slice(&ctx.ingress.octets());
                     ip[o + 2] += 4;
-                    c.rr_needaddr = Some(o);
                 }
+                c.rr = Some((o, needaddr));
                 rr_seen = true;
             }
             IPOPT_TIMESTAMP => {
                 if ts_seen {
                     return Err(o);
                 }
-                timestamp(ip, o, optlen, ctx)?;
+                c.ts = Some(timestamp(ip, o, optlen, ctx)?);
                 ts_seen = true;
             }
             IPOPT_RA if optlen < 4 => return Err(o + 1),
@@ -154,12 +177,24 @@ fn compile(ip: &mut [u8], ihl: usize, ctx: &Context) -> Result<Compiled, usize> 
         }
         o += optlen;
     }
-    Ok(c)
+    Ok(())
+}
+
+/// `inet_addr_type` is not RTN_UNICAST: one of ours, or no one's.
+fn not_unicast(a: [u8; 4], ctx: &Context) -> bool {
+    let a = Ipv4Addr::from(a);
+    a.is_unspecified() || a.is_broadcast() || a.is_multicast() || (ctx.is_local)(a)
+}
+
+/// The four bytes at `at`.
+fn addr_at(b: &[u8], at: usize) -> [u8; 4] {
+    [b[at], b[at + 1], b[at + 2], b[at + 3]]
 }
 
 /// The timestamp option at `o`: a time (and an address) in the next free
-/// slot, or the overflow count one higher when none is free.
-fn timestamp(ip: &mut [u8], o: usize, optlen: usize, ctx: &Context) -> Result<(), usize> {
+/// slot, or the overflow count one higher when none is free. `Ok`: the
+/// option's offset, and whether it took an address, a time.
+fn timestamp(ip: &mut [u8], o: usize, optlen: usize, ctx: &Context) -> Result<(usize, bool, bool), usize> {
     if optlen < 4 {
         return Err(o + 1);
     }
@@ -173,16 +208,16 @@ fn timestamp(ip: &mut [u8], o: usize, optlen: usize, ctx: &Context) -> Result<()
             return Err(o + 3);
         }
         ip[o + 3] = (ip[o + 3] & 0x0f) | ((overflow + 1) << 4);
-        return Ok(());
+        return Ok((o, false, false));
     }
     if ptr + 3 > optlen {
         return Err(o + 2);
     }
     let slot = o + ptr - 1;
-    let time_at = match ip[o + 3] & 0x0f {
+    let (time_at, needaddr) = match ip[o + 3] & 0x0f {
         IPOPT_TS_TSONLY => {
             ip[o + 2] += 4;
-            slot
+            (slot, false)
         }
         flag @ (IPOPT_TS_TSANDADDR | IPOPT_TS_PRESPEC) => {
             if ptr + 7 > optlen {
@@ -190,21 +225,76 @@ fn timestamp(ip: &mut [u8], o: usize, optlen: usize, ctx: &Context) -> Result<()
             }
             if flag == IPOPT_TS_TSANDADDR {
                 ip[slot..slot + 4].copy_from_slice(&ctx.ingress.octets());
-            } else {
-                let named = Ipv4Addr::new(ip[slot], ip[slot + 1], ip[slot + 2], ip[slot + 3]);
-                // `inet_addr_type` RTN_UNICAST: someone else's turn.
-                let broadcast = named.is_unspecified() || named.is_broadcast() || named.is_multicast();
-                if !(ctx.is_local)(named) && !broadcast {
-                    return Ok(());
-                }
+            } else if !not_unicast(addr_at(ip, slot), ctx) {
+                // Someone else's turn.
+                return Ok((o, false, false));
             }
             ip[o + 2] += 8;
-            slot + 4
+            (slot + 4, flag == IPOPT_TS_TSANDADDR)
         }
-        _ => return Ok(()),
+        _ => return Ok((o, false, false)),
     };
     ip[time_at..time_at + 4].copy_from_slice(&ctx.now_ms.to_be_bytes());
-    Ok(())
+    Ok((o, needaddr, true))
+}
+
+/// The options of an ICMP error about the IPv4 packet `ip` (as
+/// [`receive_options`] left it, having found `opt`), sent from
+/// `ctx.ingress`: `__ip_options_echo` (the record route and timestamp
+/// copied, their pointers moved on where the packet's had room) with
+/// `ip_options_build` (the reply's address and time in those slots), padded
+/// with EOL. `None` where the kernel's echo fails (a slot cut short): it
+/// sends no error then. Source routes are not echoed (the agent's errors go
+/// to the source; `accept_source_route` is off by default).
+pub fn echo_options(ip: &[u8], opt: &Compiled, ctx: &Context) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    if let Some((rr, needaddr)) = opt.rr {
+        let (optlen, soffset) = (ip[rr + 1] as usize, ip[rr + 2] as usize);
+        let at = out.len();
+        out.extend_from_slice(&ip[rr..rr + optlen]);
+        if needaddr && soffset <= optlen {
+            if soffset + 3 > optlen {
+                return None;
+            }
+            out[at + 2] = (soffset + 4) as u8;
+            out[at + soffset - 1..at + soffset + 3].copy_from_slice(&ctx.ingress.octets());
+        }
+    }
+    if let Some((ts, needaddr, needtime)) = opt.ts {
+        let (optlen, mut soffset) = (ip[ts + 1] as usize, ip[ts + 2] as usize);
+        let at = out.len();
+        out.extend_from_slice(&ip[ts..ts + optlen]);
+        if soffset <= optlen {
+            let mut time_at = None;
+            if needaddr {
+                if soffset + 3 > optlen {
+                    return None;
+                }
+                out[at + soffset - 1..at + soffset + 3].copy_from_slice(&ctx.ingress.octets());
+                soffset += 4;
+            }
+            if needtime {
+                if soffset + 3 > optlen {
+                    return None;
+                }
+                if out[at + 3] & 0x0f != IPOPT_TS_PRESPEC {
+                    time_at = Some(soffset - 1);
+                    soffset += 4;
+                } else if soffset + 7 <= optlen && not_unicast(addr_at(&out, at + soffset - 1), ctx) {
+                    time_at = Some(soffset + 3);
+                    soffset += 8;
+                }
+            }
+            out[at + 2] = soffset as u8;
+            if let Some(t) = time_at {
+                out[at + t..at + t + 4].copy_from_slice(&ctx.now_ms.to_be_bytes());
+            }
+        }
+    }
+    while !out.len().is_multiple_of(4) {
+        out.push(IPOPT_END);
+    }
+    Some(out)
 }
 
 /// `IN_DEV_SOURCE_ROUTE` for the ingress device `ifname`: its
@@ -286,6 +376,54 @@ mod tests {
         let (out, ip) = run(&[IPOPT_TIMESTAMP, 8, 9, 0x20, 0, 0, 0, 0], false);
         assert_eq!((out, ip[23]), (Outcome::Forward, 0x30), "overflow 2 -> 3");
         assert_eq!(run(&[IPOPT_TIMESTAMP, 8, 9, 0xf0, 0, 0, 0, 0], false).0, Outcome::ParameterProblem { pointer: 23 });
+    }
+
+    /// Receipt (the slot recorded with the address toward the source, as
+    /// `spec_dst`), then the error's echo, as the kernel's ICMP errors show.
+    fn echo(opts: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+        let c = ctx(false);
+        let mut ip = packet(opts);
+        let opt = receive_options(&mut ip, &c);
+        let ihl = (ip[0] & 0x0f) as usize * 4;
+        let echoed = echo_options(&ip, &opt, &c);
+        (ip[20..ihl].to_vec(), echoed)
+    }
+
+    #[test]
+    fn an_error_echoes_record_route_and_timestamp_with_its_own_address_and_time() {
+        let (received, echoed) = echo(&[IPOPT_RR, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, IPOPT_NOOP]);
+        assert_eq!(received, [7, 11, 8, 10, 1, 0, 1, 0, 0, 0, 0, 1], "the receive path records the ingress");
+        assert_eq!(echoed.unwrap(), [7, 11, 12, 10, 1, 0, 1, 10, 1, 0, 1, 0], "the reply records itself, padded with EOL");
+        assert_eq!(echo(&[IPOPT_RR, 7, 8, 9, 9, 9, 9, 0]).1.unwrap(), [7, 7, 8, 9, 9, 9, 9, 0], "full on arrival: as it is");
+        let (received, echoed) = echo(&[IPOPT_TIMESTAMP, 12, 5, IPOPT_TS_TSONLY, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(received, [68, 12, 9, 0, 1, 2, 3, 4, 0, 0, 0, 0]);
+        assert_eq!(echoed.unwrap(), [68, 12, 13, 0, 1, 2, 3, 4, 1, 2, 3, 4]);
+        assert_eq!(echo(&[IPOPT_TIMESTAMP, 8, 5, 0, 0, 0, 0, 0]).1.unwrap(), [68, 8, 9, 0, 1, 2, 3, 4], "no room left: as it is");
+        let mut ts_addr = vec![IPOPT_TIMESTAMP, 20, 5, IPOPT_TS_TSANDADDR];
+        ts_addr.extend([0; 16]);
+        let (_, echoed) = echo(&ts_addr);
+        assert_eq!(echoed.unwrap(), [68, 20, 21, 1, 10, 1, 0, 1, 1, 2, 3, 4, 10, 1, 0, 1, 1, 2, 3, 4]);
+        // Prespecified: ours (IN) stamped on receipt, the next one (OUT,
+        // also ours) by the reply; someone else's not.
+        let prespec = [IPOPT_TIMESTAMP, 20, 5, IPOPT_TS_PRESPEC, 10, 1, 0, 1, 0, 0, 0, 0, 10, 2, 0, 1, 0, 0, 0, 0];
+        assert_eq!(echo(&prespec).1.unwrap(), [68, 20, 21, 3, 10, 1, 0, 1, 1, 2, 3, 4, 10, 2, 0, 1, 1, 2, 3, 4]);
+        let other = [IPOPT_TIMESTAMP, 20, 5, IPOPT_TS_PRESPEC, 10, 1, 0, 1, 0, 0, 0, 0, 10, 9, 0, 1, 0, 0, 0, 0];
+        assert_eq!(echo(&other).1.unwrap()[..4], [68, 20, 13, 3]);
+        // Both, in the kernel's order (RR first), whatever the packet's.
+        let (_, echoed) = echo(&[IPOPT_TIMESTAMP, 8, 5, 0, 0, 0, 0, 0, IPOPT_RR, 7, 4, 0, 0, 0, 0, IPOPT_END]);
+        assert_eq!(echoed.unwrap(), [7, 7, 8, 10, 1, 0, 1, 68, 8, 9, 0, 1, 2, 3, 4, 0]);
+        assert_eq!(echo(&[IPOPT_RA, 4, 0, 0, IPOPT_NOOP]).1.unwrap(), [0u8; 0], "nothing else is echoed");
+    }
+
+    #[test]
+    fn an_echo_whose_next_slot_is_cut_short_fails_and_a_bad_option_keeps_what_came_before() {
+        // RR of 9 bytes: a slot after receipt's, but cut short.
+        assert_eq!(echo(&[IPOPT_RR, 9, 4, 0, 0, 0, 0, 0, 0]).1, None);
+        // A record route, then a bad option: the Parameter Problem echoes the former.
+        let (received, echoed) = echo(&[IPOPT_RR, 7, 4, 0, 0, 0, 0, IPOPT_RA, 2, 0, 0, 0]);
+        assert_eq!(received[..7], [7, 7, 8, 10, 1, 0, 1]);
+        assert_eq!(echoed.unwrap(), [7, 7, 8, 10, 1, 0, 1, 0]);
+        assert_eq!(echo(&[IPOPT_RA, 2, 0, 0, IPOPT_RR, 7, 4, 0, 0, 0, 0, 0]).1.unwrap(), [0u8; 0], "after it: never compiled");
     }
 
     #[test]

@@ -39,7 +39,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, XskMap};
 use common::slow_path::{socket_key, SlowPathHeader, SlowPathIface, IFACE_SLOTS, MAX_QUEUES};
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, RwLock,
@@ -228,6 +228,17 @@ impl Shared {
         self.ifaddrs.read().expect("not poisoned").get(&ifindex).copied().unwrap_or_default()
     }
 
+    /// Is `a` one of the router's IPv4 interface addresses?
+    pub fn is_local_v4(&self, a: Ipv4Addr) -> bool {
+        self.ifaddrs.read().expect("not poisoned").values().any(|x| x.v4 == Some(a))
+    }
+
+    /// The ICMP error `kind` about `original` from the addresses of
+    /// `ifindex`.
+    pub fn error_from(&self, ifindex: u32, original: &[u8], kind: ErrorKind) -> Result<icmp::Reply, icmp::Refusal> {
+        icmp::error_for(original, kind, &self.addresses(ifindex), &|a| self.is_local_v4(a))
+    }
+
     /// Takes one frame from the fast path: a neighbour miss, a frame in
     /// transit, or an admitted ICMP error, for the daemon; whether it was
     /// handed over (what is not is counted).
@@ -266,7 +277,7 @@ impl Shared {
     /// limits allow one; what gets none is counted here.
     pub fn admit_error(&self, ifindex: u32, original: &[u8], kind: ErrorKind) -> Option<icmp::Reply> {
         let stats = &self.stats;
-        let reply = match icmp::error_for(original, kind, &self.addresses(ifindex)) {
+        let reply = match self.error_from(ifindex, original, kind) {
             Ok(r) => r,
             Err(icmp::Refusal::Malformed) => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);

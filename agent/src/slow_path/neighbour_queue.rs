@@ -68,12 +68,22 @@ pub struct Held {
     /// The agent's own frame (an ICMP error), not one in transit: it leaves
     /// as it is, only its link header set, none of the forwarding rules.
     pub originated: bool,
+    /// The frame as it arrived, when `frame` is no longer that (its IPv4
+    /// options processed for forwarding): what an ICMP error about it
+    /// starts from, as the kernel's quote the packet before
+    /// `ip_forward_options`.
+    pub arrived: Option<Vec<u8>>,
 }
 
 impl Held {
     /// A frame in transit that came in on `ingress`.
     pub fn transit(ingress: u32, frame: Vec<u8>) -> Held {
-        Held { ingress, frame, originated: false }
+        Held { ingress, frame, originated: false, arrived: None }
+    }
+
+    /// The frame as it arrived.
+    pub fn arrived(&self) -> &[u8] {
+        self.arrived.as_deref().unwrap_or(&self.frame)
     }
 }
 
@@ -176,7 +186,7 @@ fn ip_packet(frame: &[u8]) -> Option<(u16, &[u8], IpFacts, Option<usize>)> {
             Some((ether_type, &ip[..len], IpFacts { ttl: ip[8], len: len as u32, may_fragment: frag & IP_DF == 0 }, tcp))
         }
         ETH_P_IPV6 if ip.len() >= IPV6_HLEN && ip[0] >> 4 == 6 => {
-            let len = IPV6_HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            let len = proto::ipv6_packet_len(ip);
             if len > ip.len() {
                 return None;
             }

@@ -71,16 +71,28 @@ pub struct TransitSnapshot {
 }
 
 /// Is `frame` one the agent forwards itself, given why the fast path handed
-/// it over? Options and hop-by-hop headers; too big with DF clear.
+/// it over? Options and hop-by-hop headers, link-local destinations; too
+/// big with DF clear.
 pub fn is_transit(reason: common::Reason, frame: &[u8]) -> bool {
     match reason {
-        common::Reason::IpOptions => true,
+        common::Reason::IpOptions | common::Reason::LinkLocalTransit => true,
         common::Reason::TooBig => match proto::ethernet_payload(frame) {
             Some((ETH_P_IP, l3)) => frame.get(l3 + 6).is_some_and(|b| u16::from(*b) << 8 & IP_DF == 0),
             _ => false,
         },
         _ => false,
     }
+}
+
+/// Is `frame` IPv6 from a link-local source that forwarding would take off
+/// its link? `ip6_forward` answers it with Destination Unreachable (beyond
+/// scope) once the hop limit has passed, unless it leaves by the ingress
+/// interface (the redirect branch, which does not look).
+pub fn leaves_source_scope(frame: &[u8], hairpin: bool) -> bool {
+    let Some((ETH_P_IPV6, l3)) = proto::ethernet_payload(frame) else { return false };
+    let Some(ip) = frame.get(l3..l3 + IPV6_HLEN) else { return false };
+    let src = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).expect("16 bytes"));
+    !hairpin && ip[7] > 1 && src.is_unicast_link_local()
 }
 
 /// What the kernel's receive path makes of a transit frame.
@@ -92,7 +104,8 @@ pub enum Prepared {
         frame: Vec<u8>,
         options: bool,
     },
-    /// An ICMP error about the frame (as processed so far) is due.
+    /// An ICMP error about the frame (as it arrived: the error processes
+    /// its options as the receive path did, up to the bad one) is due.
     Error {
         frame: Vec<u8>,
         kind: ErrorKind,
@@ -104,9 +117,9 @@ pub enum Prepared {
 
 /// Processes `frame` (an Ethernet frame as it arrived) as the kernel's
 /// receive path does before it forwards.
-pub fn prepare(frame: &[u8], ctx: &ip_options::Context) -> Prepared {
-    let Some((ether_type, l3)) = proto::ethernet_payload(frame) else { return Prepared::Drop };
-    let mut frame = frame.to_vec();
+pub fn prepare(arrived: &[u8], ctx: &ip_options::Context) -> Prepared {
+    let Some((ether_type, l3)) = proto::ethernet_payload(arrived) else { return Prepared::Drop };
+    let mut frame = arrived.to_vec();
     let ip = &mut frame[l3..];
     match ether_type {
         ETH_P_IP if ip.len() >= IPV4_HLEN => {
@@ -121,7 +134,7 @@ pub fn prepare(frame: &[u8], ctx: &ip_options::Context) -> Prepared {
             match ip_options::forward_options(ip, ctx) {
                 ip_options::Outcome::Forward => Prepared::Forward { frame, options: true },
                 ip_options::Outcome::ParameterProblem { pointer } => {
-                    Prepared::Error { frame, kind: ErrorKind::ParameterProblem { code: 0, pointer: pointer.into() } }
+                    Prepared::Error { frame: arrived.to_vec(), kind: ErrorKind::ParameterProblem { code: 0, pointer: pointer.into() } }
                 }
                 ip_options::Outcome::SourceRouteRefused => Prepared::SourceRouteRefused,
             }
@@ -130,7 +143,7 @@ pub fn prepare(frame: &[u8], ctx: &ip_options::Context) -> Prepared {
             if ip[6] != IPV6_NEXTHDR_HOP {
                 return Prepared::Forward { frame, options: false };
             }
-            let len = (IPV6_HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize).min(ip.len());
+            let len = proto::ipv6_packet_len(ip).min(ip.len());
             match ipv6_hbh::parse_hopopts(&ip[..len]) {
                 ipv6_hbh::Outcome::Forward => Prepared::Forward { frame, options: true },
                 ipv6_hbh::Outcome::ParameterProblem { code, pointer } => {
@@ -199,6 +212,22 @@ mod tests {
         let v6 = eth(ETH_P_IPV6, &[0x60; 48]);
         assert!(!is_transit(Reason::TooBig, &v6), "IPv6 never fragments in transit");
         let Prepared::Forward { options: false, .. } = prepare(&v4(&[], 0), &ctx()) else { panic!("as it is") };
+    }
+
+    #[test]
+    fn a_link_local_source_is_out_of_scope_off_its_link_with_hops_left() {
+        let mut ip = [0u8; 48];
+        ip[0] = 0x60;
+        ip[7] = 64;
+        ip[8..10].copy_from_slice(&[0xfe, 0x80]);
+        assert!(leaves_source_scope(&eth(ETH_P_IPV6, &ip), false));
+        assert!(!leaves_source_scope(&eth(ETH_P_IPV6, &ip), true), "back out of its link: no check");
+        ip[7] = 1;
+        assert!(!leaves_source_scope(&eth(ETH_P_IPV6, &ip), false), "the hop limit answers first");
+        ip[7] = 64;
+        ip[8] = 0xfd;
+        assert!(!leaves_source_scope(&eth(ETH_P_IPV6, &ip), false));
+        assert!(!leaves_source_scope(&v4(&[], 0), false));
     }
 
     proptest::proptest! {
