@@ -51,6 +51,15 @@ fn private_mtu_applies_to_one_destination_only_v4_and_v6() {
         assert_eq!(after["covering"], if dest.contains(':') { "fd00:2::/64" } else { "10.2.0.0/24" });
         let left = after["overrides"][0]["expires_in"].as_u64().unwrap();
         assert!((590..=600).contains(&left), "default expiry 600 s, {left} left");
+        // `show routes` (from the pinned maps) tells the same story.
+        let rows: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "routes", dest, "--json"])).unwrap();
+        let shown = &rows[0]["metric_values"];
+        assert_eq!((shown["origin"].as_str(), shown["values"]["mtu"].to_string()), (Some("private"), mtu.to_string()), "{shown}");
+        assert_eq!((shown["overrides"][0]["metric"].as_str(), shown["overrides"][0]["by"].as_str()), (Some("mtu"), Some("operator")));
+        let left = shown["overrides"][0]["expires_in"].as_u64().unwrap();
+        assert!((590..=600).contains(&left), "{shown}");
+        let line = run.cowroute(&["show", "routes", dest]);
+        assert!(line.contains(&format!("mtu {mtu} ")) && line.contains("(private: mtu operator, expires in"), "{line}");
 
         let too_big = run.counter("too_big");
         assert_eq!(delivered(&run, dest, 1400, 10), 0, "{dest}: 1400 bytes exceed the private MTU");

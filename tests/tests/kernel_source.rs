@@ -56,6 +56,15 @@ fn kernel_routes_with_metrics_reach_the_maps_and_forwarding() {
     assert!(a.starts_with("ro:") && a != "ro:0", "{a}");
     let m = metrics_of(&run, &a);
     assert_eq!((m["mtu"].as_u64(), m["advmss"].as_u64(), m["lock"].as_u64()), (Some(1400), Some(1360), Some(1 << 2)), "{m}");
+    // `show routes` prints them inline, as `ip route` does.
+    let shown = route_row(&run, "10.50.0.0/16").unwrap()["metric_values"].clone();
+    assert_eq!(shown["origin"], "shared", "{shown}");
+    assert_eq!((shown["values"]["mtu"].as_u64(), shown["values"]["advmss"].as_u64()), (Some(1400), Some(1360)), "{shown}");
+    assert_eq!(shown["locked"], serde_json::json!(["mtu"]), "{shown}");
+    let kernel = sh::ip(&["-n", &rtr, "route", "show", "10.50.0.0/16"]).unwrap();
+    let line = run.cowroute(&["show", "routes", "10.50.0.0/16"]);
+    assert!(kernel.contains("mtu lock 1400 advmss 1360"), "{kernel}");
+    assert!(line.contains("mtu lock 1400 advmss 1360 (shared)"), "as ip route prints it: {line}");
     // Two routes with identical metrics share one RO slot.
     sh::ip(&["-n", &rtr, "route", "add", "10.51.0.0/16", "via", lab::SINK_V4, "mtu", "lock", "1400", "advmss", "1360"]).unwrap();
     wait_for(&run, "10.51.0.0/16", |r| r.is_some());

@@ -7,5 +7,6 @@
 
 pub mod control;
 pub mod prometheus;
+pub mod route_metrics;
 pub mod show;
 pub mod stats;

@@ -3,6 +3,7 @@
 
 use crate::{
     dataplane::map_writer::{open_pinned, PublishedReader},
+    operator::route_metrics::{self, MetricsInfo, MetricsView},
     operator::{
         control::Request,
         stats::{self, AgentStats},
@@ -34,6 +35,19 @@ pub struct RouteRow {
     /// lookup reads, "dir24 slot N" (the block's copy) or "trie".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lookup: Option<String>,
+    /// What `metrics` holds and where it comes from.
+    pub metric_values: Option<MetricsInfo>,
+}
+
+/// Fills in the rows' metric values from the pinned pools.
+fn with_metric_values(pin_dir: &Path, mut rows: Vec<RouteRow>, entries: &[RouteEntry]) -> Result<Vec<RouteRow>> {
+    let view = MetricsView::open(pin_dir)?;
+    let now = route_metrics::now_epoch();
+    for (row, e) in rows.iter_mut().zip(entries) {
+        let dest = row.prefix.parse::<IpNet>().map_err(|_| anyhow!("a route's prefix {:?}", row.prefix))?.addr();
+        row.metric_values = Some(view.info(e.metrics, dest, now));
+    }
+    Ok(rows)
 }
 
 fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
@@ -54,6 +68,7 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
         metrics: e.metrics.to_string(),
         flags: flags.join(","),
         lookup: None,
+        metric_values: None,
     }
 }
 
@@ -127,8 +142,8 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
                 .map(|(e, len)| (e, format!("{}/{len}", Ipv6Addr::from(common::route::mask_prefix(a.octets(), len)))))
         }
     };
-    let mut row = match found {
-        Some((e, prefix)) if exact.is_none() || prefix == target => route_row(prefix, &e),
+    let (mut row, entry) = match found {
+        Some((e, prefix)) if exact.is_none() || prefix == target => (route_row(prefix, &e), e),
         _ => return Ok(Vec::new()),
     };
     if let (IpAddr::V4(a), None) = (addr, exact) {
@@ -146,13 +161,16 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
             None => "trie".into(),
         });
     }
-    Ok(vec![row])
+    with_metric_values(pin_dir, vec![row], &[entry])
 }
 
 pub fn routes(pin_dir: &Path) -> Result<Vec<RouteRow>> {
     let v4: LpmTrie<MapData, V4KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V4)?;
     let v6: LpmTrie<MapData, V6KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V6)?;
-    Ok(crate::dataplane::map_writer::route_entries(&v4, &v6)?.into_iter().map(|(p, e)| route_row(p.to_string(), &e)).collect())
+    let all = crate::dataplane::map_writer::route_entries(&v4, &v6)?;
+    let rows = all.iter().map(|(p, e)| route_row(p.to_string(), e)).collect();
+    let entries: Vec<RouteEntry> = all.into_iter().map(|(_, e)| e).collect();
+    with_metric_values(pin_dir, rows, &entries)
 }
 
 fn mac(m: &[u8; 6]) -> String {
@@ -374,9 +392,19 @@ pub fn print_routes(pin_dir: &Path, target: Option<&str>, json: bool) -> Result<
         }
         None => routes(pin_dir)?,
     };
-    let header = format!("{:<44} {:<12} {:>8} {:<10} {:<20} lookup", "prefix", "type", "nexthop", "metrics", "flags");
+    let header =
+        format!("{:<44} {:<12} {:>8} {:<10} {:<20} {:<14} metric values", "prefix", "type", "nexthop", "metrics", "flags", "lookup");
     print_rows(&rows, json, &header, |r| {
-        format!("{:<44} {:<12} {:>8} {:<10} {:<20} {}", r.prefix, r.kind, r.nexthop, r.metrics, r.flags, r.lookup.as_deref().unwrap_or(""))
+        format!(
+            "{:<44} {:<12} {:>8} {:<10} {:<20} {:<14} {}",
+            r.prefix,
+            r.kind,
+            r.nexthop,
+            r.metrics,
+            r.flags,
+            r.lookup.as_deref().unwrap_or("-"),
+            r.metric_values.as_ref().map_or(String::new(), |m| m.summary())
+        )
     })
 }
 
