@@ -158,4 +158,6 @@ mod pod {
     unsafe impl aya::Pod for crate::slow_path::SlowPathIface {}
     unsafe impl aya::Pod for crate::ingress::IngressKey {}
     unsafe impl aya::Pod for crate::ingress::IngressPort {}
+    unsafe impl aya::Pod for crate::route::Dir24Blocks {}
+    unsafe impl aya::Pod for crate::nexthop::IndexSlots {}
 }

@@ -47,6 +47,16 @@ mod tests {
     }
 }
 
+/// One element of `NEXTHOPS_INDEX` or `NH_GROUPS_INDEX`: the words of
+/// [`crate::capacity::INDEX_WORDS`] consecutive ids, each 0 (none) or 1 +
+/// the id's slot. A struct, not a bare array, so that bpftool names the
+/// field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexSlots {
+    pub slots: [u32; crate::capacity::INDEX_WORDS as usize],
+}
+
 /// An ECMP group (`RTA_MULTIPATH`): the values of `NH_GROUPS`. A flow's hash
 /// picks one of [`NextHopGroup::BUCKETS`] buckets, and each bucket names a
 /// leg (a next hop id); a leg's weight is the number of buckets it holds.

@@ -93,6 +93,17 @@ impl RouteEntry {
     }
 }
 
+/// One `ROUTES_V4_DIR24` element: a /16's 256 /24 blocks, each word 0 (the
+/// trie answers) or 1 + a `ROUTES_V4_DIR24_ENTRIES` slot. A struct, not a
+/// bare array, so that bpftool names the field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dir24Blocks {
+    pub blocks: [u32; 256],
+}
+
+const _: () = assert!(core::mem::size_of::<Dir24Blocks>() == 1024);
+
 /// The bits of an IPv4 prefix as the LPM trie's key data: network byte order.
 pub type V4KeyData = [u8; 4];
 /// The bits of an IPv6 prefix as the LPM trie's key data: network byte order.

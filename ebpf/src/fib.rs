@@ -14,8 +14,8 @@ use common::{
     capacity::{self, INDEX_WORDS},
     counters::NUM_REASONS,
     ingress::{IngressKey, IngressPort},
-    route::V4KeyData,
-    route::V6KeyData,
+    nexthop::IndexSlots,
+    route::{Dir24Blocks, V4KeyData, V6KeyData},
     Counter, MetricsRef, NextHop, NextHopGroup, PrivateMeta, Reason, RouteEntry, RouteMetrics,
 };
 
@@ -28,7 +28,7 @@ pub static ROUTES_V4: LpmTrie<V4KeyData, RouteEntry, { capacity::ROUTES_V4 as us
 /// the program only reads both, but the kernel refuses a writable mapping of
 /// a BPF_F_RDONLY_PROG map (a page kept writable could change a "constant").
 #[btf_map]
-pub static ROUTES_V4_DIR24: Array<[u32; 256], { capacity::ROUTES_V4_DIR24 as usize }, { BPF_F_MMAPABLE as usize }> = Array::new();
+pub static ROUTES_V4_DIR24: Array<Dir24Blocks, { capacity::ROUTES_V4_DIR24 as usize }, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Copies of the entries of ≤/24 routes that ROUTES_V4_DIR24 points at;
 /// mapped into the agent too (a route change costs no syscall here).
@@ -60,7 +60,7 @@ const V6_LONGER: u32 = 1 << 31;
 /// slot, then switches the word (one aligned store, mapped like the DIR-24
 /// index), then frees the old slot after a grace period: a reader never
 /// sees a value half-written.
-type Index<const N: usize> = Array<[u32; INDEX_WORDS as usize], N, { BPF_F_MMAPABLE as usize }>;
+type Index<const N: usize> = Array<IndexSlots, N, { BPF_F_MMAPABLE as usize }>;
 
 #[btf_map]
 pub static NEXTHOPS_INDEX: Index<{ (capacity::NEXTHOPS / INDEX_WORDS) as usize }> = Array::new();
@@ -122,7 +122,7 @@ pub static NH_COUNTERS: PerCpuArray<Counter, { capacity::NEXTHOPS as usize }> = 
 pub fn route_lookup_v4(dst: V4KeyData) -> Option<&'static RouteEntry> {
     let addr = u32::from_be_bytes(dst);
     if let Some(blocks) = ROUTES_V4_DIR24.get(addr >> 16) {
-        let word = blocks[((addr >> 8) & 0xff) as usize];
+        let word = blocks.blocks[((addr >> 8) & 0xff) as usize];
         if word != 0 {
             return ROUTES_V4_DIR24_ENTRIES.get(word - 1);
         }
@@ -183,7 +183,7 @@ pub fn dst_metrics_ptr(metrics: MetricsRef) -> Option<&'static RouteMetrics> {
 fn slot_of<const N: usize>(index: &'static Index<N>, id: u32) -> Option<u32> {
     let words = index.get(id / INDEX_WORDS)?;
     // SAFETY: in bounds (masked); one aligned 4-byte load, as the agent stores it.
-    match unsafe { core::ptr::read_volatile(&words[(id % INDEX_WORDS) as usize]) } {
+    match unsafe { core::ptr::read_volatile(&words.slots[(id % INDEX_WORDS) as usize]) } {
         0 => None,
         w => Some(w - 1),
     }

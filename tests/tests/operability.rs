@@ -99,8 +99,17 @@ fn bpftool_prints_every_map_by_field_name() {
     // element) is 1 + the group's slot in NH_GROUPS.
     let id = ecmp["nexthop"].as_u64().unwrap() as usize;
     let index = dump("NH_GROUPS_INDEX");
-    let word = index.iter().find(|e| e["key"] == id / 256).expect("the id's element")["value"][id % 256].as_u64().unwrap();
+    let word = index.iter().find(|e| e["key"] == id / 256).expect("the id's element")["value"]["slots"][id % 256].as_u64().unwrap();
     assert_ne!(word, 0, "group {id} is published");
+    // A DIR-24 element by name too: 10.50/16 (key 2610) holds 256 blocks,
+    // each naming the route's slot in ROUTES_V4_DIR24_ENTRIES.
+    let key: Vec<String> = 2610u32.to_ne_bytes().iter().map(|b| b.to_string()).collect();
+    let mut lookup = sh::cmd("bpftool", &["-j", "map", "lookup", "pinned"]);
+    lookup.arg(run.pin_dir.join("ROUTES_V4_DIR24")).arg("key").args(&key);
+    let element: serde_json::Value = serde_json::from_str(&sh::run(&mut lookup).unwrap()).unwrap();
+    let blocks = element["formatted"]["value"]["blocks"].as_array().unwrap_or_else(|| panic!("named blocks: {element}"));
+    assert_eq!(blocks.len(), 256);
+    assert!(blocks.iter().all(|w| w == &blocks[0] && w.as_u64() > Some(0)), "one route's slot in every block: {element}");
     let groups = dump("NH_GROUPS");
     let g = groups.iter().find(|e| e["key"] == word - 1).expect("the route's group");
     assert_eq!(g["value"]["buckets"].as_array().unwrap().len(), 64);

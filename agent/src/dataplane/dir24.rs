@@ -28,8 +28,9 @@ use std::{
 
 /// /24 blocks in the IPv4 space.
 pub const BLOCKS: usize = 1 << 24;
-/// Blocks per element of the `ROUTES_V4_DIR24` array (one /16).
-pub const BLOCKS_PER_ELEMENT: usize = 256;
+// The mapped words are the elements' blocks, end to end: one /16's 256
+// /24 blocks per `Dir24Blocks`.
+const _: () = assert!(core::mem::size_of::<common::route::Dir24Blocks>() * (1 << 16) == BLOCKS * 4);
 
 /// Where the index's writes land.
 pub trait Dir24Store {

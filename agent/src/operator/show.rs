@@ -74,7 +74,7 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
 
 /// The pinned DIR-24 index, read as the XDP program reads it.
 pub struct Dir24Reader {
-    blocks: Array<MapData, [u32; crate::dataplane::dir24::BLOCKS_PER_ELEMENT]>,
+    blocks: Array<MapData, common::route::Dir24Blocks>,
     entries: Array<MapData, RouteEntry>,
 }
 
@@ -90,7 +90,7 @@ impl Dir24Reader {
     /// the program asks the trie).
     pub fn answer(&self, addr: Ipv4Addr) -> Result<Option<(RouteEntry, u32)>> {
         let a = u32::from(addr);
-        let word = self.blocks.get(&(a >> 16), 0)?[((a >> 8) & 0xff) as usize];
+        let word = self.blocks.get(&(a >> 16), 0)?.blocks[((a >> 8) & 0xff) as usize];
         Ok(match word {
             0 => None,
             w => Some((self.entries.get(&(w - 1), 0)?, w - 1)),
