@@ -11,7 +11,9 @@ use common::{
 /// first fragment keeps every option; later ones only those with the copied
 /// flag, the others overwritten with NOPs (`ip_options_fragment`), so all
 /// headers have one length. A fragment of a fragment keeps its offset and,
-/// in the last piece, its MF. `None` when `mtu` holds no 8-byte fragment.
+/// in the last piece, its MF; and, unless it was the first, all its options
+/// (`ip_frag_next` fixes them only at offset 0: a later fragment's were
+/// fixed where it was cut). `None` when `mtu` holds no 8-byte fragment.
 pub fn ip_fragment(ip: &[u8], mtu: u32) -> Option<Vec<Vec<u8>>> {
     let ihl = (*ip.first()? & 0x0f) as usize * 4;
     let len = u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]) as usize;
@@ -25,7 +27,9 @@ pub fn ip_fragment(ip: &[u8], mtu: u32) -> Option<Vec<Vec<u8>>> {
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
     let (first_offset, last_mf) = ((frag & IP_OFFSET) as usize * 8, frag & IP_MF);
     let mut later = ip[..ihl].to_vec();
-    ip_options_fragment(&mut later[IPV4_HLEN..]);
+    if first_offset == 0 {
+        ip_options_fragment(&mut later[IPV4_HLEN..]);
+    }
     let payload = &ip[ihl..len];
     let pieces = payload.chunks(step).enumerate().map(|(i, chunk)| {
         let mut p = if i == 0 { ip[..ihl].to_vec() } else { later.clone() };
@@ -65,5 +69,34 @@ fn ip_options_fragment(opts: &mut [u8]) {
                 i += len;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 20 + 8 bytes of options (record route, not copied; router alert,
+    /// copied) and `payload` bytes, at fragment word `frag`.
+    fn packet(frag: u16, payload: usize) -> Vec<u8> {
+        let mut ip = vec![0x47, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 10, 1, 0, 2, 10, 2, 0, 2];
+        ip.extend_from_slice(&[7, 3, 4, 148, 4, 0, 0, 0]);
+        ip[2..4].copy_from_slice(&((28 + payload) as u16).to_be_bytes());
+        ip[6..8].copy_from_slice(&frag.to_be_bytes());
+        ip.extend((0..payload).map(|i| i as u8));
+        ip
+    }
+
+    #[test]
+    fn later_pieces_lose_uncopied_options_unless_the_packet_was_a_later_fragment() {
+        let pieces = ip_fragment(&packet(0, 100), 68).unwrap();
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(&pieces[0][20..28], &[7, 3, 4, 148, 4, 0, 0, 0], "the first keeps them all");
+        assert_eq!(&pieces[1][20..28], &[1, 1, 1, 148, 4, 0, 0, 0], "record route is not copied");
+        // A later fragment's options were fixed where it was first cut.
+        let pieces = ip_fragment(&packet(IP_MF | 0x10, 100), 68).unwrap();
+        assert!(pieces.iter().all(|p| p[20..28] == [7, 3, 4, 148, 4, 0, 0, 0]));
+        assert_eq!(u16::from_be_bytes([pieces[1][6], pieces[1][7]]), IP_MF | (0x10 + 5), "offsets go on from its own");
+        assert!(pieces.iter().all(|p| checksum::verifies(&p[..28])));
     }
 }

@@ -216,11 +216,12 @@ fn error_v4(frame: &[u8], kind: ErrorKind, src: Ipv4Addr, is_local: &dyn Fn(Ipv4
     }
     if ip[9] == IPPROTO_ICMP {
         // `icmp_send`: the type as the header's length places it, within the
-        // packet; none about an error (unreachable, source quench, redirect,
-        // time exceeded, parameter problem), an unknown type (> NR_ICMP_TYPES)
+        // packet; none about an error (`icmp_pointers[].error`: unreachable,
+        // source quench, redirect, time exceeded, parameter problem, and the
+        // unassigned 1, 2, 6, 7, 9, 10), an unknown type (> NR_ICMP_TYPES)
         // or a type it cannot read.
         let icmp_type = *ip[..tot_len.min(ip.len())].get(ihl).ok_or(Refusal::AboutIcmpError)?;
-        if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) || icmp_type > 18 {
+        if matches!(icmp_type, 1..=7 | 9..=12) || icmp_type > 18 {
             return Err(Refusal::AboutIcmpError);
         }
     }
@@ -459,6 +460,12 @@ mod tests {
         let mut echo = v4_packet(1, 36, 1, 0);
         echo[20] = 8;
         assert!(error_for(&eth(ETH_P_IP, &echo), ErrorKind::TimeExceeded, &OURS, &|_| false).is_ok(), "an echo request gets one");
+        for unassigned in [1, 2, 6, 7, 9, 10] {
+            let mut p = v4_packet(1, 36, 1, 0);
+            p[20] = unassigned;
+            let r = error_for(&eth(ETH_P_IP, &p), ErrorKind::TimeExceeded, &OURS, &|_| false);
+            assert_eq!(r, Err(Refusal::AboutIcmpError), "type {unassigned}: an error to icmp_pointers");
+        }
         let mut unknown = v4_packet(1, 36, 1, 0);
         unknown[20] = 19;
         assert_eq!(

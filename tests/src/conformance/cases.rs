@@ -485,12 +485,23 @@ fn sizes_and_routes(c: &mut Cases) {
     let ip = Ip4 { frag: 0x2000 | 0x0100, ..c.ip4(MTU4) };
     let f = c.eth(ETH_P_IP, &ip.udp(c.seq(), 1380));
     c.add("v4 later fragment too big: fragmented again", f);
+    // Its options were fixed where it was first cut: all kept in every piece.
+    c.opt4("v4 later fragment with record route too big", MTU4, &[7, 7, 4, 0, 0, 0, 0, 1], 0x2000 | 0x0010, 1380);
     c.opt4("v4 option record route to an unreachable route", "10.53.0.9", &[7, 7, 4, 0, 0, 0, 0, 1], df, 32);
     c.opt4("v4 option nops to no route", "10.99.0.9", &[1, 1, 1, 1], df, 32);
     c.to4("v4 blackhole route", "10.52.0.1");
     c.to4("v4 unreachable route", "10.53.0.1");
     c.to4("v4 prohibit route", "10.54.0.1");
     c.to4("v4 no route", NO_ROUTE4);
+    // `icmp_pointers[].error`: the unassigned types 1, 2, 6, 7, 9, 10 count
+    // as errors too (no error about them); 13 (timestamp) does not.
+    for icmp_type in [7u8, 9, 13] {
+        let mut m = icmp_echo(c.seq());
+        m[0] = icmp_type;
+        let p = Ip4 { proto: 1, ..c.ip4(NO_ROUTE4) }.packet(&m);
+        let f = c.eth(ETH_P_IP, &p);
+        c.add(&format!("v4 icmp type {icmp_type} to no route"), f);
+    }
     c.udp4("v4 unreachable route, ttl 1", Ip4 { ttl: 1, ..c.ip4("10.53.0.2") });
     c.udp4("v4 no route, ttl 1", Ip4 { ttl: 1, ..c.ip4("10.99.0.2") });
     c.echo4("v4 echo to an unreachable route", c.ip4("10.53.0.3"), c.env.rtr_gen_mac);
