@@ -160,4 +160,6 @@ mod pod {
     unsafe impl aya::Pod for crate::ingress::IngressPort {}
     unsafe impl aya::Pod for crate::route::Dir24Blocks {}
     unsafe impl aya::Pod for crate::nexthop::IndexSlots {}
+    unsafe impl aya::Pod for crate::route::V6IndexWord {}
+    unsafe impl aya::Pod for crate::route::LocalAddress {}
 }

@@ -104,6 +104,23 @@ pub struct Dir24Blocks {
 
 const _: () = assert!(core::mem::size_of::<Dir24Blocks>() == 1024);
 
+/// A `ROUTES_V6_INDEX` bucket's value: 0 (the trie answers) or 1 + a
+/// `ROUTES_V6_INDEX_ENTRIES` slot, maybe with the "search on" flag. A
+/// struct so that bpftool names it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V6IndexWord {
+    pub word: u32,
+}
+
+/// A `LOCAL_V4` value: the key is one of the router's addresses (always 1;
+/// the key's presence is what the program reads).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAddress {
+    pub local: u8,
+}
+
 /// The bits of an IPv4 prefix as the LPM trie's key data: network byte order.
 pub type V4KeyData = [u8; 4];
 /// The bits of an IPv6 prefix as the LPM trie's key data: network byte order.

@@ -15,7 +15,7 @@ use common::{
     counters::NUM_REASONS,
     ingress::{IngressKey, IngressPort},
     nexthop::IndexSlots,
-    route::{Dir24Blocks, V4KeyData, V6KeyData},
+    route::{Dir24Blocks, LocalAddress, V4KeyData, V6IndexWord, V6KeyData},
     Counter, MetricsRef, NextHop, NextHopGroup, PrivateMeta, Reason, RouteEntry, RouteMetrics,
 };
 
@@ -45,7 +45,8 @@ pub static ROUTES_V6: LpmTrie<V6KeyData, RouteEntry, { capacity::ROUTES_V6 as us
 /// ("search on"). Not preallocated: a replaced element is freed only once
 /// no program can hold it.
 #[btf_map]
-pub static ROUTES_V6_INDEX: HashMap<[u32; 3], u32, { capacity::ROUTES_V6_INDEX as usize }, { BPF_F_NO_PREALLOC as usize }> = HashMap::new();
+pub static ROUTES_V6_INDEX: HashMap<[u32; 3], V6IndexWord, { capacity::ROUTES_V6_INDEX as usize }, { BPF_F_NO_PREALLOC as usize }> =
+    HashMap::new();
 
 /// Copies of the entries of ≤/64 routes that ROUTES_V6_INDEX points at;
 /// mapped into the agent, as the DIR-24 entries are.
@@ -106,7 +107,7 @@ pub static INGRESS_VLAN_PORTS: HashMap<IngressKey, IngressPort, { capacity::INGR
 
 /// The router's own IPv4 addresses: the source check without `rp_filter`.
 #[btf_map]
-pub static LOCAL_V4: HashMap<[u8; 4], u8, { capacity::LOCAL_V4 as usize }, { BPF_F_RDONLY_PROG as usize }> = HashMap::new();
+pub static LOCAL_V4: HashMap<[u8; 4], LocalAddress, { capacity::LOCAL_V4 as usize }, { BPF_F_RDONLY_PROG as usize }> = HashMap::new();
 
 /// Packets and bytes per verdict reason, per CPU.
 #[btf_map]
@@ -163,7 +164,7 @@ fn v6_bucket(stage: u32, top: u64) -> Option<u32> {
     let bucket = top & (u64::MAX << (64 - stage));
     let key = [stage, (bucket >> 32) as u32, bucket as u32];
     // SAFETY: one aligned 4-byte load of an element the kernel keeps alive.
-    unsafe { ROUTES_V6_INDEX.get(&key).map(|w| core::ptr::read_volatile(w)) }
+    unsafe { ROUTES_V6_INDEX.get(&key).map(|w| core::ptr::read_volatile(&w.word)) }
 }
 
 /// The kernel's `dst_metrics_ptr`: follow a tagged reference to its metrics,

@@ -110,6 +110,11 @@ fn bpftool_prints_every_map_by_field_name() {
     let blocks = element["formatted"]["value"]["blocks"].as_array().unwrap_or_else(|| panic!("named blocks: {element}"));
     assert_eq!(blocks.len(), 256);
     assert!(blocks.iter().all(|w| w == &blocks[0] && w.as_u64() > Some(0)), "one route's slot in every block: {element}");
+    // Scalar values are structs too: the IPv6 index's words, the router's addresses.
+    let v6_index = dump("ROUTES_V6_INDEX");
+    assert!(!v6_index.is_empty() && v6_index.iter().all(|e| e["value"]["word"].is_number()), "{v6_index:?}");
+    let local = dump("LOCAL_V4");
+    assert!(!local.is_empty() && local.iter().all(|e| e["value"]["local"] == 1), "{local:?}");
     let groups = dump("NH_GROUPS");
     let g = groups.iter().find(|e| e["key"] == word - 1).expect("the route's group");
     assert_eq!(g["value"]["buckets"].as_array().unwrap().len(), 64);

@@ -6,12 +6,12 @@
 
 use crate::dataplane::map_error::{update, MapError};
 use aya::maps::{HashMap, MapData};
-use common::{maps, RouteEntry};
+use common::{maps, route::LocalAddress, RouteEntry};
 use ipnet::IpNet;
 use std::collections::HashSet;
 
 pub struct LocalAddrsV4 {
-    map: HashMap<MapData, [u8; 4], u8>,
+    map: HashMap<MapData, [u8; 4], LocalAddress>,
     /// What `map` holds: only these are ever removed (a /32 that never was
     /// an address costs no syscall).
     published: HashSet<[u8; 4]>,
@@ -25,7 +25,7 @@ fn host_v4(prefix: &IpNet) -> Option<[u8; 4]> {
 }
 
 impl LocalAddrsV4 {
-    pub fn new(map: HashMap<MapData, [u8; 4], u8>) -> LocalAddrsV4 {
+    pub fn new(map: HashMap<MapData, [u8; 4], LocalAddress>) -> LocalAddrsV4 {
         LocalAddrsV4 { map, published: HashSet::new() }
     }
 
@@ -40,7 +40,7 @@ impl LocalAddrsV4 {
         let Some(a) = host_v4(prefix) else { return Ok(()) };
         if entry.flags & RouteEntry::ADDRESS != 0 {
             if self.published.insert(a) {
-                let result = self.map.insert(a, 1, 0);
+                let result = self.map.insert(a, LocalAddress { local: 1 }, 0);
                 update(result, maps::LOCAL_V4, prefix, || format!("recording {prefix} as one of the router's addresses"))?;
             }
             return Ok(());

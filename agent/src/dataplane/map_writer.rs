@@ -48,7 +48,7 @@ use common::capacity;
 use common::{
     ingress::{IngressKey, IngressPort},
     maps,
-    route::{V4KeyData, V6KeyData},
+    route::{V4KeyData, V6IndexWord, V6KeyData},
     NextHop, NextHopGroup, PrivateMeta, RouteEntry, RouteMetrics,
 };
 use ipnet::IpNet;
@@ -193,7 +193,7 @@ impl Dir24Store for Dir24Maps {
 /// The IPv6 index's two maps, where [`V6Index`]'s writes land: a bucket is
 /// one hash element (a syscall each), an entry a slot no bucket names yet.
 struct V6IndexMaps {
-    buckets: HashMap<MapData, [u32; 3], u32>,
+    buckets: HashMap<MapData, [u32; 3], V6IndexWord>,
     entries: MappedArray<RouteEntry>,
 }
 
@@ -206,7 +206,7 @@ impl V6IndexStore for V6IndexMaps {
     }
     fn set_bucket(&mut self, key: [u32; 3], word: Option<u32>) -> Result<(), MapError> {
         let result = match word {
-            Some(w) => self.buckets.insert(key, w, 0),
+            Some(word) => self.buckets.insert(key, V6IndexWord { word }, 0),
             None => absent_is_fine(self.buckets.remove(&key)),
         };
         update(result, maps::ROUTES_V6_INDEX, format!("{key:?}"), || format!("writing IPv6 index bucket {key:?}"))
@@ -353,7 +353,7 @@ impl MapWriter {
         for (key, _) in &found {
             update(absent_is_fine(buckets.remove(key)), maps::ROUTES_V6_INDEX, format!("{key:?}"), || "clearing ROUTES_V6_INDEX".into())?;
         }
-        let referenced = found.iter().map(|(_, w)| w & !crate::dataplane::v6index::LONGER).filter(|&w| w != 0).map(|w| w - 1);
+        let referenced = found.iter().map(|(_, w)| w.word & !crate::dataplane::v6index::LONGER).filter(|&w| w != 0).map(|w| w - 1);
         self.v6index.forget_adopted(referenced.collect::<BTreeSet<_>>(), Instant::now());
         Ok(())
     }
