@@ -312,16 +312,15 @@ mod tests {
         let off = port(0, 0);
         assert_eq!(fib_check(&off, false, S::None), Valid);
         assert_eq!(fib_check(&off, false, S::Reject), Valid, "no full check without rp_filter");
-        let (address, local) = (S::Address, S::Local);
-        assert_eq!(fib_check(&off, false, local), Valid, "only interface addresses, without rp_filter");
-        assert_eq!(fib_check(&off, false, address), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_check(&port(0, IngressPort::ACCEPT_LOCAL), false, address), Valid);
+        assert_eq!(fib_check(&off, false, S::Local), Valid, "only interface addresses, without rp_filter");
+        assert_eq!(fib_check(&off, false, S::Address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&port(0, IngressPort::ACCEPT_LOCAL), false, S::Address), Valid);
         // Back out of the ingress interface with send_redirects: the full check.
         let redirects = port(0, IngressPort::SEND_REDIRECTS);
         assert_eq!(fib_check(&redirects, false, S::Reject), Valid);
         assert_eq!(fib_check(&redirects, true, S::Reject), Valid, "fib_lookup fails: the last resort");
-        assert_eq!(fib_check(&redirects, true, address), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_check(&redirects, true, local), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&redirects, true, S::Address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&redirects, true, S::Local), Invalid(Reason::SourceLocal));
         assert_eq!(fib_check(&redirects, true, S::None), Valid);
         assert_eq!(fib_check(&redirects, true, S::Unicast { via_ingress: false }), Valid);
 
@@ -329,19 +328,19 @@ mod tests {
         assert_eq!(fib_check(&strict, false, S::Unicast { via_ingress: true }), Valid);
         assert_eq!(fib_check(&strict, false, S::Unicast { via_ingress: false }), Invalid(Reason::SourceReversePath));
         assert_eq!(fib_check(&strict, false, S::None), Invalid(Reason::SourceReversePath));
-        assert_eq!(fib_check(&strict, false, address), Invalid(Reason::SourceLocal));
+        assert_eq!(fib_check(&strict, false, S::Address), Invalid(Reason::SourceLocal));
         assert_eq!(fib_check(&strict, false, S::Kernel), Kernel);
         let strict_accept_local = port(1, IngressPort::ACCEPT_LOCAL);
         assert_eq!(fib_check(&strict_accept_local, false, S::LocalOnIngress), Valid, "the ingress interface's own address");
         assert_eq!(fib_check(&strict, false, S::LocalOnIngress), Invalid(Reason::SourceLocal));
-        assert_eq!(fib_check(&strict_accept_local, false, address), Kernel, "another interface's: e_rpf, the kernel's to say");
+        assert_eq!(fib_check(&strict_accept_local, false, S::Address), Kernel, "another interface's: e_rpf, the kernel's to say");
 
         let loose = port(2, IngressPort::ACCEPT_LOCAL);
         assert_eq!(fib_check(&loose, false, S::Unicast { via_ingress: false }), Valid);
         assert_eq!(fib_check(&loose, false, S::None), Invalid(Reason::SourceReversePath));
         assert_eq!(fib_check(&loose, false, S::Reject), Invalid(Reason::SourceReversePath));
-        assert_eq!(fib_check(&loose, false, local), Valid);
-        assert_eq!(fib_check(&loose, false, address), Valid);
+        assert_eq!(fib_check(&loose, false, S::Local), Valid);
+        assert_eq!(fib_check(&loose, false, S::Address), Valid);
     }
 
     #[test]

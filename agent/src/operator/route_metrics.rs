@@ -83,7 +83,7 @@ pub struct MetricsView {
     rw: Array<MapData, RouteMetrics>,
     meta: HashMap<MapData, [u8; 16], PrivateMeta>,
     /// Shared slots already read (few, and many routes point at each).
-    shared: std::cell::RefCell<std::collections::HashMap<u32, Option<RouteMetrics>>>,
+    shared: std::collections::HashMap<u32, Option<RouteMetrics>>,
 }
 
 impl MetricsView {
@@ -98,12 +98,12 @@ impl MetricsView {
 
     /// What `reference` holds for the route to `dest`, at `now_epoch`
     /// (seconds since the Unix epoch, the records' clock).
-    pub fn info(&self, reference: MetricsRef, dest: IpAddr, now_epoch: u64) -> MetricsInfo {
+    pub fn info(&mut self, reference: MetricsRef, dest: IpAddr, now_epoch: u64) -> MetricsInfo {
         let slot = reference.slot();
         let private = !reference.is_read_only();
         let values = match private {
             true => self.rw.get(&slot, 0).ok(),
-            false => *self.shared.borrow_mut().entry(slot).or_insert_with(|| self.ro.get(&slot, 0).ok()),
+            false => *self.shared.entry(slot).or_insert_with(|| self.ro.get(&slot, 0).ok()),
         };
         let Some(values) = values else {
             return MetricsInfo { origin: "unreadable", values: BTreeMap::new(), locked: Vec::new(), overrides: Vec::new() };

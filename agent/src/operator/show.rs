@@ -39,13 +39,13 @@ pub struct RouteRow {
     pub metric_values: Option<MetricsInfo>,
 }
 
-/// Fills in the rows' metric values from the pinned pools.
-fn with_metric_values(pin_dir: &Path, mut rows: Vec<RouteRow>, entries: &[RouteEntry]) -> Result<Vec<RouteRow>> {
-    let view = MetricsView::open(pin_dir)?;
+/// Fills in the rows' metric values from the pinned pools; `entries`: each
+/// row's entry and destination (a private copy's key).
+fn with_metric_values(pin_dir: &Path, mut rows: Vec<RouteRow>, entries: &[(IpAddr, RouteEntry)]) -> Result<Vec<RouteRow>> {
+    let mut view = MetricsView::open(pin_dir)?;
     let now = route_metrics::now_epoch();
-    for (row, e) in rows.iter_mut().zip(entries) {
-        let dest = row.prefix.parse::<IpNet>().map_err(|_| anyhow!("a route's prefix {:?}", row.prefix))?.addr();
-        row.metric_values = Some(view.info(e.metrics, dest, now));
+    for (row, (dest, e)) in rows.iter_mut().zip(entries) {
+        row.metric_values = Some(view.info(e.metrics, *dest, now));
     }
     Ok(rows)
 }
@@ -161,7 +161,7 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
             None => "trie".into(),
         });
     }
-    with_metric_values(pin_dir, vec![row], &[entry])
+    with_metric_values(pin_dir, vec![row], &[(addr, entry)])
 }
 
 pub fn routes(pin_dir: &Path) -> Result<Vec<RouteRow>> {
@@ -169,7 +169,7 @@ pub fn routes(pin_dir: &Path) -> Result<Vec<RouteRow>> {
     let v6: LpmTrie<MapData, V6KeyData, RouteEntry> = open_pinned(pin_dir, maps::ROUTES_V6)?;
     let all = crate::dataplane::map_writer::route_entries(&v4, &v6)?;
     let rows = all.iter().map(|(p, e)| route_row(p.to_string(), e)).collect();
-    let entries: Vec<RouteEntry> = all.into_iter().map(|(_, e)| e).collect();
+    let entries: Vec<(IpAddr, RouteEntry)> = all.into_iter().map(|(p, e)| (p.addr(), e)).collect();
     with_metric_values(pin_dir, rows, &entries)
 }
 

@@ -561,5 +561,30 @@ mod tests {
                 }
             }
         }
+
+        /// Any IPv4 options behind a valid header checksum (the receive
+        /// path's compile and the echo run on them): an error or a refusal,
+        /// never a panic; an error's header is as long as it says, checksummed,
+        /// and at most 576 bytes in all.
+        #[test]
+        fn arbitrary_options_are_echoed_or_refused_without_panic(
+            opts in proptest::collection::vec(any::<u8>(), 0..=40),
+            payload in 0usize..600,
+            local in any::<bool>(),
+        ) {
+            let mut opts = opts;
+            opts.truncate(opts.len() / 4 * 4);
+            let f = eth(ETH_P_IP, &v4_with_options(&opts, payload, 1));
+            match error_for(&f, ErrorKind::TimeExceeded, &OURS, &|_| local) {
+                Ok(r) => {
+                    let ip = &r.frame[14..];
+                    let ihl = (ip[0] & 0x0f) as usize * 4;
+                    prop_assert!(ip.len() <= V4_ERROR_MAX && ihl >= 20 && ihl <= 20 + opts.len());
+                    prop_assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, ip.len());
+                    prop_assert!(checksum::verifies(&ip[..ihl]) && checksum::verifies(&ip[ihl..]));
+                }
+                Err(refusal) => prop_assert!(matches!(refusal, Refusal::OptionsEcho | Refusal::Malformed), "{refusal:?}"),
+            }
+        }
     }
 }
