@@ -198,6 +198,8 @@ enum ShowWhat {
     NexthopObjects,
     /// The shared (RO) and private (RW) metric slots in use.
     Metrics,
+    /// The kernel's `ip rule` list, and how the fast path carries each rule.
+    Rules,
     /// What the fast path hands to the slow path, by reason.
     Slowpath,
 }
@@ -319,6 +321,7 @@ fn real_main() -> Result<()> {
             ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, &cli.control_socket, json),
             ShowWhat::NexthopObjects => show::print_nexthop_objects(&cli.control_socket, json),
             ShowWhat::Metrics => show::print_metrics(&cli.pin_dir, json),
+            ShowWhat::Rules => cowroute::operator::show_rules::print_rules(&cli.control_socket, json),
         },
         Command::AttachPeer { iface, pin } => {
             let mut dp = DataPlane::load(&LoadOptions { metrics_rw_slots: 1, bpf_debug_log: false })?;

@@ -21,7 +21,9 @@ use crate::{
 /// 6: `INGRESS_PORTS`, `LOCAL_V4`, the ingress-validation reasons, `RouteEntry::ADDRESS`.
 /// 7: `Reason::LinkLocalTransit`; a local host entry's next hop is its
 /// device's (`fib_validate_source` with `accept_local` matches it).
-pub const VERSION: u32 = 7;
+/// 8: `POLICY` and `POLICY_SELECT` (`ip rule`), `Reason::RuleKernel`,
+/// `RouteEntry::prefix_len` and `RouteEntry::LOCAL_TABLE`.
+pub const VERSION: u32 = 8;
 
 /// The one value of the `ABI_STAMP` map.
 #[repr(C)]
@@ -55,6 +57,7 @@ const fn layout() -> u32 {
         core::mem::size_of::<SlowPathIface>(),
         NUM_UNSERVED as usize,
         core::mem::size_of::<crate::ingress::IngressPort>(),
+        core::mem::size_of::<crate::policy::RuleList>(),
     ];
     let mut h = 0x811c_9dc5;
     let mut i = 0;

@@ -71,10 +71,13 @@ pub enum Reason {
     /// IPv6 link-local destination that is not the router's: forwarded back
     /// out of the link it came from (`ip6_forward`), by the agent.
     LinkLocalTransit = 29,
+    /// An `ip rule` the fast path cannot evaluate, or a lookup in a table it
+    /// does not hold, may claim the packet: the kernel's to route.
+    RuleKernel = 30,
 }
 
 /// Number of reasons: the size of the `COUNTERS` array.
-pub const NUM_REASONS: u32 = 30;
+pub const NUM_REASONS: u32 = 31;
 
 impl Reason {
     pub const ALL: [Reason; NUM_REASONS as usize] = [
@@ -108,6 +111,7 @@ impl Reason {
         Reason::SourceLocal,
         Reason::SourceReversePath,
         Reason::LinkLocalTransit,
+        Reason::RuleKernel,
     ];
 
     pub fn from_u8(v: u8) -> Option<Reason> {
@@ -146,6 +150,7 @@ impl Reason {
             Reason::SourceLocal => "martian_source_local",
             Reason::SourceReversePath => "rp_filter",
             Reason::LinkLocalTransit => "link_local_transit",
+            Reason::RuleKernel => "rule_kernel",
         }
     }
 

@@ -204,6 +204,35 @@ pub enum SourceRoute {
     Kernel,
 }
 
+impl SourceRoute {
+    /// As one word (a BPF function's return value).
+    pub const fn to_u32(self) -> u32 {
+        match self {
+            SourceRoute::None => 0,
+            SourceRoute::Unicast { via_ingress: false } => 1,
+            SourceRoute::Unicast { via_ingress: true } => 2,
+            SourceRoute::Address => 3,
+            SourceRoute::Local => 4,
+            SourceRoute::LocalOnIngress => 5,
+            SourceRoute::Reject => 6,
+            SourceRoute::Kernel => 7,
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> SourceRoute {
+        match v {
+            0 => SourceRoute::None,
+            1 => SourceRoute::Unicast { via_ingress: false },
+            2 => SourceRoute::Unicast { via_ingress: true },
+            3 => SourceRoute::Address,
+            4 => SourceRoute::Local,
+            5 => SourceRoute::LocalOnIngress,
+            6 => SourceRoute::Reject,
+            _ => SourceRoute::Kernel,
+        }
+    }
+}
+
 /// How a source fares in `fib_validate_source`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SourceCheck {
@@ -301,6 +330,25 @@ mod tests {
     }
 
     /// The check with the source's route `s` (and `s` the only truth about addresses).
+    #[test]
+    fn source_routes_survive_their_word() {
+        use SourceRoute as S;
+        let all = [
+            S::None,
+            S::Unicast { via_ingress: false },
+            S::Unicast { via_ingress: true },
+            S::Address,
+            S::Local,
+            S::LocalOnIngress,
+            S::Reject,
+            S::Kernel,
+        ];
+        for s in all {
+            assert_eq!(S::from_u32(s.to_u32()), s);
+        }
+        assert_eq!(S::from_u32(99), S::Kernel, "an unknown word is the kernel's");
+    }
+
     fn fib_check(port: &IngressPort, hairpin: bool, s: SourceRoute) -> SourceCheck {
         fib_validate_source(port, hairpin, || s == SourceRoute::Address, || s)
     }

@@ -16,6 +16,7 @@ pub mod mss;
 #[cfg(feature = "user")]
 pub mod netns;
 pub mod nexthop;
+pub mod policy;
 pub mod proto;
 pub mod route;
 pub mod slow_path;
@@ -68,10 +69,14 @@ pub mod maps {
     pub const INGRESS_VLAN_PORTS: &str = "INGRESS_VLAN_PORTS";
     /// The router's own IPv4 addresses (the `rp_filter` 0 source check).
     pub const LOCAL_V4: &str = "LOCAL_V4";
+    /// Compiled `ip rule` lists: `policy::RuleList` by `policy::policy_slot`.
+    pub const POLICY: &str = "POLICY";
+    /// Per family (0 IPv4, 1 IPv6): `policy::PolicySelect`, the bank in use.
+    pub const POLICY_SELECT: &str = "POLICY_SELECT";
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 26] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
@@ -96,6 +101,8 @@ pub mod maps {
         INGRESS_PORTS,
         INGRESS_VLAN_PORTS,
         LOCAL_V4,
+        POLICY,
+        POLICY_SELECT,
     ];
 }
 
@@ -162,4 +169,6 @@ mod pod {
     unsafe impl aya::Pod for crate::nexthop::IndexSlots {}
     unsafe impl aya::Pod for crate::route::V6IndexWord {}
     unsafe impl aya::Pod for crate::route::LocalAddress {}
+    unsafe impl aya::Pod for crate::policy::RuleList {}
+    unsafe impl aya::Pod for crate::policy::PolicySelect {}
 }

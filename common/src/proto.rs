@@ -19,6 +19,9 @@ pub const IP_MF: u16 = 0x2000;
 pub const IP_OFFSET: u16 = 0x1fff;
 
 pub const IPV6_NEXTHDR_HOP: u8 = 0;
+pub const IPV6_NEXTHDR_ROUTING: u8 = 43;
+pub const IPV6_NEXTHDR_FRAGMENT: u8 = 44;
+pub const IPV6_NEXTHDR_DEST: u8 = 60;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;

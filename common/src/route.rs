@@ -59,9 +59,12 @@ pub struct RouteEntry {
     pub metrics: MetricsRef,
     /// A [`RouteKind`].
     pub kind: u8,
-    /// `RouteEntry::HOST`, `RouteEntry::CLONE`, `RouteEntry::MULTIPATH`.
+    /// `RouteEntry::HOST`, `RouteEntry::CLONE`, `RouteEntry::MULTIPATH`, ...
     pub flags: u8,
-    pub _pad: u16,
+    /// The prefix length of the kernel route it stands for (a host entry's
+    /// covering route's): what `suppress_prefixlength` compares.
+    pub prefix_len: u8,
+    pub _pad: u8,
     /// The agent's id of the route, for `show` and bookkeeping.
     pub id: u32,
 }
@@ -79,9 +82,12 @@ impl RouteEntry {
     /// `fib_validate_source` refuses as a source), not a broadcast or
     /// other local route.
     pub const ADDRESS: u8 = 0x8;
+    /// From the local table (an address, a broadcast): the rule before all
+    /// others (`0: from all lookup local`) answers with it.
+    pub const LOCAL_TABLE: u8 = 0x10;
 
     pub const fn new(kind: RouteKind, nexthop: u32, metrics: MetricsRef, id: u32) -> RouteEntry {
-        RouteEntry { nexthop, metrics, kind: kind as u8, flags: 0, _pad: 0, id }
+        RouteEntry { nexthop, metrics, kind: kind as u8, flags: 0, prefix_len: 0, _pad: 0, id }
     }
 
     pub const fn kind(&self) -> Option<RouteKind> {

@@ -11,6 +11,7 @@ mod abi;
 mod fib;
 mod ingress;
 mod mss;
+mod policy;
 mod slow_path;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -18,7 +19,8 @@ use aya_log_ebpf::debug;
 use common::{
     checksum, flow_hash,
     forwarding::{self, Forwarding, IpFacts},
-    ingress::{IngressKey, IngressPort, SourceCheck},
+    ingress::{IngressKey, IngressPort, SourceCheck, SourceRoute},
+    policy::Choice,
     proto::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPV4_HLEN,
         IPV6_HLEN, IPV6_NEXTHDR_HOP, IP_DF, IP_MF, IP_OFFSET, VLAN_HLEN,
@@ -170,6 +172,16 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::pass(Reason::Local));
     }
     let route = fib::route_lookup_v4(dst);
+    let at = policy::Arrival { l3_off: l2.l3_off, ingress: l2.ingress };
+    let route = match policy::choose(ctx, &at, false, route, false) {
+        Choice::Main => route,
+        // The agent's options path routes by the main view: a rule's
+        // decision on a packet with options is the kernel's to carry out.
+        _ if ihl != Ipv4Hdr::LEN => return Err(Verdict::pass(Reason::RuleKernel)),
+        // Checked before any verdict, as `ip_rcv_core` does.
+        _ if !ipv4_checksum_ok(ip) => return Err(Verdict::pass(Reason::Malformed)),
+        choice => ruled(choice)?,
+    };
     if ihl != Ipv4Hdr::LEN {
         // The agent processes the options of what it forwards (from a valid
         // source), and of what has no route or a reject route (the kernel
@@ -177,7 +189,7 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         // kernel's own route kinds are the stack's.
         return Err(match route.map(|r| (r, r.kind())) {
             Some((r, Some(RouteKind::Unicast))) => {
-                validate_source_v4(l2, src, &next_hop_of(r, 0)?)?;
+                validate_source_v4(ctx, l2, src, &next_hop_of(r, 0)?)?;
                 Verdict::exception(Reason::IpOptions, 0)
             }
             None | Some((_, Some(RouteKind::Blackhole | RouteKind::Unreachable | RouteKind::Prohibit))) => {
@@ -193,15 +205,15 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     let (proto, frags) = unsafe { (*(ip as *const u8).add(9), u16::from_be_bytes((*ip).frags)) };
     // The TCP header, when this is TCP and the first (or only) fragment.
     let tcp = (proto == IPPROTO_TCP && frags & IP_OFFSET == 0).then_some(Ipv4Hdr::LEN);
-    let flow = if route.is_multipath() {
+    let flow_hash = if route.is_multipath() {
         // Fragments hash without ports, so all of a datagram takes one leg.
         let ports = if frags & (IP_MF | IP_OFFSET) == 0 { l4_ports(ctx, l2.l3_off + Ipv4Hdr::LEN, proto) } else { [0; 4] };
         flow_hash::flow_hash_v4(src, dst, proto, ports)
     } else {
         0
     };
-    let hop = next_hop_of(route, flow)?;
-    validate_source_v4(l2, src, &hop)?;
+    let hop = next_hop_of(route, flow_hash)?;
+    validate_source_v4(ctx, l2, src, &hop)?;
     // DF clear: a router may fragment it (the kernel does, when it is too big).
     let ip = IpFacts { ttl, len: tot_len as u32, may_fragment: frags & IP_DF == 0 };
     // Read before forward() may move the headers (a VLAN tag pushed or popped).
@@ -213,13 +225,29 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     Ok(verdict)
 }
 
-/// `fib_validate_source` on a packet about to be forwarded through `hop`:
-/// its source against the FIB, as the ingress port's sysctls ask.
+/// The route a rule's choice other than the main view's leaves (none), or
+/// the verdict it calls for.
 #[inline(always)]
-fn validate_source_v4(l2: &L2, src: [u8; 4], hop: &Hop) -> Step<()> {
+fn ruled(choice: Choice) -> Step<Option<&'static RouteEntry>> {
+    match choice {
+        Choice::Main | Choice::NoRoute => Ok(None),
+        Choice::Blackhole => Err(Verdict::drop(Reason::Blackhole)),
+        Choice::Prohibit => Err(Verdict::exception(Reason::Prohibit, 0)),
+        Choice::Kernel => Err(Verdict::pass(Reason::RuleKernel)),
+    }
+}
+
+/// `fib_validate_source` on a packet about to be forwarded through `hop`:
+/// its source against the FIB (through the rules, for the reverse flow), as
+/// the ingress port's sysctls ask.
+#[inline(always)]
+fn validate_source_v4(ctx: &XdpContext, l2: &L2, src: [u8; 4], hop: &Hop) -> Step<()> {
     let hairpin = ingress::leaves_by(hop.nh, &l2.ingress);
     let is_address = || ingress::is_local_v4(src);
-    let reverse = || ingress::source_route(fib::route_lookup_v4(src), &l2.ingress, l2.port.rp_filter == 1);
+    let reverse = || {
+        let key = l2.ingress.vid | ((l2.port.rp_filter == 1) as u32) << 16;
+        SourceRoute::from_u32(ingress::cowroute_source_route_v4(ctx.ctx, l2.l3_off as u32, l2.ingress.ifindex, key))
+    };
     match ingress::fib_validate_source(l2.port, hairpin, is_address, reverse) {
         SourceCheck::Valid => Ok(()),
         SourceCheck::Invalid(reason) => Err(Verdict::drop(reason)),
@@ -256,6 +284,13 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         let own = route.is_some_and(|r| r.kind() == Some(RouteKind::Local));
         return Err(if own { Verdict::pass(Reason::LinkLocal) } else { Verdict::exception(Reason::LinkLocalTransit, 0) });
     }
+    let at = policy::Arrival { l3_off: l2.l3_off, ingress: l2.ingress };
+    let route = match policy::choose(ctx, &at, true, route, false) {
+        Choice::Main => route,
+        // The agent's hop-by-hop path routes by the main view.
+        _ if next_hdr == IPV6_NEXTHDR_HOP => return Err(Verdict::pass(Reason::RuleKernel)),
+        choice => ruled(choice)?,
+    };
     let Some(route) = route else {
         // `ip6_rcv_core` reads hop-by-hop options before the route: the agent's.
         let reason = if next_hdr == IPV6_NEXTHDR_HOP { Reason::IpOptions } else { Reason::NoRoute };
@@ -277,13 +312,13 @@ fn route_v6(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
         return Err(Verdict::exception(Reason::LinkLocal, 0));
     }
     let tcp = (next_hdr == IPPROTO_TCP).then_some(Ipv6Hdr::LEN);
-    let flow = if route.is_multipath() {
+    let flow_hash = if route.is_multipath() {
         let ports = l4_ports(ctx, l2.l3_off + Ipv6Hdr::LEN, next_hdr);
         flow_hash::flow_hash_v6(&src, &dst, next_hdr, ports)
     } else {
         0
     };
-    let hop = next_hop_of(route, flow)?;
+    let hop = next_hop_of(route, flow_hash)?;
     let pmtu = next_hdr == IPPROTO_ICMPV6 && icmpv6_packet_too_big(ctx, l2.l3_off + Ipv6Hdr::LEN);
     let ip = IpFacts { ttl: hop_limit, len: len as u32, may_fragment: false };
     let verdict = forward(ctx, l2, hop, Packet { ip, tcp }, ipv6_decrease_hop_limit)?;

@@ -93,6 +93,7 @@ impl Daemon {
     pub(super) fn apply_event(&mut self, ev: Event, now: Instant) -> Result<(), RibError> {
         match ev {
             Event::Route { route, present, replace } => {
+                self.policy.route(&route, present);
                 if let Some(change) = self.feed.kernel_route(route, present, replace) {
                     self.apply_route(change, now);
                 }
@@ -104,7 +105,12 @@ impl Daemon {
                 }
                 Ok(())
             }
+            Event::Rule { rule, present } => {
+                self.policy.rule(rule, present);
+                Ok(())
+            }
             Event::Link(link) => {
+                self.policy.links_changed();
                 // Its sysctls first: its ingress port is published with them.
                 self.refresh_port_sysctls(link.index, &link.name);
                 // Down or without carrier: the kernel has removed its nexthop
@@ -117,6 +123,7 @@ impl Daemon {
                 Ok(())
             }
             Event::LinkGone(index) => {
+                self.policy.links_changed();
                 self.rib.apply(Event::LinkGone(index), now)?;
                 for change in self.feed.device_down(index) {
                     self.apply_route(change, now);
@@ -169,6 +176,7 @@ impl Daemon {
         if overrun {
             self.resync().await?;
         }
+        self.publish_policy();
         Ok(())
     }
 
@@ -181,7 +189,8 @@ impl Daemon {
         let started = Instant::now();
         let dump = self.mirror.dump().await?;
         self.slow.set_addresses(&dump);
-        let dump = netlink_mirror::SplitDump::new(dump);
+        let mut dump = netlink_mirror::SplitDump::new(dump);
+        self.policy.reset(std::mem::take(&mut dump.rules), &dump.routes, &self.eff.tables);
         let now = Instant::now();
         let mut report = self.rib.resync(dump.rest, now)?;
         for change in self.feed.kernel_resync(dump.nexthops, dump.routes) {

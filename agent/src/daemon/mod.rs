@@ -11,6 +11,7 @@ pub mod config;
 mod error_routing;
 mod kernel_events;
 mod neighbour_wait;
+mod policy_routing;
 pub mod reload;
 mod requests;
 mod route_feeds;
@@ -114,6 +115,8 @@ struct Daemon {
     /// `--source fpm`: what the FPM listener hears, and when it last did.
     fpm_rx: Option<tokio::sync::mpsc::Receiver<crate::fib::fpm::FpmInput>>,
     fpm_quiet: crate::fib::fpm::Quiet,
+    /// `ip rule`: the kernel's rules and their compiled lists.
+    policy: policy_routing::PolicyRouting,
 }
 
 /// A `PMTU_EVENTS` record, as the program wrote it.
@@ -288,6 +291,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         rib.adopt(old);
     }
     let resolve_wait = opts.resolve_wait;
+    let policy_maps = crate::dataplane::policy_maps::PolicyMaps::open(&opts.pin_dir)?;
+    let policy = policy_routing::PolicyRouting::new(policy_maps, eff.source == RouteSource::Kernel, &eff.tables);
     let learner = pmtu::Learner::new(eff.pmtu, now);
     let mut d = Daemon {
         opts,
@@ -311,10 +316,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         degraded,
         fpm_rx,
         fpm_quiet: Default::default(),
+        policy,
     };
     // Links, addresses and neighbours first: routes need their devices,
     // and nexthop objects before the routes through them.
-    let dump = netlink_mirror::SplitDump::new(dump);
+    let mut dump = netlink_mirror::SplitDump::new(dump);
+    d.policy.reset(std::mem::take(&mut dump.rules), &dump.routes, &d.eff.tables);
     for ev in dump.rest {
         if let netlink_mirror::Event::Link(l) = &ev {
             d.refresh_port_sysctls(l.index, &l.name.clone());
@@ -332,6 +339,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         d.rib.apply_route_change(change, now)?;
     }
 
+    d.publish_policy();
     // Program first, attach second: no window where the fast path has no routes.
     for iface in &d.running.ifaces {
         match d.dp.attach(iface, d.eff.mode)? {

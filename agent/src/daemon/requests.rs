@@ -42,6 +42,7 @@ impl Daemon {
             }
             Request::Stats => serde_json::to_value(self.stats()?)?,
             Request::NexthopObjects => serde_json::to_value(crate::operator::show::nexthop_object_rows(&self.rib))?,
+            Request::Rules => serde_json::to_value(crate::operator::show_rules::rule_rows(self.policy.view()))?,
             Request::Fault { what } => {
                 if std::env::var(control::FAULT_INJECTION_ENV).as_deref() != Ok("1") {
                     anyhow::bail!("fault injection is off (start the agent with {}=1 to test crashes)", control::FAULT_INJECTION_ENV);

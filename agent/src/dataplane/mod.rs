@@ -14,6 +14,7 @@ pub mod map_sink;
 pub mod map_writer;
 mod mapped;
 pub mod pin_lock;
+pub mod policy_maps;
 pub mod published;
 pub mod slots;
 pub mod v6index;

@@ -6,7 +6,7 @@
 //! loss), the choice among the kernel's candidate routes ([`kernel_fib`]),
 //! the kernel's nexthop objects and what it does to them unannounced
 //! ([`kernel_nexthops`]), zebra's FPM stream ([`fpm`]), the interfaces' source-validation sysctls
-//! ([`sysctl`]), and the seam every route source plugs into
+//! ([`sysctl`]), the kernel's `ip rule` list ([`rules`]), and the seam every route source plugs into
 //! ([`source`]). May call: the RIB's route types only; it never
 //! writes a map.
 
@@ -17,5 +17,6 @@ pub mod netlink_codec;
 pub mod netlink_mirror;
 pub mod nexthop_msg;
 pub mod route_msg;
+pub mod rules;
 pub mod source;
 pub mod sysctl;

@@ -52,7 +52,14 @@ impl Mirror {
     /// (routes and nexthop objects too with `routes`). Returns the mirror
     /// and the dump as events.
     pub async fn start(routes: bool, rcvbuf: u32) -> Result<(Mirror, Vec<Event>)> {
-        let mut groups = vec![MulticastGroup::Link, MulticastGroup::Neigh, MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr];
+        let mut groups = vec![
+            MulticastGroup::Link,
+            MulticastGroup::Neigh,
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
+            MulticastGroup::Ipv4Rule,
+            MulticastGroup::Ipv6Rule,
+        ];
         if routes {
             groups.extend([MulticastGroup::Ipv4Route, MulticastGroup::Ipv6Route]);
         }
@@ -89,6 +96,12 @@ impl Mirror {
         let mut neighs = handle.neighbours().get().execute();
         while let Some(msg) = neighs.try_next().await.context("dumping neighbours")? {
             dump.extend(neighbour_event(&msg, true));
+        }
+        for family in [rtnetlink::IpVersion::V4, rtnetlink::IpVersion::V6] {
+            let mut rules = handle.rule().get(family).execute();
+            while let Some(msg) = rules.try_next().await.context("dumping rules")? {
+                dump.extend(rule_event(&msg, true));
+            }
         }
         if self.routes {
             dump.extend(self.dump_nexthops().await?);
@@ -202,6 +215,8 @@ pub fn events(msg: NetlinkMessage<MirrorMessage>) -> Vec<Event> {
         RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
         RouteNetlinkMessage::NewRoute(m) => route_event(&m, true, replace).into_iter().collect(),
         RouteNetlinkMessage::DelRoute(m) => route_event(&m, false, false).into_iter().collect(),
+        RouteNetlinkMessage::NewRule(m) => rule_event(&m, true).into_iter().collect(),
+        RouteNetlinkMessage::DelRule(m) => rule_event(&m, false).into_iter().collect(),
         _ => Vec::new(),
     }
 }
@@ -213,6 +228,8 @@ pub struct SplitDump {
     pub rest: Vec<Event>,
     pub nexthops: Vec<crate::rib::types::NexthopObject>,
     pub routes: Vec<KernelRoute>,
+    /// `ip rule`, both families, in the kernel's order.
+    pub rules: Vec<crate::rib::policy::KernelRule>,
 }
 
 impl SplitDump {
@@ -222,11 +239,16 @@ impl SplitDump {
             match ev {
                 Event::Route { route, .. } => split.routes.push(route),
                 Event::Nexthop { object, .. } => split.nexthops.push(object),
+                Event::Rule { rule, .. } => split.rules.push(rule),
                 other => split.rest.push(other),
             }
         }
         split
     }
+}
+
+fn rule_event(msg: &netlink_packet_route::rule::RuleMessage, present: bool) -> Option<Event> {
+    crate::fib::rules::kernel_rule(msg).map(|rule| Event::Rule { rule, present })
 }
 
 pub fn link_event(msg: &LinkMessage) -> Option<Event> {

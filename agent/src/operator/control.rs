@@ -33,6 +33,8 @@ pub enum Request {
     Stats,
     /// The kernel nexthop objects the agent carries (`show nexthop-objects`).
     NexthopObjects,
+    /// The kernel's `ip rule` list and how the fast path carries each (`show rules`).
+    Rules,
     /// Fault injection for the crash tests (`panic`): refused unless the
     /// agent runs with COWROUTE_FAULT_INJECTION=1 in its environment.
     Fault {

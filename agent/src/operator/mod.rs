@@ -9,4 +9,5 @@ pub mod control;
 pub mod prometheus;
 pub mod route_metrics;
 pub mod show;
+pub mod show_rules;
 pub mod stats;

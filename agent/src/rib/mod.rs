@@ -38,6 +38,7 @@ mod nexthops;
 pub mod objects;
 #[cfg(test)]
 mod objects_tests;
+pub mod policy;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -349,6 +350,8 @@ impl<S: MapSink> Rib<S> {
             // Routes go through the FIB mirror's choice first, and an
             // overrun is the daemon's to resync (see `resync`).
             Event::Route { .. } | Event::Nexthop { .. } | Event::Overrun | Event::Undecodable => Ok(()),
+            // Rules are the daemon's policy state's, not the RIB's.
+            Event::Rule { .. } => Ok(()),
         }
     }
 }

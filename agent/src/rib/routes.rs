@@ -116,7 +116,7 @@ impl<S: MapSink> Rib<S> {
             shared: RouteMetrics::DEFAULT,
             covering: host,
             id: 0,
-            flags: RouteEntry::HOST | flags,
+            flags: RouteEntry::HOST | RouteEntry::LOCAL_TABLE | flags,
         };
         if self.local_addrs.contains_key(&addr) {
             return Some(delivered_locally(RouteEntry::ADDRESS));
@@ -171,6 +171,7 @@ impl<S: MapSink> Rib<S> {
             self.base(addr, private.is_some()).map(|b| {
                 let mut e = RouteEntry::new(b.kind, b.nexthop, b.metrics_ref, b.id);
                 e.flags = b.flags;
+                e.prefix_len = b.covering.prefix_len();
                 if let (RouteKind::Unicast, Some(slot)) = (b.kind, private) {
                     e.metrics = MetricsRef::private(slot);
                 }
@@ -180,6 +181,7 @@ impl<S: MapSink> Rib<S> {
             self.routes.get(prefix).map(|r| {
                 let mut e = RouteEntry::new(r.kind, r.nexthop, r.metrics_ref, r.id);
                 e.flags = r.entry_flags();
+                e.prefix_len = prefix.prefix_len();
                 e
             })
         };

@@ -312,6 +312,11 @@ pub enum Event {
         object: NexthopObject,
         present: bool,
     },
+    /// An `ip rule` appeared or went (`present`).
+    Rule {
+        rule: crate::rib::policy::KernelRule,
+        present: bool,
+    },
     /// The subscription's socket overflowed (ENOBUFS): events were lost, and
     /// only a full dump can say what the kernel holds now.
     Overrun,
