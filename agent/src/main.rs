@@ -190,7 +190,13 @@ enum ShowWhat {
     Stats,
     /// The route entries in ROUTES_V4 and ROUTES_V6; with TARGET, the entry
     /// an address is forwarded by (longest match), or a prefix's own.
-    Routes { target: Option<String> },
+    Routes {
+        target: Option<String>,
+        /// Only table main's routes, or the local table's entries (`main`,
+        /// `local`); another table is not held by the fast path.
+        #[arg(long)]
+        table: Option<String>,
+    },
     /// The next hops in use, with packets and bytes forwarded through each.
     Nexthops,
     /// The kernel nexthop objects (`ip nexthop`) the agent carries, and
@@ -316,7 +322,7 @@ fn real_main() -> Result<()> {
         Command::Metrics { action } => metrics_command(&cli.control_socket, action),
         Command::Show { what, json } => match what {
             ShowWhat::Stats => show::print_stats(&cli.pin_dir, &cli.control_socket, json),
-            ShowWhat::Routes { target } => show::print_routes(&cli.pin_dir, target.as_deref(), json),
+            ShowWhat::Routes { target, table } => show::print_routes(&cli.pin_dir, target.as_deref(), table.as_deref(), json),
             ShowWhat::Slowpath => show::print_slowpath(&cli.pin_dir, &cli.control_socket, json),
             ShowWhat::Nexthops => show::print_nexthops(&cli.pin_dir, &cli.control_socket, json),
             ShowWhat::NexthopObjects => show::print_nexthop_objects(&cli.control_socket, json),

@@ -225,6 +225,19 @@ fn ip_rules_route_frames_where_ip_route_get_says() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // `show routes --table`: main's routes, the local table's entries; a
+    // table the fast path does not hold is refused, saying why.
+    let table = |t: &str| -> Vec<String> {
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&run.cowroute(&["show", "routes", "--table", t, "--json"])).unwrap();
+        rows.iter().map(|r| r["prefix"].as_str().unwrap().to_string()).collect()
+    };
+    let (main, local) = (table("main"), table("local"));
+    assert!(main.contains(&"10.9.200.0/24".to_string()) && !main.contains(&format!("{}/32", lab::RTR_GEN_V4)), "{main:?}");
+    assert!(local.contains(&format!("{}/32", lab::RTR_GEN_V4)) && !local.contains(&"10.9.0.0/16".to_string()), "{local:?}");
+    let refused = run.cowroute_output(&["show", "routes", "--table", "100"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("table 100 is not held by the fast path"), "{err}");
+
     let probes = probes(3000, 0x5eed);
     compare(&run, links, sink_links, "all rules", &probes);
 

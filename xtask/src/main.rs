@@ -50,7 +50,7 @@ enum Cmd {
         /// Smaller tables, fewer and shorter runs (under 2 minutes).
         #[arg(long)]
         quick: bool,
-        /// One section alone, printed, no report: cost, lab, fib or nexthops.
+        /// One section alone, printed, no report: cost, lab, fib, fpm, nexthops, conformance or policy.
         #[arg(long)]
         only: Option<String>,
     },

@@ -61,6 +61,9 @@ fn route_row(prefix: String, e: &RouteEntry) -> RouteRow {
     if e.is_multipath() {
         flags.push("multipath");
     }
+    if e.flags & RouteEntry::LOCAL_TABLE != 0 {
+        flags.push("local_table");
+    }
     RouteRow {
         prefix,
         kind: e.kind().map_or("invalid", |k| k.name()),
@@ -381,7 +384,23 @@ pub fn print_stats(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn print_routes(pin_dir: &Path, target: Option<&str>, json: bool) -> Result<()> {
+/// The tables `show routes --table` knows: the fast path holds table main
+/// and the local table's entries, as one view (`ip rule`'s local rule
+/// answers first); `None` for all of it.
+pub fn table_filter(table: Option<&str>) -> Result<Option<bool>> {
+    match table {
+        None => Ok(None),
+        Some("main" | "254") => Ok(Some(false)),
+        Some("local" | "255") => Ok(Some(true)),
+        Some(t) => {
+            let n: u32 = t.parse().map_err(|_| anyhow::anyhow!("--table {t}: not a table (main, local, or a number 1 to 4294967295)"))?;
+            bail!("table {n} is not held by the fast path: the rules that look it up send their packets to the kernel (see `cowroute show rules`; `ip route show table {n}` lists it)")
+        }
+    }
+}
+
+pub fn print_routes(pin_dir: &Path, target: Option<&str>, table: Option<&str>, json: bool) -> Result<()> {
+    let local_table = table_filter(table)?;
     let rows = match target {
         Some(t) => {
             let rows = route_for(pin_dir, t)?;
@@ -391,6 +410,10 @@ pub fn print_routes(pin_dir: &Path, target: Option<&str>, json: bool) -> Result<
             rows
         }
         None => routes(pin_dir)?,
+    };
+    let rows: Vec<RouteRow> = match local_table {
+        None => rows,
+        Some(local) => rows.into_iter().filter(|r| r.flags.split(',').any(|f| f == "local_table") == local).collect(),
     };
     let header =
         format!("{:<44} {:<12} {:>8} {:<10} {:<20} {:<14} metric values", "prefix", "type", "nexthop", "metrics", "flags", "lookup");

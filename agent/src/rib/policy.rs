@@ -201,6 +201,16 @@ pub struct Compiled {
 /// Compiles one family's rules (in the kernel's order). `main_only`: the
 /// main view holds table main alone (no other `--table` merged into it).
 pub fn compile(rules: &[KernelRule], census: &TableCensus, main_only: bool, ingress_of: IngressOf) -> Compiled {
+    // The kernel's defaults leave the main view to decide, whatever
+    // `--table` merged into it (that merge is cowroute's own, documented).
+    let as_main = compile_list(rules, census, true, ingress_of);
+    if main_only || as_main.list.is_none() {
+        return as_main;
+    }
+    compile_list(rules, census, false, ingress_of)
+}
+
+fn compile_list(rules: &[KernelRule], census: &TableCensus, main_only: bool, ingress_of: IngressOf) -> Compiled {
     let mut dispositions = Vec::with_capacity(rules.len());
     // The local table's rule must come first and match everything: then
     // the main view's local entries answering first is exactly it.

@@ -137,6 +137,8 @@ fn main_merged_with_other_tables_is_not_table_main() {
     insert(&mut rules, rule(100, KernelAction::Blackhole));
     let list = compile(&rules, &empty(), false, &no_links).list.unwrap();
     assert_eq!(list.rules[1].action(), RuleAction::Kernel);
+    // The defaults stay the defaults: the merged view decides.
+    assert_eq!(compile(&defaults(), &empty(), false, &no_links).list, None);
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod fib_scale;
 mod fpm_scale;
 mod nexthop_scale;
 mod plots;
+mod policy_cost;
 mod program_cost;
 mod slow_path;
 mod stats;
@@ -40,7 +41,7 @@ struct Config {
     fib_churn: usize,
     /// Routes through kernel nexthop objects (`nexthops`).
     nh_routes: usize,
-    /// `--only cost|lab|fib|fpm|nexthops|conformance`: that section alone,
+    /// `--only cost|lab|fib|fpm|nexthops|conformance|policy`: that section alone,
     /// printed, no report (conformance also writes its key of bench.json).
     only: Option<String>,
 }
@@ -269,6 +270,28 @@ fn main() -> Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
         say(&format!("wrote the conformance figures to {}", path.display()));
         anyhow::ensure!(f.unexpected_differences == 0 && f.linux_against_linux == 0, "differences from Linux: see above");
+        return Ok(());
+    }
+    if cfg.only.as_deref() == Some("policy") {
+        let all = cpus::affinity()?;
+        cpus::set_affinity(0, &[0])?;
+        say("policy cost: BPF_PROG_TEST_RUN, 64-byte IPv4, rules before `lookup main`, on CPU 0");
+        let rows = policy_cost::measure(cfg.repeat, cfg.cost_runs, &say)?;
+        cpus::set_affinity(0, &all)?;
+        for r in &rows {
+            say(&format!(
+                "{} rules: lookup {} ns ({} no rules, paired), forward {} ns",
+                r.rules,
+                fmt(&r.lookup_ns, 1),
+                fmt(&r.lookup_vs_no_rules, 2),
+                fmt(&r.forward_ns, 1)
+            ));
+        }
+        let path = cfg.out.join("bench.json");
+        let mut json: serde_json::Value =
+            std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_else(|| serde_json::json!({}));
+        json["policy_cost"] = serde_json::to_value(&rows)?;
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
         return Ok(());
     }
     if cfg.only.as_deref() == Some("nexthops") {

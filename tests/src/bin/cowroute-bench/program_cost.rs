@@ -58,7 +58,7 @@ const LOOKUP_CALLS: u32 = 5;
 
 /// ns per packet of the lookup path: `repeat` repetitions in
 /// [`LOOKUP_CALLS`] calls, the fastest call's mean.
-fn lookup_ns(fp: &mut FastPath, frame: &[u8], repeat: u32) -> Result<f64> {
+pub(crate) fn lookup_ns(fp: &mut FastPath, frame: &[u8], repeat: u32) -> Result<f64> {
     let mut best = f64::INFINITY;
     for _ in 0..LOOKUP_CALLS {
         best = best.min(test_run(fp, frame, repeat / LOOKUP_CALLS)?.1);
@@ -67,7 +67,7 @@ fn lookup_ns(fp: &mut FastPath, frame: &[u8], repeat: u32) -> Result<f64> {
 }
 
 /// ns per forwarded packet: the median of the calls' means.
-fn forward_ns(fp: &mut FastPath, frame: &[u8]) -> Result<f64> {
+pub(crate) fn forward_ns(fp: &mut FastPath, frame: &[u8]) -> Result<f64> {
     let mut calls = Vec::new();
     for _ in 0..FORWARD_CALLS {
         let (verdict, d) = test_run(fp, frame, FORWARDED_PER_CALL)?;
@@ -78,16 +78,16 @@ fn forward_ns(fp: &mut FastPath, frame: &[u8]) -> Result<f64> {
 }
 
 /// A table in its own maps, with the probe frame whose route is measured.
-struct Loaded {
+pub(crate) struct Loaded {
     family: &'static str,
     prefixes: usize,
-    fp: FastPath,
+    pub(crate) fp: FastPath,
     probe: IpNet,
-    frame: Vec<u8>,
+    pub(crate) frame: Vec<u8>,
 }
 
 /// Loads `table` plus the probe's route into a fresh set of maps.
-fn load(family: &'static str, table: &[IpNet], progress: &dyn Fn(&str)) -> Result<Loaded> {
+pub(crate) fn load(family: &'static str, table: &[IpNet], progress: &dyn Fn(&str)) -> Result<Loaded> {
     progress(&format!("{family} table of {} prefixes", table.len() + 1));
     let mut fp = FastPath::load();
     fp.maps.add_port(1)?;
