@@ -158,4 +158,22 @@ mod tests {
         let r = decoded(&msg(RuleAction::ToTable, vec![RuleAttribute::Table(255), RuleAttribute::SuppressPrefixLen(u32::MAX)]));
         assert_eq!((r.suppress_prefixlen, r.action), (None, KernelAction::Table(255)));
     }
+
+    proptest::proptest! {
+        /// Any bytes the kernel (or anyone on the socket) could send as a
+        /// rule message: parsed or refused, decoded and compiled, never a panic.
+        #[test]
+        fn any_rule_message_decodes_and_compiles_without_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(m) = RuleMessage::parse(&bytes[..]) {
+                if let Some(r) = kernel_rule(&m) {
+                    let local = KernelRule { priority: 0, action: KernelAction::Table(crate::rib::policy::TABLE_LOCAL), ..r.clone() };
+                    let local = KernelRule { src: None, dst: None, iif: None, tos: 0, ip_proto: None, sport: None, dport: None, invert: false, suppress_prefixlen: None, unevaluable: Vec::new(), ..local };
+                    let census = crate::rib::policy::TableCensus::Unknown;
+                    let c = crate::rib::policy::compile(&[local, r.clone()], &census, true, &|_| Some((2, 0)));
+                    proptest::prop_assert_eq!(c.dispositions.len(), 2);
+                    let _ = r.describe();
+                }
+            }
+        }
+    }
 }
