@@ -192,8 +192,9 @@ enum ShowWhat {
     /// an address is forwarded by (longest match), or a prefix's own.
     Routes {
         target: Option<String>,
-        /// Only table main's routes, or the local table's entries (`main`,
-        /// `local`); another table is not held by the fast path.
+        /// Only table main's routes, the local table's entries (`main`,
+        /// `local`), or another table's (a number, `default`): the tables
+        /// `ip rule` looks up, held apart in TABLE_ROUTES_V4/_V6.
         #[arg(long)]
         table: Option<String>,
     },

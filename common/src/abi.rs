@@ -23,7 +23,8 @@ use crate::{
 /// device's (`fib_validate_source` with `accept_local` matches it).
 /// 8: `POLICY` and `POLICY_SELECT` (`ip rule`), `Reason::RuleKernel`,
 /// `RouteEntry::prefix_len` and `RouteEntry::LOCAL_TABLE`.
-pub const VERSION: u32 = 8;
+/// 9: `TABLE_ROUTES_V4`/`_V6`, `RuleAction::LookupTable` (`PolicyRule::table`).
+pub const VERSION: u32 = 9;
 
 /// The one value of the `ABI_STAMP` map.
 #[repr(C)]

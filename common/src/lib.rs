@@ -73,10 +73,14 @@ pub mod maps {
     pub const POLICY: &str = "POLICY";
     /// Per family (0 IPv4, 1 IPv6): `policy::PolicySelect`, the bank in use.
     pub const POLICY_SELECT: &str = "POLICY_SELECT";
+    /// The routes of the tables rules look up (not main): LPM tries keyed
+    /// by table and prefix (`route::TableV4KeyData`), `RouteEntry` values.
+    pub const TABLE_ROUTES_V4: &str = "TABLE_ROUTES_V4";
+    pub const TABLE_ROUTES_V6: &str = "TABLE_ROUTES_V6";
     /// Every map the agent pins, in the order `show` lists them.
     /// One [`crate::abi::AbiStamp`]: what made these maps.
     pub const ABI_STAMP: &str = "ABI_STAMP";
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 28] = [
         ABI_STAMP,
         ROUTES_V4,
         ROUTES_V4_DIR24,
@@ -103,6 +107,8 @@ pub mod maps {
         LOCAL_V4,
         POLICY,
         POLICY_SELECT,
+        TABLE_ROUTES_V4,
+        TABLE_ROUTES_V6,
     ];
 }
 
@@ -120,6 +126,10 @@ pub mod capacity {
     pub const ROUTES_V6_INDEX: u32 = 4_000_000;
     /// Copies of ≤/64 routes' entries, with room for those in their grace period.
     pub const ROUTES_V6_INDEX_ENTRIES: u32 = 1_000_000;
+    /// Routes of the tables rules look up, all tables together (LPM tries:
+    /// allocated as used).
+    pub const TABLE_ROUTES_V4: u32 = 1_000_000;
+    pub const TABLE_ROUTES_V6: u32 = 500_000;
     /// Next hop ids (`NEXTHOPS_INDEX` words).
     pub const NEXTHOPS: u32 = 65_536;
     /// ECMP group ids (`NH_GROUPS_INDEX` words).
@@ -171,4 +181,6 @@ mod pod {
     unsafe impl aya::Pod for crate::route::LocalAddress {}
     unsafe impl aya::Pod for crate::policy::RuleList {}
     unsafe impl aya::Pod for crate::policy::PolicySelect {}
+    unsafe impl aya::Pod for crate::route::TableV4KeyData {}
+    unsafe impl aya::Pod for crate::route::TableV6KeyData {}
 }

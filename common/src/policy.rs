@@ -35,6 +35,9 @@ pub enum RuleAction {
     /// The kernel's: a table the fast path does not hold, or a selector it
     /// cannot evaluate.
     Kernel = 6,
+    /// Look up table `table` (`TABLE_ROUTES_V4`/`_V6`); no route: on to
+    /// the next rule.
+    LookupTable = 7,
 }
 
 /// One compiled rule: its selectors (zero: any) and its action. Addresses
@@ -51,6 +54,8 @@ pub struct PolicyRule {
     /// VID), or [`PolicyRule::ANY_IIF`].
     pub iif: u32,
     pub iif_vid: u32,
+    /// `LookupTable`'s table id (the kernel's).
+    pub table: u32,
     pub sport: [u16; 2],
     pub dport: [u16; 2],
     /// `Goto`'s target: the index of the rule at its priority (the kernel
@@ -70,7 +75,7 @@ pub struct PolicyRule {
     pub _pad: u16,
 }
 
-const _: () = assert!(core::mem::size_of::<PolicyRule>() == 88);
+const _: () = assert!(core::mem::size_of::<PolicyRule>() == 92);
 
 impl PolicyRule {
     /// `not`: the action applies when the selectors do not match.
@@ -90,6 +95,7 @@ impl PolicyRule {
             3 => RuleAction::Blackhole,
             4 => RuleAction::Unreachable,
             5 => RuleAction::Prohibit,
+            7 => RuleAction::LookupTable,
             _ => RuleAction::Kernel,
         }
     }
@@ -199,7 +205,8 @@ const _: () = assert!(core::mem::size_of::<FlowKeys>() == 48);
 /// The loopback device's ifindex in every namespace.
 pub const LOOPBACK_IFINDEX: u32 = 1;
 
-/// The main view's route for the flow's destination, as the rules see it.
+/// A lookup's route for the flow's destination (the main view's, or a
+/// table's), as the rules see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MainHit {
     /// Its prefix length (`suppress_prefixlength` compares it).
@@ -221,6 +228,9 @@ pub enum Choice {
     Prohibit = 3,
     /// The kernel's to route.
     Kernel = 4,
+    /// The route a rule's table lookup found (the program keeps it for the
+    /// caller: `policy::chosen_route`).
+    Table = 5,
 }
 
 impl Choice {
@@ -230,6 +240,7 @@ impl Choice {
             1 => Choice::NoRoute,
             2 => Choice::Blackhole,
             3 => Choice::Prohibit,
+            5 => Choice::Table,
             _ => Choice::Kernel,
         }
     }
@@ -263,7 +274,7 @@ pub struct RuleList {
     pub rules: [PolicyRule; MAX_RULES],
 }
 
-const _: () = assert!(core::mem::size_of::<RuleList>() == 8 + 88 * MAX_RULES);
+const _: () = assert!(core::mem::size_of::<RuleList>() == 8 + 92 * MAX_RULES);
 
 impl Default for RuleList {
     fn default() -> Self {
@@ -277,23 +288,24 @@ impl RuleList {
     /// A rule reads ports: the program finds them (else it need not).
     pub const PORTS: u32 = 0x2;
 
-    /// `fib_rules_lookup`: the rules in order (see [`RuleList::step`]).
+    /// `fib_rules_lookup`: the rules in order (see [`RuleList::step`]),
+    /// tables other than main having no route.
     pub fn lookup(&self, flow: &FlowKeys, main: Option<MainHit>) -> Choice {
-        self.lookup_flow(flow, false, main)
+        self.lookup_flow(flow, false, main, &|_| None)
     }
 
     /// The lookup `fib_validate_source` makes for `flow`'s source (see
     /// [`PolicyRule::matches`]); `main`: the main view's route to the source.
     pub fn lookup_reverse(&self, flow: &FlowKeys, main: Option<MainHit>) -> Choice {
-        self.lookup_flow(flow, true, main)
+        self.lookup_flow(flow, true, main, &|_| None)
     }
 
     /// [`RuleList::lookup`] or (`reverse`) [`RuleList::lookup_reverse`]:
-    /// [`RuleList::step`] until one decides.
-    pub fn lookup_flow(&self, flow: &FlowKeys, reverse: bool, main: Option<MainHit>) -> Choice {
+    /// [`RuleList::step`] until one decides; `table`: what a table's lookup finds.
+    pub fn lookup_flow(&self, flow: &FlowKeys, reverse: bool, main: Option<MainHit>, table: &dyn Fn(u32) -> Option<MainHit>) -> Choice {
         let mut next = 0;
         for _ in 0..MAX_RULES {
-            if let Some(choice) = self.step(flow, reverse, main, &mut next) {
+            if let Some(choice) = self.step(flow, reverse, main, &mut next, table) {
                 return choice;
             }
         }
@@ -306,8 +318,16 @@ impl RuleList {
     /// kernel refuses a backward one), so [`MAX_RULES`] steps always decide.
     /// One step, not a loop: the program runs it under `bpf_loop`, which
     /// the verifier checks once rather than once per iteration and path.
+    /// `table`: the route a table's lookup finds (the program keeps it).
     #[inline(always)]
-    pub fn step(&self, flow: &FlowKeys, reverse: bool, main: Option<MainHit>, next: &mut u32) -> Option<Choice> {
+    pub fn step(
+        &self,
+        flow: &FlowKeys,
+        reverse: bool,
+        main: Option<MainHit>,
+        next: &mut u32,
+        table: impl FnOnce(u32) -> Option<MainHit>,
+    ) -> Option<Choice> {
         let count = if (self.count as usize) < MAX_RULES { self.count } else { MAX_RULES as u32 };
         if *next >= count {
             return Some(Choice::NoRoute);
@@ -320,14 +340,8 @@ impl RuleList {
             Some(true) => {}
         }
         match rule.action() {
-            RuleAction::LookupMain => {
-                let hit = main?;
-                let suppressible = self.flags & RuleList::IPV6 != 0 || !hit.error;
-                if suppressible && rule.suppress_prefixlen != PolicyRule::NO_SUPPRESS && hit.prefix_len <= rule.suppress_prefixlen {
-                    return None;
-                }
-                Some(Choice::Main)
-            }
+            RuleAction::LookupMain => self.found(rule, main?, Choice::Main),
+            RuleAction::LookupTable => self.found(rule, table(rule.table)?, Choice::Table),
             RuleAction::Goto => {
                 if rule.target as u32 >= *next {
                     *next = rule.target as u32;
@@ -340,6 +354,18 @@ impl RuleList {
             RuleAction::Prohibit => Some(Choice::Prohibit),
             RuleAction::Kernel => Some(Choice::Kernel),
         }
+    }
+
+    /// A lookup found `hit`: `choice`, unless `suppress_prefixlength`
+    /// ignores it (`fib4_rule_suppress`: never an IPv4 error route, which
+    /// `fib_table_lookup` returns as its error; IPv6 any).
+    #[inline(always)]
+    fn found(&self, rule: &PolicyRule, hit: MainHit, choice: Choice) -> Option<Choice> {
+        let suppressible = self.flags & RuleList::IPV6 != 0 || !hit.error;
+        if suppressible && rule.suppress_prefixlen != PolicyRule::NO_SUPPRESS && hit.prefix_len <= rule.suppress_prefixlen {
+            return None;
+        }
+        Some(choice)
     }
 }
 
@@ -465,6 +491,21 @@ mod tests {
         assert_eq!(l.lookup_reverse(&f, HIT), Choice::Main, "the reverse flow comes from lo");
         f.iif_vid = 0;
         assert_eq!(l.lookup(&f, HIT), Choice::Main);
+    }
+
+    #[test]
+    fn a_table_lookup_answers_or_goes_on_and_is_suppressed_like_main() {
+        let mut t100 = from([10, 0, 0, 0], 8, RuleAction::LookupTable);
+        (t100.table, t100.suppress_prefixlen) = (100, 0);
+        let l = list(&[t100, rule(RuleAction::LookupMain)]);
+        let tables = |t: u32| (t == 100).then_some(MainHit { prefix_len: 16, error: false });
+        assert_eq!(l.lookup_flow(&flow([10, 1, 1, 1]), false, HIT, &tables), Choice::Table);
+        assert_eq!(l.lookup_flow(&flow([11, 1, 1, 1]), false, HIT, &tables), Choice::Main, "not from 10/8");
+        assert_eq!(l.lookup_flow(&flow([10, 1, 1, 1]), false, HIT, &|_| None), Choice::Main, "table 100 has no route: on");
+        let default = |_| Some(MainHit { prefix_len: 0, error: false });
+        assert_eq!(l.lookup_flow(&flow([10, 1, 1, 1]), false, None, &default), Choice::NoRoute, "its default suppressed, main has none");
+        let error = |_| Some(MainHit { prefix_len: 0, error: true });
+        assert_eq!(l.lookup_flow(&flow([10, 1, 1, 1]), false, HIT, &error), Choice::Table, "an IPv4 error route is final");
     }
 
     #[test]

@@ -132,6 +132,28 @@ pub type V4KeyData = [u8; 4];
 /// The bits of an IPv6 prefix as the LPM trie's key data: network byte order.
 pub type V6KeyData = [u8; 16];
 
+/// The bits a table's id takes in front of a prefix in the tables' tries.
+pub const TABLE_KEY_BITS: u32 = 32;
+
+/// A `TABLE_ROUTES_V4` key's data: one LPM trie holds the routes of every
+/// table rules look up (other than main), each prefix behind its table's
+/// id, both in network byte order (the key's length: [`TABLE_KEY_BITS`] +
+/// the prefix's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableV4KeyData {
+    pub table: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// A `TABLE_ROUTES_V6` key's data, as [`TableV4KeyData`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableV6KeyData {
+    pub table: [u8; 4],
+    pub addr: [u8; 16],
+}
+
 /// Clears the host bits of `addr` beyond `prefix_len`, so that one prefix has
 /// one key however it was written (`10.1.2.3/24` is `10.1.2.0/24`).
 pub fn mask_prefix<const N: usize>(mut addr: [u8; N], prefix_len: u32) -> [u8; N] {

@@ -15,7 +15,7 @@ use common::{
     counters::NUM_REASONS,
     ingress::{IngressKey, IngressPort},
     nexthop::IndexSlots,
-    route::{Dir24Blocks, LocalAddress, V4KeyData, V6IndexWord, V6KeyData},
+    route::{Dir24Blocks, LocalAddress, TableV4KeyData, TableV6KeyData, V4KeyData, V6IndexWord, V6KeyData},
     Counter, MetricsRef, NextHop, NextHopGroup, PrivateMeta, Reason, RouteEntry, RouteMetrics,
 };
 
@@ -53,6 +53,14 @@ pub static ROUTES_V6_INDEX: HashMap<[u32; 3], V6IndexWord, { capacity::ROUTES_V6
 #[btf_map]
 pub static ROUTES_V6_INDEX_ENTRIES: Array<RouteEntry, { capacity::ROUTES_V6_INDEX_ENTRIES as usize }, { BPF_F_MMAPABLE as usize }> =
     Array::new();
+
+/// The routes of the tables rules look up (not main), every table in one
+/// trie, its prefixes behind its id: one lookup per rule that asks.
+#[btf_map]
+pub static TABLE_ROUTES_V4: LpmTrie<TableV4KeyData, RouteEntry, { capacity::TABLE_ROUTES_V4 as usize }> = LpmTrie::new();
+
+#[btf_map]
+pub static TABLE_ROUTES_V6: LpmTrie<TableV6KeyData, RouteEntry, { capacity::TABLE_ROUTES_V6 as usize }> = LpmTrie::new();
 
 /// A ROUTES_V6_INDEX word's flag: a longer prefix lies inside the bucket.
 const V6_LONGER: u32 = 1 << 31;

@@ -69,6 +69,7 @@ pub extern "C" fn cowroute_source_route_v4(ctx: *mut xdp_md, l3_off: u32, ifinde
     let route = fib::route_lookup_v4(src);
     let source = match policy::choose(&ctx, &at, false, route, true) {
         Choice::Main => source_route(route, &at.ingress, key & 1 << 16 != 0),
+        Choice::Table => source_route(policy::chosen_route(true), &at.ingress, key & 1 << 16 != 0),
         Choice::Kernel => SourceRoute::Kernel,
         Choice::NoRoute | Choice::Blackhole | Choice::Prohibit => SourceRoute::Reject,
     };

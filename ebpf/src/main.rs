@@ -225,11 +225,12 @@ fn route_v4(ctx: &XdpContext, l2: &L2) -> Step<Verdict> {
     Ok(verdict)
 }
 
-/// The route a rule's choice other than the main view's leaves (none), or
-/// the verdict it calls for.
+/// The route a rule's choice other than the main view's leaves (a table's,
+/// or none), or the verdict it calls for.
 #[inline(always)]
 fn ruled(choice: Choice) -> Step<Option<&'static RouteEntry>> {
     match choice {
+        Choice::Table => Ok(policy::chosen_route(false)),
         Choice::Main | Choice::NoRoute => Ok(None),
         Choice::Blackhole => Err(Verdict::drop(Reason::Blackhole)),
         Choice::Prohibit => Err(Verdict::exception(Reason::Prohibit, 0)),

@@ -8,10 +8,10 @@
 //! what it can verify. The step's state lives in a per-CPU scratch map (the
 //! program's stack has no room for it).
 
-use crate::packet::ptr_at;
+use crate::{fib, packet::ptr_at};
 use aya_ebpf::{
     bindings::{xdp_md, BPF_F_RDONLY_PROG},
-    btf_maps::{Array, PerCpuArray},
+    btf_maps::{lpm_trie::Key, Array, PerCpuArray},
     cty::c_void,
     helpers::generated::bpf_loop,
     macros::btf_map,
@@ -24,6 +24,7 @@ use common::{
         IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPV6_NEXTHDR_DEST, IPV6_NEXTHDR_FRAGMENT, IPV6_NEXTHDR_HOP, IPV6_NEXTHDR_ROUTING, IP_MF,
         IP_OFFSET, VLAN_HLEN,
     },
+    route::{TableV4KeyData, TableV6KeyData, TABLE_KEY_BITS},
     RouteEntry, RouteKind,
 };
 use network_types::{
@@ -58,6 +59,19 @@ struct RuleWalk {
 #[btf_map]
 static RULE_WALK: PerCpuArray<RuleWalk, 1> = PerCpuArray::new();
 
+/// A rule's table lookup: its key, built here (the program's stack, at its
+/// deepest call, has no byte to spare), and what it found, for the forward
+/// flow's walk and the reverse one's (both may run for one frame).
+#[repr(C)]
+struct TableLookup {
+    found: [RouteEntry; 2],
+    v4: Key<TableV4KeyData>,
+    v6: Key<TableV6KeyData>,
+}
+
+#[btf_map]
+static TABLE_LOOKUP: PerCpuArray<TableLookup, 1> = PerCpuArray::new();
+
 /// A family's rules in use: where they are, and whether they read ports.
 #[derive(Clone, Copy)]
 struct Policy {
@@ -65,11 +79,52 @@ struct Policy {
     reads_ports: bool,
 }
 
+/// The route of the walk's `Choice::Table` (`reverse`: the reverse flow's
+/// walk); per CPU, valid until the next frame.
+#[inline(always)]
+pub fn chosen_route(reverse: bool) -> Option<&'static RouteEntry> {
+    Some(&TABLE_LOOKUP.get(0)?.found[reverse as usize & 1])
+}
+
+/// Table `table`'s longest match for `addr` (the header's bytes as
+/// words), kept as `reverse`'s find.
+#[inline(always)]
+fn table_lookup(table: u32, ipv6: bool, addr: &[u32; 4], reverse: bool) -> Option<MainHit> {
+    let t = TABLE_LOOKUP.get_ptr_mut(0)?;
+    // SAFETY: per-CPU, and nothing else on this CPU uses it meanwhile. The
+    // words are the address's bytes in memory order, written as they are.
+    let t = unsafe { &mut *t };
+    let found = if ipv6 {
+        t.v6.prefix_len = TABLE_KEY_BITS + 128;
+        t.v6.data.table = table.to_be_bytes();
+        unsafe { core::ptr::addr_of_mut!(t.v6.data.addr).cast::<[u32; 4]>().write_unaligned(*addr) };
+        fib::TABLE_ROUTES_V6.get(&t.v6)?
+    } else {
+        t.v4.prefix_len = TABLE_KEY_BITS + 32;
+        t.v4.data.table = table.to_be_bytes();
+        unsafe { core::ptr::addr_of_mut!(t.v4.data.addr).cast::<u32>().write_unaligned(addr[0]) };
+        fib::TABLE_ROUTES_V4.get(&t.v4)?
+    };
+    t.found[reverse as usize & 1] = *found;
+    hit(Some(found))
+}
+
+/// The family's bank in use: 0 when its rules are the defaults.
+#[inline(always)]
+fn bank(ipv6: bool) -> u32 {
+    // SAFETY: one aligned word the agent writes whole.
+    POLICY_SELECT.get(ipv6 as u32).map_or(0, |s| unsafe { core::ptr::read_volatile(&s.bank) })
+}
+
+#[inline(always)]
+fn has_rules(ipv6: bool) -> bool {
+    bank(ipv6) != 0
+}
+
 /// The family's rules, unless they are the defaults.
 #[inline(always)]
 fn rules(ipv6: bool) -> Option<Policy> {
-    // SAFETY: one aligned word the agent writes whole.
-    let bank = unsafe { core::ptr::read_volatile(&POLICY_SELECT.get(ipv6 as u32)?.bank) };
+    let bank = bank(ipv6);
     if bank == 0 {
         return None;
     }
@@ -84,9 +139,9 @@ fn from_local_table(route: Option<&RouteEntry>) -> bool {
     route.is_some_and(|r| r.flags & RouteEntry::LOCAL_TABLE != 0)
 }
 
-/// What the rules see of the main view's route.
+/// What the rules see of a lookup's route.
 #[inline(always)]
-fn main_hit(route: Option<&RouteEntry>) -> Option<MainHit> {
+fn hit(route: Option<&RouteEntry>) -> Option<MainHit> {
     route.map(|r| MainHit {
         prefix_len: r.prefix_len,
         error: matches!(r.kind(), Some(RouteKind::Blackhole | RouteKind::Unreachable | RouteKind::Prohibit)),
@@ -105,11 +160,12 @@ pub struct Arrival {
 /// are the defaults.
 #[inline(always)]
 pub fn choose(ctx: &XdpContext, at: &Arrival, ipv6: bool, route: Option<&RouteEntry>, reverse: bool) -> Choice {
-    if from_local_table(route) {
+    // The defaults (one word read here) cost no call.
+    if from_local_table(route) || !has_rules(ipv6) {
         return Choice::Main;
     }
     let key = at.ingress.vid & 0xffff | (ipv6 as u32) << 16 | (reverse as u32) << 17;
-    Choice::from_u32(cowroute_ip_rules(ctx.ctx, at.l3_off as u32, at.ingress.ifindex, key, MainHit::pack(main_hit(route))))
+    Choice::from_u32(cowroute_ip_rules(ctx.ctx, at.l3_off as u32, at.ingress.ifindex, key, MainHit::pack(hit(route))))
 }
 
 /// The rules' walk for a frame. A global function (BTF linkage global,
@@ -205,7 +261,11 @@ unsafe extern "C" fn rule_step(_index: u64, _ctx: *mut c_void) -> i64 {
         w.choice = Choice::Kernel as u32;
         return 1;
     };
-    match rules.step(&w.flow, w.reverse != 0, MainHit::unpack(w.main), &mut w.next) {
+    let (ipv6, reverse) = (rules.flags & RuleList::IPV6 != 0, w.reverse != 0);
+    // The destination's route, or the source's for the reverse flow.
+    let addr = if reverse { &w.flow.src } else { &w.flow.dst };
+    let table = |id: u32| table_lookup(id, ipv6, addr, reverse);
+    match rules.step(&w.flow, reverse, MainHit::unpack(w.main), &mut w.next, table) {
         None => 0,
         Some(choice) => {
             w.choice = choice as u32;

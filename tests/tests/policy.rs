@@ -1,17 +1,71 @@
 //! `ip rule` in the fast path, with the kernel as the oracle: rtr gets
 //! source-, destination-, TOS-, port- and interface-based rules (goto, not,
-//! suppress_prefixlength, blackhole, prohibit, unreachable, and a table the
-//! fast path leaves to the kernel); thousands of generated frames from gen
-//! must leave by the link `ip route get ADDR from SRC iif DEV ...` names, or
-//! not at all where it answers with an error. Then rules go and come while
-//! the agent runs, and the comparison is made again.
+//! suppress_prefixlength, blackhole, prohibit, unreachable, and lookups of
+//! table 100, held apart, with a default, a gateway route and error
+//! routes); thousands of generated frames from gen must leave by the link
+//! `ip route get ADDR from SRC iif DEV ...` names, or not at all where it
+//! answers with an error. Then rules and table 100's routes go and come
+//! while the agent runs, and the comparison is made again. IPv6 runs the
+//! same rules and routes, each IPv4 prefix `a.b.c.d/n` as `fdaa:bbcc::/8+n`
+//! (and `ip -6 route get` is its oracle): there `suppress_prefixlength`
+//! ignores error routes too.
 
 use cowroute_tests::conformance::{frames, runner};
 use cowroute_tests::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 use xtask::{lab, sh};
 
-/// One generated frame and what it asks the rules.
+/// Which family a run tests; IPv6 maps each IPv4 address and prefix of the
+/// probes, rules and routes into `fd00::/8` (`a.b.c.d` as `fdaa:bbcc::dd`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn addr(self, a: [u8; 4]) -> IpAddr {
+        match self {
+            Family::V4 => Ipv4Addr::from(a).into(),
+            Family::V6 => {
+                let mut b = [0u8; 16];
+                (b[0], b[1], b[2], b[3], b[15]) = (0xfd, a[0], a[1], a[2], a[3]);
+                Ipv6Addr::from(b).into()
+            }
+        }
+    }
+
+    /// A rule's or route's words, each IPv4 address or prefix (the lab's
+    /// gateways as their IPv6 twins) in this family.
+    fn spec(self, spec: &str) -> String {
+        if self == Family::V4 {
+            return spec.to_string();
+        }
+        let word = |w: &str| -> String {
+            for (v4, v6) in [(lab::SINK_V4, lab::SINK_V6), (lab::SINK_B_V4, lab::SINK_B_V6)] {
+                if w == v4 {
+                    return v6.to_string();
+                }
+            }
+            match w.split_once('/').map(|(a, n)| (a.parse::<Ipv4Addr>(), n.parse::<u8>())) {
+                Some((Ok(a), Ok(n))) => format!("{}/{}", self.addr(a.octets()), 8 + n),
+                _ => w.to_string(),
+            }
+        };
+        spec.split_whitespace().map(word).collect::<Vec<_>>().join(" ")
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Family::V4 => "-4",
+            Family::V6 => "-6",
+        }
+    }
+}
+
+/// One generated frame and what it asks the rules (addresses IPv4-shaped,
+/// mapped by the run's [`Family`]).
 struct Probe {
     src: [u8; 4],
     dst: [u8; 4],
@@ -19,8 +73,7 @@ struct Probe {
     dport: u16,
 }
 
-/// Where the kernel routes a probe: out of a link, through table 100
-/// (which the fast path leaves to the kernel), or nowhere.
+/// Where the kernel routes a probe: out of a link, or nowhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     Link(usize),
@@ -46,13 +99,14 @@ fn probes(n: usize, seed: u64) -> Vec<Probe> {
 }
 
 /// `ip route get` for each probe, arriving on rtr's gen-side interface.
-fn oracle(l: &lab::Lab, links: [&str; 2], probes: &[Probe]) -> (Vec<Way>, usize) {
+fn oracle(l: &lab::Lab, f: Family, links: [&str; 2], probes: &[Probe]) -> (Vec<Way>, usize) {
     let mut via_table_100 = 0;
     let ways = probes
         .iter()
         .map(|p| {
-            let a = |b: [u8; 4]| std::net::Ipv4Addr::from(b).to_string();
+            let a = |b: [u8; 4]| f.addr(b).to_string();
             let args = [
+                f.flag(),
                 "-n",
                 &l.rtr,
                 "route",
@@ -90,18 +144,32 @@ fn oracle(l: &lab::Lab, links: [&str; 2], probes: &[Probe]) -> (Vec<Way>, usize)
 }
 
 /// Sends every probe from gen; returns where each arrived (sink's two links).
-fn observe(l: &lab::Lab, sink_links: [&str; 2], probes: &[Probe]) -> Vec<Way> {
+fn observe(l: &lab::Lab, f: Family, sink_links: [&str; 2], probes: &[Probe]) -> Vec<Way> {
     let (gen_mac, rtr_mac) = (mac_of(&l.gen, &l.gen_if), mac_of(&l.rtr, &l.rtr_gen_if));
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
     let frames: Vec<Vec<u8>> = probes
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let mut ip = frames::Ip4::new(p.src, p.dst, i as u16);
-            ip.tos = p.tos;
-            let mut udp = frames::udp(&p.src, &p.dst, i as u32, 24);
+            let (src, dst) = (octets(f.addr(p.src)), octets(f.addr(p.dst)));
+            let mut udp = frames::udp(&src, &dst, i as u32, 24);
             udp[0..2].copy_from_slice(&SPORT.to_be_bytes());
             udp[2..4].copy_from_slice(&p.dport.to_be_bytes());
-            udp[6..8].fill(0); // no UDP checksum: valid for IPv4, and the ports changed
+            udp[6..8].fill(0);
+            if f == Family::V6 {
+                // Mandatory in IPv6: again, over the ports as they are now.
+                let c = !common::checksum::fold(l4_sum(&src, &dst, 17, &udp));
+                udp[6..8].copy_from_slice(&c.to_be_bytes());
+                let mut ip = frames::Ip6::new(src.try_into().unwrap(), dst.try_into().unwrap(), i as u32);
+                ip.tclass = p.tos;
+                return eth(rtr_mac, gen_mac, None, 0x86dd, &ip.packet(17, &udp));
+            }
+            // No UDP checksum: valid for IPv4.
+            let mut ip = frames::Ip4::new(p.src, p.dst, i as u16);
+            ip.tos = p.tos;
             eth(rtr_mac, gen_mac, None, 0x0800, &ip.packet(&udp))
         })
         .collect();
@@ -124,35 +192,39 @@ fn observe(l: &lab::Lab, sink_links: [&str; 2], probes: &[Probe]) -> Vec<Way> {
     ways
 }
 
-fn rule(l: &lab::Lab, verb: &str, spec: &str) {
-    let mut args = vec!["-n", l.rtr.as_str(), "rule", verb];
+/// `ip [-6] VERB SPEC` in rtr, SPEC in family `f`.
+fn ip(l: &lab::Lab, f: Family, what: &str, verb: &str, spec: &str) {
+    let spec = f.spec(spec);
+    let mut args = vec![f.flag(), "-n", l.rtr.as_str(), what, verb];
     args.extend(spec.split_whitespace());
-    sh::ip(&args).unwrap_or_else(|e| panic!("ip rule {verb} {spec}: {e}"));
+    sh::ip(&args).unwrap_or_else(|e| panic!("ip {what} {verb} {spec}: {e}"));
 }
 
-/// Waits until the agent's `show rules` holds `count` IPv4 rules.
-fn rules_shown(run: &LabRun, count: usize) -> Vec<serde_json::Value> {
+/// Waits until the agent's `show rules` holds `count` rules of family `f`.
+fn rules_shown(run: &LabRun, f: Family, count: usize) -> Vec<serde_json::Value> {
+    let family = if f == Family::V4 { "inet" } else { "inet6" };
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let rows: Vec<serde_json::Value> = serde_json::from_str(&run.cowroute(&["show", "rules", "--json"])).unwrap();
-        let v4: Vec<serde_json::Value> = rows.into_iter().filter(|r| r["family"] == "inet").collect();
-        if v4.len() == count {
-            return v4;
+        let mine: Vec<serde_json::Value> = rows.into_iter().filter(|r| r["family"] == family).collect();
+        if mine.len() == count {
+            return mine;
         }
-        assert!(Instant::now() < deadline, "the agent shows {} IPv4 rules, not {count}", v4.len());
+        assert!(Instant::now() < deadline, "the agent shows {} {family} rules, not {count}", mine.len());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-fn compare(run: &LabRun, links: [&str; 2], sink_links: [&str; 2], round: &str, probes: &[Probe]) {
-    let (expected, via_table_100) = oracle(&run.lab, links, probes);
+fn compare(run: &LabRun, f: Family, links: [&str; 2], sink_links: [&str; 2], round: &str, probes: &[Probe]) {
+    let (expected, via_table_100) = oracle(&run.lab, f, links, probes);
     let before = (run.counter("rule_kernel"), run.counter("forwarded"));
-    let seen = observe(&run.lab, sink_links, probes);
+    let seen = observe(&run.lab, f, sink_links, probes);
     let wrong: Vec<String> = (0..probes.len())
         .filter(|i| expected[*i] != seen[*i])
         .map(|i| {
             let p = &probes[i];
-            format!("{:?} -> {:?} tos {:#x} dport {}: kernel {:?}, cowroute {:?}", p.src, p.dst, p.tos, p.dport, expected[i], seen[i])
+            let (src, dst) = (f.addr(p.src), f.addr(p.dst));
+            format!("{src} -> {dst} tos {:#x} dport {}: kernel {:?}, cowroute {:?}", p.tos, p.dport, expected[i], seen[i])
         })
         .collect();
     assert!(wrong.is_empty(), "{round}: {} of {} probes differ from ip route get:\n{}", wrong.len(), probes.len(), wrong.join("\n"));
@@ -161,44 +233,70 @@ fn compare(run: &LabRun, links: [&str; 2], sink_links: [&str; 2], round: &str, p
     let (kernel, forwarded) = (run.counter("rule_kernel") - before.0, run.counter("forwarded") - before.1);
     println!(
         "[policy] {round}: {} probes as ip route get says: {} by link 1, {} by link 2, {nowhere} nowhere; \
-         {forwarded} forwarded by the fast path, {kernel} left to the kernel ({via_table_100} of them through table 100)",
+         {forwarded} forwarded by the fast path, {kernel} left to the kernel; {via_table_100} routed by table 100",
         probes.len(),
         links_used[0],
         links_used[1]
     );
     assert!(links_used.iter().all(|n| *n > 0) && nowhere > 0 && via_table_100 > 0, "{round}: the probes cover every outcome");
-    // Rule 100 (table 100, not held) claims every probe from 10.1.5.0/24:
-    // exactly those go to the kernel (which forwards or goes on past the
-    // table); the fast path forwarded all the others that leave.
-    let claimed = |p: &Probe| p.src[..3] == [10, 1, 5];
-    let to_kernel = probes.iter().filter(|p| claimed(p)).count();
-    let kernel_forwarded = (0..probes.len()).filter(|i| claimed(&probes[*i]) && expected[*i] != Way::Nowhere).count();
-    assert_eq!(kernel as usize, to_kernel, "{round}: frames left to the kernel");
-    assert_eq!(forwarded as usize, links_used[0] + links_used[1] - kernel_forwarded, "{round}: frames the fast path forwarded");
+    // Every rule is the fast path's, table 100's lookups included: none
+    // goes to the kernel, and the fast path forwarded every probe that leaves.
+    assert_eq!(kernel, 0, "{round}: frames left to the kernel");
+    assert_eq!(forwarded as usize, links_used[0] + links_used[1], "{round}: frames the fast path forwarded");
 }
 
 #[test]
 fn ip_rules_route_frames_where_ip_route_get_says() {
-    let run = LabRun::start_custom(&lab_tag('q'), "generic", &[], &|lab| lab.hosts_config());
+    rules_against_the_kernel(Family::V4, 'q');
+}
+
+#[test]
+fn ipv6_rules_route_frames_where_ip_6_route_get_says() {
+    rules_against_the_kernel(Family::V6, 'y');
+}
+
+fn rules_against_the_kernel(f: Family, tag: char) {
+    let run = LabRun::start_custom(&lab_tag(tag), "generic", &[], &|lab| lab.hosts_config());
     let l = &run.lab;
     let (r2, s1) = l.add_second_link().unwrap();
     let links = [l.rtr_sink_if.as_str(), r2.as_str()];
     let sink_links = [l.sink_if.as_str(), s1.as_str()];
     // `ip route get ... iif` answers for a forwarding router; and what the
     // fast path leaves to the kernel (table 100) the kernel then forwards.
-    sh::run(&mut sh::cmd("ip", &["netns", "exec", &l.rtr, "sysctl", "-qw", "net.ipv4.ip_forward=1"])).unwrap();
+    for sysctl in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+        sh::run(&mut sh::cmd("ip", &["netns", "exec", &l.rtr, "sysctl", "-qw", sysctl])).unwrap();
+    }
     for route in [
         format!("10.9.0.0/16 via {} dev {}", lab::SINK_V4, l.rtr_sink_if),
         format!("10.9.200.0/24 via {} dev {r2}", lab::SINK_B_V4),
         format!("10.8.0.0/16 via {} dev {r2}", lab::SINK_B_V4),
         format!("10.9.128.0/17 via {} dev {r2} table 100", lab::SINK_B_V4),
+        format!("default via {} dev {} table 100", lab::SINK_V4, l.rtr_sink_if),
+        "blackhole 10.9.192.0/20 table 100".to_string(),
+        "unreachable 10.8.0.0/24 table 100".to_string(),
     ] {
-        let mut args = vec!["-n", l.rtr.as_str(), "route", "add"];
-        args.extend(route.split_whitespace());
-        sh::ip(&args).unwrap();
+        ip(l, f, "route", "add", &route);
     }
+    // The gateways resolved before the rules: `not from 10.1.0.0/16
+    // blackhole` leaves the router's own solicitations no route.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run.control().call(&cowroute::operator::control::Request::Stats).unwrap()["gateways_unresolved"] != 0 {
+        if Instant::now() > deadline {
+            let neigh = sh::output(&mut sh::cmd("ip", &["-n", &l.rtr, "-6", "neigh"])).unwrap();
+            let routes = sh::output(&mut sh::cmd("ip", &["-n", &l.rtr, "-6", "route", "show", "table", "all"])).unwrap();
+            panic!(
+                "gateways unresolved: {}\n{}\n{}",
+                run.cowroute(&["show", "nexthops"]),
+                String::from_utf8_lossy(&neigh.stdout),
+                String::from_utf8_lossy(&routes.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let rules = [
-        "pref 100 from 10.1.5.0/24 lookup 100".to_string(),
+        "pref 100 from 10.1.5.0/24 lookup 100 suppress_prefixlength 0".to_string(),
+        "pref 150 from 10.1.9.0/24 lookup 100".to_string(),
         "pref 200 from 10.1.6.0/24 to 10.9.64.0/18 prohibit".to_string(),
         "pref 300 not from 10.1.0.0/16 blackhole".to_string(),
         "pref 400 to 10.8.0.0/16 tos 0x10 unreachable".to_string(),
@@ -208,43 +306,59 @@ fn ip_rules_route_frames_where_ip_route_get_says() {
         format!("pref 700 iif {} ipproto udp dport 53 prohibit", l.rtr_gen_if),
     ];
     for r in &rules {
-        rule(l, "add", r);
+        ip(l, f, "rule", "add", r);
     }
-    let shown = rules_shown(&run, 3 + rules.len());
+    // IPv6 starts with two rules (local, main), IPv4 with three (and default).
+    let defaults = if f == Family::V4 { 3 } else { 2 };
+    let shown = rules_shown(&run, f, defaults + rules.len());
     let carried = |pref: u64| shown.iter().find(|r| r["priority"] == pref).map(|r| r["carried"].as_str().unwrap().to_string());
     assert_eq!(carried(0).as_deref(), Some("local_entries"));
-    assert_eq!(carried(100).as_deref(), Some("kernel"), "table 100 is not held by the fast path: {shown:?}");
-    for pref in [200, 300, 400, 500, 600, 650, 700, 32766] {
+    for pref in [100, 150, 200, 300, 400, 500, 600, 650, 700, 32766] {
         assert_eq!(carried(pref).as_deref(), Some("fast_path"), "rule {pref}: {shown:?}");
     }
-    assert_eq!(carried(32767).as_deref(), Some("no_op"), "table default is empty");
-    // The gateways resolved before the comparison.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while run.control().call(&cowroute::operator::control::Request::Stats).unwrap()["gateways_unresolved"] != 0 {
-        assert!(Instant::now() < deadline, "gateways unresolved");
-        std::thread::sleep(Duration::from_millis(50));
+    if f == Family::V4 {
+        assert_eq!(carried(32767).as_deref(), Some("no_op"), "table default is empty");
     }
-
-    // `show routes --table`: main's routes, the local table's entries; a
-    // table the fast path does not hold is refused, saying why.
-    let table = |t: &str| -> Vec<String> {
+    // `show routes --table`: main's routes, the local table's entries,
+    // table 100's as held apart; a name that is no table is refused.
+    let table = |t: &str| -> Vec<(String, String)> {
         let rows: Vec<serde_json::Value> = serde_json::from_str(&run.cowroute(&["show", "routes", "--table", t, "--json"])).unwrap();
-        rows.iter().map(|r| r["prefix"].as_str().unwrap().to_string()).collect()
+        rows.iter().map(|r| (r["prefix"].as_str().unwrap().to_string(), r["kind"].as_str().unwrap().to_string())).collect()
     };
-    let (main, local) = (table("main"), table("local"));
-    assert!(main.contains(&"10.9.200.0/24".to_string()) && !main.contains(&format!("{}/32", lab::RTR_GEN_V4)), "{main:?}");
-    assert!(local.contains(&format!("{}/32", lab::RTR_GEN_V4)) && !local.contains(&"10.9.0.0/16".to_string()), "{local:?}");
-    let refused = run.cowroute_output(&["show", "routes", "--table", "100"]);
+    let prefixes = |t: &str| table(t).into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+    let a = |v4: &str| f.spec(v4);
+    let (main, local) = (prefixes("main"), prefixes("local"));
+    let own = if f == Family::V4 { format!("{}/32", lab::RTR_GEN_V4) } else { format!("{}/128", lab::RTR_GEN_V6) };
+    assert!(main.contains(&a("10.9.200.0/24")) && !main.contains(&own), "{main:?}");
+    assert!(local.contains(&own) && !local.contains(&a("10.9.0.0/16")), "{local:?}");
+    let t100 = table("100");
+    let kinds = |k: &str| t100.iter().filter(|(_, kind)| kind == k).map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    let default = if f == Family::V4 { "0.0.0.0/0" } else { "::/0" };
+    assert_eq!(kinds("unicast"), [default.to_string(), a("10.9.128.0/17")], "{t100:?}");
+    assert_eq!((kinds("blackhole"), kinds("unreachable")), (vec![a("10.9.192.0/20")], vec![a("10.8.0.0/24")]), "{t100:?}");
+    let inside = f.addr([10, 9, 130, 7]).to_string();
+    let one: Vec<serde_json::Value> =
+        serde_json::from_str(&run.cowroute(&["show", "routes", &inside, "--table", "100", "--json"])).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0]["prefix"].as_str(), Some(a("10.9.128.0/17").as_str()), "table 100's longest match: {one:?}");
+    let refused = run.cowroute_output(&["show", "routes", "--table", "blue"]);
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && err.contains("table 100 is not held by the fast path"), "{err}");
+    assert!(!refused.status.success() && err.contains("--table blue: not a table"), "{err}");
 
     let probes = probes(3000, 0x5eed);
-    compare(&run, links, sink_links, "all rules", &probes);
+    let name = if f == Family::V4 { "IPv4" } else { "IPv6" };
+    compare(&run, f, links, sink_links, &format!("{name}, all rules"), &probes);
 
     // Rules go and come while the agent runs: the fast path follows.
-    rule(l, "del", "pref 300 not from 10.1.0.0/16 blackhole");
-    rule(l, "del", "pref 600 lookup main suppress_prefixlength 16");
-    rule(l, "add", "pref 250 from 192.0.2.0/24 to 10.9.0.0/16 prohibit");
-    rules_shown(&run, 3 + rules.len() - 1);
-    compare(&run, links, sink_links, "after changes", &probes);
+    ip(l, f, "rule", "del", "pref 300 not from 10.1.0.0/16 blackhole");
+    ip(l, f, "rule", "del", "pref 600 lookup main suppress_prefixlength 16");
+    ip(l, f, "rule", "add", "pref 250 from 192.0.2.0/24 to 10.9.0.0/16 prohibit");
+    ip(l, f, "route", "del", "10.9.128.0/17 table 100");
+    rules_shown(&run, f, defaults + rules.len() - 1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while table("100").iter().any(|(p, _)| *p == a("10.9.128.0/17")) {
+        assert!(Instant::now() < deadline, "table 100's deleted route is still in the fast path");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    compare(&run, f, links, sink_links, &format!("{name}, after changes"), &probes);
 }

@@ -9,6 +9,7 @@ use crate::{
     rib::{Rib, RibError, RouteChange},
 };
 use anyhow::{anyhow, Result};
+use ipnet::IpNet;
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -81,6 +82,15 @@ impl Daemon {
             if self.rib.route_input(&prefix) != Some(&route) {
                 self.apply_route(RouteChange::Set(route), now);
             }
+        }
+        let tables = self.feed.table_routes();
+        let stale: Vec<(u32, IpNet)> = self.rib.table_routes().map(|(k, _)| *k).filter(|k| !tables.contains_key(k)).collect();
+        for (table, prefix) in stale {
+            self.apply_route(RouteChange::TableDelete(table, prefix), now);
+        }
+        let differ: Vec<_> = tables.into_iter().filter(|((t, p), r)| self.rib.table_route_input(*t, p) != Some(r)).collect();
+        for ((table, _), route) in differ {
+            self.apply_route(RouteChange::TableSet(table, route), now);
         }
         let stale: Vec<u32> = self.rib.nexthop_objects().map(|o| o.object.id).filter(|id| !objects.contains_key(id)).collect();
         for id in stale {
@@ -195,9 +205,10 @@ impl Daemon {
         let mut report = self.rib.resync(dump.rest, now)?;
         for change in self.feed.kernel_resync(dump.nexthops, dump.routes) {
             match &change {
-                RouteChange::Delete(_) => report.routes_removed += 1,
+                RouteChange::Delete(_) | RouteChange::TableDelete(..) => report.routes_removed += 1,
                 RouteChange::Set(r) if self.rib.route_metrics_ref(&r.prefix).is_some() => report.routes_changed += 1,
-                RouteChange::Set(_) => report.routes_added += 1,
+                RouteChange::TableSet(t, r) if self.rib.table_route_entry(*t, &r.prefix).is_some() => report.routes_changed += 1,
+                RouteChange::Set(_) | RouteChange::TableSet(..) => report.routes_added += 1,
                 RouteChange::SetNexthop(_) | RouteChange::DeleteNexthop(_) => report.nexthops_changed += 1,
             }
             self.apply_route(change, now);

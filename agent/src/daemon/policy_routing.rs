@@ -5,7 +5,7 @@
 use super::Daemon;
 use crate::{
     dataplane::policy_maps::PolicyMaps,
-    rib::policy::{self, Compiled, KernelRule, TableCensus, TABLE_LOCAL, TABLE_MAIN},
+    rib::policy::{self, Compiled, KernelRule, TableCensus, TABLE_LOCAL},
     rib::types::KernelRoute,
 };
 use std::collections::BTreeMap;
@@ -113,9 +113,8 @@ impl Daemon {
                 None => (index, 0),
             })
         };
-        let main_only = self.policy.mirrored == [TABLE_MAIN];
         for family in 0..2 {
-            let compiled = policy::compile(&self.policy.rules[family], &self.policy.census, main_only, &ingress_of);
+            let compiled = policy::compile(&self.policy.rules[family], &self.policy.census, &self.policy.mirrored, &ingress_of);
             if let Err(e) = self.policy.maps.publish(family == 1, compiled.list.as_ref()) {
                 self.policy.errors += 1;
                 tracing::error!(ipv6 = family == 1, error = %crate::error_chain(&e), "publishing the rule list");

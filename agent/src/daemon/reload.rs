@@ -290,8 +290,11 @@ impl super::Daemon {
             match change {
                 crate::rib::RouteChange::Set(_) => report.routes_set += 1,
                 crate::rib::RouteChange::Delete(_) => report.routes_removed += 1,
-                // The file has no nexthop objects.
-                crate::rib::RouteChange::SetNexthop(_) | crate::rib::RouteChange::DeleteNexthop(_) => {}
+                // The file has no nexthop objects, nor tables for rules.
+                crate::rib::RouteChange::SetNexthop(_)
+                | crate::rib::RouteChange::DeleteNexthop(_)
+                | crate::rib::RouteChange::TableSet(..)
+                | crate::rib::RouteChange::TableDelete(..) => {}
             }
             self.rib.apply_route_change(change, now)?;
         }

@@ -14,6 +14,10 @@ use std::net::IpAddr;
 pub trait MapSink {
     fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError>;
     fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError>;
+    /// A route of a table rules look up (`TABLE_ROUTES_V4`/`_V6`).
+    fn put_table_route(&mut self, table: u32, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError>;
+    /// Removes one, whether or not it was there.
+    fn delete_table_route(&mut self, table: u32, prefix: &IpNet) -> Result<(), MapError>;
     fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), MapError>;
     fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<(), MapError>;
     fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError>;
@@ -32,6 +36,12 @@ impl MapSink for MapWriter {
     }
     fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError> {
         MapWriter::delete_route(self, prefix)
+    }
+    fn put_table_route(&mut self, table: u32, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
+        MapWriter::put_table_route(self, table, prefix, entry)
+    }
+    fn delete_table_route(&mut self, table: u32, prefix: &IpNet) -> Result<(), MapError> {
+        MapWriter::delete_table_route(self, table, prefix)
     }
     fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), MapError> {
         MapWriter::put_nexthop(self, id, nh)
@@ -82,6 +92,7 @@ pub mod memory {
     #[derive(Default, Debug)]
     pub struct MemoryMaps {
         pub routes: BTreeMap<IpNet, RouteEntry>,
+        pub table_routes: BTreeMap<(u32, IpNet), RouteEntry>,
         pub nexthops: BTreeMap<u32, NextHop>,
         pub groups: BTreeMap<u32, NextHopGroup>,
         pub private_meta: BTreeMap<IpAddr, PrivateMeta>,
@@ -117,6 +128,14 @@ pub mod memory {
                 what: "no such route".into(),
                 error,
             })
+        }
+        fn put_table_route(&mut self, table: u32, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
+            self.table_routes.insert((table, *prefix), *entry);
+            Ok(())
+        }
+        fn delete_table_route(&mut self, table: u32, prefix: &IpNet) -> Result<(), MapError> {
+            self.table_routes.remove(&(table, *prefix));
+            Ok(())
         }
         fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), MapError> {
             self.nexthops.insert(id, *nh);

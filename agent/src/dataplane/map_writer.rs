@@ -38,6 +38,7 @@ use crate::dataplane::{
     map_error::{access, update},
     mapped::MappedArray,
     published,
+    table_routes::TableRoutes,
     v6index::{V6Index, V6IndexStats, V6IndexStore},
 };
 use aya::{
@@ -69,6 +70,8 @@ pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug, Default, Clone)]
 pub struct Adopted {
     pub prefixes: Vec<IpNet>,
+    /// The routes of tables rules look up: (table, prefix).
+    pub table_prefixes: Vec<(u32, IpNet)>,
     pub metrics_ro: BTreeSet<u32>,
     pub metrics_rw: BTreeSet<u32>,
     pub nexthops: BTreeSet<u32>,
@@ -91,9 +94,12 @@ pub struct MapWriter {
     v6index_maps: V6IndexMaps,
     nexthops: Published<NextHop, IndexedMaps<NextHop>>,
     groups: Published<NextHopGroup, IndexedMaps<NextHopGroup>>,
-    /// An earlier agent's route keys not yet rewritten or deleted by this
-    /// one: until none is left, its index slots stay reserved.
-    adopted_prefixes: HashSet<IpNet>,
+    /// The routes of the tables rules look up.
+    tables: TableRoutes,
+    /// An earlier agent's route keys (`Some(table)`: a table's) not yet
+    /// rewritten or deleted by this one: until none is left, its index
+    /// slots stay reserved.
+    adopted_prefixes: HashSet<(Option<u32>, IpNet)>,
     metrics_ro: Array<MapData, RouteMetrics>,
     metrics_rw: Array<MapData, RouteMetrics>,
     egress_ports: DevMapHash<MapData>,
@@ -126,7 +132,7 @@ pub fn open_pinned<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, nam
     access(T::try_from(map), name, || format!("pinned map {} has an unexpected type", path.display()))
 }
 
-fn is_absent(e: &aya::maps::MapError) -> bool {
+pub(crate) fn is_absent(e: &aya::maps::MapError) -> bool {
     match e {
         aya::maps::MapError::KeyNotFound => true,
         aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
@@ -239,6 +245,7 @@ impl MapWriter {
             },
             nexthops: Published::take(ebpf, &published::NEXTHOPS)?,
             groups: Published::take(ebpf, &published::GROUPS)?,
+            tables: TableRoutes::take(ebpf)?,
             adopted_prefixes: HashSet::new(),
             metrics_ro: take(ebpf, maps::METRICS_RO)?,
             metrics_rw: take(ebpf, maps::METRICS_RW)?,
@@ -272,7 +279,7 @@ impl MapWriter {
             IpNet::V6(p) => (self.routes_v6.insert(&v6_key(p), entry, 0), maps::ROUTES_V6),
         };
         update(result, map, prefix, || format!("writing route {prefix}"))?;
-        self.adopted_route_replaced(prefix);
+        self.adopted_route_replaced(None, prefix);
         self.local_v4.put(prefix, entry)?;
         match prefix {
             IpNet::V4(p) => self.dir24.put(p, entry, Instant::now(), &mut self.dir24_maps)?,
@@ -289,7 +296,7 @@ impl MapWriter {
             IpNet::V6(p) => (self.routes_v6.remove(&v6_key(p)), maps::ROUTES_V6),
         };
         if removed.as_ref().err().is_none_or(is_absent) {
-            self.adopted_route_replaced(prefix);
+            self.adopted_route_replaced(None, prefix);
         }
         update(removed, map, prefix, || format!("deleting route {prefix}"))?;
         self.local_v4.delete(prefix)?;
@@ -297,6 +304,19 @@ impl MapWriter {
             IpNet::V4(p) => self.dir24.delete(p, Instant::now(), &mut self.dir24_maps),
             IpNet::V6(p) => self.v6index.delete(p, Instant::now(), &mut self.v6index_maps)?,
         }
+        Ok(())
+    }
+
+    /// Publishes `entry` as table `table`'s route for `prefix`.
+    pub fn put_table_route(&mut self, table: u32, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
+        self.tables.put(table, prefix, entry)?;
+        self.adopted_route_replaced(Some(table), prefix);
+        Ok(())
+    }
+
+    pub fn delete_table_route(&mut self, table: u32, prefix: &IpNet) -> Result<(), MapError> {
+        self.tables.delete(table, prefix)?;
+        self.adopted_route_replaced(Some(table), prefix);
         Ok(())
     }
 
@@ -320,7 +340,8 @@ impl MapWriter {
         self.local_v4.adopt();
         self.nexthops.adopt();
         self.groups.adopt();
-        self.adopted_prefixes = adopted.prefixes.iter().copied().collect();
+        self.adopted_prefixes = adopted.prefixes.iter().map(|p| (None, *p)).collect();
+        self.adopted_prefixes.extend(adopted.table_prefixes.iter().map(|(t, p)| (Some(*t), *p)));
         if self.adopted_prefixes.is_empty() {
             self.release_adopted();
         }
@@ -362,12 +383,18 @@ impl MapWriter {
     /// route key, and every slot those entries refer to.
     fn read_adopted(&self) -> Result<Adopted, MapError> {
         let mut a = Adopted::default();
-        for (prefix, e) in route_entries(&self.routes_v4, &self.routes_v6)? {
-            a.prefixes.push(prefix);
+        let tables = self.tables.entries()?;
+        let table_entries = tables.iter().map(|(t, p, e)| (Some(*t), *p, *e));
+        let entries = route_entries(&self.routes_v4, &self.routes_v6)?.into_iter().map(|(p, e)| (None, p, e));
+        for (table, prefix, e) in entries.chain(table_entries) {
+            match table {
+                None => a.prefixes.push(prefix),
+                Some(t) => a.table_prefixes.push((t, prefix)),
+            }
             let slot = e.metrics.slot();
             if e.metrics.is_read_only() {
                 a.metrics_ro.insert(slot);
-            } else {
+            } else if table.is_none() {
                 a.metrics_rw.insert(slot);
                 // A host entry's private copy: its values and its record.
                 let dest = prefix.addr();
@@ -393,8 +420,8 @@ impl MapWriter {
     }
 
     /// The last adopted entry gone, the earlier agent's index slots go too.
-    fn adopted_route_replaced(&mut self, prefix: &IpNet) {
-        if self.adopted_prefixes.remove(prefix) && self.adopted_prefixes.is_empty() {
+    fn adopted_route_replaced(&mut self, table: Option<u32>, prefix: &IpNet) {
+        if self.adopted_prefixes.remove(&(table, *prefix)) && self.adopted_prefixes.is_empty() {
             self.release_adopted();
         }
     }

@@ -17,6 +17,7 @@ pub mod pin_lock;
 pub mod policy_maps;
 pub mod published;
 pub mod slots;
+pub mod table_routes;
 pub mod v6index;
 
 use crate::{

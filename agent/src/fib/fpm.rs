@@ -361,7 +361,7 @@ fn coalesce(changes: Vec<RouteChange>) -> Vec<RouteChange> {
     let mut out: Vec<RouteChange> = Vec::with_capacity(order.len());
     let phase = |c: &RouteChange| match c {
         RouteChange::SetNexthop(_) => 0,
-        RouteChange::Set(_) | RouteChange::Delete(_) => 1,
+        RouteChange::Set(_) | RouteChange::Delete(_) | RouteChange::TableSet(..) | RouteChange::TableDelete(..) => 1,
         RouteChange::DeleteNexthop(_) => 2,
     };
     for p in 0..3 {

@@ -11,7 +11,7 @@ use crate::{
 };
 use ipnet::IpNet;
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
@@ -167,9 +167,19 @@ impl ObjectUse {
     }
 }
 
+/// The routes of one table, by prefix.
+type Routes = HashMap<IpNet, Candidates>;
+
+/// `RT_TABLE_LOCAL`: the RIB derives its entries from addresses.
+const TABLE_LOCAL: u32 = 255;
+
 pub struct KernelFib {
+    /// The tables merged into the main view (`--table`).
     tables: BTreeSet<u32>,
-    routes: HashMap<IpNet, Candidates>,
+    routes: Routes,
+    /// With `policy_tables`: every other table (but local), each apart, for
+    /// the rules that look them up.
+    apart: Option<BTreeMap<u32, Routes>>,
     /// The nexthop objects routes may name (every table's: they are global).
     nexthops: KernelNexthops,
     object_use: ObjectUse,
@@ -180,9 +190,26 @@ impl KernelFib {
         KernelFib {
             tables: tables.into_iter().collect(),
             routes: HashMap::new(),
+            apart: None,
             nexthops: KernelNexthops::default(),
             object_use: ObjectUse::default(),
         }
+    }
+
+    /// As [`KernelFib::new`], and also every other table but local, each
+    /// apart ([`Change::TableSet`]): the tables `ip rule` may look up.
+    pub fn with_policy_tables(tables: impl IntoIterator<Item = u32>) -> KernelFib {
+        KernelFib { apart: Some(BTreeMap::new()), ..KernelFib::new(tables) }
+    }
+
+    /// Where a route of `table` goes: the main view's routes, a table held
+    /// apart (`Some(id)`), or nowhere.
+    fn table_mut(&mut self, table: u32) -> Option<(&mut Routes, Option<u32>)> {
+        if self.tables.contains(&table) {
+            return Some((&mut self.routes, None));
+        }
+        let apart = self.apart.as_mut().filter(|_| table != TABLE_LOCAL)?;
+        Some((apart.entry(table).or_default(), Some(table)))
     }
 
     pub fn nexthops(&self) -> &KernelNexthops {
@@ -217,24 +244,10 @@ impl KernelFib {
     /// Removes every candidate route through an object `gone` names (the
     /// kernel removed them with it); returns the winners' changes.
     fn remove_routes_through(&mut self, gone: impl Fn(u32) -> bool) -> Vec<Change> {
-        let through = |r: &RouteInput| r.nhid.is_some_and(&gone);
-        let mut changes = Vec::new();
-        let object_use = &mut self.object_use;
-        self.routes.retain(|prefix, c| {
-            if !c.as_slice().iter().any(|(_, r)| through(r)) {
-                return true;
-            }
-            let before = c.best().cloned();
-            let gone: Vec<u32> = c.as_slice().iter().filter(|(_, r)| through(r)).filter_map(|(_, r)| r.nhid).collect();
-            object_use.sub(gone.into_iter());
-            c.retain(|_, r| !through(r));
-            match c.best() {
-                None => changes.push(Change::Delete(*prefix)),
-                Some(a) if Some(a) != before.as_ref() => changes.push(Change::Set(a.clone())),
-                Some(_) => {}
-            }
-            !c.is_empty()
-        });
+        let mut changes = remove_through(&mut self.routes, &mut self.object_use, None, &gone);
+        for (table, routes) in self.apart.iter_mut().flatten() {
+            changes.extend(remove_through(routes, &mut self.object_use, Some(*table), &gone));
+        }
         changes
     }
 
@@ -249,36 +262,20 @@ impl KernelFib {
     /// change. `replace` (NLM_F_REPLACE): the kernel replaced its route of
     /// the same priority, whatever device that one had.
     pub fn apply(&mut self, route: KernelRoute, present: bool, replace: bool) -> Option<Change> {
-        if !self.tables.contains(&route.table) {
-            return None;
-        }
-        let prefix = route.route.prefix;
-        let rank = rank(&route);
-        let before = self.winner(&prefix).cloned();
-        let slot = self.routes.entry(prefix).or_default();
-        self.object_use.sub(slot.nhids());
-        if present {
-            if replace {
-                slot.remove_priority(route.priority);
+        let mut object_use = std::mem::take(&mut self.object_use);
+        let (routes, apart) = match self.table_mut(route.table) {
+            Some(t) => t,
+            None => {
+                self.object_use = object_use;
+                return None;
             }
-            slot.insert(rank, Arc::new(route.route));
-        } else if !slot.remove(rank) && names_no_nexthop(&route.route) {
-            // A delete naming only prefix, table and priority (zebra's
-            // RTM_DELROUTE over FPM) takes the route of that priority, as
-            // the kernel's fib_table_delete matches when no nexthop is given.
-            slot.remove_priority(route.priority);
+        };
+        let change = apply_to(routes, &mut object_use, route, present, replace).map(|c| in_table(apart, c));
+        if let Some(apart) = apart.filter(|_| routes.is_empty()) {
+            self.apart.as_mut().expect("held apart").remove(&apart);
         }
-        self.object_use.add(slot.nhids());
-        if slot.is_empty() {
-            self.routes.remove(&prefix);
-        }
-        let after = self.winner(&prefix).cloned();
-        match (before, after) {
-            (b, a) if b == a => None,
-            (_, Some(a)) => Some(Change::Set(a)),
-            (Some(_), None) => Some(Change::Delete(prefix)),
-            (None, None) => None,
-        }
+        self.object_use = object_use;
+        change
     }
 
     /// Removes every route to `prefix` (a route source's sweep).
@@ -297,31 +294,34 @@ impl KernelFib {
     /// overrun); returns the changes that make the maps equal to it.
     pub fn resync(&mut self, dump: impl IntoIterator<Item = KernelRoute>) -> Vec<Change> {
         let old = std::mem::take(&mut self.routes);
+        let old_apart = self.apart.as_mut().map(std::mem::take).unwrap_or_default();
         self.object_use = ObjectUse::default();
         let dump = dump.into_iter();
         // Sized once for the dump (a full table's growth rehashes it 20 times).
         self.routes.reserve(dump.size_hint().0.max(old.len()));
         for route in dump {
-            if self.tables.contains(&route.table) {
+            if let Some((routes, _)) = self.table_mut(route.table) {
                 let rank = rank(&route);
-                self.routes.entry(route.route.prefix).or_default().insert(rank, Arc::new(route.route));
+                routes.entry(route.route.prefix).or_default().insert(rank, Arc::new(route.route));
             }
         }
-        for c in self.routes.values() {
+        for c in self.routes.values().chain(self.apart.iter().flat_map(|a| a.values().flat_map(|t| t.values()))) {
             self.object_use.add(c.nhids());
         }
-        let mut changes = Vec::new();
-        for (prefix, routes) in &old {
-            if !self.routes.contains_key(prefix) {
-                changes.push(Change::Delete(*prefix));
-            } else if routes.best() != self.winner(prefix) {
-                changes.push(Change::Set(self.winner(prefix).expect("present").clone()));
-            }
-        }
-        for prefix in self.routes.keys().filter(|p| !old.contains_key(p)) {
-            changes.push(Change::Set(self.winner(prefix).expect("present").clone()));
+        let mut changes = differences(&old, &self.routes, None);
+        let empty = Routes::new();
+        let apart = self.apart.as_ref();
+        let tables: BTreeSet<u32> = old_apart.keys().chain(apart.into_iter().flat_map(|a| a.keys())).copied().collect();
+        for t in tables {
+            let now = apart.and_then(|a| a.get(&t)).unwrap_or(&empty);
+            changes.extend(differences(old_apart.get(&t).unwrap_or(&empty), now, Some(t)));
         }
         changes
+    }
+
+    /// The best route of each prefix of each table held apart.
+    pub fn table_winners(&self) -> impl Iterator<Item = (u32, &Arc<RouteInput>)> {
+        self.apart.iter().flat_map(|a| a.iter().flat_map(|(t, routes)| routes.values().filter_map(|c| Some((*t, c.best()?)))))
     }
 
     /// The route the kernel prefers for each prefix: the table the RIB must hold.
@@ -329,13 +329,88 @@ impl KernelFib {
         self.routes.values().filter_map(|c| c.best())
     }
 
-    fn winner(&self, prefix: &IpNet) -> Option<&Arc<RouteInput>> {
-        self.routes.get(prefix)?.best()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+}
+
+/// A change of the main view's, or (`apart`) of a table held apart.
+fn in_table(apart: Option<u32>, change: Change) -> Change {
+    match (apart, change) {
+        (Some(t), Change::Set(r)) => Change::TableSet(t, r),
+        (Some(t), Change::Delete(p)) => Change::TableDelete(t, p),
+        (_, c) => c,
+    }
+}
+
+/// One route event on one table's routes; the change of its prefix's winner.
+fn apply_to(routes: &mut Routes, object_use: &mut ObjectUse, route: KernelRoute, present: bool, replace: bool) -> Option<Change> {
+    let prefix = route.route.prefix;
+    let rank = rank(&route);
+    let slot = routes.entry(prefix).or_default();
+    let before = slot.best().cloned();
+    object_use.sub(slot.nhids());
+    if present {
+        if replace {
+            slot.remove_priority(route.priority);
+        }
+        slot.insert(rank, Arc::new(route.route));
+    } else if !slot.remove(rank) && names_no_nexthop(&route.route) {
+        // A delete naming only prefix, table and priority (zebra's
+        // RTM_DELROUTE over FPM) takes the route of that priority, as
+        // the kernel's fib_table_delete matches when no nexthop is given.
+        slot.remove_priority(route.priority);
+    }
+    object_use.add(slot.nhids());
+    let after = slot.best().cloned();
+    if slot.is_empty() {
+        routes.remove(&prefix);
+    }
+    match (before, after) {
+        (b, a) if b == a => None,
+        (_, Some(a)) => Some(Change::Set(a)),
+        (Some(_), None) => Some(Change::Delete(prefix)),
+        (None, None) => None,
+    }
+}
+
+/// Removes from one table every candidate route through an object `gone`
+/// names (the kernel removed them with it); returns the winners' changes.
+fn remove_through(routes: &mut Routes, object_use: &mut ObjectUse, apart: Option<u32>, gone: &impl Fn(u32) -> bool) -> Vec<Change> {
+    let through = |r: &RouteInput| r.nhid.is_some_and(gone);
+    let mut changes = Vec::new();
+    routes.retain(|prefix, c| {
+        if !c.as_slice().iter().any(|(_, r)| through(r)) {
+            return true;
+        }
+        let before = c.best().cloned();
+        let gone: Vec<u32> = c.as_slice().iter().filter(|(_, r)| through(r)).filter_map(|(_, r)| r.nhid).collect();
+        object_use.sub(gone.into_iter());
+        c.retain(|_, r| !through(r));
+        match c.best() {
+            None => changes.push(in_table(apart, Change::Delete(*prefix))),
+            Some(a) if Some(a) != before.as_ref() => changes.push(in_table(apart, Change::Set(a.clone()))),
+            Some(_) => {}
+        }
+        !c.is_empty()
+    });
+    changes
+}
+
+/// What turns table `old` into `new` (`apart`: a table held apart).
+fn differences(old: &Routes, new: &Routes, apart: Option<u32>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (prefix, routes) in old {
+        match new.get(prefix).and_then(|c| c.best()) {
+            None => changes.push(in_table(apart, Change::Delete(*prefix))),
+            Some(w) if routes.best() != Some(w) => changes.push(in_table(apart, Change::Set(w.clone()))),
+            Some(_) => {}
+        }
+    }
+    for (_, c) in new.iter().filter(|(p, _)| !old.contains_key(p)) {
+        changes.push(in_table(apart, Change::Set(c.best().expect("present").clone())));
+    }
+    changes
 }
 
 #[cfg(test)]
@@ -448,5 +523,28 @@ mod tests {
             assert_eq!(fib.apply(bare, false, false), Some(Change::Delete(p.parse().unwrap())), "{p}");
         }
         assert!(fib.is_empty());
+    }
+
+    #[test]
+    fn other_tables_are_held_apart_for_the_rules_and_resync_by_table() {
+        let mut fib = KernelFib::with_policy_tables([254]);
+        assert!(
+            matches!(fib.apply(r("10.0.0.0/8", 100, 20, 0), true, false), Some(Change::TableSet(100, i)) if i.prefix.to_string() == "10.0.0.0/8")
+        );
+        assert!(matches!(fib.apply(r("10.0.0.0/8", 100, 10, 1400), true, false), Some(Change::TableSet(100, i)) if i.metrics.mtu == 1400));
+        assert_eq!(fib.apply(r("10.0.0.0/8", 255, 0, 0), true, false), None, "the local table: the RIB's, from addresses");
+        assert!(KernelFib::new([254]).apply(r("10.0.0.0/8", 100, 0, 0), true, false).is_none(), "without policy tables: ignored");
+        let dump = [r("10.0.0.0/8", 254, 0, 0), r("10.1.0.0/16", 100, 0, 0), r("10.2.0.0/16", 200, 0, 0)];
+        let mut changes = fib.resync(dump);
+        changes.sort_by_key(|c| format!("{c:?}"));
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(changes.len(), 4, "{changes:?}");
+        assert!(changes.contains(&Change::TableDelete(100, net("10.0.0.0/8"))));
+        assert!(changes.iter().any(|c| matches!(c, Change::TableSet(100, i) if i.prefix == net("10.1.0.0/16"))));
+        assert!(changes.iter().any(|c| matches!(c, Change::TableSet(200, i) if i.prefix == net("10.2.0.0/16"))));
+        assert!(changes.iter().any(|c| matches!(c, Change::Set(i) if i.prefix == net("10.0.0.0/8"))));
+        assert_eq!(fib.table_winners().count(), 2);
+        assert_eq!(fib.apply(r("10.2.0.0/16", 200, 0, 0), false, false), Some(Change::TableDelete(200, net("10.2.0.0/16"))));
+        assert_eq!(fib.table_winners().count(), 1, "table 200 gone with its last route");
     }
 }

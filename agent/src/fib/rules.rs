@@ -169,7 +169,7 @@ mod tests {
                     let local = KernelRule { priority: 0, action: KernelAction::Table(crate::rib::policy::TABLE_LOCAL), ..r.clone() };
                     let local = KernelRule { src: None, dst: None, iif: None, tos: 0, ip_proto: None, sport: None, dport: None, invert: false, suppress_prefixlen: None, unevaluable: Vec::new(), ..local };
                     let census = crate::rib::policy::TableCensus::Unknown;
-                    let c = crate::rib::policy::compile(&[local, r.clone()], &census, true, &|_| Some((2, 0)));
+                    let c = crate::rib::policy::compile(&[local, r.clone()], &census, &[crate::rib::policy::TABLE_MAIN], &|_| Some((2, 0)));
                     proptest::prop_assert_eq!(c.dispositions.len(), 2);
                     let _ = r.describe();
                 }

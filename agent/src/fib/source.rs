@@ -53,7 +53,7 @@ pub enum Feed {
 impl Feed {
     pub fn new(source: RouteSource, tables: &[u32]) -> Feed {
         match source {
-            RouteSource::Kernel => Feed::Kernel(KernelFib::new(tables.iter().copied())),
+            RouteSource::Kernel => Feed::Kernel(KernelFib::with_policy_tables(tables.iter().copied())),
             RouteSource::Config => Feed::Config(ConfigRoutes::default()),
             RouteSource::Fpm => Feed::Fpm(Box::new(FpmRoutes::new(tables.iter().copied()))),
         }
@@ -138,6 +138,14 @@ impl Feed {
             Feed::Kernel(fib) => fib.winners().map(|r| (r.prefix, r.clone())).collect(),
             Feed::Fpm(f) => f.fib.winners().map(|r| (r.prefix, r.clone())).collect(),
             Feed::Config(c) => c.routes.clone(),
+        }
+    }
+
+    /// The routes of the tables held apart for `ip rule` (the kernel feed's).
+    pub fn table_routes(&self) -> BTreeMap<(u32, IpNet), Arc<RouteInput>> {
+        match self {
+            Feed::Kernel(fib) => fib.table_winners().map(|(t, r)| ((t, r.prefix), r.clone())).collect(),
+            Feed::Config(_) | Feed::Fpm(_) => BTreeMap::new(),
         }
     }
 

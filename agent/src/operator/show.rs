@@ -3,6 +3,7 @@
 
 use crate::{
     dataplane::map_writer::{open_pinned, PublishedReader},
+    dataplane::table_routes::TableRoutes,
     operator::route_metrics::{self, MetricsInfo, MetricsView},
     operator::{
         control::Request,
@@ -384,36 +385,74 @@ pub fn print_stats(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The tables `show routes --table` knows: the fast path holds table main
-/// and the local table's entries, as one view (`ip rule`'s local rule
-/// answers first); `None` for all of it.
-pub fn table_filter(table: Option<&str>) -> Result<Option<bool>> {
-    match table {
-        None => Ok(None),
-        Some("main" | "254") => Ok(Some(false)),
-        Some("local" | "255") => Ok(Some(true)),
+/// What `show routes --table` shows: the main view's routes (table main),
+/// its local entries (the local table's, answered first by `ip rule`'s
+/// local rule), or a table held apart for the rules that look it up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableView {
+    All,
+    Main,
+    Local,
+    Apart(u32),
+}
+
+pub fn table_filter(table: Option<&str>) -> Result<TableView> {
+    Ok(match table {
+        None => TableView::All,
+        Some("main" | "254") => TableView::Main,
+        Some("local" | "255") => TableView::Local,
+        Some("default") => TableView::Apart(253),
+        Some(t) => match t.parse::<u32>() {
+            Ok(n) if n != 0 => TableView::Apart(n),
+            _ => bail!("--table {t}: not a table (main, local, default, or a number 1 to 4294967295)"),
+        },
+    })
+}
+
+/// Table `table`'s routes as the fast path holds them (`target`: the one
+/// an address matches).
+fn table_routes(pin_dir: &Path, table: u32, target: Option<&str>) -> Result<Vec<RouteRow>> {
+    let tries = TableRoutes::open_pinned(pin_dir)?;
+    let mut found: Vec<(IpNet, RouteEntry)> = match target {
         Some(t) => {
-            let n: u32 = t.parse().map_err(|_| anyhow::anyhow!("--table {t}: not a table (main, local, or a number 1 to 4294967295)"))?;
-            bail!("table {n} is not held by the fast path: the rules that look it up send their packets to the kernel (see `cowroute show rules`; `ip route show table {n}` lists it)")
+            let addr: IpAddr = t.parse().map_err(|_| anyhow!("{t}: not an IP address"))?;
+            tries.lookup(table, addr).into_iter().collect()
         }
-    }
+        None => tries.entries()?.into_iter().filter(|(t, _, _)| *t == table).map(|(_, p, e)| (p, e)).collect(),
+    };
+    found.sort_by_key(|(p, _)| *p);
+    let entries: Vec<(IpAddr, RouteEntry)> = found.iter().map(|(p, e)| (p.addr(), *e)).collect();
+    let rows = found.iter().map(|(p, e)| route_row(p.to_string(), e)).collect();
+    with_metric_values(pin_dir, rows, &entries)
 }
 
 pub fn print_routes(pin_dir: &Path, target: Option<&str>, table: Option<&str>, json: bool) -> Result<()> {
-    let local_table = table_filter(table)?;
-    let rows = match target {
-        Some(t) => {
+    let view = table_filter(table)?;
+    let rows = match (view, target) {
+        (TableView::Apart(n), _) => {
+            let rows = table_routes(pin_dir, n, target)?;
+            if rows.is_empty() && !json {
+                bail!(
+                    "table {n} has no route in the fast path{}: it holds the kernel's tables apart (`ip route show table {n}` lists what the kernel has; `cowroute show rules` which rules look it up)",
+                    target.map_or(String::new(), |t| format!(" for {t}"))
+                );
+            }
+            rows
+        }
+        (_, Some(t)) => {
             let rows = route_for(pin_dir, t)?;
             if rows.is_empty() && !json {
                 bail!("no route for {t} in the fast path's tables");
             }
             rows
         }
-        None => routes(pin_dir)?,
+        (_, None) => routes(pin_dir)?,
     };
-    let rows: Vec<RouteRow> = match local_table {
-        None => rows,
-        Some(local) => rows.into_iter().filter(|r| r.flags.split(',').any(|f| f == "local_table") == local).collect(),
+    let local = |r: &RouteRow| r.flags.split(',').any(|f| f == "local_table");
+    let rows: Vec<RouteRow> = match view {
+        TableView::All | TableView::Apart(_) => rows,
+        TableView::Main => rows.into_iter().filter(|r| !local(r)).collect(),
+        TableView::Local => rows.into_iter().filter(local).collect(),
     };
     let header =
         format!("{:<44} {:<12} {:>8} {:<10} {:<20} {:<14} metric values", "prefix", "type", "nexthop", "metrics", "flags", "lookup");

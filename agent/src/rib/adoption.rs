@@ -21,6 +21,7 @@ impl<S: MapSink> Rib<S> {
         old.nexthops.iter().filter(|id| **id != 0).for_each(|id| self.nexthops.ids.reserve(*id));
         old.groups.iter().filter(|id| **id != 0).for_each(|id| self.groups.ids_mut().reserve(*id));
         self.adopted = old.prefixes;
+        self.adopted_tables = old.table_prefixes;
         self.adopted_private = old.private;
         self.adopt_ingress_ports(old.ingress_ports);
     }
@@ -62,6 +63,13 @@ impl<S: MapSink> Rib<S> {
         }
         for prefix in std::mem::take(&mut self.adopted) {
             if self.publish_entry(&prefix)? {
+                report.routes_kept += 1;
+            } else {
+                report.routes_removed += 1;
+            }
+        }
+        for key in std::mem::take(&mut self.adopted_tables) {
+            if self.publish_table_entry(key)? {
                 report.routes_kept += 1;
             } else {
                 report.routes_removed += 1;

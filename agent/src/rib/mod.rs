@@ -18,7 +18,7 @@
 //! replaced or deleted.
 //!
 //! Files: [`types`] (what callers hand in and get back), `routes` (set,
-//! delete, publish), `nexthops` (next hops and ECMP groups), `objects`
+//! delete, publish), `tables` (the tables `ip rule` looks up, held apart), `nexthops` (next hops and ECMP groups), `objects`
 //! (kernel nexthop objects, one entry each), `neighbours`
 //! (links, local addresses, neighbour hosts), [`cow`] (the copy-on-write
 //! engine), [`adoption`] (adopt, sweep, resync), [`metrics_store`] (interned
@@ -40,6 +40,7 @@ pub mod objects;
 mod objects_tests;
 pub mod policy;
 mod routes;
+mod tables;
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -134,6 +135,8 @@ pub struct Rib<S: MapSink> {
     /// An earlier agent's ports, kept until the adoption sweep.
     adopted_ingress: BTreeSet<common::ingress::IngressKey>,
     routes: BTreeMap<IpNet, Route>,
+    /// The routes of the tables rules look up, by (table, prefix).
+    table_routes: BTreeMap<(u32, IpNet), Route>,
     /// Own addresses, with the interfaces that carry each.
     local_addrs: BTreeMap<IpAddr, BTreeSet<u32>>,
     /// Subnet broadcast addresses, with the (interface, address) pairs that give each.
@@ -155,6 +158,7 @@ pub struct Rib<S: MapSink> {
     next_route_id: u32,
     /// Keys an earlier agent published, until the sweep.
     adopted: Vec<IpNet>,
+    adopted_tables: Vec<(u32, IpNet)>,
     /// Private copies an earlier agent had, until the sweep.
     adopted_private: Vec<(IpAddr, RouteMetrics, PrivateMeta)>,
 }
@@ -185,6 +189,7 @@ impl<S: MapSink> Rib<S> {
             ingress_ports: BTreeMap::new(),
             adopted_ingress: BTreeSet::new(),
             routes: BTreeMap::new(),
+            table_routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),
             broadcasts: BTreeMap::new(),
             local_devices: BTreeMap::new(),
@@ -197,6 +202,7 @@ impl<S: MapSink> Rib<S> {
             ports: BTreeSet::new(),
             next_route_id: 1,
             adopted: Vec::new(),
+            adopted_tables: Vec::new(),
             adopted_private: Vec::new(),
         }
     }

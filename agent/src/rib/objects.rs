@@ -254,6 +254,6 @@ impl<S: MapSink> Rib<S> {
             let input = self.routes[&prefix].input.clone();
             self.set_route(input, now)?;
         }
-        Ok(())
+        self.rewrite_table_routes_through(nhid, now)
     }
 }

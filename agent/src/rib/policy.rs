@@ -198,19 +198,21 @@ pub struct Compiled {
     pub dispositions: Vec<Disposition>,
 }
 
-/// Compiles one family's rules (in the kernel's order). `main_only`: the
-/// main view holds table main alone (no other `--table` merged into it).
-pub fn compile(rules: &[KernelRule], census: &TableCensus, main_only: bool, ingress_of: IngressOf) -> Compiled {
+/// Compiles one family's rules (in the kernel's order). `merged`: the
+/// tables the main view holds (`--table`: main alone, or main and others
+/// merged into it). With the kernel's routes mirrored (`TableCensus::Known`)
+/// every other table is held apart, and a rule's lookup of it evaluated.
+pub fn compile(rules: &[KernelRule], census: &TableCensus, merged: &[u32], ingress_of: IngressOf) -> Compiled {
     // The kernel's defaults leave the main view to decide, whatever
     // `--table` merged into it (that merge is cowroute's own, documented).
-    let as_main = compile_list(rules, census, true, ingress_of);
-    if main_only || as_main.list.is_none() {
+    let as_main = compile_list(rules, census, &[TABLE_MAIN], ingress_of);
+    if merged == [TABLE_MAIN] || as_main.list.is_none() {
         return as_main;
     }
-    compile_list(rules, census, false, ingress_of)
+    compile_list(rules, census, merged, ingress_of)
 }
 
-fn compile_list(rules: &[KernelRule], census: &TableCensus, main_only: bool, ingress_of: IngressOf) -> Compiled {
+fn compile_list(rules: &[KernelRule], census: &TableCensus, merged: &[u32], ingress_of: IngressOf) -> Compiled {
     let mut dispositions = Vec::with_capacity(rules.len());
     // The local table's rule must come first and match everything: then
     // the main view's local entries answering first is exactly it.
@@ -226,7 +228,7 @@ fn compile_list(rules: &[KernelRule], census: &TableCensus, main_only: bool, ing
     let rest = &rules[1..];
     let mut list = RuleList { flags: if ipv6 { RuleList::IPV6 } else { 0 }, ..Default::default() };
     for (i, rule) in rest.iter().enumerate() {
-        let (compiled, disposition) = compile_rule(rule, rest, census, main_only, ingress_of);
+        let (compiled, disposition) = compile_rule(rule, rest, census, merged, ingress_of);
         dispositions.push(disposition);
         if i == MAX_RULES - 1 && rest.len() > MAX_RULES {
             // No room for the rest: from here on, the kernel's.
@@ -259,9 +261,10 @@ fn compile_rule(
     rule: &KernelRule,
     all: &[KernelRule],
     census: &TableCensus,
-    main_only: bool,
+    merged: &[u32],
     ingress_of: IngressOf,
 ) -> (PolicyRule, Disposition) {
+    let main_only = merged == [TABLE_MAIN];
     let mut r = selectors(rule, ingress_of);
     if !rule.unevaluable.is_empty() || r.action == RuleAction::Kernel as u8 {
         // The evaluable selectors stay: only what they leave may be the
@@ -279,19 +282,26 @@ fn compile_rule(
             Disposition::Kernel("the main view merges other tables (--table): table main alone is the kernel's".into()),
         ),
         KernelAction::Table(TABLE_MAIN) => {
-            if let Some(n) = rule.suppress_prefixlen {
-                r.suppress_prefixlen = n.min(254) as u8;
-            }
+            r.suppress_prefixlen = suppress(rule);
             (RuleAction::LookupMain, Disposition::FastPath)
         }
         // The local table had no route for the packet at the first rule.
         KernelAction::Table(TABLE_LOCAL) => (RuleAction::Nop, Disposition::NoOp("the local table answered first".into())),
+        KernelAction::Table(t) if merged.contains(t) => (
+            RuleAction::Kernel,
+            Disposition::Kernel(format!("table {} is merged into the main view (--table): the kernel's alone", table_name(*t))),
+        ),
         KernelAction::Table(t) if census.empty(*t, rule.ipv6) => {
             (RuleAction::Nop, Disposition::NoOp(format!("table {} is empty", table_name(*t))))
         }
-        KernelAction::Table(t) => {
-            (RuleAction::Kernel, Disposition::Kernel(format!("table {} is not held by the fast path", table_name(*t))))
+        KernelAction::Table(t) if matches!(census, TableCensus::Known(_)) => {
+            (r.table, r.suppress_prefixlen) = (*t, suppress(rule));
+            (RuleAction::LookupTable, Disposition::FastPath)
         }
+        KernelAction::Table(t) => (
+            RuleAction::Kernel,
+            Disposition::Kernel(format!("table {} is not held by the fast path (routes not from the kernel)", table_name(*t))),
+        ),
         KernelAction::Goto(target) => match all.iter().position(|x| x.priority == *target) {
             // The kernel's goto only jumps forward; beyond the list's room
             // lands on its last rule, the kernel's.
@@ -309,6 +319,11 @@ fn compile_rule(
     };
     r.action = action as u8;
     (r, disposition)
+}
+
+/// `suppress_prefixlength` as the program compares it.
+fn suppress(rule: &KernelRule) -> u8 {
+    rule.suppress_prefixlen.map_or(PolicyRule::NO_SUPPRESS, |n| n.min(254) as u8)
 }
 
 /// The rule's evaluable selectors, compiled (action unset).

@@ -34,9 +34,12 @@ fn no_links(_: &str) -> Option<(u32, u32)> {
     None
 }
 
+const MAIN: [u32; 1] = [TABLE_MAIN];
+const MERGED: [u32; 2] = [TABLE_MAIN, 1000];
+
 #[test]
 fn the_kernels_defaults_compile_to_no_list() {
-    let c = compile(&defaults(), &empty(), true, &no_links);
+    let c = compile(&defaults(), &empty(), &MAIN, &no_links);
     assert_eq!(c.list, None);
     assert_eq!(c.dispositions[0], Disposition::LocalEntries);
     assert_eq!(c.dispositions[2], Disposition::NoOp("table default is empty".into()));
@@ -46,13 +49,13 @@ fn the_kernels_defaults_compile_to_no_list() {
 fn a_default_table_with_routes_sends_main_misses_to_the_kernel() {
     let mut census = empty();
     census.note(TABLE_DEFAULT, "0.0.0.0/0".parse().unwrap(), 0, Some(2), true);
-    let c = compile(&defaults(), &census, true, &no_links);
+    let c = compile(&defaults(), &census, &MAIN, &no_links);
     let list = c.list.expect("active");
-    assert_eq!((list.count, list.rules[1].action()), (2, RuleAction::Kernel));
+    assert_eq!((list.count, list.rules[1].action(), list.rules[1].table), (2, RuleAction::LookupTable, TABLE_DEFAULT));
     // An IPv6 route in it leaves IPv4's table empty.
     let mut census = empty();
     census.note(TABLE_DEFAULT, "::/0".parse().unwrap(), 0, Some(2), true);
-    assert_eq!(compile(&defaults(), &census, true, &no_links).list, None);
+    assert_eq!(compile(&defaults(), &census, &MAIN, &no_links).list, None);
     census.note(TABLE_DEFAULT, "::/0".parse().unwrap(), 0, Some(2), false);
     assert!(matches!(census, TableCensus::Known(ref t) if t.is_empty()));
 }
@@ -67,7 +70,7 @@ fn selectors_compile_to_masked_words_and_the_iif_to_its_port() {
     r.dport = Some((22, 22));
     insert(&mut rules, r);
     let ports = |name: &str| (name == "eth1.100").then_some((3, 100));
-    let list = compile(&rules, &empty(), true, &ports).list.expect("active");
+    let list = compile(&rules, &empty(), &MAIN, &ports).list.expect("active");
     let p = list.rules[0];
     assert_eq!(p.action(), RuleAction::Prohibit);
     assert_eq!(p.src[0], u32::from_ne_bytes([10, 1, 0, 0]));
@@ -75,7 +78,7 @@ fn selectors_compile_to_masked_words_and_the_iif_to_its_port() {
     assert_eq!((p.iif, p.iif_vid, p.dscp, p.dport), (3, 100, 0x10, [22, 22]));
     assert_ne!(list.flags & RuleList::PORTS, 0);
     // An iif no interface has: it matches nothing.
-    let list = compile(&rules, &empty(), true, &no_links).list.unwrap();
+    let list = compile(&rules, &empty(), &MAIN, &no_links).list.unwrap();
     assert_eq!(list.rules[0].iif, PolicyRule::NO_IIF);
 }
 
@@ -89,15 +92,36 @@ fn what_the_fast_path_cannot_evaluate_is_the_kernels() {
     insert(&mut rules, rule(20, KernelAction::Table(100)));
     let mut census = empty();
     census.note(100, "0.0.0.0/0".parse().unwrap(), 0, Some(3), true);
-    let c = compile(&rules, &census, true, &no_links);
+    let c = compile(&rules, &census, &MAIN, &no_links);
     let list = c.list.unwrap();
     assert_eq!(list.rules[0].action(), RuleAction::Kernel);
     assert_eq!(list.rules[0].src_mask[0], u32::from_ne_bytes([255, 0, 0, 0]), "only 10/8 may be the kernel's");
-    assert_eq!(list.rules[1].action(), RuleAction::Kernel, "table 100 has routes");
-    assert!(matches!(&c.dispositions[2], Disposition::Kernel(w) if w.contains("table 100")));
+    assert_eq!((list.rules[1].action(), list.rules[1].table), (RuleAction::LookupTable, 100), "table 100 has routes: held apart");
+    assert_eq!(c.dispositions[2], Disposition::FastPath);
     // Empty, table 100 is a no-op.
-    let list = compile(&rules, &empty(), true, &no_links).list.unwrap();
+    let list = compile(&rules, &empty(), &MAIN, &no_links).list.unwrap();
     assert_eq!(list.rules[1].action(), RuleAction::Nop);
+}
+
+#[test]
+fn a_table_not_held_apart_is_the_kernels() {
+    let mut rules = defaults();
+    let mut t = rule(20, KernelAction::Table(100));
+    t.suppress_prefixlen = Some(0);
+    insert(&mut rules, t);
+    insert(&mut rules, rule(30, KernelAction::Table(1000)));
+    // Routes from FPM or the file: other tables are not held.
+    let c = compile(&rules, &TableCensus::Unknown, &MAIN, &no_links);
+    assert_eq!(c.list.unwrap().rules[0].action(), RuleAction::Kernel);
+    assert!(matches!(&c.dispositions[1], Disposition::Kernel(w) if w.contains("not held")));
+    let mut census = empty();
+    census.note(100, "0.0.0.0/0".parse().unwrap(), 0, Some(3), true);
+    let list = compile(&rules, &census, &MAIN, &no_links).list.unwrap();
+    assert_eq!((list.rules[0].action(), list.rules[0].suppress_prefixlen), (RuleAction::LookupTable, 0));
+    // Table 1000 merged into the main view (--table 254 --table 1000).
+    let c = compile(&rules, &census, &MERGED, &no_links);
+    assert_eq!(c.list.unwrap().rules[1].action(), RuleAction::Kernel);
+    assert!(matches!(&c.dispositions[2], Disposition::Kernel(w) if w.contains("merged")));
 }
 
 #[test]
@@ -107,7 +131,7 @@ fn goto_targets_the_first_rule_of_its_priority_or_is_a_no_op() {
     insert(&mut rules, rule(20, KernelAction::Blackhole));
     insert(&mut rules, rule(30, KernelAction::Prohibit));
     insert(&mut rules, rule(40, KernelAction::Goto(35)));
-    let list = compile(&rules, &empty(), true, &no_links).list.unwrap();
+    let list = compile(&rules, &empty(), &MAIN, &no_links).list.unwrap();
     assert_eq!((list.rules[0].action(), list.rules[0].target), (RuleAction::Goto, 2));
     assert_eq!(list.rules[3].action(), RuleAction::Nop, "no rule at 35");
 }
@@ -116,7 +140,7 @@ fn goto_targets_the_first_rule_of_its_priority_or_is_a_no_op() {
 fn a_moved_local_rule_or_too_many_rules_go_to_the_kernel() {
     let mut rules = defaults();
     rules[0].src = Some("10.0.0.0/8".parse().unwrap());
-    let c = compile(&rules, &empty(), true, &no_links);
+    let c = compile(&rules, &empty(), &MAIN, &no_links);
     let list = c.list.unwrap();
     assert_eq!((list.count, list.rules[0].action()), (1, RuleAction::Kernel));
     assert!(c.dispositions.iter().all(|d| matches!(d, Disposition::Kernel(_))));
@@ -124,7 +148,7 @@ fn a_moved_local_rule_or_too_many_rules_go_to_the_kernel() {
     for p in 1..=20 {
         insert(&mut rules, rule(p, KernelAction::Blackhole));
     }
-    let c = compile(&rules, &empty(), true, &no_links);
+    let c = compile(&rules, &empty(), &MAIN, &no_links);
     let list = c.list.unwrap();
     assert_eq!(list.count as usize, MAX_RULES);
     assert_eq!(list.rules[MAX_RULES - 1].action(), RuleAction::Kernel);
@@ -135,10 +159,10 @@ fn a_moved_local_rule_or_too_many_rules_go_to_the_kernel() {
 fn main_merged_with_other_tables_is_not_table_main() {
     let mut rules = defaults();
     insert(&mut rules, rule(100, KernelAction::Blackhole));
-    let list = compile(&rules, &empty(), false, &no_links).list.unwrap();
+    let list = compile(&rules, &empty(), &MERGED, &no_links).list.unwrap();
     assert_eq!(list.rules[1].action(), RuleAction::Kernel);
     // The defaults stay the defaults: the merged view decides.
-    assert_eq!(compile(&defaults(), &empty(), false, &no_links).list, None);
+    assert_eq!(compile(&defaults(), &empty(), &MERGED, &no_links).list, None);
 }
 
 #[test]

@@ -11,7 +11,23 @@ use std::{net::IpAddr, sync::Arc, time::Instant};
 impl<S: MapSink> Rib<S> {
     /// Adds or replaces a route. On error nothing has changed.
     pub fn set_route(&mut self, input: impl Into<Arc<RouteInput>>, now: Instant) -> Result<(), RibError> {
-        let input: Arc<RouteInput> = input.into();
+        let route = self.acquire_route(input.into(), false, now)?;
+        let prefix = route.input.prefix;
+        let old = self.routes.insert(prefix, route);
+        self.republish(&prefix, now)?;
+        self.refresh_dependents(&prefix, now)?;
+        if let Some(old) = old {
+            self.release_route(&old, now);
+        }
+        Ok(())
+    }
+
+    /// What a route's entries are made of: its metrics interned, its next
+    /// hop, group or object acquired, a fresh id. `connected_is_kernel`: a
+    /// route to a link with no gateway (whose entries would need the
+    /// destinations' neighbours) is the kernel's to forward. On error
+    /// nothing is held.
+    pub(super) fn acquire_route(&mut self, input: Arc<RouteInput>, connected_is_kernel: bool, now: Instant) -> Result<Route, RibError> {
         let by = WantedBy::Route(input.prefix);
         let interned = self.metrics.intern(&input.metrics, now).map_err(|e: MetricsStoreError| RibError::from(e).wanted_by(by))?;
         if let Some(m) = interned.fill {
@@ -21,6 +37,7 @@ impl<S: MapSink> Rib<S> {
             }
         }
         let (kind, nexthop, multipath) = match (input.kind, input.dev) {
+            (RouteKind::Unicast, _) if connected_is_kernel && self.connects_directly(&input) => (RouteKind::Kernel, 0, false),
             (RouteKind::Unicast, _) if input.nhid.is_some() => self.acquire_object(input.nhid.expect("checked")).entry(),
             (RouteKind::Unicast, _) if !input.multipath.is_empty() => match self.acquire_group(&input.multipath, now) {
                 Ok(id) => (RouteKind::Unicast, id, true),
@@ -42,19 +59,12 @@ impl<S: MapSink> Rib<S> {
             }
             (kind, _) => (kind, 0, false),
         };
-        let prefix = input.prefix;
         let id = self.next_route_id;
         self.next_route_id += 1;
         if let Some(nhid) = input.nhid {
             *self.object_routes.entry(nhid).or_default() += 1;
         }
-        let old = self.routes.insert(prefix, Route { input, metrics_ref: interned.reference, nexthop, id, kind, multipath });
-        self.republish(&prefix, now)?;
-        self.refresh_dependents(&prefix, now)?;
-        if let Some(old) = old {
-            self.release_route(&old, now);
-        }
-        Ok(())
+        Ok(Route { input, metrics_ref: interned.reference, nexthop, id, kind, multipath })
     }
 
     /// The one door for routes from any source (`fib::source`).
@@ -62,6 +72,8 @@ impl<S: MapSink> Rib<S> {
         match change {
             RouteChange::Set(input) => self.set_route(input, now),
             RouteChange::Delete(prefix) => self.delete_route(&prefix, now).map(|_| ()),
+            RouteChange::TableSet(table, input) => self.set_table_route(table, input, now),
+            RouteChange::TableDelete(table, prefix) => self.delete_table_route(table, &prefix, now),
             RouteChange::SetNexthop(object) => self.set_nexthop_object(object, now),
             RouteChange::DeleteNexthop(id) => self.delete_nexthop_object(id, now),
         }

@@ -560,3 +560,25 @@ fn a_subnet_broadcast_is_delivered_locally_not_forwarded_nor_an_address() {
     assert_eq!(rib.sink().routes[&net("10.1.0.255/32")].kind, RouteKind::Unicast as u8);
     assert_eq!(rib.error_route(bcast, 3), lookup::ErrorRoute::Via { ifindex: 2, neighbour: bcast });
 }
+
+#[test]
+fn a_table_held_apart_shares_next_hops_and_sends_connected_routes_to_the_kernel() {
+    let (mut rib, now) = rib();
+    rib.set_route(route("10.1.0.0/16", 2, Some("10.1.0.9"), 0), now).unwrap();
+    let main_nh = rib.sink().routes[&net("10.1.0.0/16")].nexthop;
+    rib.apply_route_change(RouteChange::TableSet(100, route("0.0.0.0/0", 2, Some("10.1.0.9"), 1400).into()), now).unwrap();
+    rib.apply_route_change(RouteChange::TableSet(100, route("10.3.0.0/16", 3, None, 0).into()), now).unwrap();
+    let t = |p: &str| rib.sink().table_routes[&(100, net(p))];
+    let default = t("0.0.0.0/0");
+    assert_eq!((default.kind(), default.nexthop, default.prefix_len), (Some(RouteKind::Unicast), main_nh, 0), "one next hop for both");
+    assert_eq!(rib.metrics_store().slots_in_use(), 2, "the default's mtu 1400 interned beside main's defaults");
+    assert_eq!(t("10.3.0.0/16").kind(), Some(RouteKind::Kernel), "a link route: each destination's neighbour is the kernel's");
+    assert!(!rib.sink().routes.contains_key(&net("0.0.0.0/0")), "not in the main view");
+    // Deleting main's route keeps the next hop the table still uses.
+    rib.delete_route(&net("10.1.0.0/16"), now).unwrap();
+    assert_eq!(rib.summary().nexthops, 1);
+    rib.apply_route_change(RouteChange::TableDelete(100, net("0.0.0.0/0")), now).unwrap();
+    rib.apply_route_change(RouteChange::TableDelete(100, net("10.3.0.0/16")), now).unwrap();
+    assert!(rib.sink().table_routes.is_empty());
+    assert_eq!(rib.summary().nexthops, 0, "released with the last route");
+}

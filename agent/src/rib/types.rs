@@ -15,14 +15,19 @@ use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 pub enum RouteChange {
     Set(Arc<RouteInput>),
     Delete(IpNet),
+    /// A route of a table that rules look up (not one the main view merges).
+    TableSet(u32, Arc<RouteInput>),
+    TableDelete(u32, IpNet),
     SetNexthop(Arc<NexthopObject>),
     DeleteNexthop(u32),
 }
 
 /// What a change is about: the retry set keeps the latest change per key.
+/// Routes sort before objects (retries run in reverse: objects first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChangeKey {
     Prefix(IpNet),
+    TablePrefix(u32, IpNet),
     Nexthop(u32),
 }
 
@@ -31,6 +36,8 @@ impl RouteChange {
         match self {
             RouteChange::Set(r) => ChangeKey::Prefix(r.prefix),
             RouteChange::Delete(p) => ChangeKey::Prefix(*p),
+            RouteChange::TableSet(t, r) => ChangeKey::TablePrefix(*t, r.prefix),
+            RouteChange::TableDelete(t, p) => ChangeKey::TablePrefix(*t, *p),
             RouteChange::SetNexthop(o) => ChangeKey::Nexthop(o.id),
             RouteChange::DeleteNexthop(id) => ChangeKey::Nexthop(*id),
         }

@@ -275,13 +275,14 @@ fn main() -> Result<()> {
     if cfg.only.as_deref() == Some("policy") {
         let all = cpus::affinity()?;
         cpus::set_affinity(0, &[0])?;
-        say("policy cost: BPF_PROG_TEST_RUN, 64-byte IPv4, rules before `lookup main`, on CPU 0");
+        say("policy cost: BPF_PROG_TEST_RUN, 64-byte IPv4, rules before `lookup main` or `lookup 100`, on CPU 0");
         let rows = policy_cost::measure(cfg.repeat, cfg.cost_runs, &say)?;
         cpus::set_affinity(0, &all)?;
         for r in &rows {
             say(&format!(
-                "{} rules: lookup {} ns ({} no rules, paired), forward {} ns",
+                "{} rules, then {}: lookup {} ns ({} no rules, paired), forward {} ns",
                 r.rules,
+                r.decided_by,
                 fmt(&r.lookup_ns, 1),
                 fmt(&r.lookup_vs_no_rules, 2),
                 fmt(&r.forward_ns, 1)
