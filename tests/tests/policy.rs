@@ -361,4 +361,76 @@ fn rules_against_the_kernel(f: Family, tag: char) {
         std::thread::sleep(Duration::from_millis(20));
     }
     compare(&run, f, links, sink_links, &format!("{name}, after changes"), &probes);
+    errors_follow_the_rules(&run, f, links, sink_links);
+}
+
+/// Where the kernel sends its own packets to `to` (`ip route get` with no
+/// source or ingress: an ICMP error's lookup).
+fn output_way(l: &lab::Lab, f: Family, links: [&str; 3], to: IpAddr) -> Way {
+    let out = sh::output(&mut sh::cmd("ip", &[f.flag(), "-n", &l.rtr, "route", "get", &to.to_string()])).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let dev = text.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or_default().to_string();
+    match links.iter().position(|l| *l == dev) {
+        Some(i) if out.status.success() && !text.starts_with("prohibit") => Way::Link(i),
+        _ => Way::Nowhere,
+    }
+}
+
+/// The ICMP errors the agent sends are routed through the rules as the
+/// kernel's own packets are (from lo): Time Exceeded for hop-limit-1 probes
+/// whose sources rules send to table 100 (out to sink), prohibit (none), or
+/// leave to main (back to gen); where each arrives is where `ip route get`
+/// says the kernel's would leave.
+fn errors_follow_the_rules(run: &LabRun, f: Family, links: [&str; 2], sink_links: [&str; 2]) {
+    let l = &run.lab;
+    ip(l, f, "rule", "add", "pref 50 to 10.1.5.0/24 lookup 100");
+    ip(l, f, "rule", "add", "pref 60 to 10.1.6.0/24 prohibit");
+    let defaults = if f == Family::V4 { 3 } else { 2 };
+    rules_shown(run, f, defaults + 10);
+    // The last, gen itself: main's connected route.
+    let gen: IpAddr = if f == Family::V4 { lab::GEN_V4 } else { lab::GEN_V6 }.parse().unwrap();
+    let sources = [f.addr([10, 1, 5, 77]), f.addr([10, 1, 6, 77]), gen];
+    let ways = [links[0], links[1], l.rtr_gen_if.as_str()];
+    let expected: Vec<Way> = sources.iter().map(|s| output_way(l, f, ways, *s)).collect();
+    assert_eq!(expected, [Way::Link(0), Way::Nowhere, Way::Link(2)], "the lab's rules route errors three ways");
+    let (gen_mac, rtr_mac) = (mac_of(&l.gen, &l.gen_if), mac_of(&l.rtr, &l.rtr_gen_if));
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let frames: Vec<Vec<u8>> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (src, dst) = (octets(*s), octets(f.addr([10, 9, 130, 1])));
+            if f == Family::V6 {
+                let mut ip = frames::Ip6::new(src.try_into().unwrap(), dst.try_into().unwrap(), i as u32);
+                ip.hop_limit = 1;
+                return eth(rtr_mac, gen_mac, None, 0x86dd, &ip.udp(i as u32, 24));
+            }
+            let mut ip = frames::Ip4::new(src.try_into().unwrap(), [10, 9, 130, 1], i as u16);
+            ip.ttl = 1;
+            eth(rtr_mac, gen_mac, None, 0x0800, &ip.udp(i as u32, 24))
+        })
+        .collect();
+    let captures = [(l.sink.as_str(), sink_links[0]), (l.sink.as_str(), sink_links[1]), (l.gen.as_str(), l.gen_if.as_str())]
+        .map(|(ns, dev)| runner::Capture::start(ns, dev));
+    runner::send(&l.gen, &l.gen_if, frames, 100, &|_| {});
+    std::thread::sleep(Duration::from_millis(500));
+    let mut seen = vec![Way::Nowhere; sources.len()];
+    for (link, capture) in captures.into_iter().enumerate() {
+        for fr in capture.finish().0 {
+            // An ICMP Time Exceeded (ICMPv6 type 3) to one of the sources.
+            let (is_error, to) = match f {
+                Family::V4 => (fr.len() > 34 && fr[23] == 1 && fr[34] == 11, fr.get(30..34).map(|d| d.to_vec())),
+                Family::V6 => (fr.len() > 54 && fr[20] == 58 && fr[54] == 3, fr.get(38..54).map(|d| d.to_vec())),
+            };
+            if let Some(i) = sources.iter().position(|s| is_error && to == Some(octets(*s))) {
+                assert_eq!(seen[i], Way::Nowhere, "the error about probe {i} arrived twice");
+                seen[i] = Way::Link(link);
+            }
+        }
+    }
+    assert_eq!(seen, expected, "where the agent's errors went, against where ip route get sends the kernel's");
+    println!("[policy] {}: the agent's ICMP errors go where the rules send them: {seen:?}", if f == Family::V4 { "IPv4" } else { "IPv6" });
 }

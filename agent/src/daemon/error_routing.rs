@@ -1,5 +1,6 @@
 //! ICMP errors leave as `icmp_send` sends them: routed to their
-//! destination (the source of the packet they are about) by the RIB, from
+//! destination (the source of the packet they are about) by the RIB,
+//! through the rules (`ip rule`) as the kernel's own packets are, from
 //! the egress interface's address (IPv4; IPv6 the ingress's), to the
 //! route's neighbour; none when
 //! there is no route back, nothing on the wire when the route back is the
@@ -8,10 +9,11 @@
 
 use super::Daemon;
 use crate::{
-    rib::lookup::ErrorRoute,
+    rib::lookup::{ErrorFlow, ErrorRoute},
     slow_path::{egress::relink, icmp::ErrorKind, neighbour_queue::Held, AdmittedError},
 };
-use std::{sync::atomic::Ordering, time::Instant};
+use common::proto::{self, ETH_P_IP, ETH_P_IPV6};
+use std::{net::IpAddr, sync::atomic::Ordering, time::Instant};
 
 impl Daemon {
     /// The ICMP error `kind` about `about` (a frame as it arrived), if the
@@ -26,10 +28,12 @@ impl Daemon {
     pub(super) fn route_error(&mut self, error: AdmittedError, now: Instant) {
         let slow = self.slow.clone();
         let AdmittedError { about, kind, reply } = error;
-        let (ifindex, neighbour) = match self.rib.error_route(reply.to, about.ingress) {
+        let flow = error_flow(&reply.frame, about.arrived());
+        let rules = self.policy.list(reply.to.is_ipv6());
+        let (ifindex, neighbour) = match self.rib.error_route_ruled(reply.to, about.ingress, &flow, rules) {
             ErrorRoute::Via { ifindex, neighbour } => (ifindex, Some(neighbour)),
             ErrorRoute::LinkBroadcast { ifindex } => (ifindex, None),
-            ErrorRoute::ToSelf | ErrorRoute::NoRoute => {
+            ErrorRoute::ToSelf | ErrorRoute::NoRoute | ErrorRoute::RuleKernel => {
                 slow.stats.no_route_back.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -62,5 +66,23 @@ impl Daemon {
                 }
             },
         }
+    }
+}
+
+/// What the rules see of an error's flow besides its destination: its TOS
+/// byte as built (`icmp_send`: the packet's TOS bits, precedence internet
+/// control); IPv4 leaves the source open for the route lookup, IPv6 sets
+/// it first when the packet was to one of the router's own addresses
+/// (`icmp6_send`), which the reply then comes from.
+fn error_flow(reply: &[u8], about: &[u8]) -> ErrorFlow {
+    let ip = |f: &[u8]| proto::ethernet_payload(f).and_then(|(t, at)| Some((t, f.get(at..)?.to_vec())));
+    match (ip(reply), ip(about)) {
+        (Some((ETH_P_IP, r)), _) if r.len() >= 20 => ErrorFlow { src: None, dscp: r[1] },
+        (Some((ETH_P_IPV6, r)), Some((ETH_P_IPV6, a))) if r.len() >= 40 && a.len() >= 40 => {
+            let own = r[8..24] == a[24..40];
+            let src: [u8; 16] = r[8..24].try_into().expect("16 bytes");
+            ErrorFlow { src: own.then(|| IpAddr::from(src)), dscp: (r[0] << 4) | (r[1] >> 4) }
+        }
+        _ => ErrorFlow { src: None, dscp: 0 },
     }
 }

@@ -77,6 +77,11 @@ impl PolicyRouting {
         }
     }
 
+    /// The family's compiled list in use (`None`: the kernel's defaults).
+    pub fn list(&self, ipv6: bool) -> Option<&common::policy::RuleList> {
+        self.compiled[ipv6 as usize].as_ref()?.list.as_ref()
+    }
+
     /// A link appeared, changed or went: an `iif` may name it.
     pub fn links_changed(&mut self) {
         if self.rules.iter().any(|rules| rules.iter().any(|r| r.iif.is_some())) {

@@ -45,6 +45,12 @@ impl<S: MapSink> Rib<S> {
         self.table_routes.get(&(table, *prefix)).map(|r| &r.input)
     }
 
+    /// Table `table`'s route with the longest prefix covering `addr`.
+    pub(super) fn table_longest_match(&self, table: u32, addr: std::net::IpAddr) -> Option<&Route> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| self.table_routes.get(&(table, IpNet::new(addr, len).ok()?.trunc())))
+    }
+
     /// The entry table `table`'s route to `prefix` is published as.
     pub fn table_route_entry(&self, table: u32, prefix: &IpNet) -> Option<RouteEntry> {
         self.table_routes.get(&(table, *prefix)).map(table_entry)
