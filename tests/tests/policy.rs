@@ -143,35 +143,53 @@ fn oracle(l: &lab::Lab, f: Family, links: [&str; 2], probes: &[Probe]) -> (Vec<W
     (ways, via_table_100)
 }
 
+fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// A UDP frame from gen to rtr (`macs`: to, from), marked `seq`; `header`
+/// sets its TOS or TTL (as an IPv4 header's: the IPv6 one takes them as
+/// traffic class and hop limit); `dport` with source port [`SPORT`].
+fn udp_frame(
+    f: Family,
+    macs: [[u8; 6]; 2],
+    src: IpAddr,
+    dst: IpAddr,
+    seq: u32,
+    header: impl Fn(&mut frames::Ip4),
+    dport: Option<u16>,
+) -> Vec<u8> {
+    let (s, d) = (octets(src), octets(dst));
+    let mut udp = frames::udp(&s, &d, seq, 24);
+    if let Some(dport) = dport {
+        udp[0..2].copy_from_slice(&SPORT.to_be_bytes());
+        udp[2..4].copy_from_slice(&dport.to_be_bytes());
+    }
+    // No UDP checksum, valid for IPv4; mandatory in IPv6: again, over the ports as they are now.
+    udp[6..8].fill(0);
+    let mut ip4 = frames::Ip4::new([0; 4], [0; 4], seq as u16);
+    header(&mut ip4);
+    if f == Family::V6 {
+        let c = !common::checksum::fold(l4_sum(&s, &d, 17, &udp));
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+        let mut ip = frames::Ip6::new(s.try_into().unwrap(), d.try_into().unwrap(), seq);
+        (ip.tclass, ip.hop_limit) = (ip4.tos, ip4.ttl);
+        return eth(macs[0], macs[1], None, 0x86dd, &ip.packet(17, &udp));
+    }
+    (ip4.src, ip4.dst) = (s.try_into().unwrap(), d.try_into().unwrap());
+    eth(macs[0], macs[1], None, 0x0800, &ip4.packet(&udp))
+}
+
 /// Sends every probe from gen; returns where each arrived (sink's two links).
 fn observe(l: &lab::Lab, f: Family, sink_links: [&str; 2], probes: &[Probe]) -> Vec<Way> {
     let (gen_mac, rtr_mac) = (mac_of(&l.gen, &l.gen_if), mac_of(&l.rtr, &l.rtr_gen_if));
-    let octets = |a: IpAddr| match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
     let frames: Vec<Vec<u8>> = probes
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            let (src, dst) = (octets(f.addr(p.src)), octets(f.addr(p.dst)));
-            let mut udp = frames::udp(&src, &dst, i as u32, 24);
-            udp[0..2].copy_from_slice(&SPORT.to_be_bytes());
-            udp[2..4].copy_from_slice(&p.dport.to_be_bytes());
-            udp[6..8].fill(0);
-            if f == Family::V6 {
-                // Mandatory in IPv6: again, over the ports as they are now.
-                let c = !common::checksum::fold(l4_sum(&src, &dst, 17, &udp));
-                udp[6..8].copy_from_slice(&c.to_be_bytes());
-                let mut ip = frames::Ip6::new(src.try_into().unwrap(), dst.try_into().unwrap(), i as u32);
-                ip.tclass = p.tos;
-                return eth(rtr_mac, gen_mac, None, 0x86dd, &ip.packet(17, &udp));
-            }
-            // No UDP checksum: valid for IPv4.
-            let mut ip = frames::Ip4::new(p.src, p.dst, i as u16);
-            ip.tos = p.tos;
-            eth(rtr_mac, gen_mac, None, 0x0800, &ip.packet(&udp))
-        })
+        .map(|(i, p)| udp_frame(f, [rtr_mac, gen_mac], f.addr(p.src), f.addr(p.dst), i as u32, |ip| ip.tos = p.tos, Some(p.dport)))
         .collect();
     let captures = sink_links.map(|dev| runner::Capture::start(&l.sink, dev));
     runner::send(&l.gen, &l.gen_if, frames, 4000, &|_| {});
@@ -393,26 +411,9 @@ fn errors_follow_the_rules(run: &LabRun, f: Family, links: [&str; 2], sink_links
     let ways = [links[0], links[1], l.rtr_gen_if.as_str()];
     let expected: Vec<Way> = sources.iter().map(|s| output_way(l, f, ways, *s)).collect();
     assert_eq!(expected, [Way::Link(0), Way::Nowhere, Way::Link(2)], "the lab's rules route errors three ways");
-    let (gen_mac, rtr_mac) = (mac_of(&l.gen, &l.gen_if), mac_of(&l.rtr, &l.rtr_gen_if));
-    let octets = |a: IpAddr| match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    let frames: Vec<Vec<u8>> = sources
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let (src, dst) = (octets(*s), octets(f.addr([10, 9, 130, 1])));
-            if f == Family::V6 {
-                let mut ip = frames::Ip6::new(src.try_into().unwrap(), dst.try_into().unwrap(), i as u32);
-                ip.hop_limit = 1;
-                return eth(rtr_mac, gen_mac, None, 0x86dd, &ip.udp(i as u32, 24));
-            }
-            let mut ip = frames::Ip4::new(src.try_into().unwrap(), [10, 9, 130, 1], i as u16);
-            ip.ttl = 1;
-            eth(rtr_mac, gen_mac, None, 0x0800, &ip.udp(i as u32, 24))
-        })
-        .collect();
+    let macs = [mac_of(&l.rtr, &l.rtr_gen_if), mac_of(&l.gen, &l.gen_if)];
+    let frames: Vec<Vec<u8>> =
+        sources.iter().enumerate().map(|(i, s)| udp_frame(f, macs, *s, f.addr([10, 9, 130, 1]), i as u32, |ip| ip.ttl = 1, None)).collect();
     let captures = [(l.sink.as_str(), sink_links[0]), (l.sink.as_str(), sink_links[1]), (l.gen.as_str(), l.gen_if.as_str())]
         .map(|(ns, dev)| runner::Capture::start(ns, dev));
     runner::send(&l.gen, &l.gen_if, frames, 100, &|_| {});

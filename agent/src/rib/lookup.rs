@@ -236,8 +236,8 @@ mod error_route_tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn an_error_leaves_as_its_route_back_says_or_not_at_all() {
+    /// A RIB with links 3 and 4, up.
+    fn rib_with_links() -> (Rib<MemoryMaps>, Instant) {
         let now = Instant::now();
         let mut rib = Rib::new(MemoryMaps::default(), Capacities::default(), Duration::from_secs(1));
         for i in [3, 4] {
@@ -245,6 +245,12 @@ mod error_route_tests {
                 Link { index: i, name: format!("if{i}"), mac: [2, 0, 0, 0, 0, i as u8], mtu: 1500, up: true, vlan: None, rx_queues: 1 };
             rib.apply(Event::Link(link), now).unwrap();
         }
+        (rib, now)
+    }
+
+    #[test]
+    fn an_error_leaves_as_its_route_back_says_or_not_at_all() {
+        let (mut rib, now) = rib_with_links();
         let route =
             |p: &str, kind, dev, via: Option<&str>| RouteInput::new(p.parse().unwrap(), kind, dev, via.map(ip), RouteMetrics::DEFAULT);
         rib.set_route(route("10.1.0.0/24", RouteKind::Unicast, Some(3), None), now).unwrap();
@@ -274,13 +280,7 @@ mod error_route_tests {
     fn an_error_is_routed_through_the_rules_as_ip_route_output_would() {
         use super::ErrorFlow;
         use common::policy::{address_words, mask_words, PolicyRule, RuleAction, RuleList};
-        let now = Instant::now();
-        let mut rib = Rib::new(MemoryMaps::default(), Capacities::default(), Duration::from_secs(1));
-        for i in [3, 4] {
-            let link =
-                Link { index: i, name: format!("if{i}"), mac: [2, 0, 0, 0, 0, i as u8], mtu: 1500, up: true, vlan: None, rx_queues: 1 };
-            rib.apply(Event::Link(link), now).unwrap();
-        }
+        let (mut rib, now) = rib_with_links();
         let route = |p: &str, dev, via: Option<&str>| {
             RouteInput::new(p.parse().unwrap(), RouteKind::Unicast, dev, via.map(ip), RouteMetrics::DEFAULT)
         };
