@@ -1,8 +1,9 @@
 //! `ip rule` in the fast path, with the kernel as the oracle: rtr gets
 //! source-, destination-, TOS-, port- and interface-based rules (goto, not,
-//! suppress_prefixlength, blackhole, prohibit, unreachable, and lookups of
+//! suppress_prefixlength, blackhole, prohibit, unreachable, lookups of
 //! table 100, held apart, with a default, a gateway route and error
-//! routes); thousands of generated frames from gen must leave by the link
+//! routes, and `iif` of the second link looking up table 200); thousands of
+//! generated frames from gen, and in over the second link, must leave by the link
 //! `ip route get ADDR from SRC iif DEV ...` names, or not at all where it
 //! answers with an error. Then rules and table 100's routes go and come
 //! while the agent runs, and the comparison is made again. IPv6 runs the
@@ -43,7 +44,7 @@ impl Family {
             return spec.to_string();
         }
         let word = |w: &str| -> String {
-            for (v4, v6) in [(lab::SINK_V4, lab::SINK_V6), (lab::SINK_B_V4, lab::SINK_B_V6)] {
+            for (v4, v6) in [(lab::SINK_V4, lab::SINK_V6), (lab::SINK_B_V4, lab::SINK_B_V6), (lab::GEN_V4, lab::GEN_V6)] {
                 if w == v4 {
                     return v6.to_string();
                 }
@@ -82,6 +83,20 @@ enum Way {
 
 const SPORT: u16 = 40000;
 
+/// Where probes enter rtr and where they may leave.
+struct Path<'a> {
+    /// The namespace and device they are sent from, and rtr's device
+    /// they arrive on (`iif`).
+    from: (&'a str, &'a str),
+    iif: &'a str,
+    /// rtr's devices they may leave by, as `ip route get` names them, and
+    /// where each is captured.
+    links: [&'a str; 2],
+    captures: [(&'a str, &'a str); 2],
+    /// The table held apart whose share is counted.
+    table: u32,
+}
+
 fn probes(n: usize, seed: u64) -> Vec<Probe> {
     let mut rng = synthetic::Rng::new(seed);
     let sources: [[u8; 3]; 6] = [[10, 1, 5], [10, 1, 6], [10, 1, 7], [10, 1, 0], [10, 1, 9], [192, 0, 2]];
@@ -99,8 +114,8 @@ fn probes(n: usize, seed: u64) -> Vec<Probe> {
 }
 
 /// `ip route get` for each probe, arriving on rtr's gen-side interface.
-fn oracle(l: &lab::Lab, f: Family, links: [&str; 2], probes: &[Probe]) -> (Vec<Way>, usize) {
-    let mut via_table_100 = 0;
+fn oracle(l: &lab::Lab, f: Family, path: &Path, probes: &[Probe]) -> (Vec<Way>, usize) {
+    let mut via_table = 0;
     let ways = probes
         .iter()
         .map(|p| {
@@ -115,7 +130,7 @@ fn oracle(l: &lab::Lab, f: Family, links: [&str; 2], probes: &[Probe]) -> (Vec<W
                 "from",
                 &a(p.src),
                 "iif",
-                &l.rtr_gen_if,
+                path.iif,
                 "tos",
                 &format!("{:#x}", p.tos),
                 "ipproto",
@@ -130,17 +145,17 @@ fn oracle(l: &lab::Lab, f: Family, links: [&str; 2], probes: &[Probe]) -> (Vec<W
             if !out.status.success() {
                 return Way::Nowhere;
             }
-            if text.contains(" table 100 ") {
-                via_table_100 += 1;
+            if text.contains(&format!(" table {} ", path.table)) {
+                via_table += 1;
             }
             let dev = text.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or_default().to_string();
-            match links.iter().position(|l| *l == dev) {
+            match path.links.iter().position(|l| *l == dev) {
                 Some(i) => Way::Link(i),
                 None => panic!("ip route get gave an unexpected answer: {text}"),
             }
         })
         .collect();
-    (ways, via_table_100)
+    (ways, via_table)
 }
 
 fn octets(a: IpAddr) -> Vec<u8> {
@@ -183,21 +198,21 @@ fn udp_frame(
     eth(macs[0], macs[1], None, 0x0800, &ip4.packet(&udp))
 }
 
-/// Sends every probe from gen; returns where each arrived (sink's two links).
-fn observe(l: &lab::Lab, f: Family, sink_links: [&str; 2], probes: &[Probe]) -> Vec<Way> {
-    let (gen_mac, rtr_mac) = (mac_of(&l.gen, &l.gen_if), mac_of(&l.rtr, &l.rtr_gen_if));
+/// Sends every probe along `path`; returns where each arrived.
+fn observe(l: &lab::Lab, f: Family, path: &Path, probes: &[Probe]) -> Vec<Way> {
+    let macs = [mac_of(&l.rtr, path.iif), mac_of(path.from.0, path.from.1)];
     let frames: Vec<Vec<u8>> = probes
         .iter()
         .enumerate()
-        .map(|(i, p)| udp_frame(f, [rtr_mac, gen_mac], f.addr(p.src), f.addr(p.dst), i as u32, |ip| ip.tos = p.tos, Some(p.dport)))
+        .map(|(i, p)| udp_frame(f, macs, f.addr(p.src), f.addr(p.dst), i as u32, |ip| ip.tos = p.tos, Some(p.dport)))
         .collect();
-    let captures = sink_links.map(|dev| runner::Capture::start(&l.sink, dev));
-    runner::send(&l.gen, &l.gen_if, frames, 4000, &|_| {});
+    let captures = path.captures.map(|(ns, dev)| runner::Capture::start(ns, dev));
+    runner::send(path.from.0, path.from.1, frames, 4000, &|_| {});
     std::thread::sleep(Duration::from_millis(300));
     let mut ways = vec![Way::Nowhere; probes.len()];
     for (link, capture) in captures.into_iter().enumerate() {
         let (got, drops) = capture.finish();
-        assert_eq!(drops, 0, "the capture on sink's link {link} dropped frames");
+        assert_eq!(drops, 0, "the capture on link {link} dropped frames");
         for f in got {
             let Some(at) = f.windows(4).position(|w| w == frames::MAGIC) else { continue };
             let seq = u32::from_be_bytes(f[at + 4..at + 8].try_into().unwrap()) as usize;
@@ -233,10 +248,10 @@ fn rules_shown(run: &LabRun, f: Family, count: usize) -> Vec<serde_json::Value> 
     }
 }
 
-fn compare(run: &LabRun, f: Family, links: [&str; 2], sink_links: [&str; 2], round: &str, probes: &[Probe]) {
-    let (expected, via_table_100) = oracle(&run.lab, f, links, probes);
+fn compare(run: &LabRun, f: Family, path: &Path, round: &str, probes: &[Probe]) {
+    let (expected, via_table) = oracle(&run.lab, f, path, probes);
     let before = (run.counter("rule_kernel"), run.counter("forwarded"));
-    let seen = observe(&run.lab, f, sink_links, probes);
+    let seen = observe(&run.lab, f, path, probes);
     let wrong: Vec<String> = (0..probes.len())
         .filter(|i| expected[*i] != seen[*i])
         .map(|i| {
@@ -251,13 +266,14 @@ fn compare(run: &LabRun, f: Family, links: [&str; 2], sink_links: [&str; 2], rou
     let (kernel, forwarded) = (run.counter("rule_kernel") - before.0, run.counter("forwarded") - before.1);
     println!(
         "[policy] {round}: {} probes as ip route get says: {} by link 1, {} by link 2, {nowhere} nowhere; \
-         {forwarded} forwarded by the fast path, {kernel} left to the kernel; {via_table_100} routed by table 100",
+         {forwarded} forwarded by the fast path, {kernel} left to the kernel; {via_table} routed by table {}",
         probes.len(),
         links_used[0],
-        links_used[1]
+        links_used[1],
+        path.table
     );
-    assert!(links_used.iter().all(|n| *n > 0) && nowhere > 0 && via_table_100 > 0, "{round}: the probes cover every outcome");
-    // Every rule is the fast path's, table 100's lookups included: none
+    assert!(links_used.iter().all(|n| *n > 0) && nowhere > 0 && via_table > 0, "{round}: the probes cover every outcome");
+    // Every rule is the fast path's, table lookups included: none
     // goes to the kernel, and the fast path forwarded every probe that leaves.
     assert_eq!(kernel, 0, "{round}: frames left to the kernel");
     assert_eq!(forwarded as usize, links_used[0] + links_used[1], "{round}: frames the fast path forwarded");
@@ -274,9 +290,16 @@ fn ipv6_rules_route_frames_where_ip_6_route_get_says() {
 }
 
 fn rules_against_the_kernel(f: Family, tag: char) {
-    let run = LabRun::start_custom(&lab_tag(tag), "generic", &[], &|lab| lab.hosts_config());
+    require_root();
+    let lab = lab::Lab::up(&lab_tag(tag)).expect("lab up");
+    // The second link before the agent starts: it takes frames in on r2 too.
+    let (r2, s1) = lab.add_second_link().unwrap();
+    let on_r2 = |lab: &lab::Lab| {
+        let r1 = format!("\"{}\"]", lab.rtr_sink_if);
+        lab.hosts_config().replacen(&r1, &format!("\"{}\", \"{r2}\"]", lab.rtr_sink_if), 1)
+    };
+    let run = LabRun::start_on(lab, "generic", &[], &on_r2);
     let l = &run.lab;
-    let (r2, s1) = l.add_second_link().unwrap();
     let links = [l.rtr_sink_if.as_str(), r2.as_str()];
     let sink_links = [l.sink_if.as_str(), s1.as_str()];
     // `ip route get ... iif` answers for a forwarding router; and what the
@@ -292,6 +315,10 @@ fn rules_against_the_kernel(f: Family, tag: char) {
         format!("default via {} dev {} table 100", lab::SINK_V4, l.rtr_sink_if),
         "blackhole 10.9.192.0/20 table 100".to_string(),
         "unreachable 10.8.0.0/24 table 100".to_string(),
+        // Table 200, for what arrives over the second link (from sink).
+        format!("default via {} dev {} table 200", lab::GEN_V4, l.rtr_gen_if),
+        format!("10.9.0.0/16 via {} dev {} table 200", lab::SINK_V4, l.rtr_sink_if),
+        "prohibit 10.9.64.0/18 table 200".to_string(),
     ] {
         ip(l, f, "route", "add", &route);
     }
@@ -313,6 +340,7 @@ fn rules_against_the_kernel(f: Family, tag: char) {
     }
 
     let rules = [
+        format!("pref 40 iif {r2} lookup 200"),
         "pref 100 from 10.1.5.0/24 lookup 100 suppress_prefixlength 0".to_string(),
         "pref 150 from 10.1.9.0/24 lookup 100".to_string(),
         "pref 200 from 10.1.6.0/24 to 10.9.64.0/18 prohibit".to_string(),
@@ -331,7 +359,7 @@ fn rules_against_the_kernel(f: Family, tag: char) {
     let shown = rules_shown(&run, f, defaults + rules.len());
     let carried = |pref: u64| shown.iter().find(|r| r["priority"] == pref).map(|r| r["carried"].as_str().unwrap().to_string());
     assert_eq!(carried(0).as_deref(), Some("local_entries"));
-    for pref in [100, 150, 200, 300, 400, 500, 600, 650, 700, 32766] {
+    for pref in [40, 100, 150, 200, 300, 400, 500, 600, 650, 700, 32766] {
         assert_eq!(carried(pref).as_deref(), Some("fast_path"), "rule {pref}: {shown:?}");
     }
     if f == Family::V4 {
@@ -365,7 +393,24 @@ fn rules_against_the_kernel(f: Family, tag: char) {
 
     let probes = probes(3000, 0x5eed);
     let name = if f == Family::V4 { "IPv4" } else { "IPv6" };
-    compare(&run, f, links, sink_links, &format!("{name}, all rules"), &probes);
+    // From gen (to sink's two links), and in over the second link from sink
+    // (`iif r2 lookup 200`: to sink's first link or back to gen).
+    let from_gen = Path {
+        from: (&l.gen, &l.gen_if),
+        iif: &l.rtr_gen_if,
+        links,
+        captures: [(&l.sink, sink_links[0]), (&l.sink, sink_links[1])],
+        table: 100,
+    };
+    let from_r2 = Path {
+        from: (&l.sink, &s1),
+        iif: &r2,
+        links: [&l.rtr_sink_if, &l.rtr_gen_if],
+        captures: [(&l.sink, &l.sink_if), (&l.gen, &l.gen_if)],
+        table: 200,
+    };
+    compare(&run, f, &from_gen, &format!("{name}, all rules"), &probes);
+    compare(&run, f, &from_r2, &format!("{name}, all rules, in by the second link"), &probes[..1000]);
 
     // Rules go and come while the agent runs: the fast path follows.
     ip(l, f, "rule", "del", "pref 300 not from 10.1.0.0/16 blackhole");
@@ -378,8 +423,12 @@ fn rules_against_the_kernel(f: Family, tag: char) {
         assert!(Instant::now() < deadline, "table 100's deleted route is still in the fast path");
         std::thread::sleep(Duration::from_millis(20));
     }
-    compare(&run, f, links, sink_links, &format!("{name}, after changes"), &probes);
-    errors_follow_the_rules(&run, f, links, sink_links);
+    compare(&run, f, &from_gen, &format!("{name}, after changes"), &probes);
+    ip(l, f, "route", "del", "prohibit 10.9.64.0/18 table 200");
+    ip(l, f, "route", "add", "blackhole 10.9.64.0/18 table 200");
+    std::thread::sleep(Duration::from_millis(200));
+    compare(&run, f, &from_r2, &format!("{name}, after changes, in by the second link"), &probes[..1000]);
+    errors_follow_the_rules(&run, f, links, sink_links, defaults + rules.len() - 1 + 2);
 }
 
 /// Where the kernel sends its own packets to `to` (`ip route get` with no
@@ -399,12 +448,11 @@ fn output_way(l: &lab::Lab, f: Family, links: [&str; 3], to: IpAddr) -> Way {
 /// whose sources rules send to table 100 (out to sink), prohibit (none), or
 /// leave to main (back to gen); where each arrives is where `ip route get`
 /// says the kernel's would leave.
-fn errors_follow_the_rules(run: &LabRun, f: Family, links: [&str; 2], sink_links: [&str; 2]) {
+fn errors_follow_the_rules(run: &LabRun, f: Family, links: [&str; 2], sink_links: [&str; 2], rules_then: usize) {
     let l = &run.lab;
     ip(l, f, "rule", "add", "pref 50 to 10.1.5.0/24 lookup 100");
     ip(l, f, "rule", "add", "pref 60 to 10.1.6.0/24 prohibit");
-    let defaults = if f == Family::V4 { 3 } else { 2 };
-    rules_shown(run, f, defaults + 10);
+    rules_shown(run, f, rules_then);
     // The last, gen itself: main's connected route.
     let gen: IpAddr = if f == Family::V4 { lab::GEN_V4 } else { lab::GEN_V6 }.parse().unwrap();
     let sources = [f.addr([10, 1, 5, 77]), f.addr([10, 1, 6, 77]), gen];
