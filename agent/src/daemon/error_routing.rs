@@ -86,3 +86,36 @@ fn error_flow(reply: &[u8], about: &[u8]) -> ErrorFlow {
         _ => ErrorFlow { src: None, dscp: 0 },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flow_is_the_replys_tos_and_ipv6s_own_source() {
+        let mut v4 = vec![0u8; 34];
+        v4[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        v4[15] = 0xc4;
+        assert_eq!(error_flow(&v4, &v4), ErrorFlow { src: None, dscp: 0xc4 });
+        let (mut reply, mut about) = (vec![0u8; 54], vec![0u8; 54]);
+        for f in [&mut reply, &mut about] {
+            f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        }
+        reply[14..16].copy_from_slice(&[0x6b, 0x80]); // traffic class 0xb8
+        reply[22..38].fill(7); // the reply's source
+        assert_eq!(error_flow(&reply, &about), ErrorFlow { src: None, dscp: 0xb8 }, "not to the router: source open");
+        about[38..54].fill(7); // the packet was to it
+        assert_eq!(error_flow(&reply, &about).src, Some(IpAddr::from([7u8; 16])));
+    }
+
+    proptest::proptest! {
+        /// Any bytes as the reply and the packet: a flow, never a panic.
+        #[test]
+        fn any_frames_give_a_flow(
+            reply in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            about in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        ) {
+            let _ = error_flow(&reply, &about);
+        }
+    }
+}

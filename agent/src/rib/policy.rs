@@ -227,22 +227,19 @@ fn compile_list(rules: &[KernelRule], census: &TableCensus, merged: &[u32], ingr
     let ipv6 = first.ipv6;
     let rest = &rules[1..];
     let mut list = RuleList { flags: if ipv6 { RuleList::IPV6 } else { 0 }, ..Default::default() };
+    // Sixteen slots: with more rules than that, the last is the kernel's
+    // from there on.
+    let room = if rest.len() > MAX_RULES { MAX_RULES - 1 } else { MAX_RULES };
     for (i, rule) in rest.iter().enumerate() {
-        let (compiled, disposition) = compile_rule(rule, rest, census, merged, ingress_of);
-        dispositions.push(disposition);
-        if i == MAX_RULES - 1 && rest.len() > MAX_RULES {
-            // No room for the rest: from here on, the kernel's.
+        if i == room {
             list.rules[i] =
                 PolicyRule { action: RuleAction::Kernel as u8, suppress_prefixlen: PolicyRule::NO_SUPPRESS, ..Default::default() };
-            list.count = MAX_RULES as u32;
-            for _ in rest.iter().skip(MAX_RULES) {
-                dispositions.push(Disposition::Kernel(format!("beyond the fast path's {MAX_RULES} rules")));
-            }
-            if let Some(d) = dispositions.get_mut(i + 1) {
-                *d = Disposition::Kernel(format!("beyond the fast path's {} rules", MAX_RULES - 1));
-            }
+            list.count = i as u32 + 1;
+            dispositions.extend(rest[i..].iter().map(|_| Disposition::Kernel(format!("beyond the fast path's {room} rules"))));
             break;
         }
+        let (compiled, disposition) = compile_rule(rule, rest, census, merged, ingress_of);
+        dispositions.push(disposition);
         list.rules[i] = compiled;
         list.count = i as u32 + 1;
         if compiled.flags & PolicyRule::PORTS != 0 {
@@ -265,8 +262,8 @@ fn compile_rule(
     ingress_of: IngressOf,
 ) -> (PolicyRule, Disposition) {
     let main_only = merged == [TABLE_MAIN];
-    let mut r = selectors(rule, ingress_of);
-    if !rule.unevaluable.is_empty() || r.action == RuleAction::Kernel as u8 {
+    let (mut r, port_zero) = selectors(rule, ingress_of);
+    if !rule.unevaluable.is_empty() || port_zero {
         // The evaluable selectors stay: only what they leave may be the
         // kernel's. But `not` over an unevaluable selector may match anything.
         if rule.invert {
@@ -326,8 +323,9 @@ fn suppress(rule: &KernelRule) -> u8 {
     rule.suppress_prefixlen.map_or(PolicyRule::NO_SUPPRESS, |n| n.min(254) as u8)
 }
 
-/// The rule's evaluable selectors, compiled (action unset).
-fn selectors(rule: &KernelRule, ingress_of: IngressOf) -> PolicyRule {
+/// The rule's evaluable selectors, compiled (action unset), and whether it
+/// names port 0 (which the program reads as "any port": the kernel's).
+fn selectors(rule: &KernelRule, ingress_of: IngressOf) -> (PolicyRule, bool) {
     let mut r = PolicyRule { suppress_prefixlen: PolicyRule::NO_SUPPRESS, ..Default::default() };
     if let Some(p) = rule.src {
         (r.src, r.src_mask) = prefix_words(&p);
@@ -344,16 +342,16 @@ fn selectors(rule: &KernelRule, ingress_of: IngressOf) -> PolicyRule {
         r.flags |= PolicyRule::PORTS;
         r.sport = rule.sport.map_or([0, 0], |(a, b)| [a, b]);
         r.dport = rule.dport.map_or([0, 0], |(a, b)| [a, b]);
-        // [0, 0] means "any" to the program; a rule for port 0 alone is the kernel's business too.
-        if r.sport == [0, 0] && rule.sport.is_some() || r.dport == [0, 0] && rule.dport.is_some() {
-            r.flags &= !PolicyRule::PORTS;
-            r.action = RuleAction::Kernel as u8;
-        }
+    }
+    // [0, 0] means "any" to the program; a rule for port 0 alone is the kernel's.
+    let port_zero = r.sport == [0, 0] && rule.sport.is_some() || r.dport == [0, 0] && rule.dport.is_some();
+    if port_zero {
+        r.flags &= !PolicyRule::PORTS;
     }
     if rule.invert {
         r.flags |= PolicyRule::INVERT;
     }
-    r
+    (r, port_zero)
 }
 
 fn prefix_words(p: &IpNet) -> ([u32; 4], [u32; 4]) {

@@ -153,6 +153,17 @@ fn a_moved_local_rule_or_too_many_rules_go_to_the_kernel() {
     assert_eq!(list.count as usize, MAX_RULES);
     assert_eq!(list.rules[MAX_RULES - 1].action(), RuleAction::Kernel);
     assert_eq!(c.dispositions.len(), rules.len());
+    let beyond = Disposition::Kernel(format!("beyond the fast path's {} rules", MAX_RULES - 1));
+    assert_eq!(c.dispositions[MAX_RULES - 1], Disposition::FastPath, "the 15th after local");
+    assert!(c.dispositions[MAX_RULES..21].iter().all(|d| *d == beyond), "{:?}", c.dispositions);
+    // Sixteen fit exactly.
+    let mut rules = defaults();
+    for p in 1..=(MAX_RULES as u32 - 2) {
+        insert(&mut rules, rule(p, KernelAction::Blackhole));
+    }
+    let c = compile(&rules, &empty(), &MAIN, &no_links);
+    assert_eq!(c.list.unwrap().count as usize, MAX_RULES);
+    assert!(!c.dispositions.iter().any(|d| matches!(d, Disposition::Kernel(_))), "{:?}", c.dispositions);
 }
 
 #[test]
@@ -175,4 +186,18 @@ fn rules_of_one_priority_keep_their_age_and_delete_by_value() {
     assert!(remove(&mut rules, &rule(100, KernelAction::Prohibit)));
     assert!(!remove(&mut rules, &rule(100, KernelAction::Prohibit)));
     assert_eq!(rules.len(), 4);
+}
+
+#[test]
+fn a_rule_for_port_0_is_the_kernels_with_its_other_selectors() {
+    let mut rules = defaults();
+    let mut r = rule(10, KernelAction::Blackhole);
+    r.src = Some("10.0.0.0/8".parse().unwrap());
+    r.dport = Some((0, 0));
+    insert(&mut rules, r);
+    let c = compile(&rules, &empty(), &MAIN, &no_links);
+    let p = c.list.unwrap().rules[0];
+    assert_eq!((p.action(), p.flags & PolicyRule::PORTS), (RuleAction::Kernel, 0));
+    assert_eq!(p.src_mask[0], u32::from_ne_bytes([255, 0, 0, 0]), "only 10/8 may be the kernel's");
+    assert!(matches!(&c.dispositions[1], Disposition::Kernel(w) if w.contains("port 0")));
 }
