@@ -328,7 +328,15 @@ fn spawn_agent(
     let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/cowroute-test-{tag}"));
     let mut args: Vec<String> = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.into()];
     args.extend(extra_args.iter().map(|s| s.to_string()));
-    let agent = xtask::agent_proc::AgentProc::start(&lab.rtr, &pin_dir, &args, false).expect("agent ready");
+    let agent = match xtask::agent_proc::AgentProc::start(&lab.rtr, &pin_dir, &args, false) {
+        Ok(agent) => agent,
+        Err(e) => {
+            // It may have pinned its maps before failing (a program the
+            // verifier refused): no test leaves pins behind.
+            let _ = std::fs::remove_dir_all(&pin_dir);
+            panic!("agent ready: {e:?}");
+        }
+    };
     (agent, pin_dir, args, dir)
 }
 
