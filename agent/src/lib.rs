@@ -39,8 +39,10 @@ pub mod bench_object {
     pub const PROG_REFERENCE: &str = "cowroute_reference";
     /// The live-frames traffic generator (never attached).
     pub const PROG_TRAFFICGEN: &str = "cowroute_trafficgen";
+    /// Redirect-only, no lookup or rewrite: the lab's ceiling.
+    pub const PROG_REDIRECT: &str = "cowroute_redirect";
     /// Every program of the bench's object.
-    pub const PROGRAMS: [&str; 3] = [PROG_DROP, PROG_REFERENCE, PROG_TRAFFICGEN];
+    pub const PROGRAMS: [&str; 4] = [PROG_DROP, PROG_REFERENCE, PROG_TRAFFICGEN, PROG_REDIRECT];
 }
 
 /// Where the agent pins its maps unless told otherwise.

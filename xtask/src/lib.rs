@@ -9,3 +9,7 @@ pub mod frr;
 pub mod lab;
 pub mod sh;
 pub mod traffic;
+
+/// The sections `cargo xtask bench --only` runs alone (the bench binary
+/// refuses any other name).
+pub const BENCH_SECTIONS: [&str; 8] = ["cost", "lab", "full-table", "fib", "fpm", "nexthops", "conformance", "policy"];

@@ -50,8 +50,8 @@ enum Cmd {
         /// Smaller tables, fewer and shorter runs (under 2 minutes).
         #[arg(long)]
         quick: bool,
-        /// One section alone, printed, no report: cost, lab, fib, fpm, nexthops, conformance or policy.
-        #[arg(long)]
+        /// One section alone, printed, no report.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(xtask::BENCH_SECTIONS))]
         only: Option<String>,
     },
     /// Bring the lab up or down by hand.

@@ -23,6 +23,19 @@ pub fn cowroute_trafficgen(ctx: XdpContext) -> u32 {
     trafficgen::generate(&ctx)
 }
 
+/// Index of the interface `cowroute_redirect` sends every frame out of.
+/// Set at load time.
+#[no_mangle]
+static REDIRECT_IFINDEX: u32 = 0;
+
+/// The bench's ceiling: every frame straight out of `REDIRECT_IFINDEX`, no
+/// parsing, no lookup, no rewrite. What XDP forwarding costs in this lab
+/// before any work of a router's.
+#[xdp]
+pub fn cowroute_redirect(_ctx: XdpContext) -> u32 {
+    unsafe { aya_ebpf::helpers::bpf_redirect(core::ptr::read_volatile(&REDIRECT_IFINDEX), 0) as u32 }
+}
+
 /// Drops everything: the sink of a benchmark lab, whose veth still counts
 /// each frame it receives, without a network stack's work per frame.
 #[xdp]

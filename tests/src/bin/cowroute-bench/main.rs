@@ -9,6 +9,7 @@ mod control_plane;
 mod cpus;
 mod fib_scale;
 mod fpm_scale;
+mod full_table;
 mod nexthop_scale;
 mod plots;
 mod policy_cost;
@@ -33,7 +34,8 @@ struct Config {
     /// Samples per program-cost figure: cheap, and this machine's noise is bimodal.
     cost_runs: usize,
     v4_tables: Vec<usize>,
-    v6_table: usize,
+    /// IPv6 tables (prefixes besides the probe's), an Internet-like length mix.
+    v6_tables: Vec<usize>,
     lab_seconds: f64,
     cow_dests: usize,
     memory_routes: usize,
@@ -41,24 +43,27 @@ struct Config {
     fib_churn: usize,
     /// Routes through kernel nexthop objects (`nexthops`).
     nh_routes: usize,
-    /// `--only cost|lab|fib|fpm|nexthops|conformance|policy`: that section alone,
-    /// printed, no report (conformance also writes its key of bench.json).
+    /// `--only SECTION` (one of `xtask::BENCH_SECTIONS`): that section alone,
+    /// printed, no report (conformance and policy also write their keys of bench.json).
     only: Option<String>,
 }
 
-fn config() -> Config {
+fn config() -> Result<Config> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only = args.windows(2).find(|w| w[0] == "--only").map(|w| w[1].clone());
+    if let Some(o) = only.as_deref().filter(|o| !xtask::BENCH_SECTIONS.contains(o)) {
+        anyhow::bail!("--only {o}: no such section (sections: {})", xtask::BENCH_SECTIONS.join(", "));
+    }
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map_or("target/bench".into(), PathBuf::from);
-    if quick {
+    Ok(if quick {
         Config {
             quick,
             out,
             repeat: 200_000,
             cost_runs: 5,
             v4_tables: vec![0, 1_000, 100_000],
-            v6_table: 20_000,
+            v6_tables: vec![0, 20_000, 200_000],
             lab_seconds: 0.5,
             cow_dests: 10_000,
             memory_routes: 100_000,
@@ -74,7 +79,7 @@ fn config() -> Config {
             repeat: 1_000_000,
             cost_runs: 11,
             v4_tables: vec![0, 1_000, 100_000, 1_000_000],
-            v6_table: 200_000,
+            v6_tables: vec![0, 20_000, 200_000],
             lab_seconds: 3.0,
             cow_dests: 50_000,
             memory_routes: 1_000_000,
@@ -83,7 +88,7 @@ fn config() -> Config {
             nh_routes: 1_000_000,
             only,
         }
-    }
+    })
 }
 
 /// Runs of the COW engine's figures (each a fresh RIB and maps).
@@ -112,6 +117,8 @@ struct LabRow {
     pps_vs_kernel: Summary,
     /// kernel forwarding's router ns per packet / this mode's, same round
     capacity_vs_kernel: Summary,
+    /// delivered pps / the redirect-only program's in the same round
+    pps_vs_ceiling: Summary,
 }
 
 #[derive(serde::Serialize)]
@@ -122,6 +129,7 @@ struct Report {
     quick: bool,
     program_cost: Vec<program_cost::CostRow>,
     lab: Vec<LabRow>,
+    full_table: Option<full_table::FullTableFigures>,
     /// One per run.
     cow: Vec<control_plane::CowFigures>,
     memory: control_plane::MemoryFigures,
@@ -149,7 +157,7 @@ struct ControlPlane {
 fn lab_throughput(cfg: &Config, say: &dyn Fn(&str)) -> Result<Vec<LabRow>> {
     say("lab throughput: kernel forwarding, native, generic; live-frames generator on CPU 0; modes interleaved round by round");
     let cases: &[(usize, u32)] = if cfg.quick { &[(64, 1), (64, 256)] } else { &[(64, 1), (64, 256), (1500, 1), (1500, 256)] };
-    let mut bench = Bench::up()?;
+    let mut bench = Bench::up(&throughput::Table::OneRoute, say)?;
     // (frame size, mode, flows) -> (router pps, sink pps) per round.
     type Samples = std::collections::BTreeMap<(usize, usize, u32), (Vec<f64>, Vec<f64>)>;
     let mut samples: Samples = Default::default();
@@ -158,7 +166,7 @@ fn lab_throughput(cfg: &Config, say: &dyn Fn(&str)) -> Result<Vec<LabRow>> {
         for (mi, mode) in Mode::ALL.into_iter().enumerate() {
             bench.set_mode(mode)?;
             for &(size, flows) in cases {
-                let r = bench.run(size, flows, Duration::from_secs_f64(cfg.lab_seconds))?;
+                let r = bench.run(size, flows, &[], Duration::from_secs_f64(cfg.lab_seconds))?;
                 say(&format!(
                     "  round {}: {}, {size} B, {flows} flows: {:.0} pps offered, {:.0} delivered, {:.0} ns/pkt",
                     round + 1,
@@ -181,7 +189,8 @@ fn lab_throughput(cfg: &Config, say: &dyn Fn(&str)) -> Result<Vec<LabRow>> {
     Ok(raw
         .iter()
         .map(|(mode, size, flows, pps, ns)| {
-            let k = raw.iter().find(|r| r.0 == Mode::Kernel && r.1 == *size && r.2 == *flows).unwrap();
+            let of = |m: Mode| raw.iter().find(|r| r.0 == m && r.1 == *size && r.2 == *flows).unwrap();
+            let (k, ceiling) = (of(Mode::Kernel), of(Mode::Ceiling));
             let paired = |a: &[f64], b: &[f64], f: &dyn Fn(f64, f64) -> f64| summarize(a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect());
             LabRow {
                 mode: *mode,
@@ -189,6 +198,7 @@ fn lab_throughput(cfg: &Config, say: &dyn Fn(&str)) -> Result<Vec<LabRow>> {
                 flows: *flows,
                 pps_vs_kernel: paired(&pps.samples, &k.3.samples, &|m, k| m / k),
                 capacity_vs_kernel: paired(&ns.samples, &k.4.samples, &|m, k| k / m),
+                pps_vs_ceiling: paired(&pps.samples, &ceiling.3.samples, &|m, c| m / c),
                 delivered_pps: pps.clone(),
                 router_ns_per_packet: ns.clone(),
             }
@@ -197,7 +207,7 @@ fn lab_throughput(cfg: &Config, say: &dyn Fn(&str)) -> Result<Vec<LabRow>> {
 }
 
 fn main() -> Result<()> {
-    let cfg = config();
+    let cfg = config()?;
     let start = Instant::now();
     let say = progress(start);
     std::fs::create_dir_all(&cfg.out)?;
@@ -211,7 +221,7 @@ fn main() -> Result<()> {
         say("program cost: BPF_PROG_TEST_RUN, 64-byte frames, on CPU 0");
         let mut tables: Vec<(&'static str, Vec<ipnet::IpNet>)> =
             cfg.v4_tables.iter().map(|&n| ("ipv4", cowroute_tests::synthetic::v4_table(n, 42))).collect();
-        tables.push(("ipv6", cowroute_tests::synthetic::v6_table(cfg.v6_table, 43)));
+        tables.extend(cfg.v6_tables.iter().map(|&n| ("ipv6", cowroute_tests::synthetic::v6_table(n, 43))));
         cost = program_cost::measure(&tables, cfg.repeat, cfg.cost_runs, &say)?;
         // Back to every CPU: the agents and tools started from here on
         // inherit this thread's mask.
@@ -221,11 +231,12 @@ fn main() -> Result<()> {
     if cfg.only.as_deref() == Some("cost") {
         for r in &cost {
             say(&format!(
-                "{} {} prefixes: lookup RO {} ({} the first table, paired) RW {} ns; forward RO {} RW {} ns",
+                "{} {} prefixes: lookup RO {} ({} one IPv4 route, {} the largest IPv4 table, paired) RW {} ns; forward RO {} RW {} ns",
                 r.family,
                 r.prefixes,
                 fmt(&r.lookup_ro_ns, 1),
                 fmt(&r.lookup_vs_first, 2),
+                fmt(&r.lookup_vs_largest_ipv4, 2),
                 fmt(&r.lookup_rw_ns, 1),
                 fmt(&r.forward_ro_ns, 1),
                 fmt(&r.forward_rw_ns, 1)
@@ -237,19 +248,29 @@ fn main() -> Result<()> {
     if cfg.only.as_deref() == Some("lab") {
         for r in &lab {
             say(&format!(
-                "{}, {} B, {} flows: {} pps, {} ns/pkt, pps vs kernel {}, capacity vs kernel {}",
+                "{}, {} B, {} flows: {} pps, {} ns/pkt, pps vs kernel {}, capacity vs kernel {}, pps vs the ceiling {}",
                 r.mode.name(),
                 r.size,
                 r.flows,
                 fmt(&r.delivered_pps, 0),
                 fmt(&r.router_ns_per_packet, 0),
                 fmt(&r.pps_vs_kernel, 2),
-                fmt(&r.capacity_vs_kernel, 2)
+                fmt(&r.capacity_vs_kernel, 2),
+                fmt(&r.pps_vs_ceiling, 2)
             ));
         }
         return Ok(());
     }
 
+    let full_table = if want(&cfg, "full-table") {
+        Some(full_table::measure(cfg.fib_routes, if cfg.quick { 2 } else { 4 }, cfg.lab_seconds.max(1.0), &say)?)
+    } else {
+        None
+    };
+    if let (Some("full-table"), Some(f)) = (cfg.only.as_deref(), &full_table) {
+        println!("{}", full_table::markdown(f));
+        return Ok(());
+    }
     if cfg.only.as_deref() == Some("fpm") {
         let f = fpm_scale::measure(cfg.fib_routes, cfg.fib_routes / 5, &say)?;
         say(&serde_json::to_string_pretty(&f)?);
@@ -337,6 +358,7 @@ fn main() -> Result<()> {
         quick: cfg.quick,
         program_cost: cost,
         lab,
+        full_table,
         cow,
         memory,
         dir24,
@@ -388,14 +410,15 @@ fn markdown(r: &Report) -> String {
         r.machine,
         r.kernel
     );
-    s += &format!("## Program cost (BPF_PROG_TEST_RUN, 64-byte frames)\n\nLookup path: {} repetitions per sample in 5 calls, the fastest call's mean (interference here comes in spells that double a call's time, whatever the table) (parse, LPM lookup, next hop, metrics through the reference; the kernel reuses one buffer, so after 254 forwarded copies the probe's TTL has run out and each repetition stops at the TTL check). Forward: the whole path, {} forwarded packets per sample (20 calls, their median).\n\n| family | prefixes | lookup, RO ns/pkt | vs 1 route, paired | lookup, RW ns/pkt | RW / RO | forward, RO ns/pkt | forward, RW ns/pkt | RW / RO |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.repeat, 250 * 20);
+    s += &format!("## Program cost (BPF_PROG_TEST_RUN, 64-byte frames)\n\nLookup path: {} repetitions per sample in 5 calls, the fastest call's mean (interference here comes in spells that double a call's time, whatever the table) (parse, LPM lookup, next hop, metrics through the reference; the kernel reuses one buffer, so after 254 forwarded copies the probe's TTL has run out and each repetition stops at the TTL check). Forward: the whole path, {} forwarded packets per sample (20 calls, their median).\n\n| family | prefixes | lookup, RO ns/pkt | vs 1 IPv4 route, paired | vs largest IPv4 table, paired | lookup, RW ns/pkt | RW / RO | forward, RO ns/pkt | forward, RW ns/pkt | RW / RO |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n", r.repeat, 250 * 20);
     for c in &r.program_cost {
         s += &format!(
-            "| {} | {} | {} | {} | {} | {:.3} | {} | {} | {:.3} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {} | {} | {:.3} |\n",
             c.family,
             c.prefixes,
             fmt(&c.lookup_ro_ns, 1),
             fmt(&c.lookup_vs_first, 2),
+            fmt(&c.lookup_vs_largest_ipv4, 2),
             fmt(&c.lookup_rw_ns, 1),
             c.rw_over_ro,
             fmt(&c.forward_ro_ns, 1),
@@ -404,22 +427,29 @@ fn markdown(r: &Report) -> String {
         );
     }
     if let Some(big) = r.program_cost.iter().rfind(|c| c.family == "ipv4") {
-        s += &format!("\nTables are measured round by round (each round every table once, on CPU 0); \"vs 1 route\" is each round's ratio to the one-route table's lookup path in the same round. Largest IPv4 table ({} prefixes) against one route, lookup path: {} (goal: at most 1.5x). RW against RO: {:.3} (goal: at most 1.1).\n", big.prefixes, fmt(&big.lookup_vs_first, 2), big.rw_over_ro);
+        s += &format!("\nTables are measured round by round (each round every table once, on CPU 0); \"vs 1 route\" is each round's ratio to the one-route table's lookup path in the same round. Largest IPv4 table ({} prefixes) against one route, lookup path: {} (goal: at most 1.1x). RW against RO: {:.3} (goal: at most 1.1).\n", big.prefixes, fmt(&big.lookup_vs_first, 2), big.rw_over_ro);
     }
-    s += "\n## Lab throughput (gen -- rtr -- sink; live-frames generator on CPU 0, the router's NAPI thread on CPU 1)\n\n| mode | frame | flows | delivered pps | router ns/pkt | pps vs kernel | capacity vs kernel |\n|---|---:|---:|---:|---:|---:|---:|\n";
+    if let Some(v6) = r.program_cost.iter().rfind(|c| c.family == "ipv6") {
+        s += &format!("Largest IPv6 table ({} prefixes, mostly /48, /29-/64, some longer) against the largest IPv4 table, lookup path, paired per round: {} (goal: at most 1.25x).\n", v6.prefixes, fmt(&v6.lookup_vs_largest_ipv4, 2));
+    }
+    s += "\n## Lab throughput (gen -- rtr -- sink; live-frames generator on CPU 0, the router's NAPI thread on CPU 1)\n\n| mode | frame | flows | delivered pps | router ns/pkt | pps vs kernel | capacity vs kernel | pps vs redirect only |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for l in &r.lab {
         s += &format!(
-            "| {} | {} B | {} | {} | {} | {} | {} |\n",
+            "| {} | {} B | {} | {} | {} | {} | {} | {} |\n",
             l.mode.name(),
             l.size,
             l.flows,
             fmt(&l.delivered_pps, 0),
             fmt(&l.router_ns_per_packet, 0),
             fmt(&l.pps_vs_kernel, 2),
-            fmt(&l.capacity_vs_kernel, 2)
+            fmt(&l.capacity_vs_kernel, 2),
+            fmt(&l.pps_vs_ceiling, 2)
         );
     }
-    s += "\nModes are interleaved round by round; the ratios are per round (each mode against kernel forwarding measured seconds before it), then median (min–max) over the rounds. The generator (BPF_PROG_RUN with live frames, batches of 64) offers more than any mode forwards; what the router's veth queue (256 frames) cannot take is dropped there, so delivered pps is the router's rate. \"router ns/pkt\" is CPU 1's busy time (the router's NAPI thread, its forwarding and the sink's XDP drop) per delivered packet; \"capacity vs kernel\" is kernel forwarding's router ns/pkt over this mode's. CPU 1 is not saturated in any mode (its NAPI thread sleeps between bursts while the ring overflows), so the pps and capacity ratios differ; both are given.\n";
+    s += "\nModes are interleaved round by round; the ratios are per round (each mode against kernel forwarding measured seconds before it), then median (min–max) over the rounds. The generator (BPF_PROG_RUN with live frames, batches of 64) offers more than any mode forwards; what the router's veth queue (256 frames) cannot take is dropped there, so delivered pps is the router's rate. \"router ns/pkt\" is CPU 1's busy time (the router's NAPI thread, its forwarding and the sink's XDP drop) per delivered packet; \"capacity vs kernel\" is kernel forwarding's router ns/pkt over this mode's. CPU 1 is not saturated in any mode (its NAPI thread sleeps between bursts while the ring overflows), so the pps and capacity ratios differ; both are given. \"pps vs redirect only\" is against a native program that sends every frame straight to the sink's link (no parsing, lookup or rewrite) in the same round: the lab's ceiling (goal for cowroute native, 64 B: at least 0.9).\n";
+    if let Some(f) = &r.full_table {
+        s += &full_table::markdown(f);
+    }
     // Each figure: median (min–max) over the runs.
     let l = |op: fn(&control_plane::CowFigures) -> &control_plane::Latency| {
         let over = |f: fn(&control_plane::Latency) -> f64, d: usize| fmt(&summarize(r.cow.iter().map(|c| f(op(c))).collect()), d);

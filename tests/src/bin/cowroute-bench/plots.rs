@@ -26,18 +26,28 @@ pub fn write(out: &Path, cost: &[CostRow], lab: &[(&str, usize, u32, f64)]) -> R
     pps_per_mode(&out.join("pps_per_mode.svg"), lab)
 }
 
+/// Lookup-path ns against table size: RO and RW references, both families.
 fn ns_per_packet(path: &Path, cost: &[CostRow]) -> Result<()> {
-    let v4: Vec<&CostRow> = cost.iter().filter(|c| c.family == "ipv4").collect();
-    let ymax = v4.iter().map(|c| c.lookup_rw_ns.max.max(c.lookup_ro_ns.max)).fold(0.0, f64::max) * 1.2;
-    let xmax = v4.iter().map(|c| (c.prefixes as f64).log10()).fold(0.0, f64::max) + 0.3;
+    let ymax = cost.iter().map(|c| c.lookup_rw_ns.max.max(c.lookup_ro_ns.max)).fold(0.0, f64::max) * 1.2;
+    let xmax = cost.iter().map(|c| (c.prefixes as f64).log10()).fold(0.0, f64::max) + 0.3;
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
-    let mut chart = chart(&root, "XDP lookup-path cost vs IPv4 table size (BPF_PROG_TEST_RUN, 64 B)", -0.2..xmax, 0.0..ymax)?;
+    let mut chart = chart(&root, "XDP lookup-path cost vs table size (BPF_PROG_TEST_RUN, 64 B)", -0.2..xmax, 0.0..ymax)?;
     chart.configure_mesh().x_desc("prefixes (log10)").y_desc("ns per packet (median)").draw().map_err(|e| anyhow!("{e}"))?;
-    for (label, color, pick) in [("RO reference", BLUE, 0), ("RW reference", RED, 1)] {
-        let pts: Vec<(f64, f64)> = v4
+    let series = [
+        ("IPv4, RO", "ipv4", BLUE, false),
+        ("IPv4, RW", "ipv4", RED, true),
+        ("IPv6, RO", "ipv6", GREEN, false),
+        ("IPv6, RW", "ipv6", MAGENTA, true),
+    ];
+    for (label, family, color, rw) in series {
+        let pts: Vec<(f64, f64)> = cost
             .iter()
-            .map(|c| ((c.prefixes as f64).log10(), if pick == 0 { c.lookup_ro_ns.median } else { c.lookup_rw_ns.median }))
+            .filter(|c| c.family == family)
+            .map(|c| ((c.prefixes as f64).log10(), if rw { c.lookup_rw_ns.median } else { c.lookup_ro_ns.median }))
             .collect();
+        if pts.is_empty() {
+            continue;
+        }
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?

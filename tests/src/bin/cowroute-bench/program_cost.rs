@@ -33,6 +33,9 @@ pub struct CostRow {
     /// round: every table is measured once a round, so noise that comes and
     /// goes over seconds hits all of them alike.
     pub lookup_vs_first: Summary,
+    /// Lookup path (RO) against the largest IPv4 table's, paired per round
+    /// (issue 17's yardstick for IPv6: at most 1.25x).
+    pub lookup_vs_largest_ipv4: Summary,
 }
 
 /// Repetitions per call that are all forwarded: the TTL (255) lasts.
@@ -144,11 +147,15 @@ pub fn measure(tables: &[(&'static str, Vec<IpNet>)], repeat: u32, runs: usize, 
         }
     }
     let first = samples[0][0].clone();
+    let largest_v4 =
+        loaded.iter().zip(&samples).filter(|(t, _)| t.family == "ipv4").max_by_key(|(t, _)| t.prefixes).map(|(_, s)| s[0].clone());
+    let largest_v4 = largest_v4.unwrap_or_else(|| first.clone());
+    let paired = |a: &[f64], base: &[f64]| summarize(a.iter().zip(base).map(|(x, b)| x / b).collect());
     Ok(loaded
         .iter()
         .zip(samples)
         .map(|(t, [lro, lrw, fro, frw])| {
-            let lookup_vs_first = summarize(lro.iter().zip(&first).map(|(x, b)| x / b).collect());
+            let (lookup_vs_first, lookup_vs_largest_ipv4) = (paired(&lro, &first), paired(&lro, &largest_v4));
             let (lookup_ro_ns, lookup_rw_ns) = (summarize(lro), summarize(lrw));
             let (forward_ro_ns, forward_rw_ns) = (summarize(fro), summarize(frw));
             CostRow {
@@ -161,6 +168,7 @@ pub fn measure(tables: &[(&'static str, Vec<IpNet>)], repeat: u32, runs: usize, 
                 forward_ro_ns,
                 forward_rw_ns,
                 lookup_vs_first,
+                lookup_vs_largest_ipv4,
             }
         })
         .collect())

@@ -1,5 +1,7 @@
 //! Lab throughput: the same lab and the same generator for every mode —
-//! (a) kernel forwarding in rtr, (b) cowroute native, (c) cowroute generic.
+//! (a) kernel forwarding in rtr, (b) cowroute native, (c) cowroute generic,
+//! (d) a minimal `bpf_fib_lookup` forwarder, (e) a redirect-only program
+//! (the ceiling: no lookup, no rewrite).
 //!
 //! The generator is BPF_PROG_RUN with live frames (`trafficgen.rs`) on
 //! GENERATOR_CPU in gen: its frames enter rtr's veth queue as XDP frames,
@@ -9,10 +11,19 @@
 //! more, and that CPU's busy time per delivered packet is the router's cost.
 //! rtr's veth has GRO on, which gives it a NAPI queue without an XDP program
 //! (kernel forwarding, generic mode). The sink drops at XDP and counts.
+//!
+//! rtr's table is one route (the agent's from its config), or a full table
+//! in rtr's kernel FIB that the agent mirrors (`--source kernel`), so that
+//! kernel forwarding, the `bpf_fib_lookup` forwarder and cowroute see the
+//! same routes.
 
-use crate::{bench_programs, trafficgen::Generator};
+use crate::{
+    bench_programs,
+    trafficgen::{Destination, Generator},
+};
 use anyhow::{bail, Context as _, Result};
-use cowroute::bench_object::{PROG_DROP, PROG_REFERENCE};
+use cowroute::bench_object::{PROG_DROP, PROG_REDIRECT, PROG_REFERENCE};
+use ipnet::IpNet;
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
@@ -23,19 +34,22 @@ use xtask::{
     sh,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Kernel,
     Native,
     Generic,
     /// A minimal forwarder on the kernel's FIB (`bpf_fib_lookup`), native:
-    /// what XDP can do in this lab at all, to judge cowroute's share.
+    /// a yardstick of XDP forwarding with a lookup.
     Reference,
+    /// Every frame redirected to the sink's link, native, with no parsing,
+    /// lookup or rewrite: what XDP can do in this lab at all.
+    Ceiling,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Kernel, Mode::Native, Mode::Generic, Mode::Reference];
+    pub const ALL: [Mode; 5] = [Mode::Kernel, Mode::Native, Mode::Generic, Mode::Reference, Mode::Ceiling];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -43,6 +57,7 @@ impl Mode {
             Mode::Native => "cowroute native",
             Mode::Generic => "cowroute generic",
             Mode::Reference => "minimal bpf_fib_lookup forwarder, native",
+            Mode::Ceiling => "redirect only (ceiling), native",
         }
     }
 }
@@ -107,32 +122,44 @@ fn pin_napi_threads(dev: &str, cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// What rtr forwards by.
+pub enum Table {
+    /// One route, 10.50.0.0/16 via the sink (the agent's from its config).
+    OneRoute,
+    /// These IPv4 routes in rtr's kernel FIB over 4 gateways on the sink
+    /// link (permanent neighbours), mirrored by the agent.
+    Kernel(Vec<IpNet>),
+}
+
 /// One lab for every mode, torn down on drop; `set_mode` switches between
 /// them, so that rounds can interleave the modes.
 pub struct Bench {
     pub lab: Lab,
     agent: Option<AgentProc>,
     mode: Option<Mode>,
-    config: PathBuf,
+    /// `cowroute run` arguments but the XDP mode.
+    agent_args: Vec<String>,
+    /// How long an agent may take to be ready (a full table's dump).
+    ready_within: Duration,
     pin_dir: PathBuf,
     /// Holds the config file.
     _dir: cowroute_tests::TempDir,
 }
 
 impl Bench {
-    pub fn up() -> Result<Bench> {
-        let tag = format!("b{}", std::process::id() % 100_000);
+    pub fn up(table: &Table, say: &dyn Fn(&str)) -> Result<Bench> {
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("b{n}{}", std::process::id() % 10_000);
         let lab = Lab::up(&tag)?;
         let rtr = lab.rtr.clone();
-        // The sink owns the flows' destinations and drops everything it
-        // receives, ARP included: rtr gets its MAC for good.
-        sh::ip(&["-n", &lab.sink, "route", "add", "local", "10.50.0.0/16", "dev", "lo"])?;
+        // The sink drops everything it receives at XDP, ARP included:
+        // rtr knows its MAC (and the gateways') for good.
         let sink_mac = mac_of(&lab.sink, &lab.sink_if)?;
         sh::ip(&["-n", &rtr, "neigh", "replace", lab::SINK_V4, "lladdr", &sink_mac, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
-        sh::ip(&["-n", &rtr, "route", "add", "10.50.0.0/16", "via", lab::SINK_V4])?;
         // gen's end passes (native redirects into it); sink's drops.
         lab.attach_peer_pass(&cowroute_bin()?, &lab.gen, &lab.gen_if)?;
-        bench_programs::attach(PROG_DROP, &lab.sink, &lab.sink_if, &lab.peer_pin(&lab.sink_if))?;
+        bench_programs::attach(PROG_DROP, &lab.sink, &lab.sink_if, &lab.peer_pin(&lab.sink_if), &[])?;
         // A NAPI queue on rtr's side for the generator's XDP frames when no
         // XDP program is attached there natively, polled by a thread of its
         // own (pinned to ROUTER_CPU for each run).
@@ -140,14 +167,30 @@ impl Bench {
         sh::run(&mut sh::in_ns(&rtr, "sh", &["-c", &format!("echo 1 > /sys/class/net/{}/threaded", lab.rtr_gen_if)]))?;
         let dir = cowroute_tests::TempDir::new(&tag);
         let config = dir.0.join("rtr.toml");
-        let extra = format!("\n[[route]]\nprefix = \"10.50.0.0/16\"\nvia = \"{}\"\ndev = \"{}\"\n", lab::SINK_V4, lab.rtr_sink_if);
-        std::fs::write(&config, lab.router_config() + &extra)?;
+        let (agent_args, ready_within) = match table {
+            Table::OneRoute => {
+                sh::ip(&["-n", &rtr, "route", "add", "10.50.0.0/16", "via", lab::SINK_V4])?;
+                let extra = format!("\n[[route]]\nprefix = \"10.50.0.0/16\"\nvia = \"{}\"\ndev = \"{}\"\n", lab::SINK_V4, lab.rtr_sink_if);
+                std::fs::write(&config, lab.router_config() + &extra)?;
+                (vec!["--source".into(), "config".into()], Duration::from_secs(30))
+            }
+            Table::Kernel(routes) => {
+                let gateways = cowroute_tests::kernel_table::gateways(&lab, 4)?;
+                say(&format!("  {} routes into {rtr}'s kernel FIB (ip -batch)", routes.len()));
+                let took = cowroute_tests::kernel_table::batch(&lab, "add", routes, &gateways, "")?;
+                say(&format!("  the kernel took {:.1} s", took.as_secs_f64()));
+                std::fs::write(&config, lab.hosts_config())?;
+                let rcvbuf = "536870912".to_string();
+                (vec!["--source".into(), "kernel".into(), "--netlink-rcvbuf".into(), rcvbuf], Duration::from_secs(300))
+            }
+        };
+        let agent_args = [agent_args, vec!["--config".into(), config.display().to_string()]].concat();
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cowroute-bench-{tag}"));
-        Ok(Bench { lab, agent: None, mode: None, config, pin_dir, _dir: dir })
+        Ok(Bench { lab, agent: None, mode: None, agent_args, ready_within, pin_dir, _dir: dir })
     }
 
     /// Kernel forwarding on, no agent; or the agent in native or generic
-    /// mode with kernel forwarding off.
+    /// mode with kernel forwarding off; or one of the bench's programs.
     pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
         if self.mode == Some(mode) {
             return Ok(());
@@ -155,35 +198,36 @@ impl Bench {
         if let Some(mut a) = self.agent.take() {
             a.stop()?;
         }
-        let reference_pin = self.lab.pass_pin_dir.join("reference-r0");
-        if reference_pin.exists() {
-            std::fs::remove_file(&reference_pin)?;
+        let program_pin = self.lab.pass_pin_dir.join("bench-program-r0");
+        if program_pin.exists() {
+            std::fs::remove_file(&program_pin)?;
         }
         // The kernel forwards, or its FIB serves the reference forwarder.
         let forward = if matches!(mode, Mode::Kernel | Mode::Reference) { "net.ipv4.ip_forward=1" } else { "net.ipv4.ip_forward=0" };
         sh::run(&mut sh::in_ns(&self.lab.rtr, "sysctl", &["-qw", forward]))?;
-        if mode == Mode::Reference {
-            bench_programs::attach(PROG_REFERENCE, &self.lab.rtr, &self.lab.rtr_gen_if, &reference_pin)
-                .context("attaching the reference forwarder")?;
-        } else if mode != Mode::Kernel {
-            let m = if mode == Mode::Native { "native" } else { "generic" };
-            let args = vec![
-                "--source".into(),
-                "config".into(),
-                "--config".into(),
-                self.config.display().to_string(),
-                "--xdp-mode".into(),
-                m.into(),
-            ];
-            self.agent = Some(AgentProc::start(&self.lab.rtr, &self.pin_dir, &args, false)?);
+        match mode {
+            Mode::Kernel => {}
+            Mode::Reference => bench_programs::attach(PROG_REFERENCE, &self.lab.rtr, &self.lab.rtr_gen_if, &program_pin, &[])
+                .context("attaching the reference forwarder")?,
+            Mode::Ceiling => {
+                let out = ifindex_in(&self.lab.rtr, &self.lab.rtr_sink_if)?;
+                bench_programs::attach(PROG_REDIRECT, &self.lab.rtr, &self.lab.rtr_gen_if, &program_pin, &[("REDIRECT_IFINDEX", out)])
+                    .context("attaching the redirect-only program")?
+            }
+            Mode::Native | Mode::Generic => {
+                let m = if mode == Mode::Native { "native" } else { "generic" };
+                let args = [self.agent_args.clone(), vec!["--xdp-mode".into(), m.into()]].concat();
+                self.agent = Some(AgentProc::start_within(&self.lab.rtr, &self.pin_dir, &args, false, self.ready_within)?);
+            }
         }
         self.mode = Some(mode);
         Ok(())
     }
 
-    /// The live-frames generator sends `size`-byte frames over `flows`
-    /// flows (source ports) for `duration` from GENERATOR_CPU.
-    pub fn run(&self, size: usize, flows: u32, duration: Duration) -> Result<Rate> {
+    /// The live-frames generator sends `size`-byte IPv4 frames over `flows`
+    /// flows (source ports) and `dsts` (none: to 10.50.0.1) for `duration`
+    /// from GENERATOR_CPU.
+    pub fn run(&self, size: usize, flows: u32, dsts: &[std::net::IpAddr], duration: Duration) -> Result<Rate> {
         let (gen, sink) = (&self.lab.gen, &self.lab.sink);
         let src: std::net::Ipv4Addr = lab::GEN_V4.parse()?;
         let frame = cowroute_tests::eth(
@@ -193,8 +237,9 @@ impl Bench {
             cowroute_tests::ETH_P_IP,
             &cowroute_tests::ipv4_udp(src.octets(), [10, 50, 0, 1], 64, size - 14),
         );
+        let dsts: Vec<Destination> = dsts.iter().map(|d| crate::trafficgen::destination(&frame, *d)).collect();
         pin_napi_threads(&self.lab.rtr_gen_if, ROUTER_CPU)?;
-        let generator = Generator::start(gen, &self.lab.gen_if, frame, flows, GENERATOR_CPU)?;
+        let generator = Generator::start(gen, &self.lab.gen_if, frame, flows, dsts, GENERATOR_CPU)?;
         // Let the queues fill and settle before the window.
         std::thread::sleep(Duration::from_millis(200));
         let (rx0, tx0, cpu0) = (sink_packets(sink, &self.lab.sink_if)?, generator.sent(), busy_ns(ROUTER_CPU)?);
@@ -213,6 +258,13 @@ impl Bench {
             router_ns_per_packet: (cpu1 - cpu0) as f64 / delivered as f64,
         })
     }
+}
+
+/// The ifindex of `dev` in namespace `ns`.
+fn ifindex_in(ns: &str, dev: &str) -> Result<u32> {
+    let out = sh::ip(&["-n", ns, "-j", "link", "show", "dev", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v[0]["ifindex"].as_u64().context("no ifindex")? as u32)
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {

@@ -23,8 +23,32 @@ use std::{
 /// kernel sends before it flushes the redirects.
 const FRAMES_PER_CALL: u32 = 1 << 16;
 const BATCH: u32 = 64;
-/// Ethernet, IPv4 (20 bytes) and UDP headers, rewritten on every repetition.
-const HEADERS_LEN: usize = 14 + 20 + 8;
+/// The first bytes of the frame rewritten on every repetition: Ethernet,
+/// IPv6 and UDP headers (of an IPv4 frame, its headers and the payload's
+/// first 20 bytes).
+const HEADERS_LEN: usize = 14 + 40 + 8;
+
+/// One of the generator's destinations, as `TRAFFICGEN_DSTS` holds it
+/// (`ebpf/src/bench/trafficgen.rs`'s `TrafficgenDst`): the address (IPv4:
+/// the first 4 bytes), then the IPv4 header checksum that goes with it.
+pub type Destination = [u8; 20];
+
+/// The generator's destination for `addr` in frames like `frame` (an IPv4
+/// frame's header checksum computed with it).
+pub fn destination(frame: &[u8], addr: std::net::IpAddr) -> Destination {
+    let mut d = [0u8; 20];
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            let mut ip: [u8; 20] = frame[14..34].try_into().expect("an IPv4 frame");
+            ip[16..20].copy_from_slice(&a.octets());
+            ip[10..12].fill(0);
+            d[..4].copy_from_slice(&a.octets());
+            d[16..18].copy_from_slice(&common::checksum::checksum(&ip).to_be_bytes());
+        }
+        std::net::IpAddr::V6(a) => d[..16].copy_from_slice(&a.octets()),
+    }
+    d
+}
 
 /// A running generator; stops when dropped.
 pub struct Generator {
@@ -35,8 +59,9 @@ pub struct Generator {
 
 impl Generator {
     /// Sends `frame` out of `iface` in namespace `netns` from CPU `cpu`,
-    /// spread over `flows` UDP source ports; returns once the first call ran.
-    pub fn start(netns: &str, iface: &str, frame: Vec<u8>, flows: u32, cpu: usize) -> Result<Generator> {
+    /// spread over `flows` UDP source ports and over `dsts` (none: the
+    /// frame's own destination); returns once the first call ran.
+    pub fn start(netns: &str, iface: &str, frame: Vec<u8>, flows: u32, dsts: Vec<Destination>, cpu: usize) -> Result<Generator> {
         let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let (ready_tx, ready_rx) = mpsc::channel();
         let (netns, iface) = (netns.to_string(), iface.to_string());
@@ -48,8 +73,20 @@ impl Generator {
                 crate::cpus::set_affinity(0, &[cpu])?;
                 let ifindex = ifindex(&iface)?;
                 let mut loader = EbpfLoader::new();
-                loader.override_global("TRAFFICGEN_FLOWS", &flows, true).override_global("TRAFFICGEN_HEADERS", &headers, true);
+                let l4_offset: u32 = if frame[12..14] == [0x86, 0xdd] { 54 } else { 34 };
+                let dst_count = dsts.len() as u32;
+                loader
+                    .override_global("TRAFFICGEN_FLOWS", &flows, true)
+                    .override_global("TRAFFICGEN_HEADERS", &headers, true)
+                    .override_global("TRAFFICGEN_L4_OFFSET", &l4_offset, true)
+                    .override_global("TRAFFICGEN_DST_COUNT", &dst_count, true);
                 let mut ebpf = crate::bench_programs::load(&mut loader).context("loading the generator")?;
+                let mut table: aya::maps::Array<_, Destination> =
+                    aya::maps::Array::try_from(ebpf.map_mut("TRAFFICGEN_DSTS").context("no TRAFFICGEN_DSTS")?)?;
+                anyhow::ensure!(dsts.len() <= table.len() as usize, "{} destinations, room for {}", dsts.len(), table.len());
+                for (i, d) in dsts.iter().enumerate() {
+                    table.set(i as u32, d, 0)?;
+                }
                 let prog: &mut Xdp = ebpf.program_mut(PROG_TRAFFICGEN).context("no generator program")?.try_into()?;
                 prog.load().context("verifying the generator")?;
                 Ok((ebpf, ifindex))
