@@ -127,16 +127,36 @@ pub static NH_COUNTERS: PerCpuArray<Counter, { capacity::NEXTHOPS as usize }> = 
 
 /// Longest-prefix match of an IPv4 destination: its /24 block's word when
 /// the index has one, else the trie.
+///
+/// The block's entry is looked up on both paths, after the branch: LLVM
+/// otherwise sinks the entry's lookup and the trie's, on either side of a
+/// branch, into one call whose map comes from a register, and the verifier
+/// inlines an array lookup (a bounds check and an index, no helper call)
+/// only where a call site sees one map. The forwarding path's lookup; the
+/// reverse path's ([`route_lookup_v4_compact`]) keeps the shape that needs
+/// one stack slot fewer, under its callers' stack.
 #[inline(always)]
 pub fn route_lookup_v4(dst: V4KeyData) -> Option<&'static RouteEntry> {
-    let addr = u32::from_be_bytes(dst);
-    if let Some(blocks) = ROUTES_V4_DIR24.get(addr >> 16) {
-        let word = blocks.blocks[((addr >> 8) & 0xff) as usize];
-        if word != 0 {
-            return ROUTES_V4_DIR24_ENTRIES.get(word - 1);
-        }
+    let word = dir24_word(dst);
+    let trie = if word == 0 { ROUTES_V4.get(&Key::new(32, dst)) } else { None };
+    // Word 0 (no block route) looks up slot u32::MAX: out of range, none.
+    trie.or(ROUTES_V4_DIR24_ENTRIES.get(word.wrapping_sub(1)))
+}
+
+/// [`route_lookup_v4`] with the lookups sunk into one helper call.
+#[inline(always)]
+pub fn route_lookup_v4_compact(dst: V4KeyData) -> Option<&'static RouteEntry> {
+    match dir24_word(dst) {
+        0 => ROUTES_V4.get(&Key::new(32, dst)),
+        word => ROUTES_V4_DIR24_ENTRIES.get(word - 1),
     }
-    ROUTES_V4.get(&Key::new(32, dst))
+}
+
+/// The DIR-24 word of `dst`'s /24 block: 0, or 1 + its entry's slot.
+#[inline(always)]
+fn dir24_word(dst: V4KeyData) -> u32 {
+    let addr = u32::from_be_bytes(dst);
+    ROUTES_V4_DIR24.get(addr >> 16).map_or(0, |blocks| blocks.blocks[((addr >> 8) & 0xff) as usize])
 }
 
 /// Longest-prefix match of an IPv6 destination: its index word's entry
@@ -176,13 +196,16 @@ fn v6_bucket(stage: u32, top: u64) -> Option<u32> {
 }
 
 /// The kernel's `dst_metrics_ptr`: follow a tagged reference to its metrics,
-/// shared (tag set) or private (tag clear).
+/// shared (tag set) or private (tag clear). Both arrays are looked up, so
+/// that each lookup is inlined (see [`route_lookup_v4`]): two inlined
+/// lookups cost less than one helper call.
 #[inline(always)]
 pub fn dst_metrics_ptr(metrics: MetricsRef) -> Option<&'static RouteMetrics> {
+    let (shared, private) = (METRICS_RO.get(metrics.slot()), METRICS_RW.get(metrics.slot()));
     if metrics.is_read_only() {
-        METRICS_RO.get(metrics.slot())
+        shared
     } else {
-        METRICS_RW.get(metrics.slot())
+        private
     }
 }
 

@@ -66,7 +66,7 @@ pub extern "C" fn cowroute_source_route_v4(ctx: *mut xdp_md, l3_off: u32, ifinde
     let Some(ip) = ptr_at::<Ipv4Hdr>(&ctx, at.l3_off) else { return SourceRoute::Kernel.to_u32() };
     // SAFETY: in bounds (checked by ptr_at).
     let src = unsafe { (*ip).src_addr };
-    let route = fib::route_lookup_v4(src);
+    let route = fib::route_lookup_v4_compact(src);
     let source = match policy::choose(&ctx, &at, false, route, true) {
         Choice::Main => source_route(route, &at.ingress, key & 1 << 16 != 0),
         Choice::Table => source_route(policy::chosen_route(true), &at.ingress, key & 1 << 16 != 0),

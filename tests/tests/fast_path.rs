@@ -718,3 +718,23 @@ fn sources_are_validated_as_rp_filter_and_accept_local_say() {
     fix_ipv4_checksum(&mut ip);
     assert_eq!(fp.run(&eth(RTR_IN_MAC, HOST_MAC, None, ETH_P_IP, &ip)).unwrap().reason, Reason::SourceReversePath);
 }
+
+/// The verifier inlines an array lookup (a bounds check and an index) only
+/// where one call site sees one map; where LLVM sinks the lookups of two
+/// maps into one call, the program pays the generic helper instead. The
+/// forwarding path has none of those: the one generic lookup left is the
+/// reverse-path function's (`route_lookup_v4_compact`, which saves a stack
+/// slot under its callers' stack limit).
+#[test]
+fn the_forwarding_paths_array_lookups_are_inlined() {
+    let mut fp = FastPath::load();
+    let prog: &mut aya::programs::Xdp = fp.dp.ebpf.program_mut(cowroute::dataplane::PROG_FORWARD).unwrap().try_into().unwrap();
+    let id = prog.info().unwrap().id();
+    let out = std::process::Command::new("bpftool").args(["prog", "dump", "xlated", "id", &id.to_string()]).output().expect("bpftool");
+    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    let xlated = String::from_utf8_lossy(&out.stdout);
+    let generic: Vec<&str> = xlated.lines().filter(|l| l.contains("call bpf_map_lookup_elem")).collect();
+    // Inlined lookups exist at all (so the dump is what we think it is).
+    assert!(xlated.lines().count() > 1000, "a short dump: {xlated}");
+    assert_eq!(generic.len(), 1, "generic (not inlined) map lookups: {generic:?}");
+}
