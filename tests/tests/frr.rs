@@ -211,6 +211,19 @@ fn speaker(sink: &str, dir: &std::path::Path, table: &BTreeMap<IpNet, Leg>, with
     ExaBgp::start(sink, dir, 65002, 65001, &sessions, &first, &then).unwrap()
 }
 
+/// rtr's bgpd: eBGP to the speaker over both sink links, both families. A
+/// restarted bgpd retries a peer every 5 s (FRR's default is 120 s), so
+/// that its sessions come back within a test's patience.
+fn bgpd_config() -> String {
+    let peers = [lab::SINK_V4, lab::SINK_B_V4, lab::SINK_V6, lab::SINK_B_V6];
+    format!(
+        "hostname rtr\nrouter bgp 65001\n bgp router-id {r}\n no bgp ebgp-requires-policy\n{n}\n address-family ipv6 unicast\n{a}\n exit-address-family\n",
+        r = lab::RTR_SINK_V4,
+        n = peers.map(|p| format!(" neighbor {p} remote-as 65002\n neighbor {p} timers connect 5")).join("\n"),
+        a = [lab::SINK_V6, lab::SINK_B_V6].map(|p| format!("  neighbor {p} activate")).join("\n"),
+    )
+}
+
 fn bgp_routes_through_frr(compat: u8, tag: char) {
     let run = LabRun::start_custom(&lab_tag(tag), "generic", &["--slow-path", "kernel"], &|lab| lab.hosts_config());
     let (rtr, sink) = (run.lab.rtr.clone(), run.lab.sink.clone());
@@ -221,12 +234,7 @@ fn bgp_routes_through_frr(compat: u8, tag: char) {
         sh::ip(&["-n", &sink, "route", "add", "local", p, "dev", "lo"]).unwrap();
     }
     let dir = TempDir::new(&format!("frr{tag}"));
-    let bgpd = format!(
-        "hostname rtr\nrouter bgp 65001\n bgp router-id {r}\n no bgp ebgp-requires-policy\n{n}\n address-family ipv6 unicast\n{a}\n exit-address-family\n",
-        r = lab::RTR_SINK_V4,
-        n = [lab::SINK_V4, lab::SINK_B_V4, lab::SINK_V6, lab::SINK_B_V6].map(|p| format!(" neighbor {p} remote-as 65002")).join("\n"),
-        a = [lab::SINK_V6, lab::SINK_B_V6].map(|p| format!("  neighbor {p} activate")).join("\n"),
-    );
+    let bgpd = bgpd_config();
     let frr =
         Frr::start(&rtr, &dir.0.join("frr"), &[Daemon::new("zebra", "hostname rtr\n", &[]), Daemon::new("bgpd", &bgpd, &["-p", "179"])])
             .unwrap();
@@ -314,12 +322,7 @@ fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
     }
     let withdrawn: BTreeSet<IpNet> = table.keys().enumerate().filter(|(i, _)| i % 10 == 3).map(|(_, p)| *p).collect();
     let dir = TempDir::new("fpmp");
-    let bgpd = format!(
-        "hostname rtr\nrouter bgp 65001\n bgp router-id {r}\n no bgp ebgp-requires-policy\n{n}\n address-family ipv6 unicast\n{a}\n exit-address-family\n",
-        r = lab::RTR_SINK_V4,
-        n = [lab::SINK_V4, lab::SINK_B_V4, lab::SINK_V6, lab::SINK_B_V6].map(|p| format!(" neighbor {p} remote-as 65002")).join("\n"),
-        a = [lab::SINK_V6, lab::SINK_B_V6].map(|p| format!("  neighbor {p} activate")).join("\n"),
-    );
+    let bgpd = bgpd_config();
     let staticd = format!("hostname rtr\nip route 10.60.0.0/24 {}\n", lab::SINK_B_V4);
     let zebra = "hostname rtr\nfpm address 127.0.0.1 port 2620\n";
     let mut frr = Frr::start(
@@ -378,11 +381,25 @@ fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
         frr.start_daemon(d).unwrap();
     }
     let left: BTreeSet<IpNet> = ours.difference(&withdrawn).copied().collect();
-    let swept = wait_for("the withdrawn routes swept after zebra's replay", Duration::from_secs(90), || {
+    let (restarted, patience) = (Instant::now(), Duration::from_secs(120));
+    loop {
         let m = mapped_among(&run, &ours);
         assert!(left.is_subset(&m), "a route zebra resends left the maps: {:?}", left.difference(&m).take(3).collect::<Vec<_>>());
-        m == left
-    });
+        if m == left {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < patience,
+            "timed out after {patience:?} waiting for the withdrawn routes swept after zebra's replay: {} of them still mapped, e.g. {:?}; fpm stats {}\nbgpd: {}\nexabgp: {}",
+            m.len() - left.len(),
+            m.difference(&left).take(3).collect::<Vec<_>>(),
+            fpm_stats(&run),
+            frr.vtysh("show bgp summary").unwrap_or_default(),
+            exabgp.output().chars().rev().take(3000).collect::<String>().chars().rev().collect::<String>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let swept = restarted.elapsed();
     let s = fpm_stats(&run);
     eprintln!("fpm: zebra restarted; {} withdrawn routes swept {swept:?} later; stats {s}", withdrawn.len());
     assert!(s["connections"].as_u64() >= Some(2) && s["swept"].as_u64() >= Some(withdrawn.len() as u64), "{s}");

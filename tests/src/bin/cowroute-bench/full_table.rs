@@ -88,19 +88,25 @@ pub fn measure(routes: usize, rounds: usize, seconds: f64, say: &dyn Fn(&str)) -
     // (table, mode) -> (delivered pps, router ns per packet), one per round.
     type Samples = BTreeMap<(&'static str, Mode), (Vec<f64>, Vec<f64>)>;
     let mut samples = Samples::new();
-    for round in 1..=rounds {
+    // Round 0 warms up (caches, the kernel's FIB after its batch, the
+    // agent's first start against the full table) and is not recorded.
+    for round in 0..=rounds {
         for (name, modes) in plan {
             let (bench, dsts) = if name == "one route" { (&mut one, &one_dsts) } else { (&mut full, &full_dsts) };
             for &mode in modes {
                 bench.set_mode(mode)?;
                 let r = bench.run(FRAME, FLOWS, dsts, Duration::from_secs_f64(seconds))?;
+                let label = if round == 0 { "warm-up (not recorded)".to_string() } else { format!("round {round}/{rounds}") };
                 say(&format!(
-                    "  round {round}/{rounds}: {name}, {}: {:.0} pps offered, {:.0} delivered, {:.0} ns/pkt",
+                    "  {label}: {name}, {}: {:.0} pps offered, {:.0} delivered, {:.0} ns/pkt",
                     mode.name(),
                     r.offered_pps,
                     r.delivered_pps,
                     r.router_ns_per_packet
                 ));
+                if round == 0 {
+                    continue;
+                }
                 let e = samples.entry((name, mode)).or_default();
                 e.0.push(r.delivered_pps);
                 e.1.push(r.router_ns_per_packet);
@@ -137,7 +143,7 @@ pub fn measure(routes: usize, rounds: usize, seconds: f64, say: &dyn Fn(&str)) -
 /// The section of the report.
 pub fn markdown(f: &FullTableFigures) -> String {
     let mut s = format!(
-        "\n## Full-table lab ({} IPv4 routes in rtr's kernel FIB, mirrored by the agent), {} rounds\n\n{} B frames, {} flows, spread over {} destinations each in a prefix of its own (the one-route lab: as many addresses of its one route). Both labs are up at once; each round runs every mode of both.\n\n| table | mode | delivered pps | router ns/pkt |\n|---|---|---:|---:|\n",
+        "\n## Full-table lab ({} IPv4 routes in rtr's kernel FIB, mirrored by the agent), {} rounds\n\n{} B frames, {} flows, spread over {} destinations each in a prefix of its own (the one-route lab: as many addresses of its one route). Both labs are up at once; each round runs every mode of both, after a warm-up round not recorded.\n\n| table | mode | delivered pps | router ns/pkt |\n|---|---|---:|---:|\n",
         f.routes, f.rounds, f.frame_bytes, f.flows, f.destinations
     );
     for r in &f.rows {
