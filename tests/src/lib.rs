@@ -575,6 +575,20 @@ pub mod kernel_table {
             .collect()
     }
 
+    /// The IPv6 counterparts of [`gateways`]: fd00:2::10, ::11, ... with
+    /// MACs 02:00:00:00:0b:NN.
+    pub fn gateways_v6(lab: &Lab, n: u8) -> Result<Vec<Gateway>> {
+        (0..n)
+            .map(|i| {
+                let addr = format!("fd00:2::{:x}", 0x10 + i);
+                let mac = [0x02, 0, 0, 0, 0x0b, 10 + i];
+                let text = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+                sh::ip(&["-n", &lab.rtr, "-6", "neigh", "replace", &addr, "lladdr", &text, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
+                Ok(Gateway { addr, mac })
+            })
+            .collect()
+    }
+
     /// Runs `ip -batch` in rtr with one `route VERB PREFIX via GW [extra]` per
     /// prefix, gateways taken in turn. Returns how long the kernel took.
     pub fn batch(lab: &Lab, verb: &str, table: &[IpNet], gateways: &[Gateway], extra: &str) -> Result<Duration> {

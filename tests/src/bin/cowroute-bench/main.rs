@@ -263,7 +263,7 @@ fn main() -> Result<()> {
     }
 
     let full_table = if want(&cfg, "full-table") {
-        Some(full_table::measure(cfg.fib_routes, if cfg.quick { 2 } else { 4 }, cfg.lab_seconds.max(1.0), &say)?)
+        Some(full_table::measure(cfg.fib_routes, cfg.fib_routes / 5, if cfg.quick { 2 } else { 4 }, cfg.lab_seconds.max(1.0), &say)?)
     } else {
         None
     };

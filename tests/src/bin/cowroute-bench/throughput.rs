@@ -122,12 +122,17 @@ fn pin_napi_threads(dev: &str, cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// The one-route lab's route per family, via the sink.
+pub const ONE_ROUTE_V4: &str = "10.50.0.0/16";
+pub const ONE_ROUTE_V6: &str = "fd00:50::/32";
+
 /// What rtr forwards by.
 pub enum Table {
-    /// One route, 10.50.0.0/16 via the sink (the agent's from its config).
+    /// One route per family, [`ONE_ROUTE_V4`] and [`ONE_ROUTE_V6`] (the
+    /// agent's from its config).
     OneRoute,
-    /// These IPv4 routes in rtr's kernel FIB over 4 gateways on the sink
-    /// link (permanent neighbours), mirrored by the agent.
+    /// These routes (both families) in rtr's kernel FIB over 4 gateways per
+    /// family on the sink link (permanent neighbours), mirrored by the agent.
     Kernel(Vec<IpNet>),
 }
 
@@ -156,7 +161,9 @@ impl Bench {
         // The sink drops everything it receives at XDP, ARP included:
         // rtr knows its MAC (and the gateways') for good.
         let sink_mac = mac_of(&lab.sink, &lab.sink_if)?;
-        sh::ip(&["-n", &rtr, "neigh", "replace", lab::SINK_V4, "lladdr", &sink_mac, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
+        for sink in [lab::SINK_V4, lab::SINK_V6] {
+            sh::ip(&["-n", &rtr, "neigh", "replace", sink, "lladdr", &sink_mac, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
+        }
         // gen's end passes (native redirects into it); sink's drops.
         lab.attach_peer_pass(&cowroute_bin()?, &lab.gen, &lab.gen_if)?;
         bench_programs::attach(PROG_DROP, &lab.sink, &lab.sink_if, &lab.peer_pin(&lab.sink_if), &[])?;
@@ -169,16 +176,22 @@ impl Bench {
         let config = dir.0.join("rtr.toml");
         let (agent_args, ready_within) = match table {
             Table::OneRoute => {
-                sh::ip(&["-n", &rtr, "route", "add", "10.50.0.0/16", "via", lab::SINK_V4])?;
-                let extra = format!("\n[[route]]\nprefix = \"10.50.0.0/16\"\nvia = \"{}\"\ndev = \"{}\"\n", lab::SINK_V4, lab.rtr_sink_if);
+                let mut extra = String::new();
+                for (prefix, via) in [(ONE_ROUTE_V4, lab::SINK_V4), (ONE_ROUTE_V6, lab::SINK_V6)] {
+                    sh::ip(&["-n", &rtr, "route", "add", prefix, "via", via])?;
+                    extra += &format!("\n[[route]]\nprefix = \"{prefix}\"\nvia = \"{via}\"\ndev = \"{}\"\n", lab.rtr_sink_if);
+                }
                 std::fs::write(&config, lab.router_config() + &extra)?;
                 (vec!["--source".into(), "config".into()], Duration::from_secs(30))
             }
             Table::Kernel(routes) => {
-                let gateways = cowroute_tests::kernel_table::gateways(&lab, 4)?;
-                say(&format!("  {} routes into {rtr}'s kernel FIB (ip -batch)", routes.len()));
-                let took = cowroute_tests::kernel_table::batch(&lab, "add", routes, &gateways, "")?;
-                say(&format!("  the kernel took {:.1} s", took.as_secs_f64()));
+                let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = routes.iter().partition(|p| matches!(p, IpNet::V4(_)));
+                let gateways = [cowroute_tests::kernel_table::gateways(&lab, 4)?, cowroute_tests::kernel_table::gateways_v6(&lab, 4)?];
+                for (family, table, gateways) in [("IPv4", v4, &gateways[0]), ("IPv6", v6, &gateways[1])] {
+                    say(&format!("  {} {family} routes into {rtr}'s kernel FIB (ip -batch)", table.len()));
+                    let took = cowroute_tests::kernel_table::batch(&lab, "add", &table, gateways, "")?;
+                    say(&format!("  the kernel took {:.1} s", took.as_secs_f64()));
+                }
                 std::fs::write(&config, lab.hosts_config())?;
                 let rcvbuf = "536870912".to_string();
                 (vec!["--source".into(), "kernel".into(), "--netlink-rcvbuf".into(), rcvbuf], Duration::from_secs(300))
@@ -203,8 +216,9 @@ impl Bench {
             std::fs::remove_file(&program_pin)?;
         }
         // The kernel forwards, or its FIB serves the reference forwarder.
-        let forward = if matches!(mode, Mode::Kernel | Mode::Reference) { "net.ipv4.ip_forward=1" } else { "net.ipv4.ip_forward=0" };
-        sh::run(&mut sh::in_ns(&self.lab.rtr, "sysctl", &["-qw", forward]))?;
+        let on = matches!(mode, Mode::Kernel | Mode::Reference) as u8;
+        let (v4, v6) = (format!("net.ipv4.ip_forward={on}"), format!("net.ipv6.conf.all.forwarding={on}"));
+        sh::run(&mut sh::in_ns(&self.lab.rtr, "sysctl", &["-qw", &v4, &v6]))?;
         match mode {
             Mode::Kernel => {}
             Mode::Reference => bench_programs::attach(PROG_REFERENCE, &self.lab.rtr, &self.lab.rtr_gen_if, &program_pin, &[])
@@ -224,19 +238,29 @@ impl Bench {
         Ok(())
     }
 
-    /// The live-frames generator sends `size`-byte IPv4 frames over `flows`
-    /// flows (source ports) and `dsts` (none: to 10.50.0.1) for `duration`
-    /// from GENERATOR_CPU.
+    /// The live-frames generator sends `size`-byte frames over `flows` flows
+    /// (source ports) and `dsts` (none: IPv4 to 10.50.0.1; IPv6 frames when
+    /// the destinations are IPv6) for `duration` from GENERATOR_CPU.
     pub fn run(&self, size: usize, flows: u32, dsts: &[std::net::IpAddr], duration: Duration) -> Result<Rate> {
         let (gen, sink) = (&self.lab.gen, &self.lab.sink);
-        let src: std::net::Ipv4Addr = lab::GEN_V4.parse()?;
-        let frame = cowroute_tests::eth(
-            parse_mac(&mac_of(&self.lab.rtr, &self.lab.rtr_gen_if)?)?,
-            parse_mac(&mac_of(gen, &self.lab.gen_if)?)?,
-            None,
-            cowroute_tests::ETH_P_IP,
-            &cowroute_tests::ipv4_udp(src.octets(), [10, 50, 0, 1], 64, size - 14),
-        );
+        let (dmac, smac) = (parse_mac(&mac_of(&self.lab.rtr, &self.lab.rtr_gen_if)?)?, parse_mac(&mac_of(gen, &self.lab.gen_if)?)?);
+        let frame = match dsts.first() {
+            Some(std::net::IpAddr::V6(dst)) => {
+                let src: std::net::Ipv6Addr = lab::GEN_V6.parse()?;
+                let packet = cowroute_tests::ipv6_udp(src.octets(), dst.octets(), 64, size - 14 - 40);
+                cowroute_tests::eth(dmac, smac, None, cowroute_tests::ETH_P_IPV6, &packet)
+            }
+            _ => {
+                let src: std::net::Ipv4Addr = lab::GEN_V4.parse()?;
+                cowroute_tests::eth(
+                    dmac,
+                    smac,
+                    None,
+                    cowroute_tests::ETH_P_IP,
+                    &cowroute_tests::ipv4_udp(src.octets(), [10, 50, 0, 1], 64, size - 14),
+                )
+            }
+        };
         let dsts: Vec<Destination> = dsts.iter().map(|d| crate::trafficgen::destination(&frame, *d)).collect();
         pin_napi_threads(&self.lab.rtr_gen_if, ROUTER_CPU)?;
         let generator = Generator::start(gen, &self.lab.gen_if, frame, flows, dsts, GENERATOR_CPU)?;
