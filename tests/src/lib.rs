@@ -198,12 +198,22 @@ impl PinnedV4 {
         }
     }
 
-    /// The route for `addr`, and whether the DIR-24 index gave it.
+    /// The route for `addr` (the trie's entry, which carries the route's
+    /// id), and whether the DIR-24 index gave it; where it did, its copy is
+    /// asserted to be the trie's entry but the id (routes that forward alike
+    /// share a copy).
     pub fn lookup(&self, addr: std::net::Ipv4Addr) -> Option<(common::RouteEntry, bool)> {
-        if let Some((entry, _slot)) = self.dir24.answer(addr).unwrap() {
-            return Some((entry, true));
+        let trie = self.trie.get(&aya::maps::lpm_trie::Key::new(32, addr.octets()), 0).ok();
+        if let Some((entry, slot)) = self.dir24.answer(addr).unwrap() {
+            let trie = trie.unwrap_or_else(|| panic!("{addr}: the DIR-24 index answers (slot {slot}) where the trie has no route"));
+            assert_eq!(
+                entry,
+                cowroute::dataplane::shared_entries::index_copy(&trie),
+                "{addr}: the DIR-24 copy in slot {slot} is not the trie's entry"
+            );
+            return Some((trie, true));
         }
-        self.trie.get(&aya::maps::lpm_trie::Key::new(32, addr.octets()), 0).ok().map(|e| (e, false))
+        trie.map(|e| (e, false))
     }
 }
 

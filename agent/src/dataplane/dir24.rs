@@ -11,6 +11,8 @@
 //! trie decides within it), and so is a block no route covers, or one whose
 //! route found no free slot.
 //!
+//! Routes that forward alike share one entry copy ([`SharedEntries`]).
+//!
 //! An entry never changes in place: a new slot is filled, the blocks move
 //! to it, the old slot waits out the grace period before reuse (a program
 //! may still be reading it), so a reader never sees half an entry.
@@ -18,7 +20,10 @@
 //! This module is the bookkeeping; [`Dir24Store`] is where its writes go
 //! (the real maps, or a model in the tests).
 
-use crate::dataplane::{map_error::MapError, slots::SlotAllocator};
+use crate::dataplane::{
+    map_error::MapError,
+    shared_entries::{index_copy, SharedEntries},
+};
 use common::RouteEntry;
 use ipnet::Ipv4Net;
 use std::{
@@ -36,8 +41,6 @@ const _: () = assert!(core::mem::size_of::<common::route::Dir24Blocks>() * (1 <<
 pub trait Dir24Store {
     /// Fills entry slot `slot` (not yet referenced by any block).
     fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<(), MapError>;
-    /// What slot `slot` holds (as last written).
-    fn read_entry(&self, slot: u32) -> RouteEntry;
     /// Sets block `block` (a /24: the address's top 24 bits) to `word`.
     fn set_block(&mut self, block: u32, word: u32);
 }
@@ -69,7 +72,7 @@ pub struct Dir24 {
     /// Longer prefixes (/25../32), and per block how many lie inside it.
     long: HashSet<(u32, u8)>,
     long_per_block: HashMap<u32, u32>,
-    slots: SlotAllocator,
+    entries: SharedEntries,
     /// ≤/24 prefixes with a slot (kept as they change: `stats` is polled).
     indexed: u64,
     /// Prefixes that found the entries array full (their blocks ask the trie).
@@ -113,14 +116,14 @@ impl Dir24 {
             short: HashMap::new(),
             long: HashSet::new(),
             long_per_block: HashMap::new(),
-            slots: SlotAllocator::new(0, entries, grace),
+            entries: SharedEntries::new(entries, grace),
             indexed: 0,
             unindexed: 0,
         }
     }
 
     pub fn set_grace(&mut self, grace: Duration) {
-        self.slots.set_grace(grace);
+        self.entries.set_grace(grace);
     }
 
     /// An earlier agent's index: its slots (block words - 1, as found in the
@@ -128,7 +131,7 @@ impl Dir24 {
     /// zeroed the blocks, so until the routes are published again the
     /// trie answers.
     pub fn forget_adopted(&mut self, referenced: impl IntoIterator<Item = u32>, now: Instant) {
-        self.slots.release_adopted(referenced, now);
+        self.entries.forget_adopted(referenced, now);
     }
 
     /// The word block `b` should hold.
@@ -160,14 +163,12 @@ impl Dir24 {
             return Ok(());
         }
         let old = self.short.get(&(net, len)).and_then(|i| i.slot());
-        if old.is_some_and(|s| store.read_entry(s) == *entry) {
+        if old.is_some_and(|s| self.entries.copy_in(s) == Some(&index_copy(entry))) {
             return Ok(());
         }
-        self.slots.reap(now);
-        let slot = self.slots.alloc();
-        match slot {
-            Some(s) => store.write_entry(s, entry)?,
-            None => self.unindexed += 1,
+        let slot = self.entries.acquire(entry, now, |slot, copy| store.write_entry(slot, copy))?;
+        if slot.is_none() {
+            self.unindexed += 1;
         }
         self.short.insert((net, len), Indexed::new(slot));
         let depth = len + 1;
@@ -180,11 +181,16 @@ impl Dir24 {
             }
         }
         if let Some(s) = old {
-            self.slots.release(s, now);
+            self.entries.release(s, now);
             self.indexed -= 1;
         }
         self.indexed += slot.is_some() as u64;
         Ok(())
+    }
+
+    /// Entry slots in use (each shared by the prefixes that route alike).
+    pub fn slots_in_use(&self) -> usize {
+        self.entries.in_use()
     }
 
     /// `prefix` is gone from the trie.
@@ -218,7 +224,7 @@ impl Dir24 {
             }
         }
         if let Some(s) = gone.slot() {
-            self.slots.release(s, now);
+            self.entries.release(s, now);
             self.indexed -= 1;
         }
     }
@@ -251,9 +257,6 @@ mod tests {
             self.entries.insert(slot, *entry);
             Ok(())
         }
-        fn read_entry(&self, slot: u32) -> RouteEntry {
-            self.entries[&slot]
-        }
         fn set_block(&mut self, block: u32, word: u32) {
             if word == 0 {
                 self.blocks.remove(&block)
@@ -265,6 +268,11 @@ mod tests {
 
     fn entry(id: u32) -> RouteEntry {
         RouteEntry::new(RouteKind::Unicast, id, MetricsRef::DEFAULT, id)
+    }
+
+    /// What the index holds for `entry(id)`.
+    fn copy(id: u32) -> RouteEntry {
+        index_copy(&entry(id))
     }
 
     /// What the program would take for `addr`: the block's entry, else the
@@ -291,13 +299,13 @@ mod tests {
         d.put(&"10.0.0.0/8".parse().unwrap(), &entry(1), t, &mut m).unwrap();
         assert_eq!(m.blocks.len(), 65_536);
         d.put(&"10.1.2.0/24".parse().unwrap(), &entry(2), t, &mut m).unwrap();
-        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], entry(2));
+        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], copy(2));
         d.put(&"10.1.2.128/25".parse().unwrap(), &entry(3), t, &mut m).unwrap();
         assert!(!m.blocks.contains_key(&0x0a0102), "the trie decides inside the block");
         d.delete(&"10.1.2.128/25".parse().unwrap(), t, &mut m);
-        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], entry(2));
+        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], copy(2));
         d.delete(&"10.1.2.0/24".parse().unwrap(), t, &mut m);
-        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], entry(1), "back to the covering /8");
+        assert_eq!(m.entries[&(m.blocks[&0x0a0102] - 1)], copy(1), "back to the covering /8");
         d.delete(&"10.0.0.0/8".parse().unwrap(), t, &mut m);
         assert!(m.blocks.is_empty());
         assert_eq!(d.stats(), Dir24Stats::default());
@@ -314,14 +322,39 @@ mod tests {
         assert_eq!(m.blocks[&0xc00002], first, "the same entry keeps its slot");
         d.put(&p, &entry(2), t, &mut m).unwrap();
         assert_ne!(m.blocks[&0xc00002], first, "never rewritten in place");
-        assert_eq!(m.entries[&(first - 1)], entry(1), "the old copy is intact for late readers");
+        assert_eq!(m.entries[&(first - 1)], copy(1), "the old copy is intact for late readers");
         // Both slots taken (one quarantined): a third entry finds none and
         // its block asks the trie, counted.
         d.put(&p, &entry(3), t, &mut m).unwrap();
         assert!(!m.blocks.contains_key(&0xc00002));
         assert_eq!(d.stats().full_events, 1);
         d.put(&p, &entry(4), t + Duration::from_secs(2), &mut m).unwrap();
-        assert_eq!(m.entries[&(m.blocks[&0xc00002] - 1)], entry(4), "a slot back after the grace");
+        assert_eq!(m.entries[&(m.blocks[&0xc00002] - 1)], copy(4), "a slot back after the grace");
+    }
+
+    #[test]
+    fn routes_that_forward_alike_share_one_slot_until_the_last_goes() {
+        let (t, mut m) = (Instant::now(), Model::default());
+        let mut d = Dir24::new(4, Duration::from_secs(1));
+        // A thousand /24s, two next hops: two slots, whatever their ids.
+        let alike = |i: u32| RouteEntry::new(RouteKind::Unicast, 1 + i % 2, MetricsRef::DEFAULT, 100 + i);
+        for i in 0..1000u32 {
+            d.put(&net(0x0a00_0000 | i << 8, 24), &alike(i), t, &mut m).unwrap();
+        }
+        assert_eq!(d.slots_in_use(), 2);
+        assert_eq!(d.stats().indexed, 1000);
+        assert_eq!(m.entries[&(m.blocks[&0x0a0003] - 1)], index_copy(&alike(3)), "the copy has all but the id");
+        // One of them changes: a third slot; the others keep theirs.
+        let before = m.blocks[&0x0a0001];
+        d.put(&net(0x0a00_0300, 24), &RouteEntry::new(RouteKind::Blackhole, 0, MetricsRef::DEFAULT, 103), t, &mut m).unwrap();
+        assert_eq!((d.slots_in_use(), m.blocks[&0x0a0001]), (3, before));
+        // All but one of next hop 2's go: its slot stays for the last.
+        for i in (1..1000u32).step_by(2).filter(|i| *i != 3 && *i != 999) {
+            d.delete(&net(0x0a00_0000 | i << 8, 24), t, &mut m);
+        }
+        assert_eq!(m.entries[&(m.blocks[&0x0a03e7] - 1)], index_copy(&alike(999)));
+        d.delete(&net(0x0a00_0000 | 999 << 8, 24), t, &mut m);
+        assert_eq!(d.slots_in_use(), 2, "next hop 1's and the blackhole's");
     }
 
     proptest! {
@@ -349,8 +382,11 @@ mod tests {
                 }
             }
             for a in probes.into_iter().map(within) {
-                prop_assert_eq!(fast_path(&m, &table, a), lpm(&table, a), "address {:#x}", a);
+                prop_assert_eq!(fast_path(&m, &table, a).map(|e| index_copy(&e)), lpm(&table, a).map(|e| index_copy(&e)), "address {:#x}", a);
             }
+            // One slot per distinct copy among the ≤/24 routes, none leaked.
+            let distinct: HashSet<RouteEntry> = table.iter().filter(|((_, len), _)| *len <= 24).map(|(_, e)| index_copy(e)).collect();
+            prop_assert_eq!(d.slots_in_use(), distinct.len());
         }
     }
 }

@@ -186,10 +186,6 @@ impl Dir24Store for Dir24Maps {
         unsafe { self.entries.at(slot as usize).write_volatile(*entry) };
         Ok(())
     }
-    fn read_entry(&self, slot: u32) -> RouteEntry {
-        // SAFETY: in bounds (checked), aligned; only this writer writes it.
-        unsafe { self.entries.at(slot as usize).read_volatile() }
-    }
     fn set_block(&mut self, block: u32, word: u32) {
         // SAFETY: in bounds (checked); atomics are shared with the program.
         unsafe { &*self.blocks.at(block as usize) }.store(word, Ordering::Release);

@@ -16,6 +16,7 @@ mod mapped;
 pub mod pin_lock;
 pub mod policy_maps;
 pub mod published;
+pub mod shared_entries;
 pub mod slots;
 pub mod table_routes;
 pub mod v6index;

@@ -17,11 +17,13 @@
 //! bucket with a longer prefix inside always asks the trie, and so does an
 //! address no bucket takes (under a prefix shorter than /24, or none).
 //!
+//! Routes that forward alike share one entry copy ([`SharedEntries`]).
+//!
 //! `ROUTES_V6` stays the table of record. An entry never changes in place
 //! (fresh slot, buckets switched, the old slot reused after the grace), and
 //! a bucket is one hash element, replaced whole by the kernel.
 
-use crate::dataplane::{map_error::MapError, slots::SlotAllocator};
+use crate::dataplane::{map_error::MapError, shared_entries::SharedEntries};
 use common::RouteEntry;
 use ipnet::Ipv6Net;
 use std::{
@@ -81,7 +83,7 @@ pub struct V6Index {
     longer: [HashMap<u64, u32>; 5],
     /// Per stage, the words written, by bucket.
     written: [BTreeMap<u64, u32>; 5],
-    slots: SlotAllocator,
+    entries: SharedEntries,
     full_events: u64,
 }
 
@@ -123,19 +125,19 @@ impl V6Index {
             per_len: [0; 65],
             longer: Default::default(),
             written: Default::default(),
-            slots: SlotAllocator::new(0, entries, grace),
+            entries: SharedEntries::new(entries, grace),
             full_events: 0,
         }
     }
 
     pub fn set_grace(&mut self, grace: Duration) {
-        self.slots.set_grace(grace);
+        self.entries.set_grace(grace);
     }
 
     /// An earlier agent's index: its slots (as its words named them) are
     /// reusable after the grace period. The caller has removed its buckets.
     pub fn forget_adopted(&mut self, referenced: impl IntoIterator<Item = u32>, now: Instant) {
-        self.slots.release_adopted(referenced, now);
+        self.entries.forget_adopted(referenced, now);
     }
 
     /// The longest prefix up to `max` long covering `addr`.
@@ -226,11 +228,9 @@ impl V6Index {
         if matches!(old, Some(o) if o.entry == *entry && o.slot.is_some()) {
             return Ok(());
         }
-        self.slots.reap(now);
-        let slot = self.slots.alloc();
-        match slot {
-            Some(s) => store.write_entry(s, entry)?,
-            None => self.full_events += 1,
+        let slot = self.entries.acquire(entry, now, |slot, copy| store.write_entry(slot, copy))?;
+        if slot.is_none() {
+            self.full_events += 1;
         }
         self.prefixes.insert((net, len), Indexed { slot, entry: *entry });
         if old.is_none() {
@@ -239,7 +239,7 @@ impl V6Index {
         }
         self.refresh(net, len, store)?;
         if let Some(Indexed { slot: Some(s), .. }) = old {
-            self.slots.release(s, now);
+            self.entries.release(s, now);
         }
         Ok(())
     }
@@ -259,7 +259,7 @@ impl V6Index {
         self.count_longer(net, len, false);
         self.refresh(net, len, store)?;
         if let Some(s) = gone.slot {
-            self.slots.release(s, now);
+            self.entries.release(s, now);
         }
         Ok(())
     }
@@ -293,6 +293,7 @@ pub fn search(addr: u128, bucket: impl Fn([u32; 3]) -> Option<u32>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::shared_entries::index_copy;
     use common::{MetricsRef, RouteKind};
     use proptest::prelude::*;
 
@@ -321,13 +322,18 @@ mod tests {
         RouteEntry::new(RouteKind::Unicast, id, MetricsRef::DEFAULT, id)
     }
 
+    /// What the index holds for `entry(id)`.
+    fn copy(id: u32) -> RouteEntry {
+        index_copy(&entry(id))
+    }
+
     type Table = HashMap<(u128, u8), RouteEntry>;
 
     /// What the program would take for `addr`: the index's entry, else the
-    /// trie's longest match (`table`).
+    /// trie's longest match (`table`), as the index copies it (no id).
     fn fast_path(m: &Model, table: &Table, addr: u128) -> Option<RouteEntry> {
         match search(addr, |k| m.buckets.get(&k).copied()) {
-            0 => lpm(table, addr),
+            0 => lpm(table, addr).map(|e| index_copy(&e)),
             w => Some(m.entries[&(w - 1)]),
         }
     }
@@ -355,12 +361,12 @@ mod tests {
         x.put(&p("2001:db8:1::/48"), &entry(1), t, &mut m).unwrap();
         assert_eq!(m.buckets.len(), 1);
         let w = m.buckets[&bucket_key(48, 0x2001_0db8_0001_0000)];
-        assert_eq!(m.entries[&(w - 1)], entry(1));
+        assert_eq!(m.entries[&(w - 1)], copy(1));
         x.put(&p("2001:db8:1:100::/56"), &entry(2), t, &mut m).unwrap();
         assert_ne!(m.buckets[&bucket_key(48, 0x2001_0db8_0001_0000)] & LONGER, 0, "the /48 now sends the search on");
         let table: Table = [(key(&p("2001:db8:1::/48")), entry(1)), (key(&p("2001:db8:1:100::/56")), entry(2))].into();
-        assert_eq!(fast_path(&m, &table, a("2001:db8:1:1ff::1")), Some(entry(2)));
-        assert_eq!(fast_path(&m, &table, a("2001:db8:1:200::1")), Some(entry(1)));
+        assert_eq!(fast_path(&m, &table, a("2001:db8:1:1ff::1")), Some(copy(2)));
+        assert_eq!(fast_path(&m, &table, a("2001:db8:1:200::1")), Some(copy(1)));
         x.put(&p("2001:db8:1:1ff::/96"), &entry(3), t, &mut m).unwrap();
         assert_eq!(m.buckets[&bucket_key(64, 0x2001_0db8_0001_01ff)], 0, "a /64 with a longer prefix inside asks the trie");
         for s in ["2001:db8:1:1ff::/96", "2001:db8:1:100::/56", "2001:db8:1::/48"] {
@@ -379,9 +385,9 @@ mod tests {
         x.put(&p("2001:db8::/32"), &entry(2), t, &mut m).unwrap();
         let second = m.buckets[&bucket_key(32, 0x2001_0db8_0000_0000)];
         assert_ne!(first, second, "never rewritten in place");
-        assert_eq!(m.entries[&(first - 1)], entry(1), "the old copy is intact for late readers");
+        assert_eq!(m.entries[&(first - 1)], copy(1), "the old copy is intact for late readers");
         let table: Table = [(key(&p("2001:db8::/32")), entry(2))].into();
-        assert_eq!(fast_path(&m, &table, a("2001:db8:ffff::1")), Some(entry(2)));
+        assert_eq!(fast_path(&m, &table, a("2001:db8:ffff::1")), Some(copy(2)));
     }
 
     /// Prefix lengths around every stage boundary, and beyond /64.
@@ -418,7 +424,7 @@ mod tests {
             }
             prop_assert!(ops_len > 0);
             for a in probes.into_iter().chain(probes_from_ops).map(within) {
-                prop_assert_eq!(fast_path(&m, &table, a), lpm(&table, a), "address {:#x}", a);
+                prop_assert_eq!(fast_path(&m, &table, a), lpm(&table, a).map(|e| index_copy(&e)), "address {:#x}", a);
             }
         }
     }
