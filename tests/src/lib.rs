@@ -574,26 +574,23 @@ pub mod kernel_table {
     /// made-up MACs (02:00:00:00:0a:NN), so that each next hop has a MAC
     /// of its own to be told apart by.
     pub fn gateways(lab: &Lab, n: u8) -> Result<Vec<Gateway>> {
-        (0..n)
-            .map(|i| {
-                let addr = format!("10.2.0.{}", 10 + i);
-                let mac = [0x02, 0, 0, 0, 0x0a, 10 + i];
-                let text = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-                sh::ip(&["-n", &lab.rtr, "neigh", "replace", &addr, "lladdr", &text, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
-                Ok(Gateway { addr, mac })
-            })
-            .collect()
+        permanent_neighbours(lab, n, 0x0a, |i| format!("10.2.0.{}", 10 + i))
     }
 
     /// The IPv6 counterparts of [`gateways`]: fd00:2::10, ::11, ... with
     /// MACs 02:00:00:00:0b:NN.
     pub fn gateways_v6(lab: &Lab, n: u8) -> Result<Vec<Gateway>> {
+        permanent_neighbours(lab, n, 0x0b, |i| format!("fd00:2::{:x}", 0x10 + i))
+    }
+
+    /// `n` permanent neighbours of rtr on its sink link: `addr(i)` with MAC
+    /// 02:00:00:00:FAMILY:(10 + i).
+    fn permanent_neighbours(lab: &Lab, n: u8, family: u8, addr: impl Fn(u8) -> String) -> Result<Vec<Gateway>> {
         (0..n)
             .map(|i| {
-                let addr = format!("fd00:2::{:x}", 0x10 + i);
-                let mac = [0x02, 0, 0, 0, 0x0b, 10 + i];
+                let (addr, mac) = (addr(i), [0x02, 0, 0, 0, family, 10 + i]);
                 let text = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-                sh::ip(&["-n", &lab.rtr, "-6", "neigh", "replace", &addr, "lladdr", &text, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
+                sh::ip(&["-n", &lab.rtr, "neigh", "replace", &addr, "lladdr", &text, "dev", &lab.rtr_sink_if, "nud", "permanent"])?;
                 Ok(Gateway { addr, mac })
             })
             .collect()
