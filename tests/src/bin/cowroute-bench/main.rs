@@ -44,7 +44,7 @@ struct Config {
     /// Routes through kernel nexthop objects (`nexthops`).
     nh_routes: usize,
     /// `--only SECTION` (one of `xtask::BENCH_SECTIONS`): that section alone,
-    /// printed, no report (conformance and policy also write their keys of bench.json).
+    /// printed, no report (conformance, policy and full-table also write their keys of bench.json).
     only: Option<String>,
 }
 
@@ -269,6 +269,7 @@ fn main() -> Result<()> {
     };
     if let (Some("full-table"), Some(f)) = (cfg.only.as_deref(), &full_table) {
         println!("{}", full_table::markdown(f));
+        say(&format!("wrote the full-table figures to {}", write_key(&cfg, "full_table", f)?.display()));
         return Ok(());
     }
     if cfg.only.as_deref() == Some("fpm") {
@@ -283,13 +284,7 @@ fn main() -> Result<()> {
     }
     if cfg.only.as_deref() == Some("conformance") {
         let f = conformance::measure(conformance_frames(&cfg), &say)?;
-        // The section's key in bench.json, the rest of the file kept.
-        let path = cfg.out.join("bench.json");
-        let mut json: serde_json::Value =
-            std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_else(|| serde_json::json!({}));
-        json["conformance"] = serde_json::to_value(&f)?;
-        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
-        say(&format!("wrote the conformance figures to {}", path.display()));
+        say(&format!("wrote the conformance figures to {}", write_key(&cfg, "conformance", &f)?.display()));
         anyhow::ensure!(f.unexpected_differences == 0 && f.linux_against_linux == 0, "differences from Linux: see above");
         return Ok(());
     }
@@ -309,11 +304,7 @@ fn main() -> Result<()> {
                 fmt(&r.forward_ns, 1)
             ));
         }
-        let path = cfg.out.join("bench.json");
-        let mut json: serde_json::Value =
-            std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_else(|| serde_json::json!({}));
-        json["policy_cost"] = serde_json::to_value(&rows)?;
-        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+        write_key(&cfg, "policy_cost", &rows)?;
         return Ok(());
     }
     if cfg.only.as_deref() == Some("nexthops") {
@@ -380,6 +371,18 @@ fn main() -> Result<()> {
     println!("{md}");
     say(&format!("wrote {}/report.md, bench.json, ns_per_packet.svg, pps_per_mode.svg", cfg.out.display()));
     Ok(())
+}
+
+/// A section run alone (`--only`) writes its key of bench.json, under the
+/// same name the whole bench gives it, the rest of the file kept. Returns
+/// the file's path.
+fn write_key(cfg: &Config, key: &str, value: &impl serde::Serialize) -> Result<PathBuf> {
+    let path = cfg.out.join("bench.json");
+    let mut json: serde_json::Value =
+        std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_else(|| serde_json::json!({}));
+    json[key] = serde_json::to_value(value)?;
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    Ok(path)
 }
 
 /// Generated frames of the conformance section: 200,000 (20,000 with --quick).
