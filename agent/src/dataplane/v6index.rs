@@ -23,7 +23,10 @@
 //! (fresh slot, buckets switched, the old slot reused after the grace), and
 //! a bucket is one hash element, replaced whole by the kernel.
 
-use crate::dataplane::{map_error::MapError, shared_entries::SharedEntries};
+use crate::dataplane::{
+    map_error::MapError,
+    shared_entries::{index_copy, SharedEntries},
+};
 use common::RouteEntry;
 use ipnet::Ipv6Net;
 use std::{
@@ -58,7 +61,6 @@ pub trait V6IndexStore {
 struct Indexed {
     /// `None`: no free slot was left; its buckets ask the trie.
     slot: Option<u32>,
-    entry: RouteEntry,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -225,14 +227,14 @@ impl V6Index {
             return Ok(());
         }
         let old = self.prefixes.get(&(net, len)).copied();
-        if matches!(old, Some(o) if o.entry == *entry && o.slot.is_some()) {
+        if old.and_then(|o| o.slot).is_some_and(|s| self.entries.copy_in(s) == Some(&index_copy(entry))) {
             return Ok(());
         }
         let slot = self.entries.acquire(entry, now, |slot, copy| store.write_entry(slot, copy))?;
         if slot.is_none() {
             self.full_events += 1;
         }
-        self.prefixes.insert((net, len), Indexed { slot, entry: *entry });
+        self.prefixes.insert((net, len), Indexed { slot });
         if old.is_none() {
             self.per_len[len as usize] += 1;
             self.count_longer(net, len, true);
@@ -293,7 +295,6 @@ pub fn search(addr: u128, bucket: impl Fn([u32; 3]) -> Option<u32>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::shared_entries::index_copy;
     use common::{MetricsRef, RouteKind};
     use proptest::prelude::*;
 

@@ -14,7 +14,7 @@ use std::{
     path::PathBuf,
     time::{Duration, Instant},
 };
-use xtask::{agent_proc::AgentProc, lab::Lab, sh};
+use xtask::{agent_proc::AgentProc, lab::Lab};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FpmScaleFigures {
@@ -33,11 +33,6 @@ pub struct FpmScaleFigures {
     /// route to after the last: what `show routes` and adoption need is all
     /// kept (the RIB, the feed's record, the map writer's index).
     pub memory_bytes_per_route: f64,
-}
-
-fn ifindex(ns: &str, dev: &str) -> Result<u32> {
-    let v: serde_json::Value = serde_json::from_str(&sh::ip(&["-n", ns, "-j", "link", "show", "dev", dev])?)?;
-    Ok(v[0]["ifindex"].as_u64().unwrap_or(0) as u32)
 }
 
 /// Polls until the agent holds `want` routes (with a progress line a second).
@@ -78,7 +73,7 @@ pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Resu
     let agent = AgentProc::start(&lab.rtr, &pin_dir, &args, false)?;
     let mut client = Client::connect(&agent.control_socket)?;
     let gateways = kernel_table::gateways(&lab, 4)?;
-    let oif = ifindex(&lab.rtr, &lab.rtr_sink_if)?;
+    let oif = crate::throughput::ifindex_in(&lab.rtr, &lab.rtr_sink_if)?;
     let base = get(&stats(&mut client)?, &["routes"]);
     let before = status_mib(agent.pid(), "RssAnon");
 

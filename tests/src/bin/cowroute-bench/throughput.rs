@@ -285,7 +285,7 @@ impl Bench {
 }
 
 /// The ifindex of `dev` in namespace `ns`.
-fn ifindex_in(ns: &str, dev: &str) -> Result<u32> {
+pub(crate) fn ifindex_in(ns: &str, dev: &str) -> Result<u32> {
     let out = sh::ip(&["-n", ns, "-j", "link", "show", "dev", dev])?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
     Ok(v[0]["ifindex"].as_u64().context("no ifindex")? as u32)
