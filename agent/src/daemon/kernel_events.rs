@@ -79,7 +79,7 @@ impl Daemon {
             self.apply_route(RouteChange::Delete(prefix), now);
         }
         for (prefix, route) in table {
-            if self.rib.route_input(&prefix) != Some(&route) {
+            if self.rib.route_input(&prefix).as_ref() != Some(&route) {
                 self.apply_route(RouteChange::Set(route), now);
             }
         }
@@ -88,7 +88,7 @@ impl Daemon {
         for (table, prefix) in stale {
             self.apply_route(RouteChange::TableDelete(table, prefix), now);
         }
-        let differ: Vec<_> = tables.into_iter().filter(|((t, p), r)| self.rib.table_route_input(*t, p) != Some(r)).collect();
+        let differ: Vec<_> = tables.into_iter().filter(|((t, p), r)| self.rib.table_route_input(*t, p).as_ref() != Some(r)).collect();
         for ((table, _), route) in differ {
             self.apply_route(RouteChange::TableSet(table, route), now);
         }

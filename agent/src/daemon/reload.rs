@@ -372,10 +372,7 @@ mod tests {
         let mut feed = crate::fib::source::Feed::new(RouteSource::Config, &[]);
         feed.configured(&old.routes);
         let set = RouteInput::new("10.0.0.0/8".parse().unwrap(), RouteKind::Unicast, Some(3), None, RouteMetrics::DEFAULT);
-        assert_eq!(
-            feed.configured(&new.routes),
-            vec![RouteChange::Delete("10.1.0.0/16".parse::<IpNet>().unwrap()), RouteChange::Set(std::sync::Arc::new(set))]
-        );
+        assert_eq!(feed.configured(&new.routes), vec![RouteChange::Delete("10.1.0.0/16".parse::<IpNet>().unwrap()), RouteChange::Set(set)]);
         assert_eq!(d.unset_neighbours, vec![(2, "10.0.0.9".parse().unwrap())]);
         assert!(d.set_neighbours.is_empty());
         let e = resolve(

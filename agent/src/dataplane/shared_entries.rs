@@ -13,10 +13,8 @@
 
 use crate::dataplane::{map_error::MapError, slots::SlotAllocator};
 use common::RouteEntry;
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use hashbrown::HashMap;
+use std::time::{Duration, Instant};
 
 /// The index's copy of a route's entry: all the fast path reads, without
 /// the route's id, so that routes which forward alike share it.

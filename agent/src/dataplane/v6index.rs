@@ -28,9 +28,10 @@ use crate::dataplane::{
     shared_entries::{index_copy, SharedEntries},
 };
 use common::RouteEntry;
+use hashbrown::{HashMap, HashSet};
 use ipnet::Ipv6Net;
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::BTreeMap,
     time::{Duration, Instant},
 };
 
@@ -74,8 +75,9 @@ pub struct V6IndexStats {
 }
 
 pub struct V6Index {
-    /// Prefixes up to /64, by (network, length).
-    prefixes: HashMap<(u128, u8), Indexed>,
+    /// Prefixes up to /64, by (network's top 64 bits, length): sixteen
+    /// bytes a key, not the thirty-two of a `u128`'s alignment.
+    prefixes: HashMap<(u64, u8), Indexed>,
     /// Longer prefixes (the trie alone answers inside their /64).
     beyond: HashSet<(u128, u8)>,
     /// Prefixes up to /64 per length: the lengths a longest match tries.
@@ -107,6 +109,12 @@ fn mask128(len: u8) -> u128 {
 
 fn key(p: &Ipv6Net) -> (u128, u8) {
     (u128::from(p.network()), p.prefix_len())
+}
+
+/// A prefix up to /64 as `prefixes` holds it.
+fn short_key(net: u128, len: u8) -> (u64, u8) {
+    debug_assert!(len <= 64);
+    ((net >> 64) as u64, len)
 }
 
 /// The top 64 bits of an address.
@@ -144,7 +152,10 @@ impl V6Index {
 
     /// The longest prefix up to `max` long covering `addr`.
     fn covering(&self, addr: u128, max: u8) -> Option<(u8, &Indexed)> {
-        (0..=max).rev().filter(|&l| self.per_len[l as usize] > 0).find_map(|l| self.prefixes.get(&(addr & mask128(l), l)).map(|i| (l, i)))
+        (0..=max)
+            .rev()
+            .filter(|&l| self.per_len[l as usize] > 0)
+            .find_map(|l| self.prefixes.get(&short_key(addr & mask128(l), l)).map(|i| (l, i)))
     }
 
     /// The word bucket `bucket` of stage `i` should hold; `None`: no bucket.
@@ -226,7 +237,7 @@ impl V6Index {
             }
             return Ok(());
         }
-        let old = self.prefixes.get(&(net, len)).copied();
+        let old = self.prefixes.get(&short_key(net, len)).copied();
         if old.and_then(|o| o.slot).is_some_and(|s| self.entries.copy_in(s) == Some(&index_copy(entry))) {
             return Ok(());
         }
@@ -234,7 +245,7 @@ impl V6Index {
         if slot.is_none() {
             self.full_events += 1;
         }
-        self.prefixes.insert((net, len), Indexed { slot });
+        self.prefixes.insert(short_key(net, len), Indexed { slot });
         if old.is_none() {
             self.per_len[len as usize] += 1;
             self.count_longer(net, len, true);
@@ -256,7 +267,7 @@ impl V6Index {
             }
             return Ok(());
         }
-        let Some(gone) = self.prefixes.remove(&(net, len)) else { return Ok(()) };
+        let Some(gone) = self.prefixes.remove(&short_key(net, len)) else { return Ok(()) };
         self.per_len[len as usize] -= 1;
         self.count_longer(net, len, false);
         self.refresh(net, len, store)?;

@@ -20,11 +20,12 @@ use crate::{
     fib::{kernel_fib::KernelFib, netlink_mirror::Event, nexthop_msg::MirrorMessage, route_msg::route_event},
     rib::types::{ChangeKey, RouteChange},
 };
+use hashbrown::HashSet;
 use ipnet::IpNet;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_REPLACE};
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     net::SocketAddr,
     time::{Duration, Instant},
 };

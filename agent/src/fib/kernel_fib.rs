@@ -7,7 +7,10 @@ use crate::{
         kernel_nexthops::{KernelNexthops, NexthopDelta},
         netlink_mirror::KernelRoute,
     },
-    rib::{types::NexthopObject, RouteChange as Change, RouteInput},
+    rib::{
+        types::{AttrsInterner, NexthopObject, RouteAttrs},
+        RouteChange as Change, RouteInput,
+    },
 };
 use ipnet::IpNet;
 use std::{
@@ -22,63 +25,75 @@ use std::{
 /// wrong route.
 type Rank = (u32, bool, Option<u32>);
 
-fn rank(route: &KernelRoute) -> Rank {
-    (route.priority, route.route.kind != common::RouteKind::Kernel, route.route.dev)
+fn rank(priority: u32, attrs: &RouteAttrs) -> Rank {
+    (priority, attrs.kind != common::RouteKind::Kernel, attrs.dev)
 }
 
 /// A route message that names no device, leg or nexthop object.
-fn names_no_nexthop(r: &RouteInput) -> bool {
+fn names_no_nexthop(r: &RouteAttrs) -> bool {
     r.dev.is_none() && r.via.is_none() && r.multipath.is_empty() && r.nhid.is_none()
 }
 
+/// One candidate: its priority and what it says (interned: the prefix is
+/// the table's key). Its rank follows from both.
+type Candidate = (u32, Arc<RouteAttrs>);
+
+fn rank_of((priority, attrs): &Candidate) -> Rank {
+    rank(*priority, attrs)
+}
+
 /// The routes to one prefix, best first. Nearly always exactly one, held
-/// inline (no allocation of its own: the map's slot is all a prefix costs);
-/// a map per prefix would cost a B-tree node of eleven slots for each of a
-/// full table's million prefixes (2 KiB a route).
+/// inline (no allocation of its own: the map's slot is all a prefix costs,
+/// sixteen bytes beside its key); a map per prefix would cost a B-tree node
+/// of eleven slots for each of a full table's million prefixes (2 KiB a
+/// route).
 #[derive(Debug)]
 enum Candidates {
-    One(Arc<RouteInput>, Rank),
-    /// None, or several (sorted by rank).
-    Many(Box<[(Rank, Arc<RouteInput>)]>),
+    One(Arc<RouteAttrs>, u32),
+    /// None, or several (sorted by rank); behind one thin pointer, so that
+    /// the enum stays sixteen bytes.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Candidate>>),
 }
 
 impl Default for Candidates {
     fn default() -> Self {
-        Candidates::Many(Box::new([]))
+        Candidates::Many(Box::default())
     }
 }
 
 impl Candidates {
-    fn as_slice(&self) -> Vec<(Rank, &Arc<RouteInput>)> {
+    fn as_slice(&self) -> Vec<(Rank, &Arc<RouteAttrs>)> {
         match self {
-            Candidates::One(r, rank) => vec![(*rank, r)],
-            Candidates::Many(v) => v.iter().map(|(rank, r)| (*rank, r)).collect(),
+            Candidates::One(r, priority) => vec![(rank(*priority, r), r)],
+            Candidates::Many(v) => v.iter().map(|c| (rank_of(c), &c.1)).collect(),
         }
     }
 
     /// Changes the candidates as a vector (the rare case of several).
-    fn edit<T>(&mut self, f: impl FnOnce(&mut Vec<(Rank, Arc<RouteInput>)>) -> T) -> T {
-        let mut v: Vec<(Rank, Arc<RouteInput>)> = match std::mem::take(self) {
-            Candidates::One(r, rank) => vec![(rank, r)],
-            Candidates::Many(v) => v.into_vec(),
+    fn edit<T>(&mut self, f: impl FnOnce(&mut Vec<Candidate>) -> T) -> T {
+        let mut v: Vec<Candidate> = match std::mem::take(self) {
+            Candidates::One(r, priority) => vec![(priority, r)],
+            Candidates::Many(v) => *v,
         };
         let out = f(&mut v);
         *self = if v.len() == 1 {
-            let (rank, r) = v.pop().expect("one");
-            Candidates::One(r, rank)
+            let (priority, r) = v.pop().expect("one");
+            Candidates::One(r, priority)
         } else {
-            Candidates::Many(v.into_boxed_slice())
+            Candidates::Many(Box::new(v))
         };
         out
     }
 
-    fn insert(&mut self, rank: Rank, route: Arc<RouteInput>) {
+    fn insert(&mut self, priority: u32, route: Arc<RouteAttrs>) {
+        let new = rank(priority, &route);
         match self {
-            Candidates::Many(v) if v.is_empty() => *self = Candidates::One(route, rank),
-            Candidates::One(r, same) if *same == rank => *r = route,
-            _ => self.edit(|v| match v.binary_search_by_key(&rank, |(r, _)| *r) {
+            Candidates::Many(v) if v.is_empty() => *self = Candidates::One(route, priority),
+            Candidates::One(r, p) if rank(*p, r) == new => *r = route,
+            _ => self.edit(|v| match v.binary_search_by_key(&new, rank_of) {
                 Ok(i) => v[i].1 = route,
-                Err(i) => v.insert(i, (rank, route)),
+                Err(i) => v.insert(i, (priority, route)),
             }),
         }
     }
@@ -89,27 +104,27 @@ impl Candidates {
     }
 
     /// Keeps the candidates `keep` says yes to.
-    fn retain(&mut self, keep: impl Fn(Rank, &RouteInput) -> bool) {
+    fn retain(&mut self, keep: impl Fn(Rank, &RouteAttrs) -> bool) {
         let all = match self {
-            Candidates::One(r, rank) => keep(*rank, r),
-            Candidates::Many(v) => v.iter().all(|(rank, r)| keep(*rank, r)),
+            Candidates::One(r, priority) => keep(rank(*priority, r), r),
+            Candidates::Many(v) => v.iter().all(|c| keep(rank_of(c), &c.1)),
         };
         if all {
             return;
         }
-        self.edit(|v| v.retain(|(rank, r)| keep(*rank, r)));
+        self.edit(|v| v.retain(|c| keep(rank_of(c), &c.1)));
     }
 
     /// Whether there was one of that rank.
-    fn remove(&mut self, rank: Rank) -> bool {
-        if let Candidates::One(_, one) = self {
-            let found = *one == rank;
+    fn remove(&mut self, which: Rank) -> bool {
+        if let Candidates::One(r, priority) = self {
+            let found = rank(*priority, r) == which;
             if found {
                 *self = Candidates::default();
             }
             return found;
         }
-        self.edit(|v| match v.binary_search_by_key(&rank, |(r, _)| *r) {
+        self.edit(|v| match v.binary_search_by_key(&which, rank_of) {
             Ok(i) => {
                 v.remove(i);
                 true
@@ -118,11 +133,16 @@ impl Candidates {
         })
     }
 
-    fn best(&self) -> Option<&Arc<RouteInput>> {
+    fn best(&self) -> Option<&Arc<RouteAttrs>> {
         match self {
             Candidates::One(r, _) => Some(r),
             Candidates::Many(v) => v.first().map(|(_, r)| r),
         }
+    }
+
+    /// The best as a route to `prefix`.
+    fn best_route(&self, prefix: IpNet) -> Option<RouteInput> {
+        self.best().map(|a| RouteInput::from_attrs(prefix, a.clone()))
     }
 
     fn is_empty(&self) -> bool {
@@ -168,7 +188,7 @@ impl ObjectUse {
 }
 
 /// The routes of one table, by prefix.
-type Routes = HashMap<IpNet, Candidates>;
+type Routes = hashbrown::HashMap<IpNet, Candidates>;
 
 /// `RT_TABLE_LOCAL`: the RIB derives its entries from addresses.
 const TABLE_LOCAL: u32 = 255;
@@ -183,16 +203,19 @@ pub struct KernelFib {
     /// The nexthop objects routes may name (every table's: they are global).
     nexthops: KernelNexthops,
     object_use: ObjectUse,
+    /// What the routes say, one copy per distinct set.
+    attrs: AttrsInterner,
 }
 
 impl KernelFib {
     pub fn new(tables: impl IntoIterator<Item = u32>) -> KernelFib {
         KernelFib {
             tables: tables.into_iter().collect(),
-            routes: HashMap::new(),
+            routes: Routes::new(),
             apart: None,
             nexthops: KernelNexthops::default(),
             object_use: ObjectUse::default(),
+            attrs: AttrsInterner::default(),
         }
     }
 
@@ -261,7 +284,10 @@ impl KernelFib {
     /// Applies one route event; `None` when the prefix's winner did not
     /// change. `replace` (NLM_F_REPLACE): the kernel replaced its route of
     /// the same priority, whatever device that one had.
-    pub fn apply(&mut self, route: KernelRoute, present: bool, replace: bool) -> Option<Change> {
+    pub fn apply(&mut self, mut route: KernelRoute, present: bool, replace: bool) -> Option<Change> {
+        if present {
+            route.route = self.attrs.route(route.route);
+        }
         let mut object_use = std::mem::take(&mut self.object_use);
         let (routes, apart) = match self.table_mut(route.table) {
             Some(t) => t,
@@ -300,9 +326,9 @@ impl KernelFib {
         // Sized once for the dump (a full table's growth rehashes it 20 times).
         self.routes.reserve(dump.size_hint().0.max(old.len()));
         for route in dump {
+            let attrs = self.attrs.intern(route.route.attrs().clone());
             if let Some((routes, _)) = self.table_mut(route.table) {
-                let rank = rank(&route);
-                routes.entry(route.route.prefix).or_default().insert(rank, Arc::new(route.route));
+                routes.entry(route.route.prefix).or_default().insert(route.priority, attrs);
             }
         }
         for c in self.routes.values().chain(self.apart.iter().flat_map(|a| a.values().flat_map(|t| t.values()))) {
@@ -320,13 +346,13 @@ impl KernelFib {
     }
 
     /// The best route of each prefix of each table held apart.
-    pub fn table_winners(&self) -> impl Iterator<Item = (u32, &Arc<RouteInput>)> {
-        self.apart.iter().flat_map(|a| a.iter().flat_map(|(t, routes)| routes.values().filter_map(|c| Some((*t, c.best()?)))))
+    pub fn table_winners(&self) -> impl Iterator<Item = (u32, RouteInput)> + '_ {
+        self.apart.iter().flat_map(|a| a.iter().flat_map(|(t, routes)| routes.iter().filter_map(|(p, c)| Some((*t, c.best_route(*p)?)))))
     }
 
     /// The route the kernel prefers for each prefix: the table the RIB must hold.
-    pub fn winners(&self) -> impl Iterator<Item = &Arc<RouteInput>> {
-        self.routes.values().filter_map(|c| c.best())
+    pub fn winners(&self) -> impl Iterator<Item = RouteInput> + '_ {
+        self.routes.iter().filter_map(|(p, c)| c.best_route(*p))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -346,7 +372,6 @@ fn in_table(apart: Option<u32>, change: Change) -> Change {
 /// One route event on one table's routes; the change of its prefix's winner.
 fn apply_to(routes: &mut Routes, object_use: &mut ObjectUse, route: KernelRoute, present: bool, replace: bool) -> Option<Change> {
     let prefix = route.route.prefix;
-    let rank = rank(&route);
     let slot = routes.entry(prefix).or_default();
     let before = slot.best().cloned();
     object_use.sub(slot.nhids());
@@ -354,8 +379,8 @@ fn apply_to(routes: &mut Routes, object_use: &mut ObjectUse, route: KernelRoute,
         if replace {
             slot.remove_priority(route.priority);
         }
-        slot.insert(rank, Arc::new(route.route));
-    } else if !slot.remove(rank) && names_no_nexthop(&route.route) {
+        slot.insert(route.priority, route.route.attrs().clone());
+    } else if !slot.remove(rank(route.priority, &route.route)) && names_no_nexthop(&route.route) {
         // A delete naming only prefix, table and priority (zebra's
         // RTM_DELROUTE over FPM) takes the route of that priority, as
         // the kernel's fib_table_delete matches when no nexthop is given.
@@ -368,7 +393,7 @@ fn apply_to(routes: &mut Routes, object_use: &mut ObjectUse, route: KernelRoute,
     }
     match (before, after) {
         (b, a) if b == a => None,
-        (_, Some(a)) => Some(Change::Set(a)),
+        (_, Some(a)) => Some(Change::Set(RouteInput::from_attrs(prefix, a))),
         (Some(_), None) => Some(Change::Delete(prefix)),
         (None, None) => None,
     }
@@ -377,7 +402,7 @@ fn apply_to(routes: &mut Routes, object_use: &mut ObjectUse, route: KernelRoute,
 /// Removes from one table every candidate route through an object `gone`
 /// names (the kernel removed them with it); returns the winners' changes.
 fn remove_through(routes: &mut Routes, object_use: &mut ObjectUse, apart: Option<u32>, gone: &impl Fn(u32) -> bool) -> Vec<Change> {
-    let through = |r: &RouteInput| r.nhid.is_some_and(gone);
+    let through = |r: &RouteAttrs| r.nhid.is_some_and(gone);
     let mut changes = Vec::new();
     routes.retain(|prefix, c| {
         if !c.as_slice().iter().any(|(_, r)| through(r)) {
@@ -389,7 +414,7 @@ fn remove_through(routes: &mut Routes, object_use: &mut ObjectUse, apart: Option
         c.retain(|_, r| !through(r));
         match c.best() {
             None => changes.push(in_table(apart, Change::Delete(*prefix))),
-            Some(a) if Some(a) != before.as_ref() => changes.push(in_table(apart, Change::Set(a.clone()))),
+            Some(a) if Some(a) != before.as_ref() => changes.push(in_table(apart, Change::Set(RouteInput::from_attrs(*prefix, a.clone())))),
             Some(_) => {}
         }
         !c.is_empty()
@@ -403,12 +428,12 @@ fn differences(old: &Routes, new: &Routes, apart: Option<u32>) -> Vec<Change> {
     for (prefix, routes) in old {
         match new.get(prefix).and_then(|c| c.best()) {
             None => changes.push(in_table(apart, Change::Delete(*prefix))),
-            Some(w) if routes.best() != Some(w) => changes.push(in_table(apart, Change::Set(w.clone()))),
+            Some(w) if routes.best() != Some(w) => changes.push(in_table(apart, Change::Set(RouteInput::from_attrs(*prefix, w.clone())))),
             Some(_) => {}
         }
     }
-    for (_, c) in new.iter().filter(|(p, _)| !old.contains_key(p)) {
-        changes.push(in_table(apart, Change::Set(c.best().expect("present").clone())));
+    for (prefix, c) in new.iter().filter(|(p, _)| !old.contains_key(*p)) {
+        changes.push(in_table(apart, Change::Set(c.best_route(*prefix).expect("present"))));
     }
     changes
 }
@@ -546,5 +571,32 @@ mod tests {
         assert_eq!(fib.table_winners().count(), 2);
         assert_eq!(fib.apply(r("10.2.0.0/16", 200, 0, 0), false, false), Some(Change::TableDelete(200, net("10.2.0.0/16"))));
         assert_eq!(fib.table_winners().count(), 1, "table 200 gone with its last route");
+    }
+
+    /// A full table names a handful of next hops: the record keeps one
+    /// copy of what its routes say, not one per route, and a route that
+    /// changes unshares only itself.
+    #[test]
+    fn a_prefix_costs_its_key_and_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Candidates>(), 16);
+    }
+
+    #[test]
+    fn routes_that_say_the_same_share_one_copy() {
+        let mut fib = KernelFib::new([254]);
+        let set = |c: Option<Change>| match c {
+            Some(Change::Set(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        let a = set(fib.apply(r("10.1.0.0/16", 254, 0, 0), true, false));
+        let b = set(fib.apply(r("10.2.0.0/16", 254, 0, 0), true, false));
+        assert!(Arc::ptr_eq(a.attrs(), b.attrs()), "one copy for both");
+        let c = set(fib.apply(r("10.3.0.0/16", 254, 0, 1400), true, false));
+        assert!(!Arc::ptr_eq(a.attrs(), c.attrs()) && c.metrics.mtu == 1400);
+        let mut edited = b.clone();
+        edited.dev = Some(9);
+        assert_eq!((a.dev, edited.dev), (Some(2), Some(9)), "a write unshares");
+        assert!(fib.winners().all(|w| w.dev == Some(2)), "the record is untouched");
+        assert_eq!(fib.attrs.sets(), 2);
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::rib::{
     ecmp::Leg,
-    types::{Event, KernelRoute},
+    types::{Event, KernelRoute, RouteAttrs},
     RouteInput,
 };
 use common::{RouteKind, RouteMetrics, Rtax};
@@ -149,7 +149,7 @@ pub fn route_event(msg: &RouteMessage, present: bool, replace: bool) -> Option<E
         // it to (compat mode 1), so a replace of the object is not a route
         // change. A blackhole/unreachable route never names one.
         (RouteKind::Unicast, Some(id)) => RouteInput::via_object(prefix, id, metrics),
-        _ => RouteInput { prefix, kind, dev, via, multipath, nhid: None, metrics: metrics.into() },
+        _ => RouteInput::from_attrs(prefix, RouteAttrs { kind, dev, via, multipath, nhid: None, metrics: metrics.into() }),
     };
     Some(Event::Route { route: KernelRoute { table, priority, route }, present, replace })
 }

@@ -25,7 +25,7 @@ pub enum RouteSource {
 /// The config file's routes as a feed: a (re)load yields the differences.
 #[derive(Debug, Default)]
 pub struct ConfigRoutes {
-    routes: BTreeMap<IpNet, Arc<RouteInput>>,
+    routes: BTreeMap<IpNet, RouteInput>,
 }
 
 impl ConfigRoutes {
@@ -33,11 +33,11 @@ impl ConfigRoutes {
     pub fn replace(&mut self, new: &BTreeMap<IpNet, RouteInput>) -> Vec<RouteChange> {
         let mut changes: Vec<RouteChange> = self.routes.keys().filter(|p| !new.contains_key(p)).map(|p| RouteChange::Delete(*p)).collect();
         for (prefix, route) in new {
-            if self.routes.get(prefix).map(|r| r.as_ref()) != Some(route) {
-                changes.push(RouteChange::Set(Arc::new(route.clone())));
+            if self.routes.get(prefix) != Some(route) {
+                changes.push(RouteChange::Set(route.clone()));
             }
         }
-        self.routes = new.iter().map(|(p, r)| (*p, Arc::new(r.clone()))).collect();
+        self.routes = new.clone();
         changes
     }
 }
@@ -133,18 +133,18 @@ impl Feed {
     }
 
     /// The whole table this feed wants the RIB to hold, by prefix.
-    pub fn table(&self) -> BTreeMap<IpNet, Arc<RouteInput>> {
+    pub fn table(&self) -> BTreeMap<IpNet, RouteInput> {
         match self {
-            Feed::Kernel(fib) => fib.winners().map(|r| (r.prefix, r.clone())).collect(),
-            Feed::Fpm(f) => f.fib.winners().map(|r| (r.prefix, r.clone())).collect(),
+            Feed::Kernel(fib) => fib.winners().map(|r| (r.prefix, r)).collect(),
+            Feed::Fpm(f) => f.fib.winners().map(|r| (r.prefix, r)).collect(),
             Feed::Config(c) => c.routes.clone(),
         }
     }
 
     /// The routes of the tables held apart for `ip rule` (the kernel feed's).
-    pub fn table_routes(&self) -> BTreeMap<(u32, IpNet), Arc<RouteInput>> {
+    pub fn table_routes(&self) -> BTreeMap<(u32, IpNet), RouteInput> {
         match self {
-            Feed::Kernel(fib) => fib.table_winners().map(|(t, r)| ((t, r.prefix), r.clone())).collect(),
+            Feed::Kernel(fib) => fib.table_winners().map(|(t, r)| ((t, r.prefix), r)).collect(),
             Feed::Config(_) | Feed::Fpm(_) => BTreeMap::new(),
         }
     }

@@ -146,7 +146,7 @@ mod tests {
         // NH_GROUPS: id 0 is never handed out, none left.
         let (mut r, now) = rib(Capacities { nexthop_groups: 1, ..caps() }, MemoryMaps::default());
         let legs = ["10.1.0.1", "10.1.0.2"].map(|g| Leg { dev: 2, via: Some(g.parse().unwrap()), weight: 1 }).to_vec();
-        let e = r.set_route(RouteInput { multipath: legs, ..route("10.4.0.0/16", None, 0) }, now).unwrap_err();
+        let e = r.set_route(route("10.4.0.0/16", None, 0).with(|a| a.multipath = legs), now).unwrap_err();
         assert!(matches!(e, RibError::PoolFull { pool: Pool::NhGroups, capacity: 1, .. }), "{e:?}");
         assert!(e.to_string().starts_with("route 10.4.0.0/16: NH_GROUPS is full"), "{e}");
         assert_eq!(r.summary().nexthops, 0, "the legs' next hops were given back");
@@ -159,7 +159,7 @@ mod tests {
         let e = r.set_route(route("10.2.0.0/24", None, 0), now).unwrap_err();
         assert!(matches!(e, RibError::Map(MapError::Full { map: common::maps::ROUTES_V4, capacity: 1 })), "{e:?}");
         assert!(e.is_retryable());
-        let e = r.set_route(RouteInput { dev: None, ..route("10.5.0.0/24", None, 0) }, now).unwrap_err();
+        let e = r.set_route(route("10.5.0.0/24", None, 0).with(|a| a.dev = None), now).unwrap_err();
         assert!(matches!(e, RibError::NoDevice(_)) && !e.is_retryable(), "{e:?}");
         assert_eq!(e.to_string(), "unicast route 10.5.0.0/24 has no device");
     }

@@ -109,7 +109,7 @@ impl<S: MapSink> Rib<S> {
         let tables = |table: u32| {
             let r = self.table_longest_match(table, to)?;
             found.set(Some((r.kind, r.nexthop, r.multipath)));
-            Some(hit(r.kind, r.input.prefix.prefix_len()))
+            Some(hit(r.kind, r.prefix_len))
         };
         let words = |a: Option<IpAddr>| {
             let mut b = [0u8; 16];
@@ -154,9 +154,9 @@ impl<S: MapSink> Rib<S> {
         let base = self.base(dest, true)?;
         let route = self.routes.get(&base.covering);
         let egress: Vec<u32> = match route {
-            Some(r) if r.input.nhid.is_some() => self.object_devices(r.input.nhid.expect("checked")),
-            Some(r) if !r.input.multipath.is_empty() => r.input.multipath.iter().map(|l| l.dev).collect(),
-            Some(r) => r.input.dev.into_iter().collect(),
+            Some(r) if r.attrs.nhid.is_some() => self.object_devices(r.attrs.nhid.expect("checked")),
+            Some(r) if !r.attrs.multipath.is_empty() => r.attrs.multipath.iter().map(|l| l.dev).collect(),
+            Some(r) => r.attrs.dev.into_iter().collect(),
             None => Vec::new(),
         };
         let device = egress.iter().filter_map(|i| self.links.get(i)).map(|l| l.mtu).min().unwrap_or(0);
@@ -287,7 +287,7 @@ mod error_route_tests {
         rib.set_route(route("10.1.0.0/24", Some(3), None), now).unwrap();
         rib.set_route(route("10.2.0.0/24", Some(4), None), now).unwrap();
         rib.set_route(route("10.9.0.0/16", Some(3), Some("10.1.0.254")), now).unwrap();
-        rib.set_table_route(100, route("192.0.2.0/24", Some(4), Some("10.2.0.254")).into(), now).unwrap();
+        rib.set_table_route(100, route("192.0.2.0/24", Some(4), Some("10.2.0.254")), now).unwrap();
         rib.apply(Event::Address { index: 3, addr: ip("10.1.0.1"), present: true }, now).unwrap();
         let to = |net: [u8; 4], len: u8, action: RuleAction| {
             let m = mask_words(len);

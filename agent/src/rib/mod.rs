@@ -64,14 +64,16 @@ use std::{
     time::{Duration, Instant},
 };
 pub use types::{
-    AdoptionReport, Capacities, DestinationMetrics, NextHopKey, OverrideInfo, ResyncReport, RibSummary, RouteChange, RouteInput,
+    AdoptionReport, Capacities, DestinationMetrics, NextHopKey, OverrideInfo, ResyncReport, RibSummary, RouteAttrs, RouteChange, RouteInput,
 };
 use types::{Event, Link};
 
 #[derive(Debug, Clone)]
 struct Route {
-    /// Shared with the FIB mirror's record of the route: one copy each.
-    input: Arc<RouteInput>,
+    /// What the route says, shared with the feed's record and every route
+    /// that says the same (the prefix is the table's key).
+    attrs: Arc<RouteAttrs>,
+    prefix_len: u8,
     metrics_ref: MetricsRef,
     /// A `NEXTHOPS` id, or an `NH_GROUPS` id for a multipath route.
     nexthop: u32,
@@ -84,6 +86,16 @@ struct Route {
 }
 
 impl Route {
+    /// The route as it came in, to `prefix` (its key).
+    fn input(&self, prefix: IpNet) -> RouteInput {
+        RouteInput::from_attrs(prefix, self.attrs.clone())
+    }
+
+    /// Its prefix, from an address inside it.
+    fn prefix_of(&self, addr: IpAddr) -> IpNet {
+        IpNet::new(addr, self.prefix_len).expect("a length its family has").trunc()
+    }
+
     /// The flags its entries carry whatever the prefix.
     fn entry_flags(&self) -> u8 {
         if self.multipath {
@@ -224,8 +236,8 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// The route the RIB holds for `prefix` (what its entries were made from).
-    pub fn route_input(&self, prefix: &IpNet) -> Option<&Arc<RouteInput>> {
-        self.routes.get(prefix).map(|r| &r.input)
+    pub fn route_input(&self, prefix: &IpNet) -> Option<RouteInput> {
+        self.routes.get(prefix).map(|r| r.input(*prefix))
     }
 
     /// Every prefix the RIB holds a route for.

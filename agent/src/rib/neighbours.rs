@@ -150,7 +150,7 @@ impl<S: MapSink> Rib<S> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         (0..=max).rev().find_map(|len| {
             let p = IpNet::new(addr, len).ok()?.trunc();
-            self.routes.get(&p).filter(|r| r.input.kind == RouteKind::Unicast && r.input.via.is_none() && r.input.dev == Some(ifindex))
+            self.routes.get(&p).filter(|r| r.attrs.kind == RouteKind::Unicast && r.attrs.via.is_none() && r.attrs.dev == Some(ifindex))
         })
     }
 
@@ -160,7 +160,7 @@ impl<S: MapSink> Rib<S> {
         let wanted = self
             .neighbours
             .range((addr, 0)..=(addr, u32::MAX))
-            .find_map(|(&(_, ifindex), _)| self.covering_connected(ifindex, addr).map(|r| (ifindex, r.input.prefix, *r.input.metrics)));
+            .find_map(|(&(_, ifindex), _)| self.covering_connected(ifindex, addr).map(|r| (ifindex, r.prefix_of(addr), *r.attrs.metrics)));
         let current = self.neighbour_hosts.get(&addr).cloned();
         let Some((ifindex, covering, metrics)) = wanted else {
             if let Some(old) = current {

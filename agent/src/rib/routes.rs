@@ -6,13 +6,13 @@ use super::{host_prefix, is_host, Base, MapSink, NextHopKey, Rib, RibError, Rout
 use crate::{dataplane::map_writer::MapError, rib::metrics_store::MetricsStoreError};
 use common::{MetricsRef, RouteEntry, RouteKind, RouteMetrics};
 use ipnet::IpNet;
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{net::IpAddr, time::Instant};
 
 impl<S: MapSink> Rib<S> {
     /// Adds or replaces a route. On error nothing has changed.
-    pub fn set_route(&mut self, input: impl Into<Arc<RouteInput>>, now: Instant) -> Result<(), RibError> {
-        let route = self.acquire_route(input.into(), false, now)?;
-        let prefix = route.input.prefix;
+    pub fn set_route(&mut self, input: RouteInput, now: Instant) -> Result<(), RibError> {
+        let prefix = input.prefix;
+        let route = self.acquire_route(input, false, now)?;
         let old = self.routes.insert(prefix, route);
         self.republish(&prefix, now)?;
         self.refresh_dependents(&prefix, now)?;
@@ -27,7 +27,7 @@ impl<S: MapSink> Rib<S> {
     /// route to a link with no gateway (whose entries would need the
     /// destinations' neighbours) is the kernel's to forward. On error
     /// nothing is held.
-    pub(super) fn acquire_route(&mut self, input: Arc<RouteInput>, connected_is_kernel: bool, now: Instant) -> Result<Route, RibError> {
+    pub(super) fn acquire_route(&mut self, input: RouteInput, connected_is_kernel: bool, now: Instant) -> Result<Route, RibError> {
         let by = WantedBy::Route(input.prefix);
         let interned = self.metrics.intern(&input.metrics, now).map_err(|e: MetricsStoreError| RibError::from(e).wanted_by(by))?;
         if let Some(m) = interned.fill {
@@ -64,7 +64,15 @@ impl<S: MapSink> Rib<S> {
         if let Some(nhid) = input.nhid {
             *self.object_routes.entry(nhid).or_default() += 1;
         }
-        Ok(Route { input, metrics_ref: interned.reference, nexthop, id, kind, multipath })
+        Ok(Route {
+            prefix_len: input.prefix.prefix_len(),
+            attrs: input.attrs().clone(),
+            metrics_ref: interned.reference,
+            nexthop,
+            id,
+            kind,
+            multipath,
+        })
     }
 
     /// The one door for routes from any source (`fib::source`).
@@ -95,7 +103,7 @@ impl<S: MapSink> Rib<S> {
 
     pub(super) fn release_route(&mut self, route: &Route, now: Instant) {
         self.metrics.release(route.metrics_ref, now);
-        if let Some(nhid) = route.input.nhid {
+        if let Some(nhid) = route.attrs.nhid {
             if let Some(n) = self.object_routes.get_mut(&nhid) {
                 *n -= 1;
                 if *n == 0 {
@@ -143,8 +151,8 @@ impl<S: MapSink> Rib<S> {
             kind: r.kind,
             nexthop: r.nexthop,
             metrics_ref: r.metrics_ref,
-            shared: *r.input.metrics,
-            covering: r.input.prefix,
+            shared: *r.attrs.metrics,
+            covering: r.prefix_of(addr),
             id: r.id,
             flags: flags | r.entry_flags(),
         };
@@ -158,7 +166,7 @@ impl<S: MapSink> Rib<S> {
                 kind: RouteKind::Unicast,
                 nexthop: h.nexthop,
                 metrics_ref: h.metrics_ref,
-                shared: *covering.input.metrics,
+                shared: *covering.attrs.metrics,
                 covering: h.covering,
                 id: 0,
                 flags: RouteEntry::HOST | RouteEntry::CLONE,

@@ -11,13 +11,13 @@ use super::{MapSink, Rib, RibError, Route, RouteInput};
 use crate::rib::types::NexthopKind;
 use common::RouteEntry;
 use ipnet::IpNet;
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 impl<S: MapSink> Rib<S> {
     /// Adds or replaces table `table`'s route. On error nothing has changed.
-    pub fn set_table_route(&mut self, table: u32, input: Arc<RouteInput>, now: Instant) -> Result<(), RibError> {
+    pub fn set_table_route(&mut self, table: u32, input: RouteInput, now: Instant) -> Result<(), RibError> {
+        let prefix = input.prefix;
         let route = self.acquire_route(input, true, now)?;
-        let prefix = route.input.prefix;
         if let Err(e) = self.sink.put_table_route(table, &prefix, &table_entry(&route)) {
             self.release_route(&route, now);
             return Err(e.into());
@@ -36,13 +36,13 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// Every route of the tables held apart: (table, prefix) and the route.
-    pub fn table_routes(&self) -> impl Iterator<Item = (&(u32, IpNet), &Arc<RouteInput>)> {
-        self.table_routes.iter().map(|(k, r)| (k, &r.input))
+    pub fn table_routes(&self) -> impl Iterator<Item = (&(u32, IpNet), RouteInput)> {
+        self.table_routes.iter().map(|(k, r)| (k, r.input(k.1)))
     }
 
     /// The route table `table` holds for `prefix`.
-    pub fn table_route_input(&self, table: u32, prefix: &IpNet) -> Option<&Arc<RouteInput>> {
-        self.table_routes.get(&(table, *prefix)).map(|r| &r.input)
+    pub fn table_route_input(&self, table: u32, prefix: &IpNet) -> Option<RouteInput> {
+        self.table_routes.get(&(table, *prefix)).map(|r| r.input(*prefix))
     }
 
     /// Table `table`'s route with the longest prefix covering `addr`.
@@ -68,8 +68,8 @@ impl<S: MapSink> Rib<S> {
 
     /// The table routes through object `nhid`, set again (it changed kind).
     pub(super) fn rewrite_table_routes_through(&mut self, nhid: u32, now: Instant) -> Result<(), RibError> {
-        let through: Vec<(u32, Arc<RouteInput>)> =
-            self.table_routes.iter().filter(|(_, r)| r.input.nhid == Some(nhid)).map(|((t, _), r)| (*t, r.input.clone())).collect();
+        let through: Vec<(u32, RouteInput)> =
+            self.table_routes.iter().filter(|(_, r)| r.attrs.nhid == Some(nhid)).map(|((t, p), r)| (*t, r.input(*p))).collect();
         for (table, input) in through {
             self.set_table_route(table, input, now)?;
         }
@@ -98,6 +98,6 @@ impl<S: MapSink> Rib<S> {
 fn table_entry(r: &Route) -> RouteEntry {
     let mut e = RouteEntry::new(r.kind, r.nexthop, r.metrics_ref, r.id);
     e.flags = r.entry_flags();
-    e.prefix_len = r.input.prefix.prefix_len();
+    e.prefix_len = r.prefix_len;
     e
 }

@@ -45,7 +45,7 @@ fn multipath_routes_share_a_group_that_rebalances_over_usable_legs() {
         Leg { dev: 3, via: Some("10.2.0.9".parse().unwrap()), weight: 1 },
     ];
     let ecmp =
-        |p: &str| RouteInput { multipath: legs.clone(), ..RouteInput::new(net(p), RouteKind::Unicast, None, None, RouteMetrics::DEFAULT) };
+        |p: &str| RouteInput::new(net(p), RouteKind::Unicast, None, None, RouteMetrics::DEFAULT).with(|a| a.multipath = legs.clone());
     rib.set_route(ecmp("10.8.0.0/16"), now).unwrap();
     rib.set_route(ecmp("10.7.0.0/16"), now).unwrap();
     let e = rib.sink().routes[&net("10.8.0.0/16")];
@@ -299,7 +299,7 @@ fn covering_route_changes_rederive_and_its_removal_destroys() {
     m.set(Rtax::Mtu, 1450);
     m.set(Rtax::Hoplimit, 32);
     m.lock = Rtax::Mtu.lock_bit();
-    let replaced = RouteInput { metrics: m.into(), ..route("10.2.0.0/24", 3, Some("10.2.0.254"), 0) };
+    let replaced = route("10.2.0.0/24", 3, Some("10.2.0.254"), 0).with(|a| a.metrics = m.into());
     rib.set_route(replaced, now).unwrap();
     let host = rib.sink().routes[&net("10.2.0.9/32")];
     let v = rib.sink().metrics_rw[&host.metrics.slot()];
@@ -566,8 +566,8 @@ fn a_table_held_apart_shares_next_hops_and_sends_connected_routes_to_the_kernel(
     let (mut rib, now) = rib();
     rib.set_route(route("10.1.0.0/16", 2, Some("10.1.0.9"), 0), now).unwrap();
     let main_nh = rib.sink().routes[&net("10.1.0.0/16")].nexthop;
-    rib.apply_route_change(RouteChange::TableSet(100, route("0.0.0.0/0", 2, Some("10.1.0.9"), 1400).into()), now).unwrap();
-    rib.apply_route_change(RouteChange::TableSet(100, route("10.3.0.0/16", 3, None, 0).into()), now).unwrap();
+    rib.apply_route_change(RouteChange::TableSet(100, route("0.0.0.0/0", 2, Some("10.1.0.9"), 1400)), now).unwrap();
+    rib.apply_route_change(RouteChange::TableSet(100, route("10.3.0.0/16", 3, None, 0)), now).unwrap();
     let t = |p: &str| rib.sink().table_routes[&(100, net(p))];
     let default = t("0.0.0.0/0");
     assert_eq!((default.kind(), default.nexthop, default.prefix_len), (Some(RouteKind::Unicast), main_nh, 0), "one next hop for both");
