@@ -74,7 +74,7 @@ impl Daemon {
             }
         }
         let table = self.feed.table();
-        let stale: Vec<_> = self.rib.route_prefixes().filter(|p| !table.contains_key(p)).copied().collect();
+        let stale: Vec<_> = self.rib.route_prefixes().filter(|p| !table.contains_key(p)).collect();
         for prefix in stale {
             self.apply_route(RouteChange::Delete(prefix), now);
         }

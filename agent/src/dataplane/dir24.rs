@@ -28,7 +28,10 @@ use common::RouteEntry;
 use ipnet::Ipv4Net;
 // foldhash, not SipHash: a /8 route visits 65,536 blocks, each a lookup.
 use hashbrown::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 /// /24 blocks in the IPv4 space.
 pub const BLOCKS: usize = 1 << 24;
@@ -67,7 +70,9 @@ pub struct Dir24 {
     /// 0 when none does.
     depth: Vec<u8>,
     /// ≤/24 prefixes by (network, length).
-    short: HashMap<(u32, u8), Indexed>,
+    /// A B-tree, not a hash table: a million twelve-byte entries fill its
+    /// nodes; a hash table of a million doubles to two million slots.
+    short: BTreeMap<(u32, u8), Indexed>,
     /// Longer prefixes (/25../32), and per block how many lie inside it.
     long: HashSet<(u32, u8)>,
     long_per_block: HashMap<u32, u32>,
@@ -112,7 +117,7 @@ impl Dir24 {
     pub fn new(entries: u32, grace: Duration) -> Dir24 {
         Dir24 {
             depth: vec![0; BLOCKS],
-            short: HashMap::new(),
+            short: BTreeMap::new(),
             long: HashSet::new(),
             long_per_block: HashMap::new(),
             entries: SharedEntries::new(entries, grace),

@@ -4,160 +4,18 @@
 
 use crate::{
     fib::{
+        candidates::{names_no_nexthop, rank, Candidates},
         kernel_nexthops::{KernelNexthops, NexthopDelta},
         netlink_mirror::KernelRoute,
     },
     rib::{
+        prefix_map::PrefixMap,
         types::{AttrsInterner, NexthopObject, RouteAttrs},
         RouteChange as Change, RouteInput,
     },
 };
 use ipnet::IpNet;
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Arc,
-};
-
-/// Which of a prefix's routes the kernel prefers: lowest priority, then
-/// device. IPv6 keeps one route per device for a prefix (`fe80::/64` on
-/// every link). Among equals, one only the kernel can carry (a TOS key, an
-/// encap) comes first: its packets go to the kernel rather than risk the
-/// wrong route.
-type Rank = (u32, bool, Option<u32>);
-
-fn rank(priority: u32, attrs: &RouteAttrs) -> Rank {
-    (priority, attrs.kind != common::RouteKind::Kernel, attrs.dev)
-}
-
-/// A route message that names no device, leg or nexthop object.
-fn names_no_nexthop(r: &RouteAttrs) -> bool {
-    r.dev.is_none() && r.via.is_none() && r.multipath.is_empty() && r.nhid.is_none()
-}
-
-/// One candidate: its priority and what it says (interned: the prefix is
-/// the table's key). Its rank follows from both.
-type Candidate = (u32, Arc<RouteAttrs>);
-
-fn rank_of((priority, attrs): &Candidate) -> Rank {
-    rank(*priority, attrs)
-}
-
-/// The routes to one prefix, best first. Nearly always exactly one, held
-/// inline (no allocation of its own: the map's slot is all a prefix costs,
-/// sixteen bytes beside its key); a map per prefix would cost a B-tree node
-/// of eleven slots for each of a full table's million prefixes (2 KiB a
-/// route).
-#[derive(Debug)]
-enum Candidates {
-    One(Arc<RouteAttrs>, u32),
-    /// None, or several (sorted by rank); behind one thin pointer, so that
-    /// the enum stays sixteen bytes.
-    #[allow(clippy::box_collection)]
-    Many(Box<Vec<Candidate>>),
-}
-
-impl Default for Candidates {
-    fn default() -> Self {
-        Candidates::Many(Box::default())
-    }
-}
-
-impl Candidates {
-    fn as_slice(&self) -> Vec<(Rank, &Arc<RouteAttrs>)> {
-        match self {
-            Candidates::One(r, priority) => vec![(rank(*priority, r), r)],
-            Candidates::Many(v) => v.iter().map(|c| (rank_of(c), &c.1)).collect(),
-        }
-    }
-
-    /// Changes the candidates as a vector (the rare case of several).
-    fn edit<T>(&mut self, f: impl FnOnce(&mut Vec<Candidate>) -> T) -> T {
-        let mut v: Vec<Candidate> = match std::mem::take(self) {
-            Candidates::One(r, priority) => vec![(priority, r)],
-            Candidates::Many(v) => *v,
-        };
-        let out = f(&mut v);
-        *self = if v.len() == 1 {
-            let (priority, r) = v.pop().expect("one");
-            Candidates::One(r, priority)
-        } else {
-            Candidates::Many(Box::new(v))
-        };
-        out
-    }
-
-    fn insert(&mut self, priority: u32, route: Arc<RouteAttrs>) {
-        let new = rank(priority, &route);
-        match self {
-            Candidates::Many(v) if v.is_empty() => *self = Candidates::One(route, priority),
-            Candidates::One(r, p) if rank(*p, r) == new => *r = route,
-            _ => self.edit(|v| match v.binary_search_by_key(&new, rank_of) {
-                Ok(i) => v[i].1 = route,
-                Err(i) => v.insert(i, (priority, route)),
-            }),
-        }
-    }
-
-    /// `ip route replace`: the kernel's route of this priority is gone.
-    fn remove_priority(&mut self, priority: u32) {
-        self.retain(|(p, _, _), _| p != priority);
-    }
-
-    /// Keeps the candidates `keep` says yes to.
-    fn retain(&mut self, keep: impl Fn(Rank, &RouteAttrs) -> bool) {
-        let all = match self {
-            Candidates::One(r, priority) => keep(rank(*priority, r), r),
-            Candidates::Many(v) => v.iter().all(|c| keep(rank_of(c), &c.1)),
-        };
-        if all {
-            return;
-        }
-        self.edit(|v| v.retain(|c| keep(rank_of(c), &c.1)));
-    }
-
-    /// Whether there was one of that rank.
-    fn remove(&mut self, which: Rank) -> bool {
-        if let Candidates::One(r, priority) = self {
-            let found = rank(*priority, r) == which;
-            if found {
-                *self = Candidates::default();
-            }
-            return found;
-        }
-        self.edit(|v| match v.binary_search_by_key(&which, rank_of) {
-            Ok(i) => {
-                v.remove(i);
-                true
-            }
-            Err(_) => false,
-        })
-    }
-
-    fn best(&self) -> Option<&Arc<RouteAttrs>> {
-        match self {
-            Candidates::One(r, _) => Some(r),
-            Candidates::Many(v) => v.first().map(|(_, r)| r),
-        }
-    }
-
-    /// The best as a route to `prefix`.
-    fn best_route(&self, prefix: IpNet) -> Option<RouteInput> {
-        self.best().map(|a| RouteInput::from_attrs(prefix, a.clone()))
-    }
-
-    fn is_empty(&self) -> bool {
-        matches!(self, Candidates::Many(v) if v.is_empty())
-    }
-
-    /// The nexthop objects its routes name.
-    fn nhids(&self) -> impl Iterator<Item = u32> + '_ {
-        let (one, many) = match self {
-            Candidates::One(r, _) => (r.nhid, &[][..]),
-            Candidates::Many(v) => (None, &v[..]),
-        };
-        one.into_iter().chain(many.iter().filter_map(|(_, r)| r.nhid))
-    }
-}
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How many candidate routes name each nexthop object: a removed object
 /// with none costs no scan of the table.
@@ -188,7 +46,7 @@ impl ObjectUse {
 }
 
 /// The routes of one table, by prefix.
-type Routes = hashbrown::HashMap<IpNet, Candidates>;
+type Routes = PrefixMap<Candidates>;
 
 /// `RT_TABLE_LOCAL`: the RIB derives its entries from addresses.
 const TABLE_LOCAL: u32 = 255;
@@ -323,12 +181,10 @@ impl KernelFib {
         let old_apart = self.apart.as_mut().map(std::mem::take).unwrap_or_default();
         self.object_use = ObjectUse::default();
         let dump = dump.into_iter();
-        // Sized once for the dump (a full table's growth rehashes it 20 times).
-        self.routes.reserve(dump.size_hint().0.max(old.len()));
         for route in dump {
             let attrs = self.attrs.intern(route.route.attrs().clone());
             if let Some((routes, _)) = self.table_mut(route.table) {
-                routes.entry(route.route.prefix).or_default().insert(route.priority, attrs);
+                routes.get_or_insert_with(route.route.prefix, Candidates::default).insert(route.priority, attrs);
             }
         }
         for c in self.routes.values().chain(self.apart.iter().flat_map(|a| a.values().flat_map(|t| t.values()))) {
@@ -347,12 +203,12 @@ impl KernelFib {
 
     /// The best route of each prefix of each table held apart.
     pub fn table_winners(&self) -> impl Iterator<Item = (u32, RouteInput)> + '_ {
-        self.apart.iter().flat_map(|a| a.iter().flat_map(|(t, routes)| routes.iter().filter_map(|(p, c)| Some((*t, c.best_route(*p)?)))))
+        self.apart.iter().flat_map(|a| a.iter().flat_map(|(t, routes)| routes.iter().filter_map(|(p, c)| Some((*t, c.best_route(p)?)))))
     }
 
     /// The route the kernel prefers for each prefix: the table the RIB must hold.
     pub fn winners(&self) -> impl Iterator<Item = RouteInput> + '_ {
-        self.routes.iter().filter_map(|(p, c)| c.best_route(*p))
+        self.routes.iter().filter_map(|(p, c)| c.best_route(p))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -372,7 +228,7 @@ fn in_table(apart: Option<u32>, change: Change) -> Change {
 /// One route event on one table's routes; the change of its prefix's winner.
 fn apply_to(routes: &mut Routes, object_use: &mut ObjectUse, route: KernelRoute, present: bool, replace: bool) -> Option<Change> {
     let prefix = route.route.prefix;
-    let slot = routes.entry(prefix).or_default();
+    let slot = routes.get_or_insert_with(prefix, Candidates::default);
     let before = slot.best().cloned();
     object_use.sub(slot.nhids());
     if present {
@@ -413,8 +269,8 @@ fn remove_through(routes: &mut Routes, object_use: &mut ObjectUse, apart: Option
         object_use.sub(gone.into_iter());
         c.retain(|_, r| !through(r));
         match c.best() {
-            None => changes.push(in_table(apart, Change::Delete(*prefix))),
-            Some(a) if Some(a) != before.as_ref() => changes.push(in_table(apart, Change::Set(RouteInput::from_attrs(*prefix, a.clone())))),
+            None => changes.push(in_table(apart, Change::Delete(prefix))),
+            Some(a) if Some(a) != before.as_ref() => changes.push(in_table(apart, Change::Set(RouteInput::from_attrs(prefix, a.clone())))),
             Some(_) => {}
         }
         !c.is_empty()
@@ -425,15 +281,15 @@ fn remove_through(routes: &mut Routes, object_use: &mut ObjectUse, apart: Option
 /// What turns table `old` into `new` (`apart`: a table held apart).
 fn differences(old: &Routes, new: &Routes, apart: Option<u32>) -> Vec<Change> {
     let mut changes = Vec::new();
-    for (prefix, routes) in old {
-        match new.get(prefix).and_then(|c| c.best()) {
-            None => changes.push(in_table(apart, Change::Delete(*prefix))),
-            Some(w) if routes.best() != Some(w) => changes.push(in_table(apart, Change::Set(RouteInput::from_attrs(*prefix, w.clone())))),
+    for (prefix, routes) in old.iter() {
+        match new.get(&prefix).and_then(|c| c.best()) {
+            None => changes.push(in_table(apart, Change::Delete(prefix))),
+            Some(w) if routes.best() != Some(w) => changes.push(in_table(apart, Change::Set(RouteInput::from_attrs(prefix, w.clone())))),
             Some(_) => {}
         }
     }
-    for (prefix, c) in new.iter().filter(|(p, _)| !old.contains_key(*p)) {
-        changes.push(in_table(apart, Change::Set(c.best_route(*prefix).expect("present"))));
+    for (prefix, c) in new.iter().filter(|(p, _)| !old.contains_key(p)) {
+        changes.push(in_table(apart, Change::Set(c.best_route(prefix).expect("present"))));
     }
     changes
 }
@@ -442,6 +298,7 @@ fn differences(old: &Routes, new: &Routes, apart: Option<u32>) -> Vec<Change> {
 mod tests {
     use super::*;
     use common::{RouteKind, RouteMetrics};
+    use std::sync::Arc;
 
     fn r(prefix: &str, table: u32, priority: u32, mtu: u32) -> KernelRoute {
         let mut metrics = RouteMetrics::DEFAULT;
@@ -576,11 +433,6 @@ mod tests {
     /// A full table names a handful of next hops: the record keeps one
     /// copy of what its routes say, not one per route, and a route that
     /// changes unshares only itself.
-    #[test]
-    fn a_prefix_costs_its_key_and_sixteen_bytes() {
-        assert_eq!(std::mem::size_of::<Candidates>(), 16);
-    }
-
     #[test]
     fn routes_that_say_the_same_share_one_copy() {
         let mut fib = KernelFib::new([254]);

@@ -3,13 +3,14 @@
 //! Owns: the netlink subscription and dumps ([`netlink_mirror`]: links,
 //! addresses, neighbours, routes, nexthop objects in [`nexthop_msg`];
 //! [`netlink_codec`]: what cannot be decoded is a resync, never a silent
-//! loss), the choice among the kernel's candidate routes ([`kernel_fib`]),
+//! loss), the choice among the kernel's candidate routes ([`kernel_fib`], one prefix's in `candidates`),
 //! the kernel's nexthop objects and what it does to them unannounced
 //! ([`kernel_nexthops`]), zebra's FPM stream ([`fpm`]), the interfaces' source-validation sysctls
 //! ([`sysctl`]), the kernel's `ip rule` list ([`rules`]), and the seam every route source plugs into
 //! ([`source`]). May call: the RIB's route types only; it never
 //! writes a map.
 
+mod candidates;
 pub mod fpm;
 pub mod kernel_fib;
 pub mod kernel_nexthops;

@@ -39,6 +39,7 @@ pub mod objects;
 #[cfg(test)]
 mod objects_tests;
 pub mod policy;
+pub mod prefix_map;
 mod routes;
 mod tables;
 #[cfg(test)]
@@ -57,6 +58,7 @@ use common::{MetricsRef, NextHop, PrivateMeta, RouteEntry, RouteKind, RouteMetri
 pub use error::{Pool, RibError, WantedBy};
 use ipnet::IpNet;
 use nexthops::NextHopTable;
+use prefix_map::PrefixMap;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
@@ -146,7 +148,7 @@ pub struct Rib<S: MapSink> {
     ingress_ports: BTreeMap<common::ingress::IngressKey, common::ingress::IngressPort>,
     /// An earlier agent's ports, kept until the adoption sweep.
     adopted_ingress: BTreeSet<common::ingress::IngressKey>,
-    routes: BTreeMap<IpNet, Route>,
+    routes: PrefixMap<Route>,
     /// The routes of the tables rules look up, by (table, prefix).
     table_routes: BTreeMap<(u32, IpNet), Route>,
     /// Own addresses, with the interfaces that carry each.
@@ -200,7 +202,7 @@ impl<S: MapSink> Rib<S> {
             port_sysctls: BTreeMap::new(),
             ingress_ports: BTreeMap::new(),
             adopted_ingress: BTreeSet::new(),
-            routes: BTreeMap::new(),
+            routes: PrefixMap::new(),
             table_routes: BTreeMap::new(),
             local_addrs: BTreeMap::new(),
             broadcasts: BTreeMap::new(),
@@ -241,7 +243,7 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// Every prefix the RIB holds a route for.
-    pub fn route_prefixes(&self) -> impl Iterator<Item = &IpNet> {
+    pub fn route_prefixes(&self) -> impl Iterator<Item = IpNet> + '_ {
         self.routes.keys()
     }
 

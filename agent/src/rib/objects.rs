@@ -249,7 +249,7 @@ impl<S: MapSink> Rib<S> {
         if !self.object_routes.contains_key(&nhid) {
             return Ok(());
         }
-        let through: Vec<IpNet> = self.routes.iter().filter(|(_, r)| r.attrs.nhid == Some(nhid)).map(|(p, _)| *p).collect();
+        let through: Vec<IpNet> = self.routes.iter().filter(|(_, r)| r.attrs.nhid == Some(nhid)).map(|(p, _)| p).collect();
         for prefix in through {
             let input = self.routes[&prefix].input(prefix);
             self.set_route(input, now)?;
