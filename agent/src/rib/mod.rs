@@ -22,7 +22,8 @@
 //! (kernel nexthop objects, one entry each), `neighbours`
 //! (links, local addresses, neighbour hosts), [`cow`] (the copy-on-write
 //! engine), [`adoption`] (adopt, sweep, resync), [`metrics_store`] (interned
-//! RO metric sets), [`ecmp`] (group buckets). May call: the map writer, only
+//! RO metric sets), [`ecmp`] (group buckets), [`prefix_map`] (the
+//! prefix-keyed map a full table is held in). May call: the map writer, only
 //! through [`MapSink`]; never the daemon, netlink or the slow path.
 pub mod adoption;
 pub mod cow;
