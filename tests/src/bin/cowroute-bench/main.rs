@@ -130,6 +130,8 @@ struct Report {
     program_cost: Vec<program_cost::CostRow>,
     lab: Vec<LabRow>,
     full_table: Option<full_table::FullTableFigures>,
+    /// Sections this machine cannot run, each with why.
+    blocked: Vec<String>,
     /// One per run.
     cow: Vec<control_plane::CowFigures>,
     memory: control_plane::MemoryFigures,
@@ -244,7 +246,21 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let lab = if want(&cfg, "lab") { lab_throughput(&cfg, &say)? } else { Vec::new() };
+    // A section the machine cannot run (a kernel that refuses the
+    // generator) is reported blocked, loudly, and the others still run;
+    // asked for alone, it fails.
+    let mut blocked = Vec::new();
+    let mut unless_refused = |section: &str, e: anyhow::Error| -> Result<()> {
+        if cfg.only.is_some() || !trafficgen::refused(&e) {
+            return Err(e);
+        }
+        let why = format!("{section}: {}", trafficgen::LIVE_FRAMES_REFUSED);
+        say(&format!("BLOCKED: section {why}"));
+        blocked.push(why);
+        Ok(())
+    };
+    let lab =
+        if want(&cfg, "lab") { lab_throughput(&cfg, &say).or_else(|e| unless_refused("lab", e).map(|()| Vec::new()))? } else { Vec::new() };
     if cfg.only.as_deref() == Some("lab") {
         for r in &lab {
             say(&format!(
@@ -263,7 +279,9 @@ fn main() -> Result<()> {
     }
 
     let full_table = if want(&cfg, "full-table") {
-        Some(full_table::measure(cfg.fib_routes, cfg.fib_routes / 5, if cfg.quick { 2 } else { 4 }, cfg.lab_seconds.max(1.0), &say)?)
+        full_table::measure(cfg.fib_routes, cfg.fib_routes / 5, if cfg.quick { 2 } else { 4 }, cfg.lab_seconds.max(1.0), &say)
+            .map(Some)
+            .or_else(|e| unless_refused("full-table", e).map(|()| None))?
     } else {
         None
     };
@@ -350,6 +368,7 @@ fn main() -> Result<()> {
         program_cost: cost,
         lab,
         full_table,
+        blocked,
         cow,
         memory,
         dir24,
@@ -434,6 +453,9 @@ fn markdown(r: &Report) -> String {
     }
     if let Some(v6) = r.program_cost.iter().rfind(|c| c.family == "ipv6") {
         s += &format!("Largest IPv6 table ({} prefixes, mostly /48, /29-/64, some longer) against the largest IPv4 table, lookup path, paired per round: {} (goal: at most 1.25x).\n", v6.prefixes, fmt(&v6.lookup_vs_largest_ipv4, 2));
+    }
+    for b in &r.blocked {
+        s += &format!("\n**Blocked on this machine**: {b}.\n");
     }
     s += "\n## Lab throughput (gen -- rtr -- sink; live-frames generator on CPU 0, the router's NAPI thread on CPU 1)\n\n| mode | frame | flows | delivered pps | router ns/pkt | pps vs kernel | capacity vs kernel | pps vs redirect only |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for l in &r.lab {

@@ -19,6 +19,15 @@ use std::{
     thread::JoinHandle,
 };
 
+/// Why the generator cannot run: the kernel refuses the live-frames flag.
+pub const LIVE_FRAMES_REFUSED: &str = "this kernel refuses BPF_F_TEST_XDP_LIVE_FRAMES to every caller (EPERM where upstream has none: a vendor build's policy); the live-frames generator, and so the lab throughput sections (lab, full-table), cannot run here";
+
+/// Whether `e` is that refusal.
+pub fn refused(e: &anyhow::Error) -> bool {
+    // The generator's thread hands its error over as text.
+    format!("{e:#}").contains(LIVE_FRAMES_REFUSED)
+}
+
 /// Frames per BPF_PROG_RUN call (about 20-50 ms here), and per batch the
 /// kernel sends before it flushes the redirects.
 const FRAMES_PER_CALL: u32 = 1 << 16;
@@ -109,7 +118,14 @@ impl Generator {
                 opts.ctx_in = Some(&ctx);
                 opts.repeat = FRAMES_PER_CALL;
                 opts.attrs = TestRunAttrs::new().xdp_live_frames(BATCH);
-                let r = prog.test_run(opts).context("BPF_PROG_RUN (live frames)");
+                let r = prog.test_run(opts).map_err(|e| {
+                    // Some vendor kernels refuse the flag outright (upstream
+                    // has no EPERM on this path): say so, not just "EPERM".
+                    let refused =
+                        matches!(&e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EPERM));
+                    let why = if refused { LIVE_FRAMES_REFUSED } else { "BPF_PROG_RUN (live frames)" };
+                    anyhow::Error::new(e).context(why)
+                });
                 if first {
                     first = false;
                     let _ = ready_tx.send(r.as_ref().map(|_| ()).map_err(|e| anyhow!("{e:#}")));
