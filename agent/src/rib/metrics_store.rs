@@ -8,10 +8,9 @@
 
 use crate::dataplane::slots::SlotAllocator;
 use common::{MetricsRef, RouteMetrics};
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+// foldhash: every route interns its metrics (68 bytes hashed).
+use hashbrown::HashMap;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MetricsStoreError {

@@ -12,10 +12,9 @@ use crate::{
     },
 };
 use common::NextHop;
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+// foldhash: every route acquires its next hop.
+use hashbrown::HashMap;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub(super) struct NextHopTable {
