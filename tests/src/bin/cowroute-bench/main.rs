@@ -249,8 +249,8 @@ fn main() -> Result<()> {
     // A section the machine cannot run (a kernel that refuses the
     // generator) is reported blocked, loudly, and the others still run;
     // asked for alone, it fails.
-    let mut blocked = Vec::new();
-    let mut unless_refused = |section: &str, e: anyhow::Error| -> Result<()> {
+    let mut blocked: Vec<String> = Vec::new();
+    let unless_refused = |blocked: &mut Vec<String>, section: &str, e: anyhow::Error| -> Result<()> {
         if cfg.only.is_some() || !trafficgen::refused(&e) {
             return Err(e);
         }
@@ -259,8 +259,11 @@ fn main() -> Result<()> {
         blocked.push(why);
         Ok(())
     };
-    let lab =
-        if want(&cfg, "lab") { lab_throughput(&cfg, &say).or_else(|e| unless_refused("lab", e).map(|()| Vec::new()))? } else { Vec::new() };
+    let lab = if want(&cfg, "lab") {
+        lab_throughput(&cfg, &say).or_else(|e| unless_refused(&mut blocked, "lab", e).map(|()| Vec::new()))?
+    } else {
+        Vec::new()
+    };
     if cfg.only.as_deref() == Some("lab") {
         for r in &lab {
             say(&format!(
@@ -278,10 +281,15 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
-    let full_table = if want(&cfg, "full-table") {
+    // The same generator: once refused, the full-table lab is not built
+    // only to be refused again.
+    let full_table = if want(&cfg, "full-table") && !blocked.is_empty() {
+        unless_refused(&mut blocked, "full-table", anyhow::anyhow!(trafficgen::LIVE_FRAMES_REFUSED))?;
+        None
+    } else if want(&cfg, "full-table") {
         full_table::measure(cfg.fib_routes, cfg.fib_routes / 5, if cfg.quick { 2 } else { 4 }, cfg.lab_seconds.max(1.0), &say)
             .map(Some)
-            .or_else(|e| unless_refused("full-table", e).map(|()| None))?
+            .or_else(|e| unless_refused(&mut blocked, "full-table", e).map(|()| None))?
     } else {
         None
     };
