@@ -168,13 +168,7 @@ mod tests {
     #[test]
     fn candidates_go_from_none_to_several_and_back() {
         let on = |dev: u32| {
-            Arc::new(RouteAttrs::clone(&RouteInput::new(
-                "10.0.0.0/8".parse().unwrap(),
-                RouteKind::Unicast,
-                Some(dev),
-                None,
-                RouteMetrics::DEFAULT,
-            )))
+            RouteInput::new("10.0.0.0/8".parse().unwrap(), RouteKind::Unicast, Some(dev), None, RouteMetrics::DEFAULT).attrs().clone()
         };
         let mut c = Candidates::default();
         assert!(c.is_empty() && c.best().is_none());
