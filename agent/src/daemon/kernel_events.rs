@@ -190,6 +190,23 @@ impl Daemon {
         Ok(())
     }
 
+    /// A cold start's routes, applied as the dump brings them. The feed
+    /// starts empty, so a dumped route is what an event adding it would
+    /// be: each prefix ends with the winner a resync would pick, and the
+    /// first routes reach the maps while the kernel still sends the rest.
+    pub(super) async fn load_routes(&mut self, dump: &mut netlink_mirror::RouteDump, now: Instant) -> Result<()> {
+        for change in self.feed.kernel_resync(std::mem::take(&mut dump.nexthops), []) {
+            self.apply_route(change, now);
+        }
+        while let Some(route) = dump.next().await? {
+            self.policy.route(&route, true);
+            if let Some(change) = self.feed.kernel_route(route, true, false) {
+                self.apply_route(change, now);
+            }
+        }
+        Ok(())
+    }
+
     /// After an overrun: dump everything again and apply exactly the
     /// differences, so that no stale entry survives the lost events. Events
     /// queued behind the overrun are applied afterwards, in order; each sets

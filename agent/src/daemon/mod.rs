@@ -269,8 +269,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     // One writer per data plane, held until the process ends.
     let _pin_lock = crate::dataplane::pin_lock::PinLock::acquire(&opts.pin_dir)?;
+    // The routes' dump starts now and fills while the program loads (on a
+    // blocking thread: the verifier's second or so overlaps the kernel's).
+    let mut route_dump = mirror.route_dump().await?;
     // Pinned maps of an earlier agent are adopted, contents and all.
-    let (mut dp, adopting) = DataPlane::load_pinned(&eff.load, &opts.pin_dir)?;
+    let load = {
+        let (load, dir) = (eff.load.clone(), opts.pin_dir.clone());
+        tokio::task::spawn_blocking(move || DataPlane::load_pinned(&load, &dir))
+    };
+    let (mut dp, adopting) = load.await.map_err(|e| anyhow!("loading the data plane: {e}"))??;
     let mut logger = match aya_log::EbpfLogger::init(&mut dp.ebpf) {
         // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
         Ok(l) => Some(unsafe { AsyncFd::register(l) }.map_err(|e| anyhow!("polling aya-log: {e}"))?),
@@ -321,15 +328,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Links, addresses and neighbours first: routes need their devices,
     // and nexthop objects before the routes through them.
     let mut dump = netlink_mirror::SplitDump::new(dump);
-    d.policy.reset(std::mem::take(&mut dump.rules), &dump.routes, &d.eff.tables);
+    d.policy.reset(std::mem::take(&mut dump.rules), &[], &d.eff.tables);
     for ev in dump.rest {
         if let netlink_mirror::Event::Link(l) = &ev {
             d.refresh_port_sysctls(l.index, &l.name.clone());
         }
         d.rib.apply(ev, now)?;
     }
-    for change in d.feed.kernel_resync(dump.nexthops, dump.routes) {
-        d.apply_route(change, now);
+    if let Some(routes) = route_dump.as_mut() {
+        d.load_routes(routes, now).await?;
     }
     for (&(index, address), &mac) in &d.running.static_neighbours {
         d.rib.set_static_neighbour(index, address, mac, now)?;

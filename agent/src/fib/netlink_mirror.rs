@@ -49,8 +49,9 @@ fn set_rcvbuf(fd: std::os::fd::RawFd, bytes: u32) -> Result<()> {
 
 impl Mirror {
     /// Subscribes (with a receive buffer of `rcvbuf` bytes), then dumps
-    /// (routes and nexthop objects too with `routes`). Returns the mirror
-    /// and the dump as events.
+    /// links, addresses, neighbours and rules. Returns the mirror and that
+    /// dump as events; with `routes`, [`Mirror::route_dump`] brings the
+    /// nexthop objects and routes.
     pub async fn start(routes: bool, rcvbuf: u32) -> Result<(Mirror, Vec<Event>)> {
         let mut groups = vec![
             MulticastGroup::Link,
@@ -76,13 +77,25 @@ impl Mirror {
             rtnetlink::proto::new_connection::<MirrorMessage>(rtnetlink::sys::protocols::NETLINK_ROUTE).context("netlink connection")?;
         tokio::spawn(conn);
         let mirror = Mirror { handle, nexthop_handle, events, routes };
-        let dump = mirror.dump().await?;
+        let dump = mirror.dump_devices().await?;
         Ok((mirror, dump))
     }
 
     /// Everything the kernel holds now, as events: links, addresses,
-    /// neighbours, and nexthop objects then routes when mirrored.
+    /// neighbours, rules, and nexthop objects then routes when mirrored.
     pub async fn dump(&self) -> Result<Vec<Event>> {
+        let mut dump = self.dump_devices().await?;
+        if let Some(mut routes) = self.route_dump().await? {
+            dump.extend(routes.nexthops.drain(..).map(|object| Event::Nexthop { object, present: true }));
+            while let Some(route) = routes.next().await? {
+                dump.push(Event::Route { route, present: true, replace: false });
+            }
+        }
+        Ok(dump)
+    }
+
+    /// Links, addresses, neighbours and rules.
+    async fn dump_devices(&self) -> Result<Vec<Event>> {
         let handle = &self.handle;
         let mut dump = Vec::new();
         let mut links = handle.link().get().execute();
@@ -103,19 +116,30 @@ impl Mirror {
                 dump.extend(rule_event(&msg, true));
             }
         }
-        if self.routes {
-            dump.extend(self.dump_nexthops().await?);
-            for req in [
-                rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
-                rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
-            ] {
-                let mut routes = handle.route().get(req).execute();
-                while let Some(msg) = routes.try_next().await.context("dumping routes")? {
-                    dump.extend(route_event(&msg, true, false));
-                }
-            }
-        }
         Ok(dump)
+    }
+
+    /// With routes mirrored: the nexthop objects (dumped first: routes
+    /// name them), and the routes' dump under way. A task on the runtime
+    /// reads and decodes it (IPv4, then IPv6) while the caller does other
+    /// work, and the caller takes each route as it comes: a cold start
+    /// applies the first while the kernel still sends the last.
+    pub async fn route_dump(&self) -> Result<Option<RouteDump>> {
+        if !self.routes {
+            return Ok(None);
+        }
+        let nexthops = self
+            .dump_nexthops()
+            .await?
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Nexthop { object, .. } => Some(object),
+                _ => None,
+            })
+            .collect();
+        let (tx, routes) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(read_route_dump(self.handle.clone(), tx));
+        Ok(Some(RouteDump { nexthops, routes }))
     }
 
     /// Every nexthop object (RTM_GETNEXTHOP dump).
@@ -223,6 +247,47 @@ pub fn events(msg: NetlinkMessage<MirrorMessage>) -> Vec<Event> {
 
 /// A dump, by what consumes it: the RIB takes `rest` (links, addresses,
 /// neighbours) first, the route feed then takes the objects and the routes.
+/// A routes dump in flight ([`Mirror::route_dump`]).
+pub struct RouteDump {
+    /// The kernel's nexthop objects, for the caller to apply before any route.
+    pub nexthops: Vec<crate::rib::types::NexthopObject>,
+    routes: tokio::sync::mpsc::UnboundedReceiver<Result<KernelRoute>>,
+}
+
+impl RouteDump {
+    /// The next route dumped; `None` once both families are done.
+    pub async fn next(&mut self) -> Result<Option<KernelRoute>> {
+        self.routes.recv().await.transpose()
+    }
+}
+
+/// Dumps the routes, IPv4 then IPv6, decoded into the mirror's terms on
+/// the runtime's thread (what the RIB's thread receives is the route
+/// alone); stops when the receiver is gone.
+async fn read_route_dump(handle: Handle, tx: tokio::sync::mpsc::UnboundedSender<Result<KernelRoute>>) {
+    let requests = [
+        rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+        rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    ];
+    for req in requests {
+        let mut replies = handle.route().get(req).execute();
+        loop {
+            let route = match replies.try_next().await {
+                Ok(Some(msg)) => match route_event(&msg, true, false) {
+                    Some(Event::Route { route, .. }) => Ok(route),
+                    _ => continue,
+                },
+                Ok(None) => break,
+                Err(e) => Err(anyhow::Error::new(e).context("dumping routes")),
+            };
+            let failed = route.is_err();
+            if tx.send(route).is_err() || failed {
+                return;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SplitDump {
     pub rest: Vec<Event>,

@@ -37,6 +37,9 @@ pub struct FibScaleFigures {
     /// (load, dump, every route in the maps).
     pub startup_seconds: f64,
     pub startup_routes_per_second: f64,
+    /// That agent's peak resident set (VmHWM) when ready: what a cold
+    /// start holds at once (the dump in flight, the RIB, the maps mapped).
+    pub startup_peak_rss_mib: f64,
     /// The agent stopped (SIGSTOP) while the kernel took `churn_routes`
     /// replaces, then resumed: how fast it applied the backlog.
     pub backlog_seconds: f64,
@@ -248,6 +251,7 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     let started = Instant::now();
     let agent = scale.agent(Duration::from_secs(300))?;
     let startup = started.elapsed().as_secs_f64();
+    let startup_peak = status_mib(agent.pid(), "VmHWM");
     drop(agent);
     scale.down()?;
     Ok(FibScaleFigures {
@@ -262,6 +266,7 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
         overruns: get(&after, &["netlink", "overruns"]) - base_overruns,
         startup_seconds: startup,
         startup_routes_per_second: routes as f64 / startup,
+        startup_peak_rss_mib: startup_peak,
         backlog_seconds: backlog,
         backlog_routes_per_second: churn as f64 / backlog,
         agent_rss_mib: rss,

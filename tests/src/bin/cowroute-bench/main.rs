@@ -517,8 +517,8 @@ fn markdown(r: &Report) -> String {
         s += &format!("| {} | {} |\n", m.map, m.bytes);
     }
     s += &format!(
-        "\nThe agent's own rates, the kernel out of the way: a new agent started against the full table was ready (dump, every route in the maps) in {} s ({} routes/s); stopped while the kernel took {} replaces and resumed, it applied the backlog in {} s ({} routes/s).\n\n",
-        f(|x| x.startup_seconds, 1), f(|x| x.startup_routes_per_second, 0), last.churn_routes, f(|x| x.backlog_seconds, 2), f(|x| x.backlog_routes_per_second, 0)
+        "\nThe agent's own rates, the kernel out of the way: a new agent started against the full table was ready (dump, every route in the maps) in {} s ({} routes/s), its peak resident set (VmHWM) {} MiB; stopped while the kernel took {} replaces and resumed, it applied the backlog in {} s ({} routes/s).\n\n",
+        f(|x| x.startup_seconds, 1), f(|x| x.startup_routes_per_second, 0), f(|x| x.startup_peak_rss_mib, 0), last.churn_routes, f(|x| x.backlog_seconds, 2), f(|x| x.backlog_routes_per_second, 0)
     );
     let g = |pick: fn(&fpm_scale::FpmScaleFigures) -> f64, digits: usize| fmt(&summarize(r.fpm.iter().map(pick).collect()), digits);
     s += &format!(
