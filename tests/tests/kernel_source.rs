@@ -614,3 +614,50 @@ fn an_undecodable_netlink_message_is_counted_and_ends_in_a_resync() {
     let text = run.cowroute(&["show", "stats"]);
     assert!(text.contains("0 overruns, 1 undecodable"), "{text}");
 }
+
+/// A cold start against routes already in rtr's kernel: the agent writes
+/// the tries in batches (1,024 routes a `bpf()` call, the last batch a
+/// partial one); after "ready" every one of the kernel's routes, both
+/// families, is in its trie with the kernel's gateway, and the IPv4 ones
+/// answer from the DIR-24 index with the trie's entry.
+#[test]
+fn a_cold_start_writes_every_kernel_route_in_batches() {
+    let (v4, v6) = (2_500u32, 1_300u32);
+    let v4_prefix = |i: u32| format!("12.{}.{}.0/24", i / 256, i % 256);
+    let v6_prefix = |i: u32| format!("2001:db8:{:x}::/48", i);
+    let dir = TempDir::new("coldstart");
+    let setup = |lab: &lab::Lab| {
+        let mut cmds = String::new();
+        for i in 0..v4 {
+            cmds += &format!("route add {} via {}\n", v4_prefix(i), lab::SINK_V4);
+        }
+        for i in 0..v6 {
+            cmds += &format!("route add {} via {}\n", v6_prefix(i), lab::SINK_V6);
+        }
+        let batch = dir.0.join("routes.batch");
+        std::fs::write(&batch, cmds).unwrap();
+        sh::run(sh::cmd("ip", &["-n", &lab.rtr, "-batch"]).arg(&batch)).unwrap();
+        lab.hosts_config()
+    };
+    let run = LabRun::start_custom(&lab_tag('b'), "generic", &["--source", "kernel"], &setup);
+    assert!(kernel_v4_table(&run.lab.rtr).len() as u32 >= v4, "the routes were in the kernel before the agent started");
+
+    let pinned = PinnedV4::open(&run.pin_dir);
+    for i in 0..v4 {
+        let net: ipnet::Ipv4Net = v4_prefix(i).parse().unwrap();
+        let key = aya::maps::lpm_trie::Key::new(24, net.addr().octets());
+        let entry = pinned.trie.get(&key, 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V4: {e}"));
+        let (found, indexed) = pinned.lookup(net.addr()).unwrap();
+        assert!(indexed && found == entry, "{net}: the DIR-24 index answers with the trie's entry");
+        assert_eq!(entry.nexthop, pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, [12, 0, 0, 0]), 0).unwrap().nexthop, "{net}");
+    }
+    let trie6: aya::maps::LpmTrie<aya::maps::MapData, [u8; 16], common::RouteEntry> =
+        cowroute::dataplane::map_writer::open_pinned(&run.pin_dir, common::maps::ROUTES_V6).unwrap();
+    for i in 0..v6 {
+        let net: ipnet::Ipv6Net = v6_prefix(i).parse().unwrap();
+        let key = aya::maps::lpm_trie::Key::new(48, net.addr().octets());
+        trie6.get(&key, 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V6: {e}"));
+    }
+    let s = run.control().call(&Request::Stats).unwrap();
+    assert!(s["routes"].as_u64().unwrap() >= (v4 + v6) as u64, "{s}");
+}

@@ -194,9 +194,16 @@ impl Daemon {
     /// starts empty, so a dumped route is what an event adding it would
     /// be: each prefix ends with the winner a resync would pick, and the
     /// first routes reach the maps while the kernel still sends the rest.
-    pub(super) async fn load_routes(&mut self, dump: &mut netlink_mirror::RouteDump, now: Instant) -> Result<()> {
+    ///
+    /// With `bulk` (nothing adopted, so no program reads the maps yet) the
+    /// tries are written in batches; a batch the kernel refuses fails the
+    /// start.
+    pub(super) async fn load_routes(&mut self, dump: &mut netlink_mirror::RouteDump, bulk: bool, now: Instant) -> Result<()> {
         for change in self.feed.kernel_resync(std::mem::take(&mut dump.nexthops), []) {
             self.apply_route(change, now);
+        }
+        if bulk {
+            self.rib.begin_bulk();
         }
         while let Some(route) = dump.next().await? {
             self.policy.route(&route, true);
@@ -204,7 +211,7 @@ impl Daemon {
                 self.apply_route(change, now);
             }
         }
-        Ok(())
+        self.rib.end_bulk().map_err(|e| anyhow!("writing the kernel's routes: {}", crate::error_chain(&e)))
     }
 
     /// After an overrun: dump everything again and apply exactly the

@@ -336,7 +336,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         d.rib.apply(ev, now)?;
     }
     if let Some(routes) = route_dump.as_mut() {
-        d.load_routes(routes, now).await?;
+        d.load_routes(routes, !adopting, now).await?;
     }
     for (&(index, address), &mac) in &d.running.static_neighbours {
         d.rib.set_static_neighbour(index, address, mac, now)?;

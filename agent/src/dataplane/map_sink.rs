@@ -28,9 +28,22 @@ pub trait MapSink {
     fn delete_private_meta(&mut self, dest: IpAddr) -> Result<(), MapError>;
     fn put_ingress_port(&mut self, key: IngressKey, port: &IngressPort) -> Result<(), MapError>;
     fn delete_ingress_port(&mut self, key: IngressKey) -> Result<(), MapError>;
+    /// A load no program reads yet begins: route writes may be queued and
+    /// made in batches until [`MapSink::end_bulk`].
+    fn begin_bulk(&mut self) {}
+    /// Every queued route write made, or the error that stopped one.
+    fn end_bulk(&mut self) -> Result<(), MapError> {
+        Ok(())
+    }
 }
 
 impl MapSink for MapWriter {
+    fn begin_bulk(&mut self) {
+        MapWriter::begin_bulk(self)
+    }
+    fn end_bulk(&mut self) -> Result<(), MapError> {
+        MapWriter::end_bulk(self)
+    }
     fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
         MapWriter::put_route(self, prefix, entry)
     }

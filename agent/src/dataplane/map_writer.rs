@@ -39,6 +39,7 @@ use crate::dataplane::{
     mapped::MappedArray,
     published,
     table_routes::TableRoutes,
+    trie_batch::TrieBatch,
     v6index::{V6Index, V6IndexStats, V6IndexStore},
 };
 use aya::{
@@ -107,6 +108,21 @@ pub struct MapWriter {
     ingress_vlan_ports: HashMap<MapData, IngressKey, IngressPort>,
     local_v4: LocalAddrsV4,
     private_meta: HashMap<MapData, [u8; 16], PrivateMeta>,
+    /// `put_route` calls since the maps were made, per family (IPv4, IPv6):
+    /// more than the trie holds, so a bulk load queues only while it
+    /// surely has room.
+    route_puts: [u64; 2],
+    /// During a bulk load, the trie writes not yet made.
+    bulk: Option<Box<QueuedRoutes>>,
+}
+
+/// A bulk load's queued trie writes ([`MapWriter::begin_bulk`]).
+#[derive(Default)]
+struct QueuedRoutes {
+    v4: TrieBatch<V4KeyData>,
+    v6: TrieBatch<V6KeyData>,
+    /// The first batch the kernel refused: the load fails with it.
+    failed: Option<MapError>,
 }
 
 /// A destination as `PRIVATE_META`'s key: 16 bytes, IPv4 mapped.
@@ -250,6 +266,8 @@ impl MapWriter {
             ingress_vlan_ports: take(ebpf, maps::INGRESS_VLAN_PORTS)?,
             local_v4: LocalAddrsV4::new(take(ebpf, maps::LOCAL_V4)?),
             private_meta: take(ebpf, maps::PRIVATE_META)?,
+            route_puts: [0; 2],
+            bulk: None,
         })
     }
 
@@ -270,11 +288,13 @@ impl MapWriter {
     /// Publishes `entry` as the route for `prefix` (insert or atomic
     /// replace); it then reaches the DIR-24 or the IPv6 index.
     pub fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
-        let (result, map) = match prefix {
-            IpNet::V4(p) => (self.routes_v4.insert(&v4_key(p), entry, 0), maps::ROUTES_V4),
-            IpNet::V6(p) => (self.routes_v6.insert(&v6_key(p), entry, 0), maps::ROUTES_V6),
-        };
-        update(result, map, prefix, || format!("writing route {prefix}"))?;
+        if !self.queue_route(prefix, entry) {
+            let (result, map) = match prefix {
+                IpNet::V4(p) => (self.routes_v4.insert(&v4_key(p), entry, 0), maps::ROUTES_V4),
+                IpNet::V6(p) => (self.routes_v6.insert(&v6_key(p), entry, 0), maps::ROUTES_V6),
+            };
+            update(result, map, prefix, || format!("writing route {prefix}"))?;
+        }
         self.adopted_route_replaced(None, prefix);
         self.local_v4.put(prefix, entry)?;
         match prefix {
@@ -287,6 +307,8 @@ impl MapWriter {
     /// Removes `prefix` from its trie, then from its index (which
     /// asked the trie, or named the route being removed, meanwhile).
     pub fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError> {
+        // After the queued writes, one of which may be this prefix's.
+        self.flush_queued();
         let (removed, map) = match prefix {
             IpNet::V4(p) => (self.routes_v4.remove(&v4_key(p)), maps::ROUTES_V4),
             IpNet::V6(p) => (self.routes_v6.remove(&v6_key(p)), maps::ROUTES_V6),
@@ -301,6 +323,60 @@ impl MapWriter {
             IpNet::V6(p) => self.v6index.delete(p, Instant::now(), &mut self.v6index_maps)?,
         }
         Ok(())
+    }
+
+    /// Starts a bulk load: from here until [`MapWriter::end_bulk`], route
+    /// writes to the tries are queued and made in batches
+    /// ([`trie_batch`](crate::dataplane::trie_batch)). Only for a load no
+    /// program reads yet (a cold start's dump, nothing adopted or
+    /// attached): the tries lag the index by up to a batch meanwhile.
+    pub fn begin_bulk(&mut self) {
+        self.bulk = Some(Box::default());
+    }
+
+    /// Ends a bulk load: every queued route written, or the first error
+    /// the kernel gave a batch (the load fails with it).
+    pub fn end_bulk(&mut self) -> Result<(), MapError> {
+        self.flush_queued();
+        match self.bulk.take().and_then(|q| q.failed) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// During a bulk load, queues `prefix`'s trie write (true) while the
+    /// trie surely has room: a trie near its size is written one route at
+    /// a time, so that a full one refuses the route it cannot take.
+    fn queue_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> bool {
+        let family = prefix.addr().is_ipv6() as usize;
+        self.route_puts[family] += 1;
+        if self.bulk.is_none() {
+            return false;
+        }
+        if self.route_puts[family] >= [capacity::ROUTES_V4, capacity::ROUTES_V6][family] as u64 {
+            self.flush_queued();
+            return false;
+        }
+        let q = self.bulk.as_mut().expect("bulk load");
+        match prefix {
+            IpNet::V4(p) => q.v4.push(*prefix, v4_key(p), *entry),
+            IpNet::V6(p) => q.v6.push(*prefix, v6_key(p), *entry),
+        }
+        if q.v4.is_full() || q.v6.is_full() {
+            self.flush_queued();
+        }
+        true
+    }
+
+    /// Writes the queued routes now (a delete, a route written one by one,
+    /// or the load's end comes after them); a refused batch is kept for
+    /// [`MapWriter::end_bulk`].
+    fn flush_queued(&mut self) {
+        let Some(q) = self.bulk.as_mut() else { return };
+        let flushed = q.v4.flush(&self.routes_v4, maps::ROUTES_V4).and(q.v6.flush(&self.routes_v6, maps::ROUTES_V6));
+        if let Err(e) = flushed {
+            q.failed.get_or_insert(e);
+        }
     }
 
     /// Publishes `entry` as table `table`'s route for `prefix`.

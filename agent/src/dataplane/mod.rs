@@ -19,6 +19,7 @@ pub mod published;
 pub mod shared_entries;
 pub mod slots;
 pub mod table_routes;
+pub mod trie_batch;
 pub mod v6index;
 
 use crate::{

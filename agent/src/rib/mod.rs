@@ -226,6 +226,16 @@ impl<S: MapSink> Rib<S> {
         &self.sink
     }
 
+    /// A cold start's load, before any program reads the maps: the sink
+    /// may batch route writes until [`Rib::end_bulk`].
+    pub fn begin_bulk(&mut self) {
+        self.sink.begin_bulk()
+    }
+
+    pub fn end_bulk(&mut self) -> Result<(), RibError> {
+        Ok(self.sink.end_bulk()?)
+    }
+
     pub fn into_sink(self) -> S {
         self.sink
     }
