@@ -197,14 +197,28 @@ impl Daemon {
     ///
     /// With `bulk` (nothing adopted, so no program reads the maps yet) the
     /// tries are written in batches; a batch the kernel refuses fails the
-    /// start.
+    /// start. Without (an adopted data plane, still forwarding), the whole
+    /// dump is taken first and resynced, as after an overrun.
     pub(super) async fn load_routes(&mut self, dump: &mut netlink_mirror::RouteDump, bulk: bool, now: Instant) -> Result<()> {
-        for change in self.feed.kernel_resync(std::mem::take(&mut dump.nexthops), []) {
+        let nexthops = std::mem::take(&mut dump.nexthops);
+        if !bulk {
+            // An adopted data plane forwards on meanwhile: each prefix
+            // gets its final winner only, after the whole dump (a route
+            // dumped first may lose to one dumped later).
+            let mut routes = Vec::new();
+            while let Some(route) = dump.next().await? {
+                self.policy.route(&route, true);
+                routes.push(route);
+            }
+            for change in self.feed.kernel_resync(nexthops, routes) {
+                self.apply_route(change, now);
+            }
+            return Ok(());
+        }
+        for change in self.feed.kernel_resync(nexthops, []) {
             self.apply_route(change, now);
         }
-        if bulk {
-            self.rib.begin_bulk();
-        }
+        self.rib.begin_bulk();
         while let Some(route) = dump.next().await? {
             self.policy.route(&route, true);
             if let Some(change) = self.feed.kernel_route(route, true, false) {

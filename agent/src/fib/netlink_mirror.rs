@@ -245,8 +245,6 @@ pub fn events(msg: NetlinkMessage<MirrorMessage>) -> Vec<Event> {
     }
 }
 
-/// A dump, by what consumes it: the RIB takes `rest` (links, addresses,
-/// neighbours) first, the route feed then takes the objects and the routes.
 /// A routes dump in flight ([`Mirror::route_dump`]).
 pub struct RouteDump {
     /// The kernel's nexthop objects, for the caller to apply before any route.
@@ -288,6 +286,8 @@ async fn read_route_dump(handle: Handle, tx: tokio::sync::mpsc::UnboundedSender<
     }
 }
 
+/// A dump, by what consumes it: the RIB takes `rest` (links, addresses,
+/// neighbours) first, the route feed then takes the objects and the routes.
 #[derive(Debug, Default)]
 pub struct SplitDump {
     pub rest: Vec<Event>,
