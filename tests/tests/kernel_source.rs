@@ -616,10 +616,13 @@ fn an_undecodable_netlink_message_is_counted_and_ends_in_a_resync() {
 }
 
 /// A cold start against routes already in rtr's kernel: the agent writes
-/// the tries in batches (1,024 routes a `bpf()` call, the last batch a
-/// partial one); after "ready" every one of the kernel's routes, both
-/// families, is in its trie with the kernel's gateway, and the IPv4 ones
-/// answer from the DIR-24 index with the trie's entry.
+/// the tries in batches (1,024 routes a `bpf()` call on its trie-writer
+/// thread, the last batch a partial one); after "ready" every one of the
+/// kernel's routes, both families, is in its trie through the next hop of
+/// the kernel's gateway, and the IPv4 ones answer from the DIR-24 index
+/// with the trie's entry. Started again with the first batch call refused
+/// (fault injection, the kernel's EINVAL), the agent writes that batch's
+/// routes one by one: the same routes land, and the stats say how.
 #[test]
 fn a_cold_start_writes_every_kernel_route_in_batches() {
     let (v4, v6) = (2_500u32, 1_300u32);
@@ -639,25 +642,62 @@ fn a_cold_start_writes_every_kernel_route_in_batches() {
         sh::run(sh::cmd("ip", &["-n", &lab.rtr, "-batch"]).arg(&batch)).unwrap();
         lab.hosts_config()
     };
-    let run = LabRun::start_custom(&lab_tag('b'), "generic", &["--source", "kernel"], &setup);
+    let mut run = LabRun::start_custom(&lab_tag('b'), "generic", &["--source", "kernel"], &setup);
     assert!(kernel_v4_table(&run.lab.rtr).len() as u32 >= v4, "the routes were in the kernel before the agent started");
+    let sink_port = ifindex(&run.lab.rtr, &run.lab.rtr_sink_if);
 
-    let pinned = PinnedV4::open(&run.pin_dir);
-    for i in 0..v4 {
-        let net: ipnet::Ipv4Net = v4_prefix(i).parse().unwrap();
-        let key = aya::maps::lpm_trie::Key::new(24, net.addr().octets());
-        let entry = pinned.trie.get(&key, 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V4: {e}"));
-        let (found, indexed) = pinned.lookup(net.addr()).unwrap();
-        assert!(indexed && found == entry, "{net}: the DIR-24 index answers with the trie's entry");
-        assert_eq!(entry.nexthop, pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, [12, 0, 0, 0]), 0).unwrap().nexthop, "{net}");
-    }
-    let trie6: aya::maps::LpmTrie<aya::maps::MapData, [u8; 16], common::RouteEntry> =
-        cowroute::dataplane::map_writer::open_pinned(&run.pin_dir, common::maps::ROUTES_V6).unwrap();
-    for i in 0..v6 {
-        let net: ipnet::Ipv6Net = v6_prefix(i).parse().unwrap();
-        let key = aya::maps::lpm_trie::Key::new(48, net.addr().octets());
-        trie6.get(&key, 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V6: {e}"));
-    }
-    let s = run.control().call(&Request::Stats).unwrap();
-    assert!(s["routes"].as_u64().unwrap() >= (v4 + v6) as u64, "{s}");
+    let every_route_landed = |run: &LabRun| {
+        let nexthops: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "nexthops", "--json"])).unwrap();
+        let port_of = |id: u32| nexthops.as_array().unwrap().iter().find(|n| n["id"] == id).map(|n| n["ifindex"].clone());
+        let pinned = PinnedV4::open(&run.pin_dir);
+        let via_sink = pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, [12, 0, 0, 0]), 0).expect("12.0.0.0/24 in ROUTES_V4").nexthop;
+        assert_eq!(port_of(via_sink), Some(sink_port.into()), "{via_sink}: the next hop of {} is on rtr's sink link", lab::SINK_V4);
+        for i in 0..v4 {
+            let net: ipnet::Ipv4Net = v4_prefix(i).parse().unwrap();
+            let key = aya::maps::lpm_trie::Key::new(24, net.addr().octets());
+            let entry = pinned.trie.get(&key, 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V4: {e}"));
+            let (found, indexed) = pinned.lookup(net.addr()).unwrap();
+            assert!(indexed && found == entry, "{net}: the DIR-24 index answers with the trie's entry");
+            assert_eq!(entry.nexthop, via_sink, "{net}: through {}", lab::SINK_V4);
+        }
+        let trie6: aya::maps::LpmTrie<aya::maps::MapData, [u8; 16], common::RouteEntry> =
+            cowroute::dataplane::map_writer::open_pinned(&run.pin_dir, common::maps::ROUTES_V6).unwrap();
+        let first6 = trie6.get(&aya::maps::lpm_trie::Key::new(48, v6_prefix(0).parse::<ipnet::Ipv6Net>().unwrap().addr().octets()), 0);
+        let via_sink6 = first6.expect("the first IPv6 route in ROUTES_V6").nexthop;
+        assert_eq!(port_of(via_sink6), Some(sink_port.into()), "{via_sink6}: the next hop of {} is on rtr's sink link", lab::SINK_V6);
+        for i in 0..v6 {
+            let net: ipnet::Ipv6Net = v6_prefix(i).parse().unwrap();
+            let key = aya::maps::lpm_trie::Key::new(48, net.addr().octets());
+            let entry = trie6.get(&key, 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V6: {e}"));
+            assert_eq!(entry.nexthop, via_sink6, "{net}: through {}", lab::SINK_V6);
+        }
+        let s = run.control().call(&Request::Stats).unwrap();
+        assert!(s["routes"].as_u64().unwrap() >= (v4 + v6) as u64, "{s}");
+        s["trie_writes"].clone()
+    };
+
+    let writes = every_route_landed(&run);
+    let (batches, batched) = (writes["batches"].as_u64().unwrap(), writes["batched"].as_u64().unwrap());
+    // 2,500 IPv4 routes are at least three batch calls, 1,300 IPv6 two.
+    assert!(batches >= 5, "{writes}");
+    assert!(batched >= (v4 + v6) as u64 && writes["retried"] == 0, "every route written by a batch call: {writes}");
+    assert!(run.cowroute(&["show", "stats"]).contains(&format!("{batches} batch calls, {batched} routes batched, 0 written one by one")));
+
+    // Stopped (its pins go), then a cold start again with the first batch refused.
+    run.agent.stop().unwrap();
+    assert!(!run.pin_dir.join(common::maps::ROUTES_V4).exists(), "a stopped agent removes its pins");
+    let fault = format!("{}={}", cowroute::operator::control::FAULT_INJECTION_ENV, cowroute::operator::control::FAULT_REFUSE_TRIE_BATCH);
+    run.agent = xtask::agent_proc::AgentProc::start_under(
+        &["env".into(), fault],
+        &run.lab.rtr,
+        &run.pin_dir,
+        &run.run_args,
+        false,
+        Duration::from_secs(30),
+    )
+    .expect("ready with the first batch refused");
+    let writes = every_route_landed(&run);
+    let retried = writes["retried"].as_u64().unwrap();
+    assert!(retried >= 1, "the refused batch's routes were written one by one: {writes}");
+    assert!(writes["batched"].as_u64().unwrap() + retried >= (v4 + v6) as u64, "{writes}");
 }

@@ -44,7 +44,7 @@ impl Daemon {
             Request::NexthopObjects => serde_json::to_value(crate::operator::show::nexthop_object_rows(&self.rib))?,
             Request::Rules => serde_json::to_value(crate::operator::show_rules::rule_rows(self.policy.view()))?,
             Request::Fault { what } => {
-                if std::env::var(control::FAULT_INJECTION_ENV).as_deref() != Ok("1") {
+                if !control::fault_injected("1") {
                     anyhow::bail!("fault injection is off (start the agent with {}=1 to test crashes)", control::FAULT_INJECTION_ENV);
                 }
                 match what.as_str() {
@@ -62,6 +62,7 @@ impl Daemon {
         Ok(AgentStats {
             rib: self.rib.summary(),
             dir24: self.rib.sink().dir24_stats(),
+            trie_writes: self.rib.sink().trie_write_stats(),
             netlink: self.netlink.clone(),
             packets: stats::read_counters(&self.counters)?,
             slow_path: self.slow.stats.snapshot(self.slow_path_mode),

@@ -39,7 +39,7 @@ use crate::dataplane::{
     mapped::MappedArray,
     published,
     table_routes::TableRoutes,
-    trie_batch::TrieBatch,
+    trie_writer::{TrieWriteStats, TrieWriter},
     v6index::{V6Index, V6IndexStats, V6IndexStore},
 };
 use aya::{
@@ -112,17 +112,10 @@ pub struct MapWriter {
     /// more than the trie holds, so a bulk load queues only while it
     /// surely has room.
     route_puts: [u64; 2],
-    /// During a bulk load, the trie writes not yet made.
-    bulk: Option<Box<QueuedRoutes>>,
-}
-
-/// A bulk load's queued trie writes ([`MapWriter::begin_bulk`]).
-#[derive(Default)]
-struct QueuedRoutes {
-    v4: TrieBatch<V4KeyData>,
-    v6: TrieBatch<V6KeyData>,
-    /// The first batch the kernel refused: the load fails with it.
-    failed: Option<MapError>,
+    /// During a bulk load, the thread making its trie writes.
+    bulk: Option<TrieWriter>,
+    /// What the bulk loads' trie writes did.
+    trie_writes: TrieWriteStats,
 }
 
 /// A destination as `PRIVATE_META`'s key: 16 bytes, IPv4 mapped.
@@ -268,6 +261,7 @@ impl MapWriter {
             private_meta: take(ebpf, maps::PRIVATE_META)?,
             route_puts: [0; 2],
             bulk: None,
+            trie_writes: TrieWriteStats::default(),
         })
     }
 
@@ -330,18 +324,31 @@ impl MapWriter {
     /// ([`trie_batch`](crate::dataplane::trie_batch)). Only for a load no
     /// program reads yet (a cold start's dump, nothing adopted or
     /// attached): the tries lag the index by up to a batch meanwhile.
-    pub fn begin_bulk(&mut self) {
-        self.bulk = Some(Box::default());
+    /// `refuse_first_batch`: fault injection, the first batch call fails
+    /// (and its routes are written one by one).
+    pub fn begin_bulk(&mut self, refuse_first_batch: bool) {
+        match TrieWriter::spawn(&self.routes_v4, &self.routes_v6) {
+            Ok(mut writer) => {
+                if refuse_first_batch {
+                    writer.refuse_next_batch();
+                }
+                self.bulk = Some(writer);
+            }
+            Err(e) => tracing::warn!("no trie writer thread ({e}): the load writes its routes one by one"),
+        }
     }
 
-    /// Ends a bulk load: every queued route written, or the first error
-    /// the kernel gave a batch (the load fails with it).
+    /// Ends a bulk load: every queued route written, or the first route
+    /// the kernel refused (the load fails with it).
     pub fn end_bulk(&mut self) -> Result<(), MapError> {
-        self.flush_queued();
-        match self.bulk.take().and_then(|q| q.failed) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        let Some(writer) = self.bulk.take() else { return Ok(()) };
+        let (stats, refused) = writer.finish();
+        self.trie_writes.merge(stats);
+        refused.map_or(Ok(()), Err)
+    }
+
+    pub fn trie_write_stats(&self) -> TrieWriteStats {
+        self.trie_writes
     }
 
     /// During a bulk load, queues `prefix`'s trie write (true) while the
@@ -357,25 +364,20 @@ impl MapWriter {
             self.flush_queued();
             return false;
         }
-        let q = self.bulk.as_mut().expect("bulk load");
+        let writer = self.bulk.as_mut().expect("bulk load");
         match prefix {
-            IpNet::V4(p) => q.v4.push(*prefix, v4_key(p), *entry),
-            IpNet::V6(p) => q.v6.push(*prefix, v6_key(p), *entry),
-        }
-        if q.v4.is_full() || q.v6.is_full() {
-            self.flush_queued();
+            IpNet::V4(p) => writer.push_v4(*prefix, v4_key(p), *entry),
+            IpNet::V6(p) => writer.push_v6(*prefix, v6_key(p), *entry),
         }
         true
     }
 
-    /// Writes the queued routes now (a delete, a route written one by one,
-    /// or the load's end comes after them); a refused batch is kept for
-    /// [`MapWriter::end_bulk`].
+    /// Waits until the queued routes are written (a delete, a route written
+    /// one by one, or the load's end comes after them); a refused route is
+    /// kept for [`MapWriter::end_bulk`].
     fn flush_queued(&mut self) {
-        let Some(q) = self.bulk.as_mut() else { return };
-        let flushed = q.v4.flush(&self.routes_v4, maps::ROUTES_V4).and(q.v6.flush(&self.routes_v6, maps::ROUTES_V6));
-        if let Err(e) = flushed {
-            q.failed.get_or_insert(e);
+        if let Some(writer) = self.bulk.as_mut() {
+            writer.sync();
         }
     }
 

@@ -42,8 +42,18 @@ pub enum Request {
     },
 }
 
-/// The environment switch that lets [`Request::Fault`] through.
+/// The environment switch for fault injection: a comma list of faults,
+/// `1` letting [`Request::Fault`] through.
 pub const FAULT_INJECTION_ENV: &str = "COWROUTE_FAULT_INJECTION";
+
+/// A cold start's first trie batch call is refused (the kernel's EINVAL),
+/// to test that its routes are written one by one instead.
+pub const FAULT_REFUSE_TRIE_BATCH: &str = "refuse-trie-batch";
+
+/// Whether the agent's environment turns on `fault` ([`FAULT_INJECTION_ENV`]).
+pub fn fault_injected(fault: &str) -> bool {
+    std::env::var(FAULT_INJECTION_ENV).is_ok_and(|list| list.split(',').any(|f| f.trim() == fault))
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {

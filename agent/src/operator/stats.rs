@@ -1,7 +1,7 @@
 //! Reading the per-CPU verdict counters.
 
 use crate::{
-    dataplane::{dir24::Dir24Stats, map_writer::open_pinned},
+    dataplane::{dir24::Dir24Stats, map_writer::open_pinned, trie_writer::TrieWriteStats},
     fib::netlink_mirror::NetlinkStats,
     rib::RibSummary,
     slow_path::{neighbour_queue::QueueStats, pmtu::PmtuStats, SlowPathSnapshot},
@@ -19,6 +19,9 @@ pub struct AgentStats {
     #[serde(flatten)]
     pub rib: RibSummary,
     pub dir24: Dir24Stats,
+    /// A cold start's batched trie writes.
+    #[serde(default)]
+    pub trie_writes: TrieWriteStats,
     pub netlink: NetlinkStats,
     pub packets: Vec<ReasonCount>,
     pub slow_path: SlowPathSnapshot,

@@ -74,6 +74,27 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// Waits (at most `within`) until the CPUs are 90% idle over 100 ms;
+/// returns how long it took.
+fn wait_for_idle_cpus(within: Duration) -> Duration {
+    // The first line of /proc/stat: "cpu user nice system idle iowait ...".
+    let sample = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let ticks: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+        Some((ticks.iter().sum(), *ticks.get(3)? + ticks.get(4).copied().unwrap_or(0)))
+    };
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let Some((total0, idle0)) = sample() else { break };
+        std::thread::sleep(Duration::from_millis(100));
+        let Some((total1, idle1)) = sample() else { break };
+        if total1 > total0 && (idle1 - idle0) * 10 >= (total1 - total0) * 9 {
+            break;
+        }
+    }
+    started.elapsed()
+}
+
 /// What each pinned map holds in kernel memory (bpftool's `bytes_memlock`,
 /// the kernel's own accounting of the map).
 fn map_memory(pin_dir: &Path) -> Result<Vec<MapMemory>> {
@@ -247,7 +268,11 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     // A fresh agent against the full table: start to ready.
     drop(client);
     drop(agent);
-    progress(&format!("  startup: a new agent against the {routes}-route table"));
+    // The old agent's maps (hundreds of MiB) are freed by kernel workers
+    // after it exits: a cold start measured meanwhile shares the CPUs with
+    // that teardown, which is the bench's, not the start's.
+    let settled = wait_for_idle_cpus(Duration::from_secs(20));
+    progress(&format!("  startup: a new agent against the {routes}-route table (CPUs idle after {:.1} s)", settled.as_secs_f64()));
     let started = Instant::now();
     let agent = scale.agent(Duration::from_secs(300))?;
     let startup = started.elapsed().as_secs_f64();
