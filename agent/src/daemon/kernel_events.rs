@@ -218,7 +218,7 @@ impl Daemon {
         for change in self.feed.kernel_resync(nexthops, []) {
             self.apply_route(change, now);
         }
-        self.rib.begin_bulk(crate::operator::control::fault_injected(crate::operator::control::FAULT_REFUSE_TRIE_BATCH));
+        self.rib.begin_bulk();
         while let Some(route) = dump.next().await? {
             self.policy.route(&route, true);
             if let Some(change) = self.feed.kernel_route(route, true, false) {

@@ -291,6 +291,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let now = Instant::now();
     let capacities = Capacities { metrics_rw: eff.load.metrics_rw_slots, ..Capacities::default() };
     let mut writer = dp.map_writer()?.with_grace(opts.grace);
+    if control::fault_injected(control::FAULT_REFUSE_TRIE_BATCH) {
+        writer.refuse_first_trie_batch();
+    }
     let adopted = if adopting { Some(writer.adopt()?) } else { None };
     let mut rib = Rib::new(writer, capacities, opts.grace);
     if let Some(old) = adopted {

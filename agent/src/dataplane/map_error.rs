@@ -129,6 +129,23 @@ pub(crate) fn access<T>(
     result.map_err(|error| MapError::Access { map: map.into(), what: what(), error: Box::new(error) })
 }
 
+/// Whether `e` says the key was not there.
+pub(crate) fn is_absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+/// A removal whose key was already gone is a removal done.
+pub(crate) fn absent_is_fine(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(e) if is_absent(&e) => Ok(()),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

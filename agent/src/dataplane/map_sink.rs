@@ -29,9 +29,8 @@ pub trait MapSink {
     fn put_ingress_port(&mut self, key: IngressKey, port: &IngressPort) -> Result<(), MapError>;
     fn delete_ingress_port(&mut self, key: IngressKey) -> Result<(), MapError>;
     /// A load no program reads yet begins: route writes may be queued and
-    /// made in batches until [`MapSink::end_bulk`] (`refuse_first_batch`:
-    /// fault injection, the first batch call is refused).
-    fn begin_bulk(&mut self, _refuse_first_batch: bool) {}
+    /// made in batches until [`MapSink::end_bulk`].
+    fn begin_bulk(&mut self) {}
     /// Every queued route write made, or the error that stopped one.
     fn end_bulk(&mut self) -> Result<(), MapError> {
         Ok(())
@@ -39,8 +38,8 @@ pub trait MapSink {
 }
 
 impl MapSink for MapWriter {
-    fn begin_bulk(&mut self, refuse_first_batch: bool) {
-        MapWriter::begin_bulk(self, refuse_first_batch)
+    fn begin_bulk(&mut self) {
+        MapWriter::begin_bulk(self)
     }
     fn end_bulk(&mut self) -> Result<(), MapError> {
         MapWriter::end_bulk(self)

@@ -35,7 +35,7 @@ pub use crate::dataplane::map_sink::MapSink;
 pub use crate::dataplane::published::{IndexedMaps, PublishStore, Published, PublishedReader};
 use crate::dataplane::{
     dir24::{self, Dir24, Dir24Stats, Dir24Store},
-    map_error::{access, update},
+    map_error::{absent_is_fine, access, is_absent, update},
     mapped::MappedArray,
     published,
     table_routes::TableRoutes,
@@ -116,6 +116,7 @@ pub struct MapWriter {
     bulk: Option<TrieWriter>,
     /// What the bulk loads' trie writes did.
     trie_writes: TrieWriteStats,
+    refuse_first_trie_batch: bool,
 }
 
 /// A destination as `PRIVATE_META`'s key: 16 bytes, IPv4 mapped.
@@ -139,22 +140,6 @@ pub fn open_pinned<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, nam
     })?;
     let map = access(Map::from_map_data(data), name, || format!("pinned map {}", path.display()))?;
     access(T::try_from(map), name, || format!("pinned map {} has an unexpected type", path.display()))
-}
-
-pub(crate) fn is_absent(e: &aya::maps::MapError) -> bool {
-    match e {
-        aya::maps::MapError::KeyNotFound => true,
-        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
-    }
-}
-
-/// A removal whose key was already gone is a removal done.
-fn absent_is_fine(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
-    match result {
-        Err(e) if is_absent(&e) => Ok(()),
-        other => other,
-    }
 }
 
 /// Every entry of both route tries, with its prefix.
@@ -262,6 +247,7 @@ impl MapWriter {
             route_puts: [0; 2],
             bulk: None,
             trie_writes: TrieWriteStats::default(),
+            refuse_first_trie_batch: false,
         })
     }
 
@@ -324,18 +310,23 @@ impl MapWriter {
     /// ([`trie_batch`](crate::dataplane::trie_batch)). Only for a load no
     /// program reads yet (a cold start's dump, nothing adopted or
     /// attached): the tries lag the index by up to a batch meanwhile.
-    /// `refuse_first_batch`: fault injection, the first batch call fails
-    /// (and its routes are written one by one).
-    pub fn begin_bulk(&mut self, refuse_first_batch: bool) {
+    pub fn begin_bulk(&mut self) {
+        debug_assert!(self.bulk.is_none(), "one bulk load at a time");
         match TrieWriter::spawn(&self.routes_v4, &self.routes_v6) {
             Ok(mut writer) => {
-                if refuse_first_batch {
+                if std::mem::take(&mut self.refuse_first_trie_batch) {
                     writer.refuse_next_batch();
                 }
                 self.bulk = Some(writer);
             }
             Err(e) => tracing::warn!("no trie writer thread ({e}): the load writes its routes one by one"),
         }
+    }
+
+    /// Fault injection: the next bulk load's first batch call fails (and
+    /// its routes are written one by one).
+    pub fn refuse_first_trie_batch(&mut self) {
+        self.refuse_first_trie_batch = true;
     }
 
     /// Ends a bulk load: every queued route written, or the first route

@@ -4,8 +4,8 @@
 //! replaces the whole element, so a reader sees the old entry or the new one.
 
 use crate::dataplane::{
-    map_error::{access, update, MapError},
-    map_writer::{is_absent, open_pinned, take},
+    map_error::{access, is_absent, update, MapError},
+    map_writer::{open_pinned, take},
 };
 use aya::{
     maps::{lpm_trie::Key, LpmTrie, MapData},

@@ -10,18 +10,17 @@
 //! between the RIB's write and the trie's is never seen. The batches are
 //! written on their own thread ([`crate::dataplane::trie_writer`]).
 
-use crate::dataplane::map_error::MapError;
-use aya::maps::lpm_trie::Key;
+use crate::dataplane::map_error::{update, MapError};
+use aya::maps::{lpm_trie::Key, IterableMap, LpmTrie, MapData};
 use aya::Pod;
 use common::RouteEntry;
 use ipnet::IpNet;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Routes a `bpf()` call writes.
 pub const BATCH: usize = 1024;
 
-/// `enum bpf_cmd` (include/uapi/linux/bpf.h).
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+/// `BPF_MAP_UPDATE_BATCH` (include/uapi/linux/bpf.h, `enum bpf_cmd`).
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
 /// The `batch` member of `union bpf_attr`: the kernel zero-fills the rest
@@ -39,17 +38,6 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// The element member of `union bpf_attr` (`BPF_MAP_UPDATE_ELEM`).
-#[repr(C)]
-#[derive(Default)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
 /// Routes waiting for one trie's next batch.
 pub struct TrieBatch<K: Pod> {
     keys: Vec<Key<K>>,
@@ -57,8 +45,8 @@ pub struct TrieBatch<K: Pod> {
     /// The keys' prefixes, to name the one the kernel refused.
     prefixes: Vec<IpNet>,
     /// Fault injection: the batch call asks for an element flag the kernel
-    /// rejects (EINVAL), as a transient failure would, to test the retry.
-    pub refuse_batch: bool,
+    /// rejects (EINVAL before it writes any), to test the one-by-one path.
+    refuse_batch: bool,
 }
 
 /// What writing one batch did.
@@ -83,18 +71,6 @@ impl<K: Pod> Default for TrieBatch<K> {
     }
 }
 
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> Result<(), std::io::Error> {
-    // SAFETY: `attr` is the `union bpf_attr` member `cmd` reads, its
-    // pointers naming buffers of the map's key and value layout that
-    // outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, std::mem::size_of::<A>() as u32) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 impl<K: Pod> TrieBatch<K> {
     /// Queues `key` -> `entry`; a later write of the same key wins, as the
     /// kernel applies a batch in order.
@@ -112,47 +88,54 @@ impl<K: Pod> TrieBatch<K> {
         self.keys.is_empty()
     }
 
-    /// Writes the batch into the trie `trie` (named `map` in errors), in
-    /// order: one batch call, then what it did not write one route at a
-    /// time, so a transient refusal (ENOMEM, say) costs syscalls, not the
-    /// load, and a route the trie cannot take is named exactly.
-    pub fn write(&self, trie: BorrowedFd<'_>, map: &'static str) -> Written {
+    /// Makes this batch's call fail (fault injection).
+    pub fn refuse(&mut self) {
+        self.refuse_batch = true;
+    }
+
+    /// Writes the batch into `trie` (named `map` in errors), in order: one
+    /// batch call, then what it did not write one route at a time, so a
+    /// transient refusal (ENOMEM, say) costs syscalls, not the load, and a
+    /// route the trie cannot take is named exactly.
+    pub fn write(&self, trie: &mut LpmTrie<MapData, K, RouteEntry>, map: &'static str) -> Written {
         let n = self.keys.len();
         let mut attr = BatchAttr {
             keys: self.keys.as_ptr() as u64,
             values: self.values.as_ptr() as u64,
             count: n as u32,
-            map_fd: trie.as_raw_fd() as u32,
+            map_fd: trie.map().fd().as_fd().as_raw_fd() as u32,
             elem_flags: if self.refuse_batch { u64::MAX } else { 0 },
             ..BatchAttr::default()
         };
-        let batched = match bpf(BPF_MAP_UPDATE_BATCH, &mut attr) {
-            Ok(()) => n,
-            Err(e) => {
-                tracing::debug!("{map}: a batch of {n} routes stopped after {}: {e}; writing the rest one by one", attr.count);
-                // The kernel writes `count` back only once it has begun:
-                // an error before (bad flags, say) leaves it at `n`.
-                let count = attr.count as usize;
-                if count < n {
-                    count
-                } else {
-                    0
-                }
+        // SAFETY: `attr` names `n` keys and `n` values laid out as the map's
+        // key and value (aya's `Key<K>` is `struct bpf_lpm_trie_key`); the
+        // kernel reads them and writes `attr.count` back.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_BATCH, &mut attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>() as u32)
+        };
+        let batched = if rc == 0 {
+            n
+        } else {
+            let e = std::io::Error::last_os_error();
+            tracing::debug!("{map}: a batch of {n} routes stopped after {}: {e}; writing the rest one by one", attr.count);
+            // `count` comes back as the elements written once the kernel
+            // has begun (or 0 where its buffers could not be allocated, on
+            // recent kernels); a check failed before that (bad flags, say)
+            // leaves it at `n`, and then nothing was written.
+            let count = attr.count as usize;
+            if count < n {
+                count
+            } else {
+                0
             }
         };
         let mut written = Written { batched, retried: 0, refused: None };
         for i in batched..n {
-            let mut elem = ElemAttr {
-                map_fd: trie.as_raw_fd() as u32,
-                key: std::ptr::from_ref(&self.keys[i]) as u64,
-                value: std::ptr::from_ref(&self.values[i]) as u64,
-                ..ElemAttr::default()
-            };
-            if let Err(io_error) = bpf(BPF_MAP_UPDATE_ELEM, &mut elem) {
-                let prefix = self.prefixes[i];
-                let error = Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "bpf_map_update_elem", io_error }));
-                written.refused =
-                    Some(MapError::Update { map, key: prefix.to_string(), what: format!("writing route {prefix} to {map}"), error });
+            let prefix = self.prefixes[i];
+            let inserted =
+                update(trie.insert(&self.keys[i], self.values[i], 0), map, prefix, || format!("writing route {prefix} to {map}"));
+            if let Err(e) = inserted {
+                written.refused = Some(e);
                 break;
             }
             written.retried += 1;

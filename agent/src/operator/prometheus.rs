@@ -275,6 +275,7 @@ mod tests {
         stats.rib.cow.cows = 2;
         stats.netlink.resyncs = 1;
         stats.netlink.undecodable = 4;
+        stats.trie_writes = crate::dataplane::trie_writer::TrieWriteStats { batches: 3, batched: 2048, retried: 1024 };
         let text = super::render(&stats);
         assert!(text.contains("# TYPE cowroute_packets_total counter\ncowroute_packets_total{reason=\"forwarded\"} 3\n"), "{text}");
         assert!(text.contains("cowroute_bytes_total{reason=\"forwarded\"} 180\n"));
@@ -282,6 +283,14 @@ mod tests {
         assert!(text.contains("cowroute_cow_operations_total{op=\"cows\"} 2\n"));
         assert!(text.contains("cowroute_netlink_resyncs_total 1\n"));
         assert!(text.contains("# TYPE cowroute_netlink_undecodable_total counter\ncowroute_netlink_undecodable_total 4\n"), "{text}");
+        assert!(text.contains("# TYPE cowroute_trie_batches_total counter\ncowroute_trie_batches_total 3\n"), "{text}");
+        assert!(text.contains("cowroute_trie_batched_routes_total 2048\n") && text.contains("cowroute_trie_retried_routes_total 1024\n"));
+        // One family a name: Prometheus refuses an exposition that repeats one.
+        let mut families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        let all = families.len();
+        families.sort();
+        families.dedup();
+        assert_eq!(families.len(), all, "a family repeated: {text}");
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

@@ -157,7 +157,7 @@ pub fn route_for(pin_dir: &Path, target: &str) -> Result<Vec<RouteRow>> {
                 let same = route_row(String::new(), &e);
                 anyhow::ensure!(
                     same.nexthop == row.nexthop && same.metrics == row.metrics && same.kind == row.kind,
-                    "the DIR-24 copy in slot {slot} differs from the trie's entry for {}",
+                    "the DIR-24 copy in slot {slot} differs from the trie's entry for {} (an agent still loading its routes writes the trie after the index: ask again once it is ready)",
                     row.prefix
                 );
                 format!("dir24 slot {slot}")

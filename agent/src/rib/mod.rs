@@ -228,8 +228,8 @@ impl<S: MapSink> Rib<S> {
 
     /// A cold start's load, before any program reads the maps: the sink
     /// may batch route writes until [`Rib::end_bulk`].
-    pub fn begin_bulk(&mut self, refuse_first_batch: bool) {
-        self.sink.begin_bulk(refuse_first_batch)
+    pub fn begin_bulk(&mut self) {
+        self.sink.begin_bulk()
     }
 
     pub fn end_bulk(&mut self) -> Result<(), RibError> {

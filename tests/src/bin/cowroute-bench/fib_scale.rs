@@ -88,7 +88,7 @@ fn wait_for_idle_cpus(within: Duration) -> Duration {
         let Some((total0, idle0)) = sample() else { break };
         std::thread::sleep(Duration::from_millis(100));
         let Some((total1, idle1)) = sample() else { break };
-        if total1 > total0 && (idle1 - idle0) * 10 >= (total1 - total0) * 9 {
+        if total1 > total0 && idle1.saturating_sub(idle0) * 10 >= (total1 - total0) * 9 {
             break;
         }
     }
