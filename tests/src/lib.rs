@@ -280,7 +280,19 @@ impl LabRun {
     /// As [`LabRun::start_custom`], on a lab already built (and changed as
     /// the test needs before the agent starts).
     pub fn start_on(lab: xtask::lab::Lab, mode: &str, extra_args: &[&str], config: &dyn Fn(&xtask::lab::Lab) -> String) -> LabRun {
-        let (agent, pin_dir, run_args, dir) = spawn_agent(&lab, mode, extra_args, config);
+        LabRun::start_under(lab, &[], mode, extra_args, config)
+    }
+
+    /// As [`LabRun::start_on`], the agent run by `wrapper` (a command and
+    /// its arguments, e.g. `env NAME=VALUE`).
+    pub fn start_under(
+        lab: xtask::lab::Lab,
+        wrapper: &[String],
+        mode: &str,
+        extra_args: &[&str],
+        config: &dyn Fn(&xtask::lab::Lab) -> String,
+    ) -> LabRun {
+        let (agent, pin_dir, run_args, dir) = spawn_agent(&lab, wrapper, mode, extra_args, config);
         LabRun { agent, lab, pin_dir, run_args, _config_dir: dir }
     }
 
@@ -323,6 +335,7 @@ impl LabRun {
 /// directory holding its config.
 fn spawn_agent(
     lab: &xtask::lab::Lab,
+    wrapper: &[String],
     mode: &str,
     extra_args: &[&str],
     config: &dyn Fn(&xtask::lab::Lab) -> String,
@@ -338,15 +351,16 @@ fn spawn_agent(
     let pin_dir = std::path::PathBuf::from(format!("/sys/fs/bpf/cowroute-test-{tag}"));
     let mut args: Vec<String> = vec!["--config".into(), cfg.display().to_string(), "--xdp-mode".into(), mode.into()];
     args.extend(extra_args.iter().map(|s| s.to_string()));
-    let agent = match xtask::agent_proc::AgentProc::start(&lab.rtr, &pin_dir, &args, false) {
-        Ok(agent) => agent,
-        Err(e) => {
-            // It may have pinned its maps before failing (a program the
-            // verifier refused): no test leaves pins behind.
-            let _ = std::fs::remove_dir_all(&pin_dir);
-            panic!("agent ready: {e:?}");
-        }
-    };
+    let agent =
+        match xtask::agent_proc::AgentProc::start_under(wrapper, &lab.rtr, &pin_dir, &args, false, std::time::Duration::from_secs(30)) {
+            Ok(agent) => agent,
+            Err(e) => {
+                // It may have pinned its maps before failing (a program the
+                // verifier refused): no test leaves pins behind.
+                let _ = std::fs::remove_dir_all(&pin_dir);
+                panic!("agent ready: {e:?}");
+            }
+        };
     (agent, pin_dir, args, dir)
 }
 
@@ -361,7 +375,7 @@ pub struct LabAgent {
 impl LabAgent {
     /// As [`LabRun::start_on`], leaving the lab to the caller.
     pub fn start(lab: &xtask::lab::Lab, mode: &str, extra_args: &[&str], config: &dyn Fn(&xtask::lab::Lab) -> String) -> LabAgent {
-        let (agent, pin_dir, _, dir) = spawn_agent(lab, mode, extra_args, config);
+        let (agent, pin_dir, _, dir) = spawn_agent(lab, &[], mode, extra_args, config);
         LabAgent { agent, pin_dir, _config_dir: dir }
     }
 

@@ -702,3 +702,98 @@ fn a_cold_start_writes_every_kernel_route_in_batches() {
     assert_eq!(retried, cowroute::dataplane::trie_batch::BATCH as u64, "the refused batch's routes were written one by one: {writes}");
     assert!(writes["batched"].as_u64().unwrap() + retried >= (v4 + v6) as u64, "{writes}");
 }
+
+/// Once the program reads the maps, the route writes of each netlink batch
+/// (a turn of the daemon) are queued for the trie-writer thread. With the
+/// next batch refused, its routes one by one too (fault injection over the
+/// control socket: the kernel's EINVAL), those routes are owed and written
+/// again each second: every route lands, through the kernel's gateway, the
+/// stats count the refusal and owe nothing after, and traffic to a refused
+/// route's prefix is forwarded by the fast path. A refused route deleted
+/// before its retry is gone from the trie and the DIR-24 index; one
+/// replaced before is there with its newer entry.
+#[test]
+fn a_route_the_trie_refuses_in_a_turn_is_owed_and_written_again() {
+    let (v4, v6) = (3_000u32, 600u32);
+    let v4_prefix = |i: u32| format!("13.{}.{}.0/24", i / 256, i % 256);
+    let v6_prefix = |i: u32| format!("2001:db8:1:{:x}::/64", i);
+    let fault = format!("{}=1", cowroute::operator::control::FAULT_INJECTION_ENV);
+    let lab = lab::Lab::up(&lab_tag('q')).expect("lab up");
+    let run = LabRun::start_under(lab, &["env".into(), fault], "generic", &["--source", "kernel"], &|lab| lab.hosts_config());
+    let (rtr, sink) = (run.lab.rtr.clone(), run.lab.sink.clone());
+    sh::ip(&["-n", &sink, "route", "add", "local", "13.0.0.0/16", "dev", "lo"]).unwrap();
+    let what = cowroute::operator::control::FAULT_REFUSE_TRIE_TURN.to_string();
+    run.control().call(&Request::Fault { what }).expect("the fault armed");
+
+    let dir = TempDir::new("turnfault");
+    let mut cmds = String::new();
+    for i in 0..v4 {
+        cmds += &format!("route add {} via {}\n", v4_prefix(i), lab::SINK_V4);
+    }
+    for i in 0..v6 {
+        cmds += &format!("route add {} via {}\n", v6_prefix(i), lab::SINK_V6);
+    }
+    // Two of the refused batch's routes changed right after it.
+    cmds += &format!("route del {}\nroute replace {} via {} mtu 1400\n", v4_prefix(0), v4_prefix(1), lab::SINK_V4);
+    let batch = dir.0.join("routes.batch");
+    std::fs::write(&batch, cmds).unwrap();
+    sh::run(sh::cmd("ip", &["-n", &rtr, "-batch"]).arg(&batch)).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let writes = loop {
+        let s = run.control().call(&Request::Stats).unwrap();
+        let pinned = PinnedV4::open(&run.pin_dir);
+        let last = v4_prefix(v4 - 1).parse::<ipnet::Ipv4Net>().unwrap();
+        let landed = pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, last.addr().octets()), 0).is_ok();
+        if landed && s["trie_writes"]["refused"].as_u64() >= Some(1) && s["trie_writes"]["owed"] == 0 {
+            break s["trie_writes"].clone();
+        }
+        assert!(Instant::now() < deadline, "the routes did not all land, or a refusal is still owed: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(writes["batches"].as_u64().unwrap() >= 1, "{writes}");
+    // The refused batch is the first the routes' events queued: it holds 13.0.0.0/24.
+    let log = run.agent.log();
+    assert!(log.lines().any(|l| l.contains("prefix=13.0.0.0/24") && l.contains("refused the route")), "13.0.0.0/24 was refused: {log}");
+    let nexthops: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "nexthops", "--json"])).unwrap();
+    let port_of = |id: u32| nexthops.as_array().unwrap().iter().find(|n| n["id"] == id).map(|n| n["ifindex"].clone());
+    let sink_port = ifindex(&rtr, &run.lab.rtr_sink_if);
+    let pinned = PinnedV4::open(&run.pin_dir);
+    for i in 1..v4 {
+        let net: ipnet::Ipv4Net = v4_prefix(i).parse().unwrap();
+        let entry = pinned
+            .trie
+            .get(&aya::maps::lpm_trie::Key::new(24, net.addr().octets()), 0)
+            .unwrap_or_else(|e| panic!("{net} not in ROUTES_V4: {e}"));
+        assert_eq!(port_of(entry.nexthop), Some(sink_port.into()), "{net}: through {} on rtr's sink link", lab::SINK_V4);
+    }
+    let trie6: aya::maps::LpmTrie<aya::maps::MapData, [u8; 16], common::RouteEntry> =
+        cowroute::dataplane::map_writer::open_pinned(&run.pin_dir, common::maps::ROUTES_V6).unwrap();
+    for i in 0..v6 {
+        let net: ipnet::Ipv6Net = v6_prefix(i).parse().unwrap();
+        let entry =
+            trie6.get(&aya::maps::lpm_trie::Key::new(64, net.addr().octets()), 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V6: {e}"));
+        assert_eq!(port_of(entry.nexthop), Some(sink_port.into()), "{net}: through {} on rtr's sink link", lab::SINK_V6);
+    }
+    assert!(run.cowroute(&["show", "stats"]).contains(&format!("{} refused, 0 owed", writes["refused"])));
+    // Deleted: in neither the trie nor the index; replaced: its newer metrics.
+    let gone = v4_prefix(0).parse::<ipnet::Ipv4Net>().unwrap();
+    assert!(pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, gone.addr().octets()), 0).is_err(), "{gone} deleted");
+    let answer = pinned.lookup("13.0.0.1".parse().unwrap());
+    assert!(answer.is_none_or(|(_, indexed)| !indexed), "no DIR-24 copy answers for the deleted {gone}: {answer:?}");
+    let entry_of = |i: u32| {
+        let net: ipnet::Ipv4Net = v4_prefix(i).parse().unwrap();
+        pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, net.addr().octets()), 0).unwrap()
+    };
+    assert_ne!(entry_of(1).metrics, entry_of(2).metrics, "{} replaced with mtu 1400", v4_prefix(1));
+    assert_eq!(pinned.lookup("13.0.1.1".parse().unwrap()).map(|(e, _)| e), Some(entry_of(1)), "the index answers with the newer entry");
+
+    // 13.0.1.0/24 was among the first routes added, in the refused batch.
+    let to: SocketAddr = "13.0.1.1:7701".parse().unwrap();
+    let sock = traffic::UdpSink::bind(&sink, "0.0.0.0:7701".parse().unwrap()).unwrap();
+    let fwd = run.counter("forwarded");
+    traffic::udp_send(&run.lab.gen, to, 20, 200, 64, Duration::from_millis(1)).unwrap();
+    let got = sock.receive(20, Duration::from_secs(2)).unwrap();
+    assert_eq!(got.len(), 20, "all datagrams to 13.0.1.1 arrived");
+    assert_eq!(run.counter("forwarded") - fwd, 20, "by the fast path");
+}

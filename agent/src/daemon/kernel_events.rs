@@ -165,6 +165,8 @@ impl Daemon {
     /// cannot carry is logged and counted, and the rest go on.
     pub(super) async fn apply_batch(&mut self, batch: Vec<Event>) -> Result<()> {
         let mut overrun = false;
+        // One turn (see `dataplane::trie_queue`), ended before any resync's await.
+        self.rib.begin_turn(batch.len());
         for ev in batch {
             if ev.needs_resync() {
                 match ev {
@@ -183,6 +185,7 @@ impl Daemon {
                 tracing::error!(?ev, error = %crate::error_chain(&e), "applying netlink event");
             }
         }
+        self.rib.end_turn();
         if overrun {
             self.resync().await?;
         }
@@ -196,7 +199,7 @@ impl Daemon {
     /// first routes reach the maps while the kernel still sends the rest.
     ///
     /// With `bulk` (nothing adopted, so no program reads the maps yet) the
-    /// tries are written in batches; a batch the kernel refuses fails the
+    /// tries are written in batches; a route the kernel refuses fails the
     /// start. Without (an adopted data plane, still forwarding), the whole
     /// dump is taken first and resynced, as after an overrun.
     pub(super) async fn load_routes(&mut self, dump: &mut netlink_mirror::RouteDump, bulk: bool, now: Instant) -> Result<()> {

@@ -22,7 +22,7 @@ use crate::{
         config::Config,
         reload::{CliSettings, Effective, Resolved},
     },
-    dataplane::{map_writer::MapWriter, Attached, DataPlane},
+    dataplane::{map_writer::MapWriter, trie_batch::Refuse, trie_queue::TrieFaults, Attached, DataPlane},
     fib::{
         netlink_mirror::{self, Mirror, NetlinkStats},
         source::{Feed, RouteSource},
@@ -174,6 +174,8 @@ impl Daemon {
         self.rib.reap(now);
         self.sweep_fpm(now);
         self.retry_routes(now);
+        // The routes a trie refused in a turn, written again.
+        self.rib.retry_owed_routes();
         self.waiting.expire(now);
         self.release_resolved(now);
         self.solicit_pending(Duration::from_secs(3));
@@ -292,7 +294,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let capacities = Capacities { metrics_rw: eff.load.metrics_rw_slots, ..Capacities::default() };
     let mut writer = dp.map_writer()?.with_grace(opts.grace);
     if control::fault_injected(control::FAULT_REFUSE_TRIE_BATCH) {
-        writer.refuse_first_trie_batch();
+        writer.arm_trie_faults(TrieFaults { bulk: Some(Refuse::BatchCall), turn: None });
     }
     let adopted = if adopting { Some(writer.adopt()?) } else { None };
     let mut rib = Rib::new(writer, capacities, opts.grace);
@@ -413,6 +415,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             input = async { d.fpm_rx.as_mut().expect("guarded").recv().await }, if d.fpm_rx.is_some() => {
                 let input = input.ok_or_else(|| anyhow!("the FPM listener stopped"))?;
+                // One turn (see `dataplane::trie_queue`) of this read's
+                // frames, and about as many a read queued behind.
+                d.rib.begin_turn(input.frames() * (1 + d.fpm_rx.as_ref().map_or(0, |rx| rx.len())));
                 d.fpm_input(input, Instant::now());
                 // A replay is a million frames: what is queued already is
                 // taken in this turn, not one select round each.
@@ -420,6 +425,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     let Some(input) = d.fpm_rx.as_mut().and_then(|rx| rx.try_recv().ok()) else { break };
                     d.fpm_input(input, Instant::now());
                 }
+                d.rib.end_turn();
             }
             batch = d.mirror.next() => {
                 let batch = batch.ok_or_else(|| anyhow!("netlink subscription closed"))?;

@@ -4,6 +4,7 @@
 use super::Daemon;
 use crate::rib::{MapSink, Rib, RibError};
 use crate::{
+    dataplane::{trie_batch::Refuse, trie_queue::TrieFaults},
     operator::control::{self, ControlError, Request, Response},
     operator::stats::{self, AgentStats},
     rib::cow::{CowError, Source},
@@ -50,7 +51,12 @@ impl Daemon {
                 match what.as_str() {
                     // What a bug would do: the process ends at once (panic = "abort").
                     "panic" => panic!("fault injection: a panic on the daemon's loop"),
-                    other => anyhow::bail!("unknown fault {other:?} (one of: panic)"),
+                    control::FAULT_REFUSE_TRIE_TURN => {
+                        let faults = TrieFaults { bulk: None, turn: Some(Refuse::Every) };
+                        self.rib.sink_mut().arm_trie_faults(faults);
+                        serde_json::Value::Null
+                    }
+                    other => anyhow::bail!("unknown fault {other:?} (one of: panic, {})", control::FAULT_REFUSE_TRIE_TURN),
                 }
             }
         })

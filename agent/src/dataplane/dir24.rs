@@ -233,6 +233,11 @@ impl Dir24 {
         }
     }
 
+    /// Every prefix it follows (so, every prefix in the trie it indexes).
+    pub fn prefixes(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
     pub fn stats(&self) -> Dir24Stats {
         Dir24Stats {
             indexed: self.indexed,

@@ -35,14 +35,32 @@ pub trait MapSink {
     fn end_bulk(&mut self) -> Result<(), MapError> {
         Ok(())
     }
+    /// A turn of the daemon of about `changes` begins: route writes may be
+    /// queued, and land after [`MapSink::end_turn`].
+    fn begin_turn(&mut self, _changes: usize) {}
+    fn end_turn(&mut self) {}
+    /// Each second: the queued route writes landed, those the kernel
+    /// refused written again.
+    fn retry_owed_routes(&mut self) {}
 }
 
+/// The RIB's writes other than routes wait, outside a turn, for the
+/// route writes turns queued (see [`crate::dataplane::trie_queue`]).
 impl MapSink for MapWriter {
     fn begin_bulk(&mut self) {
         MapWriter::begin_bulk(self)
     }
     fn end_bulk(&mut self) -> Result<(), MapError> {
         MapWriter::end_bulk(self)
+    }
+    fn begin_turn(&mut self, changes: usize) {
+        MapWriter::begin_turn(self, changes)
+    }
+    fn end_turn(&mut self) {
+        MapWriter::end_turn(self)
+    }
+    fn retry_owed_routes(&mut self) {
+        MapWriter::retry_owed_routes(self)
     }
     fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
         MapWriter::put_route(self, prefix, entry)
@@ -51,40 +69,40 @@ impl MapSink for MapWriter {
         MapWriter::delete_route(self, prefix)
     }
     fn put_table_route(&mut self, table: u32, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
-        MapWriter::put_table_route(self, table, prefix, entry)
+        MapWriter::put_table_route(self.settle_routes(), table, prefix, entry)
     }
     fn delete_table_route(&mut self, table: u32, prefix: &IpNet) -> Result<(), MapError> {
-        MapWriter::delete_table_route(self, table, prefix)
+        MapWriter::delete_table_route(self.settle_routes(), table, prefix)
     }
     fn put_nexthop(&mut self, id: u32, nh: &NextHop) -> Result<(), MapError> {
-        MapWriter::put_nexthop(self, id, nh)
+        MapWriter::put_nexthop(self.settle_routes(), id, nh)
     }
     fn put_group(&mut self, id: u32, group: &NextHopGroup) -> Result<(), MapError> {
-        MapWriter::put_group(self, id, group)
+        MapWriter::put_group(self.settle_routes(), id, group)
     }
     fn put_ro_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError> {
-        MapWriter::put_ro_metrics(self, slot, m)
+        MapWriter::put_ro_metrics(self.settle_routes(), slot, m)
     }
     fn put_rw_metrics(&mut self, slot: u32, m: &RouteMetrics) -> Result<(), MapError> {
-        MapWriter::put_rw_metrics(self, slot, m)
+        MapWriter::put_rw_metrics(self.settle_routes(), slot, m)
     }
     fn add_port(&mut self, ifindex: u32) -> Result<(), MapError> {
-        MapWriter::add_port(self, ifindex)
+        MapWriter::add_port(self.settle_routes(), ifindex)
     }
     fn remove_port(&mut self, ifindex: u32) -> Result<(), MapError> {
-        MapWriter::remove_port(self, ifindex)
+        MapWriter::remove_port(self.settle_routes(), ifindex)
     }
     fn put_private_meta(&mut self, dest: IpAddr, meta: &PrivateMeta) -> Result<(), MapError> {
-        MapWriter::put_private_meta(self, dest, meta)
+        MapWriter::put_private_meta(self.settle_routes(), dest, meta)
     }
     fn delete_private_meta(&mut self, dest: IpAddr) -> Result<(), MapError> {
-        MapWriter::delete_private_meta(self, dest)
+        MapWriter::delete_private_meta(self.settle_routes(), dest)
     }
     fn put_ingress_port(&mut self, key: IngressKey, port: &IngressPort) -> Result<(), MapError> {
-        MapWriter::put_ingress_port(self, key, port)
+        MapWriter::put_ingress_port(self.settle_routes(), key, port)
     }
     fn delete_ingress_port(&mut self, key: IngressKey) -> Result<(), MapError> {
-        MapWriter::delete_ingress_port(self, key)
+        MapWriter::delete_ingress_port(self.settle_routes(), key)
     }
 }
 

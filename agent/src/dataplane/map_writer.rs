@@ -9,7 +9,8 @@
 //! How each map follows it:
 //! - `ROUTES_V4`, `ROUTES_V6` (LPM tries): the element is the word. An update
 //!   replaces the whole element (the kernel links in a new node), so a reader
-//!   sees the old entry or the new one.
+//!   sees the old entry or the new one. The update may be queued for the
+//!   writer thread, a bounded time ([`crate::dataplane::trie_queue`]).
 //! - `METRICS_RO`, `METRICS_RW`: the COW engine fills a fresh slot, then one
 //!   route update points the entry at it; old slots are quarantined by the
 //!   RIB's [`SlotAllocator`]s. A private copy is changed in place only when a
@@ -39,11 +40,13 @@ use crate::dataplane::{
     mapped::MappedArray,
     published,
     table_routes::TableRoutes,
-    trie_writer::{TrieWriteStats, TrieWriter},
+    trie_batch::{v4_key, v6_key},
+    trie_queue::{TrieFaults, TrieQueue, Tries},
+    trie_writer::TrieWriteStats,
     v6index::{V6Index, V6IndexStats, V6IndexStore},
 };
 use aya::{
-    maps::{lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, Map, MapData},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, Map, MapData},
     Ebpf,
 };
 use common::capacity;
@@ -108,15 +111,8 @@ pub struct MapWriter {
     ingress_vlan_ports: HashMap<MapData, IngressKey, IngressPort>,
     local_v4: LocalAddrsV4,
     private_meta: HashMap<MapData, [u8; 16], PrivateMeta>,
-    /// `put_route` calls since the maps were made, per family (IPv4, IPv6):
-    /// more than the trie holds, so a bulk load queues only while it
-    /// surely has room.
-    route_puts: [u64; 2],
-    /// During a bulk load, the thread making its trie writes.
-    bulk: Option<TrieWriter>,
-    /// What the bulk loads' trie writes did.
-    trie_writes: TrieWriteStats,
-    refuse_first_trie_batch: bool,
+    /// When the tries' writes wait for the writer thread.
+    queue: TrieQueue,
 }
 
 /// A destination as `PRIVATE_META`'s key: 16 bytes, IPv4 mapped.
@@ -209,14 +205,6 @@ impl V6IndexStore for V6IndexMaps {
     }
 }
 
-fn v4_key(prefix: &ipnet::Ipv4Net) -> Key<V4KeyData> {
-    Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
-}
-
-fn v6_key(prefix: &ipnet::Ipv6Net) -> Key<V6KeyData> {
-    Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
-}
-
 impl MapWriter {
     /// Takes the writable maps out of a freshly loaded object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<MapWriter, MapError> {
@@ -244,10 +232,7 @@ impl MapWriter {
             ingress_vlan_ports: take(ebpf, maps::INGRESS_VLAN_PORTS)?,
             local_v4: LocalAddrsV4::new(take(ebpf, maps::LOCAL_V4)?),
             private_meta: take(ebpf, maps::PRIVATE_META)?,
-            route_puts: [0; 2],
-            bulk: None,
-            trie_writes: TrieWriteStats::default(),
-            refuse_first_trie_batch: false,
+            queue: TrieQueue::new(DEFAULT_GRACE),
         })
     }
 
@@ -263,12 +248,28 @@ impl MapWriter {
         self.v6index.set_grace(grace);
         self.nexthops.set_grace(grace);
         self.groups.set_grace(grace);
+        self.queue.set_grace(grace);
+    }
+
+    /// Whether `prefix`'s trie surely has room for one more: the prefixes
+    /// the index holds (every write so far, queued or made) and those an
+    /// earlier agent left.
+    fn trie_room(&self, prefix: &IpNet) -> bool {
+        let (held, size) = match prefix {
+            IpNet::V4(_) => (self.dir24.prefixes(), capacity::ROUTES_V4),
+            IpNet::V6(_) => (self.v6index.prefixes(), capacity::ROUTES_V6),
+        };
+        held + self.adopted_prefixes.len() < size as usize
     }
 
     /// Publishes `entry` as the route for `prefix` (insert or atomic
     /// replace); it then reaches the DIR-24 or the IPv6 index.
     pub fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
-        if !self.queue_route(prefix, entry) {
+        // An earlier agent's entry is replaced at once: its slots are
+        // released once none of its entries is left.
+        let room = self.trie_room(prefix) && !self.adopted_prefixes.contains(&(None, *prefix));
+        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
+        if !self.queue.queue(prefix, entry, room, tries) {
             let (result, map) = match prefix {
                 IpNet::V4(p) => (self.routes_v4.insert(&v4_key(p), entry, 0), maps::ROUTES_V4),
                 IpNet::V6(p) => (self.routes_v6.insert(&v6_key(p), entry, 0), maps::ROUTES_V6),
@@ -288,7 +289,8 @@ impl MapWriter {
     /// asked the trie, or named the route being removed, meanwhile).
     pub fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError> {
         // After the queued writes, one of which may be this prefix's.
-        self.flush_queued();
+        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
+        self.queue.before_delete(prefix, tries);
         let (removed, map) = match prefix {
             IpNet::V4(p) => (self.routes_v4.remove(&v4_key(p)), maps::ROUTES_V4),
             IpNet::V6(p) => (self.routes_v6.remove(&v6_key(p)), maps::ROUTES_V6),
@@ -296,6 +298,8 @@ impl MapWriter {
         if removed.as_ref().err().is_none_or(is_absent) {
             self.adopted_route_replaced(None, prefix);
         }
+        // A route out of its trie already (owed, say): its index entry goes all the same.
+        let removed = absent_is_fine(removed);
         update(removed, map, prefix, || format!("deleting route {prefix}"))?;
         self.local_v4.delete(prefix)?;
         match prefix {
@@ -306,70 +310,56 @@ impl MapWriter {
     }
 
     /// Starts a bulk load: from here until [`MapWriter::end_bulk`], route
-    /// writes to the tries are queued and made in batches
-    /// ([`trie_batch`](crate::dataplane::trie_batch)). Only for a load no
-    /// program reads yet (a cold start's dump, nothing adopted or
-    /// attached): the tries lag the index by up to a batch meanwhile.
+    /// writes to the tries are queued and made in batches on the writer
+    /// thread ([`trie_queue`](crate::dataplane::trie_queue)). Only for a
+    /// load no program reads yet (a cold start's dump, nothing adopted or
+    /// attached).
     pub fn begin_bulk(&mut self) {
-        debug_assert!(self.bulk.is_none(), "one bulk load at a time");
-        match TrieWriter::spawn(&self.routes_v4, &self.routes_v6) {
-            Ok(mut writer) => {
-                if std::mem::take(&mut self.refuse_first_trie_batch) {
-                    writer.refuse_next_batch();
-                }
-                self.bulk = Some(writer);
-            }
-            Err(e) => tracing::warn!("no trie writer thread ({e}): the load writes its routes one by one"),
-        }
+        let tries = Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
+        self.queue.begin_bulk(&tries);
     }
 
-    /// Fault injection: the next bulk load's first batch call fails (and
-    /// its routes are written one by one).
-    pub fn refuse_first_trie_batch(&mut self) {
-        self.refuse_first_trie_batch = true;
-    }
-
-    /// Ends a bulk load: every queued route written, or the first route
-    /// the kernel refused (the load fails with it).
+    /// Ends a bulk load: every queued route written, or a route the kernel
+    /// refused (the load fails with it).
     pub fn end_bulk(&mut self) -> Result<(), MapError> {
-        let Some(writer) = self.bulk.take() else { return Ok(()) };
-        let (stats, refused) = writer.finish();
-        self.trie_writes.merge(stats);
-        refused.map_or(Ok(()), Err)
+        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
+        self.queue.end_bulk(tries)
+    }
+
+    /// Starts a turn of the daemon of about `changes`: route writes are
+    /// queued, and may land after the turn (with a grace period; see
+    /// [`trie_queue`](crate::dataplane::trie_queue)).
+    pub fn begin_turn(&mut self, changes: usize) {
+        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
+        self.queue.begin_turn(changes, tries);
+    }
+
+    pub fn end_turn(&mut self) {
+        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
+        self.queue.end_turn(tries);
+    }
+
+    /// Before a write outside any turn: the turns' queued writes landed.
+    pub fn settle_routes(&mut self) -> &mut MapWriter {
+        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
+        self.queue.settle_lagging(tries);
+        self
+    }
+
+    /// Each second: the queued writes landed, the owed routes written again.
+    pub fn retry_owed_routes(&mut self) {
+        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
+        self.queue.retry_owed(tries);
+    }
+
+    /// Fault injection: what the kernel refuses of the next bulk load's or
+    /// turn's first batch.
+    pub fn arm_trie_faults(&mut self, faults: TrieFaults) {
+        self.queue.arm_faults(faults);
     }
 
     pub fn trie_write_stats(&self) -> TrieWriteStats {
-        self.trie_writes
-    }
-
-    /// During a bulk load, queues `prefix`'s trie write (true) while the
-    /// trie surely has room: a trie near its size is written one route at
-    /// a time, so that a full one refuses the route it cannot take.
-    fn queue_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> bool {
-        let family = prefix.addr().is_ipv6() as usize;
-        self.route_puts[family] += 1;
-        if self.bulk.is_none() {
-            return false;
-        }
-        if self.route_puts[family] >= [capacity::ROUTES_V4, capacity::ROUTES_V6][family] as u64 {
-            self.flush_queued();
-            return false;
-        }
-        let writer = self.bulk.as_mut().expect("bulk load");
-        match prefix {
-            IpNet::V4(p) => writer.push_v4(*prefix, v4_key(p), *entry),
-            IpNet::V6(p) => writer.push_v6(*prefix, v6_key(p), *entry),
-        }
-        true
-    }
-
-    /// Waits until the queued routes are written (a delete, a route written
-    /// one by one, or the load's end comes after them); a refused route is
-    /// kept for [`MapWriter::end_bulk`].
-    fn flush_queued(&mut self) {
-        if let Some(writer) = self.bulk.as_mut() {
-            writer.sync();
-        }
+        self.queue.stats()
     }
 
     /// Publishes `entry` as table `table`'s route for `prefix`.

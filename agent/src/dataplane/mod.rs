@@ -20,6 +20,7 @@ pub mod shared_entries;
 pub mod slots;
 pub mod table_routes;
 pub mod trie_batch;
+pub mod trie_queue;
 pub mod trie_writer;
 pub mod v6index;
 

@@ -17,6 +17,16 @@ use common::RouteEntry;
 use ipnet::IpNet;
 use std::os::fd::{AsFd, AsRawFd};
 
+/// `prefix` as a `ROUTES_V4` key.
+pub fn v4_key(prefix: &ipnet::Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
+}
+
+/// `prefix` as a `ROUTES_V6` key.
+pub fn v6_key(prefix: &ipnet::Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
+}
+
 /// Routes a `bpf()` call writes.
 pub const BATCH: usize = 1024;
 
@@ -44,30 +54,45 @@ pub struct TrieBatch<K: Pod> {
     values: Vec<RouteEntry>,
     /// The keys' prefixes, to name the one the kernel refused.
     prefixes: Vec<IpNet>,
-    /// Fault injection: the batch call asks for an element flag the kernel
-    /// rejects (EINVAL before it writes any), to test the one-by-one path.
-    refuse_batch: bool,
+    /// Fault injection: what of this batch the kernel is made to refuse.
+    refuse: Option<Refuse>,
+}
+
+/// Fault injection, for the tests of the paths after a refusal: the
+/// writes ask for an element flag the kernel rejects (EINVAL before it
+/// writes anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refuse {
+    /// The batch call (its routes are then written one by one).
+    BatchCall,
+    /// The batch call and each route's own write after it.
+    Every,
+}
+
+/// A route the kernel refused to write, one by one too.
+#[derive(Debug)]
+pub struct Refused {
+    /// Its place in the batch.
+    pub index: usize,
+    pub prefix: IpNet,
+    pub entry: RouteEntry,
+    pub error: MapError,
 }
 
 /// What writing one batch did.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Written {
     /// Routes the batch call wrote.
     pub batched: usize,
     /// Routes written one by one after the batch call stopped short.
     pub retried: usize,
-    /// The first route the kernel refused one by one too: the load fails.
-    pub refused: Option<MapError>,
+    /// Routes the kernel refused one by one too, in order.
+    pub refused: Vec<Refused>,
 }
 
 impl<K: Pod> Default for TrieBatch<K> {
     fn default() -> Self {
-        TrieBatch {
-            keys: Vec::with_capacity(BATCH),
-            values: Vec::with_capacity(BATCH),
-            prefixes: Vec::with_capacity(BATCH),
-            refuse_batch: false,
-        }
+        TrieBatch { keys: Vec::with_capacity(BATCH), values: Vec::with_capacity(BATCH), prefixes: Vec::with_capacity(BATCH), refuse: None }
     }
 }
 
@@ -88,15 +113,24 @@ impl<K: Pod> TrieBatch<K> {
         self.keys.is_empty()
     }
 
-    /// Makes this batch's call fail (fault injection).
-    pub fn refuse(&mut self) {
-        self.refuse_batch = true;
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The queued keys' prefixes, in order (the batch is done with).
+    pub fn into_prefixes(self) -> Vec<IpNet> {
+        self.prefixes
+    }
+
+    /// Makes the kernel refuse this batch's writes (fault injection).
+    pub fn refuse(&mut self, what: Refuse) {
+        self.refuse = Some(what);
     }
 
     /// Writes the batch into `trie` (named `map` in errors), in order: one
     /// batch call, then what it did not write one route at a time, so a
-    /// transient refusal (ENOMEM, say) costs syscalls, not the load, and a
-    /// route the trie cannot take is named exactly.
+    /// transient refusal (ENOMEM, say) costs syscalls, not the routes, and
+    /// each route the trie cannot take is named.
     pub fn write(&self, trie: &mut LpmTrie<MapData, K, RouteEntry>, map: &'static str) -> Written {
         let n = self.keys.len();
         let mut attr = BatchAttr {
@@ -104,7 +138,7 @@ impl<K: Pod> TrieBatch<K> {
             values: self.values.as_ptr() as u64,
             count: n as u32,
             map_fd: trie.map().fd().as_fd().as_raw_fd() as u32,
-            elem_flags: if self.refuse_batch { u64::MAX } else { 0 },
+            elem_flags: if self.refuse.is_some() { u64::MAX } else { 0 },
             ..BatchAttr::default()
         };
         // SAFETY: `attr` names `n` keys and `n` values laid out as the map's
@@ -129,16 +163,14 @@ impl<K: Pod> TrieBatch<K> {
                 0
             }
         };
-        let mut written = Written { batched, retried: 0, refused: None };
+        let flags = if self.refuse == Some(Refuse::Every) { u64::MAX } else { 0 };
+        let mut written = Written { batched, ..Written::default() };
         for i in batched..n {
-            let prefix = self.prefixes[i];
-            let inserted =
-                update(trie.insert(&self.keys[i], self.values[i], 0), map, prefix, || format!("writing route {prefix} to {map}"));
-            if let Err(e) = inserted {
-                written.refused = Some(e);
-                break;
+            let (prefix, entry) = (self.prefixes[i], self.values[i]);
+            match update(trie.insert(&self.keys[i], entry, flags), map, prefix, || format!("writing route {prefix} to {map}")) {
+                Ok(()) => written.retried += 1,
+                Err(error) => written.refused.push(Refused { index: i, prefix, entry, error }),
             }
-            written.retried += 1;
         }
         written
     }

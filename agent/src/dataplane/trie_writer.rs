@@ -1,18 +1,17 @@
-//! A bulk load's trie writes, made on a thread of their own: the RIB's
+//! The tries' queued writes, made on a thread of their own: the RIB's
 //! thread queues routes ([`TrieBatch`]) and hands each full batch over a
-//! short bounded channel, so the kernel's trie insert (about half of a
-//! cold start's RIB time at 1M routes) overlaps the next batch's decoding
-//! and indexing instead of following it.
+//! short bounded channel, so the kernel's trie insert (about half of the
+//! RIB's time per route) overlaps the next batch's decoding and indexing
+//! instead of following it.
 //!
-//! Only while no program reads the maps ([`crate::dataplane::map_writer::MapWriter::begin_bulk`]):
-//! a batch lands some time after the RIB wrote the index entries that name
-//! the same routes. [`TrieWriter::sync`] waits until every batch handed
-//! over is written; a delete, a route written one by one and the load's
-//! end come after one.
+//! A batch lands some time after the RIB wrote the index entries and slots
+//! that name the same routes; when that lag is allowed is the queue's
+//! business ([`crate::dataplane::trie_queue`]). [`TrieWriter::sync`] waits
+//! until every batch handed over is written.
 
 use crate::dataplane::{
     map_error::{access, MapError},
-    trie_batch::{TrieBatch, Written},
+    trie_batch::{Refuse, Refused, TrieBatch, Written},
 };
 use aya::maps::{lpm_trie::Key, IterableMap, LpmTrie, Map, MapData};
 use common::{
@@ -21,7 +20,7 @@ use common::{
     RouteEntry,
 };
 use ipnet::IpNet;
-use std::{os::fd::AsFd, sync::mpsc, thread::JoinHandle};
+use std::{collections::HashMap, os::fd::AsFd, sync::mpsc, thread::JoinHandle};
 
 /// Batches handed over and not yet written, at most: the RIB's thread
 /// waits beyond it rather than queue the whole table in memory.
@@ -36,19 +35,30 @@ pub struct TrieWriteStats {
     pub batched: u64,
     /// Routes written one by one after a batch call stopped short.
     pub retried: u64,
+    /// Routes the kernel refused one by one too.
+    #[serde(default)]
+    pub refused: u64,
+    /// Of those, refused while a program read the maps and not written
+    /// yet: out of their trie (the index and a covering route answer) and
+    /// retried every second.
+    #[serde(default)]
+    pub owed: u64,
 }
 
 impl TrieWriteStats {
+    /// Adds `other`'s counts (`owed` is a level, set by its owner).
     pub fn merge(&mut self, other: TrieWriteStats) {
         self.batches += other.batches;
         self.batched += other.batched;
         self.retried += other.retried;
+        self.refused += other.refused;
     }
 
     fn add(&mut self, w: &Written) {
         self.batches += 1;
         self.batched += w.batched as u64;
         self.retried += w.retried as u64;
+        self.refused += w.refused.len() as u64;
     }
 }
 
@@ -60,11 +70,12 @@ enum Job {
 }
 
 /// What the writer did since the last sync.
-#[derive(Default)]
-struct Synced {
-    stats: TrieWriteStats,
-    /// The first route the kernel refused.
-    refused: Option<MapError>,
+#[derive(Debug, Default)]
+pub struct Synced {
+    pub stats: TrieWriteStats,
+    /// The routes the kernel refused, by prefix, each prefix's last write:
+    /// one a later write of the same prefix landed after is not among them.
+    pub refused: Vec<Refused>,
 }
 
 /// The writer thread and the batches being filled for it.
@@ -75,11 +86,9 @@ pub struct TrieWriter {
     v6: TrieBatch<V6KeyData>,
     /// Batches handed over since the last sync.
     unsynced: bool,
-    stats: TrieWriteStats,
-    refused: Option<MapError>,
-    /// Fault injection: the next batch handed over is refused by the
-    /// kernel (and then written one by one).
-    refuse_next: bool,
+    /// Fault injection: what of the next batch handed over the kernel
+    /// is made to refuse.
+    refuse_next: Option<Refuse>,
 }
 
 /// A second view of `trie`, on a descriptor of its own, for the thread.
@@ -111,16 +120,13 @@ impl TrieWriter {
             v4: TrieBatch::default(),
             v6: TrieBatch::default(),
             unsynced: false,
-            stats: TrieWriteStats::default(),
-            refused: None,
-            refuse_next: false,
+            refuse_next: None,
         })
     }
 
-    /// Makes the next batch handed over fail its batch call (the test of
-    /// the one-by-one path).
-    pub fn refuse_next_batch(&mut self) {
-        self.refuse_next = true;
+    /// Makes the kernel refuse `what` of the next batch handed over.
+    pub fn refuse_next_batch(&mut self, what: Refuse) {
+        self.refuse_next = Some(what);
     }
 
     pub fn push_v4(&mut self, prefix: IpNet, key: Key<V4KeyData>, entry: RouteEntry) {
@@ -150,10 +156,10 @@ impl TrieWriter {
     /// The batch being filled, replaced by an empty one; the refusal a
     /// fault injection asked for goes with it.
     fn take_batch<K: aya::Pod>(&mut self, batch: impl FnOnce(&mut Self) -> &mut TrieBatch<K>) -> TrieBatch<K> {
-        let refuse = std::mem::take(&mut self.refuse_next);
+        let refuse = self.refuse_next.take();
         let mut taken = std::mem::take(batch(self));
-        if refuse {
-            taken.refuse();
+        if let Some(what) = refuse {
+            taken.refuse(what);
         }
         taken
     }
@@ -165,38 +171,32 @@ impl TrieWriter {
         self.jobs.as_ref().expect("trie writer running").send(job).expect("trie writer thread alive");
     }
 
-    /// Hands over the partial batches and waits until every route queued
-    /// so far is in its trie (at once when nothing is queued).
-    pub fn sync(&mut self) {
+    /// Hands over the partial batches, not waiting for them.
+    pub fn hand_over(&mut self) {
         if !self.v4.is_empty() {
             self.hand_over_v4();
         }
         if !self.v6.is_empty() {
             self.hand_over_v6();
         }
+    }
+
+    /// Hands over the partial batches and waits until every route queued
+    /// so far is in its trie (at once when nothing is queued); returns what
+    /// the writes did since the last sync.
+    pub fn sync(&mut self) -> Synced {
+        self.hand_over();
         if !std::mem::take(&mut self.unsynced) {
-            return;
+            return Synced::default();
         }
         let (ack, synced) = mpsc::sync_channel(1);
         self.jobs.as_ref().expect("trie writer running").send(Job::Sync(ack)).expect("trie writer thread alive");
-        let Synced { stats, refused } = synced.recv().expect("trie writer answers a sync");
-        self.stats.merge(stats);
-        if self.refused.is_none() {
-            self.refused = refused;
-        }
-    }
-
-    /// Syncs, ends the thread, and gives what it wrote and the first route
-    /// the kernel refused, if any.
-    pub fn finish(mut self) -> (TrieWriteStats, Option<MapError>) {
-        self.sync();
-        self.stop();
-        (self.stats, self.refused.take())
+        synced.recv().expect("trie writer answers a sync")
     }
 
     /// Ends the thread once it has written what was handed over (a partial
-    /// batch not handed over is dropped: only a failed load drops a writer
-    /// unfinished).
+    /// batch not handed over is dropped: its owner syncs before it drops
+    /// the writer, but on an error that ends the agent).
     fn stop(&mut self) {
         drop(self.jobs.take());
         if let Some(thread) = self.thread.take() {
@@ -211,27 +211,88 @@ impl Drop for TrieWriter {
     }
 }
 
+/// Refusals since the last sync, by prefix, the superseded dropped.
+#[derive(Default)]
+struct Refusals(HashMap<IpNet, Refused>);
+
+impl Refusals {
+    /// Follows `written` of a batch of `prefixes`, in order: a refused
+    /// write is kept, one a later write of its prefix landed after is not.
+    fn follow(&mut self, prefixes: &[IpNet], written: Vec<Refused>) {
+        if self.0.is_empty() && written.is_empty() {
+            return;
+        }
+        let mut refused = written.into_iter().peekable();
+        for (i, prefix) in prefixes.iter().enumerate() {
+            match refused.next_if(|r| r.index == i) {
+                Some(r) => self.0.insert(*prefix, r),
+                None => self.0.remove(prefix),
+            };
+        }
+    }
+}
+
 /// The writer thread: batches in the order handed over (so a later write
 /// of a prefix wins), until the channel closes.
 fn run((mut v4, mut v6): (LpmTrie<MapData, V4KeyData, RouteEntry>, LpmTrie<MapData, V6KeyData, RouteEntry>), jobs: mpsc::Receiver<Job>) {
-    let mut synced = Synced::default();
+    let mut stats = TrieWriteStats::default();
+    let mut refusals = Refusals::default();
     let mut warned = false;
     for job in jobs {
-        let written = match job {
-            Job::V4(batch) => batch.write(&mut v4, maps::ROUTES_V4),
-            Job::V6(batch) => batch.write(&mut v6, maps::ROUTES_V6),
+        let (mut written, prefixes) = match job {
+            Job::V4(batch) => (batch.write(&mut v4, maps::ROUTES_V4), batch.into_prefixes()),
+            Job::V6(batch) => (batch.write(&mut v6, maps::ROUTES_V6), batch.into_prefixes()),
             Job::Sync(ack) => {
-                let _ = ack.send(std::mem::take(&mut synced));
+                let mut refused: Vec<Refused> = std::mem::take(&mut refusals).0.into_values().collect();
+                refused.sort_unstable_by_key(|r| r.prefix);
+                let _ = ack.send(Synced { stats: std::mem::take(&mut stats), refused });
                 continue;
             }
         };
         if written.retried > 0 && !std::mem::replace(&mut warned, true) {
-            // Once: a kernel refusing every batch halves the load's speed.
+            // Once: a kernel refusing every batch halves the writes' speed.
             tracing::warn!("a batch call of trie writes stopped short; its routes were written one by one (show stats counts them)");
         }
-        synced.stats.add(&written);
-        if synced.refused.is_none() {
-            synced.refused = written.refused;
+        stats.add(&written);
+        refusals.follow(&prefixes, std::mem::take(&mut written.refused));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::map_error::MapError;
+
+    fn refused(index: usize, prefix: &str) -> Refused {
+        Refused {
+            index,
+            prefix: prefix.parse().unwrap(),
+            entry: RouteEntry::new(common::route::RouteKind::Blackhole, 0, common::MetricsRef::DEFAULT, 0),
+            error: MapError::Full { map: "ROUTES_V4", capacity: 1 },
         }
+    }
+
+    fn kept(r: &Refusals) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = r.0.iter().map(|(p, r)| (p.to_string(), r.index)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_refusal_is_kept_until_a_later_write_of_its_prefix_lands() {
+        let p = |s: &str| -> IpNet { s.parse().unwrap() };
+        let mut r = Refusals::default();
+        // Batch 1: a, b, a; the first a and b refused, the second a landed.
+        r.follow(&[p("10.0.0.0/8"), p("11.0.0.0/8"), p("10.0.0.0/8")], vec![refused(0, "10.0.0.0/8"), refused(1, "11.0.0.0/8")]);
+        assert_eq!(kept(&r), vec![("11.0.0.0/8".into(), 1)], "a's later write landed: only b is owed");
+        // Batch 2: c landed, then b refused again (its newer write).
+        r.follow(&[p("12.0.0.0/8"), p("11.0.0.0/8")], vec![refused(1, "11.0.0.0/8")]);
+        assert_eq!(kept(&r), vec![("11.0.0.0/8".into(), 1)]);
+        // Batch 3: b landed.
+        r.follow(&[p("11.0.0.0/8")], vec![]);
+        assert!(kept(&r).is_empty());
+        // Nothing refused, nothing kept: the common case does no work.
+        r.follow(&[p("13.0.0.0/8")], vec![]);
+        assert!(kept(&r).is_empty());
     }
 }

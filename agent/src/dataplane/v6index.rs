@@ -283,6 +283,11 @@ impl V6Index {
         Ok(())
     }
 
+    /// Every prefix it follows (so, every prefix in the trie it indexes).
+    pub fn prefixes(&self) -> usize {
+        self.prefixes.len() + self.beyond.len()
+    }
+
     pub fn stats(&self) -> V6IndexStats {
         V6IndexStats { indexed: self.indexed, full_events: self.full_events, buckets: self.written.iter().map(|w| w.len() as u64).sum() }
     }

@@ -204,6 +204,16 @@ pub enum FpmInput {
     Closed,
 }
 
+impl FpmInput {
+    /// The frames it carries.
+    pub fn frames(&self) -> usize {
+        match self {
+            FpmInput::Frames(frames) => frames.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// Accepts zebra's connections one at a time and forwards what they carry.
 pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>) {
     loop {

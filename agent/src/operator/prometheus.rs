@@ -105,13 +105,11 @@ pub fn render(s: &AgentStats) -> String {
             s.netlink.retry_pending,
         ),
         counter("cowroute_routes_retried_total", "Route changes carried on a retry.", s.netlink.retried),
-        counter("cowroute_trie_batches_total", "Batch calls (BPF_MAP_UPDATE_BATCH) of cold-start trie writes.", s.trie_writes.batches),
-        counter("cowroute_trie_batched_routes_total", "Routes a cold start's batch calls wrote.", s.trie_writes.batched),
-        counter(
-            "cowroute_trie_retried_routes_total",
-            "Routes written one by one after a cold start's batch call stopped short.",
-            s.trie_writes.retried,
-        ),
+        counter("cowroute_trie_batches_total", "Batch calls (BPF_MAP_UPDATE_BATCH) of queued trie writes.", s.trie_writes.batches),
+        counter("cowroute_trie_batched_routes_total", "Routes the batch calls wrote.", s.trie_writes.batched),
+        counter("cowroute_trie_retried_routes_total", "Routes written one by one after a batch call stopped short.", s.trie_writes.retried),
+        counter("cowroute_trie_refused_routes_total", "Queued route writes the kernel refused one by one too.", s.trie_writes.refused),
+        gauge("cowroute_trie_owed_routes", "Refused routes out of their trie, retried every second.", s.trie_writes.owed),
         gauge("cowroute_fpm_connected", "1 while zebra's FPM connection is up (--source fpm).", fpm.connected as u64),
         counter("cowroute_fpm_connections_total", "FPM connections accepted.", fpm.connections),
         counter("cowroute_fpm_frames_total", "FPM frames applied.", fpm.frames),
@@ -275,7 +273,7 @@ mod tests {
         stats.rib.cow.cows = 2;
         stats.netlink.resyncs = 1;
         stats.netlink.undecodable = 4;
-        stats.trie_writes = crate::dataplane::trie_writer::TrieWriteStats { batches: 3, batched: 2048, retried: 1024 };
+        stats.trie_writes = crate::dataplane::trie_writer::TrieWriteStats { batches: 3, batched: 2048, retried: 1024, refused: 2, owed: 1 };
         let text = super::render(&stats);
         assert!(text.contains("# TYPE cowroute_packets_total counter\ncowroute_packets_total{reason=\"forwarded\"} 3\n"), "{text}");
         assert!(text.contains("cowroute_bytes_total{reason=\"forwarded\"} 180\n"));
@@ -285,6 +283,10 @@ mod tests {
         assert!(text.contains("# TYPE cowroute_netlink_undecodable_total counter\ncowroute_netlink_undecodable_total 4\n"), "{text}");
         assert!(text.contains("# TYPE cowroute_trie_batches_total counter\ncowroute_trie_batches_total 3\n"), "{text}");
         assert!(text.contains("cowroute_trie_batched_routes_total 2048\n") && text.contains("cowroute_trie_retried_routes_total 1024\n"));
+        assert!(
+            text.contains("cowroute_trie_refused_routes_total 2\n")
+                && text.contains("# TYPE cowroute_trie_owed_routes gauge\ncowroute_trie_owed_routes 1\n")
+        );
         // One family a name: Prometheus refuses an exposition that repeats one.
         let mut families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
         let all = families.len();

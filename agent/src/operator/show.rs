@@ -376,7 +376,10 @@ pub fn print_stats(pin_dir: &Path, socket: &Path, json: bool) -> Result<()> {
         q.dropped
     );
     let t = &s.trie_writes;
-    println!("cold start's trie writes: {} batch calls, {} routes batched, {} written one by one", t.batches, t.batched, t.retried);
+    println!(
+        "trie writes queued: {} batch calls, {} routes batched, {} written one by one; {} refused, {} owed (out of the trie, retried)",
+        t.batches, t.batched, t.retried, t.refused, t.owed
+    );
     let refused: Vec<String> = s.pmtu.refusals().iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{n} {r}")).collect();
     if !refused.is_empty() {
         println!("pmtu refused: {}", refused.join(", "));

@@ -222,6 +222,11 @@ impl<S: MapSink> Rib<S> {
         }
     }
 
+    /// The sink, past the RIB's bookkeeping: for fault injection only.
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
     pub fn sink(&self) -> &S {
         &self.sink
     }
@@ -234,6 +239,21 @@ impl<S: MapSink> Rib<S> {
 
     pub fn end_bulk(&mut self) -> Result<(), RibError> {
         Ok(self.sink.end_bulk()?)
+    }
+
+    /// A turn of the daemon of about `changes`: the sink may queue route
+    /// writes, to land after [`Rib::end_turn`].
+    pub fn begin_turn(&mut self, changes: usize) {
+        self.sink.begin_turn(changes)
+    }
+
+    pub fn end_turn(&mut self) {
+        self.sink.end_turn()
+    }
+
+    /// Each second: route writes the maps refused in a turn, written again.
+    pub fn retry_owed_routes(&mut self) {
+        self.sink.retry_owed_routes()
     }
 
     pub fn into_sink(self) -> S {
