@@ -615,6 +615,37 @@ fn an_undecodable_netlink_message_is_counted_and_ends_in_a_resync() {
     assert!(text.contains("0 overruns, 1 undecodable"), "{text}");
 }
 
+/// Asserts every one of `v4` and `v6` is in its trie through one next hop
+/// on rtr's sink link (the lab's sink gateway); returns the IPv4 trie.
+fn assert_in_tries_via_sink(run: &LabRun, v4: &[ipnet::Ipv4Net], v6: &[ipnet::Ipv6Net]) -> PinnedV4 {
+    let nexthops: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "nexthops", "--json"])).unwrap();
+    let port_of = |id: u32| nexthops.as_array().unwrap().iter().find(|n| n["id"] == id).map(|n| n["ifindex"].clone());
+    let sink_port: serde_json::Value = ifindex(&run.lab.rtr, &run.lab.rtr_sink_if).into();
+    let pinned = PinnedV4::open(&run.pin_dir);
+    let trie6: aya::maps::LpmTrie<aya::maps::MapData, [u8; 16], common::RouteEntry> =
+        cowroute::dataplane::map_writer::open_pinned(&run.pin_dir, common::maps::ROUTES_V6).unwrap();
+    let key = |len: u8, octets: &[u8]| (len as u32, octets.to_vec());
+    let entries = v4
+        .iter()
+        .map(|n| (n.to_string(), key(n.prefix_len(), &n.addr().octets())))
+        .chain(v6.iter().map(|n| (n.to_string(), key(n.prefix_len(), &n.addr().octets()))));
+    let mut via = [None, None];
+    for (net, (len, octets)) in entries {
+        let entry = match <[u8; 4]>::try_from(octets.as_slice()) {
+            Ok(a) => pinned.trie.get(&aya::maps::lpm_trie::Key::new(len, a), 0),
+            Err(_) => trie6.get(&aya::maps::lpm_trie::Key::new(len, <[u8; 16]>::try_from(octets.as_slice()).unwrap()), 0),
+        };
+        let entry = entry.unwrap_or_else(|e| panic!("{net} not in its trie: {e}"));
+        let family = octets.len() / 16;
+        let first = *via[family].get_or_insert(entry.nexthop);
+        assert_eq!(entry.nexthop, first, "{net}: through the same next hop as the family's first route");
+    }
+    for id in via.into_iter().flatten() {
+        assert_eq!(port_of(id), Some(sink_port.clone()), "next hop {id} is on rtr's sink link");
+    }
+    pinned
+}
+
 /// A cold start against routes already in rtr's kernel: the agent writes
 /// the tries in batches (1,024 routes a `bpf()` call on its trie-writer
 /// thread, the last batch a partial one); after "ready" every one of the
@@ -644,32 +675,15 @@ fn a_cold_start_writes_every_kernel_route_in_batches() {
     };
     let mut run = LabRun::start_custom(&lab_tag('b'), "generic", &["--source", "kernel"], &setup);
     assert!(kernel_v4_table(&run.lab.rtr).len() as u32 >= v4, "the routes were in the kernel before the agent started");
-    let sink_port = ifindex(&run.lab.rtr, &run.lab.rtr_sink_if);
 
     let every_route_landed = |run: &LabRun| {
-        let nexthops: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "nexthops", "--json"])).unwrap();
-        let port_of = |id: u32| nexthops.as_array().unwrap().iter().find(|n| n["id"] == id).map(|n| n["ifindex"].clone());
-        let pinned = PinnedV4::open(&run.pin_dir);
-        let via_sink = pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, [12, 0, 0, 0]), 0).expect("12.0.0.0/24 in ROUTES_V4").nexthop;
-        assert_eq!(port_of(via_sink), Some(sink_port.into()), "{via_sink}: the next hop of {} is on rtr's sink link", lab::SINK_V4);
-        for i in 0..v4 {
-            let net: ipnet::Ipv4Net = v4_prefix(i).parse().unwrap();
-            let key = aya::maps::lpm_trie::Key::new(24, net.addr().octets());
-            let entry = pinned.trie.get(&key, 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V4: {e}"));
+        let nets4: Vec<ipnet::Ipv4Net> = (0..v4).map(|i| v4_prefix(i).parse().unwrap()).collect();
+        let nets6: Vec<ipnet::Ipv6Net> = (0..v6).map(|i| v6_prefix(i).parse().unwrap()).collect();
+        let pinned = assert_in_tries_via_sink(run, &nets4, &nets6);
+        for net in &nets4 {
+            let entry = pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, net.addr().octets()), 0).unwrap();
             let (found, indexed) = pinned.lookup(net.addr()).unwrap();
             assert!(indexed && found == entry, "{net}: the DIR-24 index answers with the trie's entry");
-            assert_eq!(entry.nexthop, via_sink, "{net}: through {}", lab::SINK_V4);
-        }
-        let trie6: aya::maps::LpmTrie<aya::maps::MapData, [u8; 16], common::RouteEntry> =
-            cowroute::dataplane::map_writer::open_pinned(&run.pin_dir, common::maps::ROUTES_V6).unwrap();
-        let first6 = trie6.get(&aya::maps::lpm_trie::Key::new(48, v6_prefix(0).parse::<ipnet::Ipv6Net>().unwrap().addr().octets()), 0);
-        let via_sink6 = first6.expect("the first IPv6 route in ROUTES_V6").nexthop;
-        assert_eq!(port_of(via_sink6), Some(sink_port.into()), "{via_sink6}: the next hop of {} is on rtr's sink link", lab::SINK_V6);
-        for i in 0..v6 {
-            let net: ipnet::Ipv6Net = v6_prefix(i).parse().unwrap();
-            let key = aya::maps::lpm_trie::Key::new(48, net.addr().octets());
-            let entry = trie6.get(&key, 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V6: {e}"));
-            assert_eq!(entry.nexthop, via_sink6, "{net}: through {}", lab::SINK_V6);
         }
         let s = run.control().call(&Request::Stats).unwrap();
         assert!(s["routes"].as_u64().unwrap() >= (v4 + v6) as u64, "{s}");
@@ -755,26 +769,10 @@ fn a_route_the_trie_refuses_in_a_turn_is_owed_and_written_again() {
     // The refused batch is the first the routes' events queued: it holds 13.0.0.0/24.
     let log = run.agent.log();
     assert!(log.lines().any(|l| l.contains("prefix=13.0.0.0/24") && l.contains("refused the route")), "13.0.0.0/24 was refused: {log}");
-    let nexthops: serde_json::Value = serde_json::from_str(&run.cowroute(&["show", "nexthops", "--json"])).unwrap();
-    let port_of = |id: u32| nexthops.as_array().unwrap().iter().find(|n| n["id"] == id).map(|n| n["ifindex"].clone());
-    let sink_port = ifindex(&rtr, &run.lab.rtr_sink_if);
-    let pinned = PinnedV4::open(&run.pin_dir);
-    for i in 1..v4 {
-        let net: ipnet::Ipv4Net = v4_prefix(i).parse().unwrap();
-        let entry = pinned
-            .trie
-            .get(&aya::maps::lpm_trie::Key::new(24, net.addr().octets()), 0)
-            .unwrap_or_else(|e| panic!("{net} not in ROUTES_V4: {e}"));
-        assert_eq!(port_of(entry.nexthop), Some(sink_port.into()), "{net}: through {} on rtr's sink link", lab::SINK_V4);
-    }
-    let trie6: aya::maps::LpmTrie<aya::maps::MapData, [u8; 16], common::RouteEntry> =
-        cowroute::dataplane::map_writer::open_pinned(&run.pin_dir, common::maps::ROUTES_V6).unwrap();
-    for i in 0..v6 {
-        let net: ipnet::Ipv6Net = v6_prefix(i).parse().unwrap();
-        let entry =
-            trie6.get(&aya::maps::lpm_trie::Key::new(64, net.addr().octets()), 0).unwrap_or_else(|e| panic!("{net} not in ROUTES_V6: {e}"));
-        assert_eq!(port_of(entry.nexthop), Some(sink_port.into()), "{net}: through {} on rtr's sink link", lab::SINK_V6);
-    }
+    // Every route but the deleted one, the replaced one among them.
+    let nets4: Vec<ipnet::Ipv4Net> = (1..v4).map(|i| v4_prefix(i).parse().unwrap()).collect();
+    let nets6: Vec<ipnet::Ipv6Net> = (0..v6).map(|i| v6_prefix(i).parse().unwrap()).collect();
+    let pinned = assert_in_tries_via_sink(&run, &nets4, &nets6);
     assert!(run.cowroute(&["show", "stats"]).contains(&format!("{} refused, 0 owed", writes["refused"])));
     // Deleted: in neither the trie nor the index; replaced: its newer metrics.
     let gone = v4_prefix(0).parse::<ipnet::Ipv4Net>().unwrap();
@@ -788,12 +786,13 @@ fn a_route_the_trie_refuses_in_a_turn_is_owed_and_written_again() {
     assert_ne!(entry_of(1).metrics, entry_of(2).metrics, "{} replaced with mtu 1400", v4_prefix(1));
     assert_eq!(pinned.lookup("13.0.1.1".parse().unwrap()).map(|(e, _)| e), Some(entry_of(1)), "the index answers with the newer entry");
 
-    // 13.0.1.0/24 was among the first routes added, in the refused batch.
-    let to: SocketAddr = "13.0.1.1:7701".parse().unwrap();
+    // 13.0.2.0/24 was in the refused batch, owed, and written again.
+    assert!(log.lines().any(|l| l.contains("prefix=13.0.2.0/24") && l.contains("refused the route")), "13.0.2.0/24 was refused: {log}");
+    let to: SocketAddr = "13.0.2.1:7701".parse().unwrap();
     let sock = traffic::UdpSink::bind(&sink, "0.0.0.0:7701".parse().unwrap()).unwrap();
     let fwd = run.counter("forwarded");
     traffic::udp_send(&run.lab.gen, to, 20, 200, 64, Duration::from_millis(1)).unwrap();
     let got = sock.receive(20, Duration::from_secs(2)).unwrap();
-    assert_eq!(got.len(), 20, "all datagrams to 13.0.1.1 arrived");
+    assert_eq!(got.len(), 20, "all datagrams to 13.0.2.1 arrived");
     assert_eq!(run.counter("forwarded") - fwd, 20, "by the fast path");
 }

@@ -4,7 +4,10 @@
 use super::Daemon;
 use crate::rib::{MapSink, Rib, RibError};
 use crate::{
-    dataplane::{trie_batch::Refuse, trie_queue::TrieFaults},
+    dataplane::{
+        trie_batch::Refuse,
+        trie_queue::{TrieFaults, TURN_QUEUES_WITH_GRACE},
+    },
     operator::control::{self, ControlError, Request, Response},
     operator::stats::{self, AgentStats},
     rib::cow::{CowError, Source},
@@ -45,13 +48,22 @@ impl Daemon {
             Request::NexthopObjects => serde_json::to_value(crate::operator::show::nexthop_object_rows(&self.rib))?,
             Request::Rules => serde_json::to_value(crate::operator::show_rules::rule_rows(self.policy.view()))?,
             Request::Fault { what } => {
-                if !control::fault_injected("1") {
-                    anyhow::bail!("fault injection is off (start the agent with {}=1 to test crashes)", control::FAULT_INJECTION_ENV);
+                if !control::fault_injected(control::FAULT_REQUESTS) {
+                    anyhow::bail!(
+                        "fault injection is off (start the agent with {}={} to test crashes and refusals)",
+                        control::FAULT_INJECTION_ENV,
+                        control::FAULT_REQUESTS
+                    );
                 }
                 match what.as_str() {
                     // What a bug would do: the process ends at once (panic = "abort").
                     "panic" => panic!("fault injection: a panic on the daemon's loop"),
                     control::FAULT_REFUSE_TRIE_TURN => {
+                        anyhow::ensure!(
+                            self.opts.grace >= TURN_QUEUES_WITH_GRACE,
+                            "turns queue no route writes with --grace-ms under {}: nothing to refuse",
+                            TURN_QUEUES_WITH_GRACE.as_millis()
+                        );
                         let faults = TrieFaults { bulk: None, turn: Some(Refuse::Every) };
                         self.rib.sink_mut().arm_trie_faults(faults);
                         serde_json::Value::Null

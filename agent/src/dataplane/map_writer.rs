@@ -36,11 +36,11 @@ pub use crate::dataplane::map_sink::MapSink;
 pub use crate::dataplane::published::{IndexedMaps, PublishStore, Published, PublishedReader};
 use crate::dataplane::{
     dir24::{self, Dir24, Dir24Stats, Dir24Store},
-    map_error::{absent_is_fine, access, is_absent, update},
+    map_error::{absent_is_fine, access, update},
     mapped::MappedArray,
     published,
     table_routes::TableRoutes,
-    trie_batch::{v4_key, v6_key},
+    trie_batch::route_map,
     trie_queue::{TrieFaults, TrieQueue, Tries},
     trie_writer::TrieWriteStats,
     v6index::{V6Index, V6IndexStats, V6IndexStore},
@@ -113,6 +113,16 @@ pub struct MapWriter {
     private_meta: HashMap<MapData, [u8; 16], PrivateMeta>,
     /// When the tries' writes wait for the writer thread.
     queue: TrieQueue,
+}
+
+/// On the way out (an error, SIGTERM with `--keep-on-exit`): the queued
+/// route writes land and the owed routes get one more try, so that the
+/// pinned tries a next agent adopts hold no stale entry.
+impl Drop for MapWriter {
+    fn drop(&mut self) {
+        let (queue, mut tries) = self.queue_and_tries();
+        queue.finish(&mut tries);
+    }
 }
 
 /// A destination as `PRIVATE_META`'s key: 16 bytes, IPv4 mapped.
@@ -262,19 +272,20 @@ impl MapWriter {
         held + self.adopted_prefixes.len() < size as usize
     }
 
+    /// The queue, and the tries it writes (one split borrow).
+    fn queue_and_tries(&mut self) -> (&mut TrieQueue, Tries<'_>) {
+        (&mut self.queue, Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 })
+    }
+
     /// Publishes `entry` as the route for `prefix` (insert or atomic
     /// replace); it then reaches the DIR-24 or the IPv6 index.
     pub fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError> {
         // An earlier agent's entry is replaced at once: its slots are
         // released once none of its entries is left.
         let room = self.trie_room(prefix) && !self.adopted_prefixes.contains(&(None, *prefix));
-        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
-        if !self.queue.queue(prefix, entry, room, tries) {
-            let (result, map) = match prefix {
-                IpNet::V4(p) => (self.routes_v4.insert(&v4_key(p), entry, 0), maps::ROUTES_V4),
-                IpNet::V6(p) => (self.routes_v6.insert(&v6_key(p), entry, 0), maps::ROUTES_V6),
-            };
-            update(result, map, prefix, || format!("writing route {prefix}"))?;
+        let (queue, mut tries) = self.queue_and_tries();
+        if !queue.queue(prefix, entry, room, &mut tries) {
+            update(tries.insert(prefix, entry), route_map(prefix), prefix, || format!("writing route {prefix}"))?;
         }
         self.adopted_route_replaced(None, prefix);
         self.local_v4.put(prefix, entry)?;
@@ -288,19 +299,16 @@ impl MapWriter {
     /// Removes `prefix` from its trie, then from its index (which
     /// asked the trie, or named the route being removed, meanwhile).
     pub fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError> {
-        // After the queued writes, one of which may be this prefix's.
-        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
-        self.queue.before_delete(prefix, tries);
-        let (removed, map) = match prefix {
-            IpNet::V4(p) => (self.routes_v4.remove(&v4_key(p)), maps::ROUTES_V4),
-            IpNet::V6(p) => (self.routes_v6.remove(&v6_key(p)), maps::ROUTES_V6),
-        };
-        if removed.as_ref().err().is_none_or(is_absent) {
+        // After the queued writes, one of which may be this prefix's. A
+        // route out of its trie already (owed, say): its index entry goes
+        // all the same.
+        let (queue, mut tries) = self.queue_and_tries();
+        queue.before_delete(prefix, &mut tries);
+        let removed = tries.remove(prefix);
+        if removed.is_ok() {
             self.adopted_route_replaced(None, prefix);
         }
-        // A route out of its trie already (owed, say): its index entry goes all the same.
-        let removed = absent_is_fine(removed);
-        update(removed, map, prefix, || format!("deleting route {prefix}"))?;
+        update(removed, route_map(prefix), prefix, || format!("deleting route {prefix}"))?;
         self.local_v4.delete(prefix)?;
         match prefix {
             IpNet::V4(p) => self.dir24.delete(p, Instant::now(), &mut self.dir24_maps),
@@ -315,41 +323,42 @@ impl MapWriter {
     /// load no program reads yet (a cold start's dump, nothing adopted or
     /// attached).
     pub fn begin_bulk(&mut self) {
-        let tries = Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
-        self.queue.begin_bulk(&tries);
+        let (queue, tries) = self.queue_and_tries();
+        queue.begin_bulk(&tries);
     }
 
     /// Ends a bulk load: every queued route written, or a route the kernel
     /// refused (the load fails with it).
     pub fn end_bulk(&mut self) -> Result<(), MapError> {
-        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
-        self.queue.end_bulk(tries)
+        let (queue, mut tries) = self.queue_and_tries();
+        queue.end_bulk(&mut tries)
     }
 
     /// Starts a turn of the daemon of about `changes`: route writes are
     /// queued, and may land after the turn (with a grace period; see
     /// [`trie_queue`](crate::dataplane::trie_queue)).
     pub fn begin_turn(&mut self, changes: usize) {
-        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
-        self.queue.begin_turn(changes, tries);
+        let (queue, mut tries) = self.queue_and_tries();
+        queue.begin_turn(changes, &mut tries);
     }
 
     pub fn end_turn(&mut self) {
-        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
-        self.queue.end_turn(tries);
+        let (queue, mut tries) = self.queue_and_tries();
+        queue.end_turn(&mut tries);
     }
 
-    /// Before a write outside any turn: the turns' queued writes landed.
+    /// Before any other write: outside a turn, the turns' queued route
+    /// writes landed; within one, none waiting too long.
     pub fn settle_routes(&mut self) -> &mut MapWriter {
-        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
-        self.queue.settle_lagging(tries);
+        let (queue, mut tries) = self.queue_and_tries();
+        queue.settle_lagging(&mut tries);
         self
     }
 
     /// Each second: the queued writes landed, the owed routes written again.
     pub fn retry_owed_routes(&mut self) {
-        let tries = &mut Tries { v4: &mut self.routes_v4, v6: &mut self.routes_v6 };
-        self.queue.retry_owed(tries);
+        let (queue, mut tries) = self.queue_and_tries();
+        queue.retry_owed(&mut tries);
     }
 
     /// Fault injection: what the kernel refuses of the next bulk load's or

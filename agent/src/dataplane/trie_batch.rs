@@ -5,10 +5,9 @@
 //! batched; the syscall's entry, checks and buffer copies are most of the
 //! difference.
 //!
-//! Only a load before anything reads the maps queues (see
-//! [`crate::dataplane::map_writer::MapWriter::begin_bulk`]), so the lag
-//! between the RIB's write and the trie's is never seen. The batches are
-//! written on their own thread ([`crate::dataplane::trie_writer`]).
+//! The batches are written on their own thread
+//! ([`crate::dataplane::trie_writer`]); when a write may wait for one is
+//! [`crate::dataplane::trie_queue`]'s rule.
 
 use crate::dataplane::map_error::{update, MapError};
 use aya::maps::{lpm_trie::Key, IterableMap, LpmTrie, MapData};
@@ -25,6 +24,14 @@ pub fn v4_key(prefix: &ipnet::Ipv4Net) -> Key<[u8; 4]> {
 /// `prefix` as a `ROUTES_V6` key.
 pub fn v6_key(prefix: &ipnet::Ipv6Net) -> Key<[u8; 16]> {
     Key::new(prefix.prefix_len() as u32, prefix.trunc().addr().octets())
+}
+
+/// The trie `prefix` goes in, by name.
+pub fn route_map(prefix: &IpNet) -> &'static str {
+    match prefix {
+        IpNet::V4(_) => common::maps::ROUTES_V4,
+        IpNet::V6(_) => common::maps::ROUTES_V6,
+    }
 }
 
 /// Routes a `bpf()` call writes.
@@ -111,10 +118,6 @@ impl<K: Pod> TrieBatch<K> {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
     }
 
     /// The queued keys' prefixes, in order (the batch is done with).

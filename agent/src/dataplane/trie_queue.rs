@@ -11,12 +11,13 @@
 //!   with the next one meanwhile. Until its batch lands, a trie entry may
 //!   still name a route's old slots, which the RIB freed when it queued the
 //!   write; a freed slot is reused only after the grace period. The rule
-//!   that keeps those intact, and readers of the old entry a grace period
-//!   after the new one lands too: no write stays queued for more than a
-//!   quarter of the grace period (checked as batches fill, and as turns
-//!   begin and end), and anything else that writes the maps (a control
-//!   request, the tick, a slow-path report) and every delete waits for the
-//!   queued writes first. A reader sees the old route or the new one.
+//!   that keeps those intact, for three quarters of the grace period
+//!   after the new entry lands: no write stays queued for more than a
+//!   quarter of it (checked at each write the RIB makes in a turn, and as
+//!   turns begin and end), and anything else that writes through the RIB
+//!   (a control request, the tick, a slow-path report) and every delete
+//!   waits for the queued writes first. A reader sees the old route or the
+//!   new one. (The policy maps hold rules, which no entry names.)
 //!
 //!   A route the kernel refuses has its stale entry taken out of the trie
 //!   (the index, written already, or a covering route answers) and is
@@ -28,12 +29,11 @@
 
 use crate::dataplane::{
     map_error::{absent_is_fine, MapError},
-    trie_batch::{v4_key, v6_key, Refuse, Refused},
+    trie_batch::{route_map, v4_key, v6_key, Refuse, Refused},
     trie_writer::{Synced, TrieWriteStats, TrieWriter},
 };
 use aya::maps::{LpmTrie, MapData};
 use common::{
-    maps,
     route::{V4KeyData, V6KeyData},
     RouteEntry,
 };
@@ -50,14 +50,15 @@ pub struct Tries<'a> {
 }
 
 impl Tries<'_> {
-    fn insert(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), aya::maps::MapError> {
+    pub fn insert(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), aya::maps::MapError> {
         match prefix {
             IpNet::V4(p) => self.v4.insert(&v4_key(p), entry, 0),
             IpNet::V6(p) => self.v6.insert(&v6_key(p), entry, 0),
         }
     }
 
-    fn remove(&mut self, prefix: &IpNet) -> Result<(), aya::maps::MapError> {
+    /// Removes `prefix`; one not there is removed all the same.
+    pub fn remove(&mut self, prefix: &IpNet) -> Result<(), aya::maps::MapError> {
         absent_is_fine(match prefix {
             IpNet::V4(p) => self.v4.remove(&v4_key(p)),
             IpNet::V6(p) => self.v6.remove(&v6_key(p)),
@@ -67,7 +68,7 @@ impl Tries<'_> {
 
 /// Changes in a turn from which its route writes are queued: a thread's
 /// wake costs more than a few writes.
-pub const TURN_QUEUES_FROM: usize = 64;
+const TURN_QUEUES_FROM: usize = 64;
 
 /// The grace period from which turns queue: a quarter of it is the most
 /// a write may wait, and it must be well above a few batches' time.
@@ -75,9 +76,6 @@ pub const TURN_QUEUES_WITH_GRACE: Duration = Duration::from_millis(100);
 
 /// Refused routes a settle names in the log (the rest it counts).
 const LOGGED_REFUSALS: usize = 16;
-
-/// Writes queued between two checks of the oldest one's age.
-const AGE_CHECK_EVERY: u32 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -106,8 +104,6 @@ pub struct TrieQueue {
     grace: Duration,
     /// When the oldest write not waited for was queued.
     unsynced_since: Option<Instant>,
-    /// Writes queued since the oldest one's age was last checked.
-    unchecked: u32,
     /// Refused in a turn, not written yet: prefix -> the entry it is owed.
     owed: HashMap<IpNet, RouteEntry>,
     /// A route a bulk load's writes had refused.
@@ -124,7 +120,6 @@ impl TrieQueue {
             mode: Mode::Direct,
             grace,
             unsynced_since: None,
-            unchecked: 0,
             owed: HashMap::new(),
             bulk_refused: None,
             stats: TrieWriteStats::default(),
@@ -132,7 +127,8 @@ impl TrieQueue {
         }
     }
 
-    /// Turns queue only with a grace period (`grace > 0`).
+    /// Turns queue only with a grace period of [`TURN_QUEUES_WITH_GRACE`]
+    /// or more.
     pub fn set_grace(&mut self, grace: Duration) {
         self.grace = grace;
     }
@@ -208,7 +204,6 @@ impl TrieQueue {
     /// Waits for the queued writes if the oldest has waited a quarter of
     /// the grace period.
     fn bound_age(&mut self, tries: &mut Tries) {
-        self.unchecked = 0;
         if self.unsynced_since.is_some_and(|t| t.elapsed() >= self.grace / 4) {
             self.settle(tries);
         }
@@ -218,11 +213,29 @@ impl TrieQueue {
         !self.owed.is_empty() && self.owed.remove(prefix).is_some()
     }
 
-    /// Before a write outside any turn: the queued writes are waited for.
+    /// Before any other write: outside a turn the queued writes are waited
+    /// for; within one, those waiting too long.
     pub fn settle_lagging(&mut self, tries: &mut Tries) {
-        if self.mode == Mode::Lagging {
+        match self.mode {
+            Mode::Lagging => {
+                self.settle(tries);
+                self.mode = Mode::Direct;
+            }
+            Mode::Turn => self.bound_age(tries),
+            Mode::Direct | Mode::Bulk => {}
+        }
+    }
+
+    /// On the way out: whatever is queued written, the owed routes tried
+    /// once more.
+    pub fn finish(&mut self, tries: &mut Tries) {
+        if self.mode != Mode::Direct {
             self.settle(tries);
             self.mode = Mode::Direct;
+        }
+        self.retry_owed(tries);
+        if !self.owed.is_empty() {
+            tracing::error!(owed = self.owed.len(), "routes refused by their tries are left out of them");
         }
     }
 
@@ -259,14 +272,8 @@ impl TrieQueue {
             IpNet::V4(p) => writer.push_v4(*prefix, v4_key(p), *entry),
             IpNet::V6(p) => writer.push_v6(*prefix, v6_key(p), *entry),
         }
-        if self.mode == Mode::Turn {
-            if self.unsynced_since.is_none() {
-                self.unsynced_since = Some(Instant::now());
-            }
-            self.unchecked += 1;
-            if self.unchecked >= AGE_CHECK_EVERY {
-                self.bound_age(tries);
-            }
+        if self.mode == Mode::Turn && self.unsynced_since.is_none() {
+            self.unsynced_since = Some(Instant::now());
         }
         true
     }
@@ -298,7 +305,7 @@ impl TrieQueue {
             }
             // A few named, the rest counted (a refused batch is 1,024).
             if n < LOGGED_REFUSALS {
-                let map = if prefix.addr().is_ipv4() { maps::ROUTES_V4 } else { maps::ROUTES_V6 };
+                let map = route_map(&prefix);
                 tracing::error!(%prefix, error = %crate::error_chain(&error), "{map} refused the route; out of the trie, retried every second");
             }
             if let Err(e) = tries.remove(&prefix) {

@@ -26,7 +26,7 @@ use std::{collections::HashMap, os::fd::AsFd, sync::mpsc, thread::JoinHandle};
 /// waits beyond it rather than queue the whole table in memory.
 const IN_FLIGHT: usize = 4;
 
-/// The trie writes of bulk loads, as `show stats` reports them.
+/// The queued trie writes (cold start and turns), as `show stats` reports them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrieWriteStats {
     /// Batch calls made (`BPF_MAP_UPDATE_BATCH`).
@@ -261,7 +261,6 @@ fn run((mut v4, mut v6): (LpmTrie<MapData, V4KeyData, RouteEntry>, LpmTrie<MapDa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::map_error::MapError;
 
     fn refused(index: usize, prefix: &str) -> Refused {
         Refused {

@@ -43,8 +43,11 @@ pub enum Request {
 }
 
 /// The environment switch for fault injection: a comma list of faults,
-/// `1` letting [`Request::Fault`] through.
+/// [`FAULT_REQUESTS`] letting [`Request::Fault`] through.
 pub const FAULT_INJECTION_ENV: &str = "COWROUTE_FAULT_INJECTION";
+
+/// In [`FAULT_INJECTION_ENV`]: the control socket's `fault` requests.
+pub const FAULT_REQUESTS: &str = "1";
 
 /// A cold start's first trie batch call is refused (the kernel's EINVAL),
 /// to test that its routes are written one by one instead.

@@ -19,7 +19,7 @@ pub struct AgentStats {
     #[serde(flatten)]
     pub rib: RibSummary,
     pub dir24: Dir24Stats,
-    /// A cold start's batched trie writes.
+    /// The queued trie writes: batched, retried, refused, owed.
     #[serde(default)]
     pub trie_writes: TrieWriteStats,
     pub netlink: NetlinkStats,
