@@ -722,9 +722,9 @@ fn a_cold_start_writes_every_kernel_route_in_batches() {
 /// next batch refused, its routes one by one too (fault injection over the
 /// control socket: the kernel's EINVAL), those routes are owed and written
 /// again each second: every route lands, through the kernel's gateway, the
-/// stats count the refusal and owe nothing after, and traffic to a refused
-/// route's prefix is forwarded by the fast path. A refused route deleted
-/// before its retry is gone from the trie and the DIR-24 index; one
+/// stats count the refusal and owe nothing after, and traffic to the
+/// refused route's prefix is forwarded by the fast path. A refused route
+/// deleted before its retry is gone from the trie and the DIR-24 index; one
 /// replaced before is there with its newer entry.
 #[test]
 fn a_route_the_trie_refuses_in_a_turn_is_owed_and_written_again() {
@@ -736,10 +736,36 @@ fn a_route_the_trie_refuses_in_a_turn_is_owed_and_written_again() {
     let run = LabRun::start_under(lab, &["env".into(), fault], "generic", &["--source", "kernel"], &|lab| lab.hosts_config());
     let (rtr, sink) = (run.lab.rtr.clone(), run.lab.sink.clone());
     sh::ip(&["-n", &sink, "route", "add", "local", "13.0.0.0/16", "dev", "lo"]).unwrap();
-    let what = cowroute::operator::control::FAULT_REFUSE_TRIE_TURN.to_string();
-    run.control().call(&Request::Fault { what }).expect("the fault armed");
-
     let dir = TempDir::new("turnfault");
+    // `cmds` through `ip -batch`, the next queued batch refused when `refuse`
+    // (its first write is `cmds`' first); returns the trie stats once every
+    // refusal has been written again, and `done` holds.
+    let refused_before = std::cell::Cell::new(0u64);
+    let apply = |cmds: &str, refuse: bool, done: &dyn Fn(&PinnedV4) -> bool| {
+        if refuse {
+            let what = cowroute::operator::control::FAULT_REFUSE_TRIE_TURN.to_string();
+            run.control().call(&Request::Fault { what }).expect("the fault armed");
+        }
+        let batch = dir.0.join("routes.batch");
+        std::fs::write(&batch, cmds).unwrap();
+        sh::run(sh::cmd("ip", &["-n", &rtr, "-batch"]).arg(&batch)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = run.control().call(&Request::Stats).unwrap();
+            let refused = s["trie_writes"]["refused"].as_u64().unwrap();
+            if done(&PinnedV4::open(&run.pin_dir)) && refused >= refused_before.get() + refuse as u64 && s["trie_writes"]["owed"] == 0 {
+                refused_before.set(refused);
+                return s["trie_writes"].clone();
+            }
+            assert!(Instant::now() < deadline, "the routes did not all land, or a refusal is still owed: {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let entry_of = |pinned: &PinnedV4, prefix: &str| {
+        let net: ipnet::Ipv4Net = prefix.parse().unwrap();
+        pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, net.addr().octets()), 0).ok()
+    };
+
     let mut cmds = String::new();
     for i in 0..v4 {
         cmds += &format!("route add {} via {}\n", v4_prefix(i), lab::SINK_V4);
@@ -747,52 +773,49 @@ fn a_route_the_trie_refuses_in_a_turn_is_owed_and_written_again() {
     for i in 0..v6 {
         cmds += &format!("route add {} via {}\n", v6_prefix(i), lab::SINK_V6);
     }
-    // Two of the refused batch's routes changed right after it.
-    cmds += &format!("route del {}\nroute replace {} via {} mtu 1400\n", v4_prefix(0), v4_prefix(1), lab::SINK_V4);
-    let batch = dir.0.join("routes.batch");
-    std::fs::write(&batch, cmds).unwrap();
-    sh::run(sh::cmd("ip", &["-n", &rtr, "-batch"]).arg(&batch)).unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let writes = loop {
-        let s = run.control().call(&Request::Stats).unwrap();
-        let pinned = PinnedV4::open(&run.pin_dir);
-        let last = v4_prefix(v4 - 1).parse::<ipnet::Ipv4Net>().unwrap();
-        let landed = pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, last.addr().octets()), 0).is_ok();
-        if landed && s["trie_writes"]["refused"].as_u64() >= Some(1) && s["trie_writes"]["owed"] == 0 {
-            break s["trie_writes"].clone();
-        }
-        assert!(Instant::now() < deadline, "the routes did not all land, or a refusal is still owed: {s}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let last = v4_prefix(v4 - 1);
+    let writes = apply(&cmds, true, &|p| entry_of(p, &last).is_some());
     assert!(writes["batches"].as_u64().unwrap() >= 1, "{writes}");
     // The refused batch is the first the routes' events queued: it holds 13.0.0.0/24.
     let log = run.agent.log();
     assert!(log.lines().any(|l| l.contains("prefix=13.0.0.0/24") && l.contains("refused the route")), "13.0.0.0/24 was refused: {log}");
-    // Every route but the deleted one, the replaced one among them.
-    let nets4: Vec<ipnet::Ipv4Net> = (1..v4).map(|i| v4_prefix(i).parse().unwrap()).collect();
+    let nets4: Vec<ipnet::Ipv4Net> = (0..v4).map(|i| v4_prefix(i).parse().unwrap()).collect();
     let nets6: Vec<ipnet::Ipv6Net> = (0..v6).map(|i| v6_prefix(i).parse().unwrap()).collect();
-    let pinned = assert_in_tries_via_sink(&run, &nets4, &nets6);
+    assert_in_tries_via_sink(&run, &nets4, &nets6);
     assert!(run.cowroute(&["show", "stats"]).contains(&format!("{} refused, 0 owed", writes["refused"])));
-    // Deleted: in neither the trie nor the index; replaced: its newer metrics.
-    let gone = v4_prefix(0).parse::<ipnet::Ipv4Net>().unwrap();
-    assert!(pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, gone.addr().octets()), 0).is_err(), "{gone} deleted");
-    let answer = pinned.lookup("13.0.0.1".parse().unwrap());
-    assert!(answer.is_none_or(|(_, indexed)| !indexed), "no DIR-24 copy answers for the deleted {gone}: {answer:?}");
-    let entry_of = |i: u32| {
-        let net: ipnet::Ipv4Net = v4_prefix(i).parse().unwrap();
-        pinned.trie.get(&aya::maps::lpm_trie::Key::new(24, net.addr().octets()), 0).unwrap()
-    };
-    assert_ne!(entry_of(1).metrics, entry_of(2).metrics, "{} replaced with mtu 1400", v4_prefix(1));
-    assert_eq!(pinned.lookup("13.0.1.1".parse().unwrap()).map(|(e, _)| e), Some(entry_of(1)), "the index answers with the newer entry");
 
-    // 13.0.2.0/24 was in the refused batch, owed, and written again.
-    assert!(log.lines().any(|l| l.contains("prefix=13.0.2.0/24") && l.contains("refused the route")), "13.0.2.0/24 was refused: {log}");
-    let to: SocketAddr = "13.0.2.1:7701".parse().unwrap();
+    // 13.0.0.0/24 was refused, owed, and written again: it forwards.
+    let to: SocketAddr = "13.0.0.1:7701".parse().unwrap();
     let sock = traffic::UdpSink::bind(&sink, "0.0.0.0:7701".parse().unwrap()).unwrap();
     let fwd = run.counter("forwarded");
     traffic::udp_send(&run.lab.gen, to, 20, 200, 64, Duration::from_millis(1)).unwrap();
     let got = sock.receive(20, Duration::from_secs(2)).unwrap();
-    assert_eq!(got.len(), 20, "all datagrams to 13.0.2.1 arrived");
+    assert_eq!(got.len(), 20, "all datagrams to 13.0.0.1 arrived");
     assert_eq!(run.counter("forwarded") - fwd, 20, "by the fast path");
+
+    // A refused replace, then a delete of the same route before its retry:
+    // in neither the trie nor the index.
+    let gone = v4_prefix(5);
+    apply(&format!("route replace {gone} via {} mtu 1300\nroute del {gone}\n", lab::SINK_V4), true, &|p| entry_of(p, &gone).is_none());
+    let pinned = PinnedV4::open(&run.pin_dir);
+    let answer = pinned.lookup("13.0.5.1".parse().unwrap());
+    assert!(answer.is_none_or(|(_, indexed)| !indexed), "no DIR-24 copy answers for the deleted {gone}: {answer:?}");
+
+    // A refused replace, then a newer one before its retry: the newer entry
+    // (the metrics of a route already at mtu 1400, shared), in the trie and the index.
+    let (twice, model) = (v4_prefix(6), v4_prefix(7));
+    apply(&format!("route replace {model} via {} mtu 1400\n", lab::SINK_V4), false, &|_| true);
+    let cmds =
+        format!("route replace {twice} via {sink_gw} mtu 1300\nroute replace {twice} via {sink_gw} mtu 1400\n", sink_gw = lab::SINK_V4);
+    let has_model_metrics = |p: &PinnedV4| match (entry_of(p, &twice), entry_of(p, &model)) {
+        (Some(t), Some(m)) => t.metrics == m.metrics,
+        _ => false,
+    };
+    apply(&cmds, true, &has_model_metrics);
+    let pinned = PinnedV4::open(&run.pin_dir);
+    assert_eq!(
+        pinned.lookup("13.0.6.1".parse().unwrap()).map(|(e, _)| e),
+        entry_of(&pinned, &twice),
+        "the index answers with the newer entry"
+    );
 }

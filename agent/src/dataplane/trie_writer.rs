@@ -78,6 +78,9 @@ pub struct Synced {
     pub refused: Vec<Refused>,
 }
 
+/// One family's batch of a writer.
+type Family<K> = fn(&mut TrieWriter) -> &mut TrieBatch<K>;
+
 /// The writer thread and the batches being filled for it.
 pub struct TrieWriter {
     jobs: Option<mpsc::SyncSender<Job>>,
@@ -130,38 +133,31 @@ impl TrieWriter {
     }
 
     pub fn push_v4(&mut self, prefix: IpNet, key: Key<V4KeyData>, entry: RouteEntry) {
-        self.v4.push(prefix, key, entry);
-        if self.v4.is_full() {
-            self.hand_over_v4();
-        }
+        self.push(|w| &mut w.v4, Job::V4, prefix, key, entry);
     }
 
     pub fn push_v6(&mut self, prefix: IpNet, key: Key<V6KeyData>, entry: RouteEntry) {
-        self.v6.push(prefix, key, entry);
-        if self.v6.is_full() {
-            self.hand_over_v6();
+        self.push(|w| &mut w.v6, Job::V6, prefix, key, entry);
+    }
+
+    /// Queues a route in the family's batch (`batch`), handed over as
+    /// `job` once full.
+    fn push<K: aya::Pod>(&mut self, batch: Family<K>, job: fn(TrieBatch<K>) -> Job, prefix: IpNet, key: Key<K>, entry: RouteEntry) {
+        batch(self).push(prefix, key, entry);
+        if batch(self).is_full() {
+            self.hand_over_batch(batch, job);
         }
     }
 
-    fn hand_over_v4(&mut self) {
-        let batch = self.take_batch(|w| &mut w.v4);
-        self.send(Job::V4(batch));
-    }
-
-    fn hand_over_v6(&mut self) {
-        let batch = self.take_batch(|w| &mut w.v6);
-        self.send(Job::V6(batch));
-    }
-
-    /// The batch being filled, replaced by an empty one; the refusal a
-    /// fault injection asked for goes with it.
-    fn take_batch<K: aya::Pod>(&mut self, batch: impl FnOnce(&mut Self) -> &mut TrieBatch<K>) -> TrieBatch<K> {
+    /// Hands over the family's batch, replaced by an empty one; the
+    /// refusal a fault injection asked for goes with it.
+    fn hand_over_batch<K: aya::Pod>(&mut self, batch: Family<K>, job: fn(TrieBatch<K>) -> Job) {
         let refuse = self.refuse_next.take();
         let mut taken = std::mem::take(batch(self));
         if let Some(what) = refuse {
             taken.refuse(what);
         }
-        taken
+        self.send(job(taken));
     }
 
     fn send(&mut self, job: Job) {
@@ -174,10 +170,10 @@ impl TrieWriter {
     /// Hands over the partial batches, not waiting for them.
     pub fn hand_over(&mut self) {
         if !self.v4.is_empty() {
-            self.hand_over_v4();
+            self.hand_over_batch(|w| &mut w.v4, Job::V4);
         }
         if !self.v6.is_empty() {
-            self.hand_over_v6();
+            self.hand_over_batch(|w| &mut w.v6, Job::V6);
         }
     }
 
