@@ -29,7 +29,7 @@ use ipnet::Ipv4Net;
 // foldhash, not SipHash: a /8 route visits 65,536 blocks, each a lookup.
 use hashbrown::{HashMap, HashSet};
 use std::{
-    collections::BTreeMap,
+    collections::{btree_map, BTreeMap},
     time::{Duration, Instant},
 };
 
@@ -166,15 +166,29 @@ impl Dir24 {
             }
             return Ok(());
         }
-        let old = self.short.get(&(net, len)).and_then(|i| i.slot());
+        // One descent of the B-tree for the lookup and the write.
+        let (indexed, fresh) = match self.short.entry((net, len)) {
+            btree_map::Entry::Occupied(o) => (o.into_mut(), false),
+            btree_map::Entry::Vacant(v) => (v.insert(Indexed::new(None)), true),
+        };
+        let old = indexed.slot();
         if old.is_some_and(|s| self.entries.copy_in(s) == Some(&index_copy(entry))) {
             return Ok(());
         }
-        let slot = self.entries.acquire(entry, now, |slot, copy| store.write_entry(slot, copy))?;
+        let slot = match self.entries.acquire(entry, now, |slot, copy| store.write_entry(slot, copy)) {
+            Ok(slot) => slot,
+            Err(e) => {
+                // On error nothing changed: a prefix new to the index leaves it.
+                if fresh {
+                    self.short.remove(&(net, len));
+                }
+                return Err(e);
+            }
+        };
         if slot.is_none() {
             self.unindexed += 1;
         }
-        self.short.insert((net, len), Indexed::new(slot));
+        *indexed = Indexed::new(slot);
         let depth = len + 1;
         for b in blocks_of(net, len) {
             if self.depth[b as usize] <= depth {

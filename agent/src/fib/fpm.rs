@@ -17,13 +17,13 @@
 //! what was lost. It never reaches the maps.
 
 use crate::{
-    fib::{kernel_fib::KernelFib, netlink_mirror::Event, nexthop_msg::MirrorMessage, route_msg::route_event},
+    fib::{kernel_fib::KernelFib, netlink_mirror::Event, nexthop_msg::MirrorMessage},
     rib::types::{ChangeKey, RouteChange},
 };
 use hashbrown::HashSet;
 use ipnet::IpNet;
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_REPLACE};
+use rtnetlink::packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -109,16 +109,8 @@ pub fn parse_frame(payload: &[u8]) -> Result<Frame, FpmError> {
     while off < payload.len() {
         let len = NetlinkBuffer::new_checked(&payload[off..]).map_err(|e| FpmError::Netlink(e.to_string()))?.length() as usize;
         let msg = NetlinkMessage::<MirrorMessage>::deserialize(&payload[off..off + len]).map_err(|e| FpmError::Netlink(e.to_string()))?;
-        let replace = msg.header.flags & NLM_F_REPLACE != 0;
         match msg.payload {
-            NetlinkPayload::InnerMessage(MirrorMessage::Route(RouteNetlinkMessage::NewRoute(m))) => match route_event(&m, true, replace) {
-                Some(e) => frame.events.push(e),
-                None => frame.ignored += 1,
-            },
-            NetlinkPayload::InnerMessage(MirrorMessage::Route(RouteNetlinkMessage::DelRoute(m))) => match route_event(&m, false, false) {
-                Some(e) => frame.events.push(e),
-                None => frame.ignored += 1,
-            },
+            NetlinkPayload::InnerMessage(MirrorMessage::RouteEvent(Some(e))) => frame.events.push(e),
             NetlinkPayload::InnerMessage(MirrorMessage::NewNexthop(object)) => frame.events.push(Event::Nexthop { object, present: true }),
             NetlinkPayload::InnerMessage(MirrorMessage::DelNexthop(object)) => frame.events.push(Event::Nexthop { object, present: false }),
             NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
@@ -361,6 +353,10 @@ impl FpmRoutes {
 /// One change per key, the last; objects set first and removed last, so
 /// that a route never names an object the RIB lacks.
 fn coalesce(changes: Vec<RouteChange>) -> Vec<RouteChange> {
+    // Zebra sends a route a frame: nothing to merge or order.
+    if changes.len() < 2 {
+        return changes;
+    }
     let mut last: BTreeMap<ChangeKey, RouteChange> = BTreeMap::new();
     let mut order: Vec<ChangeKey> = Vec::new();
     for c in changes {

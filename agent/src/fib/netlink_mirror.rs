@@ -8,8 +8,6 @@
 // speaks it, so that the dependency runs one way: fib -> rib.
 pub use crate::rib::types::{Event, KernelRoute, Link};
 
-/// `NLM_F_REPLACE` (include/uapi/linux/netlink.h).
-const NLM_F_REPLACE: u16 = 0x100;
 use crate::fib::nexthop_msg::{MirrorMessage, RTNLGRP_NEXTHOP};
 use crate::fib::{netlink_codec, route_msg::route_event};
 use anyhow::{Context as _, Result};
@@ -213,14 +211,12 @@ fn subscribe(
 /// One netlink message of the subscription as events. An overrun (ENOBUFS)
 /// and a message that could not be decoded both ask for a resync.
 pub fn events(msg: NetlinkMessage<MirrorMessage>) -> Vec<Event> {
-    // NLM_F_REPLACE: the route replaces the kernel's one of the same
-    // table, prefix, TOS and priority, whatever its device.
-    let replace = msg.header.flags & NLM_F_REPLACE != 0;
     if netlink_codec::is_undecodable_marker(&msg.payload) {
         return vec![Event::Undecodable];
     }
     let inner = match msg.payload {
         NetlinkPayload::InnerMessage(MirrorMessage::Route(inner)) => inner,
+        NetlinkPayload::InnerMessage(MirrorMessage::RouteEvent(event)) => return event.into_iter().collect(),
         NetlinkPayload::InnerMessage(MirrorMessage::NewNexthop(object)) => return vec![Event::Nexthop { object, present: true }],
         NetlinkPayload::InnerMessage(MirrorMessage::DelNexthop(object)) => return vec![Event::Nexthop { object, present: false }],
         NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
@@ -237,8 +233,6 @@ pub fn events(msg: NetlinkMessage<MirrorMessage>) -> Vec<Event> {
         RouteNetlinkMessage::DelAddress(m) => address_event(&m, false),
         RouteNetlinkMessage::NewNeighbour(m) => neighbour_event(&m, true).into_iter().collect(),
         RouteNetlinkMessage::DelNeighbour(m) => neighbour_event(&m, false).into_iter().collect(),
-        RouteNetlinkMessage::NewRoute(m) => route_event(&m, true, replace).into_iter().collect(),
-        RouteNetlinkMessage::DelRoute(m) => route_event(&m, false, false).into_iter().collect(),
         RouteNetlinkMessage::NewRule(m) => rule_event(&m, true).into_iter().collect(),
         RouteNetlinkMessage::DelRule(m) => rule_event(&m, false).into_iter().collect(),
         _ => Vec::new(),

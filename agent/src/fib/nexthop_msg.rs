@@ -4,11 +4,16 @@
 //! message netlink-packet-route knows, nexthops, and the undecodable ones
 //! (kept, not dropped inside netlink-proto, so the mirror can resync).
 
-use crate::rib::types::{NexthopKind, NexthopObject, Resilient};
+use crate::{
+    fib::route_msg::route_event,
+    rib::types::{Event, NexthopKind, NexthopObject, Resilient},
+};
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_core::{NetlinkDeserializable, NetlinkHeader, NetlinkSerializable, NlaBuffer, NlasIterator};
+use rtnetlink::packet_core::{NetlinkDeserializable, NetlinkHeader, NetlinkSerializable, NlaBuffer, NlasIterator, NLM_F_REPLACE};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// `include/uapi/linux/rtnetlink.h`.
+const RTM_NEWROUTE: u16 = 24;
 pub const RTM_NEWNEXTHOP: u16 = 104;
 pub const RTM_DELNEXTHOP: u16 = 105;
 pub const RTM_GETNEXTHOP: u16 = 106;
@@ -153,6 +158,11 @@ pub fn parse_nexthop(payload: &[u8]) -> Result<NexthopObject, NexthopDecodeError
 #[derive(Debug, Clone)]
 pub enum MirrorMessage {
     Route(RouteNetlinkMessage),
+    /// A route message (RTM_NEWROUTE / RTM_DELROUTE) already in the RIB's
+    /// terms ([`route_event`]; `None`: a route type nothing carries). It is
+    /// converted where it is read, so the thread that parsed the message
+    /// frees it and the RIB's thread gets the route alone.
+    RouteEvent(Option<Event>),
     NewNexthop(NexthopObject),
     DelNexthop(NexthopObject),
     /// A nexthop dump request (RTM_GETNEXTHOP, all families).
@@ -179,6 +189,10 @@ impl NetlinkDeserializable for MirrorMessage {
                 Err(e) => undecodable(e.to_string()),
             },
             _ => match RouteNetlinkMessage::deserialize(header, payload) {
+                // NLM_F_REPLACE: the route replaces the kernel's one of the
+                // same table, prefix, TOS and priority, whatever its device.
+                Ok(RouteNetlinkMessage::NewRoute(m)) => MirrorMessage::RouteEvent(route_event(&m, true, header.flags & NLM_F_REPLACE != 0)),
+                Ok(RouteNetlinkMessage::DelRoute(m)) => MirrorMessage::RouteEvent(route_event(&m, false, false)),
                 Ok(m) => MirrorMessage::Route(m),
                 Err(e) => undecodable(e.to_string()),
             },
@@ -190,6 +204,8 @@ impl NetlinkSerializable for MirrorMessage {
     fn message_type(&self) -> u16 {
         match self {
             MirrorMessage::Route(m) => m.message_type(),
+            // Received only, never sent.
+            MirrorMessage::RouteEvent(_) => RTM_NEWROUTE,
             MirrorMessage::GetNexthops => RTM_GETNEXTHOP,
             MirrorMessage::NewNexthop(_) => RTM_NEWNEXTHOP,
             MirrorMessage::DelNexthop(_) => RTM_DELNEXTHOP,
@@ -309,7 +325,14 @@ pub(crate) mod tests {
         let mut rtmsg = vec![2u8, 24, 0, 0, 254, 3, 0, 1, 0, 0, 0, 0];
         rtmsg.extend(nla(1, &[10, 9, 0, 0])); // RTA_DST
         let good = MirrorMessage::deserialize(&header, &rtmsg).unwrap();
-        assert!(matches!(good, MirrorMessage::Route(RouteNetlinkMessage::NewRoute(_))), "{good:?}");
+        let prefix: ipnet::IpNet = "10.9.0.0/24".parse().unwrap();
+        let is_route = |m: &MirrorMessage, present: bool, replace: bool| matches!(m, MirrorMessage::RouteEvent(Some(Event::Route { route, present: p, replace: r })) if route.route.prefix == prefix && *p == present && *r == replace);
+        assert!(is_route(&good, true, false), "a route message arrives as the route: {good:?}");
+        header.flags = NLM_F_REPLACE;
+        assert!(is_route(&MirrorMessage::deserialize(&header, &rtmsg).unwrap(), true, true), "NLM_F_REPLACE is kept");
+        header.message_type = 25; // RTM_DELROUTE
+        assert!(is_route(&MirrorMessage::deserialize(&header, &rtmsg).unwrap(), false, false));
+        header.message_type = 24;
         rtmsg[12] = 200; // RTA_DST's length: past the end
         let bad = MirrorMessage::deserialize(&header, &rtmsg).unwrap();
         assert!(matches!(bad, MirrorMessage::Undecodable { message_type: 24, .. }), "{bad:?}");

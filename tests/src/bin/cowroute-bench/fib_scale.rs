@@ -44,6 +44,11 @@ pub struct FibScaleFigures {
     /// replaces, then resumed: how fast it applied the backlog.
     pub backlog_seconds: f64,
     pub backlog_routes_per_second: f64,
+    /// The agent's CPU time for the backlog, per route (both threads that
+    /// read and apply it, and the trie writer's).
+    pub backlog_cpu_us_per_route: f64,
+    /// The agent's CPU time from exec to ready, per kernel route.
+    pub startup_cpu_us_per_route: f64,
     /// Resident set, the maps it has mapped (the DIR-24 arrays) included.
     pub agent_rss_mib: f64,
     /// Of that, the agent's own memory (`RssAnon`): the mapped maps are
@@ -72,6 +77,22 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// CPU seconds (user + system, every thread's, exited ones too) the
+/// process has used: a figure a noisy machine disturbs far less than the
+/// wall clock, to compare binaries by.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // After "(comm)", which may hold spaces: state is field 3, utime 14, stime 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
+        })
+        .unwrap_or(f64::NAN)
 }
 
 /// Waits (at most `within`) until the CPUs are 90% idle over 100 ms;
@@ -247,6 +268,7 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     progress(&format!("  backlog: agent stopped while the kernel takes {churn} replaces, then resumed"));
     let events0 = get(&after, &["netlink", "events"]);
     unsafe { libc::kill(agent.pid() as i32, libc::SIGSTOP) };
+    let backlog_cpu0 = cpu_seconds(agent.pid());
     let back = kernel_table::batch(lab, "replace", &table[..churn.min(table.len())], &gateways, "mtu 1360");
     let resumed = Instant::now();
     unsafe { libc::kill(agent.pid() as i32, libc::SIGCONT) };
@@ -264,6 +286,7 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
         std::thread::sleep(Duration::from_millis(10));
     }
     let backlog = resumed.elapsed().as_secs_f64();
+    let backlog_cpu = cpu_seconds(agent.pid()) - backlog_cpu0;
 
     // A fresh agent against the full table: start to ready.
     drop(client);
@@ -277,6 +300,7 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     let agent = scale.agent(Duration::from_secs(300))?;
     let startup = started.elapsed().as_secs_f64();
     let startup_peak = status_mib(agent.pid(), "VmHWM");
+    let startup_cpu = cpu_seconds(agent.pid());
     drop(agent);
     scale.down()?;
     Ok(FibScaleFigures {
@@ -294,6 +318,8 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
         startup_peak_rss_mib: startup_peak,
         backlog_seconds: backlog,
         backlog_routes_per_second: churn as f64 / backlog,
+        backlog_cpu_us_per_route: backlog_cpu * 1e6 / churn as f64,
+        startup_cpu_us_per_route: startup_cpu * 1e6 / routes as f64,
         agent_rss_mib: rss,
         agent_private_mib: private,
         map_memory: maps,

@@ -4,7 +4,7 @@
 //! every route, and the agent's own memory per route with an IPv6 table on
 //! top (a full table's shape: 1M IPv4 and 200k IPv6 routes).
 
-use crate::fib_scale::{get, stats, status_mib};
+use crate::fib_scale::{cpu_seconds, get, stats, status_mib};
 use anyhow::{bail, Result};
 use cowroute::{fib::fpm, operator::control::Client};
 use cowroute_tests::{kernel_table, synthetic};
@@ -24,6 +24,8 @@ pub struct FpmScaleFigures {
     pub routes_per_second: f64,
     /// Of which the sender's own time (encoding is done before).
     pub send_seconds: f64,
+    /// The agent's CPU time for the IPv4 table, per route.
+    pub cpu_us_per_route: f64,
     /// The agent's own memory (RssAnon) per IPv4 route, from before to after.
     pub agent_bytes_per_route: f64,
     /// IPv6 routes sent after the IPv4 table.
@@ -87,6 +89,7 @@ pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Resu
     let addr = fpm::DEFAULT_LISTEN.parse()?;
     let mut conn = xtask::traffic::in_netns(&lab.rtr, move || Ok(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?))?;
     let start = Instant::now();
+    let cpu0 = cpu_seconds(agent.pid());
     let (sent_tx, sent) = std::sync::mpsc::channel();
     let (close_tx, close) = std::sync::mpsc::channel::<()>();
     let (more_tx, more) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -102,6 +105,7 @@ pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Resu
     let want = base + routes as u64;
     let mirrored = wait_for_routes(&mut client, want, start, &format!("{routes} IPv4 routes"), progress)?;
     let after = status_mib(agent.pid(), "RssAnon");
+    let cpu = cpu_seconds(agent.pid()) - cpu0;
     let send_seconds = sent.recv_timeout(Duration::from_secs(60))??;
 
     // The IPv6 table on the same connection (a new one would make every
@@ -125,6 +129,7 @@ pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Resu
         mirrored_seconds: mirrored,
         routes_per_second: routes as f64 / mirrored,
         send_seconds,
+        cpu_us_per_route: cpu * 1e6 / routes as f64,
         agent_bytes_per_route: (after - before) * 1048576.0 / routes as f64,
         v6_routes,
         v6_seconds,

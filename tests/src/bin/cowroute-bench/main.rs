@@ -517,13 +517,13 @@ fn markdown(r: &Report) -> String {
         s += &format!("| {} | {} |\n", m.map, m.bytes);
     }
     s += &format!(
-        "\nThe agent's own rates, the kernel out of the way: a new agent started against the full table was ready (dump, every route in the maps) in {} s ({} routes/s), its peak resident set (VmHWM) {} MiB; stopped while the kernel took {} replaces and resumed, it applied the backlog in {} s ({} routes/s).\n\n",
-        f(|x| x.startup_seconds, 1), f(|x| x.startup_routes_per_second, 0), f(|x| x.startup_peak_rss_mib, 0), last.churn_routes, f(|x| x.backlog_seconds, 2), f(|x| x.backlog_routes_per_second, 0)
+        "\nThe agent's own rates, the kernel out of the way: a new agent started against the full table was ready (dump, every route in the maps) in {} s ({} routes/s, {} µs of the agent's CPU a route), its peak resident set (VmHWM) {} MiB; stopped while the kernel took {} replaces and resumed, it applied the backlog in {} s ({} routes/s, {} µs of CPU a route).\n\n",
+        f(|x| x.startup_seconds, 1), f(|x| x.startup_routes_per_second, 0), f(|x| x.startup_cpu_us_per_route, 2), f(|x| x.startup_peak_rss_mib, 0), last.churn_routes, f(|x| x.backlog_seconds, 2), f(|x| x.backlog_routes_per_second, 0), f(|x| x.backlog_cpu_us_per_route, 2)
     );
     let g = |pick: fn(&fpm_scale::FpmScaleFigures) -> f64, digits: usize| fmt(&summarize(r.fpm.iter().map(pick).collect()), digits);
     s += &format!(
-        "## FPM source at scale (`--source fpm`), {} runs\n\nThe bench plays zebra's dplane_fpm_nl: {} IPv4 routes, one RTM_NEWROUTE frame each, over TCP to the agent in a lab router. The maps held every route {} s after the first byte ({} routes/s; goal: under 3 s); the sender was done after {} s. The agent's own memory grew {} bytes per route. Then {} IPv6 routes on the same connection, in the maps after {} s: the agent's own memory (RssAnon) per route, both families, from before the first route to after the last: {} bytes (`control_plane.memory_bytes_per_route`; goal: at most 150).\n\n",
-        r.fpm.len(), r.fpm.last().map_or(0, |x| x.routes), g(|x| x.mirrored_seconds, 2), g(|x| x.routes_per_second, 0), g(|x| x.send_seconds, 2), g(|x| x.agent_bytes_per_route, 0),
+        "## FPM source at scale (`--source fpm`), {} runs\n\nThe bench plays zebra's dplane_fpm_nl: {} IPv4 routes, one RTM_NEWROUTE frame each, over TCP to the agent in a lab router. The maps held every route {} s after the first byte ({} routes/s; goal: under 3 s; {} µs of the agent's CPU a route); the sender was done after {} s. The agent's own memory grew {} bytes per route. Then {} IPv6 routes on the same connection, in the maps after {} s: the agent's own memory (RssAnon) per route, both families, from before the first route to after the last: {} bytes (`control_plane.memory_bytes_per_route`; goal: at most 150).\n\n",
+        r.fpm.len(), r.fpm.last().map_or(0, |x| x.routes), g(|x| x.mirrored_seconds, 2), g(|x| x.routes_per_second, 0), g(|x| x.cpu_us_per_route, 2), g(|x| x.send_seconds, 2), g(|x| x.agent_bytes_per_route, 0),
         r.fpm.last().map_or(0, |x| x.v6_routes), g(|x| x.v6_seconds, 2), fmt(&r.control_plane.memory_bytes_per_route_runs, 0)
     );
     s += &nexthops_markdown(&r.nexthops);
