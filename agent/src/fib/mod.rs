@@ -18,6 +18,7 @@ pub mod netlink_codec;
 pub mod netlink_mirror;
 pub mod nexthop_msg;
 pub mod route_msg;
+pub mod route_wire;
 pub mod rules;
 pub mod source;
 pub mod sysctl;

@@ -8,8 +8,8 @@
 // speaks it, so that the dependency runs one way: fib -> rib.
 pub use crate::rib::types::{Event, KernelRoute, Link};
 
+use crate::fib::netlink_codec;
 use crate::fib::nexthop_msg::{MirrorMessage, RTNLGRP_NEXTHOP};
-use crate::fib::{netlink_codec, route_msg::route_event};
 use anyhow::{Context as _, Result};
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
 use netlink_packet_route::{
@@ -28,8 +28,10 @@ use std::net::{IpAddr, SocketAddr as InetSocketAddr, UdpSocket};
 
 pub struct Mirror {
     pub handle: Handle,
-    /// Speaks nexthop messages, which `handle` cannot.
-    nexthop_handle: ConnectionHandle<MirrorMessage>,
+    /// Speaks the mirror's own message type: nexthop objects, which
+    /// `handle` cannot, and routes read into the mirror's terms as they are
+    /// decoded (the route dump).
+    mirror_handle: ConnectionHandle<MirrorMessage>,
     events: UnboundedReceiver<(NetlinkMessage<MirrorMessage>, SocketAddr)>,
     routes: bool,
 }
@@ -71,10 +73,10 @@ impl Mirror {
         tokio::spawn(conn);
         let (conn, handle, _) = rtnetlink::new_connection().context("netlink connection")?;
         tokio::spawn(conn);
-        let (conn, nexthop_handle, _) =
+        let (conn, mirror_handle, _) =
             rtnetlink::proto::new_connection::<MirrorMessage>(rtnetlink::sys::protocols::NETLINK_ROUTE).context("netlink connection")?;
         tokio::spawn(conn);
-        let mirror = Mirror { handle, nexthop_handle, events, routes };
+        let mirror = Mirror { handle, mirror_handle, events, routes };
         let dump = mirror.dump_devices().await?;
         Ok((mirror, dump))
     }
@@ -136,7 +138,7 @@ impl Mirror {
             })
             .collect();
         let (tx, routes) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(read_route_dump(self.handle.clone(), tx));
+        tokio::spawn(read_route_dump(self.mirror_handle.clone(), tx));
         Ok(Some(RouteDump { nexthops, routes }))
     }
 
@@ -145,7 +147,7 @@ impl Mirror {
         let mut req = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(MirrorMessage::GetNexthops));
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         req.finalize();
-        let mut replies = self.nexthop_handle.request(req, SocketAddr::new(0, 0)).map_err(|e| anyhow::anyhow!("RTM_GETNEXTHOP: {e}"))?;
+        let mut replies = self.mirror_handle.request(req, SocketAddr::new(0, 0)).map_err(|e| anyhow::anyhow!("RTM_GETNEXTHOP: {e}"))?;
         let mut dump = Vec::new();
         while let Some(msg) = replies.next().await {
             match msg.payload {
@@ -256,21 +258,35 @@ impl RouteDump {
 /// Dumps the routes, IPv4 then IPv6, decoded into the mirror's terms on
 /// the runtime's thread (what the RIB's thread receives is the route
 /// alone); stops when the receiver is gone.
-async fn read_route_dump(handle: Handle, tx: tokio::sync::mpsc::UnboundedSender<Result<KernelRoute>>) {
+async fn read_route_dump(handle: ConnectionHandle<MirrorMessage>, tx: tokio::sync::mpsc::UnboundedSender<Result<KernelRoute>>) {
     let requests = [
         rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
         rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
     ];
     for req in requests {
-        let mut replies = handle.route().get(req).execute();
-        loop {
-            let route = match replies.try_next().await {
-                Ok(Some(msg)) => match route_event(&msg, true, false) {
-                    Some(Event::Route { route, .. }) => Ok(route),
-                    _ => continue,
-                },
-                Ok(None) => break,
-                Err(e) => Err(anyhow::Error::new(e).context("dumping routes")),
+        let mut req = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(MirrorMessage::Route(RouteNetlinkMessage::GetRoute(req))),
+        );
+        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        req.finalize();
+        let mut replies = match handle.request(req, SocketAddr::new(0, 0)) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(anyhow::anyhow!("dumping routes: {e}")));
+                return;
+            }
+        };
+        while let Some(msg) = replies.next().await {
+            let route = match msg.payload {
+                NetlinkPayload::InnerMessage(MirrorMessage::RouteEvent(Some(Event::Route { route, .. }))) => Ok(route),
+                NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
+                    // As netlink-proto's own codec did, but said: the dump goes on.
+                    tracing::warn!(message_type, error, "dumping routes: an undecodable message left out");
+                    continue;
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => Err(anyhow::anyhow!("dumping routes: {e}")),
+                _ => continue,
             };
             let failed = route.is_err();
             if tx.send(route).is_err() || failed {

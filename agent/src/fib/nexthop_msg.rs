@@ -5,7 +5,7 @@
 //! (kept, not dropped inside netlink-proto, so the mirror can resync).
 
 use crate::{
-    fib::route_msg::route_event,
+    fib::{route_msg::route_event, route_wire},
     rib::types::{Event, NexthopKind, NexthopObject, Resilient},
 };
 use netlink_packet_route::RouteNetlinkMessage;
@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// `include/uapi/linux/rtnetlink.h`.
 const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 pub const RTM_NEWNEXTHOP: u16 = 104;
 pub const RTM_DELNEXTHOP: u16 = 105;
 pub const RTM_GETNEXTHOP: u16 = 106;
@@ -178,6 +179,16 @@ impl NetlinkDeserializable for MirrorMessage {
 
     fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, Self::Error> {
         let undecodable = |error: String| MirrorMessage::Undecodable { message_type: header.message_type, error };
+        // NLM_F_REPLACE: the route replaces the kernel's one of the same
+        // table, prefix, TOS and priority, whatever its device.
+        // (A delete replaces nothing.)
+        let replace = header.message_type == RTM_NEWROUTE && header.flags & NLM_F_REPLACE != 0;
+        // A route of the common shape is read off the wire; the rest in full.
+        if matches!(header.message_type, RTM_NEWROUTE | RTM_DELROUTE) {
+            if let Some(event) = route_wire::route_event(payload, header.message_type == RTM_NEWROUTE, replace) {
+                return Ok(MirrorMessage::RouteEvent(Some(event)));
+            }
+        }
         Ok(match header.message_type {
             RTM_NEWNEXTHOP | RTM_DELNEXTHOP => match parse_nexthop(payload) {
                 Ok(o) if header.message_type == RTM_NEWNEXTHOP => MirrorMessage::NewNexthop(o),
@@ -189,9 +200,7 @@ impl NetlinkDeserializable for MirrorMessage {
                 Err(e) => undecodable(e.to_string()),
             },
             _ => match RouteNetlinkMessage::deserialize(header, payload) {
-                // NLM_F_REPLACE: the route replaces the kernel's one of the
-                // same table, prefix, TOS and priority, whatever its device.
-                Ok(RouteNetlinkMessage::NewRoute(m)) => MirrorMessage::RouteEvent(route_event(&m, true, header.flags & NLM_F_REPLACE != 0)),
+                Ok(RouteNetlinkMessage::NewRoute(m)) => MirrorMessage::RouteEvent(route_event(&m, true, replace)),
                 Ok(RouteNetlinkMessage::DelRoute(m)) => MirrorMessage::RouteEvent(route_event(&m, false, false)),
                 Ok(m) => MirrorMessage::Route(m),
                 Err(e) => undecodable(e.to_string()),

@@ -117,41 +117,66 @@ pub fn route_event(msg: &RouteMessage, present: bool, replace: bool) -> Option<E
     if kernel_only(msg).is_some() {
         kind = RouteKind::Kernel;
     }
-    let (mut dst, mut table, mut dev, mut priority, mut metrics) = (None, h.table as u32, None, 0, RouteMetrics::DEFAULT);
-    let (mut multipath, mut nhid) = (Vec::new(), None);
+    let mut f = RouteFields::new(kind, h.table as u32);
+    let mut dst = None;
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Destination(a) => dst = route_addr(a),
             // RTA_TABLE carries tables above 255; the header's byte cannot.
-            RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Oif(i) => dev = Some(*i),
-            RouteAttribute::Priority(p) => priority = *p,
-            RouteAttribute::Metrics(list) => metrics = route_metrics(list),
-            RouteAttribute::MultiPath(hops) => multipath = legs(hops),
-            RouteAttribute::NhId(id) => nhid = Some(*id),
+            RouteAttribute::Table(t) => f.table = *t,
+            RouteAttribute::Oif(i) => f.dev = Some(*i),
+            RouteAttribute::Priority(p) => f.priority = *p,
+            RouteAttribute::Metrics(list) => f.metrics = route_metrics(list),
+            RouteAttribute::MultiPath(hops) => f.multipath = legs(hops),
+            RouteAttribute::NhId(id) => f.nhid = Some(*id),
             _ => {}
         }
     }
-    let via = gateway(&msg.attributes);
-    let dst = dst.unwrap_or(match h.address_family {
-        netlink_packet_route::AddressFamily::Inet6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-        _ => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-    });
-    let prefix = IpNet::new(dst, h.destination_prefix_length).ok()?.trunc();
-    // A unicast route with neither a device, legs nor a nexthop object: the
-    // kernel's to forward.
-    if kind == RouteKind::Unicast && dev.is_none() && multipath.is_empty() && nhid.is_none() {
-        kind = RouteKind::Kernel;
+    f.via = gateway(&msg.attributes);
+    let v6 = h.address_family == netlink_packet_route::AddressFamily::Inet6;
+    f.into_event(dst, v6, h.destination_prefix_length, present, replace)
+}
+
+/// What the mirror keeps of a route message, however it was read
+/// ([`route_event`], or [`crate::fib::route_wire`] straight off the wire).
+pub(crate) struct RouteFields {
+    pub kind: RouteKind,
+    pub table: u32,
+    pub priority: u32,
+    pub dev: Option<u32>,
+    /// RTA_GATEWAY (or RTA_VIA): the first one.
+    pub via: Option<IpAddr>,
+    pub multipath: Vec<Leg>,
+    pub nhid: Option<u32>,
+    pub metrics: RouteMetrics,
+}
+
+impl RouteFields {
+    pub fn new(kind: RouteKind, table: u32) -> RouteFields {
+        RouteFields { kind, table, priority: 0, dev: None, via: None, multipath: Vec::new(), nhid: None, metrics: RouteMetrics::DEFAULT }
     }
-    let route = match (kind, nhid) {
-        (RouteKind::Kernel, _) => RouteInput::new(prefix, kind, None, None, RouteMetrics::DEFAULT),
-        // Through a nexthop object: only its id, whatever the kernel expanded
-        // it to (compat mode 1), so a replace of the object is not a route
-        // change. A blackhole/unreachable route never names one.
-        (RouteKind::Unicast, Some(id)) => RouteInput::via_object(prefix, id, metrics),
-        _ => RouteInput::from_attrs(prefix, RouteAttrs { kind, dev, via, multipath, nhid: None, metrics: metrics.into() }),
-    };
-    Some(Event::Route { route: KernelRoute { table, priority, route }, present, replace })
+
+    /// The route to `dst`/`len` (no RTA_DST: the family's default route);
+    /// `None` for a length past the family's.
+    pub fn into_event(self, dst: Option<IpAddr>, v6: bool, len: u8, present: bool, replace: bool) -> Option<Event> {
+        let RouteFields { mut kind, table, priority, dev, via, multipath, nhid, metrics } = self;
+        let dst = dst.unwrap_or(if v6 { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) });
+        let prefix = IpNet::new(dst, len).ok()?.trunc();
+        // A unicast route with neither a device, legs nor a nexthop object: the
+        // kernel's to forward.
+        if kind == RouteKind::Unicast && dev.is_none() && multipath.is_empty() && nhid.is_none() {
+            kind = RouteKind::Kernel;
+        }
+        let route = match (kind, nhid) {
+            (RouteKind::Kernel, _) => RouteInput::new(prefix, kind, None, None, RouteMetrics::DEFAULT),
+            // Through a nexthop object: only its id, whatever the kernel expanded
+            // it to (compat mode 1), so a replace of the object is not a route
+            // change. A blackhole/unreachable route never names one.
+            (RouteKind::Unicast, Some(id)) => RouteInput::via_object(prefix, id, metrics),
+            _ => RouteInput::from_attrs(prefix, RouteAttrs { kind, dev, via, multipath, nhid: None, metrics: metrics.into() }),
+        };
+        Some(Event::Route { route: KernelRoute { table, priority, route }, present, replace })
+    }
 }
 
 #[cfg(test)]
