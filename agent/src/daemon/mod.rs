@@ -232,7 +232,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     let feed = Feed::new(eff.source, &eff.tables);
     let fpm_rx = match eff.source {
-        RouteSource::Fpm => Some(crate::daemon::route_feeds::listen_fpm(opts.fpm_listen, opts.fpm_allow_remote).await?),
+        RouteSource::Fpm => {
+            let routes = feed.fpm_shared().expect("an FPM feed");
+            Some(crate::daemon::route_feeds::listen_fpm(opts.fpm_listen, opts.fpm_allow_remote, routes).await?)
+        }
         _ => None,
     };
     // Subscribe, then dump: no change between the two is lost.
@@ -416,8 +419,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             input = async { d.fpm_rx.as_mut().expect("guarded").recv().await }, if d.fpm_rx.is_some() => {
                 let input = input.ok_or_else(|| anyhow!("the FPM listener stopped"))?;
                 // One turn (see `dataplane::trie_queue`) of this read's
-                // frames, and about as many a read queued behind.
-                d.rib.begin_turn(input.frames() * (1 + d.fpm_rx.as_ref().map_or(0, |rx| rx.len())));
+                // changes, and about as many a read queued behind.
+                d.rib.begin_turn(input.changes() * (1 + d.fpm_rx.as_ref().map_or(0, |rx| rx.len())));
                 d.fpm_input(input, Instant::now());
                 // A replay is a million frames: what is queued already is
                 // taken in this turn, not one select round each.

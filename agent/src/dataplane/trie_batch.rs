@@ -125,6 +125,40 @@ impl<K: Pod> TrieBatch<K> {
         self.prefixes
     }
 
+    /// Whether a fault injection asked the kernel to refuse it (such a
+    /// batch is written alone, as handed over).
+    pub fn is_refused(&self) -> bool {
+        self.refuse.is_some()
+    }
+
+    /// `other`'s routes queued after this batch's.
+    pub fn absorb(&mut self, other: TrieBatch<K>) {
+        self.prefixes.extend(other.prefixes);
+        self.keys.extend(other.keys);
+        self.values.extend(other.values);
+    }
+
+    /// The routes in prefix order (stable: a later write of a prefix stays
+    /// after an earlier one), in batches of [`BATCH`]. The kernel's walk
+    /// for each insert then finds most of its path in the cache, where the
+    /// insert before it left it: a million keys in random order take 3 µs
+    /// an insert here, in key order 1.4 µs (above).
+    pub fn into_prefix_order(self) -> Vec<TrieBatch<K>> {
+        let mut order: Vec<u32> = (0..self.prefixes.len() as u32).collect();
+        if !self.prefixes.is_sorted() {
+            order.sort_by_key(|&i| self.prefixes[i as usize]);
+        }
+        order
+            .chunks(BATCH)
+            .map(|chunk| TrieBatch {
+                prefixes: chunk.iter().map(|&i| self.prefixes[i as usize]).collect(),
+                keys: chunk.iter().map(|&i| self.keys[i as usize]).collect(),
+                values: chunk.iter().map(|&i| self.values[i as usize]).collect(),
+                refuse: self.refuse,
+            })
+            .collect()
+    }
+
     /// Makes the kernel refuse this batch's writes (fault injection).
     pub fn refuse(&mut self, what: Refuse) {
         self.refuse = Some(what);

@@ -23,8 +23,11 @@ use ipnet::IpNet;
 use std::{collections::HashMap, os::fd::AsFd, sync::mpsc, thread::JoinHandle};
 
 /// Batches handed over and not yet written, at most: the RIB's thread
-/// waits beyond it rather than queue the whole table in memory.
-const IN_FLIGHT: usize = 4;
+/// waits beyond it rather than queue the whole table in memory. A writer
+/// that lags takes what is queued at once, in prefix order
+/// ([`TrieBatch::into_prefix_order`]): the more it lags, the cheaper each
+/// insert.
+const IN_FLIGHT: usize = 16;
 
 /// The queued trie writes (cold start and turns), as `show stats` reports them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -228,29 +231,77 @@ impl Refusals {
     }
 }
 
-/// The writer thread: batches in the order handed over (so a later write
-/// of a prefix wins), until the channel closes.
-fn run((mut v4, mut v6): (LpmTrie<MapData, V4KeyData, RouteEntry>, LpmTrie<MapData, V6KeyData, RouteEntry>), jobs: mpsc::Receiver<Job>) {
-    let mut stats = TrieWriteStats::default();
-    let mut refusals = Refusals::default();
-    let mut warned = false;
-    for job in jobs {
-        let (mut written, prefixes) = match job {
-            Job::V4(batch) => (batch.write(&mut v4, maps::ROUTES_V4), batch.into_prefixes()),
-            Job::V6(batch) => (batch.write(&mut v6, maps::ROUTES_V6), batch.into_prefixes()),
-            Job::Sync(ack) => {
-                let mut refused: Vec<Refused> = std::mem::take(&mut refusals).0.into_values().collect();
-                refused.sort_unstable_by_key(|r| r.prefix);
-                let _ = ack.send(Synced { stats: std::mem::take(&mut stats), refused });
-                continue;
-            }
-        };
-        if written.retried > 0 && !std::mem::replace(&mut warned, true) {
-            // Once: a kernel refusing every batch halves the writes' speed.
-            tracing::warn!("a batch call of trie writes stopped short; its routes were written one by one (show stats counts them)");
+/// The batches of one family queued behind `first`, taken into it (up to
+/// the first job of another kind, returned; a refused batch goes alone).
+fn gather<K: aya::Pod>(
+    mut first: TrieBatch<K>,
+    jobs: &mpsc::Receiver<Job>,
+    take: fn(Job) -> Result<TrieBatch<K>, Job>,
+    wrap: fn(TrieBatch<K>) -> Job,
+) -> (TrieBatch<K>, Option<Job>) {
+    if first.is_refused() {
+        return (first, None);
+    }
+    while let Ok(job) = jobs.try_recv() {
+        match take(job) {
+            Ok(batch) if !batch.is_refused() => first.absorb(batch),
+            Ok(batch) => return (first, Some(wrap(batch))),
+            Err(other) => return (first, Some(other)),
         }
-        stats.add(&written);
-        refusals.follow(&prefixes, std::mem::take(&mut written.refused));
+    }
+    (first, None)
+}
+
+/// What the writer thread keeps between jobs.
+#[derive(Default)]
+struct Writes {
+    stats: TrieWriteStats,
+    refusals: Refusals,
+    warned: bool,
+}
+
+impl Writes {
+    /// Writes `batch` into `trie`, in prefix order unless it carries a
+    /// fault injection (written as handed over).
+    fn write<K: aya::Pod>(&mut self, batch: TrieBatch<K>, trie: &mut LpmTrie<MapData, K, RouteEntry>, map: &'static str) {
+        let batches = if batch.is_refused() { vec![batch] } else { batch.into_prefix_order() };
+        for batch in batches {
+            let mut written = batch.write(trie, map);
+            if written.retried > 0 && !std::mem::replace(&mut self.warned, true) {
+                // Once: a kernel refusing every batch halves the writes' speed.
+                tracing::warn!("a batch call of trie writes stopped short; its routes were written one by one (show stats counts them)");
+            }
+            self.stats.add(&written);
+            self.refusals.follow(&batch.into_prefixes(), std::mem::take(&mut written.refused));
+        }
+    }
+}
+
+/// The writer thread: batches in the order handed over (so a later write
+/// of a prefix wins; the batches queued together are written together, in
+/// prefix order, which keeps that), until the channel closes.
+fn run((mut v4, mut v6): (LpmTrie<MapData, V4KeyData, RouteEntry>, LpmTrie<MapData, V6KeyData, RouteEntry>), jobs: mpsc::Receiver<Job>) {
+    let mut w = Writes::default();
+    let mut next = None;
+    loop {
+        let Some(job) = next.take().or_else(|| jobs.recv().ok()) else { break };
+        match job {
+            Job::V4(batch) => {
+                let (batch, after) = gather(batch, &jobs, |j| if let Job::V4(b) = j { Ok(b) } else { Err(j) }, Job::V4);
+                next = after;
+                w.write(batch, &mut v4, maps::ROUTES_V4);
+            }
+            Job::V6(batch) => {
+                let (batch, after) = gather(batch, &jobs, |j| if let Job::V6(b) = j { Ok(b) } else { Err(j) }, Job::V6);
+                next = after;
+                w.write(batch, &mut v6, maps::ROUTES_V6);
+            }
+            Job::Sync(ack) => {
+                let mut refused: Vec<Refused> = std::mem::take(&mut w.refusals).0.into_values().collect();
+                refused.sort_unstable_by_key(|r| r.prefix);
+                let _ = ack.send(Synced { stats: std::mem::take(&mut w.stats), refused });
+            }
+        }
     }
 }
 

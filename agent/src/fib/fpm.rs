@@ -27,6 +27,7 @@ use rtnetlink::packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 use tokio::{io::AsyncReadExt, net::TcpListener, sync::mpsc};
@@ -184,30 +185,44 @@ pub struct FpmStats {
     pub swept: u64,
 }
 
-/// What the FPM listener hands the daemon.
+/// The FPM feed's record, shared: the listener applies zebra's frames to
+/// it as it reads them, on its own thread (choosing among a prefix's
+/// candidates is a third of a route's cost), and hands the RIB the changes
+/// alone; the daemon sweeps it after a replay and reads it for `show`.
+/// The changes reach the RIB in the order they were made; a sweep's touch
+/// only prefixes zebra has not resent, which no queued change names.
+pub type SharedFpmRoutes = Arc<Mutex<FpmRoutes>>;
+
+/// The feed, whoever held it last (a panic aborts the process).
+pub fn lock(routes: &SharedFpmRoutes) -> MutexGuard<'_, FpmRoutes> {
+    routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the FPM listener hands the daemon (the feed has taken it already).
 #[derive(Debug)]
 pub enum FpmInput {
     Connected(SocketAddr),
-    /// The whole frames of one read, in order: one hand-over (and one
-    /// wake-up of the daemon) per read, not per frame.
-    Frames(Vec<Frame>),
+    /// The route changes of one read's frames, in order: one hand-over
+    /// (and one wake-up of the daemon) per read, not per frame.
+    Changes(Vec<RouteChange>),
     /// A bad frame: counted; the connection is closed.
     Error(FpmError),
     Closed,
 }
 
 impl FpmInput {
-    /// The frames it carries.
-    pub fn frames(&self) -> usize {
+    /// The route changes it carries.
+    pub fn changes(&self) -> usize {
         match self {
-            FpmInput::Frames(frames) => frames.len(),
+            FpmInput::Changes(changes) => changes.len(),
             _ => 0,
         }
     }
 }
 
-/// Accepts zebra's connections one at a time and forwards what they carry.
-pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>) {
+/// Accepts zebra's connections one at a time, applies what they carry to
+/// `routes` and forwards the changes.
+pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>, routes: SharedFpmRoutes) {
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -218,6 +233,7 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>) {
             }
         };
         let _ = stream.set_nodelay(true);
+        lock(&routes).connected();
         if tx.send(FpmInput::Connected(peer)).await.is_err() {
             return;
         }
@@ -238,14 +254,22 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>) {
                 }
             };
             // The frames before a bad one are zebra's word too.
-            if !frames.is_empty() && tx.send(FpmInput::Frames(frames)).await.is_err() {
-                return;
+            if !frames.is_empty() {
+                let changes = {
+                    let mut feed = lock(&routes);
+                    frames.into_iter().flat_map(|f| feed.frame(f)).collect()
+                };
+                if tx.send(FpmInput::Changes(changes)).await.is_err() {
+                    return;
+                }
             }
             if let Some(e) = error {
+                lock(&routes).error(&e);
                 let _ = tx.send(FpmInput::Error(e)).await;
                 break 'conn;
             }
         }
+        lock(&routes).closed();
         if tx.send(FpmInput::Closed).await.is_err() {
             return;
         }

@@ -5,11 +5,18 @@
 //! addresses and neighbours are not routes: they always come from the kernel.
 
 use crate::{
-    fib::{fpm::FpmRoutes, kernel_fib::KernelFib, netlink_mirror::KernelRoute},
+    fib::{
+        fpm::{lock, FpmRoutes, SharedFpmRoutes},
+        kernel_fib::KernelFib,
+        netlink_mirror::KernelRoute,
+    },
     rib::{types::NexthopObject, RouteChange, RouteInput},
 };
 use ipnet::IpNet;
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 /// Where the routes come from (`--source`, or the file's `source`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -46,8 +53,9 @@ impl ConfigRoutes {
 pub enum Feed {
     Kernel(KernelFib),
     Config(ConfigRoutes),
-    /// Boxed: its stats make it the largest, and there is one feed.
-    Fpm(Box<FpmRoutes>),
+    /// Shared with the FPM listener, which applies zebra's frames to it as
+    /// it reads them ([`crate::fib::fpm::serve`]).
+    Fpm(SharedFpmRoutes),
 }
 
 impl Feed {
@@ -55,7 +63,7 @@ impl Feed {
         match source {
             RouteSource::Kernel => Feed::Kernel(KernelFib::with_policy_tables(tables.iter().copied())),
             RouteSource::Config => Feed::Config(ConfigRoutes::default()),
-            RouteSource::Fpm => Feed::Fpm(Box::new(FpmRoutes::new(tables.iter().copied()))),
+            RouteSource::Fpm => Feed::Fpm(Arc::new(Mutex::new(FpmRoutes::new(tables.iter().copied())))),
         }
     }
 
@@ -118,7 +126,7 @@ impl Feed {
     pub fn nexthop_objects(&self) -> BTreeMap<u32, Arc<NexthopObject>> {
         match self {
             Feed::Kernel(fib) => fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
-            Feed::Fpm(f) => f.fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
+            Feed::Fpm(f) => lock(f).fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
             Feed::Config(_) => BTreeMap::new(),
         }
     }
@@ -136,7 +144,7 @@ impl Feed {
     pub fn table(&self) -> BTreeMap<IpNet, RouteInput> {
         match self {
             Feed::Kernel(fib) => fib.winners().map(|r| (r.prefix, r)).collect(),
-            Feed::Fpm(f) => f.fib.winners().map(|r| (r.prefix, r)).collect(),
+            Feed::Fpm(f) => lock(f).fib.winners().map(|r| (r.prefix, r)).collect(),
             Feed::Config(c) => c.routes.clone(),
         }
     }
@@ -153,24 +161,30 @@ impl Feed {
     pub fn set_tables(&mut self, tables: &[u32]) {
         match self {
             Feed::Kernel(fib) => fib.set_tables(tables.iter().copied()),
-            Feed::Fpm(f) => f.fib.set_tables(tables.iter().copied()),
+            Feed::Fpm(f) => lock(f).fib.set_tables(tables.iter().copied()),
             Feed::Config(_) => {}
         }
     }
 
-    /// The FPM feed, with `--source fpm`.
-    pub fn fpm(&mut self) -> Option<&mut FpmRoutes> {
+    /// The FPM feed, with `--source fpm` (held while the guard lives: the
+    /// listener waits for it).
+    pub fn fpm(&self) -> Option<MutexGuard<'_, FpmRoutes>> {
         match self {
-            Feed::Fpm(f) => Some(f),
+            Feed::Fpm(f) => Some(lock(f)),
+            _ => None,
+        }
+    }
+
+    /// The FPM feed, for the listener to share.
+    pub fn fpm_shared(&self) -> Option<SharedFpmRoutes> {
+        match self {
+            Feed::Fpm(f) => Some(f.clone()),
             _ => None,
         }
     }
 
     pub fn fpm_stats(&self) -> Option<crate::fib::fpm::FpmStats> {
-        match self {
-            Feed::Fpm(f) => Some(f.stats.clone()),
-            _ => None,
-        }
+        self.fpm().map(|f| f.stats.clone())
     }
 }
 
