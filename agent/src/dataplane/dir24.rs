@@ -273,10 +273,15 @@ mod tests {
     struct Model {
         entries: HashMap<u32, RouteEntry>,
         blocks: HashMap<u32, u32>,
+        /// The kernel refuses entry writes.
+        refuse: bool,
     }
 
     impl Dir24Store for Model {
         fn write_entry(&mut self, slot: u32, entry: &RouteEntry) -> Result<(), MapError> {
+            if self.refuse {
+                return Err(MapError::Full { map: "ROUTES_V4_DIR24_ENTRIES", capacity: 0 });
+            }
             self.entries.insert(slot, *entry);
             Ok(())
         }
@@ -332,6 +337,26 @@ mod tests {
         d.delete(&"10.0.0.0/8".parse().unwrap(), t, &mut m);
         assert!(m.blocks.is_empty());
         assert_eq!(d.stats(), Dir24Stats::default());
+    }
+
+    /// A refused entry write changes nothing the index answers with: a new
+    /// prefix stays out, a known one keeps its slot and blocks.
+    #[test]
+    fn a_refused_entry_write_leaves_the_index_as_it_was() {
+        let (t, mut m) = (Instant::now(), Model::default());
+        let mut d = Dir24::new(16, Duration::from_secs(1));
+        let (known, fresh): (Ipv4Net, Ipv4Net) = ("192.0.2.0/24".parse().unwrap(), "198.51.100.0/24".parse().unwrap());
+        d.put(&known, &entry(1), t, &mut m).unwrap();
+        let (blocks, stats, prefixes) = (m.blocks.clone(), d.stats(), d.prefixes());
+        m.refuse = true;
+        assert!(d.put(&fresh, &entry(2), t, &mut m).is_err());
+        assert!(d.put(&known, &entry(3), t, &mut m).is_err());
+        assert_eq!((m.blocks.clone(), d.stats(), d.prefixes()), (blocks, stats, prefixes));
+        assert_eq!(m.entries[&(m.blocks[&0xc00002] - 1)], copy(1));
+        // Once the kernel takes writes again, the fresh prefix goes in.
+        m.refuse = false;
+        d.put(&fresh, &entry(2), t, &mut m).unwrap();
+        assert_eq!(m.entries[&(m.blocks[&0xc63364] - 1)], copy(2));
     }
 
     #[test]

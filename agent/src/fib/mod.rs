@@ -2,6 +2,8 @@
 //!
 //! Owns: the netlink subscription and dumps ([`netlink_mirror`]: links,
 //! addresses, neighbours, routes, nexthop objects in [`nexthop_msg`];
+//! route messages in the RIB's terms in [`route_msg`], those of the common
+//! shape read straight off the wire by [`route_wire`];
 //! [`netlink_codec`]: what cannot be decoded is a resync, never a silent
 //! loss), the choice among the kernel's candidate routes ([`kernel_fib`], one prefix's in `candidates`),
 //! the kernel's nexthop objects and what it does to them unannounced

@@ -23,7 +23,7 @@ pub const UNDECODABLE_MARKER: &[u8] = b"cowroute: undecodable netlink message";
 /// Messages the codec could not decode, since the process started.
 static UNDECODABLE: AtomicU64 = AtomicU64::new(0);
 
-/// Messages [`ResyncingCodec`] could not decode so far.
+/// Messages [`ResyncingCodec`] (or a dump) could not decode so far.
 pub fn undecodable() -> u64 {
     UNDECODABLE.load(Ordering::Relaxed)
 }
@@ -36,8 +36,13 @@ pub fn is_undecodable_marker(payload: &NetlinkPayload<impl Debug>) -> bool {
 /// netlink-proto's codec, with undecodable messages turned into overruns.
 pub struct ResyncingCodec;
 
-fn marker<T>() -> NetlinkMessage<T> {
+/// One more message that could not be decoded (a dump's, say, which goes on without it).
+pub fn count_undecodable() {
     UNDECODABLE.fetch_add(1, Ordering::Relaxed);
+}
+
+fn marker<T>() -> NetlinkMessage<T> {
+    count_undecodable();
     let mut header = NetlinkHeader::default();
     header.message_type = NLMSG_OVERRUN;
     header.length = (std::mem::size_of::<NetlinkHeader>() + UNDECODABLE_MARKER.len()) as u32;

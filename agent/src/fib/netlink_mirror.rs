@@ -29,8 +29,8 @@ use std::net::{IpAddr, SocketAddr as InetSocketAddr, UdpSocket};
 pub struct Mirror {
     pub handle: Handle,
     /// Speaks the mirror's own message type: nexthop objects, which
-    /// `handle` cannot, and routes read into the mirror's terms as they are
-    /// decoded (the route dump).
+    /// `handle` cannot (each route dump has a socket of its own: a second
+    /// dump on one socket is refused, EBUSY, until the first is read out).
     mirror_handle: ConnectionHandle<MirrorMessage>,
     events: UnboundedReceiver<(NetlinkMessage<MirrorMessage>, SocketAddr)>,
     routes: bool,
@@ -138,7 +138,13 @@ impl Mirror {
             })
             .collect();
         let (tx, routes) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(read_route_dump(self.mirror_handle.clone(), tx));
+        // Its own connection, speaking the mirror's message type (routes
+        // read into the mirror's terms as they are decoded); it closes once
+        // the dump is read.
+        let (conn, dump_handle, _) = rtnetlink::proto::new_connection::<MirrorMessage>(rtnetlink::sys::protocols::NETLINK_ROUTE)
+            .context("netlink connection for the route dump")?;
+        tokio::spawn(conn);
+        tokio::spawn(read_route_dump(dump_handle, tx));
         Ok(Some(RouteDump { nexthops, routes }))
     }
 
@@ -281,7 +287,9 @@ async fn read_route_dump(handle: ConnectionHandle<MirrorMessage>, tx: tokio::syn
             let route = match msg.payload {
                 NetlinkPayload::InnerMessage(MirrorMessage::RouteEvent(Some(Event::Route { route, .. }))) => Ok(route),
                 NetlinkPayload::InnerMessage(MirrorMessage::Undecodable { message_type, error }) => {
-                    // As netlink-proto's own codec did, but said: the dump goes on.
+                    // As netlink-proto's own codec did, but said and counted
+                    // (`netlink.undecodable`): the dump goes on.
+                    netlink_codec::count_undecodable();
                     tracing::warn!(message_type, error, "dumping routes: an undecodable message left out");
                     continue;
                 }

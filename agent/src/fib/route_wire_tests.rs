@@ -60,6 +60,23 @@ fn metric(kind: u8, v: u32) -> RouteMetric {
     }
 }
 
+/// An RTA_METRICS attribute's own list: a prefix of `metrics` by `raw`,
+/// so that two in one message differ.
+fn metrics_of(raw: u128, metrics: &[(u8, u32)]) -> &[(u8, u32)] {
+    &metrics[..(raw as usize) % (metrics.len() + 1)]
+}
+
+/// Whether the wire reader takes a message `message` builds from these.
+fn common_shape(v6: bool, header: (u8, u8, u8, u8, u8), attrs: &[(u8, u128)], metrics: &[(u8, u32)]) -> bool {
+    let (len, _, kind, src_len, tos) = header;
+    let attr_ok = |(k, raw): &(u8, u128)| match k % 14 {
+        0..=9 => true,
+        10 => metrics_of(*raw, metrics).iter().all(|(m, _)| m % 18 != 16),
+        _ => false,
+    };
+    kind == 1 && src_len == 0 && tos == 0 && len <= if v6 { 128 } else { 32 } && attrs.iter().all(attr_ok)
+}
+
 /// One attribute of a route message, common or not.
 fn attribute(v6: bool, kind: u8, raw: u128, metrics: &[(u8, u32)]) -> RouteAttribute {
     let v = raw as u32;
@@ -73,7 +90,7 @@ fn attribute(v6: bool, kind: u8, raw: u128, metrics: &[(u8, u32)]) -> RouteAttri
         7 => RouteAttribute::PrefSource(addr(v6, raw)),
         8 => RouteAttribute::Preference(RoutePreference::Medium),
         9 => RouteAttribute::CacheInfo(RouteCacheInfo::parse(&[v as u8; 32]).expect("32 bytes")),
-        10 => RouteAttribute::Metrics(metrics.iter().map(|(k, v)| metric(*k, *v)).collect()),
+        10 => RouteAttribute::Metrics(metrics_of(raw, metrics).iter().map(|(k, v)| metric(*k, *v)).collect()),
         11 => RouteAttribute::Iif(v),
         12 => RouteAttribute::MultiPath(vec![{
             let mut hop = RouteNextHop::default();
@@ -117,10 +134,42 @@ proptest! {
         present in any::<bool>(),
         replace in any::<bool>(),
     ) {
-        let payload = bytes(&message(v6, (len, table, kind, src_len, tos), &attrs, &metrics));
-        let full = full(&payload, present, replace);
-        if let Some(lean) = route_event(&payload, present, replace) {
-            prop_assert_eq!(Some(lean), full);
+        let header = (len, table, kind, src_len, tos);
+        let payload = bytes(&message(v6, header, &attrs, &metrics));
+        let lean = route_event(&payload, present, replace);
+        prop_assert_eq!(lean.is_some(), common_shape(v6, header, &attrs, &metrics), "which way {:?} goes", attrs);
+        if lean.is_some() {
+            prop_assert_eq!(lean, full(&payload, present, replace));
+        }
+    }
+
+    /// A genuine message bent the ways the crate never writes (attribute
+    /// type flags, a length a little off, cut short, trailing bytes):
+    /// where the wire reader still answers, the full parse agrees.
+    #[test]
+    fn a_bent_message_is_read_the_same_way_or_left_to_the_full_parse(
+        v6 in any::<bool>(),
+        attrs in prop::collection::vec((0u8..11, any::<u128>()), 1..6),
+        metrics in prop::collection::vec((0u8..16, any::<u32>()), 0..4),
+        bends in prop::collection::vec((any::<u16>(), 0u8..5, any::<u8>()), 1..4),
+    ) {
+        let mut payload = bytes(&message(v6, (24, 254, 1, 0, 0), &attrs, &metrics));
+        for (at, how, by) in bends {
+            // Somewhere in the attributes (past the 12-byte rtmsg).
+            let at = RTMSG_LEN + usize::from(at) % (payload.len() - RTMSG_LEN).max(1);
+            let last = payload.len() - 1;
+            match how {
+                // A type's flag bits (NLA_F_NESTED, NLA_F_NET_BYTEORDER).
+                0 if at + 3 < payload.len() => payload[at + 3] |= 0x40 << (by % 2),
+                // A byte of a length or a value changed.
+                1 => payload[at.min(last)] = by,
+                2 => payload.truncate(at),
+                3 => payload.extend(std::iter::repeat_n(by, usize::from(by % 4))),
+                _ => payload.insert(at.min(last + 1), by),
+            }
+        }
+        if let Some(lean) = route_event(&payload, true, false) {
+            prop_assert_eq!(Some(lean), full(&payload, true, false));
         }
     }
 
@@ -146,7 +195,7 @@ proptest! {
 /// if2 mtu 1400` (and its IPv6 twin with cache info) is the common shape.
 #[test]
 fn the_kernels_unicast_routes_take_the_short_way() {
-    let v4 = message(false, (24, 254, 1, 0, 0), &[(0, 0x0a09_0000), (2, 0x0a00_0002), (3, 2), (4, 100), (5, 254), (10, 0)], &[(1, 1400)]);
+    let v4 = message(false, (24, 254, 1, 0, 0), &[(0, 0x0a09_0000), (2, 0x0a00_0002), (3, 2), (4, 100), (5, 254), (10, 1)], &[(1, 1400)]);
     let v6 = message(true, (48, 254, 1, 0, 0), &[(0, 0x2001_0db8 << 96), (3, 2), (5, 254), (8, 0), (9, 0)], &[]);
     let nh = message(false, (24, 254, 1, 0, 0), &[(0, 0x0a09_0000), (6, 7), (5, 254)], &[]);
     for m in [v4, v6, nh] {
@@ -156,10 +205,27 @@ fn the_kernels_unicast_routes_take_the_short_way() {
         assert_eq!(lean, full(&payload, true, true));
     }
     let Some(Event::Route { route, .. }) =
-        route_event(&bytes(&message(false, (24, 254, 1, 0, 0), &[(0, 0x0a09_0000), (3, 2), (10, 0)], &[(1, 1400)])), true, false)
+        route_event(&bytes(&message(false, (24, 254, 1, 0, 0), &[(0, 0x0a09_0000), (3, 2), (10, 1)], &[(1, 1400)])), true, false)
     else {
         panic!("a route")
     };
+    assert_eq!(route.route.metrics.get(Rtax::Mtu), 1400);
+}
+
+/// zebra nests RTA_METRICS with NLA_F_NESTED set (type 0x8008): the
+/// same route both ways.
+#[test]
+fn a_nested_flag_on_the_metrics_is_read_as_the_crate_reads_it() {
+    let m = message(false, (24, 254, 1, 0, 0), &[(0, 0x0a09_0000), (3, 2), (10, 1)], &[(1, 1400)]);
+    let mut payload = bytes(&m);
+    // The attributes after the rtmsg: RTA_DST (8 bytes), RTA_OIF (8), then RTA_METRICS's header.
+    let metrics_type = RTMSG_LEN + 16 + 2;
+    assert_eq!(u16::from_ne_bytes([payload[metrics_type], payload[metrics_type + 1]]), RTA_METRICS);
+    payload[metrics_type + 1] |= 0x80;
+    let lean = route_event(&payload, true, false);
+    assert!(lean.is_some());
+    assert_eq!(lean, full(&payload, true, false));
+    let Some(Event::Route { route, .. }) = lean else { panic!("a route") };
     assert_eq!(route.route.metrics.get(Rtax::Mtu), 1400);
 }
 
@@ -172,7 +238,7 @@ fn what_is_not_the_common_shape_is_left_to_the_full_parse() {
         message(false, (24, 254, 1, 0, 0), &[(0, 1), (11, 2)], &[]),
         message(false, (24, 254, 6, 0, 0), &[(0, 1)], &[]),
         message(false, (24, 254, 1, 16, 0), &[(0, 1), (3, 2)], &[]),
-        message(false, (24, 254, 1, 0, 0), &[(0, 1), (3, 2), (10, 0)], &[(16, 0)]),
+        message(false, (24, 254, 1, 0, 0), &[(0, 1), (3, 2), (10, 1)], &[(16, 0)]),
     ] {
         assert_eq!(route_event(&bytes(&m), true, false), None, "{m:?}");
     }
