@@ -67,13 +67,17 @@ impl Daemon {
     /// Makes the RIB hold exactly the feed's table: what it lacks or holds
     /// differently is set, what the feed no longer has is deleted.
     pub(super) fn reconcile(&mut self, now: Instant) {
-        let objects = self.feed.nexthop_objects();
+        let crate::fib::source::FeedSnapshot { objects, table, fpm_handed_over } = self.feed.snapshot();
+        // FPM changes handed over before this snapshot are in it: applied
+        // after it they would set routes back (see `fpm_input`).
+        if let Some(n) = fpm_handed_over {
+            self.fpm_applied = self.fpm_applied.max(n);
+        }
         for (id, object) in &objects {
             if self.rib.nexthop_object(*id).map(|o| &o.object) != Some(object) {
                 self.apply_route(RouteChange::SetNexthop(object.clone()), now);
             }
         }
-        let table = self.feed.table();
         let stale: Vec<_> = self.rib.route_prefixes().filter(|p| !table.contains_key(p)).collect();
         for prefix in stale {
             self.apply_route(RouteChange::Delete(prefix), now);

@@ -114,7 +114,8 @@ struct Daemon {
     degraded: Vec<String>,
     /// `--source fpm`: what the FPM listener hears, and when it last did.
     fpm_rx: Option<tokio::sync::mpsc::Receiver<crate::fib::fpm::FpmInput>>,
-    fpm_quiet: crate::fib::fpm::Quiet,
+    /// The last FPM hand-over of changes applied (or read by a reconcile).
+    fpm_applied: u64,
     /// `ip rule`: the kernel's rules and their compiled lists.
     policy: policy_routing::PolicyRouting,
 }
@@ -330,7 +331,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         retry: Default::default(),
         degraded,
         fpm_rx,
-        fpm_quiet: Default::default(),
+        fpm_applied: 0,
         policy,
     };
     // Links, addresses and neighbours first: routes need their devices,

@@ -30,14 +30,14 @@ impl Daemon {
                 let Some(mut feed) = self.feed.fpm() else { return };
                 feed.stats.listen = self.opts.fpm_listen.to_string();
                 tracing::info!(%peer, stale = feed.sweep_pending(), "FPM: zebra connected; what it does not resend is swept once it goes quiet");
-                drop(feed);
-                self.fpm_quiet.heard(now);
             }
-            FpmInput::Changes(changes) => {
-                self.fpm_quiet.heard(now);
+            // Made before a reconcile that read the feed after them: in the RIB already.
+            FpmInput::Changes(number, _) if number <= self.fpm_applied => {}
+            FpmInput::Changes(number, changes) => {
                 for change in changes {
                     self.apply_route(change, now);
                 }
+                self.fpm_applied = number;
             }
             FpmInput::Error(e) => tracing::warn!(error = %e, "FPM: bad frame; connection closed (zebra reconnects and replays)"),
             FpmInput::Closed => tracing::warn!("FPM: zebra disconnected; its routes stay until it reconnects and replays"),
@@ -47,9 +47,10 @@ impl Daemon {
     /// After a reconnect, once zebra's replay has gone quiet: what it did
     /// not resend is removed.
     pub(super) fn sweep_fpm(&mut self, now: Instant) {
-        let quiet = self.fpm_quiet.for_at_least(now, self.opts.fpm_sweep_after);
         let Some(mut feed) = self.feed.fpm() else { return };
-        if !(feed.sweep_pending() && quiet && feed.stats.connected) {
+        // Not while changes made before the sweep's are still on their way.
+        let applied = feed.handed_over == self.fpm_applied;
+        if !(applied && feed.sweep_pending() && feed.quiet.for_at_least(now, self.opts.fpm_sweep_after) && feed.stats.connected) {
             return;
         }
         let changes = feed.sweep();

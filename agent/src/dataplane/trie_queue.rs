@@ -11,10 +11,13 @@
 //!   with the next one meanwhile. Until its batch lands, a trie entry may
 //!   still name a route's old slots, which the RIB freed when it queued the
 //!   write; a freed slot is reused only after the grace period. The rule
-//!   that keeps those intact, for three quarters of the grace period
-//!   after the new entry lands: no write stays queued for more than a
+//!   that keeps those intact: no write stays queued for more than a
 //!   quarter of it (checked at each write the RIB makes in a turn, and as
-//!   turns begin and end), and anything else that writes through the RIB
+//!   turns begin and end) before the RIB waits for it, and what may be
+//!   queued ahead of it takes at most [`crate::dataplane::trie_writer`]'s
+//!   drain time (17 batches, about 50 ms at 3 µs an insert) to land, so
+//!   an entry lands within half the grace period of the slots it replaces
+//!   being freed; and anything else that writes through the RIB
 //!   (a control request, the tick, a slow-path report) and every delete
 //!   waits for the queued writes first. A reader sees the old route or the
 //!   new one. (The policy maps hold rules, which no entry names.)
@@ -71,8 +74,9 @@ impl Tries<'_> {
 const TURN_QUEUES_FROM: usize = 64;
 
 /// The grace period from which turns queue: a quarter of it is the most
-/// a write may wait, and it must be well above a few batches' time.
-pub const TURN_QUEUES_WITH_GRACE: Duration = Duration::from_millis(100);
+/// a write may wait before the RIB waits for it, and another quarter is
+/// above the writer's longest drain (17 batches, about 50 ms here).
+pub const TURN_QUEUES_WITH_GRACE: Duration = Duration::from_millis(200);
 
 /// Refused routes a settle names in the log (the rest it counts).
 const LOGGED_REFUSALS: usize = 16;

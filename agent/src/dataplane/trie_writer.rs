@@ -22,12 +22,13 @@ use common::{
 use ipnet::IpNet;
 use std::{collections::HashMap, os::fd::AsFd, sync::mpsc, thread::JoinHandle};
 
-/// Batches handed over and not yet written, at most: the RIB's thread
-/// waits beyond it rather than queue the whole table in memory. A writer
-/// that lags takes what is queued at once, in prefix order
-/// ([`TrieBatch::into_prefix_order`]): the more it lags, the cheaper each
-/// insert.
-const IN_FLIGHT: usize = 16;
+/// Batches waiting in the channel, at most: the RIB's thread waits beyond
+/// it rather than queue the whole table in memory. A writer that lags
+/// takes up to as many again at once ([`gather`]) and writes them in prefix
+/// order ([`TrieBatch::into_prefix_order`]): the more it lags, the cheaper
+/// each insert. So at most 2 × 8 batches and a partial one are ahead of a
+/// write queued now (about 50 ms at 3 µs an insert: `trie_queue` counts on it).
+const IN_FLIGHT: usize = 8;
 
 /// The queued trie writes (cold start and turns), as `show stats` reports them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -232,7 +233,8 @@ impl Refusals {
 }
 
 /// The batches of one family queued behind `first`, taken into it (up to
-/// the first job of another kind, returned; a refused batch goes alone).
+/// [`IN_FLIGHT`] in all, or the first job of another kind, returned; a
+/// refused batch goes alone).
 fn gather<K: aya::Pod>(
     mut first: TrieBatch<K>,
     jobs: &mpsc::Receiver<Job>,
@@ -242,7 +244,8 @@ fn gather<K: aya::Pod>(
     if first.is_refused() {
         return (first, None);
     }
-    while let Ok(job) = jobs.try_recv() {
+    for _ in 1..IN_FLIGHT {
+        let Ok(job) = jobs.try_recv() else { break };
         match take(job) {
             Ok(batch) if !batch.is_refused() => first.absorb(batch),
             Ok(batch) => return (first, Some(wrap(batch))),

@@ -188,9 +188,10 @@ pub struct FpmStats {
 /// The FPM feed's record, shared: the listener applies zebra's frames to
 /// it as it reads them, on its own thread (choosing among a prefix's
 /// candidates is a third of a route's cost), and hands the RIB the changes
-/// alone; the daemon sweeps it after a replay and reads it for `show`.
-/// The changes reach the RIB in the order they were made; a sweep's touch
-/// only prefixes zebra has not resent, which no queued change names.
+/// alone, numbered; the daemon sweeps it after a replay, or reconciles the
+/// RIB with it, only once it has applied every change handed over (so the
+/// changes reach the RIB in the order they were made), and reads it for
+/// `show`.
 pub type SharedFpmRoutes = Arc<Mutex<FpmRoutes>>;
 
 /// The feed, whoever held it last (a panic aborts the process).
@@ -203,8 +204,9 @@ pub fn lock(routes: &SharedFpmRoutes) -> MutexGuard<'_, FpmRoutes> {
 pub enum FpmInput {
     Connected(SocketAddr),
     /// The route changes of one read's frames, in order: one hand-over
-    /// (and one wake-up of the daemon) per read, not per frame.
-    Changes(Vec<RouteChange>),
+    /// (and one wake-up of the daemon) per read, not per frame; numbered
+    /// (`FpmRoutes::handed_over` after it).
+    Changes(u64, Vec<RouteChange>),
     /// A bad frame: counted; the connection is closed.
     Error(FpmError),
     Closed,
@@ -214,7 +216,7 @@ impl FpmInput {
     /// The route changes it carries.
     pub fn changes(&self) -> usize {
         match self {
-            FpmInput::Changes(changes) => changes.len(),
+            FpmInput::Changes(_, changes) => changes.len(),
             _ => 0,
         }
     }
@@ -233,7 +235,11 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>, routes: Sh
             }
         };
         let _ = stream.set_nodelay(true);
-        lock(&routes).connected();
+        {
+            let mut feed = lock(&routes);
+            feed.connected();
+            feed.quiet.heard(Instant::now());
+        }
         if tx.send(FpmInput::Connected(peer)).await.is_err() {
             return;
         }
@@ -255,11 +261,14 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<FpmInput>, routes: Sh
             };
             // The frames before a bad one are zebra's word too.
             if !frames.is_empty() {
-                let changes = {
+                let (number, changes) = {
                     let mut feed = lock(&routes);
-                    frames.into_iter().flat_map(|f| feed.frame(f)).collect()
+                    let changes = frames.into_iter().flat_map(|f| feed.frame(f)).collect();
+                    feed.quiet.heard(Instant::now());
+                    feed.handed_over += 1;
+                    (feed.handed_over, changes)
                 };
-                if tx.send(FpmInput::Changes(changes)).await.is_err() {
+                if tx.send(FpmInput::Changes(number, changes)).await.is_err() {
                     return;
                 }
             }
@@ -283,6 +292,14 @@ pub struct FpmRoutes {
     pub fib: KernelFib,
     stale: Option<Stale>,
     pub stats: FpmStats,
+    /// When zebra was last heard (a connection, a read of frames): the
+    /// sweep waits for it to go quiet. Kept here, set with the state it
+    /// describes, so no sweep sees a fresh connection as an old silence.
+    pub quiet: Quiet,
+    /// Hand-overs of changes made so far ([`FpmInput::Changes`] numbers
+    /// them): the daemon sweeps or reconciles only the state whose changes
+    /// it has all applied.
+    pub handed_over: u64,
 }
 
 struct Stale {
@@ -292,7 +309,7 @@ struct Stale {
 
 impl FpmRoutes {
     pub fn new(tables: impl IntoIterator<Item = u32>) -> FpmRoutes {
-        FpmRoutes { fib: KernelFib::new(tables), stale: None, stats: FpmStats::default() }
+        FpmRoutes { fib: KernelFib::new(tables), stale: None, stats: FpmStats::default(), quiet: Quiet::default(), handed_over: 0 }
     }
 
     /// A (re)connection: everything held is stale until zebra resends it.

@@ -49,6 +49,16 @@ impl ConfigRoutes {
     }
 }
 
+/// What a feed holds at one moment ([`Feed::snapshot`]).
+pub struct FeedSnapshot {
+    /// As [`Feed::nexthop_objects`].
+    pub objects: BTreeMap<u32, Arc<NexthopObject>>,
+    /// As [`Feed::table`].
+    pub table: BTreeMap<IpNet, RouteInput>,
+    /// The FPM feed's: the number of the last hand-over of changes it includes.
+    pub fpm_handed_over: Option<u64>,
+}
+
 /// The feed the agent runs with: one of each kind, the same changes out.
 pub enum Feed {
     Kernel(KernelFib),
@@ -146,6 +156,21 @@ impl Feed {
             Feed::Kernel(fib) => fib.winners().map(|r| (r.prefix, r)).collect(),
             Feed::Fpm(f) => lock(f).fib.winners().map(|r| (r.prefix, r)).collect(),
             Feed::Config(c) => c.routes.clone(),
+        }
+    }
+
+    /// The nexthop objects and the table together, read at one moment.
+    pub fn snapshot(&self) -> FeedSnapshot {
+        match self {
+            Feed::Fpm(f) => {
+                let f = lock(f);
+                FeedSnapshot {
+                    objects: f.fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
+                    table: f.fib.winners().map(|r| (r.prefix, r)).collect(),
+                    fpm_handed_over: Some(f.handed_over),
+                }
+            }
+            _ => FeedSnapshot { objects: self.nexthop_objects(), table: self.table(), fpm_handed_over: None },
         }
     }
 
