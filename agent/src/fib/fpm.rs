@@ -188,10 +188,11 @@ pub struct FpmStats {
 /// The FPM feed's record, shared: the listener applies zebra's frames to
 /// it as it reads them, on its own thread (choosing among a prefix's
 /// candidates is a third of a route's cost), and hands the RIB the changes
-/// alone, numbered; the daemon sweeps it after a replay, or reconciles the
-/// RIB with it, only once it has applied every change handed over (so the
-/// changes reach the RIB in the order they were made), and reads it for
-/// `show`.
+/// alone, numbered. The daemon sweeps it after a replay only once it has
+/// applied every change handed over (so the changes reach the RIB in the
+/// order they were made); a reconcile reads it with the number of the last
+/// hand-over it holds, and the daemon skips those hand-overs when they
+/// arrive. `show` reads it too.
 pub type SharedFpmRoutes = Arc<Mutex<FpmRoutes>>;
 
 /// The feed, whoever held it last (a panic aborts the process).
