@@ -49,6 +49,16 @@ impl ConfigRoutes {
     }
 }
 
+/// A kernel-FIB model's nexthop objects, by id.
+fn objects_of(fib: &KernelFib) -> BTreeMap<u32, Arc<NexthopObject>> {
+    fib.nexthops().objects().map(|o| (o.id, o.clone())).collect()
+}
+
+/// A kernel-FIB model's winning routes, by prefix.
+fn table_of(fib: &KernelFib) -> BTreeMap<IpNet, RouteInput> {
+    fib.winners().map(|r| (r.prefix, r)).collect()
+}
+
 /// What a feed holds at one moment ([`Feed::snapshot`]).
 pub struct FeedSnapshot {
     /// As [`Feed::nexthop_objects`].
@@ -135,8 +145,8 @@ impl Feed {
     /// The nexthop objects this feed wants the RIB to hold.
     pub fn nexthop_objects(&self) -> BTreeMap<u32, Arc<NexthopObject>> {
         match self {
-            Feed::Kernel(fib) => fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
-            Feed::Fpm(f) => lock(f).fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
+            Feed::Kernel(fib) => objects_of(fib),
+            Feed::Fpm(f) => objects_of(&lock(f).fib),
             Feed::Config(_) => BTreeMap::new(),
         }
     }
@@ -153,8 +163,8 @@ impl Feed {
     /// The whole table this feed wants the RIB to hold, by prefix.
     pub fn table(&self) -> BTreeMap<IpNet, RouteInput> {
         match self {
-            Feed::Kernel(fib) => fib.winners().map(|r| (r.prefix, r)).collect(),
-            Feed::Fpm(f) => lock(f).fib.winners().map(|r| (r.prefix, r)).collect(),
+            Feed::Kernel(fib) => table_of(fib),
+            Feed::Fpm(f) => table_of(&lock(f).fib),
             Feed::Config(c) => c.routes.clone(),
         }
     }
@@ -164,11 +174,7 @@ impl Feed {
         match self {
             Feed::Fpm(f) => {
                 let f = lock(f);
-                FeedSnapshot {
-                    objects: f.fib.nexthops().objects().map(|o| (o.id, o.clone())).collect(),
-                    table: f.fib.winners().map(|r| (r.prefix, r)).collect(),
-                    fpm_handed_over: Some(f.handed_over),
-                }
+                FeedSnapshot { objects: objects_of(&f.fib), table: table_of(&f.fib), fpm_handed_over: Some(f.handed_over) }
             }
             _ => FeedSnapshot { objects: self.nexthop_objects(), table: self.table(), fpm_handed_over: None },
         }
