@@ -295,15 +295,92 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Dura
     start.elapsed()
 }
 
+/// How zebra's routes reach the agent in an FPM test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZebraKernel {
+    /// zebra installs in rtr's kernel too (Debian's FRR 8.4 always does),
+    /// and is connected over FPM before the routes come: each reaches the
+    /// agent as zebra selects it.
+    Installs,
+    /// zebra runs without CAP_NET_ADMIN over rtr, so the kernel refuses
+    /// every install and holds none of its routes. FRR 8.4 hands a context
+    /// the kernel refused to no later dataplane provider, so FPM is
+    /// configured once zebra's RIB holds every route: the replay on
+    /// connecting (a walk of the RIB) carries them all.
+    Refused,
+}
+
+const FPM_ADDRESS: &str = "fpm address 127.0.0.1 port 2620";
+
+/// zebra's selected static and BGP routes (its RIB, both families).
+fn zebra_routes(frr: &Frr) -> u64 {
+    ["show ip route summary json", "show ipv6 route summary json"]
+        .iter()
+        .filter_map(|c| serde_json::from_str::<serde_json::Value>(&frr.vtysh(c).ok()?).ok())
+        .flat_map(|v| v["routes"].as_array().cloned().unwrap_or_default())
+        .filter(|r| matches!(r["type"].as_str(), Some("ebgp" | "ibgp" | "static")))
+        .filter_map(|r| r["rib"].as_u64())
+        .sum()
+}
+
+/// Starts zebra, staticd and bgpd.
+fn start_zebra(frr: &mut Frr) {
+    for d in ["zebra", "staticd", "bgpd"] {
+        frr.start_daemon(d).unwrap();
+    }
+}
+
+/// With `ZebraKernel::Refused`: connects FPM once zebra holds `routes` routes.
+fn connect_fpm(frr: &Frr, kernel: ZebraKernel, routes: usize) {
+    if kernel == ZebraKernel::Refused {
+        let started = Instant::now();
+        while zebra_routes(frr) < routes as u64 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "timed out waiting for zebra's RIB to hold {routes} routes: {} there\n{}\n{}",
+                zebra_routes(frr),
+                frr.vtysh("show ip route summary json").unwrap_or_default(),
+                frr.vtysh("show ipv6 route summary json").unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        frr.configure(&[FPM_ADDRESS]).unwrap();
+    }
+}
+
+/// Every route of rtr's kernel (all tables) among `of`.
+fn kernel_among(run: &LabRun, of: &BTreeSet<IpNet>) -> BTreeSet<IpNet> {
+    let mut found = BTreeSet::new();
+    for family in ["-4", "-6"] {
+        let out = sh::ip(&["-n", &run.lab.rtr, family, "-j", "route", "show", "table", "all"]).unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+        found.extend(rows.as_array().unwrap().iter().filter_map(|r| r["dst"].as_str()?.parse::<IpNet>().ok()).filter(|p| of.contains(p)));
+    }
+    found
+}
+
 /// `--source fpm`: zebra (with dplane_fpm_nl) pushes its routes, static and
 /// BGP, straight to the agent; the agent reads no route from the kernel.
+/// Kernel forwarding is off in rtr: every probe that arrives, cowroute
+/// forwarded from what FPM said.
 /// Then zebra is killed under traffic while a tenth of the BGP routes are
 /// withdrawn, and restarted: no datagram to a route zebra resends is lost,
 /// and the withdrawn ones are swept once its replay is done.
 #[test]
 fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
+    zebra_over_fpm(ZebraKernel::Installs, 'p');
+}
+
+/// The same with rtr's kernel refusing zebra's every install: it holds
+/// none of zebra's routes, and traffic still reaches the right next hops.
+#[test]
+fn zebra_over_fpm_with_no_route_in_the_kernel() {
+    zebra_over_fpm(ZebraKernel::Refused, 'q');
+}
+
+fn zebra_over_fpm(kernel: ZebraKernel, tag: char) {
     let run =
-        LabRun::start_custom(&lab_tag('p'), "generic", &["--source", "fpm", "--slow-path", "kernel", "--fpm-sweep-after", "20"], &|lab| {
+        LabRun::start_custom(&lab_tag(tag), "generic", &["--source", "fpm", "--slow-path", "kernel", "--fpm-sweep-after", "20"], &|lab| {
             lab.hosts_config()
         });
     let (rtr, sink) = (run.lab.rtr.clone(), run.lab.sink.clone());
@@ -321,24 +398,38 @@ fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
         table.insert(format!("fd00:100:{i:x}::/48").parse().unwrap(), if i % 2 == 0 { Leg::A } else { Leg::B });
     }
     let withdrawn: BTreeSet<IpNet> = table.keys().enumerate().filter(|(i, _)| i % 10 == 3).map(|(_, p)| *p).collect();
-    let dir = TempDir::new("fpmp");
+    let dir = TempDir::new(&format!("fpm{tag}"));
     let bgpd = bgpd_config();
     let staticd = format!("hostname rtr\nip route 10.60.0.0/24 {}\n", lab::SINK_B_V4);
-    let zebra = "hostname rtr\nfpm address 127.0.0.1 port 2620\n";
-    let mut frr = Frr::start(
-        &rtr,
-        &dir.0.join("frr"),
-        &[
-            Daemon::new("zebra", zebra, &["-M", "dplane_fpm_nl"]),
-            Daemon::new("staticd", &staticd, &[]),
-            Daemon::new("bgpd", &bgpd, &["-p", "179"]),
-        ],
-    )
-    .unwrap();
-    let exabgp = speaker(&sink, &dir.0.join("exabgp"), &table, &withdrawn);
+    let zebra = match kernel {
+        ZebraKernel::Installs => Daemon::new("zebra", &format!("hostname rtr\n{FPM_ADDRESS}\n"), &["-M", "dplane_fpm_nl"]),
+        ZebraKernel::Refused => Daemon::new("zebra", "hostname rtr\n", &["-M", "dplane_fpm_nl"]).without_net_admin(),
+    };
+    let mut frr =
+        Frr::new(&rtr, &dir.0.join("frr"), &[zebra, Daemon::new("staticd", &staticd, &[]), Daemon::new("bgpd", &bgpd, &["-p", "179"])])
+            .unwrap();
     let mut ours: BTreeSet<IpNet> = table.keys().copied().collect();
     ours.insert("10.60.0.0/24".parse().unwrap());
-    let took = wait_for("zebra's routes over FPM in the maps", Duration::from_secs(60), || mapped_among(&run, &ours) == ours);
+    start_zebra(&mut frr);
+    let exabgp = speaker(&sink, &dir.0.join("exabgp"), &table, &withdrawn);
+    connect_fpm(&frr, kernel, ours.len());
+    let (started, patience) = (Instant::now(), Duration::from_secs(60));
+    while mapped_among(&run, &ours) != ours {
+        let m = mapped_among(&run, &ours);
+        assert!(
+            started.elapsed() < patience,
+            "timed out after {patience:?} waiting for zebra's routes over FPM in the maps: {} of {} there, missing e.g. {:?}; fpm stats {}\nzebra: {}\nbgpd: {}\nzebra's log: {}",
+            m.len(),
+            ours.len(),
+            ours.difference(&m).take(3).collect::<Vec<_>>(),
+            fpm_stats(&run),
+            frr.vtysh("show ip route summary").unwrap_or_default(),
+            frr.vtysh("show bgp summary").unwrap_or_default(),
+            frr.log("zebra").lines().rev().take(30).collect::<Vec<_>>().join("\n"),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
     let s = fpm_stats(&run);
     eprintln!("fpm: {} prefixes in the maps {took:?} after the speaker started; stats {s}", ours.len());
     assert_eq!(s["connected"], true);
@@ -351,6 +442,14 @@ fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
     let mut with_static = table.clone();
     with_static.insert("10.60.0.0/24".parse().unwrap(), Leg::B);
     let probes = probes(&with_static);
+    let in_kernel = kernel_among(&run, &ours);
+    eprintln!("fpm ({kernel:?}): rtr's kernel holds {} of the {} routes", in_kernel.len(), ours.len());
+    if kernel == ZebraKernel::Refused {
+        assert!(in_kernel.is_empty(), "zebra's routes reached rtr's kernel: {:?}", in_kernel.iter().take(5).collect::<Vec<_>>());
+        let refused = frr.log("zebra").matches("error: Operation not permitted, type=RTM_NEW").count();
+        assert!(refused > 0, "zebra's log shows no kernel install refused: did its kernel dataplane run?\n{}", frr.log("zebra"));
+        eprintln!("fpm: zebra's log shows {refused} kernel installs refused");
+    }
     check_probes(&run, &with_static, &probes, legs, 7820, "fpm");
 
     // zebra killed under traffic; a tenth withdrawn while it is down; zebra back.
@@ -377,14 +476,22 @@ fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
     exabgp.go_on().unwrap();
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(mapped_among(&run, &ours), ours, "zebra down: every route still in the maps");
-    for d in ["zebra", "staticd", "bgpd"] {
-        frr.start_daemon(d).unwrap();
-    }
     let left: BTreeSet<IpNet> = ours.difference(&withdrawn).copied().collect();
+    start_zebra(&mut frr);
+    connect_fpm(&frr, kernel, left.len());
     let (restarted, patience) = (Instant::now(), Duration::from_secs(120));
     loop {
         let m = mapped_among(&run, &ours);
-        assert!(left.is_subset(&m), "a route zebra resends left the maps: {:?}", left.difference(&m).take(3).collect::<Vec<_>>());
+        assert!(
+            left.is_subset(&m),
+            "a route zebra resends left the maps {:?} after its restart: {:?}; fpm stats {}\nbgpd: {}\nbgpd's log: {}\nzebra's log: {}",
+            restarted.elapsed(),
+            left.difference(&m).take(3).collect::<Vec<_>>(),
+            fpm_stats(&run),
+            frr.vtysh("show bgp summary").unwrap_or_default(),
+            frr.log("bgpd").lines().rev().take(20).collect::<Vec<_>>().join("\n"),
+            frr.log("zebra").lines().rev().take(20).collect::<Vec<_>>().join("\n"),
+        );
         if m == left {
             break;
         }
@@ -410,8 +517,14 @@ fn zebra_over_fpm_feeds_the_maps_and_a_restart_loses_nothing_it_resends() {
     let mut left_table = with_static.clone();
     left_table.retain(|p, _| !withdrawn.contains(p));
     check_probes(&run, &left_table, &probes, legs, 7840, "fpm after zebra's restart");
-    let kernel_bgp = bgp_prefixes(&run).0;
-    eprintln!("fpm: rtr's kernel holds {} of the BGP prefixes (zebra's kernel dataplane installs them too)", kernel_bgp.len());
+    if kernel == ZebraKernel::Refused {
+        let in_kernel = kernel_among(&run, &ours);
+        assert!(
+            in_kernel.is_empty(),
+            "the restarted zebra's routes reached rtr's kernel: {:?}",
+            in_kernel.iter().take(5).collect::<Vec<_>>()
+        );
+    }
     drop(exabgp);
     drop(frr);
 }

@@ -30,13 +30,51 @@ pub struct Daemon {
     pub name: &'static str,
     pub conf: String,
     pub args: Vec<String>,
+    /// Whether it holds CAP_NET_ADMIN over its namespace (see
+    /// [`Daemon::without_net_admin`]).
+    pub net_admin: bool,
 }
 
 impl Daemon {
     pub fn new(name: &'static str, conf: &str, args: &[&str]) -> Daemon {
-        Daemon { name, conf: conf.to_string(), args: args.iter().map(|a| a.to_string()).collect() }
+        Daemon { name, conf: conf.to_string(), args: args.iter().map(|a| a.to_string()).collect(), net_admin: true }
+    }
+
+    /// This daemon run in a user namespace of its own (every id mapped to
+    /// itself): root there, but without CAP_NET_ADMIN over the network
+    /// namespace, which the host's user namespace owns. It still reads the
+    /// kernel (dumps, events), but every change it asks of rtnetlink fails
+    /// with EPERM: a zebra run so keeps no route of its own in the kernel.
+    /// (Debian's FRR 8.4 has no switch to keep its kernel dataplane from
+    /// installing what it sends over FPM.)
+    pub fn without_net_admin(self) -> Daemon {
+        Daemon { net_admin: false, ..self }
     }
 }
+
+/// `python3 -c USERNS_EXEC PROGRAM ARGS...`: PROGRAM in a new user
+/// namespace with the identity map. A process cannot map ids it has no
+/// capability for in the parent namespace once it has left it, so a forked
+/// helper, still in the parent, writes the maps; then PROGRAM is exec'd.
+/// (util-linux's `unshare --map-users` needs newuidmap and /etc/subuid.)
+const USERNS_EXEC: &str = r#"import ctypes, os, sys
+CLONE_NEWUSER = 0x10000000
+r, w = os.pipe()
+if os.fork() == 0:
+    os.close(w)
+    os.read(r, 1)
+    for f in ("uid_map", "gid_map"):
+        with open(f"/proc/{os.getppid()}/{f}", "w") as m:
+            m.write("0 0 4294967295\n")
+    os._exit(0)
+os.close(r)
+if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWUSER) != 0:
+    sys.exit(f"unshare(CLONE_NEWUSER): {os.strerror(ctypes.get_errno())}")
+os.write(w, b"x")
+if os.wait()[1] != 0:
+    sys.exit("could not write the new user namespace's id maps")
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
 
 /// FRR daemons (zebra first) in one namespace.
 pub struct Frr {
@@ -50,6 +88,16 @@ impl Frr {
     /// Starts `daemons` in order (zebra first: the others connect to it) in
     /// `ns`, each with its config, in `dir`.
     pub fn start(ns: &str, dir: &Path, daemons: &[Daemon]) -> Result<Frr> {
+        let mut frr = Frr::new(ns, dir, daemons)?;
+        for d in daemons {
+            frr.start_daemon(d.name)?;
+        }
+        Ok(frr)
+    }
+
+    /// An instance of `daemons` in `ns` with its configs written in `dir`,
+    /// none started yet ([`Frr::start_daemon`] each, zebra first).
+    pub fn new(ns: &str, dir: &Path, daemons: &[Daemon]) -> Result<Frr> {
         if !Path::new(FRR_DAEMONS).join("zebra").exists() {
             bail!("FRR is not installed ({FRR_DAEMONS}/zebra missing): run `cargo xtask setup`");
         }
@@ -64,11 +112,7 @@ impl Frr {
             }
         }
         std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-        let mut frr = Frr { dir: dir.to_path_buf(), ns: ns.to_string(), specs: daemons.to_vec(), running: Vec::new() };
-        for d in daemons {
-            frr.start_daemon(d.name)?;
-        }
-        Ok(frr)
+        Ok(Frr { dir: dir.to_path_buf(), ns: ns.to_string(), specs: daemons.to_vec(), running: Vec::new() })
     }
 
     /// Starts (again) daemon `name` of this instance; returns once its vty is up.
@@ -96,9 +140,15 @@ impl Frr {
         .map(|s| s.to_string())
         .collect();
         args.extend(spec.args.iter().cloned());
-        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        sh::run(&mut sh::in_ns(&self.ns, &format!("{FRR_DAEMONS}/{name}"), &argv))
-            .with_context(|| format!("starting {name} in {}", self.ns))?;
+        let program = format!("{FRR_DAEMONS}/{name}");
+        let mut argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let mut start = if spec.net_admin {
+            sh::in_ns(&self.ns, &program, &argv)
+        } else {
+            argv.splice(0..0, ["-c", USERNS_EXEC, &program]);
+            sh::in_ns(&self.ns, "python3", &argv)
+        };
+        sh::run(&mut start).with_context(|| format!("starting {name} in {}", self.ns))?;
         self.running.push(spec.name);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !vty.exists() {
@@ -110,10 +160,21 @@ impl Frr {
         Ok(())
     }
 
-    /// `vtysh -c CMD` against this instance.
+    /// `vtysh -c CMD` against this instance. (Not `-N`: vtysh would look
+    /// for the daemons' sockets in a pathspace below `--vty_socket`.)
     pub fn vtysh(&self, cmd: &str) -> Result<String> {
         let vty = self.dir.display().to_string();
-        sh::run(&mut sh::in_ns(&self.ns, "vtysh", &["-N", &self.ns, "--vty_socket", &vty, "-c", cmd]))
+        sh::run(&mut sh::in_ns(&self.ns, "vtysh", &["--vty_socket", &vty, "-c", cmd]))
+    }
+
+    /// `configure terminal` then each of `lines`, against this instance.
+    pub fn configure(&self, lines: &[&str]) -> Result<String> {
+        let vty = self.dir.display().to_string();
+        let mut argv = vec!["--vty_socket", vty.as_str(), "-c", "configure terminal"];
+        for l in lines {
+            argv.extend(["-c", l]);
+        }
+        sh::run(&mut sh::in_ns(&self.ns, "vtysh", &argv))
     }
 
     fn pid(&self, daemon: &str) -> Option<i32> {
