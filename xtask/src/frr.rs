@@ -59,12 +59,14 @@ impl Daemon {
 /// (util-linux's `unshare --map-users` needs newuidmap and /etc/subuid.)
 const USERNS_EXEC: &str = r#"import ctypes, os, sys
 CLONE_NEWUSER = 0x10000000
+parent = os.getpid()
 r, w = os.pipe()
 if os.fork() == 0:
     os.close(w)
-    os.read(r, 1)
+    if os.read(r, 1) != b"x":
+        os._exit(1)
     for f in ("uid_map", "gid_map"):
-        with open(f"/proc/{os.getppid()}/{f}", "w") as m:
+        with open(f"/proc/{parent}/{f}", "w") as m:
             m.write("0 0 4294967295\n")
     os._exit(0)
 os.close(r)
