@@ -16,8 +16,22 @@ use std::{
 };
 use xtask::{agent_proc::AgentProc, lab::Lab};
 
+/// The order the table is sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// At random, as BGP may deliver routes: every insert lands somewhere
+    /// new in the agent's tables (the slow case for time).
+    Random,
+    /// Prefix order: what zebra sends when it connects, its replay being a
+    /// walk of its route table. The agent's B-trees then split as they
+    /// fill in order, and keep half-full nodes (the costly case for memory).
+    Replay,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FpmScaleFigures {
+    pub order: Order,
     pub routes: usize,
     /// From the first byte sent until the maps held every route.
     pub mirrored_seconds: f64,
@@ -60,7 +74,7 @@ fn wait_for_routes(client: &mut Client, want: u64, start: Instant, what: &str, p
     }
 }
 
-pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Result<FpmScaleFigures> {
+pub fn measure(routes: usize, v6_routes: usize, order: Order, progress: &dyn Fn(&str)) -> Result<FpmScaleFigures> {
     let tag = format!("m{}", std::process::id() % 100_000);
     let lab = Lab::up(&tag)?;
     let dir = cowroute_tests::TempDir::new(&tag);
@@ -79,8 +93,11 @@ pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Resu
     let base = get(&stats(&mut client)?, &["routes"]);
     let before = status_mib(agent.pid(), "RssAnon");
 
-    progress(&format!("  FPM: encoding {routes} routes, one RTM_NEWROUTE frame each"));
-    let table = synthetic::v4_kernel_table(routes, 17);
+    progress(&format!("  FPM: encoding {routes} routes, one RTM_NEWROUTE frame each, in {order:?} order"));
+    let mut table = synthetic::v4_kernel_table(routes, 17);
+    if order == Order::Replay {
+        table.sort();
+    }
     let mut stream = Vec::with_capacity(routes * 64);
     for (i, p) in table.iter().enumerate() {
         let gw: IpAddr = gateways[i % gateways.len()].addr.parse()?;
@@ -113,7 +130,11 @@ pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Resu
     progress(&format!("  FPM: {v6_routes} IPv6 routes on top"));
     let gw6: IpAddr = xtask::lab::SINK_V6.parse()?;
     let mut v6_stream = Vec::with_capacity(v6_routes * 80);
-    for p in synthetic::v6_table(v6_routes, 23) {
+    let mut v6_table = synthetic::v6_table(v6_routes, 23);
+    if order == Order::Replay {
+        v6_table.sort();
+    }
+    for p in v6_table {
         v6_stream.extend(fpm::frame_of(&[fpm::route_message(p, gw6, oif, true)]));
     }
     let v6_start = Instant::now();
@@ -125,6 +146,7 @@ pub fn measure(routes: usize, v6_routes: usize, progress: &dyn Fn(&str)) -> Resu
     drop(agent);
     lab.down()?;
     Ok(FpmScaleFigures {
+        order,
         routes,
         mirrored_seconds: mirrored,
         routes_per_second: routes as f64 / mirrored,

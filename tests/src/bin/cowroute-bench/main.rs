@@ -138,8 +138,10 @@ struct Report {
     dir24: Vec<control_plane::Dir24Figures>,
     /// One per run.
     fib: Vec<fib_scale::FibScaleFigures>,
-    /// One per run: a full table over FPM.
+    /// One per run: a full table over FPM, at random.
     fpm: Vec<fpm_scale::FpmScaleFigures>,
+    /// One per run: the same table in zebra's replay order (prefix order).
+    fpm_replay: Vec<fpm_scale::FpmScaleFigures>,
     nexthops: nexthop_scale::NexthopScaleFigures,
     slow_path: Vec<slow_path::SlowPathFigures>,
     control_plane: ControlPlane,
@@ -299,8 +301,10 @@ fn main() -> Result<()> {
         return Ok(());
     }
     if cfg.only.as_deref() == Some("fpm") {
-        let f = fpm_scale::measure(cfg.fib_routes, cfg.fib_routes / 5, &say)?;
-        say(&serde_json::to_string_pretty(&f)?);
+        for order in [fpm_scale::Order::Random, fpm_scale::Order::Replay] {
+            let f = fpm_scale::measure(cfg.fib_routes, cfg.fib_routes / 5, order, &say)?;
+            say(&serde_json::to_string_pretty(&f)?);
+        }
         return Ok(());
     }
     if cfg.only.as_deref() == Some("fib") {
@@ -354,10 +358,14 @@ fn main() -> Result<()> {
         ));
         fib.push(fib_scale::measure(cfg.fib_routes, cfg.fib_churn, &say)?);
     }
-    let mut fpm = Vec::new();
+    let (mut fpm, mut fpm_replay) = (Vec::new(), Vec::new());
     for run in 1..=FIB_RUNS {
-        say(&format!("FPM source, run {run}/{FIB_RUNS}: {} routes from a zebra stand-in", cfg.fib_routes));
-        fpm.push(fpm_scale::measure(cfg.fib_routes, cfg.fib_routes / 5, &say)?);
+        say(&format!(
+            "FPM source, run {run}/{FIB_RUNS}: {} routes from a zebra stand-in, at random, then in its replay's order",
+            cfg.fib_routes
+        ));
+        fpm.push(fpm_scale::measure(cfg.fib_routes, cfg.fib_routes / 5, fpm_scale::Order::Random, &say)?);
+        fpm_replay.push(fpm_scale::measure(cfg.fib_routes, cfg.fib_routes / 5, fpm_scale::Order::Replay, &say)?);
     }
     say(&format!("kernel nexthop objects: {} routes through 1,064 objects, cold start, ip nexthop replace", cfg.nh_routes));
     let nexthops = nexthop_scale::measure(cfg.nh_routes, &say)?;
@@ -382,6 +390,7 @@ fn main() -> Result<()> {
         dir24,
         fib,
         fpm,
+        fpm_replay,
         nexthops,
         slow_path,
         control_plane: ControlPlane { memory_bytes_per_route: memory_per_route.median, memory_bytes_per_route_runs: memory_per_route },
@@ -525,6 +534,11 @@ fn markdown(r: &Report) -> String {
         "## FPM source at scale (`--source fpm`), {} runs\n\nThe bench plays zebra's dplane_fpm_nl: {} IPv4 routes, one RTM_NEWROUTE frame each, over TCP to the agent in a lab router. The maps held every route {} s after the first byte ({} routes/s; goal: under 3 s; {} µs of the agent's CPU a route); the sender was done after {} s. The agent's own memory grew {} bytes per route. Then {} IPv6 routes on the same connection, in the maps after {} s: the agent's own memory (RssAnon) per route, both families, from before the first route to after the last: {} bytes (`control_plane.memory_bytes_per_route`; goal: at most 150).\n\n",
         r.fpm.len(), r.fpm.last().map_or(0, |x| x.routes), g(|x| x.mirrored_seconds, 2), g(|x| x.routes_per_second, 0), g(|x| x.cpu_us_per_route, 2), g(|x| x.send_seconds, 2), g(|x| x.agent_bytes_per_route, 0),
         r.fpm.last().map_or(0, |x| x.v6_routes), g(|x| x.v6_seconds, 2), fmt(&r.control_plane.memory_bytes_per_route_runs, 0)
+    );
+    let h = |pick: fn(&fpm_scale::FpmScaleFigures) -> f64, digits: usize| fmt(&summarize(r.fpm_replay.iter().map(pick).collect()), digits);
+    s += &format!(
+        "The same tables in zebra's replay order (prefix order: what it sends on connecting, a walk of its route table; `fpm_replay`): IPv4 in the maps after {} s ({} µs of the agent's CPU a route), IPv6 after {} s; the agent's own memory per route, both families, {} bytes: B-trees filled in key order split into half-full nodes.\n\n",
+        h(|x| x.mirrored_seconds, 2), h(|x| x.cpu_us_per_route, 2), h(|x| x.v6_seconds, 2), h(|x| x.memory_bytes_per_route, 0)
     );
     s += &nexthops_markdown(&r.nexthops);
     s += "\n## Slow path (AF_XDP, copy mode): ICMP errors the agent answers\n\ngen floods rtr with TTL-1 datagrams from one socket; every one is handed to the agent, which answers with Time Exceeded (rate limits off). 3 runs.\n\n| XDP mode | offered frames/s | answered frames/s | dropped at a full socket |\n|---|---:|---:|---:|\n";
