@@ -7,6 +7,7 @@
 //! (the file's settings and SIGHUP), `neighbour_wait` (frames held for a
 //! neighbour). May call every other folder; nothing calls it but main.
 
+mod compaction;
 pub mod config;
 mod error_routing;
 mod kernel_events;
@@ -118,6 +119,8 @@ struct Daemon {
     fpm_applied: u64,
     /// `ip rule`: the kernel's rules and their compiled lists.
     policy: policy_routing::PolicyRouting,
+    /// When the tables' B-trees are rebuilt after a bulk load.
+    compaction: compaction::Compaction,
 }
 
 /// A `PMTU_EVENTS` record, as the program wrote it.
@@ -181,12 +184,30 @@ impl Daemon {
         self.release_resolved(now);
         self.solicit_pending(Duration::from_secs(3));
         self.refresh_all_port_sysctls();
+        self.compact_when_settled(now);
         if ticks.is_multiple_of(30) {
             if let Ok(c) = stats::read_counters(&self.counters) {
                 let fwd = c.iter().find(|r| r.reason == common::Reason::Forwarded.name()).map_or(0, |r| r.packets);
                 tracing::info!(forwarded = fwd, summary = ?self.rib.summary(), "status");
             }
         }
+    }
+
+    /// After a bulk load, once the routes are quiet: the feed's, the RIB's
+    /// and the indexes' B-trees rebuilt with full nodes (`compaction`).
+    fn compact_when_settled(&mut self, now: Instant) {
+        let routes = self.rib.summary().routes;
+        let Some(step) = self.compaction.step(routes, now) else { return };
+        let started = Instant::now();
+        match step {
+            compaction::Step::Feed => self.feed.compact(),
+            compaction::Step::Rib => self.rib.compact_routes(),
+            compaction::Step::Indexes => {
+                self.rib.sink_mut().compact();
+                compaction::release_free_memory();
+            }
+        }
+        tracing::info!(routes, ?step, took_ms = started.elapsed().as_millis() as u64, "tables compacted after a bulk load");
     }
 
     /// Reports of Frag Needed / Packet Too Big the fast path saw passing.
@@ -332,6 +353,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         degraded,
         fpm_rx,
         fpm_applied: 0,
+        compaction: compaction::Compaction::default(),
         policy,
     };
     // Links, addresses and neighbours first: routes need their devices,

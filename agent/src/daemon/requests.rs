@@ -89,6 +89,7 @@ impl Daemon {
             neighbour_queue: self.waiting.stats,
             degraded: self.degraded.clone(),
             fpm: self.feed.fpm_stats(),
+            compactions: self.compaction.runs,
         })
     }
 }

@@ -384,6 +384,12 @@ impl MapWriter {
         Ok(())
     }
 
+    /// The indexes' B-trees rebuilt with full nodes (see `PrefixMap::compact`).
+    pub fn compact(&mut self) {
+        self.dir24.compact();
+        self.v6index.compact();
+    }
+
     pub fn dir24_stats(&self) -> Dir24Stats {
         self.dir24.stats()
     }

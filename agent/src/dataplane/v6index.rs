@@ -288,6 +288,11 @@ impl V6Index {
         self.prefixes.len() + self.beyond.len()
     }
 
+    /// Its written words rebuilt with full nodes (see `PrefixMap::compact`).
+    pub fn compact(&mut self) {
+        self.written.iter_mut().for_each(crate::rib::prefix_map::compact);
+    }
+
     pub fn stats(&self) -> V6IndexStats {
         V6IndexStats { indexed: self.indexed, full_events: self.full_events, buckets: self.written.iter().map(|w| w.len() as u64).sum() }
     }

@@ -162,6 +162,14 @@ impl KernelFib {
         change
     }
 
+    /// Its tables rebuilt with full nodes ([`PrefixMap::compact`]).
+    pub fn compact(&mut self) {
+        self.routes.compact();
+        for routes in self.apart.iter_mut().flat_map(|a| a.values_mut()) {
+            routes.compact();
+        }
+    }
+
     /// Removes every route to `prefix` (a route source's sweep).
     pub fn remove_prefix(&mut self, prefix: &IpNet) -> Option<Change> {
         let gone = self.routes.remove(prefix)?;

@@ -214,6 +214,15 @@ impl Feed {
         }
     }
 
+    /// Its tables rebuilt with full B-tree nodes (see `PrefixMap::compact`).
+    pub fn compact(&mut self) {
+        match self {
+            Feed::Kernel(k) => k.compact(),
+            Feed::Fpm(f) => lock(f).fib.compact(),
+            Feed::Config(_) => {}
+        }
+    }
+
     pub fn fpm_stats(&self) -> Option<crate::fib::fpm::FpmStats> {
         self.fpm().map(|f| f.stats.clone())
     }

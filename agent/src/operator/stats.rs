@@ -36,6 +36,10 @@ pub struct AgentStats {
     /// `--source fpm`: the FPM connection and what came over it.
     #[serde(default)]
     pub fpm: Option<crate::fib::fpm::FpmStats>,
+    /// Times the tables' B-trees were rebuilt with full nodes after a bulk
+    /// load (see `daemon::compaction`).
+    #[serde(default)]
+    pub compactions: u64,
 }
 
 impl AgentStats {

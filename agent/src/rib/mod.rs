@@ -223,6 +223,12 @@ impl<S: MapSink> Rib<S> {
     }
 
     /// The sink, past the RIB's bookkeeping: for fault injection only.
+    /// Its routes rebuilt with full B-tree nodes (see `PrefixMap::compact`).
+    pub fn compact_routes(&mut self) {
+        self.routes.compact();
+        crate::rib::prefix_map::compact(&mut self.table_routes);
+    }
+
     pub fn sink_mut(&mut self) -> &mut S {
         &mut self.sink
     }

@@ -51,6 +51,20 @@ pub struct FpmScaleFigures {
     pub memory_bytes_per_route: f64,
 }
 
+/// Waits (up to 10 s) for the agent's next compaction after a bulk load
+/// (`compactions` past `before`), so that its memory is read as it stays,
+/// not as the load left it.
+fn settled(client: &mut Client, before: u64) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = get(&stats(client)?, &["compactions"]);
+        if now > before || Instant::now() > deadline {
+            return Ok(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Polls until the agent holds `want` routes (with a progress line a second).
 fn wait_for_routes(client: &mut Client, want: u64, start: Instant, what: &str, progress: &dyn Fn(&str)) -> Result<f64> {
     let mut last_line = Instant::now();
@@ -121,8 +135,9 @@ pub fn measure(routes: usize, v6_routes: usize, order: Order, progress: &dyn Fn(
     });
     let want = base + routes as u64;
     let mirrored = wait_for_routes(&mut client, want, start, &format!("{routes} IPv4 routes"), progress)?;
-    let after = status_mib(agent.pid(), "RssAnon");
     let cpu = cpu_seconds(agent.pid()) - cpu0;
+    let compactions = settled(&mut client, 0)?;
+    let after = status_mib(agent.pid(), "RssAnon");
     let send_seconds = sent.recv_timeout(Duration::from_secs(60))??;
 
     // The IPv6 table on the same connection (a new one would make every
@@ -140,7 +155,11 @@ pub fn measure(routes: usize, v6_routes: usize, order: Order, progress: &dyn Fn(
     let v6_start = Instant::now();
     more_tx.send(v6_stream)?;
     let v6_seconds = wait_for_routes(&mut client, want + v6_routes as u64, v6_start, &format!("{v6_routes} IPv6 routes"), progress)?;
+    settled(&mut client, compactions)?;
     let all = status_mib(agent.pid(), "RssAnon");
+    for line in agent.log().lines().filter(|l| l.contains("tables compacted")) {
+        progress(&format!("  FPM: agent: {}", line.trim()));
+    }
     let _ = close_tx.send(());
     drop(client);
     drop(agent);
