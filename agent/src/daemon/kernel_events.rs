@@ -22,7 +22,7 @@ impl Daemon {
     /// counted, and superseded by any later change to its prefix; one that
     /// would fail the same way again is counted and logged, not retried.
     pub(super) fn apply_route(&mut self, change: RouteChange, now: Instant) {
-        self.compaction.route_changed(now);
+        self.compaction.route_changed();
         let key = change.key();
         match self.rib.apply_route_change(change.clone(), now) {
             Ok(()) => {

@@ -196,18 +196,25 @@ impl Daemon {
     /// After a bulk load, once the routes are quiet: the feed's, the RIB's
     /// and the indexes' B-trees rebuilt with full nodes (`compaction`).
     fn compact_when_settled(&mut self, now: Instant) {
-        let routes = self.rib.summary().routes;
+        let routes = self.rib.route_count();
         let Some(step) = self.compaction.step(routes, now) else { return };
         let started = Instant::now();
         match step {
             compaction::Step::Feed => self.feed.compact(),
             compaction::Step::Rib => self.rib.compact_routes(),
-            compaction::Step::Indexes => {
-                self.rib.sink_mut().compact();
-                compaction::release_free_memory();
-            }
+            compaction::Step::Indexes => self.rib.compact_indexes(),
         }
-        tracing::info!(routes, ?step, took_ms = started.elapsed().as_millis() as u64, "tables compacted after a bulk load");
+        let took = started.elapsed();
+        if step == compaction::Step::Indexes {
+            compaction::release_free_memory();
+        }
+        tracing::info!(
+            routes,
+            ?step,
+            took_ms = took.as_millis() as u64,
+            trim_ms = (started.elapsed() - took).as_millis() as u64,
+            "tables compacted after a bulk load"
+        );
     }
 
     /// Reports of Frag Needed / Packet Too Big the fast path saw passing.

@@ -12,6 +12,9 @@ use std::net::IpAddr;
 /// The RIB's view of the maps: every write it makes goes through one of
 /// these, to the real maps ([`MapWriter`]) or to memory in unit tests.
 pub trait MapSink {
+    /// The sink's own indexes rebuilt with full B-tree nodes, once a bulk
+    /// load has settled (`daemon::compaction`); nothing to do by default.
+    fn compact_indexes(&mut self) {}
     fn put_route(&mut self, prefix: &IpNet, entry: &RouteEntry) -> Result<(), MapError>;
     fn delete_route(&mut self, prefix: &IpNet) -> Result<(), MapError>;
     /// A route of a table rules look up (`TABLE_ROUTES_V4`/`_V6`).
@@ -47,6 +50,10 @@ pub trait MapSink {
 /// The RIB's writes other than routes wait, outside a turn, for the
 /// route writes turns queued (see [`crate::dataplane::trie_queue`]).
 impl MapSink for MapWriter {
+    fn compact_indexes(&mut self) {
+        self.compact();
+    }
+
     fn begin_bulk(&mut self) {
         MapWriter::begin_bulk(self)
     }

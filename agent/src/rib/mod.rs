@@ -222,13 +222,23 @@ impl<S: MapSink> Rib<S> {
         }
     }
 
-    /// The sink, past the RIB's bookkeeping: for fault injection only.
     /// Its routes rebuilt with full B-tree nodes (see `PrefixMap::compact`).
     pub fn compact_routes(&mut self) {
         self.routes.compact();
         crate::rib::prefix_map::compact(&mut self.table_routes);
     }
 
+    /// The map writer's indexes rebuilt likewise.
+    pub fn compact_indexes(&mut self) {
+        self.sink.compact_indexes();
+    }
+
+    /// The routes it holds (what `summary` counts, without the rest).
+    pub fn route_count(&self) -> usize {
+        self.routes.len() + self.table_routes.len()
+    }
+
+    /// The sink, past the RIB's bookkeeping: for fault injection only.
     pub fn sink_mut(&mut self) -> &mut S {
         &mut self.sink
     }

@@ -175,7 +175,7 @@ mod tests {
             }
             prop_assert_eq!(map.len(), model.len());
             let listed: Vec<(IpNet, u16)> = map.iter().map(|(p, v)| (p, *v)).collect();
-            // Rebuilt with full nodes, it holds the same, and takes more.
+            // Rebuilt with full nodes, it holds the same, and still takes inserts.
             map.compact();
             prop_assert_eq!(map.iter().map(|(p, v)| (p, *v)).collect::<Vec<_>>(), listed.clone());
             for (p, v) in &listed {

@@ -67,6 +67,26 @@ pub fn get(v: &serde_json::Value, path: &[&str]) -> u64 {
     path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
 }
 
+/// Waits (up to 15 s: the agent compacts at most every 10 s) for the
+/// agent's next compaction after a bulk load (`compactions` past
+/// `before`), so that its memory is read as it stays, not as the load left
+/// it; says so when none came (a table too small to be due, or an agent
+/// without it). Returns the count.
+pub fn settled(client: &mut Client, before: u64, progress: &dyn Fn(&str)) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = get(&stats(client)?, &["compactions"]);
+        if now > before {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            progress("  the agent did not compact its tables: memory read as the load left it");
+            return Ok(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// MiB of `field` (`VmRSS`, `RssAnon`) in `/proc/PID/status`.
 pub fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -230,6 +250,9 @@ pub fn measure(routes: usize, churn: usize, progress: &dyn Fn(&str)) -> Result<F
     let cmds = kernel_table::route_lines("add", &table, &gateways, "");
     let (kernel_insert, mirrored) =
         timed_batch(lab, &mut client, &format!("add {routes}"), cmds, &|s| get(s, &["routes"]) >= want, progress)?;
+    // Memory as it stays (once the load has settled and the agent has
+    // compacted its tables), and the churn not sharing the CPUs with that.
+    settled(&mut client, 0, progress)?;
     let (rss, private) = (status_mib(agent.pid(), "VmRSS"), status_mib(agent.pid(), "RssAnon"));
     let maps = map_memory(pin_dir)?;
 

@@ -4,7 +4,7 @@
 //! every route, and the agent's own memory per route with an IPv6 table on
 //! top (a full table's shape: 1M IPv4 and 200k IPv6 routes).
 
-use crate::fib_scale::{cpu_seconds, get, stats, status_mib};
+use crate::fib_scale::{cpu_seconds, get, settled, stats, status_mib};
 use anyhow::{bail, Result};
 use cowroute::{fib::fpm, operator::control::Client};
 use cowroute_tests::{kernel_table, synthetic};
@@ -49,20 +49,6 @@ pub struct FpmScaleFigures {
     /// route to after the last: what `show routes` and adoption need is all
     /// kept (the RIB, the feed's record, the map writer's index).
     pub memory_bytes_per_route: f64,
-}
-
-/// Waits (up to 10 s) for the agent's next compaction after a bulk load
-/// (`compactions` past `before`), so that its memory is read as it stays,
-/// not as the load left it.
-fn settled(client: &mut Client, before: u64) -> Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = get(&stats(client)?, &["compactions"]);
-        if now > before || Instant::now() > deadline {
-            return Ok(now);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Polls until the agent holds `want` routes (with a progress line a second).
@@ -136,7 +122,7 @@ pub fn measure(routes: usize, v6_routes: usize, order: Order, progress: &dyn Fn(
     let want = base + routes as u64;
     let mirrored = wait_for_routes(&mut client, want, start, &format!("{routes} IPv4 routes"), progress)?;
     let cpu = cpu_seconds(agent.pid()) - cpu0;
-    let compactions = settled(&mut client, 0)?;
+    let compactions = settled(&mut client, 0, progress)?;
     let after = status_mib(agent.pid(), "RssAnon");
     let send_seconds = sent.recv_timeout(Duration::from_secs(60))??;
 
@@ -155,7 +141,7 @@ pub fn measure(routes: usize, v6_routes: usize, order: Order, progress: &dyn Fn(
     let v6_start = Instant::now();
     more_tx.send(v6_stream)?;
     let v6_seconds = wait_for_routes(&mut client, want + v6_routes as u64, v6_start, &format!("{v6_routes} IPv6 routes"), progress)?;
-    settled(&mut client, compactions)?;
+    settled(&mut client, compactions, progress)?;
     let all = status_mib(agent.pid(), "RssAnon");
     for line in agent.log().lines().filter(|l| l.contains("tables compacted")) {
         progress(&format!("  FPM: agent: {}", line.trim()));
