@@ -444,12 +444,6 @@ fn zebra_over_fpm(kernel: ZebraKernel, tag: char) {
         ours.len(),
         spoke.elapsed()
     );
-    eprintln!(
-        "fpm ({kernel:?}): {} prefixes in the maps {:?} after the speaker started ({:?} after FPM was configured); stats {s}",
-        ours.len(),
-        spoke.elapsed(),
-        started.elapsed()
-    );
     assert_eq!(s["connected"], true);
     assert_eq!(s["errors"], 0);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -526,15 +520,6 @@ fn zebra_over_fpm(kernel: ZebraKernel, tag: char) {
     }
     let swept = restarted.elapsed();
     let s = fpm_stats(&run);
-    let configured = match kernel {
-        ZebraKernel::Refused => format!(" ({:?} after FPM was configured)", started.elapsed()),
-        ZebraKernel::Installs => String::new(),
-    };
-    eprintln!(
-        "fpm ({kernel:?}): {} prefixes in the maps {:?} after the speaker started{configured}; stats {s}",
-        ours.len(),
-        spoke.elapsed()
-    );
     eprintln!("fpm: zebra restarted; {} withdrawn routes swept {swept:?} later; stats {s}", withdrawn.len());
     assert!(s["connections"].as_u64() >= Some(2) && s["swept"].as_u64() >= Some(withdrawn.len() as u64), "{s}");
     streams.into_iter().for_each(|t| t.join().unwrap());
