@@ -208,7 +208,8 @@ impl Dir24 {
 
     /// Its prefix index rebuilt with full nodes (see `PrefixMap::compact`).
     pub fn compact(&mut self) {
-        crate::rib::prefix_map::compact(&mut self.short);
+        // From sorted contents a B-tree is built with full nodes.
+        self.short = std::mem::take(&mut self.short).into_iter().collect();
     }
 
     /// Entry slots in use (each shared by the prefixes that route alike).

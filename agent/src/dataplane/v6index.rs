@@ -290,7 +290,10 @@ impl V6Index {
 
     /// Its written words rebuilt with full nodes (see `PrefixMap::compact`).
     pub fn compact(&mut self) {
-        self.written.iter_mut().for_each(crate::rib::prefix_map::compact);
+        // From sorted contents a B-tree is built with full nodes.
+        for words in &mut self.written {
+            *words = std::mem::take(words).into_iter().collect();
+        }
     }
 
     pub fn stats(&self) -> V6IndexStats {
