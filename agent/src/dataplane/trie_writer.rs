@@ -149,14 +149,16 @@ impl TrieWriter {
     fn push<K: aya::Pod>(&mut self, batch: Family<K>, job: fn(TrieBatch<K>) -> Job, prefix: IpNet, key: Key<K>, entry: RouteEntry) {
         batch(self).push(prefix, key, entry);
         if batch(self).is_full() {
-            self.hand_over_batch(batch, job);
+            self.hand_over_batch(batch, job, prefix.addr().is_ipv4());
         }
     }
 
     /// Hands over the family's batch, replaced by an empty one; the
-    /// refusal a fault injection asked for goes with it.
-    fn hand_over_batch<K: aya::Pod>(&mut self, batch: Family<K>, job: fn(TrieBatch<K>) -> Job) {
-        let refuse = self.refuse_next.take();
+    /// refusal a fault injection asked for goes with it when it is the
+    /// IPv4 one (`ipv4`): an IPv6 write racing the test's (a neighbour's
+    /// host route) must not take it.
+    fn hand_over_batch<K: aya::Pod>(&mut self, batch: Family<K>, job: fn(TrieBatch<K>) -> Job, ipv4: bool) {
+        let refuse = if ipv4 { self.refuse_next.take() } else { None };
         let mut taken = std::mem::take(batch(self));
         if let Some(what) = refuse {
             taken.refuse(what);
@@ -174,10 +176,10 @@ impl TrieWriter {
     /// Hands over the partial batches, not waiting for them.
     pub fn hand_over(&mut self) {
         if !self.v4.is_empty() {
-            self.hand_over_batch(|w| &mut w.v4, Job::V4);
+            self.hand_over_batch(|w| &mut w.v4, Job::V4, true);
         }
         if !self.v6.is_empty() {
-            self.hand_over_batch(|w| &mut w.v6, Job::V6);
+            self.hand_over_batch(|w| &mut w.v6, Job::V6, false);
         }
     }
 

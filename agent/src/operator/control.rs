@@ -53,9 +53,9 @@ pub const FAULT_REQUESTS: &str = "1";
 /// to test that its routes are written one by one instead.
 pub const FAULT_REFUSE_TRIE_BATCH: &str = "refuse-trie-batch";
 
-/// A [`Request::Fault`]: the next batch of trie writes queued in a turn
-/// (once a program reads the maps) is refused, its routes one by one too,
-/// to test that they are owed and written again.
+/// A [`Request::Fault`]: the next batch of IPv4 trie writes queued in a
+/// turn (once a program reads the maps) is refused, its routes one by one
+/// too, to test that they are owed and written again.
 pub const FAULT_REFUSE_TRIE_TURN: &str = "refuse-trie-turn";
 
 /// Whether the agent's environment turns on `fault` ([`FAULT_INJECTION_ENV`]).
